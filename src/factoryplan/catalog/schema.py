@@ -1,0 +1,274 @@
+"""Catalog entry types, in internal units (see ``factoryplan.units``).
+
+Data files name fields with friendly unit suffixes (``hbm_tb_s``); the loader converts them to
+the internal names used here (``hbm_bytes_s``) before validation. Every entry carries
+``source``, ``as_of`` and ``basis``. Adding a GPU, a system or a model is adding a data entry.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Basis = Literal["spec", "measured", "derived", "assumption"]
+Precision = Literal["bf16", "fp8", "fp4"]
+Cooling = Literal["air", "liquid"]
+
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+_AS_OF = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
+
+
+class Entry(BaseModel):
+    """Fields every catalog entry has: identity and provenance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    name: str
+    source: str = Field(min_length=3)
+    as_of: str
+    basis: Basis
+    notes: str = ""
+
+    @field_validator("id")
+    @classmethod
+    def _id_form(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError("ids are lower-case letters, digits, '.', '_' and '-'")
+        return v
+
+    @field_validator("as_of", mode="before")
+    @classmethod
+    def _as_of_form(cls, v: object) -> str:
+        text = str(v)
+        if not _AS_OF.match(text):
+            raise ValueError("as_of is YYYY, YYYY-MM or YYYY-MM-DD")
+        return text
+
+
+class Accelerator(Entry):
+    """One GPU/accelerator package. Dense (non-sparse) tensor throughput per precision."""
+
+    vendor: str
+    generation: str
+    year: int
+    bf16_dense_flops: PositiveFloat
+    fp8_dense_flops: PositiveFloat | None = None
+    fp4_dense_flops: PositiveFloat | None = None
+    hbm_bytes: PositiveFloat
+    hbm_bytes_s: PositiveFloat
+    scaleup_bidir_bytes_s: NonNegFloat  # NVLink/Infinity Fabric, both directions, per GPU
+    tdp_w: PositiveFloat
+    price_usd: PositiveFloat | None = None
+    default_system: str
+
+    def dense_flops(self, precision: str) -> float | None:
+        """Peak dense tensor FLOP/s at ``precision``; None when the part has no such unit."""
+        return {"bf16": self.bf16_dense_flops, "fp8": self.fp8_dense_flops, "fp4": self.fp4_dense_flops}.get(
+            precision
+        )
+
+    def precisions(self) -> list[str]:
+        """Precisions with tensor-core support on this part."""
+        return [p for p in ("bf16", "fp8", "fp4") if self.dense_flops(p) is not None]
+
+
+class System(Entry):
+    """A server or rack-scale system: what is bought, powered and cabled as one unit."""
+
+    accelerator: str
+    gpus: PositiveInt
+    scaleup_domain_gpus: PositiveInt  # GPUs that share one NVLink/NVSwitch domain
+    power_w: PositiveFloat  # maximum system power, all GPUs, CPUs, NICs and fans
+    nics_per_gpu: NonNegFloat
+    nic_bit_s: PositiveFloat  # scale-out (compute fabric) NIC speed
+    compute_fabric: str  # switch id of the default scale-out fabric
+    systems_per_rack: PositiveFloat  # < 1 would mean a system spans racks; NVL72 is 1
+    rack_u: NonNegFloat = 0.0
+    cooling: Cooling
+    price_usd: PositiveFloat
+    scalable_unit_systems: PositiveInt  # systems per scalable unit in the reference architecture
+    nvlink_switch_trays: NonNegInt = 0  # rack-scale systems: NVSwitch trays per system
+
+
+class Switch(Entry):
+    """A network switch of the scale-out, storage or frontend fabric."""
+
+    technology: Literal["infiniband", "ethernet"]
+    ports: PositiveInt  # radix at port_bit_s
+    port_bit_s: PositiveFloat
+    power_w: PositiveFloat
+    price_usd: PositiveFloat
+    rack_u: NonNegFloat = 1.0
+
+
+class Link(Entry):
+    """A transceiver or cable."""
+
+    kind: Literal["transceiver", "dac", "acc", "aoc", "fiber"]
+    speed_bit_s: PositiveFloat
+    power_w: NonNegFloat
+    price_usd: PositiveFloat
+    reach_m: PositiveFloat
+
+
+class Region(Entry):
+    """A site region: energy price, cooling efficiency, staff cost, jurisdiction."""
+
+    country: str
+    jurisdiction: str
+    currency: str
+    electricity_usd_per_j: PositiveFloat
+    pue_air: Annotated[float, Field(ge=1.0, le=3.0)]
+    pue_liquid: Annotated[float, Field(ge=1.0, le=3.0)]
+    fte_cost_usd_per_s: PositiveFloat  # loaded cost of one operations FTE
+    facility_cost_factor: PositiveFloat = 1.0  # construction cost relative to the US average
+    adequacy: list[str] = Field(default_factory=list)  # jurisdictions this one deems adequate for transfers
+
+
+class CloudPrice(Entry):
+    """Renting a GPU by the hour."""
+
+    provider: str
+    provider_kind: Literal["hyperscaler", "neocloud", "domestic-cloud", "sovereign-cloud", "market-index"]
+    accelerator: str
+    pricing: Literal["on-demand", "reserved-1y", "reserved-3y"]
+    price_usd_per_gpu_s: PositiveFloat
+    option: str  # deployment option this offer belongs to (sovereignty attributes)
+
+
+class ApiPrice(Entry):
+    """Buying tokens from an LLM API."""
+
+    provider: str
+    model_class: Literal["frontier", "large-open", "medium-open", "small"]
+    open_weights: bool
+    input_usd_per_token: PositiveFloat
+    output_usd_per_token: PositiveFloat
+    option: str
+
+
+class Option(Entry):
+    """A way to obtain compute, with the sovereignty attributes rules test."""
+
+    kind: Literal["own", "colo", "cloud", "api"]
+    data_location: Literal["domestic", "foreign"]
+    operator: Literal["customer", "domestic", "foreign"]
+    operator_parent_jurisdiction: str  # "domestic" or a jurisdiction code such as "US"
+    ops_staff_location: Literal["domestic", "foreign"]
+    key_custody: Literal["customer", "provider"]
+    physical_separation: bool
+    air_gap: bool
+    level: Annotated[int, Field(ge=0, le=4)]
+
+
+class Assumption(Entry):
+    """A modelling assumption with its range and distribution, in internal units after loading."""
+
+    unit: str  # the internal unit (after conversion), e.g. "usd_per_w" or "fraction"
+    value: float
+    low: float | None = None
+    high: float | None = None
+    distribution: Literal["fixed", "uniform", "triangular", "lognormal"] = "triangular"
+    description: str = ""
+
+
+class Rule(Entry):
+    """A sovereignty rule: which workloads it covers and the condition an option must meet."""
+
+    jurisdiction: str
+    instrument: str
+    data_classes: list[str]
+    sectors: list[str] = Field(default_factory=lambda: ["any"])
+    subject_jurisdictions: list[str] = Field(default_factory=list)  # empty: the rule's own jurisdiction
+    require: dict[str, list[str] | bool | int]  # option attribute -> allowed values / minimum level
+    effect: Literal["exclude", "flag"] = "exclude"
+    text: str
+
+
+class Fx(Entry):
+    """An exchange rate: USD per one unit of ``currency``."""
+
+    currency: str
+    usd_per_unit: PositiveFloat
+
+
+class MoE(BaseModel):
+    """Mixture-of-experts block."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    experts: PositiveInt
+    active: PositiveInt  # routed experts per token
+    shared: NonNegInt = 0
+    expert_ffn: PositiveInt  # intermediate size of one routed expert
+    shared_ffn: NonNegInt = 0  # intermediate size of all shared experts together
+    dense_layers: NonNegInt = 0  # leading layers with a dense MLP instead of experts
+    layer_freq: PositiveInt = 1  # every k-th layer is MoE (after the dense ones)
+    expert_bias: bool = False  # experts' projections carry biases (gpt-oss)
+    router_bias: bool = False  # the router has a per-expert bias (gpt-oss; DeepSeek-V3 score correction)
+
+
+class MLA(BaseModel):
+    """Multi-head latent attention (DeepSeek-V2/V3)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    q_lora_rank: NonNegInt  # 0: queries are not low-rank
+    kv_lora_rank: PositiveInt
+    qk_nope_head_dim: PositiveInt
+    qk_rope_head_dim: PositiveInt
+    v_head_dim: PositiveInt
+
+
+class ModelArch(Entry):
+    """A transformer LLM architecture. Parameter counts are derived (see ``catalog.models``)."""
+
+    family: str
+    layers: PositiveInt
+    hidden: PositiveInt
+    heads: PositiveInt
+    kv_heads: PositiveInt
+    head_dim: PositiveInt
+    ffn: NonNegInt  # dense MLP intermediate size (0 when every layer is MoE)
+    vocab: PositiveInt
+    tied_embeddings: bool = False
+    mlp: Literal["gated", "plain"] = "gated"
+    attention_bias: bool = False  # biases on q/k/v (and o when attention_out_bias)
+    attention_out_bias: bool = False
+    mlp_bias: bool = False
+    qk_norm: bool = False
+    norm: Literal["rms", "layer"] = "rms"  # RMSNorm (weight) or LayerNorm (weight and bias)
+    position_embeddings: NonNegInt = 0  # rows of a learned absolute position table (GPT-2); 0 = RoPE/none
+    attention_sinks: bool = False
+    sliding_window: NonNegInt = 0  # tokens; 0 = full attention everywhere
+    sliding_layers: NonNegInt = 0  # layers that use the sliding window
+    max_context: PositiveInt = 8192
+    moe: MoE | None = None
+    mla: MLA | None = None
+    published_params: PositiveFloat | None = None  # total, as published by the model's authors
+    published_active_params: PositiveFloat | None = None
+
+
+KINDS: dict[str, type[Entry]] = {
+    "accelerators": Accelerator,
+    "systems": System,
+    "switches": Switch,
+    "links": Link,
+    "models": ModelArch,
+    "regions": Region,
+    "cloud_prices": CloudPrice,
+    "api_prices": ApiPrice,
+    "options": Option,
+    "assumptions": Assumption,
+    "rules": Rule,
+    "fx": Fx,
+}
