@@ -1,0 +1,435 @@
+"""Read a Hugging Face ``config.json`` into a :class:`~factoryplan.catalog.schema.ModelArch`.
+
+The reader looks at fields first and at ``model_type`` only for what a config leaves implicit
+(GPT-2's biases and tied embeddings, Qwen2's q/k/v bias, Qwen3's q/k norms, gpt-oss's sinks).
+It understands Llama, Mistral, Qwen2, Qwen3, Qwen3-MoE, Mixtral, DeepSeek-V2/V3/R1 and Kimi-K2
+(MLA), gpt-oss, MiniMax-M2, GPT-2 and GPT-NeoX/Pythia configs, and configs that nest the text
+model under ``text_config`` (multimodal wrappers; the vision tower is not counted). A config
+with layers that are not softmax attention (linear attention, state-space layers) is refused
+with the reason; one that lacks a needed field is refused with the list of fields it needs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from factoryplan.catalog.schema import MLA, ModelArch, MoE
+from factoryplan.errors import FactoryplanError
+
+Config = dict[str, Any]
+
+# The fields every config must give, by meaning, with the names families use for them.
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "layers": ("num_hidden_layers", "n_layer", "num_layers"),
+    "hidden": ("hidden_size", "n_embd", "d_model"),
+    "heads": ("num_attention_heads", "n_head"),
+    "vocab": ("vocab_size", "padded_vocab_size"),
+    "max_context": ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length"),
+}
+_FFN = ("intermediate_size", "n_inner", "ffn_hidden_size")
+_KV_HEADS = ("num_key_value_heads", "num_kv_heads", "n_head_kv")
+_EXPERTS = ("n_routed_experts", "num_local_experts", "num_experts", "moe_num_experts")
+_TOP_K = ("num_experts_per_tok", "experts_per_token", "num_experts_per_token", "moe_topk")
+_WRAPPERS = ("text_config", "llm_config", "language_config")
+_NESTED = frozenset({"vision_config", "audio_config", "quantization_config", *_WRAPPERS})
+
+# What configs leave implicit, by model_type.
+_PLAIN_MLP = frozenset({"gpt2", "gpt_bigcode", "gpt_neox", "gptj", "codegen"})
+_ALL_BIASES = frozenset({"gpt2", "gpt_bigcode", "gpt_neox"})  # q/k/v, o and MLP biases
+_MLP_BIAS_ONLY = frozenset({"gptj", "codegen"})
+_QKV_BIAS_ONLY = frozenset({"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"})
+_QK_NORM = frozenset({"qwen3", "qwen3_moe", "qwen3_vl", "qwen3_vl_moe"})
+_LEARNED_POSITIONS = frozenset({"gpt2", "gpt_bigcode"})
+_TIED_BY_DEFAULT = frozenset({"gpt2", "gpt_bigcode"})
+_SINKS = frozenset({"gpt_oss"})
+_EXPERT_BIAS = frozenset({"gpt_oss"})
+
+# Fields that announce layers factoryplan does not model.
+_NOVEL_FIELDS: dict[str, str] = {
+    "linear_num_value_heads": "linear-attention (Gated DeltaNet) layers",
+    "linear_num_key_heads": "linear-attention layers",
+    "attn_type_list": "linear (lightning) attention layers",
+    "hybrid_override_pattern": "Mamba state-space layers",
+    "ssm_cfg": "state-space layers",
+    "mamba_d_state": "Mamba state-space layers",
+    "ssm_state_size": "state-space layers",
+}
+_KNOWN_LAYER_TYPES = frozenset({"full_attention", "sliding_attention"})
+
+NEEDS = (
+    "num_hidden_layers (or n_layer), hidden_size (or n_embd), num_attention_heads (or n_head), "
+    "vocab_size, intermediate_size (or n_inner; moe_intermediate_size for MoE experts), "
+    "max_position_embeddings (or n_positions); optional: num_key_value_heads, head_dim, "
+    "tie_word_embeddings, n_routed_experts/num_local_experts/num_experts with num_experts_per_tok, "
+    "kv_lora_rank/q_lora_rank/qk_nope_head_dim/qk_rope_head_dim/v_head_dim (MLA), sliding_window"
+)
+
+
+def _first(cfg: Config, names: tuple[str, ...]) -> tuple[str, Any] | None:
+    """(name, value) of the first of ``names`` that the config gives (not null)."""
+    for name in names:
+        if cfg.get(name) is not None:
+            return name, cfg[name]
+    return None
+
+
+def _as_int(name: str, value: Any, where: str) -> int:
+    """A non-negative integer field; a float with no fraction passes (``4096.0``)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 0:
+        raise FactoryplanError("must be a non-negative integer", where=where, field=name, value=value)
+    return int(value)
+
+
+def _int(cfg: Config, names: tuple[str, ...], where: str) -> int | None:
+    found = _first(cfg, names)
+    return None if found is None else _as_int(found[0], found[1], where)
+
+
+def _flag(cfg: Config, name: str) -> bool | None:
+    value = cfg.get(name)
+    return value if isinstance(value, bool) else None
+
+
+def _load(source: str | Path | Mapping[str, Any]) -> tuple[Config, str, str, str]:
+    """(config, where, source, as_of) from a path (file or directory) or a mapping."""
+    if isinstance(source, Mapping):
+        return dict(source), "config", "Hugging Face config (given as a mapping)", dt.date.today().isoformat()
+    path = Path(source)
+    if path.is_dir():
+        path = path / "config.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FactoryplanError("model config file not found", where=str(path)) from None
+    except OSError as exc:
+        raise FactoryplanError(f"cannot read the model config: {exc.strerror}", where=str(path)) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FactoryplanError(f"not valid JSON: {exc.msg} (line {exc.lineno})", where=str(path)) from None
+    if not isinstance(data, dict):
+        raise FactoryplanError("a config.json is a JSON object of field: value", where=str(path))
+    as_of = dt.date.fromtimestamp(path.stat().st_mtime).isoformat()
+    return data, str(path), str(path), as_of
+
+
+def _text_model(cfg: Config, notes: list[str]) -> Config:
+    """The text model's config: ``text_config`` (or ``llm_config``...) over the outer fields."""
+    for key in _WRAPPERS:
+        inner = cfg.get(key)
+        if isinstance(inner, dict):
+            merged = {k: v for k, v in cfg.items() if k not in _NESTED}
+            merged.update(inner)
+            notes.append(
+                f"text model of a {cfg.get('model_type', 'multimodal')} wrapper ({key}); "
+                "vision/audio towers not counted"
+            )
+            return merged
+    return cfg
+
+
+def _refuse_novel(cfg: Config, where: str) -> None:
+    """Raise for layers that are not softmax attention (linear attention, state-space layers)."""
+    layer_types = cfg.get("layer_types")
+    if isinstance(layer_types, list):
+        odd = sorted({str(t) for t in layer_types} - _KNOWN_LAYER_TYPES)
+        if odd:
+            count = sum(1 for t in layer_types if t in odd)
+            raise FactoryplanError(
+                f"has {count} of {len(layer_types)} layers of type {', '.join(odd)}, which factoryplan "
+                "does not model (hybrid linear-attention or state-space architecture)",
+                where=where,
+                field="layer_types",
+                allowed=", ".join(sorted(_KNOWN_LAYER_TYPES)),
+            )
+    for key, what in _NOVEL_FIELDS.items():
+        if key in cfg:
+            raise FactoryplanError(
+                f"uses {what}, which factoryplan does not model",
+                where=where,
+                field=key,
+                allowed="softmax attention only: full, sliding-window, GQA/MQA or MLA",
+            )
+    if cfg.get("is_encoder_decoder") is True:
+        raise FactoryplanError(
+            "encoder-decoder models are not supported", where=where, field="is_encoder_decoder"
+        )
+
+
+def _required(cfg: Config, where: str) -> dict[str, int]:
+    """The five required values; a missing one lists what is missing and what is needed."""
+    found: dict[str, int] = {}
+    missing: list[str] = []
+    for meaning, names in _REQUIRED.items():
+        value = _int(cfg, names, where)
+        if value is None:
+            missing.append(" or ".join(names[:2]))
+        else:
+            found[meaning] = value
+    if missing:
+        raise FactoryplanError(
+            f"cannot read the model architecture: missing {', '.join(missing)}",
+            where=where,
+            allowed=f"a config.json that gives {NEEDS}",
+        )
+    return found
+
+
+def _moe_layer_set(cfg: Config, layers: int, where: str) -> set[int]:
+    """Indices of MoE layers, by DeepSeek's or Qwen's convention (all layers when neither is given)."""
+    if "first_k_dense_replace" in cfg or "moe_layer_freq" in cfg:
+        first = _int(cfg, ("first_k_dense_replace",), where) or 0
+        freq = _int(cfg, ("moe_layer_freq",), where) or 1
+        return {i for i in range(layers) if i >= first and i % freq == 0}
+    if "decoder_sparse_step" in cfg or "mlp_only_layers" in cfg:
+        step = _int(cfg, ("decoder_sparse_step",), where) or 1
+        only = cfg.get("mlp_only_layers") or []
+        if not isinstance(only, list):
+            raise FactoryplanError(
+                "must be a list of layer indices", where=where, field="mlp_only_layers", value=only
+            )
+        return {i for i in range(layers) if i not in only and (i + 1) % step == 0}
+    return set(range(layers))
+
+
+def _layout(moe_set: set[int], layers: int, where: str) -> tuple[int, int]:
+    """(dense_layers, layer_freq) that reproduce ``moe_set`` exactly (see ``models.is_moe_layer``)."""
+    ordered = sorted(moe_set)
+    first = ordered[0]
+    freq = ordered[1] - ordered[0] if len(ordered) > 1 else max(1, layers - first)
+    if set(range(first, layers, freq)) != moe_set:
+        raise FactoryplanError(
+            f"MoE layers are not 'the first k dense, then every n-th': cannot represent MoE layers {ordered}",
+            where=where,
+            field="mlp_only_layers",
+        )
+    return first, freq
+
+
+def _moe(cfg: Config, layers: int, where: str, notes: list[str]) -> MoE | None:
+    experts = _int(cfg, _EXPERTS, where)
+    if not experts:
+        return None
+    moe_set = _moe_layer_set(cfg, layers, where)
+    if not moe_set:
+        notes.append(f"{experts} experts configured but no layer uses them: read as dense")
+        return None
+    active = _int(cfg, _TOP_K, where)
+    expert_ffn = _int(cfg, ("moe_intermediate_size", *_FFN), where)
+    if not active or not expert_ffn:
+        raise FactoryplanError(
+            "a mixture-of-experts config needs the experts per token and the expert size",
+            where=where,
+            field="num_experts_per_tok" if not active else "moe_intermediate_size",
+            allowed=f"{' or '.join(_TOP_K)}; moe_intermediate_size or intermediate_size",
+        )
+    shared, shared_ffn = 0, 0
+    n_shared = _int(cfg, ("n_shared_experts",), where)
+    if n_shared:
+        shared, shared_ffn = n_shared, n_shared * expert_ffn
+    else:
+        size = _int(cfg, ("shared_expert_intermediate_size", "shared_intermediate_size"), where)
+        if size:
+            shared, shared_ffn = 1, size
+            if str(cfg.get("model_type", "")).startswith("qwen2_moe"):
+                notes.append("shared_expert_gate (hidden_size per layer) not counted")
+    dense, freq = _layout(moe_set, layers, where)
+    model_type = str(cfg.get("model_type", ""))
+    router_bias = (
+        model_type in _EXPERT_BIAS
+        or cfg.get("topk_method") == "noaux_tc"
+        or cfg.get("use_routing_bias") is True
+    )
+    return MoE(
+        experts=experts,
+        active=active,
+        shared=shared,
+        expert_ffn=expert_ffn,
+        shared_ffn=shared_ffn,
+        dense_layers=dense,
+        layer_freq=freq,
+        expert_bias=model_type in _EXPERT_BIAS,
+        router_bias=router_bias,
+    )
+
+
+def _mla(cfg: Config, where: str) -> MLA | None:
+    if not cfg.get("kv_lora_rank"):
+        return None
+    names = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+    values = {n: _int(cfg, (n,), where) for n in names}
+    missing = [n for n, v in values.items() if not v]
+    if missing:
+        raise FactoryplanError(
+            f"an MLA config (kv_lora_rank given) is missing {', '.join(missing)}",
+            where=where,
+            allowed="kv_lora_rank, q_lora_rank (null or 0: full-rank queries), " + ", ".join(names[1:]),
+        )
+    return MLA(
+        q_lora_rank=_int(cfg, ("q_lora_rank",), where) or 0, **{n: int(v or 0) for n, v in values.items()}
+    )
+
+
+def _sliding(cfg: Config, layers: int, where: str) -> tuple[int, int]:
+    """(window, sliding layers): ``layer_types`` when given; Qwen2's ``max_window_layers``;
+    otherwise every layer (Mistral 7B v0.1). ``use_sliding_window: false`` turns it off."""
+    window = _int(cfg, ("sliding_window",), where) or 0
+    if window == 0 or cfg.get("use_sliding_window") is False:
+        return 0, 0
+    layer_types = cfg.get("layer_types")
+    if isinstance(layer_types, list):
+        count = sum(1 for t in layer_types if t == "sliding_attention")
+    elif "max_window_layers" in cfg:
+        count = max(0, layers - (_int(cfg, ("max_window_layers",), where) or 0))
+    else:
+        count = layers
+    return (window, count) if count else (0, 0)
+
+
+def _biases(cfg: Config, model_type: str) -> tuple[bool, bool, bool]:
+    """(q/k/v bias, o bias, MLP bias): ``attention_bias``/``mlp_bias`` fields first (Llama,
+    Qwen3, gpt-oss, NeoX: one flag for q/k/v and o), else the family's fixed layout."""
+    flag = _flag(cfg, "attention_bias")
+    if flag is not None:
+        qkv, out = flag, flag
+    else:
+        qkv = model_type in _ALL_BIASES or model_type in _QKV_BIAS_ONLY
+        out = model_type in _ALL_BIASES
+    mlp = _flag(cfg, "mlp_bias")
+    mlp_bias = mlp if mlp is not None else (model_type in _ALL_BIASES or model_type in _MLP_BIAS_ONLY)
+    return qkv, out, mlp_bias
+
+
+def _identity(where: str, cfg: Config, model_id: str | None) -> tuple[str, str]:
+    """(id, name): the given id, else the file's name (``config.json``: its directory's name)."""
+    if model_id is not None:
+        return model_id, model_id
+    if where != "config":
+        path = Path(where)
+        stem = path.parent.name if path.name == "config.json" else re.sub(r"[._-]?config$", "", path.stem)
+    else:
+        stem = str(cfg.get("_name_or_path") or cfg.get("model_type") or "hf-model")
+    slug = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._") or "hf-model"
+    return slug, stem or slug
+
+
+def _dense_ffn(cfg: Config, where: str, model_type: str, hidden: int, has_dense: bool) -> int:
+    """The dense MLP size; 0 when every layer is MoE (the config's ``intermediate_size`` then
+    sizes the experts, or is unused). GPT-2's ``n_inner: null`` means ``4 * n_embd``."""
+    ffn = _int(cfg, _FFN, where)
+    if ffn is None and model_type in _LEARNED_POSITIONS:
+        ffn = 4 * hidden
+    if has_dense and not ffn:
+        raise FactoryplanError(
+            "cannot read the model architecture: missing intermediate_size or n_inner (dense MLP size)",
+            where=where,
+            allowed=f"a config.json that gives {NEEDS}",
+        )
+    return ffn if has_dense and ffn else 0
+
+
+def _head_dims(cfg: Config, where: str, mla: MLA | None, hidden: int, heads: int) -> tuple[int, int]:
+    """(head_dim, kv_heads): MLA's q/k head is ``qk_nope + qk_rope``; otherwise ``head_dim`` or
+    ``hidden / heads``. KV heads default to the query heads (MHA), 1 with ``multi_query``."""
+    if mla is not None:
+        head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
+    else:
+        head_dim = _int(cfg, ("head_dim",), where) or 0
+        if not head_dim:
+            if hidden % heads:
+                raise FactoryplanError(
+                    "hidden size is not a multiple of the heads; give head_dim", where=where, field="head_dim"
+                )
+            head_dim = hidden // heads
+    kv_heads = _int(cfg, _KV_HEADS, where) or (1 if cfg.get("multi_query") is True else heads)
+    return head_dim, kv_heads
+
+
+def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
+    """Everything but identity and provenance, read from the (text model's) config."""
+    req = _required(cfg, where)
+    model_type = str(cfg.get("model_type", "unknown"))
+    layers, hidden, heads = req["layers"], req["hidden"], req["heads"]
+    moe = _moe(cfg, layers, where, notes)
+    mla = _mla(cfg, where)
+    has_dense = moe is None or moe.dense_layers > 0 or moe.layer_freq > 1
+    ffn = _dense_ffn(cfg, where, model_type, hidden, has_dense)
+    head_dim, kv_heads = _head_dims(cfg, where, mla, hidden, heads)
+    window, sliding = _sliding(cfg, layers, where)
+    qkv_bias, out_bias, mlp_bias = _biases(cfg, model_type)
+    tied = _flag(cfg, "tie_word_embeddings")
+    layer_norm = "rms_norm_eps" not in cfg and ("layer_norm_epsilon" in cfg or "layer_norm_eps" in cfg)
+    qk_norm = bool(_flag(cfg, "use_qk_norm") or _flag(cfg, "qk_layernorm") or model_type in _QK_NORM)
+    if qk_norm and cfg.get("qk_norm_type") == "per_layer":
+        notes.append(
+            "q/k norms span all heads in this model; counted per head (undercounts "
+            f"{(heads + kv_heads - 2) * head_dim} parameters per layer)"
+        )
+    if cfg.get("num_nextn_predict_layers") or cfg.get("use_mtp"):
+        notes.append("multi-token-prediction module not counted")
+    return {
+        "family": model_type,
+        "layers": layers,
+        "hidden": hidden,
+        "heads": heads,
+        "kv_heads": kv_heads,
+        "head_dim": head_dim,
+        "ffn": ffn,
+        "vocab": req["vocab"],
+        "tied_embeddings": tied if tied is not None else model_type in _TIED_BY_DEFAULT,
+        "mlp": "plain" if model_type in _PLAIN_MLP else "gated",
+        "attention_bias": qkv_bias,
+        "attention_out_bias": out_bias,
+        "mlp_bias": mlp_bias,
+        "qk_norm": qk_norm,
+        "norm": "layer" if layer_norm else "rms",
+        "position_embeddings": req["max_context"] if model_type in _LEARNED_POSITIONS else 0,
+        "attention_sinks": model_type in _SINKS,
+        "sliding_window": window,
+        "sliding_layers": sliding,
+        "max_context": req["max_context"],
+        "moe": moe,
+        "mla": mla,
+    }
+
+
+def parse_hf_config(source: str | Path | Mapping[str, Any], *, model_id: str | None = None) -> ModelArch:
+    """A :class:`ModelArch` from a Hugging Face ``config.json`` (a path, a directory holding
+    one, or the parsed mapping).
+
+    ``source`` of the entry is the file's path, ``basis`` is ``spec`` and ``as_of`` the file's
+    modification date (today for a mapping). ``id`` is ``model_id`` or the file's name
+    (``deepseek-ai--DeepSeek-V3_config.json`` -> ``deepseek-ai--deepseek-v3``; a ``config.json``
+    takes its directory's name). Approximations the reader makes are listed in ``notes``.
+    Raises :class:`FactoryplanError` naming the file and the field for a config it cannot read.
+    """
+    raw, where, source_label, as_of = _load(source)
+    notes: list[str] = []
+    cfg = _text_model(raw, notes)
+    _refuse_novel(cfg, where)
+    fields = _arch_fields(cfg, where, notes)
+    entry_id, name = _identity(where, raw, model_id)
+    try:
+        return ModelArch(
+            id=entry_id,
+            name=name,
+            source=source_label,
+            as_of=as_of,
+            basis="spec",
+            notes="; ".join(notes),
+            **fields,
+        )
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise FactoryplanError(err["msg"], where=where, field=loc, value=err.get("input")) from None
+
+
+__all__ = ["NEEDS", "parse_hf_config"]
