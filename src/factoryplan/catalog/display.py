@@ -8,7 +8,7 @@ from factoryplan import units
 from factoryplan.catalog.schema import Assumption, Entry
 
 # internal suffix -> unit shown to people (and accepted back in overlay files)
-_SHOW: dict[str, str] = {
+SHOW_UNIT: dict[str, str] = {
     "bytes": "gb",
     "bytes_s": "tb_s",
     "bit_s": "gbit_s",
@@ -29,9 +29,9 @@ def _friendly(key: str, value: Any) -> tuple[str, Any]:
         return key, value
     stem, suffix = parts
     si = units.unit(suffix).si
-    if si != suffix or si not in _SHOW:
+    if si != suffix or si not in SHOW_UNIT:
         return key, value
-    shown = _SHOW[si]
+    shown = SHOW_UNIT[si]
     if si == "w" and value >= 1e4:
         shown = "kw"
     new_key = f"{stem}_{shown}" if stem else shown

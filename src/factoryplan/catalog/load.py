@@ -23,6 +23,7 @@ from factoryplan.catalog.schema import (
     Accelerator,
     ApiPrice,
     Assumption,
+    Calibration,
     CloudPrice,
     Entry,
     Fx,
@@ -40,10 +41,8 @@ DATA_DIR = Path(__file__).parent / "data"
 PROVENANCE = ("source", "as_of", "basis")
 _NUMERIC_EXEMPT = frozenset({"year", "level", "value", "low", "high", "usd_per_unit"})
 
-try:  # the C loader is several times faster; fall back to pure Python where libyaml is absent
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader
-except AttributeError:  # pragma: no cover - depends on the PyYAML build
-    _Loader = yaml.SafeLoader
+# the C loader is several times faster; fall back to pure Python where libyaml is absent
+_Loader: type[yaml.SafeLoader | yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 E = TypeVar("E", bound=Entry)
 
@@ -77,6 +76,7 @@ class Catalog:
     assumptions: dict[str, Assumption] = field(default_factory=dict)
     rules: dict[str, Rule] = field(default_factory=dict)
     fx: dict[str, Fx] = field(default_factory=dict)
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
     origin: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, id) -> file
 
     def kind(self, kind: str) -> dict[str, Entry]:
@@ -122,7 +122,7 @@ def _convert_entry(raw: Mapping[str, Any], usd_per: Mapping[str, float], where: 
             out[key] = _scale(value, unit_name, usd_per, where, key)
             continue
         parts = units.split_suffix(key) if key not in _NUMERIC_EXEMPT else None
-        if parts is None or not isinstance(value, int | float) or isinstance(value, bool):
+        if parts is None or isinstance(value, bool) or not isinstance(value, int | float | None):
             out[key] = value
             continue
         new_key = units.si_field(key)
@@ -164,16 +164,26 @@ def _validate(kind: str, raw: Mapping[str, Any], usd_per: Mapping[str, float], w
         top = str(err["loc"][0]) if err["loc"] else ""
         shown = raw_name.get(top, top) + loc[len(top) :]
         if err["type"] == "extra_forbidden":
-            hint = did_you_mean(units.si_field(top), model.model_fields)
+            names = _friendly_names(model)
+            hint = did_you_mean(shown, names) or did_you_mean(units.si_field(top), model.model_fields)
             raise CatalogError(
-                f"unknown field{hint}", where=where_entry, field=shown, allowed=_field_list(model)
+                f"unknown field{hint}", where=where_entry, field=shown, allowed=", ".join(names)
             ) from None
         value = raw.get(raw_name.get(top, top)) if err["type"] != "missing" else None
         raise CatalogError(err["msg"], where=where_entry, field=shown, value=value) from None
 
 
-def _field_list(model: type[Entry]) -> str:
-    return ", ".join(model.model_fields)
+def _friendly_names(model: type[Entry]) -> list[str]:
+    """The model's fields as a data file writes them (``hbm_bytes_s`` -> ``hbm_tb_s``)."""
+    from factoryplan.catalog.display import SHOW_UNIT
+
+    out = []
+    for name in model.model_fields:
+        parts = units.split_suffix(name)
+        if parts is not None and parts[1] in SHOW_UNIT and parts[0]:
+            name = f"{parts[0]}_{SHOW_UNIT[parts[1]]}"
+        out.append(name)
+    return out
 
 
 def _load_kind_list(kind: str, items: Any, usd_per: Mapping[str, float], where: str) -> list[Entry]:
@@ -184,13 +194,14 @@ def _load_kind_list(kind: str, items: Any, usd_per: Mapping[str, float], where: 
     return [_validate(kind, item, usd_per, where) for item in items]
 
 
-def _raw_shipped() -> dict[str, tuple[Path, list[dict[str, Any]]]]:
-    raw: dict[str, tuple[Path, list[dict[str, Any]]]] = {}
-    for kind in KINDS:
-        path = DATA_DIR / f"{kind}.yaml"
-        if path.exists():
-            data = read_yaml(path) or []
-            raw[kind] = (path, data)
+def _raw_shipped() -> list[tuple[str, Path, Any]]:
+    """(kind, file, entries) for ``<kind>.yaml`` and ``<kind>.<part>.yaml`` files in the data folder."""
+    raw: list[tuple[str, Path, Any]] = []
+    for path in sorted(DATA_DIR.glob("*.yaml")):
+        kind = path.name.split(".")[0]
+        if kind not in KINDS:
+            raise unknown("catalog kind", kind, KINDS, where=str(path), cls=CatalogError)
+        raw.append((kind, path, read_yaml(path) or []))
     return raw
 
 
@@ -233,7 +244,7 @@ def _load_cached(overlays: tuple[str, ...]) -> Catalog:
 
     # exchange rates first: other entries need them to convert money
     merged_raw: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {k: {} for k in KINDS}
-    for kind, (path, items) in raw.items():
+    for kind, path, items in raw:
         if not isinstance(items, list):
             raise CatalogError(f"{kind} must be a list of entries", where=str(path))
         for item in items:

@@ -258,6 +258,22 @@ class ModelArch(Entry):
     published_active_params: PositiveFloat | None = None
 
 
+class Calibration(Entry):
+    """Calibrated constants of a performance engine, fitted on a stated data set as a whole.
+
+    ``values`` are dimensionless efficiencies or internal-unit constants named with their unit
+    (e.g. ``step_overhead_s``); ``spread`` reports the fit's error over its data set.
+    """
+
+    engine: Literal["training", "inference"]
+    applies_to: list[str]  # accelerator ids or generations; ["*"] for every part
+    precision: str | None = None
+    backend: str | None = None
+    values: dict[str, float]
+    fitted_on: str = ""
+    spread: str = ""
+
+
 KINDS: dict[str, type[Entry]] = {
     "accelerators": Accelerator,
     "systems": System,
@@ -271,4 +287,5 @@ KINDS: dict[str, type[Entry]] = {
     "assumptions": Assumption,
     "rules": Rule,
     "fx": Fx,
+    "calibrations": Calibration,
 }
