@@ -1,0 +1,343 @@
+"""Scenario -> Plan: the one place where the stages are wired together.
+
+Data flows one way: workloads are sized on each candidate system (perf), the systems become
+pools, racks and a power chain (infra), the owned deployment is costed (economics), the same
+workloads are priced in the cloud and as API tokens (economics.alternatives), and every option is
+checked against the sovereignty rules (sovereignty). The cheapest candidate that fits the power
+budget is chosen. Every assumption read on the way is listed in the plan with its source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from factoryplan.assumptions import AssumptionSet, AssumptionUse
+from factoryplan.catalog.load import Catalog
+from factoryplan.catalog.models import params_active, params_total, resolve_model
+from factoryplan.catalog.schema import Accelerator, ModelArch, System
+from factoryplan.economics.alternatives import Alternative, ServiceTokens, api_alternative, cloud_alternative
+from factoryplan.economics.tco import Costs, owned_costs
+from factoryplan.errors import FactoryplanError, InfeasibleError, ScenarioError
+from factoryplan.infra.bom import BomItem, bom_first_order
+from factoryplan.infra.cluster import Pool, Power, build_pool, power_chain
+from factoryplan.perf import firstorder
+from factoryplan.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, check_references
+from factoryplan.sovereignty.policy import Verdict, assess
+from factoryplan.units import SECONDS_PER_YEAR
+
+DEFAULT_CANDIDATES = ("gb200", "b200", "h200-sxm", "h100-sxm")
+
+
+class WorkloadResult(BaseModel):
+    """How one workload is served on the chosen hardware."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: str
+    model: str
+    params_total: float
+    params_active: float
+    accelerator: str
+    system: str
+    gpus: int
+    precision: str
+    data_class: str
+    sector: str
+    method: str
+    details: dict[str, float | int | str]
+    usd_per_million_tokens: float | None = None
+    warnings: list[str] = []
+
+
+class ClusterSummary(BaseModel):
+    """The whole deployment; ``accelerator``/``system`` name the largest pool."""
+
+    model_config = ConfigDict(frozen=True)
+
+    accelerator: str
+    system: str
+    gpus: int
+    systems: int
+    racks: int
+    scalable_units: float
+    pools: list[Pool]
+
+
+class HardwareOption(BaseModel):
+    """One candidate system as evaluated for the whole scenario."""
+
+    model_config = ConfigDict(frozen=True)
+
+    system: str
+    accelerator: str
+    feasible: bool
+    gpus: int
+    facility_mw: float
+    annualized_usd_per_year: float
+    within_budget: bool
+    chosen: bool
+    reason: str
+
+
+class Plan(BaseModel):
+    """Everything factoryplan says about a scenario. Serialised as the stable JSON output."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: str = "1"
+    scenario: str
+    description: str
+    region: str
+    workloads: list[WorkloadResult]
+    cluster: ClusterSummary
+    power: Power
+    bom: list[BomItem]
+    costs: Costs
+    alternatives: list[Alternative]
+    sovereignty: list[Verdict]
+    hardware_options: list[HardwareOption]
+    assumptions: list[AssumptionUse]
+    warnings: list[str]
+
+
+class _Candidate(BaseModel):
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    workloads: list[WorkloadResult]
+    pools: list[Pool]
+    power: Power
+    bom: list[BomItem]
+    costs: Costs
+
+
+def resolve_hardware(catalog: Catalog, hw_id: str) -> tuple[Accelerator, System]:
+    """An accelerator id implies its usual system; a system id implies its accelerator."""
+    if hw_id in catalog.systems:
+        system = catalog.systems[hw_id]
+        return catalog.accelerators[system.accelerator], system
+    acc = catalog.accelerators[hw_id]
+    return acc, catalog.systems[acc.default_system]
+
+
+def peak_requests_per_s(w: InferenceWorkload, asm: AssumptionSet) -> float:
+    """Average demand times the peak-to-average factor (the workload's, else the catalog's)."""
+    factor = w.peak_to_average if w.peak_to_average is not None else asm.get("serving_peak_to_average")
+    return w.average_requests_per_s() * factor
+
+
+def size_workload(
+    w: Workload, arch: ModelArch, acc: Accelerator, system: System, asm: AssumptionSet
+) -> WorkloadResult:
+    """GPUs for one workload on one system (first-order engines)."""
+    warnings: list[str] = []
+    if isinstance(w, TrainingWorkload):
+        d = firstorder.size_training(arch, acc, system, w.tokens, w.deadline_days, w.precision, asm)
+    else:
+        d = firstorder.size_inference(
+            arch, acc, system, peak_rps=peak_requests_per_s(w, asm), input_tokens=w.input_tokens,
+            output_tokens=w.output_tokens, tpot_ms=w.tpot_ms, ttft_ms=w.ttft_ms, precision=w.precision, asm=asm,
+        )
+        if float(d["ttft_ms"]) > w.ttft_ms:
+            warnings.append(f"TTFT {float(d['ttft_ms']):.0f} ms exceeds the target {w.ttft_ms:g} ms on {acc.id}")
+    gpus = int(d.pop("gpus"))
+    method = str(d.pop("method"))
+    return WorkloadResult(
+        name=w.name, kind=w.kind, model=arch.id, params_total=params_total(arch), params_active=params_active(arch),
+        accelerator=acc.id, system=system.id, gpus=gpus, precision=w.precision, data_class=w.data_class,
+        sector=w.sector, method=method, details=d, warnings=warnings,
+    )
+
+
+def _evaluate(
+    scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], hw: tuple[Accelerator, System],
+    asm: AssumptionSet,
+) -> _Candidate:
+    region = catalog.regions[scenario.region]
+    results = []
+    for w, arch in zip(scenario.workloads, archs, strict=True):
+        acc, system = resolve_hardware(catalog, w.hardware[0]) if w.hardware else hw
+        results.append(size_workload(w, arch, acc, system, asm))
+    by_system: dict[str, list[WorkloadResult]] = {}
+    for r in results:
+        by_system.setdefault(r.system, []).append(r)
+    pools = [
+        build_pool(
+            catalog.systems[sid], catalog.accelerators[rs[0].accelerator], sum(r.gpus for r in rs),
+            [r.name for r in rs], scenario.facility.cooling,
+        )
+        for sid, rs in by_system.items()
+    ]
+    power = power_chain(pools, region, asm, scenario.power_budget_mw)
+    bom = bom_first_order(pools, catalog, asm)
+    costs = owned_costs(bom, pools, power, region, scenario.facility.deployment, asm, scenario.horizon_years)
+    return _Candidate(workloads=results, pools=pools, power=power, bom=bom, costs=costs)
+
+
+def _choose(
+    scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], asm: AssumptionSet
+) -> tuple[_Candidate, list[HardwareOption]]:
+    ids = scenario.hardware or [h for h in DEFAULT_CANDIDATES if h in catalog.accelerators]
+    evaluated: list[tuple[str, tuple[Accelerator, System], _Candidate | None, str]] = []
+    for hw_id in ids:
+        hw = resolve_hardware(catalog, hw_id)
+        try:
+            evaluated.append((hw_id, hw, _evaluate(scenario, catalog, archs, hw, asm), ""))
+        except InfeasibleError as exc:
+            evaluated.append((hw_id, hw, None, exc.render()))
+    feasible = [(c.power.within_budget, c.costs.annualized_usd_per_year, i) for i, (_, _, c, _) in enumerate(evaluated)
+                if c is not None]
+    if not feasible:
+        reasons = "; ".join(f"{h}: {r}" for h, _, _, r in evaluated)
+        raise InfeasibleError(f"no candidate hardware can run the workloads: {reasons}", field="hardware")
+    best = min(feasible, key=lambda t: (not t[0], t[1]))[2]
+    options = []
+    for i, (_, (acc, system), cand, reason) in enumerate(evaluated):
+        options.append(
+            HardwareOption(
+                system=system.id, accelerator=acc.id, feasible=cand is not None,
+                gpus=sum(p.gpus for p in cand.pools) if cand else 0,
+                facility_mw=cand.power.facility_mw if cand else 0.0,
+                annualized_usd_per_year=cand.costs.annualized_usd_per_year if cand else 0.0,
+                within_budget=cand.power.within_budget if cand else False,
+                chosen=i == best, reason=reason,
+            )
+        )
+    chosen = evaluated[best][2]
+    assert chosen is not None  # best indexes a feasible candidate
+    return chosen, options
+
+
+def _verdicts(scenario: Scenario, catalog: Catalog) -> list[Verdict]:
+    region = catalog.regions[scenario.region]
+    default_jur = scenario.sovereignty.jurisdiction or region.jurisdiction
+    out = []
+    rules = list(catalog.rules.values())
+    for option in catalog.options.values():
+        for w in scenario.workloads:
+            out.append(
+                assess(option, w.name, w.jurisdiction or default_jur, w.data_class, w.sector, rules,
+                       enforce=scenario.sovereignty.enforce)
+            )
+    return out
+
+
+def _option_verdict(verdicts: Sequence[Verdict], option_id: str, workloads: Sequence[str]) -> tuple[bool, list[str]]:
+    reasons: list[str] = []
+    for v in verdicts:
+        if v.option == option_id and v.workload in workloads and not v.feasible:
+            reasons.extend(f"{v.workload}: {r}" for r in v.reasons)
+    return not reasons, reasons
+
+
+def _model_class(arch: ModelArch, w: InferenceWorkload) -> str:
+    if w.api_model_class:
+        return w.api_model_class
+    total = params_total(arch)
+    return "small" if total < 15e9 else "medium-open" if total < 150e9 else "large-open"
+
+
+def _alternatives(
+    scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], chosen: _Candidate, verdicts: Sequence[Verdict],
+    asm: AssumptionSet,
+) -> list[Alternative]:
+    region = catalog.regions[scenario.region]
+    horizon = chosen.costs.horizon_years
+    all_names = [w.name for w in scenario.workloads]
+    own_ok, own_reasons = _option_verdict(verdicts, "own-build" if scenario.facility.deployment == "own-build"
+                                          else "colocation-domestic", all_names)
+    gpus = sum(p.gpus for p in chosen.pools)
+    alts = [
+        Alternative(
+            option=f"own {scenario.facility.deployment} ({chosen.workloads[0].system if chosen.workloads else ''})",
+            option_id="own-build" if scenario.facility.deployment == "own-build" else "colocation-domestic",
+            kind="own" if scenario.facility.deployment == "own-build" else "colo", offer=None,
+            accelerator=chosen.pools[0].accelerator, gpus=gpus, scope="all",
+            annual_usd=chosen.costs.annualized_usd_per_year, tco_usd=chosen.costs.tco_usd,
+            usd_per_gpu_hour=chosen.costs.usd_per_gpu_hour, usd_per_million_tokens=None,
+            feasible=own_ok, reasons=own_reasons,
+        )
+    ]
+    if scenario.facility.deployment == "own-build":
+        colo = owned_costs(chosen.bom, chosen.pools, chosen.power, region, "colocation", asm, scenario.horizon_years)
+        ok, reasons = _option_verdict(verdicts, "colocation-domestic", all_names)
+        alts.append(alts[0].model_copy(update={
+            "option": "domestic colocation (same hardware)", "option_id": "colocation-domestic", "kind": "colo",
+            "annual_usd": colo.annualized_usd_per_year, "tco_usd": colo.tco_usd,
+            "usd_per_gpu_hour": colo.usd_per_gpu_hour, "feasible": ok, "reasons": reasons,
+        }))
+    utilization = asm.get("utilization")
+    for price in catalog.cloud_prices.values():
+        acc = catalog.accelerators[price.accelerator]
+        try:
+            sized = [size_workload(w, a, acc, catalog.systems[acc.default_system], asm)
+                     for w, a in zip(scenario.workloads, archs, strict=True)]
+        except FactoryplanError:
+            continue
+        ok, reasons = _option_verdict(verdicts, price.option, all_names)
+        alts.append(cloud_alternative(price, sum(r.gpus for r in sized), utilization, horizon, ok, reasons))
+    services = [
+        ServiceTokens(
+            name=w.name, model_class=_model_class(a, w),
+            input_tokens_per_year=w.average_requests_per_s() * SECONDS_PER_YEAR * w.input_tokens,
+            output_tokens_per_year=w.average_requests_per_s() * SECONDS_PER_YEAR * w.output_tokens,
+        )
+        for w, a in zip(scenario.workloads, archs, strict=True) if isinstance(w, InferenceWorkload)
+    ]
+    training = [w.name for w in scenario.workloads if isinstance(w, TrainingWorkload)]
+    for option_id in sorted({p.option for p in catalog.api_prices.values()}):
+        ok, reasons = _option_verdict(verdicts, option_id, [s.name for s in services])
+        if training:
+            reasons = [*reasons, f"covers inference only; {', '.join(training)} still need own or rented GPUs"]
+        alt = api_alternative(option_id, list(catalog.api_prices.values()), services, horizon, ok, reasons)
+        if alt is not None:
+            alts.append(alt)
+    return alts
+
+
+def _with_token_costs(chosen: _Candidate, scenario: Scenario) -> list[WorkloadResult]:
+    total_gpus = sum(p.gpus for p in chosen.pools)
+    per_gpu_year = chosen.costs.annualized_usd_per_year / total_gpus
+    out = []
+    for r, w in zip(chosen.workloads, scenario.workloads, strict=True):
+        if isinstance(w, InferenceWorkload):
+            tokens = w.average_requests_per_s() * SECONDS_PER_YEAR * (w.input_tokens + w.output_tokens)
+            r = r.model_copy(update={"usd_per_million_tokens": r.gpus * per_gpu_year / tokens * 1e6})
+        out.append(r)
+    return out
+
+
+def build_plan(scenario: Scenario, catalog: Catalog, *, where: str = "scenario") -> Plan:
+    """Run every stage once and return the plan."""
+    check_references(scenario, catalog, where=where)
+    asm = AssumptionSet.from_scenario(catalog, scenario.assumptions, where=where)
+    archs = []
+    for i, w in enumerate(scenario.workloads):
+        try:
+            archs.append(resolve_model(catalog, w.model))
+        except FactoryplanError as exc:
+            raise ScenarioError(exc.message, where=where, field=f"workloads[{i}].model", allowed=exc.allowed) from None
+    chosen, hw_options = _choose(scenario, catalog, archs, asm)
+    verdicts = _verdicts(scenario, catalog)
+    alternatives = _alternatives(scenario, catalog, archs, chosen, verdicts, asm)
+    main_pool = max(chosen.pools, key=lambda p: p.gpus)
+    cluster = ClusterSummary(
+        accelerator=main_pool.accelerator, system=main_pool.system, gpus=sum(p.gpus for p in chosen.pools),
+        systems=sum(p.systems for p in chosen.pools), racks=sum(p.racks for p in chosen.pools),
+        scalable_units=sum(p.scalable_units for p in chosen.pools), pools=chosen.pools,
+    )
+    warnings = [wn for r in chosen.workloads for wn in r.warnings]
+    if not chosen.power.within_budget:
+        warnings.append(
+            f"facility power {chosen.power.facility_mw:,.1f} MW exceeds the budget of "
+            f"{scenario.power_budget_mw:,.1f} MW"
+        )
+    return Plan(
+        scenario=scenario.name, description=scenario.description, region=scenario.region,
+        workloads=_with_token_costs(chosen, scenario), cluster=cluster, power=chosen.power, bom=chosen.bom,
+        costs=chosen.costs,
+        alternatives=alternatives, sovereignty=verdicts, hardware_options=hw_options, assumptions=asm.report(),
+        warnings=warnings,
+    )
