@@ -1,0 +1,187 @@
+"""The `factoryplan` command: a thin layer over the library (typer + rich).
+
+Errors in what the user gave are printed as one short message and exit non-zero; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from factoryplan.errors import FactoryplanError
+
+app = typer.Typer(
+    name="factoryplan",
+    help="Plan sovereign and on-premise AI factories: workloads -> GPUs -> buildings -> money -> sovereignty.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+catalog_app = typer.Typer(help="Browse the reference catalog (every figure with its source).", no_args_is_help=True)
+app.add_typer(catalog_app, name="catalog")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Format(StrEnum):
+    """Output format of a command."""
+
+    table = "table"
+    json = "json"
+
+
+CatalogOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--catalog", help="YAML file that overlays or adds catalog entries (repeatable)."),
+]
+FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table (default) or json.")]
+
+
+def emit_json(data: Any) -> None:
+    """Write JSON to stdout (no rich markup, stable key order)."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def plan(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    fmt: FormatOpt = Format.table,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write a report: .html (self-contained), .md or .json.")
+    ] = None,
+    catalog: CatalogOpt = None,
+) -> None:
+    """Plan a scenario end to end.
+
+    Example: factoryplan plan examples/enterprise-private-llm.yaml --out report.html
+    """
+    from factoryplan.catalog.load import load_catalog
+    from factoryplan.plan import build_plan
+    from factoryplan.scenario import load_scenario
+
+    if out is not None and out.suffix.lower() not in (".html", ".htm", ".md", ".json"):
+        raise FactoryplanError("unknown report type", field="--out", value=str(out), allowed=".html, .md, .json")
+    cat = load_catalog(catalog or [])
+    scen = load_scenario(scenario)
+    result = build_plan(scen, cat, where=str(scenario))
+    if out is not None:
+        _write_report(result, out)
+    if fmt is Format.json:
+        emit_json(result.model_dump(mode="json"))
+    else:
+        from factoryplan.report.terminal import render
+
+        render(result, console)
+        if out is not None:
+            console.print(f"report written to {out}")
+
+
+def _write_report(result: Any, out: Path) -> None:
+    suffix = out.suffix.lower()
+    if suffix in (".html", ".htm"):
+        from factoryplan.report.html import write_html
+
+        write_html(result, out)
+    elif suffix == ".md":
+        from factoryplan.report.markdown import write_markdown
+
+        write_markdown(result, out)
+    else:
+        out.write_text(json.dumps(result.model_dump(mode="json"), indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+@catalog_app.command("list")
+def catalog_list(
+    kind: Annotated[
+        str | None, typer.Argument(help="accelerators, systems, switches, links, models, regions, ...")
+    ] = None,
+    fmt: FormatOpt = Format.table,
+    catalog: CatalogOpt = None,
+) -> None:
+    """List catalog entries, all kinds or one.
+
+    Example: factoryplan catalog list accelerators
+    """
+    from factoryplan.catalog.display import friendly_fields
+    from factoryplan.catalog.load import load_catalog
+    from factoryplan.catalog.schema import KINDS
+
+    cat = load_catalog(catalog or [])
+    kinds = [kind] if kind else list(KINDS)
+    tables = {k: cat.kind(k) for k in kinds}
+    if fmt is Format.json:
+        emit_json({k: [{"kind": k, **friendly_fields(e)} for e in t.values()] for k, t in tables.items()})
+        return
+    for k, entries in tables.items():
+        t = Table(title=f"{k} ({len(entries)})", title_justify="left")
+        for col in ("id", "name", "basis", "as_of", "source"):
+            t.add_column(col, overflow="fold")
+        for e in entries.values():
+            t.add_row(e.id, e.name, e.basis, e.as_of, e.source)
+        console.print(t)
+
+
+@catalog_app.command("show")
+def catalog_show(
+    entry_id: Annotated[str, typer.Argument(metavar="ID", help="An entry id, e.g. h100-sxm or llama-3.1-70b.")],
+    fmt: FormatOpt = Format.table,
+    catalog: CatalogOpt = None,
+) -> None:
+    """Show one entry with every field and its source.
+
+    Example: factoryplan catalog show gb200-nvl72
+    """
+    from factoryplan.catalog.display import friendly_fields
+    from factoryplan.catalog.load import load_catalog
+
+    cat = load_catalog(catalog or [])
+    kind, entry = cat.find(entry_id)
+    data = {"kind": kind, **friendly_fields(entry)}
+    if kind == "models":
+        from factoryplan.catalog.models import param_breakdown, params_active, params_total
+        from factoryplan.catalog.schema import ModelArch
+
+        assert isinstance(entry, ModelArch)
+        data["derived_params_total"] = params_total(entry)
+        data["derived_params_active"] = params_active(entry)
+        data["derived_param_breakdown"] = param_breakdown(entry)
+    data["file"] = cat.origin.get((kind, entry_id), "")
+    if fmt is Format.json:
+        emit_json(data)
+        return
+    t = Table(title=f"{kind}: {entry_id}", title_justify="left", show_header=False)
+    t.add_column("field")
+    t.add_column("value", overflow="fold")
+    for key, value in data.items():
+        t.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
+    console.print(t)
+
+
+# Engine commands live in factoryplan/commands/<name>.py; each module is registered here.
+validate_app = typer.Typer(help="Check the engines against published and measured results.", no_args_is_help=True)
+app.add_typer(validate_app, name="validate")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turning user errors into one-line messages and exit codes."""
+    try:
+        app(args=argv, prog_name="factoryplan")  # standalone: usage errors print and exit 2
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except FactoryplanError as exc:
+        err_console.print(f"[bold red]error:[/bold red] {escape(exc.render())}", highlight=False)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

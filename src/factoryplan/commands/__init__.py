@@ -1,0 +1,1 @@
+"""Engine commands of the CLI (train, serve, cluster, validate ...), one module each."""

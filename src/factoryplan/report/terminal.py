@@ -1,0 +1,91 @@
+"""The plan as rich tables in the terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from factoryplan.plan import Plan
+from factoryplan.report.fmt import mw, num, usd
+
+
+def _n(value: float | int | str | None) -> str:
+    return value if isinstance(value, str) else num(value)
+
+
+def _workloads(plan: Plan) -> Table:
+    t = Table(title="Workloads", title_justify="left")
+    for col in ("workload", "kind", "model", "hardware", "GPUs", "key figures", "method"):
+        t.add_column(col, overflow="fold")
+    for w in plan.workloads:
+        d = w.details
+        if w.kind == "training":
+            figures = f"{_n(d.get('wall_clock_days'))} days, MFU {_n(d.get('mfu'))}"
+        else:
+            figures = (
+                f"{_n(d.get('replicas'))} x TP{_n(d.get('gpus_per_replica'))}, TPOT {_n(d.get('tpot_ms'))} ms, "
+                f"TTFT {_n(d.get('ttft_ms'))} ms, {usd(w.usd_per_million_tokens)}/Mtok"
+            )
+        t.add_row(w.name, w.kind, w.model, f"{w.accelerator} ({w.system})", num(w.gpus), figures, w.method)
+    return t
+
+
+def _infra(plan: Plan) -> Table:
+    c, p = plan.cluster, plan.power
+    t = Table(title="Deployment and power", title_justify="left", show_header=False)
+    t.add_column("item")
+    t.add_column("value")
+    t.add_row("hardware", f"{c.accelerator} in {c.system}")
+    t.add_row("GPUs / systems / racks", f"{num(c.gpus)} / {num(c.systems)} / {num(c.racks)}")
+    t.add_row("scalable units", num(c.scalable_units))
+    t.add_row("GPU TDP -> systems -> IT", f"{mw(p.gpu_mw)} -> {mw(p.systems_mw)} -> {mw(p.it_mw)}")
+    budget = f" (budget {mw(p.budget_mw)})" if p.budget_mw else ""
+    t.add_row("facility at the meter", f"{mw(p.facility_mw)} at PUE {p.pue:.2f}{budget}")
+    t.add_row("average draw / energy", f"{mw(p.average_facility_mw)} / {num(p.annual_energy_mwh)} MWh per year")
+    return t
+
+
+def _costs(plan: Plan) -> Table:
+    k = plan.costs
+    title = f"Costs ({k.deployment}, {k.horizon_years:g}-year horizon)"
+    t = Table(title=title, title_justify="left", show_header=False)
+    t.add_column("item")
+    t.add_column("value")
+    t.add_row("capex", usd(k.capex_usd) + "  " + ", ".join(f"{n} {usd(v)}" for n, v in k.capex_breakdown.items()))
+    t.add_row("opex per year", usd(k.opex_usd_per_year) + "  " +
+              ", ".join(f"{n} {usd(v)}" for n, v in k.opex_breakdown.items()))
+    t.add_row("annualised (WACC)", usd(k.annualized_usd_per_year))
+    t.add_row("TCO / NPV", f"{usd(k.tco_usd)} / {usd(k.npv_usd)}")
+    t.add_row("per GPU-hour", f"{usd(k.usd_per_gpu_hour)} (straight-line {usd(k.usd_per_gpu_hour_straight_line)})")
+    return t
+
+
+def _alternatives(plan: Plan, limit: int = 12) -> Table:
+    t = Table(title="Alternatives (cheapest first)", title_justify="left")
+    for col in ("option", "kind", "scope", "TCO", "$/GPU-h", "$/Mtok", "feasible", "why not"):
+        t.add_column(col, overflow="fold")
+    for a in sorted(plan.alternatives, key=lambda a: a.tco_usd)[:limit]:
+        why = "; ".join(a.reasons)[:160]
+        t.add_row(a.option, a.kind, a.scope, usd(a.tco_usd), usd(a.usd_per_gpu_hour), usd(a.usd_per_million_tokens),
+                  "yes" if a.feasible else "[red]no[/red]", why)
+    return t
+
+
+def _assumptions(plan: Plan) -> Table:
+    t = Table(title="Assumptions used", title_justify="left")
+    for col in ("name", "value", "source"):
+        t.add_column(col, overflow="fold")
+    for a in plan.assumptions:
+        t.add_row(a.name, a.display + (" (override)" if a.overridden else ""), a.source)
+    return t
+
+
+def render(plan: Plan, console: Console) -> None:
+    """Print the plan summary."""
+    console.print(f"[bold]{plan.scenario}[/bold]  region {plan.region}")
+    if plan.description:
+        console.print(plan.description)
+    for table in (_workloads(plan), _infra(plan), _costs(plan), _alternatives(plan), _assumptions(plan)):
+        console.print(table)
+    for w in plan.warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}")
