@@ -1,0 +1,283 @@
+"""Measure what the catalog otherwise takes from datasheets, on the GPU this runs on.
+
+Writes one JSON file with:
+- gemm: achieved TFLOP/s of C = A·B for LLM layer shapes (K, N) over token counts M, in BF16 and
+  FP8 (torch._scaled_mm, per-tensor scales), each timed by replaying a CUDA graph of repeated
+  products (launch overhead excluded, as in a serving engine that uses graphs);
+- hbm: achieved bandwidth of a large read (sum) and a copy (read + write);
+- attention: causal flash-attention forward and forward+backward TFLOP/s at training shapes, and
+  decode attention (one query token per sequence against a KV cache) as bytes of KV read per second;
+- decode: a whole decode step of a Llama-3.1-8B-shaped model with random weights (BF16; the same
+  matrices, RMSNorms, rotary-free attention over a preallocated KV cache), captured as a CUDA graph,
+  over batch sizes and context lengths; and the prefill of one prompt at several lengths.
+
+Run: python3 benchmarks/device/gpu_microbench.py --out results.json
+Dry run on a CPU with tiny shapes (checks the script, numbers meaningless): --device cpu --small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+LLM_SHAPES = {  # (K, N): input features, output features
+    "l8b_qkv": (4096, 6144),
+    "l8b_o": (4096, 4096),
+    "l8b_gate_up": (4096, 28672),
+    "l8b_down": (14336, 4096),
+    "l70b_qkv": (8192, 10240),
+    "l70b_gate_up": (8192, 57344),
+    "l70b_down": (28672, 8192),
+    "square_8k": (8192, 8192),
+}
+TOKENS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+
+
+def timed(fn: Callable[[], Any], dev: str, reps: int) -> float:
+    """Seconds per call of ``fn``: CUDA graph replay on a GPU, a plain loop on a CPU."""
+    if dev == "cpu":
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t0) / reps
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(reps):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    best = math.inf
+    for _ in range(3):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        g.replay()
+        end.record()
+        torch.cuda.synchronize()
+        best = min(best, start.elapsed_time(end) / 1e3 / reps)
+    del g
+    return best
+
+
+def reps_for(flops: float) -> int:
+    """Enough repetitions that one graph replay lasts a few milliseconds."""
+    return int(min(200, max(5, 3e12 / max(flops, 1.0))))
+
+
+def bench_gemm(dev: str, small: bool) -> list[dict[str, Any]]:
+    out = []
+    shapes = {k: (v[0] // 64, v[1] // 64) for k, v in LLM_SHAPES.items()} if small else LLM_SHAPES
+    tokens = (1, 16, 64) if small else TOKENS
+    fp8_ok = dev == "cuda" and hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability() >= (8, 9)
+    for name, (k, n) in shapes.items():
+        b = torch.randn(k, n, device=dev, dtype=torch.bfloat16) / math.sqrt(k)
+        b8 = b.t().contiguous().to(torch.float8_e4m3fn).t() if fp8_ok else None  # column-major for _scaled_mm
+        one = torch.ones((), device=dev, dtype=torch.float32)
+        for m in tokens:
+            a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
+            flops = 2.0 * m * k * n
+            reps = reps_for(flops)
+            t = timed(lambda a=a, b=b: torch.matmul(a, b), dev, reps)
+            row = {"shape": name, "m": m, "k": k, "n": n, "dtype": "bf16", "seconds": t, "tflops": flops / t / 1e12,
+                   "weight_bytes_per_s": k * n * 2 / t}
+            out.append(row)
+            if b8 is not None and m % 16 == 0:
+                a8 = a.to(torch.float8_e4m3fn)
+                t8 = timed(lambda a8=a8, b8=b8, one=one: torch._scaled_mm(a8, b8, one, one, out_dtype=torch.bfloat16),
+                           dev, reps)
+                out.append({"shape": name, "m": m, "k": k, "n": n, "dtype": "fp8", "seconds": t8,
+                            "tflops": flops / t8 / 1e12, "weight_bytes_per_s": k * n / t8})
+        del b, b8
+    return out
+
+
+def bench_hbm(dev: str, small: bool) -> list[dict[str, Any]]:
+    out = []
+    for gib in ((0.01,) if small else (0.25, 1.0, 4.0)):
+        n = int(gib * 2**30 / 2)
+        x = torch.empty(n, device=dev, dtype=torch.bfloat16).normal_()
+        y = torch.empty_like(x)
+        t_read = timed(lambda x=x: x.sum(dtype=torch.float32), dev, 10)
+        t_copy = timed(lambda x=x, y=y: y.copy_(x), dev, 10)
+        out.append({"gib": gib, "read_bytes_per_s": 2 * n / t_read, "copy_bytes_per_s": 4 * n / t_copy})
+        del x, y
+    return out
+
+
+def bench_attention(dev: str, small: bool) -> list[dict[str, Any]]:
+    out = []
+    d = 128
+    for seq, heads in (((128, 4),) if small else ((2048, 32), (4096, 32), (8192, 32), (8192, 64))):
+        batch = max(1, 16384 // seq)
+        q = torch.randn(batch, heads, seq, d, device=dev, dtype=torch.bfloat16, requires_grad=True)
+        k = torch.randn_like(q, requires_grad=True)
+        v = torch.randn_like(q, requires_grad=True)
+        flops_fwd = 4.0 * batch * heads * seq * seq * d / 2  # causal: half the score matrix
+        t_f = timed(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, is_causal=True), dev, 10)
+        grad = torch.randn_like(q)
+
+        def fwd_bwd(q: torch.Tensor = q, k: torch.Tensor = k, v: torch.Tensor = v, grad: torch.Tensor = grad) -> None:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            torch.autograd.grad(o, (q, k, v), grad)
+
+        t_fb = timed_eager(fwd_bwd, dev, 5)  # autograd is not captured in a graph; kernels are long enough
+        out.append({"kind": "prefill_causal", "batch": batch, "heads": heads, "seq": seq, "head_dim": d,
+                    "fwd_tflops": flops_fwd / t_f / 1e12, "fwd_bwd_tflops": 3.5 * flops_fwd / t_fb / 1e12})
+        del q, k, v, grad
+    for batch, ctx in (((2, 256),) if small else ((1, 4096), (8, 4096), (32, 4096), (128, 4096), (32, 16384),
+                                                   (128, 1024))):
+        hq, hkv = 32, 8
+        q = torch.randn(batch, hq, 1, d, device=dev, dtype=torch.bfloat16)
+        kc = torch.randn(batch, hkv, ctx, d, device=dev, dtype=torch.bfloat16)
+        vc = torch.randn_like(kc)
+        t = timed(lambda q=q, kc=kc, vc=vc: F.scaled_dot_product_attention(q, kc, vc, enable_gqa=True), dev, 20)
+        kv_bytes = 2 * batch * hkv * ctx * d * 2
+        out.append({"kind": "decode_gqa", "batch": batch, "context": ctx, "q_heads": hq, "kv_heads": hkv,
+                    "seconds": t, "kv_bytes_per_s": kv_bytes / t})
+        del q, kc, vc
+    return out
+
+
+def timed_eager(fn: Callable[[], Any], dev: str, reps: int) -> float:
+    fn()
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    if dev == "cuda":
+        torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / reps
+
+
+class TinyLlama:
+    """Llama-3.1-8B-shaped decoder with random weights: the matrices and memory traffic of a real step."""
+
+    def __init__(self, dev: str, small: bool) -> None:
+        self.h, self.ffn, self.layers, self.hq, self.hkv, self.d, self.vocab = (
+            (256, 512, 2, 4, 2, 64, 1000) if small else (4096, 14336, 32, 32, 8, 128, 128256)
+        )
+        def w(k: int, n: int) -> torch.Tensor:
+            return torch.randn(k, n, device=dev, dtype=torch.bfloat16) / math.sqrt(k)
+        self.qkv = [w(self.h, (self.hq + 2 * self.hkv) * self.d) for _ in range(self.layers)]
+        self.o = [w(self.hq * self.d, self.h) for _ in range(self.layers)]
+        self.gate_up = [w(self.h, 2 * self.ffn) for _ in range(self.layers)]
+        self.down = [w(self.ffn, self.h) for _ in range(self.layers)]
+        self.lm_head = w(self.h, self.vocab)
+        self.dev = dev
+
+    def params(self) -> int:
+        per = self.h * (self.hq + 2 * self.hkv) * self.d + self.hq * self.d * self.h + 3 * self.h * self.ffn
+        return self.layers * per + 2 * self.h * self.vocab
+
+    def step(self, x: torch.Tensor, kc: list[torch.Tensor], vc: list[torch.Tensor]) -> torch.Tensor:
+        """One decode step for x of shape (batch, hidden) against caches (batch, hkv, ctx, d)."""
+        b = x.shape[0]
+        for i in range(self.layers):
+            hn = F.rms_norm(x, (self.h,))
+            qkv = hn @ self.qkv[i]
+            q = qkv[:, : self.hq * self.d].view(b, self.hq, 1, self.d)
+            att = F.scaled_dot_product_attention(q, kc[i], vc[i], enable_gqa=True)
+            x = x + att.reshape(b, self.hq * self.d) @ self.o[i]
+            gu = F.rms_norm(x, (self.h,)) @ self.gate_up[i]
+            x = x + (F.silu(gu[:, : self.ffn]) * gu[:, self.ffn :]) @ self.down[i]
+        return F.rms_norm(x, (self.h,)) @ self.lm_head
+
+    def prefill(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward of one prompt x (1, seq, hidden) with causal attention."""
+        s = x.shape[1]
+        for i in range(self.layers):
+            qkv = F.rms_norm(x, (self.h,)) @ self.qkv[i]
+            q = qkv[..., : self.hq * self.d].view(1, s, self.hq, self.d).transpose(1, 2)
+            k = qkv[..., self.hq * self.d : (self.hq + self.hkv) * self.d].view(1, s, self.hkv, self.d).transpose(1, 2)
+            v = qkv[..., (self.hq + self.hkv) * self.d :].view(1, s, self.hkv, self.d).transpose(1, 2)
+            att = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            x = x + att.transpose(1, 2).reshape(1, s, self.hq * self.d) @ self.o[i]
+            gu = F.rms_norm(x, (self.h,)) @ self.gate_up[i]
+            x = x + (F.silu(gu[..., : self.ffn]) * gu[..., self.ffn :]) @ self.down[i]
+        return F.rms_norm(x[:, -1], (self.h,)) @ self.lm_head
+
+
+def bench_decode(dev: str, small: bool) -> list[dict[str, Any]]:
+    model = TinyLlama(dev, small)
+    weight_bytes = model.params() * 2
+    out: list[dict[str, Any]] = []
+    cases = ((1, 128), (8, 128)) if small else tuple(
+        (b, c) for c in (1024, 4096) for b in (1, 8, 32, 64, 128, 256) if b * c <= 262_144  # KV cache of at most ~34 GB
+    )
+    for batch, ctx in cases:
+        kc = [torch.randn(batch, model.hkv, ctx, model.d, device=dev, dtype=torch.bfloat16)
+              for _ in range(model.layers)]
+        vc = [torch.randn_like(t) for t in kc]
+        x = torch.randn(batch, model.h, device=dev, dtype=torch.bfloat16)
+        t = timed(lambda x=x, kc=kc, vc=vc: model.step(x, kc, vc), dev, 3)
+        kv_bytes = 2 * model.layers * batch * model.hkv * ctx * model.d * 2
+        out.append({"kind": "decode_step", "batch": batch, "context": ctx, "seconds": t,
+                    "weight_bytes": weight_bytes, "kv_bytes": kv_bytes,
+                    "achieved_bytes_per_s": (weight_bytes + kv_bytes) / t,
+                    "tflops": 2.0 * model.params() * batch / t / 1e12})
+        del kc, vc
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+    for seq in ((64,) if small else (512, 2048, 8192)):
+        x = torch.randn(1, seq, model.h, device=dev, dtype=torch.bfloat16)
+        t = timed_eager(lambda x=x: model.prefill(x), dev, 3)
+        linear = 2.0 * (model.params() - model.h * model.vocab) * seq + 2.0 * model.h * model.vocab
+        attn = 4.0 * model.layers * model.hq * model.d * seq * seq / 2
+        out.append({"kind": "prefill", "seq": seq, "seconds": t, "tflops": (linear + attn) / t / 1e12})
+    return out
+
+
+def environment(dev: str) -> dict[str, Any]:
+    env: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(), "device": dev,
+                           "measured": time.strftime("%Y-%m-%d")}
+    if dev == "cuda":
+        env["gpu"] = torch.cuda.get_device_name()
+        env["sm_count"] = torch.cuda.get_device_properties(0).multi_processor_count
+        try:
+            env["nvidia_smi"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit",
+                 "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
+        except (OSError, subprocess.SubprocessError) as exc:
+            env["nvidia_smi"] = f"unavailable: {exc}"
+    return env
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--small", action="store_true")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    result: dict[str, Any] = {"environment": environment(args.device)}
+    for name, fn in (("hbm", bench_hbm), ("gemm", bench_gemm), ("attention", bench_attention),
+                     ("decode", bench_decode)):
+        t0 = time.perf_counter()
+        try:
+            result[name] = fn(args.device, args.small)
+        except Exception as exc:  # keep the other sections when one fails
+            result[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        result[f"{name}_wall_s"] = time.perf_counter() - t0
+        print(name, "done in", round(result[f"{name}_wall_s"], 1), "s", flush=True)
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

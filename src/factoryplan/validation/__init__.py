@@ -1,0 +1,1 @@
+"""Published and measured results the engines are checked against (copied from their sources)."""
