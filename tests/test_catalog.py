@@ -277,21 +277,6 @@ def test_option_levels_follow_the_sovereignty_levels(cat: Catalog) -> None:
             assert o.level <= 2, o.id
 
 
-def _fails(rule_require: dict[str, Any], option: Option) -> bool:
-    """True when the option misses any requirement (same reading as sovereignty.policy)."""
-    for attr, need in rule_require.items():
-        have = getattr(option, attr)
-        if isinstance(need, bool):
-            ok = have is need
-        elif isinstance(need, int):
-            ok = have >= need
-        else:
-            ok = str(have) in need
-        if not ok:
-            return True
-    return False
-
-
 def test_rules_name_real_option_attributes(cat: Catalog) -> None:
     fields = Option.model_fields
     for rule in cat.rules.values():
@@ -310,26 +295,6 @@ def test_rules_name_real_option_attributes(cat: Catalog) -> None:
                 allowed = typing.get_args(annotation)
                 if allowed:  # a Literal: every value must be one of its members
                     assert set(need) <= set(allowed), f"{rule.id}: {attr} {need}"
-
-
-def test_rules_separate_the_options_as_the_sources_say(cat: Catalog) -> None:
-    opts = cat.options
-    csap = cat.rules["kr-csap-mid-high"].require
-    admitted = {o for o in opts if not _fails(csap, opts[o])}
-    assert {"own-build", "colocation-domestic", "sovereign-cloud-domestic"} <= admitted
-    assert admitted.isdisjoint(
-        {"hyperscaler-local-region", "hyperscaler-sovereign", "neocloud-foreign", "llm-api-foreign"}
-    )
-    cloud_act = cat.rules["us-cloud-act-national-security"]
-    assert cloud_act.effect == "exclude"
-    us_parented = {o for o in opts if opts[o].operator_parent_jurisdiction == "US"}
-    assert {o for o in opts if _fails(cloud_act.require, opts[o])} == us_parented
-    floor = cat.rules["planner-national-security-level"].require
-    assert not _fails(floor, opts["colocation-domestic"]) and _fails(floor, opts["hyperscaler-sovereign"])
-    assert cat.rules["kr-pipa-28-8"].effect == "flag"  # consent or contract disclosure makes transfers lawful
-    finance = cat.rules["kr-efsr-cloud-finance"].require  # in-country cloud, foreign provider allowed
-    assert not _fails(finance, opts["hyperscaler-local-region"])
-    assert _fails(finance, opts["neocloud-foreign"]) and _fails(finance, opts["llm-api-foreign"])
 
 
 def test_region_adequacy(cat: Catalog) -> None:

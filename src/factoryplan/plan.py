@@ -24,7 +24,7 @@ from factoryplan.infra.bom import BomItem, bom_first_order
 from factoryplan.infra.cluster import Pool, Power, build_pool, power_chain
 from factoryplan.perf import firstorder
 from factoryplan.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, check_references
-from factoryplan.sovereignty.policy import Verdict, assess
+from factoryplan.sovereignty.policy import Verdict, WorkloadData, assess_all
 from factoryplan.units import SECONDS_PER_YEAR
 
 DEFAULT_CANDIDATES = ("gb200", "b200", "h200-sxm", "h100-sxm")
@@ -212,16 +212,18 @@ def _choose(
 
 def _verdicts(scenario: Scenario, catalog: Catalog) -> list[Verdict]:
     region = catalog.regions[scenario.region]
-    default_jur = scenario.sovereignty.jurisdiction or region.jurisdiction
-    out = []
-    rules = list(catalog.rules.values())
-    for option in catalog.options.values():
-        for w in scenario.workloads:
-            out.append(
-                assess(option, w.name, w.jurisdiction or default_jur, w.data_class, w.sector, rules,
-                       enforce=scenario.sovereignty.enforce)
-            )
-    return out
+    plan_jur = scenario.sovereignty.jurisdiction or region.jurisdiction
+    workloads = [
+        WorkloadData(
+            name=w.name, jurisdiction=w.jurisdiction or plan_jur, data_class=w.data_class, sector=w.sector,
+            transfer_basis=list(w.transfer_basis), minimum_level=w.minimum_level,
+        )
+        for w in scenario.workloads
+    ]
+    return assess_all(
+        catalog.options.values(), workloads, list(catalog.rules.values()), plan_jurisdiction=plan_jur,
+        minimum_level=scenario.sovereignty.minimum_level, enforce=scenario.sovereignty.enforce,
+    )
 
 
 def _option_verdict(verdicts: Sequence[Verdict], option_id: str, workloads: Sequence[str]) -> tuple[bool, list[str]]:

@@ -17,10 +17,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from factoryplan.catalog.load import Catalog, read_yaml
 from factoryplan.errors import ScenarioError, did_you_mean, unknown
 
-DATA_CLASSES = ("public", "internal", "personal", "sensitive", "national-security")
-SECTORS = ("private", "public", "finance", "health", "defense")
 DataClass = Literal["public", "internal", "personal", "sensitive", "national-security"]
 Sector = Literal["private", "public", "finance", "health", "defense"]
+TransferBasis = Literal["consent", "contract", "certification", "adequacy", "treaty", "scc", "bcr"]
 Precision = Literal["bf16", "fp8", "fp4"]
 ServingPrecision = Literal["bf16", "fp8", "fp4", "int4"]
 
@@ -54,6 +53,9 @@ class _Workload(_Strict):
     sector: Sector = "private"
     jurisdiction: str | None = None  # data subjects' jurisdiction; default: the scenario's
     hardware: list[str] = Field(default_factory=list)  # candidate accelerators/systems for this workload
+    # legal bases the owner has for moving this workload's data abroad (PIPA Art. 28-8, GDPR Ch. V)
+    transfer_basis: list[TransferBasis] = Field(default_factory=list)
+    minimum_level: Annotated[int, Field(ge=0, le=4)] | None = None  # sovereignty level L0..L4
 
 
 class TrainingWorkload(_Workload):

@@ -10,9 +10,12 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Basis = Literal["spec", "measured", "derived", "assumption"]
+DATA_CLASSES = ("public", "internal", "personal", "sensitive", "national-security")
+SECTORS = ("private", "public", "finance", "health", "defense")
+TRANSFER_BASES = ("consent", "contract", "certification", "adequacy", "treaty", "scc", "bcr")
 Precision = Literal["bf16", "fp8", "fp4"]
 Cooling = Literal["air", "liquid"]
 
@@ -160,10 +163,11 @@ class Option(Entry):
     """A way to obtain compute, with the sovereignty attributes rules test."""
 
     kind: Literal["own", "colo", "cloud", "api"]
-    data_location: Literal["domestic", "foreign"]
+    # "domestic" (the plan's jurisdiction, wherever that is) or a jurisdiction code such as "US"
+    data_location: str
     operator: Literal["customer", "domestic", "foreign"]
-    operator_parent_jurisdiction: str  # "domestic" or a jurisdiction code such as "US"
-    ops_staff_location: Literal["domestic", "foreign"]
+    operator_parent_jurisdiction: str
+    ops_staff_location: str
     key_custody: Literal["customer", "provider"]
     physical_separation: bool
     air_gap: bool
@@ -189,9 +193,28 @@ class Rule(Entry):
     data_classes: list[str]
     sectors: list[str] = Field(default_factory=lambda: ["any"])
     subject_jurisdictions: list[str] = Field(default_factory=list)  # empty: the rule's own jurisdiction
-    require: dict[str, list[str] | bool | int]  # option attribute -> allowed values / minimum level
+    require: dict[str, list[str] | bool | int] = Field(default_factory=dict)  # attribute -> allowed / min level
+    forbid: dict[str, list[str]] = Field(default_factory=dict)  # option attribute -> values not allowed
+    unless_transfer_basis: list[str] = Field(default_factory=list)  # a workload basis that makes it lawful
     effect: Literal["exclude", "flag"] = "exclude"
     text: str
+
+    @model_validator(mode="after")
+    def _known_terms(self) -> Rule:
+        attrs = set(Option.model_fields) - set(Entry.model_fields)
+        for key in [*self.require, *self.forbid]:
+            if key not in attrs:
+                raise ValueError(f"require/forbid name option attributes; {key!r} is not one of {sorted(attrs)}")
+        for dc in self.data_classes:
+            if dc not in (*DATA_CLASSES, "any"):
+                raise ValueError(f"unknown data class {dc!r}; allowed: {', '.join(DATA_CLASSES)}, any")
+        for sector in self.sectors:
+            if sector not in (*SECTORS, "any"):
+                raise ValueError(f"unknown sector {sector!r}; allowed: {', '.join(SECTORS)}, any")
+        for basis in self.unless_transfer_basis:
+            if basis not in TRANSFER_BASES:
+                raise ValueError(f"unknown transfer basis {basis!r}; allowed: {', '.join(TRANSFER_BASES)}")
+        return self
 
 
 class Fx(Entry):
