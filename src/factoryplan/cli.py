@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -59,10 +61,20 @@ def plan(
         Path | None, typer.Option("--out", "-o", help="Write a report: .html (self-contained), .md or .json.")
     ] = None,
     catalog: CatalogOpt = None,
+    monte_carlo: Annotated[
+        int, typer.Option("--monte-carlo", metavar="N", help="Monte Carlo draws over assumption ranges (P10/P50/P90).")
+    ] = 0,
+    sobol: Annotated[
+        int, typer.Option("--sobol", metavar="N", help="Base samples for Sobol sensitivity indices (SALib); 0: none.")
+    ] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed of the Monte Carlo and Sobol draws.")] = 0,
+    sensitivity: Annotated[
+        bool, typer.Option("--sensitivity/--no-sensitivity", help="One-at-a-time sensitivity of the cost figures.")
+    ] = True,
 ) -> None:
     """Plan a scenario end to end.
 
-    Example: factoryplan plan examples/enterprise-private-llm.yaml --out report.html
+    Example: factoryplan plan examples/enterprise-private-llm.yaml --out report.html --monte-carlo 10000
     """
     from factoryplan.catalog.load import load_catalog
     from factoryplan.plan import build_plan
@@ -70,9 +82,14 @@ def plan(
 
     if out is not None and out.suffix.lower() not in (".html", ".htm", ".md", ".json"):
         raise FactoryplanError("unknown report type", field="--out", value=str(out), allowed=".html, .md, .json")
+    for name, value in (("--monte-carlo", monte_carlo), ("--sobol", sobol)):
+        if value < 0:
+            raise FactoryplanError("must not be negative", field=name, value=value, allowed=">= 0 (0: off)")
     cat = load_catalog(catalog or [])
     scen = load_scenario(scenario)
-    result = build_plan(scen, cat, where=str(scenario))
+    with _progress_bar(monte_carlo) as progress:
+        result = build_plan(scen, cat, where=str(scenario), sensitivity=sensitivity, sobol=sobol,
+                            monte_carlo=monte_carlo, seed=seed, progress=progress)
     if out is not None:
         _write_report(result, out)
     if fmt is Format.json:
@@ -83,6 +100,26 @@ def plan(
         render(result, console)
         if out is not None:
             console.print(f"report written to {out}")
+
+
+PROGRESS_FROM_DRAWS = 200_000  # below this a Monte Carlo run takes well under a second
+
+
+@contextmanager
+def _progress_bar(draws: int) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar on stderr for long Monte Carlo runs (stdout stays clean for JSON)."""
+    if draws < PROGRESS_FROM_DRAWS:
+        yield None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task("Monte Carlo draws", total=draws)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def _write_report(result: Any, out: Path) -> None:

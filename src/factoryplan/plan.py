@@ -13,19 +13,20 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
+from factoryplan import plan_costs
 from factoryplan.assumptions import AssumptionSet, AssumptionUse
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import params_active, params_total, resolve_model
 from factoryplan.catalog.schema import Accelerator, ModelArch, System
-from factoryplan.economics.alternatives import Alternative, ServiceTokens, api_alternative, cloud_alternative
-from factoryplan.economics.tco import Costs, owned_costs
+from factoryplan.economics.alternatives import Alternative
+from factoryplan.economics.risk import Progress, SensitivityItem, Uncertainty
+from factoryplan.economics.tco import Costs, owned_costs, validate_cost_assumptions
 from factoryplan.errors import FactoryplanError, InfeasibleError, ScenarioError
 from factoryplan.infra.bom import BomItem, bom_first_order
 from factoryplan.infra.cluster import Pool, Power, build_pool, power_chain
 from factoryplan.perf import firstorder
 from factoryplan.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, check_references
 from factoryplan.sovereignty.policy import Verdict, WorkloadData, assess_all
-from factoryplan.units import SECONDS_PER_YEAR
 
 DEFAULT_CANDIDATES = ("gb200", "b200", "h200-sxm", "h100-sxm")
 
@@ -49,6 +50,7 @@ class WorkloadResult(BaseModel):
     method: str
     details: dict[str, float | int | str]
     usd_per_million_tokens: float | None = None
+    usd_per_run: float | None = None  # training: the run's GPU-hours at its pool's $/GPU-hour
     warnings: list[str] = []
 
 
@@ -97,6 +99,8 @@ class Plan(BaseModel):
     bom: list[BomItem]
     costs: Costs
     alternatives: list[Alternative]
+    sensitivity: list[SensitivityItem] = []
+    uncertainty: Uncertainty | None = None
     sovereignty: list[Verdict]
     hardware_options: list[HardwareOption]
     assumptions: list[AssumptionUse]
@@ -234,87 +238,30 @@ def _option_verdict(verdicts: Sequence[Verdict], option_id: str, workloads: Sequ
     return not reasons, reasons
 
 
-def _model_class(arch: ModelArch, w: InferenceWorkload) -> str:
-    if w.api_model_class:
-        return w.api_model_class
-    total = params_total(arch)
-    return "small" if total < 15e9 else "medium-open" if total < 150e9 else "large-open"
-
-
 def _alternatives(
     scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], chosen: _Candidate, verdicts: Sequence[Verdict],
     asm: AssumptionSet,
 ) -> list[Alternative]:
-    region = catalog.regions[scenario.region]
-    horizon = chosen.costs.horizon_years
-    all_names = [w.name for w in scenario.workloads]
-    own_ok, own_reasons = _option_verdict(verdicts, "own-build" if scenario.facility.deployment == "own-build"
-                                          else "colocation-domestic", all_names)
-    gpus = sum(p.gpus for p in chosen.pools)
-    alts = [
-        Alternative(
-            option=f"own {scenario.facility.deployment} ({chosen.workloads[0].system if chosen.workloads else ''})",
-            option_id="own-build" if scenario.facility.deployment == "own-build" else "colocation-domestic",
-            kind="own" if scenario.facility.deployment == "own-build" else "colo", offer=None,
-            accelerator=chosen.pools[0].accelerator, gpus=gpus, scope="all",
-            annual_usd=chosen.costs.annualized_usd_per_year, tco_usd=chosen.costs.tco_usd,
-            usd_per_gpu_hour=chosen.costs.usd_per_gpu_hour, usd_per_million_tokens=None,
-            feasible=own_ok, reasons=own_reasons,
-        )
-    ]
-    if scenario.facility.deployment == "own-build":
-        colo = owned_costs(chosen.bom, chosen.pools, chosen.power, region, "colocation", asm, scenario.horizon_years)
-        ok, reasons = _option_verdict(verdicts, "colocation-domestic", all_names)
-        alts.append(alts[0].model_copy(update={
-            "option": "domestic colocation (same hardware)", "option_id": "colocation-domestic", "kind": "colo",
-            "annual_usd": colo.annualized_usd_per_year, "tco_usd": colo.tco_usd,
-            "usd_per_gpu_hour": colo.usd_per_gpu_hour, "feasible": ok, "reasons": reasons,
-        }))
-    utilization = asm.get("utilization")
-    for price in catalog.cloud_prices.values():
-        acc = catalog.accelerators[price.accelerator]
-        try:
-            sized = [size_workload(w, a, acc, catalog.systems[acc.default_system], asm)
-                     for w, a in zip(scenario.workloads, archs, strict=True)]
-        except FactoryplanError:
-            continue
-        ok, reasons = _option_verdict(verdicts, price.option, all_names)
-        alts.append(cloud_alternative(price, sum(r.gpus for r in sized), utilization, horizon, ok, reasons))
-    services = [
-        ServiceTokens(
-            name=w.name, model_class=_model_class(a, w),
-            input_tokens_per_year=w.average_requests_per_s() * SECONDS_PER_YEAR * w.input_tokens,
-            output_tokens_per_year=w.average_requests_per_s() * SECONDS_PER_YEAR * w.output_tokens,
-        )
-        for w, a in zip(scenario.workloads, archs, strict=True) if isinstance(w, InferenceWorkload)
-    ]
-    training = [w.name for w in scenario.workloads if isinstance(w, TrainingWorkload)]
-    for option_id in sorted({p.option for p in catalog.api_prices.values()}):
-        ok, reasons = _option_verdict(verdicts, option_id, [s.name for s in services])
-        if training:
-            reasons = [*reasons, f"covers inference only; {', '.join(training)} still need own or rented GPUs"]
-        alt = api_alternative(option_id, list(catalog.api_prices.values()), services, horizon, ok, reasons)
-        if alt is not None:
-            alts.append(alt)
-    return alts
+    """Own build vs colocation, cloud offers and LLM APIs for the same workloads (see plan_costs)."""
+    return plan_costs.alternatives(
+        scenario, catalog, archs, chosen.workloads, chosen.pools, chosen.power, chosen.bom, chosen.costs, asm,
+        size_workload, lambda option_id, names: _option_verdict(verdicts, option_id, names),
+    )
 
 
-def _with_token_costs(chosen: _Candidate, scenario: Scenario) -> list[WorkloadResult]:
-    total_gpus = sum(p.gpus for p in chosen.pools)
-    per_gpu_year = chosen.costs.annualized_usd_per_year / total_gpus
-    out = []
-    for r, w in zip(chosen.workloads, scenario.workloads, strict=True):
-        if isinstance(w, InferenceWorkload):
-            tokens = w.average_requests_per_s() * SECONDS_PER_YEAR * (w.input_tokens + w.output_tokens)
-            r = r.model_copy(update={"usd_per_million_tokens": r.gpus * per_gpu_year / tokens * 1e6})
-        out.append(r)
-    return out
+def build_plan(
+    scenario: Scenario, catalog: Catalog, *, where: str = "scenario", sensitivity: bool = True, sobol: int = 0,
+    monte_carlo: int = 0, seed: int = 0, progress: Progress | None = None,
+) -> Plan:
+    """Run every stage once and return the plan.
 
-
-def build_plan(scenario: Scenario, catalog: Catalog, *, where: str = "scenario") -> Plan:
-    """Run every stage once and return the plan."""
+    ``sensitivity``: one-at-a-time sensitivity of the cost figures (cheap); ``sobol``: base samples
+    for Sobol indices (0: none); ``monte_carlo``: draws for P10/P50/P90 (0: none); ``seed`` makes
+    both reproducible; ``progress(done, total)`` is called as Monte Carlo chunks finish.
+    """
     check_references(scenario, catalog, where=where)
     asm = AssumptionSet.from_scenario(catalog, scenario.assumptions, where=where)
+    validate_cost_assumptions(asm, where=where)
     archs = []
     for i, w in enumerate(scenario.workloads):
         try:
@@ -323,7 +270,14 @@ def build_plan(scenario: Scenario, catalog: Catalog, *, where: str = "scenario")
             raise ScenarioError(exc.message, where=where, field=f"workloads[{i}].model", allowed=exc.allowed) from None
     chosen, hw_options = _choose(scenario, catalog, archs, asm)
     verdicts = _verdicts(scenario, catalog)
+    costs, workloads, spec = plan_costs.unit_costs(
+        chosen.costs, scenario, catalog, chosen.workloads, chosen.pools, chosen.power)
+    chosen = chosen.model_copy(update={"costs": costs, "workloads": workloads})
     alternatives = _alternatives(scenario, catalog, archs, chosen, verdicts, asm)
+    sens, uncertainty = plan_costs.risk(
+        costs, scenario, catalog, chosen.pools, chosen.power, chosen.bom, asm, spec, sensitivity=sensitivity,
+        sobol=sobol, draws=monte_carlo, seed=seed, progress=progress,
+    )
     main_pool = max(chosen.pools, key=lambda p: p.gpus)
     cluster = ClusterSummary(
         accelerator=main_pool.accelerator, system=main_pool.system, gpus=sum(p.gpus for p in chosen.pools),
@@ -338,8 +292,9 @@ def build_plan(scenario: Scenario, catalog: Catalog, *, where: str = "scenario")
         )
     return Plan(
         scenario=scenario.name, description=scenario.description, region=scenario.region,
-        workloads=_with_token_costs(chosen, scenario), cluster=cluster, power=chosen.power, bom=chosen.bom,
+        workloads=chosen.workloads, cluster=cluster, power=chosen.power, bom=chosen.bom,
         costs=chosen.costs,
-        alternatives=alternatives, sovereignty=verdicts, hardware_options=hw_options, assumptions=asm.report(),
+        alternatives=alternatives, sensitivity=sens, uncertainty=uncertainty, sovereignty=verdicts,
+        hardware_options=hw_options, assumptions=asm.report(),
         warnings=warnings,
     )
