@@ -1,0 +1,233 @@
+"""Fit the inference engine's few constants on the calibration set as a whole, and report the spread.
+
+The calibration set: the measured H100/H200 serving points (``serving_measured_hopper.csv``,
+TTFT and TPOT) and the inference rows of ``published_runs.csv`` (output throughput, TTFT, TPOT,
+end-to-end latency). Residuals are ``log(predicted / measured)``; a robust (soft-L1) least-squares
+fit keeps a few inconsistent rows from steering the constants. Fitted: the global physics
+efficiencies (shared by every GPU, model and engine) and, per serving engine, its per-iteration
+and per-layer overheads, its MoE-kernel efficiency and its prefill overlap. Engine settings that
+are documented defaults (token budget, memory fraction, batch limit, KV reservation) are not
+fitted.
+
+Run by hand (about a minute on two cores):
+
+    .venv/bin/python benchmarks/calibrate_inference.py            # fit, print spread and hold-outs
+    .venv/bin/python benchmarks/calibrate_inference.py --write    # also write calibrations.inference.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+from factoryplan.catalog.load import DATA_DIR, load_catalog
+from factoryplan.perf.inference import BACKENDS, Constants, constants_from_catalog
+from factoryplan.validation.inference import Point, Prediction, load_measured, load_published, predict
+
+# (name, low, high, log-scaled, prior centre, prior width) of every fitted constant. The priors are
+# what microbenchmarks of the parts say (cuBLAS FP8/BF16 GEMMs reach ~70% of dense peak, GEMV
+# streams ~88% of HBM bandwidth, FlashAttention-3 ~55% of BF16 peak, NCCL all-reduce ~75% of NVLink);
+# they keep the fit physical where the serving data cannot tell two constants apart. Widths are in
+# the parameter's own scale (log for log-scaled ones).
+GLOBAL = [
+    ("gemm_efficiency", 0.3, 1.0, False, 0.70, 0.10),
+    ("gemm_m_half", 1.0, 512.0, True, 16.0, 1.0),
+    ("moe_efficiency", 0.2, 1.5, False, 0.70, 0.25),
+    ("hbm_efficiency", 0.5, 1.0, False, 0.88, 0.05),
+    ("kv_efficiency", 0.2, 1.0, False, 0.75, 0.15),
+    ("attention_efficiency", 0.1, 1.0, False, 0.55, 0.15),
+    ("roofline_sharpness", 1.0, 8.0, True, 2.0, 0.5),
+    ("link_efficiency", 0.1, 1.0, False, 0.75, 0.15),
+    ("allreduce_latency_s", 1e-6, 1e-4, True, 8e-6, 0.7),
+]
+ENGINE = [
+    ("step_overhead_s", 1e-5, 3e-2, True, 1e-3, 1.0),
+    ("layer_overhead_s", 1e-7, 2e-4, True, 1.5e-5, 1.0),
+    ("sequence_overhead_s", 1e-8, 1e-4, True, 5e-6, 1.5),
+    ("moe_kernel_efficiency", 0.2, 2.0, True, 1.0, 0.3),
+    ("arrival_group", 1.0, 1000.0, True, 16.0, 1.0),
+]
+PRIOR_WEIGHT = 0.15  # a prior residual counts as sqrt(N)·0.05 data residuals
+TTFT_WEIGHT = 0.7  # TTFT carries the benchmark harness's arrival pattern; weigh it a little less
+
+
+def _names() -> list[tuple[str, str, float, float, bool]]:
+    out = [("*", n, lo, hi, lg) for n, lo, hi, lg, _, _ in GLOBAL]
+    out += [(b, n, lo, hi, lg) for b in BACKENDS for n, lo, hi, lg, _, _ in ENGINE]
+    return out
+
+
+def _priors() -> tuple[np.ndarray, np.ndarray]:
+    """(centre, width) of each fitted constant in the fit's coordinates."""
+    rows = [(math.log(c) if lg else c, w) for _, _, _, lg, c, w in GLOBAL]
+    rows += [(math.log(c) if lg else c, w) for _ in BACKENDS for _, _, _, lg, c, w in ENGINE]
+    return np.asarray([r[0] for r in rows]), np.asarray([r[1] for r in rows])
+
+
+def _to_x(consts: dict[str, Constants]) -> np.ndarray:
+    xs = []
+    for backend, name, _, _, lg in _names():
+        v = getattr(consts[BACKENDS[0] if backend == "*" else backend], name)
+        xs.append(math.log(v) if lg else v)
+    return np.asarray(xs)
+
+
+def _bounds() -> tuple[np.ndarray, np.ndarray]:
+    lo = [math.log(a) if lg else a for _, _, a, _, lg in _names()]
+    hi = [math.log(b) if lg else b for _, _, _, b, lg in _names()]
+    return np.asarray(lo), np.asarray(hi)
+
+
+def _from_x(x: Sequence[float], base: dict[str, Constants]) -> dict[str, Constants]:
+    glob: dict[str, float] = {}
+    per: dict[str, dict[str, float]] = {b: {} for b in BACKENDS}
+    for v, (backend, name, _, _, lg) in zip(x, _names(), strict=True):
+        value = math.exp(v) if lg else float(v)
+        (glob if backend == "*" else per[backend])[name] = value
+    return {b: replace(base[b], **glob, **per[b]) for b in BACKENDS}  # type: ignore[arg-type]
+
+
+def residuals(points: Sequence[Point], preds: Sequence[Prediction]) -> np.ndarray:
+    """log(pred/meas) of every measured figure, TTFT down-weighted."""
+    out: list[float] = []
+    for p, q in zip(points, preds, strict=True):
+        if p.tpot_ms:
+            out.append(math.log(max(q.tpot_ms, 1e-6) / p.tpot_ms))
+        if p.ttft_ms:
+            out.append(TTFT_WEIGHT * math.log(max(q.ttft_ms, 1e-6) / p.ttft_ms))
+        if p.output_tokens_per_s and p.source == "published":
+            out.append(math.log(max(q.output_tokens_per_s, 1e-6) / p.output_tokens_per_s))
+        if p.e2e_ms and math.isfinite(q.e2e_ms):
+            out.append(math.log(max(q.e2e_ms, 1e-6) / p.e2e_ms))
+    return np.asarray(out)
+
+
+def fit(catalog, points: Sequence[Point], start: dict[str, Constants]) -> dict[str, Constants]:  # type: ignore[no-untyped-def]
+    """Robust least squares over all ``points`` from ``start``."""
+    lo, hi = _bounds()
+    x0 = np.clip(_to_x(start), lo + 1e-9, hi - 1e-9)
+
+    centre, width = _priors()
+
+    def fun(x: np.ndarray) -> np.ndarray:
+        data = residuals(points, predict(catalog, points, _from_x(x, start)))
+        prior = (x - centre) / width * PRIOR_WEIGHT * math.sqrt(len(data)) * 0.15
+        return np.concatenate([data, prior])
+
+    res = least_squares(fun, x0, bounds=(lo, hi), loss="soft_l1", f_scale=0.15, diff_step=1e-3, max_nfev=400)
+    return _from_x(res.x, start)
+
+
+def _ape(pred: float, meas: float | None) -> float | None:
+    return None if not meas or not math.isfinite(pred) else abs(pred - meas) / meas * 100.0
+
+
+def spread(points: Sequence[Point], preds: Sequence[Prediction], key: Callable[[Point], str]) -> dict[str, str]:
+    """MAPE of TTFT, TPOT and throughput per group, as one line each."""
+    groups: dict[str, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    for p, q in zip(points, preds, strict=True):
+        for metric, pr, me in (("ttft", q.ttft_ms, p.ttft_ms), ("tpot", q.tpot_ms, p.tpot_ms),
+                               ("throughput", q.output_tokens_per_s, p.output_tokens_per_s), ("e2e", q.e2e_ms, p.e2e_ms)):
+            e = _ape(pr, me)
+            if e is not None:
+                groups[key(p)][metric].append(e)
+    out = {}
+    for g, metrics in sorted(groups.items()):
+        parts = [f"{m} {np.mean(v):5.1f}% (n={len(v)})" for m, v in metrics.items()]
+        out[g] = "; ".join(parts)
+    return out
+
+
+def _throughput_of_measured(points: Sequence[Point]) -> list[Point]:
+    """Measured points with their output throughput from the closed-loop identity
+    ``X = C·OSL / (TTFT + (OSL-1)·TPOT)`` (the throughput the measurement implies)."""
+    out = []
+    for p in points:
+        if p.ttft_ms and p.tpot_ms:
+            cycle = (p.ttft_ms + (p.osl - 1.0) * p.tpot_ms) / 1e3
+            out.append(replace(p, output_tokens_per_s=p.concurrency * p.osl / cycle))
+    return out
+
+
+def report(catalog, points: Sequence[Point], consts: dict[str, Constants], title: str) -> None:  # type: ignore[no-untyped-def]
+    preds = predict(catalog, points, consts)
+    print(f"\n== {title}: {len(points)} points")
+    for key_name, key in (("all", lambda p: "all"), ("backend", lambda p: p.backend),
+                          ("model", lambda p: p.model), ("precision", lambda p: p.weights + "/" + p.experts),
+                          ("gpu", lambda p: p.accelerator), ("source", lambda p: p.source)):
+        print(f"-- by {key_name}")
+        for g, line in spread(points, preds, key).items():
+            print(f"   {g:28s} {line}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--write", action="store_true", help="write the fitted constants to the catalog file")
+    ap.add_argument("--no-holdout", action="store_true", help="skip the hold-out fits")
+    args = ap.parse_args(argv)
+    catalog = load_catalog()
+    measured = load_measured(catalog)
+    published = load_published(catalog)
+    points = _throughput_of_measured(measured.points) + published.points
+    print(f"calibration set: {len(measured.points)} measured, {len(published.points)} published points; skipped "
+          f"{len(measured.skipped) + len(published.skipped)}: "
+          + "; ".join(f"{n} x {r}" for r, n in collections.Counter(r for _, r in measured.skipped + published.skipped).items()))
+    start = {b: constants_from_catalog(catalog, b) for b in BACKENDS}
+    t0 = time.time()
+    consts = fit(catalog, points, start)
+    print(f"fit: {time.time() - t0:.0f} s")
+    for backend, name, *_ in _names():
+        print(f"  {backend:7s} {name:24s} {getattr(consts[BACKENDS[0] if backend == '*' else backend], name):.6g}")
+    report(catalog, points, consts, "calibration set (fitted on all)")
+    if not args.no_holdout:
+        for title, train, test in (
+            ("hold out H100 (fit on H200 only)", lambda p: p.accelerator != "h100-sxm", lambda p: p.accelerator == "h100-sxm"),
+            ("hold out H200 (fit on H100 only)", lambda p: p.accelerator != "h200-sxm", lambda p: p.accelerator == "h200-sxm"),
+            ("hold out Qwen3-32B and DeepSeek-R1/V3", lambda p: p.model not in ("qwen3-32b", "deepseek-r1", "deepseek-v3"),
+             lambda p: p.model in ("qwen3-32b", "deepseek-r1", "deepseek-v3")),
+        ):
+            tr = [p for p in points if train(p)]
+            te = [p for p in points if test(p)]
+            c = fit(catalog, tr, start)
+            report(catalog, te, c, title)
+    if args.write:
+        write_yaml(consts, spread(points, predict(catalog, points, consts), lambda p: "all")["all"])
+    return 0
+
+
+def write_yaml(consts: dict[str, Constants], summary: str) -> None:
+    """Rewrite the fitted values into ``calibrations.inference.yaml`` (other lines unchanged)."""
+    path = DATA_DIR / "calibrations.inference.yaml"
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    section = None
+    out = []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("- id: inference-physics"):
+            section = "*"
+        elif stripped.startswith("- id: inference-engine-"):
+            section = stripped.rsplit("-", 1)[1]
+        name = stripped.split(":", 1)[0]
+        fitted = {row[0] for row in (GLOBAL if section == "*" else ENGINE)}
+        if section and name in fitted and line.startswith("    ") and ":" in stripped:
+            c = consts[BACKENDS[0] if section == "*" else section]
+            line = f"    {name}: {getattr(c, name):.4g}"
+        elif section and stripped.startswith("spread:"):
+            line = f"  spread: \"calibration set MAPE: {summary}\""
+        out.append(line)
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

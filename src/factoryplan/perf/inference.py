@@ -1,0 +1,516 @@
+"""The inference step-time model: one forward iteration of an LLM replica, vectorized.
+
+An iteration of an in-flight-batching engine processes ``B`` decoding sequences (one new token
+each, attending to ``ctx`` cached tokens) and ``Np`` prompt tokens of new requests (prefill) in
+one forward pass. Its time on one GPU is the sum over layers of
+
+* **GEMMs** (attention projections, dense MLPs, shared experts, the LM head), each a smooth
+  roofline of its compute ``2·M·P / (F·e(M))`` and its weight read ``P·b_w / (BW·e_bw)`` with
+  ``M`` the tokens in the pass (Williams, Waterman and Patterson 2009, "Roofline"). The compute
+  efficiency ``e(M) = e_max·M/(M + m0)`` ramps with the tokens per step (tile and wave
+  quantization); where the crossing lies depends on the part's FLOP:byte ratio ``F/BW``.
+* **MoE experts**: ``T`` tokens routed to ``k`` of ``E`` experts touch
+  ``U = E·(1 - (1 - k/E)^T)`` distinct experts (uniform routing), whose weights are read once per
+  pass; the grouped GEMM runs at ``M = T·k/U`` tokens per expert.
+* **attention**: decode reads each sequence's KV cache (GQA heads split across tensor-parallel
+  ranks up to the number of KV heads; MLA's compressed latent is replicated, DeepSeek-V2 paper
+  Sec. 2.1) and does ``2·(d_qk + d_v)`` FLOPs per head and cached token; causal prefill does
+  ``2·(d_qk + d_v)·S²/2`` per head (FlashAttention, Dao 2023). Sliding-window layers cap the
+  context at the window.
+* **collectives** over the scale-up domain: two all-reduces per layer under tensor parallelism
+  (``α + 2(t-1)/t · bytes / (BW_link·e_link)``, the bandwidth-optimal bound of Patarasuk and
+  Yuan 2009), and an all-to-all dispatch and combine per MoE layer under attention data
+  parallelism. Beyond the scale-up domain the NICs carry the traffic.
+* **engine overheads**: a fixed time per iteration (scheduling, launch), per layer (kernel gaps)
+  and per running sequence (request bookkeeping, sampling), from the serving engine's calibrated
+  profile.
+
+Pipeline parallelism splits the layers into ``pp`` stages: one token passes every stage in turn
+(latency), while ``pp`` micro-batches keep the stages busy (throughput; see ``serving``).
+
+Inputs are plain floats or numpy arrays (broadcast together), in internal units (s, bytes,
+FLOP/s). Calibrated constants come from catalog entries of kind ``calibrations`` with
+``engine: inference`` (see :func:`constants_from_catalog`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from factoryplan.catalog.models import (
+    attention_params_per_layer,
+    dense_layers,
+    dense_mlp_params,
+    expert_params,
+    kv_elements_per_token_per_layer,
+    moe_layers,
+    norm_params_per_layer,
+    router_params,
+    shared_expert_params,
+)
+from factoryplan.errors import FactoryplanError
+
+if TYPE_CHECKING:
+    from factoryplan.catalog.load import Catalog
+    from factoryplan.catalog.schema import Accelerator, ModelArch, System
+
+Array = npt.NDArray[np.float64]
+FloatOrArray = float | Array
+
+PRECISIONS = ("bf16", "fp8", "fp4", "int4")
+KV_PRECISIONS = ("bf16", "fp8")
+BACKENDS = ("trtllm", "vllm", "sglang")
+# Bytes per weight, block scales included: NVFP4 one FP8 scale per 16 values, MXFP4 one E8M0 per 32,
+# INT4 (AWQ/GPTQ) one BF16 scale per group of 128; FP8 per-tensor or 128x128-block scales are negligible.
+WEIGHT_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5 + 1.0 / 16.0, "int4": 0.5 + 2.0 / 128.0}
+KV_BYTES = {"bf16": 2.0, "fp8": 1.0}
+ACTIVATION_BYTES = 2.0  # activations and collectives travel in BF16
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the step-time model needs of an architecture, as plain numbers (see ``shape_of``)."""
+
+    name: str
+    layers: int
+    hidden: float
+    heads: float
+    kv_split: float  # how many ways the KV cache can be split across TP ranks (KV heads; 1 for MLA)
+    dense_layers: int
+    moe_layers: int
+    attn_params: float  # attention projections + norms of one layer
+    mlp_params: float  # dense MLP of one dense layer
+    shared_params: float  # shared experts + router of one MoE layer
+    expert_params: float  # one routed expert
+    experts: float
+    active: float
+    vocab_params: float  # V*h: one embedding table or LM head
+    tied: bool
+    kv_elems: float  # cached elements per token per layer
+    full_layers: int  # layers attending to the whole context
+    window: float  # sliding window (tokens) of the other layers; 0 = none
+    decode_attn_flops: float  # FLOPs per head per cached token in decode
+    prefill_attn_flops: float  # FLOPs per head per (query, key) pair in prefill
+    mla: bool
+
+
+def shape_of(arch: ModelArch) -> ModelShape:
+    """Derive the :class:`ModelShape` of an architecture from the catalog's parameter formulas.
+
+    Decode attention FLOPs per head and cached token: ``4·d`` for GQA/MHA (``q·k`` and ``p·v``);
+    ``2·(r_kv + d_r) + 2·r_kv`` for MLA with absorbed projections (attention runs in the latent
+    space). Prefill: ``2·(d_qk + d_v)`` per (query, key) pair, ``d_qk = d_n + d_r`` for MLA.
+    """
+    sliding = arch.sliding_layers if arch.sliding_window > 0 else 0
+    if arch.mla is not None:
+        m = arch.mla
+        decode = 2.0 * (m.kv_lora_rank + m.qk_rope_head_dim) + 2.0 * m.kv_lora_rank
+        prefill = 2.0 * (m.qk_nope_head_dim + m.qk_rope_head_dim) + 2.0 * m.v_head_dim
+        kv_split = 1.0
+    else:
+        decode = prefill = 4.0 * arch.head_dim
+        kv_split = float(arch.kv_heads)
+    moe = arch.moe
+    return ModelShape(
+        name=arch.id,
+        layers=arch.layers,
+        hidden=float(arch.hidden),
+        heads=float(arch.heads),
+        kv_split=kv_split,
+        dense_layers=dense_layers(arch),
+        moe_layers=moe_layers(arch),
+        attn_params=float(attention_params_per_layer(arch) + norm_params_per_layer(arch)),
+        mlp_params=float(dense_mlp_params(arch)),
+        shared_params=float(shared_expert_params(arch) + router_params(arch)),
+        expert_params=float(expert_params(arch)),
+        experts=float(moe.experts) if moe else 0.0,
+        active=float(moe.active) if moe else 0.0,
+        vocab_params=float(arch.vocab * arch.hidden),
+        tied=arch.tied_embeddings,
+        kv_elems=float(kv_elements_per_token_per_layer(arch)),
+        full_layers=arch.layers - sliding,
+        window=float(arch.sliding_window if sliding else 0),
+        decode_attn_flops=decode,
+        prefill_attn_flops=prefill,
+        mla=arch.mla is not None,
+    )
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """One GPU and its scale-up domain, in internal units (fields may be arrays of several parts)."""
+
+    name: str
+    bf16_flops: FloatOrArray
+    fp8_flops: FloatOrArray  # 0 where the part has no FP8 tensor cores
+    fp4_flops: FloatOrArray  # 0 where the part has no FP4 tensor cores
+    hbm_bytes: FloatOrArray
+    hbm_bytes_s: FloatOrArray
+    link_bytes_s: FloatOrArray  # scale-up bandwidth per GPU, one direction
+    nic_bytes_s: FloatOrArray  # scale-out bandwidth per GPU, one direction
+    domain: FloatOrArray  # GPUs in one scale-up (NVLink) domain
+    system_gpus: FloatOrArray
+    tdp_w: FloatOrArray
+    system_w: FloatOrArray
+
+
+def hardware_of(acc: Accelerator, system: System) -> Hardware:
+    """The :class:`Hardware` of an accelerator in a system (NVLink domain, NICs, power)."""
+    return Hardware(
+        name=f"{acc.id}/{system.id}",
+        bf16_flops=acc.bf16_dense_flops,
+        fp8_flops=acc.fp8_dense_flops or 0.0,
+        fp4_flops=acc.fp4_dense_flops or 0.0,
+        hbm_bytes=acc.hbm_bytes,
+        hbm_bytes_s=acc.hbm_bytes_s,
+        link_bytes_s=acc.scaleup_bidir_bytes_s / 2.0,
+        nic_bytes_s=system.nic_bit_s * system.nics_per_gpu / 8.0,
+        domain=float(system.scaleup_domain_gpus),
+        system_gpus=float(system.gpus),
+        tdp_w=acc.tdp_w,
+        system_w=system.power_w,
+    )
+
+
+@dataclass(frozen=True)
+class Constants:
+    """Calibrated constants: global physics efficiencies plus one serving engine's profile."""
+
+    gemm_efficiency: float  # achieved share of peak tensor FLOP/s of a large dense GEMM
+    gemm_m_half: float  # tokens per pass at which a GEMM reaches half its large-M efficiency
+    moe_efficiency: float  # grouped-GEMM compute efficiency relative to a dense GEMM
+    hbm_efficiency: float  # achieved share of peak HBM bandwidth streaming weights
+    kv_efficiency: float  # achieved share of peak HBM bandwidth reading the paged KV cache
+    attention_efficiency: float  # achieved share of BF16 peak in prefill attention
+    roofline_sharpness: float  # n in (t_c^n + t_m^n)^(1/n); large n is the hard max
+    link_efficiency: float  # achieved share of the scale-up link bandwidth in collectives
+    allreduce_latency_s: float  # fixed cost of one all-reduce inside the scale-up domain
+    network_latency_s: float  # fixed cost of one collective across the scale-out network
+    step_overhead_s: float  # engine: per iteration (scheduler, launch)
+    layer_overhead_s: float  # engine: per layer and iteration (kernel gaps, small kernels)
+    sequence_overhead_s: float  # engine: per running sequence and iteration (bookkeeping, sampling)
+    moe_kernel_efficiency: float  # engine: its MoE kernels relative to the global grouped-GEMM efficiency
+    arrival_group: float  # engine: G0, the largest group of requests that reach the scheduler together
+    token_budget: float  # engine: prompt tokens per iteration (chunked prefill)
+    memory_fraction: float  # engine: share of HBM the engine may use (weights + KV cache)
+    reserved_bytes: float  # engine: activations, CUDA graphs and workspace per GPU
+    max_batch: float  # engine: most sequences one replica (or attention-DP rank) runs at once
+    kv_reserve: float  # engine: share of the output length reserved in the KV cache at admission
+    mixes_prefill: bool  # engine: prompt chunks share iterations with decodes (else they pause them)
+    kv_fp8_default: bool  # engine: FP8 KV cache by default when weights are FP8 or narrower
+
+
+GLOBAL_FIELDS = (
+    "gemm_efficiency", "gemm_m_half", "moe_efficiency", "hbm_efficiency", "kv_efficiency",
+    "attention_efficiency", "roofline_sharpness", "link_efficiency", "allreduce_latency_s",
+    "network_latency_s",
+)
+ENGINE_FIELDS = (
+    "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "moe_kernel_efficiency", "arrival_group",
+    "token_budget", "memory_fraction", "reserved_bytes", "max_batch", "kv_reserve", "mixes_prefill",
+    "kv_fp8_default",
+)
+
+
+def constants_from_values(global_values: dict[str, float], engine_values: dict[str, float]) -> Constants:
+    """Build :class:`Constants` from two value mappings (global physics, one engine's profile)."""
+    merged = {**global_values, **engine_values}
+    missing = [f for f in (*GLOBAL_FIELDS, *ENGINE_FIELDS) if f not in merged]
+    if missing:
+        raise FactoryplanError("inference calibration lacks values", field="values", value=", ".join(missing))
+    args: dict[str, float | bool] = {f: float(merged[f]) for f in GLOBAL_FIELDS + ENGINE_FIELDS}
+    args["mixes_prefill"] = bool(merged["mixes_prefill"])
+    args["kv_fp8_default"] = bool(merged["kv_fp8_default"])
+    return Constants(**args)  # type: ignore[arg-type]
+
+
+def constants_from_catalog(catalog: Catalog, backend: str) -> Constants:
+    """The inference constants for ``backend`` from the catalog's ``calibrations`` entries.
+
+    One entry with ``engine: inference`` and no ``backend`` holds the global physics constants;
+    one entry per backend holds that engine's profile.
+    """
+    if backend not in BACKENDS:
+        raise FactoryplanError("unknown serving backend", field="backend", value=backend, allowed=", ".join(BACKENDS))
+    entries = [c for c in catalog.calibrations.values() if c.engine == "inference"]
+    glob = [c for c in entries if c.backend is None]
+    eng = [c for c in entries if c.backend == backend]
+    if not glob or not eng:
+        raise FactoryplanError(f"the catalog has no inference calibration for {backend!r}", field="calibrations")
+    return constants_from_values(glob[0].values, eng[0].values)
+
+
+# ---------------------------------------------------------------- small physics functions
+
+
+def peak_flops(hw: Hardware, precision: str) -> FloatOrArray:
+    """Dense tensor FLOP/s the GEMMs of weights stored at ``precision`` run at on ``hw``.
+
+    FP8 weights use FP8 tensor cores where the part has them; FP4 weights use FP4 tensor cores
+    where present, else they are dequantized in the kernel and multiplied at BF16 (weight-only,
+    as Marlin and the Triton MXFP4 MoE kernels do on Hopper); INT4 is always weight-only (BF16).
+    """
+    if precision == "fp8":
+        return np.where(np.asarray(hw.fp8_flops) > 0, hw.fp8_flops, hw.bf16_flops)
+    if precision == "fp4":
+        return np.where(np.asarray(hw.fp4_flops) > 0, hw.fp4_flops, hw.bf16_flops)
+    return hw.bf16_flops
+
+
+def gemm_time(
+    flops: FloatOrArray, weight_bytes: FloatOrArray, tokens: FloatOrArray, peak: FloatOrArray,
+    bandwidth: FloatOrArray, k: Constants, compute_scale: float = 1.0, bandwidth_scale: float = 1.0,
+) -> FloatOrArray:
+    """Time of a GEMM (or a group of GEMMs sharing ``tokens``): a smooth roofline.
+
+    ``t_c = flops / (peak·e_max·s_c·M/(M + m0))``, ``t_m = bytes / (BW·e_bw·s_m)``,
+    ``t = (t_c^n + t_m^n)^(1/n)``, with ``s_c``/``s_m`` a kernel's compute and bandwidth
+    efficiency relative to a dense GEMM (1 for dense GEMMs). ``M = 0`` (no tokens) costs
+    nothing; small ``M`` is memory-bound, large ``M`` compute-bound.
+    """
+    m = np.maximum(tokens, 1e-9)
+    t_c = flops * (m + k.gemm_m_half) / (m * peak * k.gemm_efficiency * compute_scale)
+    t_m = weight_bytes / (bandwidth * k.hbm_efficiency * bandwidth_scale)
+    n = k.roofline_sharpness
+    t = (t_c**n + t_m**n) ** (1.0 / n)
+    return np.where(np.asarray(tokens) > 0, t, 0.0)
+
+
+def experts_touched(experts: FloatOrArray, active: FloatOrArray, tokens: FloatOrArray) -> FloatOrArray:
+    """Expected distinct experts ``U = E·(1 - (1 - k/E)^T)`` that ``T`` tokens routed to ``k`` of
+    ``E`` experts touch, under uniform routing. ``T = 0`` gives 0; large ``T`` gives ``E``."""
+    e = np.maximum(experts, 1.0)
+    return e * (1.0 - (1.0 - active / e) ** np.maximum(tokens, 0.0))
+
+
+def allreduce_time(
+    message_bytes: FloatOrArray, ranks: FloatOrArray, link_bytes_s: FloatOrArray, latency_s: FloatOrArray,
+    k: Constants,
+) -> FloatOrArray:
+    """All-reduce of ``message_bytes`` over ``ranks`` GPUs: ``α + 2(r-1)/r · bytes / (BW·e)``.
+
+    One rank costs nothing (Patarasuk and Yuan 2009: the bandwidth-optimal all-reduce moves
+    ``2(r-1)/r`` of the message over each GPU's link).
+    """
+    r = np.maximum(ranks, 1.0)
+    t = latency_s + 2.0 * (r - 1.0) / r * message_bytes / (link_bytes_s * k.link_efficiency)
+    return np.where(r > 1.0, t, 0.0)
+
+
+def alltoall_time(
+    message_bytes: FloatOrArray, ranks: FloatOrArray, link_bytes_s: FloatOrArray, latency_s: FloatOrArray,
+    k: Constants,
+) -> FloatOrArray:
+    """All-to-all where each GPU sends ``(r-1)/r`` of ``message_bytes`` to its peers."""
+    r = np.maximum(ranks, 1.0)
+    t = latency_s + (r - 1.0) / r * message_bytes / (link_bytes_s * k.link_efficiency)
+    return np.where(r > 1.0, t, 0.0)
+
+
+def _collective_path(hw: Hardware, group: FloatOrArray, k: Constants) -> tuple[FloatOrArray, FloatOrArray]:
+    """(bandwidth, latency) for a collective over ``group`` GPUs: NVLink inside the scale-up
+    domain, the NICs (and the network latency) once the group spans domains."""
+    inside = np.asarray(group) <= np.asarray(hw.domain)
+    bw = np.where(inside, hw.link_bytes_s, hw.nic_bytes_s)
+    lat = np.where(inside, k.allreduce_latency_s, k.network_latency_s)
+    return bw, lat
+
+
+# ---------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """Parallelism of one replica. ``tp·dp = moe_tp·ep`` GPUs per pipeline stage.
+
+    ``tp`` splits attention (and dense MLPs) across GPUs; ``dp`` (attention data parallelism)
+    gives each group of ``tp`` GPUs its own sequences; ``moe_tp``/``ep`` split each expert / the
+    set of experts; ``pp`` splits the layers into stages.
+    """
+
+    tp: FloatOrArray = 1.0
+    dp: FloatOrArray = 1.0
+    moe_tp: FloatOrArray = 1.0
+    ep: FloatOrArray = 1.0
+    pp: FloatOrArray = 1.0
+
+    def gpus(self) -> FloatOrArray:
+        """GPUs of one replica."""
+        return np.asarray(self.tp) * np.asarray(self.dp) * np.asarray(self.pp)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Storage precisions: dense linear weights, expert weights, KV cache (LM head stays BF16)."""
+
+    weights: str = "fp8"
+    experts: str = "fp8"
+    kv: str = "fp8"
+
+
+def check_precision(p: Precision) -> None:
+    """Reject a precision the engine does not know, naming the field and what is allowed."""
+    for field_name, value, allowed in (
+        ("precision", p.weights, PRECISIONS),
+        ("moe_precision", p.experts, PRECISIONS),
+        ("kv_precision", p.kv, KV_PRECISIONS),
+    ):
+        if value not in allowed:
+            raise FactoryplanError("unknown precision", field=field_name, value=value, allowed=", ".join(allowed))
+
+
+# ---------------------------------------------------------------- memory
+
+
+def weight_bytes_per_gpu(s: ModelShape, par: Parallel, prec: Precision) -> FloatOrArray:
+    """Weights one GPU holds: attention and dense MLPs split ``tp`` ways, experts ``moe_tp·ep``
+    ways, embedding and LM head vocabulary-parallel over ``tp`` (BF16), layers over ``pp``."""
+    wb, eb = WEIGHT_BYTES[prec.weights], WEIGHT_BYTES[prec.experts]
+    tp, pp = np.asarray(par.tp, dtype=float), np.asarray(par.pp, dtype=float)
+    per_layer = (
+        s.layers * s.attn_params * wb / tp
+        + s.dense_layers * s.mlp_params * wb / tp
+        + s.moe_layers * (s.shared_params * wb / tp + s.experts * s.expert_params * eb / (par.moe_tp * par.ep))
+    )
+    vocab = (1.0 if s.tied else 2.0) * s.vocab_params * 2.0 / tp
+    return per_layer / pp + vocab / np.minimum(pp, 2.0)
+
+
+def kv_bytes_per_sequence_per_gpu(s: ModelShape, par: Parallel, kv: str, context: FloatOrArray) -> FloatOrArray:
+    """KV-cache bytes of one sequence holding ``context`` tokens on the GPU that serves it.
+
+    GQA heads split over up to ``kv_heads`` TP ranks; MLA's latent is replicated on every TP
+    rank; layers split over ``pp`` stages; sliding-window layers hold at most the window.
+    """
+    split = np.minimum(par.tp, s.kv_split) * np.asarray(par.pp, dtype=float)
+    capped = np.minimum(context, s.window) if s.window > 0 else 0.0
+    per_elem = s.kv_elems * KV_BYTES[kv] / split
+    return per_elem * (s.full_layers * np.asarray(context, dtype=float) + (s.layers - s.full_layers) * capped)
+
+
+# ---------------------------------------------------------------- one iteration
+
+
+@dataclass(frozen=True)
+class Step:
+    """Seconds of one iteration by component (all on the slowest GPU)."""
+
+    gemm: FloatOrArray
+    moe: FloatOrArray
+    attention: FloatOrArray
+    comm: FloatOrArray
+    overhead: FloatOrArray
+
+    @property
+    def total(self) -> FloatOrArray:
+        """The whole iteration."""
+        return self.gemm + self.moe + self.attention + self.comm + self.overhead
+
+
+def _dense_gemms(
+    s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, tokens: FloatOrArray, logits: FloatOrArray,
+    k: Constants,
+) -> FloatOrArray:
+    """Attention projections, dense MLPs, shared experts and the LM head of one stage."""
+    tp = np.asarray(par.tp, dtype=float)
+    params = (s.layers * s.attn_params + s.dense_layers * s.mlp_params + s.moe_layers * s.shared_params) / tp
+    wb = WEIGHT_BYTES[prec.weights]
+    body = gemm_time(2.0 * tokens * params, params * wb, tokens, peak_flops(hw, prec.weights), hw.hbm_bytes_s, k)
+    head_params = s.vocab_params / tp
+    head = gemm_time(2.0 * logits * head_params, head_params * 2.0, logits, hw.bf16_flops, hw.hbm_bytes_s, k)
+    return body / np.asarray(par.pp, dtype=float) + head  # the LM head runs on the last stage, once per token
+
+
+def _experts(
+    s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, tokens: FloatOrArray, k: Constants
+) -> FloatOrArray:
+    """Routed experts of one stage: touched experts' weights read once, grouped GEMM at T·k/U."""
+    if s.moe_layers == 0:
+        return np.zeros_like(np.asarray(tokens, dtype=float))
+    gpus = np.asarray(par.moe_tp, dtype=float) * par.ep
+    touched = experts_touched(s.experts, s.active, tokens)
+    per_expert_tokens = tokens * s.active / np.maximum(touched, 1e-9)
+    params_gpu = touched / par.ep * s.expert_params / par.moe_tp
+    flops = 2.0 * tokens * s.active * s.expert_params / gpus
+    t = gemm_time(
+        flops, params_gpu * WEIGHT_BYTES[prec.experts], per_expert_tokens, peak_flops(hw, prec.experts),
+        hw.hbm_bytes_s, k, k.moe_efficiency * k.moe_kernel_efficiency, k.moe_kernel_efficiency,
+    )
+    return t * s.moe_layers / np.asarray(par.pp, dtype=float)
+
+
+def _attention(
+    s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, decode_seqs: FloatOrArray, ctx: FloatOrArray,
+    prompt_len: FloatOrArray, prompts: FloatOrArray, k: Constants,
+) -> FloatOrArray:
+    """Decode attention (KV read, roofline with its FLOPs) plus causal prefill attention."""
+    tp = np.asarray(par.tp, dtype=float)
+    heads = s.heads / tp
+    kv_gpu = s.kv_elems * KV_BYTES[prec.kv] / np.minimum(tp, s.kv_split)
+    ctx_win = np.minimum(ctx, s.window) if s.window > 0 else 0.0
+    ctx_layers = s.full_layers * np.asarray(ctx, dtype=float) + (s.layers - s.full_layers) * ctx_win
+    dec_bytes = decode_seqs * ctx_layers * kv_gpu
+    dec_flops = decode_seqs * ctx_layers * heads * s.decode_attn_flops
+    attn_peak = hw.bf16_flops * k.attention_efficiency
+    n = k.roofline_sharpness
+    t_dec = ((dec_flops / attn_peak) ** n + (dec_bytes / (hw.hbm_bytes_s * k.kv_efficiency)) ** n) ** (1.0 / n)
+    length = np.asarray(prompt_len, dtype=float)
+    win = np.minimum(length, s.window) if s.window > 0 else 0.0
+    pairs = s.full_layers * length * length / 2.0 + (s.layers - s.full_layers) * (length * win - win * win / 2.0)
+    t_pre = prompts * pairs * heads * s.prefill_attn_flops / attn_peak
+    return (t_dec + t_pre) / np.asarray(par.pp, dtype=float)
+
+
+def _communication(
+    s: ModelShape, hw: Hardware, par: Parallel, tokens_rank: FloatOrArray, k: Constants
+) -> FloatOrArray:
+    """Collectives of one stage: TP all-reduces, MoE all-to-all under attention DP, PP sends."""
+    tp, dp, pp = (np.asarray(x, dtype=float) for x in (par.tp, par.dp, par.pp))
+    msg = tokens_rank * s.hidden * ACTIVATION_BYTES
+    bw_tp, lat_tp = _collective_path(hw, tp, k)
+    per_layer = 2.0 * allreduce_time(msg, tp, bw_tp, lat_tp, k)
+    moe_comm: FloatOrArray = 0.0
+    if s.moe_layers:
+        group = tp * dp
+        bw_ep, lat_ep = _collective_path(hw, group, k)
+        a2a = 2.0 * alltoall_time(msg * s.active, group, bw_ep, lat_ep, k)
+        moe_comm = np.where(dp > 1.0, a2a, 0.0)
+    total = (s.layers * per_layer + s.moe_layers * moe_comm) / pp
+    bw_pp, lat_pp = _collective_path(hw, tp * dp * pp, k)
+    send = np.where(pp > 1.0, lat_pp + msg / (bw_pp * k.link_efficiency), 0.0)
+    return total + send
+
+
+def iteration(
+    s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, *,
+    decode_seqs: FloatOrArray, ctx: FloatOrArray, prompts: FloatOrArray = 0.0, prompt_len: FloatOrArray = 0.0,
+) -> Step:
+    """One forward pass of one pipeline stage on its busiest GPU.
+
+    ``decode_seqs`` sequences of the replica decode one token each at mean context ``ctx``;
+    ``prompts`` new requests of ``prompt_len`` tokens are prefilled in the same pass. Decoding
+    sequences spread over the ``dp`` attention ranks; a prompt sits on one rank, so a rank's
+    attention GEMMs see at least one whole prompt. All ``dp`` ranks' tokens meet in the experts.
+    """
+    dp = np.asarray(par.dp, dtype=float)
+    n_prompts = np.asarray(prompts, dtype=float)
+    prompt_tokens = n_prompts * prompt_len
+    rank_prompt = np.maximum(prompt_tokens / dp, np.minimum(prompt_tokens, prompt_len))
+    rank_prompts = np.maximum(n_prompts / dp, np.minimum(n_prompts, 1.0))
+    rank_seqs = np.asarray(decode_seqs, dtype=float) / dp
+    tokens_rank = rank_seqs + rank_prompt
+    all_tokens = np.asarray(decode_seqs, dtype=float) + prompt_tokens
+    gemm = _dense_gemms(s, hw, par, prec, tokens_rank, rank_seqs + rank_prompts, k)
+    moe = _experts(s, hw, par, prec, all_tokens, k)
+    attn = _attention(s, hw, par, prec, rank_seqs, ctx, prompt_len, rank_prompts, k)
+    comm = _communication(s, hw, par, tokens_rank, k)
+    overhead = (
+        k.step_overhead_s + k.layer_overhead_s * s.layers / np.asarray(par.pp, dtype=float)
+        + k.sequence_overhead_s * (rank_seqs + rank_prompts)
+    )
+    zero = np.zeros_like(np.asarray(gemm, dtype=float))
+    return Step(gemm=gemm + zero, moe=moe + zero, attention=attn + zero, comm=comm + zero, overhead=overhead + zero)

@@ -1,0 +1,322 @@
+"""Measured and published serving results mapped to inference-engine inputs, and predictions.
+
+Two sources, both copied under ``validation/data`` with their provenance:
+
+* ``serving_measured_hopper.csv``: measured TTFT and TPOT of aggregated in-flight-batching
+  serving on H100/H200 (NVIDIA aiconfigurator-core 0.12.0 silicon data, Apache-2.0). The same
+  columns describe any GPU, so :func:`load_measured` reads other files of this layout too.
+* the ``inference`` rows of ``published_runs.csv``: TensorRT-LLM max-throughput tables (output
+  tokens/s at full load), a NIM concurrency sweep (TTFT, inter-token latency, throughput) and
+  vLLM CI latency tests (end-to-end latency of one batch). vLLM's ShareGPT throughput rows give
+  requests/s for a length distribution the row does not state; they are listed as skipped.
+
+Mapping rules (the same for every row, stated here once):
+
+* precision: ``gemm_quant_mode`` gives the dense linear layers, ``moe_quant_mode`` the experts
+  (empty: BF16; ``fp8``/``fp8_block``: FP8; ``nvfp4``/``mxfp4``: FP4; ``int4_wo``: INT4
+  weight-only); the KV cache follows the engine's default (:class:`~factoryplan.perf.inference.Constants`).
+* concurrency: ``silicon_concurrency`` from the source column when given, else
+  ``batch_size x attention_dp_size`` (the batch is per attention-DP rank).
+* parallelism: ``tp_size`` attention TP, ``attention_dp_size`` attention DP (blank = 1),
+  ``moe_tp_size``/``moe_ep_size`` for the experts (0 = 1). Three inconsistent encodings are
+  repaired and the row says so in ``repair``: (a) a MoE row whose ``tp x dp`` is smaller than
+  ``moe_tp x ep`` gets attention DP to match; (b) a row whose concurrency is ``batch x tp`` with no
+  attention DP ran DP attention over the ``tp`` GPUs; (c) a row whose ``tp x dp`` exceeds the
+  system's NVLink domain while ``moe_tp = ep = tp x dp / ep`` encodes a one-domain run of ``ep``
+  GPUs as a product (the same measurement appears elsewhere in the file with ``ep`` GPUs).
+* rows whose model factoryplan cannot parse (hybrid linear attention, DeepSeek sparse attention)
+  are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from factoryplan.catalog.load import Catalog
+from factoryplan.errors import FactoryplanError
+from factoryplan.perf.inference import (
+    Constants,
+    Parallel,
+    Precision,
+    constants_from_catalog,
+    hardware_of,
+    shape_of,
+)
+from factoryplan.perf.serving import serve
+
+DATA = Path(__file__).parent / "data"
+MEASURED = DATA / "serving_measured_hopper.csv"
+PUBLISHED = DATA / "published_runs.csv"
+
+# Hugging Face repositories of the data sets -> catalog ids (other names are matched by their last part).
+MODEL_IDS = {
+    "meta-llama/llama-3.1-8b-instruct": "llama-3.1-8b",
+    "nvidia/llama-3.1-8b-instruct-fp8": "llama-3.1-8b",
+    "meta-llama/llama-3.1-70b": "llama-3.1-70b",
+    "meta-llama/llama-3.3-70b-instruct": "llama-3.3-70b",
+    "qwen/qwen3-32b": "qwen3-32b",
+    "qwen/qwen3-235b-a22b-fp8": "qwen3-235b-a22b",
+    "openai/gpt-oss-120b": "gpt-oss-120b",
+    "deepseek-ai/deepseek-v3": "deepseek-v3",
+    "deepseek-ai/deepseek-r1": "deepseek-r1",
+    "minimaxai/minimax-m2.5": "minimax-m2.5",
+    "moonshotai/kimi-k2.5": "kimi-k2.5",
+}
+UNSUPPORTED = {
+    "qwen/qwen3.5-397b-a17b": "hybrid linear attention (Gated DeltaNet) layers are not modelled",
+    "zhipuai/glm-5": "DeepSeek sparse attention and no config.json in the calibration set",
+}
+QUANT = {"": "bf16", "bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "fp8_block": "fp8", "nvfp4": "fp4",
+         "mxfp4": "fp4", "w4a16_mxfp4": "fp4", "int4_wo": "int4", "w4a8_awq": "int4", "w4a16_awq": "int4"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured or published serving result as engine inputs plus what was measured."""
+
+    id: str
+    source: str
+    model: str
+    accelerator: str
+    system: str
+    backend: str
+    weights: str
+    experts: str
+    par: Parallel
+    isl: float
+    osl: float
+    concurrency: float  # 0: the engine's full load (offline max throughput)
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    output_tokens_per_s: float | None = None
+    e2e_ms: float | None = None  # one batch of ``concurrency`` requests, start to end
+    repair: str = ""
+    version: str = ""
+
+
+@dataclass
+class Loaded:
+    """Points and the rows left out, with reasons."""
+
+    points: list[Point] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def model_id(catalog: Catalog, repo: str) -> str | None:
+    """The catalog id of a Hugging Face repository name, or None."""
+    key = repo.strip().lower()
+    if key in MODEL_IDS:
+        return MODEL_IDS[key]
+    tail = key.split("/")[-1]
+    for cand in (tail, re.sub(r"-(instruct|fp8|fp4|nvfp4|bf16)$", "", tail)):
+        if cand in catalog.models:
+            return cand
+    return None
+
+
+def hardware_id(catalog: Catalog, name: str) -> tuple[str, str] | None:
+    """(accelerator, system) of a data set's system name (``h200_sxm``, ``gb200``, ``b200_sxm``)."""
+    key = name.strip().lower().replace("_", "-")
+    for cand in (key, key.removesuffix("-sxm"), key.replace("-nvl72", ""), key + "-sxm"):
+        if cand in catalog.accelerators:
+            acc = catalog.accelerators[cand]
+            return acc.id, acc.default_system
+        if cand in catalog.systems:
+            return catalog.systems[cand].accelerator, cand
+    return None
+
+
+def _int(text: str, default: int = 1) -> int:
+    try:
+        value = int(float(text))
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+def _parallel(row: dict[str, str], moe: bool, domain: int, conc: float) -> tuple[Parallel, str]:
+    """Parallelism of a measured row with the repairs the module docstring lists."""
+    tp, dp = _int(row["tp_size"]), _int(row.get("attention_dp_size", ""))
+    mtp, ep = _int(row.get("moe_tp_size", "")), _int(row.get("moe_ep_size", ""))
+    batch = _int(row["batch_size"])
+    repair = ""
+    if not moe:
+        return Parallel(tp=tp, dp=dp), repair
+    if tp * dp > domain and mtp == ep > 1 and tp * dp == mtp * ep:
+        gpus = ep
+        tp, dp = (1, gpus) if dp > 1 else (gpus, 1)
+        mtp, repair = 1, f"(c) {row['tp_size']}x{row.get('attention_dp_size') or 1} GPUs read as {gpus}"
+    elif dp == 1 and tp > 1 and conc == batch * tp and conc != batch:
+        tp, dp, repair = 1, tp, "(b) concurrency = batch x tp: attention DP"
+    elif tp * dp < mtp * ep:
+        dp, repair = mtp * ep // tp, "(a) attention DP to match moe_tp x ep"
+    return Parallel(tp=tp, dp=dp, moe_tp=mtp, ep=ep), repair
+
+
+def _concurrency(row: dict[str, str]) -> float:
+    m = re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source", ""))
+    if m:
+        return float(m.group(1))
+    return float(_int(row["batch_size"]) * _int(row.get("attention_dp_size", "")))
+
+
+def load_measured(catalog: Catalog, path: Path = MEASURED, source: str = "measured") -> Loaded:
+    """Points of a file in the aiconfigurator silicon-data layout (aggregated rows only)."""
+    out = Loaded()
+    with path.open(encoding="utf-8", newline="") as fh:
+        for row in csv.DictReader(fh):
+            rid = row["id"]
+            repo = row["model_path"].strip().lower()
+            mid = model_id(catalog, repo)
+            hw = hardware_id(catalog, row["system"])
+            if row.get("mode", "agg") != "agg":
+                out.skipped.append((rid, "disaggregated row"))
+            elif mid is None:
+                out.skipped.append((rid, UNSUPPORTED.get(repo, f"model {row['model_path']} not in the catalog")))
+            elif hw is None:
+                out.skipped.append((rid, f"system {row['system']} not in the catalog"))
+            else:
+                arch = catalog.models[mid]
+                conc = _concurrency(row)
+                domain = catalog.systems[hw[1]].scaleup_domain_gpus
+                par, repair = _parallel(row, arch.moe is not None, domain, conc)
+                out.points.append(Point(
+                    id=rid, source=source, model=mid, accelerator=hw[0], system=hw[1], backend=row["backend"],
+                    weights=QUANT.get(row["gemm_quant_mode"], "fp8"), experts=QUANT.get(row["moe_quant_mode"], "fp8"),
+                    par=par, isl=float(row["isl"]), osl=float(row["osl"]), concurrency=conc,
+                    ttft_ms=float(row["silicon_ttft_ms"]), tpot_ms=float(row["silicon_tpot_ms"]),
+                    repair=repair, version=row.get("backend_version", ""),
+                ))
+    return out
+
+
+_PUBLISHED_MODELS = {"llama 3.3 70b": "llama-3.3-70b", "llama-3.3-70b-instruct": "llama-3.3-70b",
+                     "llama 3.1 8b": "llama-3.1-8b", "llama 3 70b": "llama-3.1-70b"}
+_PUBLISHED_GPUS = {"h200": "h200-sxm", "h100-sxm-80gb": "h100-sxm", "h100-80gb": "h100-sxm"}
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def load_published(catalog: Catalog, path: Path = PUBLISHED) -> Loaded:
+    """The inference rows of ``published_runs.csv`` that name lengths, GPUs and a figure."""
+    out = Loaded()
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["category"] == "inference"]
+    for r in rows:
+        rid = f"published-{r['row_id']}"
+        isl, osl = _number(r["input_len"]), _number(r["output_len"])
+        mid = _PUBLISHED_MODELS.get(r["model"].strip().lower())
+        acc = _PUBLISHED_GPUS.get(r["gpu_type"].strip().lower())
+        if isl is None or osl is None:
+            out.skipped.append((rid, f"lengths not given ({r['input_len']}): a length distribution"))
+            continue
+        if mid is None or acc is None:
+            out.skipped.append((rid, f"model {r['model']!r} or GPU {r['gpu_type']!r} not mapped"))
+            continue
+        framework = r["framework"].lower()
+        backend = "vllm" if "vllm" in framework else "trtllm"  # NIM runs TensorRT-LLM
+        precision = "fp8" if "fp8" in r["precision"].lower() else "bf16"
+        conc_text = r["concurrency_or_batch"].lower()
+        conc = 0.0 if "max" in conc_text else float(re.findall(r"\d+", conc_text)[0])
+        e2e = _number(r["e2e_latency_ms"])
+        out.points.append(Point(
+            id=rid, source="published", model=mid, accelerator=acc, system=catalog.accelerators[acc].default_system,
+            backend=backend, weights=precision, experts=precision, par=Parallel(tp=_int(r["TP"])), isl=isl, osl=osl,
+            concurrency=conc, ttft_ms=_number(r["ttft_ms"]), tpot_ms=_number(r["tpot_or_itl_ms"]),
+            output_tokens_per_s=_number(r["output_throughput_tok_s"]), e2e_ms=e2e, version=r["framework"],
+        ))
+    return out
+
+
+# ---------------------------------------------------------------- predictions
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predicted figures of one point (ms, tokens/s)."""
+
+    ttft_ms: float
+    tpot_ms: float
+    output_tokens_per_s: float
+    e2e_ms: float
+    fits: bool
+
+
+def _group_key(p: Point) -> tuple[str, str, str, str, str, str]:
+    return (p.model, p.accelerator, p.system, p.backend, p.weights, p.experts)
+
+
+def _as_array(values: Iterable[float]) -> np.ndarray:  # type: ignore[type-arg]
+    return np.asarray(list(values), dtype=float)
+
+
+def predict(
+    catalog: Catalog, points: Sequence[Point], constants: dict[str, Constants] | None = None
+) -> list[Prediction]:
+    """Predictions for ``points``, vectorized per (model, hardware, backend, precision) group.
+
+    ``constants`` maps backend -> :class:`Constants` (default: the catalog's calibration).
+    Points with ``concurrency == 0`` run at the engine's full load (the concurrency the KV cache
+    holds); points with ``e2e_ms`` are one batch prefilled together then decoded.
+    """
+    consts = constants or {}
+    out: list[Prediction | None] = [None] * len(points)
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, p in enumerate(points):
+        groups.setdefault(_group_key(p), []).append(i)
+    for key, idx in groups.items():
+        model, acc, system, backend, weights, experts = key
+        k = consts.get(backend) or constants_from_catalog(catalog, backend)
+        shape = shape_of(catalog.models[model])
+        hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
+        pts = [points[i] for i in idx]
+        kv = "fp8" if (k.kv_fp8_default and weights != "bf16") else "bf16"
+        prec = Precision(weights=weights, experts=experts, kv=kv)
+        par = Parallel(*(_as_array(getattr(p.par, f) for p in pts) for f in ("tp", "dp", "moe_tp", "ep", "pp")))
+        isl, osl = _as_array(p.isl for p in pts), _as_array(p.osl for p in pts)
+        conc = _as_array(p.concurrency for p in pts)
+        batch_mode = _as_array(1.0 if p.e2e_ms is not None else 0.0 for p in pts)
+        full = serve(shape, hw, par, prec, k, concurrency=np.full_like(conc, 1e9), isl=isl, osl=osl)
+        conc = np.where(conc > 0, conc, full.mem.max_concurrency)
+        res = serve(shape, hw, par, prec, k, concurrency=conc, isl=isl, osl=osl)
+        e2e = _batch_latency(shape, hw, par, prec, k, conc, isl, osl)
+        for j, i in enumerate(idx):
+            out[i] = Prediction(
+                ttft_ms=float(res.ttft_s[j]) * 1e3, tpot_ms=float(res.tpot_s[j]) * 1e3,
+                output_tokens_per_s=float(res.output_tokens_per_s[j]),
+                e2e_ms=float(e2e[j]) * 1e3 if batch_mode[j] else float("nan"), fits=bool(res.mem.fits[j]),
+            )
+    return [p for p in out if p is not None]
+
+
+def _batch_latency(shape, hw, par, prec, k, conc, isl, osl):  # type: ignore[no-untyped-def]
+    """One batch of ``conc`` prompts prefilled in one pass, then ``osl - 1`` decode iterations."""
+    from factoryplan.perf.inference import iteration
+
+    pre = iteration(shape, hw, par, prec, k, decode_seqs=0.0, ctx=isl, prompts=conc, prompt_len=isl).total
+    dec = iteration(shape, hw, par, prec, k, decode_seqs=conc, ctx=isl + osl / 2.0).total
+    return pre + (osl - 1.0) * dec
+
+
+def with_constants(points: Sequence[Point], **changes: object) -> list[Point]:
+    """Copies of ``points`` with fields replaced (for hold-out studies)."""
+    return [replace(p, **changes) for p in points]  # type: ignore[arg-type]
+
+
+def mape(pred: Sequence[float], meas: Sequence[float]) -> float:
+    """Mean absolute percentage error, ``mean(|p - m| / m)``, in percent."""
+    p, m = np.asarray(pred, dtype=float), np.asarray(meas, dtype=float)
+    if len(m) == 0:
+        raise FactoryplanError("no points to compare")
+    return float(np.mean(np.abs(p - m) / m) * 100.0)
