@@ -1,0 +1,217 @@
+"""Training FLOPs of a transformer: the shape the engine needs and one definition of model FLOPs.
+
+**Model FLOPs** (the definition behind ``model_tflops_per_gpu`` and MFU): the multiply-adds of
+one forward and backward pass, counted as 2 FLOPs each, without activation recomputation:
+
+``model_flops_per_token = 3 * (2 * N_matmul + A)``
+
+* ``N_matmul``: the weights one token multiplies by: attention projections (GQA or MLA), the dense
+  MLP (gated: 3 matrices, plain: 2), for MoE layers the router, the shared experts and ``k`` routed
+  experts, and the LM head ``V*h`` (also when it is tied to the embedding). The embedding lookup,
+  norms and biases are not matrix products and are not counted.
+* ``A``: causal self-attention, ``2 * n_q * (d_qk + d_v) * c`` per layer, with ``c`` the keys an
+  average query attends to: ``S/2`` for full causal attention over a sequence of ``S`` tokens, about
+  ``W`` for a sliding window of ``W`` (see :func:`attended_keys`).
+* Backward costs twice the forward (``3 = 1 + 2``).
+
+This is the count of Megatron-Bridge (NeMo 25.x, causal attention). PaLM (Chowdhery et al. 2022,
+App. B, ``6N + 12*L*H*Q*T``), NeMo 24.07 and Megatron-LM 2021 (Narayanan et al. eq. 3) count the
+attention scores without the causal halving; Megatron-LM 2021 also counts the recomputed forward
+(hardware FLOPs). :func:`published_flops_per_token` reproduces those conventions so that published
+TFLOP/s figures can be turned back into tokens per second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from factoryplan.catalog import models
+from factoryplan.catalog.schema import ModelArch
+
+FloatOrArray = float | npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the step-time and memory model reads from an architecture (counts, not bytes)."""
+
+    name: str
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    qk_head_dim: int  # query/key width per head (MLA: nope + rope)
+    v_head_dim: int
+    ffn: int  # dense MLP intermediate size
+    gated: bool  # SwiGLU-style MLP (3 matrices) or plain (2)
+    vocab: int
+    dense_layers: int
+    moe_layers: int
+    experts: int  # routed experts per MoE layer (0: dense model)
+    top_k: int
+    expert_ffn: int
+    shared_ffn: int  # all shared experts of a layer together
+    sliding_window: int
+    sliding_layers: int
+    attn_params: int  # attention projections of one layer (weights the tokens multiply by)
+    attn_out_params: int  # of which the output projection
+    kv_width: int  # K and V elements per token per layer that context parallelism exchanges
+    dense_mlp_params: int
+    expert_params: int  # one routed expert
+    shared_params: int
+    router_params: int
+    norm_params: int  # per layer
+    embedding_params: int  # input embedding and any learned position table
+    lm_head_params: int  # V*h, counted as a matrix product even when tied
+    tied_embeddings: bool
+    params_total: int
+    params_active: int
+
+    @property
+    def is_moe(self) -> bool:
+        """Whether the model has routed experts."""
+        return self.moe_layers > 0
+
+    @property
+    def expert_params_total(self) -> int:
+        """All routed-expert weights (sharded by expert parallelism)."""
+        return self.moe_layers * self.experts * self.expert_params
+
+    @property
+    def non_expert_params(self) -> int:
+        """Everything else (sharded by tensor and pipeline parallelism)."""
+        return self.params_total - self.expert_params_total
+
+
+def model_shape(arch: ModelArch) -> ModelShape:
+    """The :class:`ModelShape` of a catalog or config.json architecture."""
+    moe = arch.moe
+    if arch.mla is not None:
+        qk = arch.mla.qk_nope_head_dim + arch.mla.qk_rope_head_dim
+        v = arch.mla.v_head_dim
+        kv_width = arch.heads * (qk + v)  # CP exchanges the decompressed per-head K and V
+    else:
+        qk = v = arch.head_dim
+        kv_width = 2 * arch.kv_heads * arch.head_dim
+    breakdown = models.param_breakdown(arch)
+    return ModelShape(
+        name=arch.id,
+        layers=arch.layers,
+        hidden=arch.hidden,
+        heads=arch.heads,
+        kv_heads=arch.kv_heads,
+        qk_head_dim=qk,
+        v_head_dim=v,
+        ffn=arch.ffn,
+        gated=arch.mlp == "gated",
+        vocab=arch.vocab,
+        dense_layers=models.dense_layers(arch),
+        moe_layers=models.moe_layers(arch),
+        experts=moe.experts if moe else 0,
+        top_k=moe.active if moe else 0,
+        expert_ffn=moe.expert_ffn if moe else 0,
+        shared_ffn=moe.shared_ffn if moe else 0,
+        sliding_window=arch.sliding_window,
+        sliding_layers=arch.sliding_layers if arch.sliding_window > 0 else 0,
+        attn_params=models.attention_params_per_layer(arch),
+        attn_out_params=arch.heads * v * arch.hidden,
+        kv_width=kv_width,
+        dense_mlp_params=models.dense_mlp_params(arch),
+        expert_params=models.expert_params(arch),
+        shared_params=models.shared_expert_params(arch),
+        router_params=models.router_params(arch),
+        norm_params=models.norm_params_per_layer(arch),
+        embedding_params=breakdown["embedding"] + breakdown["position_embedding"],
+        lm_head_params=arch.vocab * arch.hidden,
+        tied_embeddings=arch.tied_embeddings,
+        params_total=models.params_total(arch),
+        params_active=models.params_active(arch),
+    )
+
+
+def attended_keys(seq_len: FloatOrArray, window: int = 0) -> FloatOrArray:
+    """Keys an average query attends to under a causal mask over ``seq_len`` tokens.
+
+    Full attention: ``S/2`` (the convention of Megatron-Bridge; exactly ``(S+1)/2``). A sliding
+    window of ``W < S``: query ``i`` sees ``min(i+1, W)`` keys, on average ``W - W*(W-1)/(2*S)``.
+    ``window = 0`` means full attention.
+    """
+    s = np.asarray(seq_len, dtype=np.float64)
+    out = s / 2.0
+    if window > 0:
+        w = float(window)
+        out = np.where(s > w, w - w * (w - 1.0) / (2.0 * s), out)
+    return out if isinstance(seq_len, np.ndarray) else float(out)
+
+
+def matmul_params_per_token(shape: ModelShape) -> int:
+    """Weights one token multiplies by (``N_matmul``): every layer's projections, the active
+    experts, router and shared experts of MoE layers, and the LM head."""
+    moe_layer = shape.top_k * shape.expert_params + shape.shared_params + shape.router_params
+    return (
+        shape.layers * shape.attn_params
+        + shape.dense_layers * shape.dense_mlp_params
+        + shape.moe_layers * moe_layer
+        + shape.lm_head_params
+    )
+
+
+def attention_flops_per_token(shape: ModelShape, seq_len: FloatOrArray, *, causal: bool = True) -> FloatOrArray:
+    """Forward FLOPs of the attention scores and the weighted sum, all layers, per token:
+    ``sum_layers 2 * n_q * (d_qk + d_v) * keys``; ``keys`` from :func:`attended_keys`
+    (``causal=False``: every query sees all ``S`` keys, the PaLM/NeMo 24.07 count)."""
+    per_key = 2.0 * shape.heads * (shape.qk_head_dim + shape.v_head_dim)
+    if not causal:
+        out = per_key * shape.layers * np.asarray(seq_len, dtype=np.float64)
+        return out if isinstance(seq_len, np.ndarray) else float(out)
+    full_layers = shape.layers - shape.sliding_layers
+    keys = full_layers * attended_keys(seq_len)
+    if shape.sliding_layers:
+        keys = keys + shape.sliding_layers * attended_keys(seq_len, shape.sliding_window)
+    return per_key * keys
+
+
+def forward_flops_per_token(shape: ModelShape, seq_len: FloatOrArray) -> FloatOrArray:
+    """Forward FLOPs per token: ``2 * N_matmul + A`` (see the module docstring)."""
+    return 2.0 * matmul_params_per_token(shape) + attention_flops_per_token(shape, seq_len)
+
+
+def model_flops_per_token(shape: ModelShape, seq_len: FloatOrArray) -> FloatOrArray:
+    """Model FLOPs per trained token: three times the forward (no recomputation)."""
+    return 3.0 * forward_flops_per_token(shape, seq_len)
+
+
+def published_flops_per_token(shape: ModelShape, seq_len: float, convention: str) -> float:
+    """FLOPs per token as a publication counted them, to turn its TFLOP/s back into tokens/s.
+
+    * ``"megatron-2021"``: Narayanan et al. 2021 eq. 3, ``96*B*s*l*h^2*(1 + s/(6h) + V/(16*l*h))``
+      per ``B*s`` tokens: GPT layers, non-causal attention, with the recomputed forward (4 passes).
+      Megatron-DeepSpeed (BLOOM, MT-NLG) prints the same formula.
+    * ``"nemo-24.07"``: model FLOPs with non-causal attention, no recompute (NeMo's
+      ``flops_formulas``; PaLM App. B counts attention the same way).
+    * ``"model"``: this module's :func:`model_flops_per_token` (Megatron-Bridge 25.x).
+    """
+    if convention == "megatron-2021":
+        h, n_layers = float(shape.hidden), float(shape.layers)
+        return 96.0 * n_layers * h * h * (1.0 + seq_len / (6.0 * h) + shape.vocab / (16.0 * n_layers * h))
+    if convention == "nemo-24.07":
+        attention = attention_flops_per_token(shape, seq_len, causal=False)
+        return float(6.0 * matmul_params_per_token(shape) + 3.0 * attention)
+    if convention == "model":
+        return float(model_flops_per_token(shape, seq_len))
+    raise ValueError(f"unknown FLOP convention {convention!r}")
+
+
+__all__ = [
+    "ModelShape",
+    "attended_keys",
+    "attention_flops_per_token",
+    "forward_flops_per_token",
+    "matmul_params_per_token",
+    "model_flops_per_token",
+    "model_shape",
+    "published_flops_per_token",
+]

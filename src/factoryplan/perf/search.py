@@ -1,0 +1,187 @@
+"""Search the parallel configurations of a training job: enumerate, reject with a reason, evaluate.
+
+The space is the cartesian product of tensor (``tp``, divisors of the scale-up domain), pipeline
+(``pp``, divisors of the layers or of layers + 2), virtual stages (``vpp``), context (``cp``,
+powers of two), expert (``ep``, divisors of the routed experts) parallelism, micro-batch size,
+recomputation (none, selective, full) and ZeRO stage (0-3); data parallelism is what is left,
+``dp = gpus / (tp * pp * cp)``. Any dimension can be fixed. The grid is built and checked with
+numpy; every structurally valid configuration is evaluated in one vectorized call of
+:func:`factoryplan.perf.training.evaluate` (no Python loop over configurations), and the fastest
+that fits in memory wins. Rejected configurations are counted by their first failing rule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from factoryplan.errors import FactoryplanError, InfeasibleError
+from factoryplan.perf.flops import ModelShape
+from factoryplan.perf.training import Configs, Efficiencies, Evaluation, Hardware, Job, evaluate
+
+IntArray = npt.NDArray[np.int64]
+
+DIMENSIONS = ("tp", "pp", "vpp", "cp", "ep", "dp", "mb", "recompute", "zero")
+CP_CHOICES = (1, 2, 4, 8, 16, 32)
+MB_CHOICES = (1, 2, 4, 8, 16)
+REASONS: dict[int, tuple[str, str]] = {
+    1: ("tp", "tensor parallelism must divide the attention heads and key/value heads"),
+    2: ("tp", "tensor parallelism must divide the scale-up (NVLink) domain"),
+    3: ("pp", "pipeline stages x virtual stages must divide the layers (or layers + 2)"),
+    4: ("gpus", "the GPUs must divide by tp x pp x cp (and give the data parallelism asked for)"),
+    5: ("cp", "context parallelism needs the sequence length divisible by 2 x cp"),
+    6: ("ep", "expert parallelism must divide the experts and tp x cp x dp (1 for a dense model)"),
+    7: ("global_batch", "the global batch must divide by dp x micro-batch"),
+    8: ("vpp", "interleaving needs pp > 1 and at least pp micro-batches"),
+    9: ("memory", "does not fit in GPU memory"),
+}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The evaluated valid configurations, ranked, and what was rejected and why."""
+
+    evaluation: Evaluation  # every structurally valid configuration
+    ranking: IntArray  # indices into ``evaluation`` of fitting configurations, fastest first
+    grid_size: int
+    rejected: dict[str, int]  # reason text -> count (memory included)
+    evaluate_s: float  # seconds spent in the vectorized evaluation
+    total_s: float  # enumeration, checks, evaluation and ranking
+
+    @property
+    def best(self) -> int:
+        """Index of the fastest configuration that fits; InfeasibleError when none does."""
+        if self.ranking.size == 0:
+            ev = self.evaluation
+            need = float(ev.memory["total"].min()) / 2**30 if len(ev.configs) else float("nan")
+            counts = "; ".join(f"{r}: {n}" for r, n in self.rejected.items())
+            raise InfeasibleError(
+                "no parallel configuration fits",
+                field="configuration",
+                allowed=f"the smallest needs {need:,.1f} GiB per GPU, {ev.memory_available / 2**30:,.1f} GiB "
+                f"usable; rejected: {counts}",
+            )
+        return int(self.ranking[0])
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def candidates(shape: ModelShape, hw: Hardware, job: Job, fixed: Mapping[str, int]) -> dict[str, list[int]]:
+    """Values tried in each dimension (a fixed dimension has its one value)."""
+    pp = sorted(set(_divisors(shape.layers)) | {d for d in _divisors(shape.layers + 2) if d <= shape.layers})
+    out = {
+        "tp": _divisors(hw.domain_gpus),
+        "pp": pp,
+        "cp": [c for c in CP_CHOICES if c == 1 or job.seq_len % (2 * c) == 0],
+        "ep": _divisors(shape.experts) if shape.is_moe else [1],
+        "mb": [b for b in MB_CHOICES if b <= job.global_batch],
+        "recompute": [0, 1, 2],
+        "zero": [0, 1, 2, 3],
+    }
+    for name, value in fixed.items():
+        if name in out:
+            out[name] = [int(value)]
+    return out
+
+
+def _pp_vpp_pairs(layers: int, pps: Sequence[int], vpp_fixed: int | None) -> tuple[IntArray, IntArray]:
+    """(pp, vpp) pairs: vpp 1, and for pp > 1 every vpp >= 2 that keeps layers divisible."""
+    pairs = []
+    for p in pps:
+        vs = [1] + [v for v in range(2, layers // p + 1) if layers % (p * v) == 0 or (layers + 2) % (p * v) == 0]
+        if p == 1:
+            vs = [1]
+        if vpp_fixed is not None:
+            vs = [vpp_fixed]
+        pairs += [(p, v) for v in vs]
+    arr = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
+
+
+def grid(shape: ModelShape, hw: Hardware, job: Job, fixed: Mapping[str, int]) -> Configs:
+    """The cartesian product of :func:`candidates`; ``dp = gpus // (tp*pp*cp)`` (checked later)."""
+    c = candidates(shape, hw, job, fixed)
+    pp, vpp = _pp_vpp_pairs(shape.layers, c["pp"], fixed.get("vpp"))
+    axes = [np.asarray(c["tp"]), np.arange(pp.size), np.asarray(c["cp"]), np.asarray(c["ep"]),
+            np.asarray(c["mb"]), np.asarray(c["recompute"]), np.asarray(c["zero"])]
+    mesh = [a.ravel().astype(np.int64) for a in np.meshgrid(*axes, indexing="ij")]
+    tp, pv, cp, ep, mb, rc, zero = mesh
+    dp = job.gpus // (tp * pp[pv] * cp)
+    return Configs(tp=tp, pp=pp[pv], vpp=vpp[pv], cp=cp, ep=ep, dp=np.maximum(dp, 1), mb=mb, recompute=rc, zero=zero)
+
+
+def reasons(shape: ModelShape, hw: Hardware, job: Job, cfg: Configs, dp_fixed: int | None = None) -> IntArray:
+    """The first structural rule each configuration breaks (0: none); codes in :data:`REASONS`."""
+    t, p, v, c, e, d = cfg.tp, cfg.pp, cfg.vpp, cfg.cp, cfg.ep, cfg.dp
+    n_micro = job.global_batch // np.maximum(d * cfg.mb, 1)
+    pv = p * v
+    gpus_ok = (job.gpus % (t * p * c) == 0) & (d * t * p * c == job.gpus)
+    if dp_fixed is not None:
+        gpus_ok &= d == dp_fixed
+    experts = max(shape.experts, 1)
+    checks = [
+        (shape.heads % t != 0) | (shape.kv_heads % t != 0),
+        (t > hw.domain_gpus) | (hw.domain_gpus % t != 0),
+        (shape.layers % pv != 0) & ((shape.layers + 2) % pv != 0),
+        ~gpus_ok,
+        (c > 1) & (job.seq_len % (2 * c) != 0),
+        (experts % e != 0) | ((t * c * d) % e != 0) | ((not shape.is_moe) & (e != 1)),
+        job.global_batch % (d * cfg.mb) != 0,
+        (v > 1) & ((p == 1) | (n_micro < p)),
+    ]
+    code = np.zeros(len(cfg), dtype=np.int64)
+    for i, bad in reversed(list(enumerate(checks, start=1))):
+        code = np.where(bad, i, code)
+    return code
+
+
+def check_one(shape: ModelShape, hw: Hardware, job: Job, cfg: Configs) -> None:
+    """Raise a FactoryplanError naming the rule a single configuration breaks."""
+    code = int(reasons(shape, hw, job, cfg)[0])
+    if code:
+        field, text = REASONS[code]
+        row = cfg.row(0)
+        shown = {k: row[k] for k in ("tp", "pp", "vpp", "cp", "ep", "dp", "micro_batch")}
+        raise FactoryplanError(
+            text, field=f"--{field.replace('_', '-')}", value=shown,
+            allowed=f"heads {shape.heads}, kv heads {shape.kv_heads}, layers {shape.layers}, experts "
+            f"{shape.experts}, GPUs {job.gpus}, scale-up domain {hw.domain_gpus}, global batch {job.global_batch}",
+        )
+
+
+def search(
+    shape: ModelShape, hw: Hardware, eff: Efficiencies, job: Job, fixed: Mapping[str, int] | None = None,
+    keep: int = 6,
+) -> SearchResult:
+    """Enumerate, check and evaluate every configuration; rank those that fit (fastest first,
+    then least memory). ``fixed`` pins dimensions (``dp`` included)."""
+    start = time.perf_counter()
+    fixed = dict(fixed or {})
+    cfg = grid(shape, hw, job, fixed)
+    code = reasons(shape, hw, job, cfg, fixed.get("dp"))
+    valid = cfg.take(code == 0)
+    t0 = time.perf_counter()
+    ev = evaluate(shape, hw, eff, job, valid)
+    evaluate_s = time.perf_counter() - t0
+    fit = np.flatnonzero(ev.fits)
+    order = fit[np.lexsort((ev.memory["total"][fit], -ev.tokens_per_s[fit]))]
+    rejected: dict[str, int] = {}
+    for c in range(1, 9):
+        n = int(np.count_nonzero(code == c))
+        if n:
+            rejected[REASONS[c][1]] = n
+    if (n_mem := int(len(valid) - fit.size)) > 0:
+        rejected[REASONS[9][1]] = n_mem
+    return SearchResult(
+        evaluation=ev, ranking=order[: max(keep, 1)], grid_size=len(cfg), rejected=rejected,
+        evaluate_s=evaluate_s, total_s=time.perf_counter() - start,
+    )
+
+
+__all__ = ["DIMENSIONS", "REASONS", "SearchResult", "candidates", "check_one", "grid", "reasons", "search"]
