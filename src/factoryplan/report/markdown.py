@@ -37,18 +37,62 @@ def render_markdown(plan: Plan) -> str:
         [[mw(p.gpu_mw), mw(p.systems_mw), mw(p.it_mw), f"{p.pue:.2f}", mw(p.facility_mw),
           f"{num(p.annual_energy_mwh)} MWh"]],
     )
-    lines += ["## Costs", ""]
-    lines += _table(["capex item", "USD"], [[n, usd(v)] for n, v in k.capex_breakdown.items()])
-    lines += _table(["opex item (per year)", "USD"], [[n, usd(v)] for n, v in k.opex_breakdown.items()])
-    lines += ["## Alternatives", ""]
-    lines += _table(
-        ["option", "kind", "scope", "TCO", "feasible", "reasons"],
-        [[a.option, a.kind, a.scope, usd(a.tco_usd), "yes" if a.feasible else "no", "; ".join(a.reasons)]
-         for a in sorted(plan.alternatives, key=lambda a: a.tco_usd)],
-    )
+    lines += _costs(plan)
+    lines += _alternatives(plan)
     lines += ["## Assumptions", ""]
     lines += _table(["name", "value", "source"], [[a.name, a.display, a.source] for a in plan.assumptions])
     return "\n".join(lines)
+
+
+def _costs(plan: Plan) -> list[str]:
+    k = plan.costs
+    f = k.finance
+    lines = ["## Costs", "", f"{k.deployment}, {k.horizon_years:g}-year horizon, WACC {f['wacc']:.1%}, IT life "
+             f"{f['it_lifetime_years']:g} y, utilisation {k.utilization:.0%}. {k.method}.", ""]
+    lines += _table(["figure", "USD"], [
+        ["capex", usd(k.capex_usd)], ["opex per year", usd(k.opex_usd_per_year)],
+        ["annualised", usd(k.annualized_usd_per_year)],
+        ["annualised, straight-line", usd(k.annualized_straight_line_usd_per_year)],
+        ["TCO / NPV", f"{usd(k.tco_usd)} / {usd(k.npv_usd)}"], ["per GPU-hour", usd(k.usd_per_gpu_hour)],
+    ])
+    lines += _table(["capex item", "USD"], [[n, usd(v)] for n, v in k.capex_breakdown.items()])
+    lines += _table(["opex item (per year)", "USD"], [[n, usd(v)] for n, v in k.opex_breakdown.items()])
+    if k.services:
+        lines += _table(["service", "$/Mtok", "input", "output", "output tok/s per MW"], [
+            [s.name, usd(s.usd_per_million_tokens), usd(s.usd_per_million_input_tokens),
+             usd(s.usd_per_million_output_tokens), num(s.output_tokens_per_s_per_mw)] for s in k.services])
+    if k.training_runs:
+        lines += _table(["training run", "GPU-hours", "$/GPU-hour", "cost"], [
+            [r.name, num(r.gpu_hours), usd(r.usd_per_gpu_hour), usd(r.usd)] for r in k.training_runs])
+    lines += _table(["year", "capex", "opex", "residual", "cumulative"], [
+        [str(c.year), usd(c.capex_usd), usd(c.opex_usd), usd(c.residual_usd), usd(c.cumulative_usd)]
+        for c in k.cash_flows])
+    if plan.sensitivity:
+        lines += ["### Sensitivity (one at a time)", ""]
+        lines += _table(["assumption", "range", "$/GPU-h low..high", "TCO low..high"], [
+            [s.assumption, f"{num(s.low)} – {num(s.high)} {s.unit}",
+             f"{usd(s.at_low['usd_per_gpu_hour'])}..{usd(s.at_high['usd_per_gpu_hour'])}",
+             f"{usd(s.at_low['tco_usd'])}..{usd(s.at_high['tco_usd'])}"] for s in plan.sensitivity])
+    if plan.uncertainty is not None:
+        u = plan.uncertainty
+        lines += [f"### Uncertainty ({u.draws:,} Monte Carlo draws)", ""]
+        lines += _table(["figure", "P10", "P50", "P90"], [
+            [n, usd(p.p10), usd(p.p50), usd(p.p90)] for n, p in u.figures.items()])
+    return lines
+
+
+def _alternatives(plan: Plan) -> list[str]:
+    lines = ["## Alternatives", ""]
+    lines += _table(
+        ["option", "kind", "scope", "TCO", "$/GPU-h", "$/Mtok", "break-even util.", "break-even month", "feasible",
+         "reasons"],
+        [[a.option, a.kind, a.scope, usd(a.tco_usd), usd(a.usd_per_gpu_hour), usd(a.usd_per_million_tokens),
+          f"{a.break_even_utilization:.0%}" if a.break_even_utilization is not None else "-",
+          f"{a.break_even_month:.0f}" if a.break_even_month is not None else "-",
+          "yes" if a.feasible else "no", "; ".join([a.note] * bool(a.note) + a.reasons)]
+         for a in sorted(plan.alternatives, key=lambda a: a.tco_usd)],
+    )
+    return lines
 
 
 def write_markdown(plan: Plan, path: Path) -> None:

@@ -47,27 +47,51 @@ def _infra(plan: Plan) -> Table:
 
 def _costs(plan: Plan) -> Table:
     k = plan.costs
-    title = f"Costs ({k.deployment}, {k.horizon_years:g}-year horizon)"
+    f = k.finance
+    title = (f"Costs ({k.deployment}, {k.horizon_years:g}-year horizon, WACC {f['wacc']:.1%}, "
+             f"IT life {f['it_lifetime_years']:g} y, utilisation {k.utilization:.0%})")
     t = Table(title=title, title_justify="left", show_header=False)
     t.add_column("item")
-    t.add_column("value")
+    t.add_column("value", overflow="fold")
     t.add_row("capex", usd(k.capex_usd) + "  " + ", ".join(f"{n} {usd(v)}" for n, v in k.capex_breakdown.items()))
     t.add_row("opex per year", usd(k.opex_usd_per_year) + "  " +
               ", ".join(f"{n} {usd(v)}" for n, v in k.opex_breakdown.items()))
-    t.add_row("annualised (WACC)", usd(k.annualized_usd_per_year))
+    t.add_row("annualised", f"{usd(k.annualized_usd_per_year)} (straight-line "
+              f"{usd(k.annualized_straight_line_usd_per_year)})")
     t.add_row("TCO / NPV", f"{usd(k.tco_usd)} / {usd(k.npv_usd)}")
     t.add_row("per GPU-hour", f"{usd(k.usd_per_gpu_hour)} (straight-line {usd(k.usd_per_gpu_hour_straight_line)})")
+    for s in k.services:
+        split = (f"; input {usd(s.usd_per_million_input_tokens)}, output {usd(s.usd_per_million_output_tokens)}"
+                 if s.usd_per_million_input_tokens is not None else "")
+        per_mw = f"; {num(s.output_tokens_per_s_per_mw)} output tok/s per MW" if s.output_tokens_per_s_per_mw else ""
+        t.add_row(f"$/Mtok {s.name}", f"{usd(s.usd_per_million_tokens)}{split}{per_mw}")
+    for r in k.training_runs:
+        t.add_row(f"run {r.name}", f"{usd(r.usd)} ({num(r.gpu_hours)} GPU-hours at {usd(r.usd_per_gpu_hour)})")
+    if plan.sensitivity:
+        top = plan.sensitivity[:4]
+        t.add_row("biggest levers ($/GPU-h)", ", ".join(
+            f"{s.assumption} {usd(s.at_low['usd_per_gpu_hour'])}..{usd(s.at_high['usd_per_gpu_hour'])}" for s in top))
+    if plan.uncertainty is not None:
+        u = plan.uncertainty
+        for key in ("tco_usd", "usd_per_gpu_hour", *[k for k in u.figures if k.startswith("usd_per_million")]):
+            p = u.figures[key]
+            t.add_row(f"P10/P50/P90 {key}", f"{usd(p.p10)} / {usd(p.p50)} / {usd(p.p90)}  ({u.draws:,} draws)")
     return t
 
 
 def _alternatives(plan: Plan, limit: int = 12) -> Table:
     t = Table(title="Alternatives (cheapest first)", title_justify="left")
-    for col in ("option", "kind", "scope", "TCO", "$/GPU-h", "$/Mtok", "feasible", "why not"):
+    for col in ("option", "kind", "scope", "TCO", "$/GPU-h", "$/Mtok", "break-even", "feasible", "why not"):
         t.add_column(col, overflow="fold")
     for a in sorted(plan.alternatives, key=lambda a: a.tco_usd)[:limit]:
         why = "; ".join(a.reasons)[:160]
+        even = []
+        if a.break_even_utilization is not None:
+            even.append(f"{a.break_even_utilization:.0%} util.")
+        if a.break_even_month is not None:
+            even.append(f"month {a.break_even_month:.0f}")
         t.add_row(a.option, a.kind, a.scope, usd(a.tco_usd), usd(a.usd_per_gpu_hour), usd(a.usd_per_million_tokens),
-                  "yes" if a.feasible else "[red]no[/red]", why)
+                  ", ".join(even), "yes" if a.feasible else "[red]no[/red]", why)
     return t
 
 
