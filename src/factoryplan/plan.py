@@ -22,8 +22,11 @@ from factoryplan.economics.alternatives import Alternative
 from factoryplan.economics.risk import Progress, SensitivityItem, Uncertainty
 from factoryplan.economics.tco import Costs, owned_costs, validate_cost_assumptions
 from factoryplan.errors import FactoryplanError, InfeasibleError, ScenarioError
-from factoryplan.infra.bom import BomItem, bom_first_order
-from factoryplan.infra.cluster import Pool, Power, build_pool, power_chain
+from factoryplan.infra.bom import BomItem
+from factoryplan.infra.cluster import Pool, Power, build_pool
+from factoryplan.infra.deployment import plan_deployment
+from factoryplan.infra.fabric import Fabric
+from factoryplan.infra.site import Cooling
 from factoryplan.perf import firstorder
 from factoryplan.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, check_references
 from factoryplan.sovereignty.policy import Verdict, WorkloadData, assess_all
@@ -66,6 +69,11 @@ class ClusterSummary(BaseModel):
     racks: int
     scalable_units: float
     pools: list[Pool]
+    fabric: Fabric
+    cooling: Cooling
+    floor_m2: float
+    halls: int
+    buildings: int
 
 
 class HardwareOption(BaseModel):
@@ -174,8 +182,13 @@ def _evaluate(
         )
         for sid, rs in by_system.items()
     ]
-    power = power_chain(pools, region, asm, scenario.power_budget_mw)
-    bom = bom_first_order(pools, catalog, asm)
+    site = plan_deployment(pools, catalog, asm, region, scenario.facility.cooling, scenario.power_budget_mw)
+    pools, power, bom = site.pools, site.power, site.bom
+    if not power.within_budget:
+        raise InfeasibleError(
+            f"needs {power.facility_mw:,.1f} MW at the meter, over the power budget of "
+            f"{scenario.power_budget_mw:,.1f} MW", field="power_budget_mw", value=scenario.power_budget_mw,
+        )
     costs = owned_costs(bom, pools, power, region, scenario.facility.deployment, asm, scenario.horizon_years)
     return _Candidate(workloads=results, pools=pools, power=power, bom=bom, costs=costs)
 
@@ -279,10 +292,13 @@ def build_plan(
         sobol=sobol, draws=monte_carlo, seed=seed, progress=progress,
     )
     main_pool = max(chosen.pools, key=lambda p: p.gpus)
+    site = plan_deployment(chosen.pools, catalog, asm, catalog.regions[scenario.region], scenario.facility.cooling,
+                           scenario.power_budget_mw)
     cluster = ClusterSummary(
         accelerator=main_pool.accelerator, system=main_pool.system, gpus=sum(p.gpus for p in chosen.pools),
-        systems=sum(p.systems for p in chosen.pools), racks=sum(p.racks for p in chosen.pools),
-        scalable_units=sum(p.scalable_units for p in chosen.pools), pools=chosen.pools,
+        systems=sum(p.systems for p in chosen.pools), racks=site.racks,
+        scalable_units=sum(p.scalable_units for p in chosen.pools), pools=chosen.pools, fabric=site.fabric,
+        cooling=site.cooling, floor_m2=site.floor_m2, halls=site.halls, buildings=site.buildings,
     )
     warnings = [wn for r in chosen.workloads for wn in r.warnings]
     if not chosen.power.within_budget:

@@ -100,6 +100,17 @@ class System(Entry):
     price_usd: PositiveFloat
     scalable_unit_systems: PositiveInt  # systems per scalable unit in the reference architecture
     nvlink_switch_trays: NonNegInt = 0  # rack-scale systems: NVSwitch trays per system
+    # physical design (infra.fabric, infra.site); defaults describe an 8-GPU server
+    nvlink_links_per_gpu: NonNegInt = 0  # NVLink links from each GPU to switch trays outside its board (NVL72: 18)
+    fabric_planes_max: PositiveInt = 1  # planes one NIC can split into (ConnectX-8 multi-plane: 2)
+    host_transceiver: str = ""  # link id of the NIC-side module of the compute fabric
+    host_ports_per_transceiver: PositiveInt = 1  # NIC ports one host module carries (twin-port OSFP: 2)
+    ns_ports: NonNegInt = 2  # north-south (storage and in-band Ethernet) ports per system
+    ns_port_bit_s: PositiveFloat = 200e9
+    ns_fabric: str = "spectrum-x-sn5600"  # switch id of the storage and in-band fabric
+    ns_host_link: str = "aoc-200g-qsfp56"  # link id of a north-south host cable
+    oob_ports: NonNegInt = 1  # 1GbE out-of-band management ports per system (BMCs, trays, power shelves)
+    oob_switch: str = "spectrum-sn2201"  # switch id of the out-of-band management network
 
 
 class Switch(Entry):
@@ -111,6 +122,10 @@ class Switch(Entry):
     power_w: PositiveFloat
     price_usd: PositiveFloat
     rack_u: NonNegFloat = 1.0
+    ports_per_cage: PositiveInt = 1  # ports one pluggable module carries at port_bit_s (twin-port OSFP: 2)
+    max_breakout: PositiveInt = 1  # a port may be split into this many slower ports (e.g. 400G -> 2 x 200G)
+    transceiver: str = ""  # link id of the switch-side module for runs inside a hall
+    long_reach_transceiver: str = ""  # link id for runs between halls; empty: the same module
 
 
 class Link(Entry):
