@@ -83,3 +83,17 @@ def test_api_alternative_prices_tokens_and_breaks_even() -> None:
     assert u is not None
     assert OWN.annual_usd * OWN.inference_share == pytest.approx(annual / OWN.serving_utilization * u)
     assert api_alternative("api-y", OFFERS, [svc.model_copy(update={"model_class": "frontier"})], 5.0, True, []) is None
+
+
+def test_commitments_are_cheaper_than_on_demand(catalog: Catalog) -> None:
+    """For each provider and GPU, reserved-3y < reserved-1y < on-demand per GPU-hour."""
+    by_key: dict[tuple[str, str], dict[str, float]] = {}
+    for p in catalog.cloud_prices.values():
+        by_key.setdefault((p.provider, p.accelerator), {})[p.pricing] = p.price_usd_per_gpu_s
+    order = ("reserved-3y", "reserved-1y", "on-demand")
+    checked = 0
+    for key, prices in by_key.items():
+        present = [prices[o] for o in order if o in prices]
+        assert present == sorted(present), key
+        checked += len(present) > 1
+    assert checked >= 8
