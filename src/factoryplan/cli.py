@@ -207,6 +207,10 @@ def catalog_show(
 validate_app = typer.Typer(help="Check the engines against published and measured results.", no_args_is_help=True)
 app.add_typer(validate_app, name="validate")
 
+from factoryplan.commands import cluster as _cluster_command  # noqa: E402
+
+_cluster_command.register(app)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one-line messages and exit codes."""

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from factoryplan.plan import Plan
-from factoryplan.report.fmt import mw, num, usd
+from factoryplan.report.fmt import num, usd
 
 
 def _n(value: float | int | str | None) -> str:
@@ -31,18 +31,18 @@ def _workloads(plan: Plan) -> Table:
 
 
 def _infra(plan: Plan) -> Table:
+    from factoryplan.report import infra_text
+
     c, p = plan.cluster, plan.power
-    t = Table(title="Deployment and power", title_justify="left", show_header=False)
-    t.add_column("item")
-    t.add_column("value")
-    t.add_row("hardware", f"{c.accelerator} in {c.system}")
-    t.add_row("GPUs / systems / racks", f"{num(c.gpus)} / {num(c.systems)} / {num(c.racks)}")
-    t.add_row("scalable units", num(c.scalable_units))
-    t.add_row("GPU TDP -> systems -> IT", f"{mw(p.gpu_mw)} -> {mw(p.systems_mw)} -> {mw(p.it_mw)}")
-    budget = f" (budget {mw(p.budget_mw)})" if p.budget_mw else ""
-    t.add_row("facility at the meter", f"{mw(p.facility_mw)} at PUE {p.pue:.2f}{budget}")
-    t.add_row("average draw / energy", f"{mw(p.average_facility_mw)} / {num(p.annual_energy_mwh)} MWh per year")
-    return t
+    rows = [
+        ("hardware", f"{c.accelerator} in {c.system}"),
+        ("GPUs / systems / racks", f"{num(c.gpus)} / {num(c.systems)} / {num(c.racks)}"),
+        ("scalable units", num(c.scalable_units)),
+        *infra_text.fabric_rows(c.fabric),
+        *infra_text.power_rows(p),
+        *infra_text.site_rows(c.cooling, c.racks, c.floor_m2, c.halls, c.buildings),
+    ]
+    return infra_text.table("Deployment and power", rows)
 
 
 def _costs(plan: Plan) -> Table:
