@@ -477,7 +477,9 @@ def _communication(
     if s.moe_layers:
         group = tp * dp
         bw_ep, lat_ep = _collective_path(hw, group, k)
-        a2a = 2.0 * alltoall_time(msg * s.active, group, bw_ep, lat_ep, k)
+        # a token goes once to each GPU that holds one of its k experts: r·(1 - (1 - 1/r)^k) GPUs
+        dest = group * (1.0 - (1.0 - 1.0 / np.maximum(group, 1.0)) ** s.active)
+        a2a = 2.0 * alltoall_time(msg * dest * group / np.maximum(group - 1.0, 1.0), group, bw_ep, lat_ep, k)
         moe_comm = np.where(dp > 1.0, a2a, 0.0)
     total = (s.layers * per_layer + s.moe_layers * moe_comm) / pp
     bw_pp, lat_pp = _collective_path(hw, tp * dp * pp, k)

@@ -72,6 +72,8 @@ UNSUPPORTED = {
     "qwen/qwen3.5-397b-a17b": "hybrid linear attention (Gated DeltaNet) layers are not modelled",
     "zhipuai/glm-5": "DeepSeek sparse attention and no config.json in the calibration set",
 }
+MEASURED_COLUMNS = ("id", "model_path", "system", "backend", "isl", "osl", "gemm_quant_mode", "moe_quant_mode",
+                    "batch_size", "tp_size", "silicon_ttft_ms", "silicon_tpot_ms")
 QUANT = {"": "bf16", "bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "fp8_block": "fp8", "nvfp4": "fp4",
          "mxfp4": "fp4", "w4a16_mxfp4": "fp4", "int4_wo": "int4", "w4a8_awq": "int4", "w4a16_awq": "int4"}
 
@@ -169,8 +171,15 @@ def _concurrency(row: dict[str, str]) -> float:
 def load_measured(catalog: Catalog, path: Path = MEASURED, source: str = "measured") -> Loaded:
     """Points of a file in the aiconfigurator silicon-data layout (aggregated rows only)."""
     out = Loaded()
+    if not path.is_file():
+        raise FactoryplanError("file not found", where=str(path))
     with path.open(encoding="utf-8", newline="") as fh:
-        for row in csv.DictReader(fh):
+        reader = csv.DictReader(fh)
+        missing = [c for c in MEASURED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise FactoryplanError("not a measured-points file", where=str(path), field=", ".join(missing),
+                                   allowed="the columns of serving_measured_hopper.csv")
+        for row in reader:
             rid = row["id"]
             repo = row["model_path"].strip().lower()
             mid = model_id(catalog, repo)

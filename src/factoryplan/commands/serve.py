@@ -1,0 +1,208 @@
+"""`factoryplan serve`: TTFT, TPOT and throughput of one serving configuration, or the capacity plan
+that meets a demand and latency targets with the fewest GPUs.
+
+The module imports only typer at load time (the CLI imports every command module on start-up);
+the engine, numpy and the catalog load inside the command. Without ``--catalog`` overlays only the
+four catalog kinds the engine reads are loaded (accelerators, systems, models, calibrations).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from factoryplan.errors import FactoryplanError, InfeasibleError, unknown
+
+if TYPE_CHECKING:
+    from factoryplan.catalog.load import Catalog
+    from factoryplan.catalog.schema import Accelerator, System
+
+SERVING_KINDS = ("fx", "accelerators", "systems", "models", "calibrations")
+
+
+class Precision(StrEnum):
+    """Weight precision."""
+
+    bf16 = "bf16"
+    fp8 = "fp8"
+    fp4 = "fp4"
+    int4 = "int4"
+
+
+class KvPrecision(StrEnum):
+    """KV-cache precision."""
+
+    bf16 = "bf16"
+    fp8 = "fp8"
+
+
+class Backend(StrEnum):
+    """Serving engine."""
+
+    trtllm = "trtllm"
+    vllm = "vllm"
+    sglang = "sglang"
+
+
+class Mode(StrEnum):
+    """Deployment modes the capacity planner may choose."""
+
+    auto = "auto"
+    aggregated = "aggregated"
+    disaggregated = "disaggregated"
+
+
+class OutputFormat(StrEnum):
+    """Output format (as the other commands)."""
+
+    table = "table"
+    json = "json"
+
+
+def serving_catalog(overlays: list[Path] | None, gpu: str = "", model: str = "") -> Catalog:
+    """The catalog entries one serving question reads; the whole catalog when overlays are given.
+
+    Without overlays only the requested accelerator and system, the requested model (when it is a
+    catalog id) and the inference calibrations are validated; the other ids of those kinds are kept
+    for did-you-mean messages. A full load validates everything (``factoryplan catalog list``).
+    """
+    from factoryplan.catalog import load as cl
+
+    if overlays:
+        return cl.load_catalog(overlays)
+    raw: dict[str, dict[str, tuple[Path, dict[str, Any]]]] = {}
+    for kind in SERVING_KINDS:
+        table: dict[str, tuple[Path, dict[str, Any]]] = {}
+        for path in sorted(cl.DATA_DIR.glob(f"{kind}.yaml")) + sorted(cl.DATA_DIR.glob(f"{kind}.*.yaml")):
+            for item in cl.read_yaml(path) or []:
+                table[str(item.get("id", "?"))] = (path, item)
+        raw[kind] = table
+    wanted = {"fx": set(raw["fx"]), "calibrations": set(raw["calibrations"]), "models": {model}}
+    acc_item = raw["accelerators"].get(gpu, (Path(), {}))[1]
+    sys_item = raw["systems"].get(gpu, (Path(), {}))[1]
+    wanted["systems"] = {gpu, str(acc_item.get("default_system", ""))}
+    wanted["accelerators"] = {gpu, str(sys_item.get("accelerator", ""))}
+    cat = cl.Catalog()
+    usd_per: dict[str, float] = {}
+    for kind in SERVING_KINDS:
+        for entry_id, (path, item) in raw[kind].items():
+            if entry_id in wanted[kind]:
+                entry = cl._validate(kind, item, usd_per, str(path))
+                cat.kind(kind)[entry.id] = entry
+                cat.origin[(kind, entry.id)] = str(path)
+        if kind == "fx":
+            usd_per = cat.usd_per()
+    if gpu not in cat.accelerators and gpu not in cat.systems:
+        raise unknown("accelerator or system", gpu, [*raw["accelerators"], *raw["systems"]], field="--gpu")
+    if model not in cat.models and not model.endswith(".json") and not Path(model).exists():
+        err = unknown("model", model, raw["models"])
+        raise FactoryplanError(err.message, field="--model", allowed=f"{err.allowed}; or a path to a config.json")
+    return cat
+
+
+def resolve_gpu(cat: Catalog, ref: str) -> tuple[Accelerator, System]:
+    """An accelerator id implies its usual system (``gb200`` -> NVL72); a system id its accelerator."""
+    if ref in cat.systems:
+        system = cat.systems[ref]
+        return cat.accelerators[system.accelerator], system
+    if ref in cat.accelerators:
+        acc = cat.accelerators[ref]
+        return acc, cat.systems[acc.default_system]
+    raise unknown("accelerator or system", ref, [*cat.accelerators, *cat.systems], field="--gpu")
+
+
+def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left", show_header=False)
+    t.add_column("figure")
+    t.add_column("value", overflow="fold")
+    for key, value in data.items():
+        if isinstance(value, float):
+            text = f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        elif isinstance(value, list | dict):
+            continue
+        else:
+            text = str(value)
+        t.add_row(key, text)
+    Console().print(t)
+
+
+def serve(
+    model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id or a Hugging Face config.json path.")],
+    gpu: Annotated[str, typer.Option("--gpu", "-g", help="Accelerator id (implies its usual system, e.g. gb200 -> "
+                                     "NVL72) or a system id.")],
+    isl: Annotated[int, typer.Option("--isl", min=1, help="Input (prompt) tokens per request.")],
+    osl: Annotated[int, typer.Option("--osl", min=1, help="Output tokens per request.")],
+    tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel GPUs (attention and dense MLPs).")] = None,
+    pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages.")] = 1,
+    ep: Annotated[int, typer.Option("--ep", min=1, help="Expert-parallel GPUs (MoE models).")] = 1,
+    attention_dp: Annotated[int, typer.Option("--attention-dp", min=1, help="Attention data-parallel ranks.")] = 1,
+    precision: Annotated[Precision, typer.Option("--precision", help="Weight precision.")] = Precision.fp8,
+    moe_precision: Annotated[Precision | None, typer.Option("--moe-precision", help="Expert weights (default: "
+                                                            "--precision).")] = None,
+    kv_precision: Annotated[KvPrecision | None, typer.Option("--kv-precision", help="KV cache (default: the "
+                                                             "engine's: FP8 with FP8 or narrower weights).")] = None,
+    backend: Annotated[Backend, typer.Option("--backend", help="Serving engine profile.")] = Backend.trtllm,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Users served at once "
+                                                    "by one replica (closed loop).")] = None,
+    rps: Annotated[float | None, typer.Option("--rps", min=0, help="Plan capacity for this peak request rate "
+                                              "(requests/s).")] = None,
+    tokens_per_day: Annotated[float | None, typer.Option("--tokens-per-day", min=0, help="Plan capacity for this "
+                                                         "many output tokens a day (average).")] = None,
+    peak_to_average: Annotated[float, typer.Option("--peak-to-average", min=1, help="Peak over average load "
+                                                   "(with --tokens-per-day).")] = 1.5,
+    ttft_ms: Annotated[float, typer.Option("--ttft-ms", min=0, help="Time-to-first-token target (capacity).")] = 2000,
+    tpot_ms: Annotated[float, typer.Option("--tpot-ms", min=0, help="Time-per-output-token target (capacity).")] = 50,
+    mode: Annotated[Mode, typer.Option("--mode", help="Deployment modes the planner may use.")] = Mode.auto,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (default) or json.")] = OutputFormat.table,
+    catalog: Annotated[list[Path] | None, typer.Option("--catalog", help="Catalog overlay file (repeatable).")] = None,
+) -> None:
+    """Serving performance of one configuration, or a capacity plan for a demand.
+
+    Example: factoryplan serve --model llama-3.3-70b --gpu h200-sxm --tp 2 --isl 2000 --osl 500 --concurrency 32
+
+    Capacity: factoryplan serve --model deepseek-r1 --gpu gb200 --isl 2000 --osl 500 --rps 50 --ttft-ms 1500 --tpot-ms 40
+    """
+    from factoryplan.commands import serve_engine as eng
+
+    cat = serving_catalog(catalog, gpu, model)
+    acc, system = resolve_gpu(cat, gpu)
+    setup = eng.Setup.build(cat, model, acc, system, backend.value, precision.value,
+                            (moe_precision or precision).value, kv_precision.value if kv_precision else None)
+    layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
+    if rps is not None or tokens_per_day is not None:
+        if concurrency is not None:
+            raise FactoryplanError("the planner chooses the concurrency", field="--concurrency",
+                                   allowed="omit it with --rps/--tokens-per-day")
+        if rps is not None and tokens_per_day is not None:
+            raise FactoryplanError("give one demand", field="--rps/--tokens-per-day")
+        peak = rps if rps is not None else float(tokens_per_day or 0.0) / 86_400.0 / osl * peak_to_average
+        if peak <= 0:
+            raise FactoryplanError("demand must be positive", field="--rps", value=peak)
+        data = eng.capacity(setup, layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3, mode.value)
+        _emit(data, fmt, f"capacity plan: {setup.arch.id} on {system.id}")
+        return
+    if tp is None or concurrency is None:
+        missing = ", ".join(n for n, v in (("--tp", tp), ("--concurrency", concurrency)) if v is None)
+        raise FactoryplanError("a point estimate needs a layout and a load", field=missing,
+                               allowed="give --tp and --concurrency, or --rps to plan capacity")
+    data = eng.point(setup, layout, concurrency, isl, osl)
+    _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {acc.id} ({backend.value})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the command to the CLI."""
+    app.command("serve")(serve)
+
+
+__all__ = ["InfeasibleError", "register", "resolve_gpu", "serve", "serving_catalog"]

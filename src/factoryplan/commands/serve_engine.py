@@ -1,0 +1,168 @@
+"""What `factoryplan serve` computes: a point estimate or a capacity plan, as a flat dict of figures.
+
+Kept apart from the command so that the command module stays light at CLI start-up; this module
+loads numpy and the engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from factoryplan.catalog.load import Catalog
+from factoryplan.catalog.models import params_active, params_total, resolve_model
+from factoryplan.catalog.schema import Accelerator, ModelArch, System
+from factoryplan.errors import FactoryplanError, InfeasibleError
+from factoryplan.perf.capacity import Demand, layouts, min_gpus_to_fit, pareto_frontier, plan_capacity
+from factoryplan.perf.capacity import evaluate_grid as _grid
+from factoryplan.perf.inference import (
+    Constants,
+    Hardware,
+    ModelShape,
+    Parallel,
+    Precision,
+    constants_from_catalog,
+    hardware_of,
+    peak_flops,
+    shape_of,
+)
+from factoryplan.perf.serving import memory_gib, serve
+from factoryplan.units import GIB
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Model, hardware, engine constants and precisions of one serving question."""
+
+    arch: ModelArch
+    shape: ModelShape
+    acc: Accelerator
+    system: System
+    hw: Hardware
+    backend: str
+    k: Constants
+    prec: Precision
+
+    @classmethod
+    def build(
+        cls, cat: Catalog, model: str, acc: Accelerator, system: System, backend: str, weights: str, experts: str,
+        kv: str | None,
+    ) -> Setup:
+        """Resolve the model and the engine constants; the KV precision defaults to the engine's."""
+        arch = resolve_model(cat, model)
+        k = constants_from_catalog(cat, backend)
+        kv_prec = kv or ("fp8" if k.kv_fp8_default and weights != "bf16" else "bf16")
+        return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),
+                   backend=backend, k=k, prec=Precision(weights=weights, experts=experts, kv=kv_prec))
+
+    def compute_precision(self) -> str:
+        """What the GEMMs multiply in: the weight precision, or BF16 for weight-only formats."""
+        native = {"bf16": self.acc.bf16_dense_flops, "fp8": self.acc.fp8_dense_flops, "fp4": self.acc.fp4_dense_flops}
+        if self.prec.weights in native and native[self.prec.weights]:
+            return self.prec.weights
+        return f"bf16 (weight-only {self.prec.weights})"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The layout the user gave (``tp`` None: the planner chooses)."""
+
+    tp: int | None
+    pp: int = 1
+    ep: int = 1
+    dp: int = 1
+
+    def gpus(self) -> int:
+        """GPUs of one replica."""
+        return (self.tp or 1) * self.dp * self.pp
+
+    def parallel(self, shape: ModelShape) -> Parallel:
+        """The engine's :class:`Parallel`; experts use ``ep`` ways of expert and the rest of tensor
+        parallelism over the ``tp·dp`` GPUs of a stage."""
+        tp = self.tp or 1
+        group = tp * self.dp
+        if shape.moe_layers == 0:
+            if self.ep > 1:
+                raise FactoryplanError("expert parallelism needs a MoE model", field="--ep", value=self.ep,
+                                       allowed=f"1 for {shape.name}")
+            return Parallel(tp=tp, dp=self.dp, pp=self.pp)
+        if group % self.ep:
+            raise FactoryplanError("--ep must divide tp x attention-dp", field="--ep", value=self.ep,
+                                   allowed=f"a divisor of {group}")
+        return Parallel(tp=tp, dp=self.dp, moe_tp=group // self.ep, ep=self.ep, pp=self.pp)
+
+
+def _needs(setup: Setup) -> str:
+    need = min_gpus_to_fit(setup.shape, setup.hw, setup.prec, setup.k)
+    return f"needs >= {need} x {setup.acc.id} at {setup.prec.weights}"
+
+
+def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int) -> dict[str, Any]:
+    """Serving figures of one replica at ``concurrency`` users (JSON-ready)."""
+    par = layout.parallel(setup.shape)
+    r = serve(setup.shape, setup.hw, par, setup.prec, setup.k, concurrency=concurrency, isl=isl, osl=osl)
+    weights_fit = float(np.asarray(r.mem.kv_room_bytes)) > 0 and bool(np.asarray(r.mem.fits))
+    if not weights_fit:
+        per_gpu = float(np.asarray(r.mem.weights_bytes)) / 1e9
+        raise InfeasibleError(
+            f"{setup.arch.id} at {setup.prec.weights} does not fit {layout.gpus()} x {setup.acc.id} "
+            f"({per_gpu:,.1f} GB of weights per GPU, {setup.acc.hbm_bytes / 1e9:,.0f} GB HBM): {_needs(setup)}",
+            field="--tp",
+        )
+    max_conc = float(np.asarray(r.mem.max_concurrency))
+    gpus = layout.gpus()
+    out_tps = float(np.asarray(r.output_tokens_per_s))
+    power_w = gpus * setup.system.power_w / setup.system.gpus
+    return {
+        "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
+        "gpus": gpus, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep, "attention_dp": layout.dp,
+        "precision": setup.prec.weights, "moe_precision": setup.prec.experts, "kv_precision": setup.prec.kv,
+        "compute_precision": setup.compute_precision(), "isl": isl, "osl": osl, "concurrency": concurrency,
+        "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
+        "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
+        "tokens_per_s_per_user": float(np.asarray(r.tokens_per_s_per_user)),
+        "requests_per_s": float(np.asarray(r.requests_per_s)),
+        "memory_per_gpu_gib": float(np.asarray(memory_gib(r.memory_per_gpu_bytes))),
+        "weights_per_gpu_gib": float(np.asarray(r.mem.weights_bytes)) / GIB,
+        "kv_cache_per_gpu_gib": float(np.asarray(r.mem.kv_room_bytes)) / GIB,
+        "max_concurrency": int(max_conc), "fits": concurrency <= max_conc,
+        "running": int(np.asarray(r.running)), "decode_step_ms": float(np.asarray(r.decode_step_s)) * 1e3,
+        "prefill_ms": float(np.asarray(r.prefill_s)) * 1e3, "power_kw": power_w / 1e3,
+        "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
+        "params_total": params_total(setup.arch), "params_active": params_active(setup.arch),
+        "peak_tflops": float(np.asarray(peak_flops(setup.hw, setup.prec.weights))) / 1e12,
+    }
+
+
+def capacity(
+    setup: Setup, layout: Layout, peak_rps: float, isl: int, osl: int, ttft_s: float, tpot_s: float, mode: str
+) -> dict[str, Any]:
+    """The fewest-GPU plan meeting the targets at ``peak_rps`` (JSON-ready), with its frontier."""
+    s, hw = setup.shape, setup.hw
+    lay = layouts(s, int(setup.system.scaleup_domain_gpus))
+    if layout.tp is not None:
+        mask = (lay.tp == layout.tp) & (lay.dp == layout.dp) & (lay.pp == layout.pp)
+        if s.moe_layers and layout.ep > 1:
+            mask &= lay.ep == layout.ep
+        lay = lay.select(mask)
+        if len(lay) == 0:
+            raise FactoryplanError("no such layout on this system", field="--tp", value=layout.tp,
+                                   allowed=f"powers of two up to the {setup.system.scaleup_domain_gpus}-GPU domain")
+    modes = ("aggregated", "disaggregated") if mode == "auto" else (mode,)
+    d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s)
+    plan = plan_capacity(s, hw, setup.prec, setup.k, d, modes=modes, lay=lay)
+    frontier = pareto_frontier(_grid(s, hw, setup.prec, setup.k, lay, isl, osl), hw)
+    return {
+        "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
+        "precision": setup.prec.weights, "kv_precision": setup.prec.kv, "peak_requests_per_s": peak_rps,
+        "isl": isl, "osl": osl, "ttft_target_ms": ttft_s * 1e3, "tpot_target_ms": tpot_s * 1e3,
+        "mode": plan.mode, "config": plan.config, "gpus": plan.gpus, "systems": plan.systems,
+        "replicas": plan.replicas, "gpus_per_replica": plan.gpus_per_replica,
+        "concurrency_per_replica": plan.concurrency_per_replica, "ttft_ms": plan.ttft_s * 1e3,
+        "tpot_ms": plan.tpot_s * 1e3, "tokens_per_s_per_user": plan.tokens_per_s_per_user,
+        "output_tokens_per_s_per_gpu": plan.output_tokens_per_s_per_gpu, "power_kw": plan.power_w / 1e3,
+        "output_tokens_per_s_per_mw": plan.output_tokens_per_s_per_mw, "prefill_gpus": plan.prefill_gpus,
+        "decode_gpus": plan.decode_gpus, "alternatives": plan.alternatives, "frontier": frontier,
+    }

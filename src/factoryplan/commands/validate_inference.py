@@ -1,0 +1,118 @@
+"""`factoryplan validate inference`: predicted vs published serving results, with the MAPE.
+
+By default the inference rows of ``published_runs.csv`` (TensorRT-LLM max-throughput tables, a NIM
+concurrency sweep, vLLM CI latency tests); ``--measured`` adds the measured H100/H200 serving
+points; ``--data FILE`` checks a file in the same measured-points layout (any GPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from factoryplan.validation.inference import Point, Prediction
+
+METRICS = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "e2e_ms")
+
+
+class OutputFormat(StrEnum):
+    """Output format (as the other commands)."""
+
+    table = "table"
+    json = "json"
+
+
+def _rows(points: list[Point], preds: list[Prediction]) -> list[dict[str, Any]]:
+    out = []
+    for p, q in zip(points, preds, strict=True):
+        for metric in METRICS:
+            meas = getattr(p, metric)
+            pred = getattr(q, metric)
+            if meas and pred is not None and math.isfinite(pred):
+                out.append({
+                    "id": p.id, "model": p.model, "gpu": p.accelerator, "backend": p.backend,
+                    "tp": p.par.tp, "isl": p.isl, "osl": p.osl, "concurrency": p.concurrency or "max",
+                    "metric": metric, "published": meas, "predicted": pred, "error_pct": (pred - meas) / meas * 100,
+                })
+    return out
+
+
+def _mape(rows: list[dict[str, Any]], key: str = "metric") -> dict[str, dict[str, float]]:
+    groups: dict[str, list[float]] = {}
+    for r in rows:
+        groups.setdefault(str(r[key]), []).append(abs(r["error_pct"]))
+    return {g: {"mape_pct": sum(v) / len(v), "n": len(v)} for g, v in sorted(groups.items())}
+
+
+def inference(
+    measured: Annotated[bool, typer.Option("--measured", help="Add the measured H100/H200 points (summary).")] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="A CSV of measured points in the same layout "
+                                              "(TTFT/TPOT per row).")] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (default) or json.")] = OutputFormat.table,
+    catalog: Annotated[list[Path] | None, typer.Option("--catalog", help="Catalog overlay file (repeatable).")] = None,
+) -> None:
+    """Run the inference engine on published results and print predicted vs published and the MAPE.
+
+    Example: factoryplan validate inference --measured
+    """
+    from factoryplan.catalog.load import load_catalog
+    from factoryplan.validation.inference import load_measured, load_published, predict
+
+    cat = load_catalog(catalog or [])
+    published = load_published(cat)
+    rows = _rows(published.points, predict(cat, published.points))
+    result: dict[str, Any] = {
+        "published": {"rows": rows, "mape": _mape(rows), "skipped": [{"id": i, "reason": r} for i, r in published.skipped]}
+    }
+    extra = []
+    if measured:
+        extra.append(("measured", load_measured(cat)))
+    if data is not None:
+        extra.append(("data", load_measured(cat, data, source="data")))
+    for name, loaded in extra:
+        mrows = _rows(loaded.points, predict(cat, loaded.points))
+        result[name] = {
+            "points": len(loaded.points), "mape": _mape(mrows),
+            "by_backend": {m: _mape([r for r in mrows if r["metric"] == m], "backend") for m in ("ttft_ms", "tpot_ms")},
+            "by_model": {m: _mape([r for r in mrows if r["metric"] == m], "model") for m in ("ttft_ms", "tpot_ms")},
+            "skipped": len(loaded.skipped),
+        }
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    _print(result)
+
+
+def _print(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = Table(title="inference: published vs predicted", title_justify="left")
+    for col in ("id", "model", "gpu", "tp", "isl/osl", "conc.", "metric", "published", "predicted", "error"):
+        t.add_column(col, justify="right" if col in ("published", "predicted", "error") else "left")
+    for r in result["published"]["rows"]:
+        t.add_row(r["id"], r["model"], r["gpu"], f"{r['tp']:g}", f"{r['isl']:g}/{r['osl']:g}", str(r["concurrency"]),
+                  r["metric"], f"{r['published']:,.1f}", f"{r['predicted']:,.1f}", f"{r['error_pct']:+.0f}%")
+    console.print(t)
+    for name, block in result.items():
+        summary = ", ".join(f"{m} {v['mape_pct']:.1f}% (n={v['n']})" for m, v in block["mape"].items())
+        console.print(f"{name} MAPE: {summary}")
+        for label in ("by_backend", "by_model"):
+            for metric, groups in block.get(label, {}).items():
+                text = ", ".join(f"{g} {v['mape_pct']:.0f}%" for g, v in groups.items())
+                console.print(f"  {metric} {label.replace('_', ' ')}: {text}")
+    for s in result["published"]["skipped"]:
+        console.print(f"skipped {s['id']}: {s['reason']}")
+
+
+def register(validate_app: typer.Typer) -> None:
+    """Add the command to ``factoryplan validate``."""
+    validate_app.command("inference")(inference)

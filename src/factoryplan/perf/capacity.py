@@ -1,0 +1,396 @@
+"""SLA-driven serving capacity: the fewest GPUs that meet TTFT and TPOT at a demand; the Pareto frontier.
+
+For one model on one GPU type every replica layout is enumerated at once (tensor parallelism up to
+the scale-up domain, attention data parallelism and expert parallelism for MoE models, pipeline
+stages for models that need more memory than one domain holds) against a geometric grid of
+concurrencies, and evaluated in one vectorized pass of :func:`factoryplan.perf.serving.serve`.
+
+* **aggregated**: for each layout, the largest concurrency whose TTFT and TPOT meet the targets
+  (and that the KV cache holds without queueing) sets a replica's request rate; replicas are
+  ``ceil(peak rate / replica rate)``.
+* **disaggregated**: a prefill pool sized so that the M/D/1 wait keeps TTFT within target and a
+  decode pool whose batch keeps TPOT within target (no prefill interference), each pool with its
+  own best layout (:func:`factoryplan.perf.serving.disaggregated`).
+
+The plan with the fewest GPUs wins (ties: fewer systems, then higher tokens/s per GPU). Power is
+the systems' maximum power per GPU; tokens/s per MW divides by it.
+
+The Pareto frontier keeps the aggregated points no other point beats on both output tokens/s per
+GPU and tokens/s per user (``1/TPOT``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from factoryplan.errors import InfeasibleError
+from factoryplan.perf.inference import (
+    Array,
+    Constants,
+    Hardware,
+    ModelShape,
+    Parallel,
+    Precision,
+    iteration,
+    kv_bytes_per_sequence_per_gpu,
+    weight_bytes_per_gpu,
+)
+from factoryplan.perf.serving import memory, serve
+
+CONCURRENCY_GRID = np.unique(np.round(np.geomspace(1, 4096, 49)))
+DISAGG_PREFILL_UTILIZATION = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Peak demand and the latency targets (seconds)."""
+
+    requests_per_s: float
+    isl: float
+    osl: float
+    ttft_s: float
+    tpot_s: float
+
+
+@dataclass(frozen=True)
+class Layouts:
+    """Candidate replica layouts as parallel arrays."""
+
+    tp: Array
+    dp: Array
+    moe_tp: Array
+    ep: Array
+    pp: Array
+
+    def par(self) -> Parallel:
+        """The layouts as one vectorized :class:`Parallel`."""
+        return Parallel(tp=self.tp, dp=self.dp, moe_tp=self.moe_tp, ep=self.ep, pp=self.pp)
+
+    def select(self, mask: Array) -> Layouts:
+        """The layouts where ``mask`` is true."""
+        return Layouts(*(getattr(self, f)[mask] for f in ("tp", "dp", "moe_tp", "ep", "pp")))
+
+    def repeat(self, n: int) -> Layouts:
+        """Each layout ``n`` times in a row (to pair it with ``n`` concurrencies)."""
+        return Layouts(*(np.repeat(getattr(self, f), n) for f in ("tp", "dp", "moe_tp", "ep", "pp")))
+
+    def __len__(self) -> int:
+        return len(self.tp)
+
+    def describe(self, i: int) -> str:
+        """``tp4 dp2 ep8 pp1`` style text of layout ``i``."""
+        parts = [f"tp{int(self.tp[i])}"]
+        if self.dp[i] > 1:
+            parts.append(f"dp{int(self.dp[i])}")
+        if self.ep[i] > 1:
+            parts.append(f"ep{int(self.ep[i])}")
+        if self.moe_tp[i] > 1 and self.moe_tp[i] != self.tp[i] * self.dp[i] or (self.moe_tp[i] > 1 and self.dp[i] > 1):
+            parts.append(f"moe_tp{int(self.moe_tp[i])}")
+        if self.pp[i] > 1:
+            parts.append(f"pp{int(self.pp[i])}")
+        return " ".join(parts)
+
+
+def _powers_of_two(limit: float) -> list[int]:
+    out, v = [], 1
+    while v <= limit:
+        out.append(v)
+        v *= 2
+    return out
+
+
+def layouts(s: ModelShape, domain: int, max_pp: int = 8) -> Layouts:
+    """Every replica layout worth evaluating on a scale-up domain of ``domain`` GPUs.
+
+    Dense models: ``tp`` in powers of two up to the domain, ``pp`` up to ``max_pp`` stages.
+    MoE models: attention ``tp x dp`` over the same GPUs as the experts, experts split by
+    expert parallelism (``ep = tp·dp``) or by tensor parallelism (``moe_tp = tp·dp``).
+    """
+    rows: list[tuple[int, int, int, int, int]] = []
+    sizes = _powers_of_two(domain)
+    for pp in _powers_of_two(max_pp):
+        for g in sizes:
+            for tp in _powers_of_two(g):
+                dp = g // tp
+                if s.moe_layers == 0:
+                    if dp == 1:
+                        rows.append((tp, 1, 1, 1, pp))
+                    continue
+                rows.append((tp, dp, 1, g, pp))
+                if g > 1:
+                    rows.append((tp, dp, g, 1, pp))
+    arr = np.asarray(rows, dtype=float)
+    return Layouts(tp=arr[:, 0], dp=arr[:, 1], moe_tp=arr[:, 2], ep=arr[:, 3], pp=arr[:, 4])
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The aggregated serving figures of every (layout, concurrency) pair."""
+
+    lay: Layouts
+    concurrency: Array
+    ttft_s: Array
+    tpot_s: Array
+    tokens_per_s_per_gpu: Array
+    tokens_per_s_per_user: Array
+    requests_per_s: Array  # one replica
+    gpus: Array
+    ok: Array  # fits and runs without queueing
+
+
+def evaluate_grid(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
+    concurrency: Array = CONCURRENCY_GRID,
+) -> Grid:
+    """Serve every layout at every concurrency of the grid (one vectorized pass)."""
+    n = len(concurrency)
+    rep = lay.repeat(n)
+    conc = np.tile(concurrency, len(lay))
+    res = serve(s, hw, rep.par(), prec, k, concurrency=conc, isl=isl, osl=osl)
+    gpus = np.asarray(rep.par().gpus(), dtype=float)
+    ok = np.asarray(res.mem.fits, dtype=bool) & (conc <= np.asarray(res.mem.max_concurrency))
+    return Grid(
+        lay=rep, concurrency=conc, ttft_s=np.asarray(res.ttft_s), tpot_s=np.asarray(res.tpot_s),
+        tokens_per_s_per_gpu=np.asarray(res.output_tokens_per_s_per_gpu),
+        tokens_per_s_per_user=np.asarray(res.tokens_per_s_per_user), requests_per_s=np.asarray(res.requests_per_s),
+        gpus=gpus, ok=ok,
+    )
+
+
+@dataclass(frozen=True)
+class CapacityPlan:
+    """The chosen deployment for a demand."""
+
+    mode: str  # "aggregated" or "disaggregated"
+    config: str
+    gpus: int
+    systems: int
+    replicas: int
+    gpus_per_replica: int
+    concurrency_per_replica: float
+    ttft_s: float
+    tpot_s: float
+    output_tokens_per_s_per_gpu: float  # at the planned peak load
+    tokens_per_s_per_user: float
+    power_w: float
+    output_tokens_per_s_per_mw: float
+    prefill_gpus: int = 0
+    decode_gpus: int = 0
+    alternatives: dict[str, int] = field(default_factory=dict)  # mode -> GPUs of its best plan
+
+
+def _power_per_gpu(hw: Hardware) -> float:
+    return float(np.asarray(hw.system_w)) / float(np.asarray(hw.system_gpus))
+
+
+def _aggregated(grid: Grid, d: Demand, hw: Hardware) -> CapacityPlan | None:
+    meets = grid.ok & (grid.ttft_s <= d.ttft_s) & (grid.tpot_s <= d.tpot_s)
+    if not meets.any():
+        return None
+    replicas = np.where(meets, np.ceil(d.requests_per_s / np.maximum(grid.requests_per_s, 1e-12)), np.inf)
+    replicas = np.maximum(replicas, 1.0)
+    gpus = replicas * grid.gpus
+    systems = np.ceil(gpus / float(np.asarray(hw.system_gpus)))
+    order = np.lexsort((-grid.tokens_per_s_per_gpu, systems, gpus))
+    i = int(order[0])
+    total = int(gpus[i])
+    load = d.requests_per_s / (replicas[i] * grid.requests_per_s[i])  # share of replica capacity used at peak
+    tps_gpu = float(grid.tokens_per_s_per_gpu[i] * load)
+    power = total * _power_per_gpu(hw)
+    return CapacityPlan(
+        mode="aggregated", config=grid.lay.describe(i), gpus=total, systems=int(systems[i]),
+        replicas=int(replicas[i]), gpus_per_replica=int(grid.gpus[i]), concurrency_per_replica=float(grid.concurrency[i]),
+        ttft_s=float(grid.ttft_s[i]), tpot_s=float(grid.tpot_s[i]), output_tokens_per_s_per_gpu=tps_gpu,
+        tokens_per_s_per_user=float(grid.tokens_per_s_per_user[i]), power_w=power,
+        output_tokens_per_s_per_mw=d.requests_per_s * d.osl / (power / 1e6),
+    )
+
+
+def _decode_pool(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, d: Demand
+) -> tuple[float, int, float, float]:
+    """(GPUs, layout index, batch, TPOT) of the smallest decode pool meeting the TPOT target."""
+    n = len(CONCURRENCY_GRID)
+    rep = lay.repeat(n)
+    par = rep.par()
+    batch = np.tile(CONCURRENCY_GRID, len(lay))
+    pp = np.asarray(par.pp, dtype=float)
+    t_dec = np.asarray(iteration(s, hw, par, prec, k, decode_seqs=batch / pp, ctx=d.isl + d.osl / 2.0).total) * pp
+    mem = memory(s, hw, par, prec, k, d.isl, d.osl)
+    ok = np.asarray(mem.fits, dtype=bool) & (batch <= np.asarray(mem.max_concurrency)) & (t_dec <= d.tpot_s)
+    replicas = np.maximum(np.ceil(d.requests_per_s * d.osl * t_dec / batch), 1.0)
+    gpus = np.where(ok, replicas * np.asarray(par.gpus(), dtype=float), np.inf)
+    i = int(np.argmin(gpus))
+    return float(gpus[i]), i // n, float(batch[i]), float(t_dec[i])
+
+
+def _prefill_pool(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, d: Demand
+) -> tuple[float, int, float]:
+    """(GPUs, layout index, TTFT) of the smallest prefill pool meeting the TTFT target.
+
+    A prompt takes ``P`` alone; at utilization ``u`` it waits ``u·P/(2(1-u))`` (M/D/1) and its KV
+    cache crosses the scale-out network to the decode pool.
+    """
+    par = lay.par()
+    pp = np.asarray(par.pp, dtype=float)
+    p = np.asarray(iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=d.isl, prompts=1.0, prompt_len=d.isl).total)
+    p = p * pp
+    transfer = np.asarray(kv_bytes_per_sequence_per_gpu(s, par, prec.kv, d.isl)) / np.asarray(hw.nic_bytes_s)
+    fits = np.asarray(memory(s, hw, par, prec, k, d.isl, 1.0).fits, dtype=bool)
+    u = DISAGG_PREFILL_UTILIZATION[:, None]
+    ttft = p + u * p / (2.0 * (1.0 - u)) + transfer
+    replicas = np.maximum(np.ceil(d.requests_per_s * p / u), 1.0)
+    gpus = np.where(fits & (ttft <= d.ttft_s), replicas * np.asarray(par.gpus(), dtype=float), np.inf)
+    flat = int(np.argmin(gpus))
+    ui, li = divmod(flat, len(lay))
+    return float(gpus[ui, li]), li, float(ttft[ui, li])
+
+
+def _disaggregated(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, d: Demand
+) -> CapacityPlan | None:
+    """The smallest prefill pool plus the smallest decode pool (the pools are independent)."""
+    d_gpus, di, batch, tpot = _decode_pool(s, hw, prec, k, lay, d)
+    p_gpus, pi, ttft = _prefill_pool(s, hw, prec, k, lay, d)
+    if not (math.isfinite(d_gpus) and math.isfinite(p_gpus)):
+        return None
+    total = int(d_gpus + p_gpus)
+    power = total * _power_per_gpu(hw)
+    gpr = int(np.asarray(lay.par().gpus())[di])
+    return CapacityPlan(
+        mode="disaggregated", config=f"prefill {lay.describe(pi)} / decode {lay.describe(di)}", gpus=total,
+        systems=math.ceil(total / float(np.asarray(hw.system_gpus))), replicas=int(d_gpus) // gpr,
+        gpus_per_replica=gpr, concurrency_per_replica=batch, ttft_s=ttft, tpot_s=tpot,
+        output_tokens_per_s_per_gpu=d.requests_per_s * d.osl / total, tokens_per_s_per_user=1.0 / tpot,
+        power_w=power, output_tokens_per_s_per_mw=d.requests_per_s * d.osl / (power / 1e6),
+        prefill_gpus=int(p_gpus), decode_gpus=int(d_gpus),
+    )
+
+
+def min_gpus_to_fit(s: ModelShape, hw: Hardware, prec: Precision, k: Constants) -> int:
+    """Fewest GPUs (a power of two, tensor or pipeline parallel) whose memory holds the weights
+    with room for one sequence of 1,024 tokens."""
+    for g in _powers_of_two(4096):
+        par = Parallel(tp=min(g, float(np.asarray(hw.domain))), pp=max(1.0, g / float(np.asarray(hw.domain))))
+        if bool(np.asarray(memory(s, hw, par, prec, k, 1024.0, 0.0).fits)):
+            return g
+    return 8192
+
+
+def plan_capacity(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, d: Demand, *,
+    modes: tuple[str, ...] = ("aggregated", "disaggregated"), lay: Layouts | None = None, max_pp: int = 8,
+) -> CapacityPlan:
+    """The fewest-GPU deployment of ``s`` on ``hw`` meeting ``d`` among ``modes`` (and the given
+    layouts, default all of :func:`layouts`). InfeasibleError names the best latencies reachable
+    when nothing meets the targets, or the GPUs the model needs when it fits nowhere."""
+    lay = lay if lay is not None else layouts(s, int(np.asarray(hw.domain)), max_pp)
+    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl)
+    if not grid.ok.any():
+        need = min_gpus_to_fit(s, hw, prec, k)
+        raise InfeasibleError(
+            f"{s.name} does not fit these layouts of {hw.name} at {prec.weights}", field="model", value=s.name,
+            allowed=f"needs >= {need} x {hw.name.split('/')[0]} at {prec.weights}",
+        )
+    agg = _aggregated(grid, d, hw) if "aggregated" in modes else None
+    dis = _disaggregated(s, hw, prec, k, lay, d) if "disaggregated" in modes else None
+    plans = [p for p in (agg, dis) if p is not None]
+    if not plans:
+        best_ttft = float(np.min(grid.ttft_s[grid.ok])) * 1e3
+        best_tpot = float(np.min(grid.tpot_s[grid.ok])) * 1e3
+        raise InfeasibleError(
+            f"no layout of {s.name} on {hw.name} meets TTFT {d.ttft_s * 1e3:g} ms and TPOT {d.tpot_s * 1e3:g} ms",
+            field="sla", allowed=f"best reachable: TTFT {best_ttft:.0f} ms, TPOT {best_tpot:.1f} ms",
+        )
+    best = min(plans, key=lambda p: (p.gpus, p.systems, -p.output_tokens_per_s_per_gpu))
+    return replace(best, alternatives={p.mode: p.gpus for p in plans})
+
+
+def pareto_frontier(grid: Grid, hw: Hardware) -> list[dict[str, float]]:
+    """Non-dominated (tokens/s per user, tokens/s per GPU) points of the grid, by rising speed.
+
+    Each point: ``tokens_per_s_per_user``, ``tokens_per_s_per_gpu``, ``tokens_per_s_per_mw``
+    (per MW of system power), ``concurrency``, ``gpus``, ``ttft_ms``, ``tpot_ms``.
+    """
+    ok = grid.ok
+    if not ok.any():
+        return []
+    x, y = grid.tokens_per_s_per_user[ok], grid.tokens_per_s_per_gpu[ok]
+    idx = np.flatnonzero(ok)
+    order = np.lexsort((-y, -x))  # fastest per user first, then highest per GPU
+    ys = y[order]
+    best_before = np.concatenate([[-np.inf], np.maximum.accumulate(ys)[:-1]])
+    keep = order[ys > best_before]
+    per_gpu_w = _power_per_gpu(hw)
+    out = []
+    for o in keep:
+        i = idx[o]
+        out.append({
+            "tokens_per_s_per_user": float(x[o]), "tokens_per_s_per_gpu": float(y[o]),
+            "tokens_per_s_per_mw": float(y[o] / per_gpu_w * 1e6), "concurrency": float(grid.concurrency[i]),
+            "gpus": float(grid.gpus[i]), "ttft_ms": float(grid.ttft_s[i] * 1e3), "tpot_ms": float(grid.tpot_s[i] * 1e3),
+        })
+    return sorted(out, key=lambda p: p["tokens_per_s_per_user"])
+
+
+def weights_fit(s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants) -> bool:
+    """Whether the weights of one replica layout fit its GPUs' usable memory."""
+    room = k.memory_fraction * float(np.asarray(hw.hbm_bytes)) - k.reserved_bytes
+    return bool(np.all(np.asarray(weight_bytes_per_gpu(s, par, prec)) < room))
+
+
+@dataclass(frozen=True)
+class Sized:
+    """An inference workload sized for a plan: figures, the frontier and any warnings."""
+
+    gpus: int
+    details: dict[str, float | int | str]
+    frontier: list[dict[str, float]]
+    warnings: list[str]
+
+
+def size_inference(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, d: Demand, *, backend: str
+) -> Sized:
+    """The fewest GPUs serving ``d`` (the plan's inference sizing).
+
+    When no layout meets both targets the plan keeps the fastest layouts' latencies as targets
+    (the best reachable, 5% slack) and says so in a warning; a model that fits nowhere raises.
+    """
+    warnings: list[str] = []
+    try:
+        plan = plan_capacity(s, hw, prec, k, d)
+    except InfeasibleError as exc:
+        if exc.field != "sla":
+            raise
+        lay = layouts(s, int(np.asarray(hw.domain)))
+        grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl)
+        best_tpot = float(np.min(grid.tpot_s[grid.ok]))
+        ttft_at = float(np.min(grid.ttft_s[grid.ok & (grid.tpot_s <= best_tpot * 1.05)]))
+        relaxed = replace(d, ttft_s=max(d.ttft_s, ttft_at * 1.05), tpot_s=max(d.tpot_s, best_tpot * 1.05))
+        plan = plan_capacity(s, hw, prec, k, relaxed)
+        warnings.append(
+            f"TTFT {d.ttft_s * 1e3:g} ms / TPOT {d.tpot_s * 1e3:g} ms unreachable on {hw.name}; "
+            f"planned at TTFT {plan.ttft_s * 1e3:.0f} ms, TPOT {plan.tpot_s * 1e3:.1f} ms"
+        )
+    grid = evaluate_grid(s, hw, prec, k, layouts(s, int(np.asarray(hw.domain))), d.isl, d.osl)
+    details: dict[str, float | int | str] = {
+        "mode": plan.mode, "config": plan.config, "backend": backend, "replicas": plan.replicas,
+        "gpus_per_replica": plan.gpus_per_replica, "concurrency_per_replica": plan.concurrency_per_replica,
+        "peak_requests_per_s": d.requests_per_s, "ttft_ms": plan.ttft_s * 1e3, "tpot_ms": plan.tpot_s * 1e3,
+        "tokens_per_s_per_user": plan.tokens_per_s_per_user,
+        "output_tokens_per_s_per_gpu": plan.output_tokens_per_s_per_gpu,
+        "output_tokens_per_s_per_mw": plan.output_tokens_per_s_per_mw, "kv_precision": prec.kv,
+        "method": (
+            f"inference engine ({backend} profile): roofline step time with calibrated efficiencies, "
+            f"in-flight batching, fewest GPUs meeting TTFT/TPOT at peak ({plan.mode})"
+        ),
+    }
+    if plan.mode == "disaggregated":
+        details["prefill_gpus"] = plan.prefill_gpus
+        details["decode_gpus"] = plan.decode_gpus
+    return Sized(gpus=plan.gpus, details=details, frontier=pareto_frontier(grid, hw), warnings=warnings)
