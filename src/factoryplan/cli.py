@@ -211,6 +211,12 @@ from factoryplan.commands import cluster as _cluster_command  # noqa: E402
 
 _cluster_command.register(app)
 
+from factoryplan.commands import serve as _serve_command  # noqa: E402
+from factoryplan.commands import validate_inference as _validate_inference_command  # noqa: E402
+
+_serve_command.register(app)
+_validate_inference_command.register(validate_app)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one-line messages and exit codes."""

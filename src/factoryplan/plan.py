@@ -27,7 +27,7 @@ from factoryplan.infra.cluster import Pool, Power, build_pool
 from factoryplan.infra.deployment import plan_deployment
 from factoryplan.infra.fabric import Fabric
 from factoryplan.infra.site import Cooling
-from factoryplan.perf import firstorder
+from factoryplan.perf import capacity, firstorder, inference
 from factoryplan.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, check_references
 from factoryplan.sovereignty.policy import Verdict, WorkloadData, assess_all
 
@@ -55,6 +55,7 @@ class WorkloadResult(BaseModel):
     usd_per_million_tokens: float | None = None
     usd_per_run: float | None = None  # training: the run's GPU-hours at its pool's $/GPU-hour
     warnings: list[str] = []
+    frontier: list[dict[str, float]] = []  # inference: Pareto points (tokens/s per user vs per GPU, per MW)
 
 
 class ClusterSummary(BaseModel):
@@ -145,22 +146,35 @@ def size_workload(
 ) -> WorkloadResult:
     """GPUs for one workload on one system (first-order engines)."""
     warnings: list[str] = []
+    frontier: list[dict[str, float]] = []
     if isinstance(w, TrainingWorkload):
         d = firstorder.size_training(arch, acc, system, w.tokens, w.deadline_days, w.precision, asm)
     else:
-        d = firstorder.size_inference(
-            arch, acc, system, peak_rps=peak_requests_per_s(w, asm), input_tokens=w.input_tokens,
-            output_tokens=w.output_tokens, tpot_ms=w.tpot_ms, ttft_ms=w.ttft_ms, precision=w.precision, asm=asm,
-        )
-        if float(d["ttft_ms"]) > w.ttft_ms:
-            warnings.append(f"TTFT {float(d['ttft_ms']):.0f} ms exceeds the target {w.ttft_ms:g} ms on {acc.id}")
+        sized = _size_inference(w, arch, acc, system, asm)
+        d, frontier, warnings = {**sized.details, "gpus": sized.gpus}, sized.frontier, sized.warnings
     gpus = int(d.pop("gpus"))
     method = str(d.pop("method"))
     return WorkloadResult(
         name=w.name, kind=w.kind, model=arch.id, params_total=params_total(arch), params_active=params_active(arch),
         accelerator=acc.id, system=system.id, gpus=gpus, precision=w.precision, data_class=w.data_class,
-        sector=w.sector, method=method, details=d, warnings=warnings,
+        sector=w.sector, method=method, details=d, warnings=warnings, frontier=frontier,
     )
+
+
+def _size_inference(
+    w: InferenceWorkload, arch: ModelArch, acc: Accelerator, system: System, asm: AssumptionSet
+) -> capacity.Sized:
+    """The inference engine's fewest-GPU plan for the workload's peak demand (with the headroom
+    kept free at peak) and latency targets, on the TensorRT-LLM profile."""
+    backend = "trtllm"
+    k = inference.constants_from_catalog(asm.catalog, backend)
+    kv = "fp8" if k.kv_fp8_default and w.precision != "bf16" else "bf16"
+    prec = inference.Precision(weights=w.precision, experts=w.precision, kv=kv)
+    peak = peak_requests_per_s(w, asm) / (1.0 - asm.get("serving_headroom"))
+    demand = capacity.Demand(requests_per_s=peak, isl=w.input_tokens, osl=w.output_tokens,
+                             ttft_s=w.ttft_ms / 1e3, tpot_s=w.tpot_ms / 1e3)
+    return capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
+                                   backend=backend)
 
 
 def _evaluate(

@@ -11,10 +11,10 @@ from pathlib import Path
 import jinja2
 
 from factoryplan.plan import Plan
-from factoryplan.report import charts_costs, charts_infra, fmt
+from factoryplan.report import charts_costs, charts_infra, charts_serving, fmt
 
 TEMPLATES = Path(__file__).parent / "templates"
-CHART_MODULES = (charts_infra, charts_costs)
+CHART_MODULES = (charts_infra, charts_costs, charts_serving)
 
 
 def render_html(plan: Plan) -> str:
