@@ -77,6 +77,8 @@ DIMENSIONLESS = frozenset(
         *("as_of", "year"),  # dates
         *("gpus", "scaleup_domain_gpus", "nics_per_gpu", "systems_per_rack", "scalable_unit_systems"),  # counts
         *("nvlink_switch_trays", "ports"),  # counts
+        *("nvlink_links_per_gpu", "fabric_planes_max", "host_ports_per_transceiver", "ns_ports", "oob_ports"),  # counts
+        *("ports_per_cage", "max_breakout"),  # counts (switch modules and port breakout)
         *("pue_air", "pue_liquid", "facility_cost_factor"),  # ratios
         "level",  # sovereignty level (options, rules' require)
         *("value", "low", "high"),  # assumptions: in the entry's `unit`
