@@ -217,6 +217,12 @@ from factoryplan.commands import validate_inference as _validate_inference_comma
 _serve_command.register(app)
 _validate_inference_command.register(validate_app)
 
+from factoryplan.commands import train as _train_command  # noqa: E402
+from factoryplan.commands import validate_training as _validate_training_command  # noqa: E402
+
+_train_command.register(app)
+_validate_training_command.register(validate_app)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning user errors into one-line messages and exit codes."""

@@ -17,12 +17,13 @@ where a group has one rank.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 Array = npt.NDArray[np.float64]
-FloatOrArray = float | Array
+FloatOrArray = float | npt.NDArray[Any]  # any numeric array (degrees are integer arrays)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Links:
     scaleout_bytes_s: float
     scaleup_latency_s: float
     scaleout_latency_s: float
+    nic_aggregation: bool = True  # rings spread a domain's boundary traffic over its NICs
 
 
 def ranks_per_domain(n: FloatOrArray, stride: FloatOrArray, domain: int) -> Array:
@@ -48,9 +50,10 @@ def group_bandwidth(n: FloatOrArray, stride: FloatOrArray, links: Links) -> Arra
     domain; otherwise ``min(scale-up, g * NIC)`` with ``g`` ranks per domain. A ring crosses each
     domain boundary once per channel, and the ``stride`` groups that share a domain split its
     ``D`` NICs, so each group moves its boundary traffic over ``g`` NICs (NCCL's multi-channel rings
-    with PXN; an all-reduce over whole 8-GPU nodes reaches about 8 NICs' worth of bus bandwidth)."""
+    with PXN; an all-reduce over whole 8-GPU nodes reaches about 8 NICs' worth of bus bandwidth).
+    Without that aggregation (``links.nic_aggregation`` false) each rank is held to its own NIC."""
     span = np.asarray(n, dtype=np.float64) * np.asarray(stride, dtype=np.float64)
-    g = ranks_per_domain(n, stride, links.domain_gpus)
+    g = ranks_per_domain(n, stride, links.domain_gpus) if links.nic_aggregation else 1.0
     across = np.minimum(links.scaleup_bytes_s, g * links.scaleout_bytes_s)
     return np.where(span <= links.domain_gpus, links.scaleup_bytes_s, across)
 

@@ -24,6 +24,7 @@ micro-batches follow the same paper: the first pipeline stage holds ``p`` micro-
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +33,7 @@ from factoryplan.perf.flops import ModelShape
 
 Array = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-FloatOrArray = float | Array
+FloatOrArray = float | npt.NDArray[Any]  # any numeric array (degrees are integer arrays)
 
 BYTES_WEIGHTS = 2.0  # 16-bit working copy of the weights
 BYTES_GRADIENTS = 2.0  # 16-bit gradients (Megatron-Core DDP default grad buffer)

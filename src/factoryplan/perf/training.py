@@ -48,7 +48,7 @@ Array = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 PRECISIONS = ("bf16", "fp8", "fp4")
-BACKENDS = ("megatron-core", "megatron-2021")
+BACKENDS = ("megatron-core", "megatron-2021", "deepspeed-zero3-2021")
 DEFAULT_BACKEND = "megatron-core"
 OPTIMIZER_BYTES_PER_PARAM = 30.0  # Adam: read grad, read/write fp32 master, m, v; write weights; grad norm
 
@@ -102,6 +102,7 @@ class Efficiencies:
     overlap_efficiency: float  # share of communication that can run behind independent compute
     comm_overlap: float  # 1: the framework overlaps DP/TP/PP communication; 0: it does not
     fused_attention: float  # 1: fused (flash) attention; 0: unfused, scores through HBM
+    nic_aggregation: float  # 1: data-parallel rings use every NIC of a domain; 0: one NIC per rank
     scaleup_link_efficiency: float
     scaleout_link_efficiency: float
     scaleup_latency_s: float
@@ -117,6 +118,7 @@ class Efficiencies:
             scaleout_bytes_s=hw.scaleout_bytes_s * self.scaleout_link_efficiency,
             scaleup_latency_s=self.scaleup_latency_s,
             scaleout_latency_s=self.scaleout_latency_s,
+            nic_aggregation=self.nic_aggregation >= 0.5,
         )
 
 
@@ -209,25 +211,28 @@ class Evaluation:
     time: dict[str, Array]  # breakdown of the step time
 
 
-def stage_layers(layers: int, pp: IntArray, vpp: IntArray) -> Array:
-    """Transformer layers on the last pipeline stage. When ``pp*vpp`` divides ``L``: ``L/pp``.
-    Otherwise Megatron can count the embedding and the loss as one layer each (when ``pp*vpp``
-    divides ``L+2``): the first and last stages then hold ``(L+2)/pp - 1`` layers."""
+def stage_layers(layers: int, pp: IntArray, vpp: IntArray) -> tuple[Array, Array]:
+    """(layers of a middle pipeline stage, layers of the last stage). When ``pp*vpp`` divides
+    ``L``, every stage holds ``L/pp``. Otherwise Megatron can count the embedding and the loss as
+    one layer each (when ``pp*vpp`` divides ``L+2``): middle stages hold ``(L+2)/pp`` layers and the
+    first and last ``(L+2)/pp - 1`` beside the embedding and the LM head."""
     even = (layers % (pp * vpp)) == 0
-    return np.asarray(np.where(even, layers / pp, (layers + 2) / pp - 1.0), dtype=np.float64)
+    middle = np.where(even, layers / pp, (layers + 2) / pp)
+    last = np.where(even, middle, middle - 1.0)
+    return np.asarray(middle, dtype=np.float64), np.asarray(last, dtype=np.float64)
 
 
 def local_params(shape: ModelShape, cfg: Configs) -> tuple[Array, Array]:
-    """(non-expert, routed-expert) parameters one GPU of the last stage holds before ZeRO
-    sharding: its layers' share split by ``tp``, the LM head (and, without pipeline parallelism
-    and untied, the embedding) split by ``tp``; experts split by ``ep``."""
+    """(non-expert, routed-expert) parameters of the most loaded GPU before ZeRO sharding: a middle
+    stage's layers, or the last stage's layers with the LM head (and, without pipeline parallelism
+    and untied, the embedding), split by ``tp``; experts split by ``ep``."""
     head = shape.lm_head_params + shape.embedding_params
     per_layer = (shape.non_expert_params - head) / shape.layers
-    ls = stage_layers(shape.layers, cfg.pp, cfg.vpp)
+    middle, last = stage_layers(shape.layers, cfg.pp, cfg.vpp)
     head_copies = np.where((cfg.pp == 1) & (not shape.tied_embeddings), 2.0, 1.0)
-    dense = (per_layer * ls + head_copies * shape.lm_head_params) / cfg.tp
+    dense = np.maximum(per_layer * middle, per_layer * last + head_copies * shape.lm_head_params) / cfg.tp
     moe_share = shape.moe_layers / shape.layers
-    experts = ls * moe_share * shape.experts * shape.expert_params / cfg.ep
+    experts = middle * moe_share * shape.experts * shape.expert_params / cfg.ep
     return np.asarray(dense, dtype=np.float64), np.asarray(experts, dtype=np.float64)
 
 
@@ -262,11 +267,17 @@ def _pipeline(
     shape: ModelShape, eff: Efficiencies, links: comm.Links, job: Job, cfg: Configs, lt: LayerTimes,
     n_micro: Array,
 ) -> tuple[dict[str, Array], dict[str, Array]]:
-    """Pipeline time of one step and the forward/backward time of one micro-batch on the last stage."""
-    ls = stage_layers(shape.layers, cfg.pp, cfg.vpp)
+    """Pipeline time of one step and the forward/backward time of one micro-batch on the slowest
+    stage (a middle stage or the last, which also runs the LM head)."""
+    middle, last = stage_layers(shape.layers, cfg.pp, cfg.vpp)
     moe = shape.moe_layers / shape.layers
-    fwd = ls * ((1.0 - moe) * lt.dense_fwd + moe * lt.moe_fwd) + lt.head_fwd
-    bwd = ls * ((1.0 - moe) * lt.dense_bwd + moe * lt.moe_bwd) + lt.head_bwd
+    layer_fwd = (1.0 - moe) * lt.dense_fwd + moe * lt.moe_fwd
+    layer_bwd = (1.0 - moe) * lt.dense_bwd + moe * lt.moe_bwd
+    last_slower = last * (layer_fwd + layer_bwd) + lt.head_fwd + lt.head_bwd >= middle * (layer_fwd + layer_bwd)
+    ls = np.where(last_slower, last, middle)
+    head = np.where(last_slower, 1.0, 0.0)
+    fwd = ls * layer_fwd + head * lt.head_fwd
+    bwd = ls * layer_bwd + head * lt.head_bwd
     tokens = cfg.mb * job.seq_len / cfg.cp
     p2p_bytes = 2.0 * tokens * shape.hidden / cfg.tp
     crosses = cfg.tp * cfg.cp * cfg.dp * cfg.pp > links.domain_gpus
@@ -275,7 +286,7 @@ def _pipeline(
     micro = fwd + bwd + p2p
     bubble = (cfg.pp - 1.0) / cfg.vpp * micro
     parts = {name: n_micro * ls * part for name, part in lt.parts.items()}
-    parts["lm_head"] = n_micro * (lt.head_fwd + lt.head_bwd)
+    parts["lm_head"] = n_micro * head * (lt.head_fwd + lt.head_bwd)
     parts["pipeline_p2p"] = n_micro * p2p
     parts["pipeline_bubble"] = bubble
     parts["total"] = n_micro * micro + bubble
@@ -325,7 +336,7 @@ def _memory(
 
     per_layer = (1.0 - moe) * layer(cfg.recompute, False) + (moe * layer(cfg.recompute, True) if moe else 0.0)
     working = layer(np.zeros_like(cfg.recompute), shape.is_moe)
-    ls = stage_layers(shape.layers, cfg.pp, cfg.vpp)
+    ls, _ = stage_layers(shape.layers, cfg.pp, cfg.vpp)
     first = ls * per_layer * memory.inflight_microbatches(cfg.pp, cfg.vpp, n_micro)
     logits = memory.logits_bytes(tokens, shape.vocab, cfg.tp)
     act = np.where(cfg.pp > 1, np.maximum(first, ls * per_layer + logits), first + logits)

@@ -1,0 +1,98 @@
+"""`factoryplan validate training`: predicted vs published training throughput, row by row, with the MAPE.
+
+Every training row of ``published_runs.csv`` with a throughput figure is run through the engine
+(degrees the row leaves open are searched); the table shows the published and predicted tokens/s
+per GPU and the error, the summary the MAPE and the largest error over the calibration rows and
+over the other rows, and a CSV with every row is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from factoryplan.validation.training import Prediction
+
+console = Console()
+
+
+class OutputFormat(StrEnum):
+    """Output format (as the other commands)."""
+
+    table = "table"
+    json = "json"
+
+
+def _rows(preds: list[Prediction]) -> list[dict[str, Any]]:
+    out = []
+    for p in preds:
+        c = p.case
+        out.append({
+            "row_id": c.row_id, "model": c.model, "accelerator": c.accelerator, "gpus": c.gpus,
+            "precision": c.precision, "calibration": c.calibration, "source": c.source_kind,
+            "config": " ".join(f"{k}={v}" for k, v in p.config.items()),
+            "published": c.published_text,
+            "published_tokens_per_s_per_gpu": round(c.published_tokens_per_s_per_gpu, 3),
+            "predicted_tokens_per_s_per_gpu": round(p.tokens_per_s_per_gpu, 3),
+            "predicted_model_tflops_per_gpu": round(p.model_tflops_per_gpu, 1),
+            "error_pct": round(100 * p.error, 2), "fits": p.fits, "memory_gib": round(p.memory_gib, 1),
+            "mapping": "; ".join(c.notes),
+        })
+    return out
+
+
+def training(
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV file of every row.")] = Path("validation-training.csv"),
+    fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (default) or json.")] = OutputFormat.table,
+    catalog: Annotated[list[Path] | None, typer.Option("--catalog", help="Catalog overlay file (repeatable).")] = None,
+) -> None:
+    """Predicted vs published training throughput for every training row with a throughput figure.
+
+    Example: factoryplan validate training --out training.csv
+    """
+    from factoryplan.catalog.load import load_catalog
+    from factoryplan.validation.training import load_cases, predict, summary
+
+    cat = load_catalog(catalog or [])
+    preds = [predict(case, cat) for case in load_cases(cat)]
+    rows = _rows(preds)
+    with out.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    stats = summary(preds)
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps({"summary": stats, "rows": rows, "csv": str(out)}, indent=2) + "\n")
+        return
+    t = Table(title="Training throughput: predicted vs published (tokens/s per GPU)", title_justify="left")
+    for col in ("row", "model", "GPUs", "prec", "set", "configuration", "published", "predicted", "error"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(str(r["row_id"]), r["model"][:32], f"{r['gpus']:,} {r['accelerator']}", r["precision"],
+                  "calib" if r["calibration"] else "check", r["config"],
+                  f"{r['published_tokens_per_s_per_gpu']:,.1f}", f"{r['predicted_tokens_per_s_per_gpu']:,.1f}",
+                  f"{r['error_pct']:+.1f}%")
+    console.print(t)
+    console.print(
+        f"calibration rows: {stats['calibration_rows']:.0f}, MAPE {100 * stats['calibration_mape']:.1f}%, "
+        f"largest error {100 * stats['calibration_max_error']:.1f}%; other rows: {stats['other_rows']:.0f}, "
+        f"MAPE {100 * stats['other_mape']:.1f}%, largest {100 * stats['other_max_error']:.1f}%"
+    )
+    console.print(f"written: {out}")
+
+
+def register(validate_app: typer.Typer) -> None:
+    """Add the command to ``factoryplan validate``."""
+    validate_app.command("training")(training)
+
+
+__all__ = ["register", "training"]

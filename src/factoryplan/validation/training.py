@@ -1,0 +1,272 @@
+"""Published training runs as engine inputs, and the engine's predictions against them.
+
+``published_runs.csv`` (copied from the project's calibration set, with its sources) has one row
+per published result. Training rows with a throughput figure become :class:`TrainingCase` s: the
+messy fields (``"8 (recalled; verify)"``, ``"FSDP=8"``, ``"4M tokens"``, ``"156 (best config)"``) are
+mapped to the engine's inputs, and every assumption the mapping makes is written into the case's
+``notes``:
+
+* Architectures: rows that give layers/hidden/heads are GPT-style (plain 4h MLP, multi-head
+  attention, learned positions) unless the model is named; named benchmark models (NeMo's GPT3,
+  Llama 2, Nemotron, Llama 3, Qwen3, gpt-oss) take the public configuration from the catalog or
+  from ``training_models.yaml`` beside the CSV.
+* The published figure is turned into tokens/s per GPU: NeMo rows publish it; Megatron-LM 2021,
+  BLOOM and OPT publish TFLOP/s under Narayanan et al.'s eq. 3 (hardware FLOPs with recomputation),
+  which :func:`~factoryplan.perf.flops.published_flops_per_token` inverts; MT-NLG publishes the
+  iteration time.
+* Degrees the row does not give (micro-batch, virtual stages, recomputation) are searched by the
+  engine within the row's fixed degrees, as the authors tuned theirs.
+* Framework features follow the software of the time (``megatron-2021``: no overlap of the
+  data-parallel all-reduce; ``megatron-core``: overlapped), a calibration backend, not a per-row fit.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from factoryplan.catalog.load import Catalog, read_yaml
+from factoryplan.catalog.schema import ModelArch
+from factoryplan.perf.flops import model_shape, published_flops_per_token
+from factoryplan.perf.search import search
+from factoryplan.perf.training import Efficiencies, Job, efficiencies, hardware
+
+DATA = Path(__file__).parent / "data"
+RUNS_CSV = DATA / "published_runs.csv"
+MODELS_YAML = DATA / "training_models.yaml"
+
+# model column -> architecture id (catalog or training_models.yaml)
+NAMED_MODELS = {
+    "GPT3-5B": "nemo-gpt3-5b", "GPT3-20B": "nemo-gpt3-20b", "GPT3-175B": "nemo-gpt3-175b",
+    "LLAMA2-7B": "llama-2-7b", "LLAMA2-13B": "llama-2-13b", "LLAMA2-70B": "llama-2-70b",
+    "Nemotron-8B": "nemotron-8b", "Nemotron-22B": "nemotron-22b", "Nemotron-340B": "nemotron-4-340b",
+    "LLAMA3-8B": "llama-3.1-8b", "LLAMA3-70B": "llama-3.1-70b", "LLAMA3_8B": "llama-3.1-8b",
+    "LLAMA3_70B": "llama-3.1-70b", "LLAMA3.1_405B": "llama-3.1-405b", "Qwen3_235B_a22B": "qwen3-235b-a22b",
+    "GPT OSS 120B": "gpt-oss-120b",
+}
+GPU_TYPES = {"A100-SXM-80GB": "a100-sxm-80gb", "A100-80GB": "a100-sxm-80gb", "H100-SXM-80GB": "h100-sxm"}
+OPT_VOCAB = 50272  # OPT's GPT-2 BPE vocabulary (Zhang et al. 2022); the row leaves it blank
+
+
+@dataclass(frozen=True)
+class TrainingCase:
+    """One published training result as engine inputs."""
+
+    row_id: int
+    model: str  # as the row names it
+    arch: ModelArch
+    accelerator: str
+    gpus: int
+    precision: str
+    seq_len: int
+    global_batch: int  # sequences
+    fixed: dict[str, int]  # degrees the row gives
+    backend: str
+    published_tokens_per_s_per_gpu: float
+    published_text: str  # the figure as published
+    calibration: bool  # in the calibration set (else a generalisation check)
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def source_kind(self) -> str:
+        """A short label of the publication, for per-source tolerances."""
+        s = self.source
+        if "Narayanan" in s:
+            return "megatron-2021-zero3" if self.fixed.get("zero") == 3 else "megatron-2021"
+        for key, label in (("Turing", "mt-nlg"), ("BLOOM", "bloom"), ("OPT", "opt"), ("Megatron-Bridge", "nemo-25.11")):
+            if key in s:
+                return label
+        return "nemo-24.07"
+
+
+def _int(text: str) -> int | None:
+    m = re.match(r"\s*(\d+)", text or "")
+    return int(m.group(1)) if m else None
+
+
+def _float(text: str) -> float | None:
+    m = re.search(r"(\d+(?:\.\d+)?(?:e\d+)?)", (text or "").replace(",", ""))
+    return float(m.group(1)) if m else None
+
+
+@functools.lru_cache(maxsize=1)
+def validation_models() -> dict[str, ModelArch]:
+    """The architectures of ``training_models.yaml``, validated as catalog models."""
+    return {raw["id"]: ModelArch.model_validate(raw) for raw in read_yaml(MODELS_YAML)}
+
+
+def _gpt_arch(row: dict[str, str], notes: list[str]) -> ModelArch:
+    """A GPT-style architecture from the row's columns (Megatron-LM, BLOOM, MT-NLG, OPT)."""
+    h, heads = int(row["hidden"]), int(row["heads"])
+    vocab = _int(row["vocab"]) or OPT_VOCAB
+    if not row["vocab"]:
+        notes.append(f"vocab {OPT_VOCAB} (OPT's GPT-2 BPE)")
+    alibi = "BLOOM" in row["model"]
+    notes.append("GPT layers: plain 4h MLP, multi-head attention" + (", ALiBi" if alibi else ", learned positions"))
+    return ModelArch(
+        id=re.sub(r"[^a-z0-9.]+", "-", row["model"].lower()).strip("-"), name=row["model"], family="gpt",
+        layers=int(row["layers"]), hidden=h, heads=heads, kv_heads=_int(row["kv_heads"]) or heads,
+        head_dim=h // heads, ffn=_int(row["ffn"]) or 4 * h, vocab=vocab, tied_embeddings=True, mlp="plain",
+        attention_bias=True, attention_out_bias=True, mlp_bias=True, norm="layer",
+        position_embeddings=0 if alibi else int(row["seq_len"]), max_context=int(row["seq_len"]),
+        source=row["source"], as_of="2022", basis="spec",
+    )
+
+
+def _arch(row: dict[str, str], catalog: Catalog, notes: list[str]) -> ModelArch:
+    name = row["model"].strip()
+    if name in NAMED_MODELS:
+        arch_id = NAMED_MODELS[name]
+        notes.append(f"architecture {arch_id} (public config)")
+        return catalog.models.get(arch_id) or validation_models()[arch_id]
+    return _gpt_arch(row, notes)
+
+
+def _fixed(row: dict[str, str], notes: list[str], megatron_2021: bool) -> dict[str, int]:
+    fixed: dict[str, int] = {}
+    for col, dim in (("TP", "tp"), ("PP", "pp"), ("DP", "dp"), ("EP", "ep"), ("CP", "cp"), ("micro_batch", "mb")):
+        value = _int(row[col])
+        if value is not None:
+            fixed[dim] = value
+    vp = row["VP_or_interleave"].strip()
+    if vp == "n/a":
+        fixed["vpp"] = 1
+    elif _int(vp) is not None:
+        fixed["vpp"] = int(_int(vp) or 1)
+    zero = row["FSDP_or_ZeRO"]
+    if "ZeRO-3" in zero or "FSDP" in zero:
+        fixed["zero"] = 3
+    elif "ZeRO-1" in zero or "dist-opt" in zero:
+        fixed["zero"] = 1
+    elif megatron_2021 and "Narayanan" in row["source"]:
+        fixed["zero"] = 0
+        notes.append("plain data parallelism (all-reduce), Megatron-LM 2021")
+    mp = re.search(r"MP=(\d+)", row["notes"])
+    if mp and "tp" not in fixed and int(mp.group(1)) > 1:
+        fixed["tp"], fixed["pp"] = 8, int(mp.group(1)) // 8
+        notes.append(f"model-parallel size {mp.group(1)} split as TP 8 x PP {fixed['pp']} (the paper's Table 1 layout)")
+    elif mp:
+        fixed["tp"], fixed["pp"] = 1, 1
+    if megatron_2021:
+        fixed.setdefault("cp", 1)  # context and expert parallelism did not exist yet
+        fixed.setdefault("ep", 1)
+        fixed["recompute"] = 2
+        notes.append("full activation recomputation (the publication's FLOP count assumes it)")
+    return fixed
+
+
+def _published(row: dict[str, str], arch: ModelArch, seq: int, gpus: int, batch: int) -> tuple[float, str]:
+    if row["tokens_per_s_per_gpu"]:
+        return float(row["tokens_per_s_per_gpu"]), f"{row['tokens_per_s_per_gpu']} tokens/s/GPU"
+    if row["iteration_time_s"]:
+        it = float(row["iteration_time_s"])
+        return batch * seq / it / gpus, f"{it:g} s/iteration"
+    tflops = _float(row["tflops_per_gpu"])
+    assert tflops is not None  # only rows with a throughput figure become cases
+    per_token = published_flops_per_token(model_shape(arch), float(seq), "megatron-2021")
+    return tflops * 1e12 / per_token, f"{row['tflops_per_gpu']} TFLOP/s/GPU (eq. 3, with recompute)"
+
+
+def _backend(row: dict[str, str], legacy: bool) -> str:
+    if not legacy:
+        return "megatron-core"
+    return "deepspeed-zero3-2021" if "ZeRO-3" in row["FSDP_or_ZeRO"] else "megatron-2021"
+
+
+def load_cases(catalog: Catalog, path: Path = RUNS_CSV) -> list[TrainingCase]:
+    """Every training row with a throughput figure and a GPU count, as a :class:`TrainingCase`."""
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["category"].startswith("training")]
+    cases = []
+    for row in rows:
+        has_rate = row["tflops_per_gpu"] or row["tokens_per_s_per_gpu"] or row["iteration_time_s"]
+        if not has_rate or not _int(row["gpu_count"]):
+            continue
+        notes: list[str] = []
+        legacy = "NeMo" not in row["framework"]
+        arch = _arch(row, catalog, notes)
+        seq, gpus = int(row["seq_len"]), int(row["gpu_count"])
+        tokens_batch = re.match(r"\s*([\d.]+)M tokens", row["global_batch"])
+        batch = int(float(tokens_batch.group(1)) * 2**20 // seq) if tokens_batch else int(row["global_batch"])
+        fixed = _fixed(row, notes, legacy)
+        if any(k in row["source"] for k in ("Turing", "BLOOM")):
+            fixed["vpp"] = 1
+            notes.append("DeepSpeed pipeline engine: 1F1B without interleaving")
+        if "OPT" in row["model"]:
+            fixed.update(tp=8, zero=3)
+            batch = gpus  # 2M tokens on 992 GPUs: one 2048-token sequence per GPU per step
+            notes.append("TP 8 and FSDP (metaseq), 992 sequences per step; 'up to' figure, not calibrated")
+        rate, text = _published(row, arch, seq, gpus, batch)
+        acc = GPU_TYPES[row["gpu_type"].split(" ")[0]]
+        calibrated = row["category"] == "training_benchmark" or row["model"].startswith("BLOOM")
+        cases.append(TrainingCase(
+            row_id=int(row["row_id"]), model=row["model"], arch=arch, accelerator=acc, gpus=gpus,
+            precision="fp8" if "FP8" in row["precision"].upper() else "bf16", seq_len=seq, global_batch=batch,
+            fixed=fixed, backend=_backend(row, legacy),
+            published_tokens_per_s_per_gpu=rate, published_text=text,
+            calibration=calibrated and "OPT" not in row["model"] and row["category"] != "training_projection",
+            source=row["source"], notes=notes,
+        ))
+    return cases
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The engine's best configuration for a case and its throughput against the published one."""
+
+    case: TrainingCase
+    config: dict[str, int | str]
+    tokens_per_s_per_gpu: float
+    model_tflops_per_gpu: float
+    fits: bool
+    memory_gib: float
+
+    @property
+    def error(self) -> float:
+        """Relative error, (predicted - published) / published."""
+        return self.tokens_per_s_per_gpu / self.case.published_tokens_per_s_per_gpu - 1.0
+
+
+def predict(
+    case: TrainingCase, catalog: Catalog, tune: Callable[[Efficiencies, TrainingCase], Efficiencies] | None = None
+) -> Prediction:
+    """Search the degrees the row leaves open; the fastest configuration that fits (or, when none
+    fits, the fastest structurally valid one, flagged ``fits=False``). ``tune`` replaces the
+    catalog's constants (the calibration script uses it to try candidate values)."""
+    acc = catalog.accelerators[case.accelerator]
+    hw = hardware(acc, catalog.systems[acc.default_system])
+    eff = efficiencies(catalog, acc, case.precision, case.backend)
+    if tune is not None:
+        eff = tune(eff, case)
+    shape = model_shape(case.arch)
+    job = Job(seq_len=case.seq_len, global_batch=case.global_batch, gpus=case.gpus, precision=case.precision)
+    result = search(shape, hw, eff, job, case.fixed)
+    ev = result.evaluation
+    if not len(ev.configs):
+        raise ValueError(f"row {case.row_id}: no valid configuration for {case.fixed}")
+    i = int(result.ranking[0]) if result.ranking.size else int(ev.tokens_per_s.argmax())
+    return Prediction(
+        case=case, config=ev.configs.row(i), tokens_per_s_per_gpu=float(ev.tokens_per_s_per_gpu[i]),
+        model_tflops_per_gpu=float(ev.model_tflops_per_gpu[i]), fits=bool(ev.fits[i]),
+        memory_gib=float(ev.memory["total"][i]) / 2**30,
+    )
+
+
+def summary(predictions: list[Prediction]) -> dict[str, float]:
+    """MAPE and largest absolute error over the calibration rows and over the others."""
+    out: dict[str, float] = {}
+    for label, rows in (("calibration", [p for p in predictions if p.case.calibration]),
+                        ("other", [p for p in predictions if not p.case.calibration])):
+        errs = [abs(p.error) for p in rows]
+        out[f"{label}_rows"] = len(errs)
+        out[f"{label}_mape"] = sum(errs) / len(errs) if errs else float("nan")
+        out[f"{label}_max_error"] = max(errs) if errs else float("nan")
+    return out
+
+
+__all__ = ["Prediction", "TrainingCase", "load_cases", "predict", "summary", "validation_models"]
