@@ -64,6 +64,16 @@ def test_cli_power_budget_and_bom_files(tmp_path: Path, capsys: pytest.CaptureFi
     assert json.loads(as_json.read_text())[0]["item"] == "gb200-nvl72"
 
 
+def test_cli_assumption_overrides(capsys: pytest.CaptureFixture[str]) -> None:
+    base = _json(capsys, "cluster", "--system", "gb200-nvl72", "--power-mw", "1000")
+    wider = _json(capsys, "cluster", "--system", "gb200-nvl72", "--power-mw", "1000", "--set",
+                  "building_max_power_mw=200", "--set", "racks_per_hall=400")
+    assert isinstance(base, dict) and isinstance(wider, dict)
+    assert wider["buildings"] == -(-base["buildings"] // 2) and wider["halls"] < base["halls"]
+    assert main(["cluster", "--system", "dgx-h100", "--gpus", "8", "--set", "racks_per_hall"]) != 0
+    assert "NAME=NUMBER" in capsys.readouterr().err
+
+
 def test_cli_compares_systems_within_a_budget(capsys: pytest.CaptureFixture[str]) -> None:
     rows = _json(capsys, "cluster", "--system", "all", "--power-mw", "200")
     assert isinstance(rows, list)

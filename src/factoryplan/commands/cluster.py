@@ -34,6 +34,20 @@ def _phases(text: str | None) -> list[float]:
                                allowed="cumulative MW at the meter, e.g. 55,100,200") from None
 
 
+def _overrides(items: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise FactoryplanError("expected NAME=NUMBER", field="--set", value=item,
+                                   allowed="e.g. building_max_power_mw=150") from None
+        if not sep:
+            raise FactoryplanError("expected NAME=NUMBER", field="--set", value=item)
+    return out
+
+
 def cluster(
     system: Annotated[str, typer.Option("--system", "-s", help="System id (gb200-nvl72, dgx-h100, ...) or an "
                                         "accelerator id; 'all' with --power-mw compares every system.")],
@@ -50,6 +64,10 @@ def cluster(
     region: Annotated[str, typer.Option(help="Site region (PUE by cooling type).")] = "us",
     phases: Annotated[str | None, typer.Option(help="Cumulative power steps at the meter in MW, e.g. "
                                                "55,100,200: what each phase energises.")] = None,
+    assumption: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="NAME=VALUE",
+        help="Override an assumption, best with its unit suffix: --set building_max_power_mw=150 (repeatable).",
+    )] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (default) or json.")] = OutputFormat.table,
     bom: Annotated[Path | None, typer.Option("--bom", help="Write the bill of materials: .csv or .json.")] = None,
     catalog: Annotated[list[Path] | None, typer.Option("--catalog", help="Catalog overlay file (repeatable).")] = None,
@@ -68,7 +86,7 @@ def cluster(
     cat = load_catalog(catalog or [])
     if region not in cat.regions:
         raise unknown("region", region, cat.regions, field="--region")
-    asm = AssumptionSet(cat)
+    asm = AssumptionSet.from_scenario(cat, _overrides(assumption or []), where="--set")
     opts = ClusterOptions(oversubscription=oversubscription, planes=planes, pods=pods, cooling=cooling,
                           max_fabric_gpus=max_fabric_gpus)
     if system == "all":
