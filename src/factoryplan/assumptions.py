@@ -83,7 +83,7 @@ class AssumptionSet:
                     name=name,
                     value=value,
                     unit=entry.unit,
-                    display=display(value, entry.unit),
+                    display=display(value, entry.unit, assumption_unit(entry)),
                     low=None if overridden else entry.low,
                     high=None if overridden else entry.high,
                     source=self.override_source if overridden else entry.source,
@@ -106,7 +106,7 @@ def _resolve(catalog: Catalog, key: str, raw_value: object, where: str) -> tuple
     if isinstance(raw_value, bool) or not isinstance(raw_value, int | float):
         raise ScenarioError("must be a number", where=where, field=field_path, value=raw_value)
     entry = catalog.assumptions[name]
-    friendly = given_unit or _friendly_unit(entry)
+    friendly = given_unit or assumption_unit(entry)
     if units.unit(friendly).si != entry.unit:
         raise ScenarioError(
             f"unit {friendly!r} does not measure {entry.unit}", where=where, field=field_path, value=raw_value
@@ -136,9 +136,9 @@ _FRIENDLY: dict[str, str] = {
 }
 
 
-def _friendly_unit(entry: Assumption) -> str:
-    """The unit a scenario writes this assumption in (the catalog file's unit)."""
-    return _FRIENDLY.get(entry.unit, entry.unit)
+def assumption_unit(entry: Assumption) -> str:
+    """The unit a scenario writes this assumption in: the catalog file's unit."""
+    return entry.given_unit or _FRIENDLY.get(entry.unit, entry.unit)
 
 
 def friendly_unit(si_unit: str) -> str:
@@ -146,9 +146,9 @@ def friendly_unit(si_unit: str) -> str:
     return _FRIENDLY.get(si_unit, si_unit)
 
 
-def display(value: float, si_unit: str) -> str:
-    """A human rendering of an internal value: '12.0 M usd_per_mw', '0.09 fraction'."""
-    friendly = friendly_unit(si_unit)
+def display(value: float, si_unit: str, shown_unit: str | None = None) -> str:
+    """A human rendering of an internal value: '12M usd_per_mw', '0.09 fraction'."""
+    friendly = shown_unit or friendly_unit(si_unit)
     try:
         shown = units.from_si(value, friendly)
     except (KeyError, ValueError):

@@ -42,9 +42,9 @@ def friendly_fields(entry: Entry) -> dict[str, Any]:
     """The entry as a mapping with friendly unit suffixes (the data-file form)."""
     data = entry.model_dump(mode="json")
     if isinstance(entry, Assumption):
-        from factoryplan.assumptions import friendly_unit
+        from factoryplan.assumptions import assumption_unit
 
-        unit = friendly_unit(entry.unit)
+        unit = assumption_unit(entry)
         for key in ("value", "low", "high"):
             if data.get(key) is not None:
                 data[key] = round(units.from_si(float(data[key]), unit), 10)

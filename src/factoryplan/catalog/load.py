@@ -132,6 +132,7 @@ def _convert_entry(raw: Mapping[str, Any], usd_per: Mapping[str, float], where: 
     if isinstance(unit_name, str):
         try:
             out["unit"] = units.unit(unit_name).si
+            out["given_unit"] = unit_name
         except KeyError:
             raise CatalogError(
                 "unknown unit", where=where, field="unit", value=unit_name, allowed=", ".join(units.known_units())

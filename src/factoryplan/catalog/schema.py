@@ -193,6 +193,7 @@ class Assumption(Entry):
     """A modelling assumption with its range and distribution, in internal units after loading."""
 
     unit: str  # the internal unit (after conversion), e.g. "usd_per_w" or "fraction"
+    given_unit: str = ""  # the unit the data file wrote (e.g. "usd_per_mw"); reports and overrides use it
     value: float
     low: float | None = None
     high: float | None = None

@@ -29,7 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from factoryplan import units
-from factoryplan.assumptions import AssumptionSet, friendly_unit
+from factoryplan.assumptions import AssumptionSet, assumption_unit
 from factoryplan.economics.finance import Array
 from factoryplan.economics.tco import CostInputs, evaluate
 from factoryplan.economics.unitcost import HOURS_PER_YEAR
@@ -51,6 +51,7 @@ class Dist:
     low: float
     high: float
     unit: str
+    shown_unit: str  # the catalog file's unit, used in reports
 
 
 class SensitivityItem(BaseModel):
@@ -150,7 +151,9 @@ def distributions(asm: AssumptionSet, names: Sequence[str]) -> tuple[list[Dist],
             )
         if entry.distribution == "lognormal" and entry.low <= 0:
             raise FactoryplanError(f"catalog assumption {name}: a lognormal range must be positive", field=name)
-        sampled.append(Dist(name, entry.distribution, entry.value, entry.low, entry.high, entry.unit))
+        sampled.append(
+            Dist(name, entry.distribution, entry.value, entry.low, entry.high, entry.unit, assumption_unit(entry))
+        )
     return sampled, fixed
 
 
@@ -202,7 +205,7 @@ def _with(base: Mapping[str, float], columns: Mapping[str, Array], n: int) -> di
 
 def _friendly(value: float, unit: str) -> float:
     try:
-        return units.from_si(value, friendly_unit(unit))
+        return units.from_si(value, unit)
     except (KeyError, ValueError):
         return value
 
@@ -223,8 +226,8 @@ def one_at_a_time(base: Mapping[str, float], dists: Sequence[Dist], figures: Fig
         lo = {m: float(out[m][2 * i]) for m in OAT_METRICS if m in out}
         hi = {m: float(out[m][2 * i + 1]) for m in OAT_METRICS if m in out}
         items.append(SensitivityItem(
-            assumption=d.name, unit=friendly_unit(d.unit), distribution=d.kind, base=_friendly(d.value, d.unit),
-            low=_friendly(d.low, d.unit), high=_friendly(d.high, d.unit), at_low=lo, at_high=hi,
+            assumption=d.name, unit=d.shown_unit, distribution=d.kind, base=_friendly(d.value, d.shown_unit),
+            low=_friendly(d.low, d.shown_unit), high=_friendly(d.high, d.shown_unit), at_low=lo, at_high=hi,
             swing={m: abs(hi[m] - lo[m]) for m in lo},
         ))
     return sorted(items, key=lambda it: -it.swing.get("usd_per_gpu_hour", 0.0))
