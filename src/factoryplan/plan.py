@@ -9,6 +9,7 @@ budget is chosen. Every assumption read on the way is listed in the plan with it
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
@@ -27,7 +28,8 @@ from factoryplan.infra.cluster import Pool, Power, build_pool
 from factoryplan.infra.deployment import plan_deployment
 from factoryplan.infra.fabric import Fabric
 from factoryplan.infra.site import Cooling
-from factoryplan.perf import capacity, firstorder, inference
+from factoryplan.perf import capacity, inference, training, training_plan, training_run
+from factoryplan.perf.goodput import RunAssumptions
 from factoryplan.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, check_references
 from factoryplan.sovereignty.policy import Verdict, WorkloadData, assess_all
 
@@ -148,7 +150,7 @@ def size_workload(
     warnings: list[str] = []
     frontier: list[dict[str, float]] = []
     if isinstance(w, TrainingWorkload):
-        d = firstorder.size_training(arch, acc, system, w.tokens, w.deadline_days, w.precision, asm)
+        d = _size_training(w, arch, acc, system, asm)
     else:
         sized = _size_inference(w, arch, acc, system, asm)
         d, frontier, warnings = {**sized.details, "gpus": sized.gpus}, sized.frontier, sized.warnings
@@ -158,6 +160,37 @@ def size_workload(
         name=w.name, kind=w.kind, model=arch.id, params_total=params_total(arch), params_active=params_active(arch),
         accelerator=acc.id, system=system.id, gpus=gpus, precision=w.precision, data_class=w.data_class,
         sector=w.sector, method=method, details=d, warnings=warnings, frontier=frontier,
+    )
+
+
+def _size_training(
+    w: TrainingWorkload, arch: ModelArch, acc: Accelerator, system: System, asm: AssumptionSet
+) -> dict[str, float | int | str]:
+    """The training engine's fewest GPUs (whole systems, or scalable units beyond one) that finish
+    the run by the deadline, with the configuration its search found and the run's figures."""
+    if acc.dense_flops(w.precision) is None:
+        raise InfeasibleError(f"{acc.id} has no {w.precision} tensor cores", field="precision", value=w.precision,
+                              allowed=", ".join(acc.precisions()))
+    batch = w.global_batch_tokens if w.global_batch_tokens is not None else asm.get("training_global_batch")
+    sized = _sized_training(
+        arch, acc, system, training.efficiencies(asm.catalog, acc, w.precision), w.tokens, w.deadline_days,
+        w.precision, w.seq_len, batch, training_run.catalog_run_assumptions(asm.catalog, asm),
+    )
+    method = ("training engine: fewest GPUs meeting the deadline; parallel configuration searched; step time "
+              "from FLOPs, memory traffic and collectives at calibrated efficiencies; goodput from failures "
+              "and checkpoints (Young)")
+    return {**sized.details, "gpus": sized.gpus, "method": method}
+
+
+@functools.lru_cache(maxsize=256)
+def _sized_training(
+    arch: ModelArch, acc: Accelerator, system: System, eff: training.Efficiencies, tokens: float,
+    deadline_days: float, precision: str, seq_len: int, batch_tokens: float, run_asm: RunAssumptions,
+) -> training_plan.Sized:
+    """Cached: the plan sizes the same workload on the same system for every cloud offer."""
+    return training_plan.size_for_deadline(
+        arch, acc, system, eff, tokens=tokens, deadline_days=deadline_days, precision=precision, seq_len=seq_len,
+        global_batch_tokens=batch_tokens, run_asm=run_asm,
     )
 
 

@@ -45,6 +45,14 @@ def ranks_per_domain(n: FloatOrArray, stride: FloatOrArray, domain: int) -> Arra
     return np.asarray(np.clip(per, 1.0, np.maximum(n_a, 1.0)), dtype=np.float64)
 
 
+def within_domain(n: FloatOrArray, stride: FloatOrArray, domain: int) -> npt.NDArray[np.bool_]:
+    """Whether every group of ``n`` ranks spaced ``stride`` apart lies inside one scale-up domain:
+    its span ``n * stride`` must divide the domain (a 64-GPU group in 72-GPU NVL72 racks straddles
+    two racks for most of its placements)."""
+    span = np.asarray(n, dtype=np.float64) * np.asarray(stride, dtype=np.float64)
+    return np.asarray((span <= domain) & (np.mod(domain, np.maximum(span, 1.0)) == 0), dtype=np.bool_)
+
+
 def group_bandwidth(n: FloatOrArray, stride: FloatOrArray, links: Links) -> Array:
     """Ring bandwidth per rank of a group: the scale-up link when all ``n*stride`` GPUs share one
     domain; otherwise ``min(scale-up, g * NIC)`` with ``g`` ranks per domain. A ring crosses each
@@ -52,10 +60,9 @@ def group_bandwidth(n: FloatOrArray, stride: FloatOrArray, links: Links) -> Arra
     ``D`` NICs, so each group moves its boundary traffic over ``g`` NICs (NCCL's multi-channel rings
     with PXN; an all-reduce over whole 8-GPU nodes reaches about 8 NICs' worth of bus bandwidth).
     Without that aggregation (``links.nic_aggregation`` false) each rank is held to its own NIC."""
-    span = np.asarray(n, dtype=np.float64) * np.asarray(stride, dtype=np.float64)
     g = ranks_per_domain(n, stride, links.domain_gpus) if links.nic_aggregation else 1.0
     across = np.minimum(links.scaleup_bytes_s, g * links.scaleout_bytes_s)
-    return np.where(span <= links.domain_gpus, links.scaleup_bytes_s, across)
+    return np.where(within_domain(n, stride, links.domain_gpus), links.scaleup_bytes_s, across)
 
 
 def ring_latency(n: FloatOrArray, stride: FloatOrArray, links: Links) -> Array:
@@ -90,7 +97,9 @@ def alltoall_time(send_bytes: FloatOrArray, n: FloatOrArray, stride: FloatOrArra
     """
     n_a = np.maximum(np.asarray(n, dtype=np.float64), 1.0)
     x = np.asarray(send_bytes, dtype=np.float64)
-    g = ranks_per_domain(n_a, stride, links.domain_gpus)
+    inside = within_domain(n_a, stride, links.domain_gpus)
+    g = np.where(inside, n_a, np.minimum(ranks_per_domain(n_a, stride, links.domain_gpus), n_a / 2.0))
+    g = np.maximum(g, 1.0)
     intra = x * (g - 1.0) / n_a / links.scaleup_bytes_s
     inter = x * (n_a - g) / n_a / links.scaleout_bytes_s
     latency = np.where(n_a > g, links.scaleout_latency_s * (n_a / g), links.scaleup_latency_s)
@@ -123,4 +132,5 @@ __all__ = [
     "ranks_per_domain",
     "ring_latency",
     "ring_time",
+    "within_domain",
 ]

@@ -28,6 +28,7 @@ IntArray = npt.NDArray[np.int64]
 DIMENSIONS = ("tp", "pp", "vpp", "cp", "ep", "dp", "mb", "recompute", "zero")
 CP_CHOICES = (1, 2, 4, 8, 16, 32)
 MB_CHOICES = (1, 2, 4, 8, 16)
+FIRST_STAGE_RULES = 5  # rules 1-5 depend on tp, pp, vpp and cp only
 REASONS: dict[int, tuple[str, str]] = {
     1: ("tp", "tensor parallelism must divide the attention heads and key/value heads"),
     2: ("tp", "tensor parallelism must divide the scale-up (NVLink) domain"),
@@ -72,8 +73,12 @@ def _divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def candidates(shape: ModelShape, hw: Hardware, job: Job, fixed: Mapping[str, int]) -> dict[str, list[int]]:
-    """Values tried in each dimension (a fixed dimension has its one value)."""
+def candidates(
+    shape: ModelShape, hw: Hardware, job: Job, fixed: Mapping[str, int],
+    choices: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, list[int]]:
+    """Values tried in each dimension: a fixed dimension has its one value; ``choices`` narrows
+    a dimension to the values it lists."""
     pp = sorted(set(_divisors(shape.layers)) | {d for d in _divisors(shape.layers + 2) if d <= shape.layers})
     out = {
         "tp": _divisors(hw.domain_gpus),
@@ -84,6 +89,9 @@ def candidates(shape: ModelShape, hw: Hardware, job: Job, fixed: Mapping[str, in
         "recompute": [0, 1, 2],
         "zero": [0, 1, 2, 3],
     }
+    for name, allowed in (choices or {}).items():
+        if name in out:
+            out[name] = [v for v in out[name] if v in allowed]
     for name, value in fixed.items():
         if name in out:
             out[name] = [int(value)]
@@ -104,16 +112,35 @@ def _pp_vpp_pairs(layers: int, pps: Sequence[int], vpp_fixed: int | None) -> tup
     return arr[:, 0], arr[:, 1]
 
 
-def grid(shape: ModelShape, hw: Hardware, job: Job, fixed: Mapping[str, int]) -> Configs:
-    """The cartesian product of :func:`candidates`; ``dp = gpus // (tp*pp*cp)`` (checked later)."""
-    c = candidates(shape, hw, job, fixed)
-    pp, vpp = _pp_vpp_pairs(shape.layers, c["pp"], fixed.get("vpp"))
-    axes = [np.asarray(c["tp"]), np.arange(pp.size), np.asarray(c["cp"]), np.asarray(c["ep"]),
-            np.asarray(c["mb"]), np.asarray(c["recompute"]), np.asarray(c["zero"])]
-    mesh = [a.ravel().astype(np.int64) for a in np.meshgrid(*axes, indexing="ij")]
-    tp, pv, cp, ep, mb, rc, zero = mesh
-    dp = job.gpus // (tp * pp[pv] * cp)
-    return Configs(tp=tp, pp=pp[pv], vpp=vpp[pv], cp=cp, ep=ep, dp=np.maximum(dp, 1), mb=mb, recompute=rc, zero=zero)
+def _product(axes: Sequence[npt.ArrayLike]) -> list[IntArray]:
+    return [a.ravel().astype(np.int64) for a in np.meshgrid(*[np.asarray(x) for x in axes], indexing="ij")]
+
+
+def grid(
+    shape: ModelShape, hw: Hardware, job: Job, fixed: Mapping[str, int],
+    choices: Mapping[str, Sequence[int]] | None = None,
+) -> tuple[Configs, IntArray, int]:
+    """The cartesian product of :func:`candidates` with the first rule each configuration breaks
+    (0: none), and the size of the full product. Built in two stages: the (tp, pp, vpp, cp)
+    combinations that break a rule of their own are counted and dropped before the product with
+    ep, micro-batch, recomputation and ZeRO stage; ``dp = gpus // (tp*pp*cp)``."""
+    c = candidates(shape, hw, job, fixed, choices)
+    pp_all, vpp_all = _pp_vpp_pairs(shape.layers, c["pp"], fixed.get("vpp"))
+    tp, pv, cp = _product([c["tp"], np.arange(pp_all.size), c["cp"]])
+    one = np.ones_like(tp)
+    dp = np.maximum(job.gpus // (tp * pp_all[pv] * cp), 1)
+    base = Configs(tp=tp, pp=pp_all[pv], vpp=vpp_all[pv], cp=cp, ep=one, dp=dp, mb=one, recompute=0 * one, zero=one)
+    inner = [c["ep"], c["mb"], c["recompute"], c["zero"]]
+    per_base = int(np.prod([len(x) for x in inner]))
+    code1 = reasons(shape, hw, job, base, fixed.get("dp"))
+    code1 = np.where(code1 <= FIRST_STAGE_RULES, code1, 0)
+    dropped = code1[code1 > 0]
+    base = base.take(code1 == 0)
+    idx, ep, mb, rc, zero = _product([np.arange(len(base)), *inner])
+    cfg = Configs(tp=base.tp[idx], pp=base.pp[idx], vpp=base.vpp[idx], cp=base.cp[idx], ep=ep, dp=base.dp[idx],
+                  mb=mb, recompute=rc, zero=zero)
+    code = np.concatenate([reasons(shape, hw, job, cfg, fixed.get("dp")), np.repeat(dropped, per_base)])
+    return cfg, code, len(tp) * per_base
 
 
 def reasons(shape: ModelShape, hw: Hardware, job: Job, cfg: Configs, dp_fixed: int | None = None) -> IntArray:
@@ -157,15 +184,14 @@ def check_one(shape: ModelShape, hw: Hardware, job: Job, cfg: Configs) -> None:
 
 def search(
     shape: ModelShape, hw: Hardware, eff: Efficiencies, job: Job, fixed: Mapping[str, int] | None = None,
-    keep: int = 6,
+    keep: int = 6, choices: Mapping[str, Sequence[int]] | None = None,
 ) -> SearchResult:
     """Enumerate, check and evaluate every configuration; rank those that fit (fastest first,
-    then least memory). ``fixed`` pins dimensions (``dp`` included)."""
+    then least memory). ``fixed`` pins dimensions (``dp`` included); ``choices`` narrows them."""
     start = time.perf_counter()
     fixed = dict(fixed or {})
-    cfg = grid(shape, hw, job, fixed)
-    code = reasons(shape, hw, job, cfg, fixed.get("dp"))
-    valid = cfg.take(code == 0)
+    cfg, code, size = grid(shape, hw, job, fixed, choices)
+    valid = cfg.take(code[: len(cfg)] == 0)
     t0 = time.perf_counter()
     ev = evaluate(shape, hw, eff, job, valid)
     evaluate_s = time.perf_counter() - t0
@@ -179,7 +205,7 @@ def search(
     if (n_mem := int(len(valid) - fit.size)) > 0:
         rejected[REASONS[9][1]] = n_mem
     return SearchResult(
-        evaluation=ev, ranking=order[: max(keep, 1)], grid_size=len(cfg), rejected=rejected,
+        evaluation=ev, ranking=order[: max(keep, 1)], grid_size=size, rejected=rejected,
         evaluate_s=evaluate_s, total_s=time.perf_counter() - start,
     )
 
