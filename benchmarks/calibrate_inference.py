@@ -24,7 +24,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -56,8 +55,14 @@ ENGINE = [
     ("moe_kernel_efficiency", 0.2, 2.0, True, 1.0, 0.3),
     ("arrival_group", 1.0, 1000.0, True, 16.0, 1.0),
 ]
-PRIOR_WEIGHT = 0.15  # a prior residual counts as sqrt(N)·0.05 data residuals
-TTFT_WEIGHT = 0.4  # TTFT carries the benchmark harness's arrival pattern; weigh it less than TPOT
+PRIOR_WEIGHT = 0.15
+HELD_MODELS = ("qwen3-32b", "deepseek-r1", "deepseek-v3")
+HOLD_OUTS: list[tuple[str, Callable[[Point], bool]]] = [
+    ("hold out H100 (fit on H200 and published rows)", lambda p: p.accelerator == "h100-sxm"),
+    ("hold out H200 (fit on H100 and published rows)", lambda p: p.accelerator == "h200-sxm"),
+    ("hold out Qwen3-32B and DeepSeek-R1/V3", lambda p: p.model in HELD_MODELS),
+]  # a prior residual counts as sqrt(N)·0.05 data residuals
+TTFT_WEIGHT = 0.2  # see residuals()
 
 
 def _names() -> list[tuple[str, str, float, float, bool]]:
@@ -97,13 +102,16 @@ def _from_x(x: Sequence[float], base: dict[str, Constants]) -> dict[str, Constan
 
 
 def residuals(points: Sequence[Point], preds: Sequence[Prediction]) -> np.ndarray:
-    """log(pred/meas) of every measured figure, TTFT down-weighted."""
+    """Residuals of every measured figure: ``log(pred/meas)`` for TPOT, throughput and latency,
+    the relative error ``(pred - meas)/meas`` (down-weighted) for TTFT. TTFT carries the
+    benchmark harness's arrival pattern and a queue when the KV cache is full, both with errors of
+    several times; the relative error keeps those rows from pulling the step-time physics."""
     out: list[float] = []
     for p, q in zip(points, preds, strict=True):
         if p.tpot_ms:
             out.append(math.log(max(q.tpot_ms, 1e-6) / p.tpot_ms))
         if p.ttft_ms:
-            out.append(TTFT_WEIGHT * math.log(max(q.ttft_ms, 1e-6) / p.ttft_ms))
+            out.append(TTFT_WEIGHT * (q.ttft_ms - p.ttft_ms) / p.ttft_ms)
         if p.output_tokens_per_s and p.source == "published":
             out.append(math.log(max(q.output_tokens_per_s, 1e-6) / p.output_tokens_per_s))
         if p.e2e_ms and math.isfinite(q.e2e_ms):
@@ -135,8 +143,9 @@ def spread(points: Sequence[Point], preds: Sequence[Prediction], key: Callable[[
     """MAPE of TTFT, TPOT and throughput per group, as one line each."""
     groups: dict[str, dict[str, list[float]]] = collections.defaultdict(lambda: collections.defaultdict(list))
     for p, q in zip(points, preds, strict=True):
-        for metric, pr, me in (("ttft", q.ttft_ms, p.ttft_ms), ("tpot", q.tpot_ms, p.tpot_ms),
-                               ("throughput", q.output_tokens_per_s, p.output_tokens_per_s), ("e2e", q.e2e_ms, p.e2e_ms)):
+        pairs = (("ttft", q.ttft_ms, p.ttft_ms), ("tpot", q.tpot_ms, p.tpot_ms),
+                 ("throughput", q.output_tokens_per_s, p.output_tokens_per_s), ("e2e", q.e2e_ms, p.e2e_ms))
+        for metric, pr, me in pairs:
             e = _ape(pr, me)
             if e is not None:
                 groups[key(p)][metric].append(e)
@@ -178,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     measured = load_measured(catalog)
     published = load_published(catalog)
     points = _throughput_of_measured(measured.points) + published.points
+    reasons = collections.Counter(r for _, r in measured.skipped + published.skipped)
     print(f"calibration set: {len(measured.points)} measured, {len(published.points)} published points; skipped "
-          f"{len(measured.skipped) + len(published.skipped)}: "
-          + "; ".join(f"{n} x {r}" for r, n in collections.Counter(r for _, r in measured.skipped + published.skipped).items()))
+          f"{sum(reasons.values())}: " + "; ".join(f"{n} x {r}" for r, n in reasons.items()))
     start = {b: constants_from_catalog(catalog, b) for b in BACKENDS}
     t0 = time.time()
     consts = fit(catalog, points, start)
@@ -189,29 +198,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {backend:7s} {name:24s} {getattr(consts[BACKENDS[0] if backend == '*' else backend], name):.6g}")
     report(catalog, points, consts, "calibration set (fitted on all)")
     if not args.no_holdout:
-        for title, train, test in (
-            ("hold out H100 (fit on H200 only)", lambda p: p.accelerator != "h100-sxm", lambda p: p.accelerator == "h100-sxm"),
-            ("hold out H200 (fit on H100 only)", lambda p: p.accelerator != "h200-sxm", lambda p: p.accelerator == "h200-sxm"),
-            ("hold out Qwen3-32B and DeepSeek-R1/V3", lambda p: p.model not in ("qwen3-32b", "deepseek-r1", "deepseek-v3"),
-             lambda p: p.model in ("qwen3-32b", "deepseek-r1", "deepseek-v3")),
-        ):
-            tr = [p for p in points if train(p)]
-            te = [p for p in points if test(p)]
+        for title, held in HOLD_OUTS:
+            tr = [p for p in points if not held(p)]
+            te = [p for p in points if held(p)]
             c = fit(catalog, tr, start)
             report(catalog, te, c, title)
     if args.write:
-        write_yaml(consts, spread(points, predict(catalog, points, consts), lambda p: "all")["all"])
+        preds = predict(catalog, points, consts)
+        spreads = {"*": "calibration-set MAPE: " + spread(points, preds, lambda p: "all")["all"]}
+        by_backend = spread(points, preds, lambda p: p.backend)
+        spreads.update({b: f"{b} points, MAPE: {by_backend[b]}" for b in BACKENDS if b in by_backend})
+        write_yaml(consts, spreads, f"{len(measured.points)} measured + {len(published.points)} published points")
     return 0
 
 
-def write_yaml(consts: dict[str, Constants], summary: str) -> None:
-    """Rewrite the fitted values into ``calibrations.inference.yaml`` (other lines unchanged)."""
+def write_yaml(consts: dict[str, Constants], spreads: dict[str, str], fitted_on: str) -> None:
+    """Rewrite the fitted values, ``fitted_on`` and ``spread`` in ``calibrations.inference.yaml``
+    (comments and every other line unchanged). ``spreads`` maps ``*`` and each backend to a line."""
     path = DATA_DIR / "calibrations.inference.yaml"
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    section = None
     out = []
-    for line in lines:
+    section: str | None = None
+    for line in path.read_text(encoding="utf-8").splitlines():
         stripped = line.strip()
         if stripped.startswith("- id: inference-physics"):
             section = "*"
@@ -221,10 +228,13 @@ def write_yaml(consts: dict[str, Constants], summary: str) -> None:
         fitted = {row[0] for row in (GLOBAL if section == "*" else ENGINE)}
         if section and name in fitted and line.startswith("    ") and ":" in stripped:
             c = consts[BACKENDS[0] if section == "*" else section]
-            line = f"    {name}: {getattr(c, name):.4g}"
+            comment = line[line.index("#"):] if "#" in line else ""
+            line = f"    {name}: {getattr(c, name):.4g}".ljust(35) + comment
         elif section and stripped.startswith("spread:"):
-            line = f"  spread: \"calibration set MAPE: {summary}\""
-        out.append(line)
+            line = f'  spread: "{spreads[section]}"'
+        elif section and stripped.startswith("fitted_on:"):
+            line = f'  fitted_on: "{fitted_on}"'
+        out.append(line.rstrip())
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     print(f"wrote {path}")
 

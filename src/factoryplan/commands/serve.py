@@ -143,7 +143,7 @@ def serve(
                                      "NVL72) or a system id.")],
     isl: Annotated[int, typer.Option("--isl", min=1, help="Input (prompt) tokens per request.")],
     osl: Annotated[int, typer.Option("--osl", min=1, help="Output tokens per request.")],
-    tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel GPUs (attention and dense MLPs).")] = None,
+    tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel GPUs (attention, dense MLPs).")] = None,
     pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages.")] = 1,
     ep: Annotated[int, typer.Option("--ep", min=1, help="Expert-parallel GPUs (MoE models).")] = 1,
     attention_dp: Annotated[int, typer.Option("--attention-dp", min=1, help="Attention data-parallel ranks.")] = 1,
@@ -171,7 +171,7 @@ def serve(
 
     Example: factoryplan serve --model llama-3.3-70b --gpu h200-sxm --tp 2 --isl 2000 --osl 500 --concurrency 32
 
-    Capacity: factoryplan serve --model deepseek-r1 --gpu gb200 --isl 2000 --osl 500 --rps 50 --ttft-ms 1500 --tpot-ms 40
+    Capacity: factoryplan serve -m deepseek-r1 -g gb200 --isl 2000 --osl 500 --rps 50 --ttft-ms 1500 --tpot-ms 40
     """
     from factoryplan.commands import serve_engine as eng
 

@@ -60,7 +60,7 @@ class Setup:
     def compute_precision(self) -> str:
         """What the GEMMs multiply in: the weight precision, or BF16 for weight-only formats."""
         native = {"bf16": self.acc.bf16_dense_flops, "fp8": self.acc.fp8_dense_flops, "fp4": self.acc.fp4_dense_flops}
-        if self.prec.weights in native and native[self.prec.weights]:
+        if native.get(self.prec.weights):
             return self.prec.weights
         return f"bf16 (weight-only {self.prec.weights})"
 

@@ -69,7 +69,9 @@ def inference(
     published = load_published(cat)
     rows = _rows(published.points, predict(cat, published.points))
     result: dict[str, Any] = {
-        "published": {"rows": rows, "mape": _mape(rows), "skipped": [{"id": i, "reason": r} for i, r in published.skipped]}
+        "published": {
+            "rows": rows, "mape": _mape(rows), "skipped": [{"id": i, "reason": r} for i, r in published.skipped]
+        }
     }
     extra = []
     if measured:

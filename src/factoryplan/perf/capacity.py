@@ -29,6 +29,7 @@ import numpy as np
 from factoryplan.errors import InfeasibleError
 from factoryplan.perf.inference import (
     Array,
+    BoolArray,
     Constants,
     Hardware,
     ModelShape,
@@ -36,7 +37,6 @@ from factoryplan.perf.inference import (
     Precision,
     iteration,
     kv_bytes_per_sequence_per_gpu,
-    weight_bytes_per_gpu,
 )
 from factoryplan.perf.serving import memory, serve
 
@@ -87,7 +87,7 @@ class Layouts:
             parts.append(f"dp{int(self.dp[i])}")
         if self.ep[i] > 1:
             parts.append(f"ep{int(self.ep[i])}")
-        if self.moe_tp[i] > 1 and self.moe_tp[i] != self.tp[i] * self.dp[i] or (self.moe_tp[i] > 1 and self.dp[i] > 1):
+        if self.moe_tp[i] > 1 and (self.moe_tp[i] != self.tp[i] * self.dp[i] or self.dp[i] > 1):
             parts.append(f"moe_tp{int(self.moe_tp[i])}")
         if self.pp[i] > 1:
             parts.append(f"pp{int(self.pp[i])}")
@@ -138,7 +138,7 @@ class Grid:
     tokens_per_s_per_user: Array
     requests_per_s: Array  # one replica
     gpus: Array
-    ok: Array  # fits and runs without queueing
+    ok: BoolArray  # fits and runs without queueing
 
 
 def evaluate_grid(
@@ -202,7 +202,8 @@ def _aggregated(grid: Grid, d: Demand, hw: Hardware) -> CapacityPlan | None:
     power = total * _power_per_gpu(hw)
     return CapacityPlan(
         mode="aggregated", config=grid.lay.describe(i), gpus=total, systems=int(systems[i]),
-        replicas=int(replicas[i]), gpus_per_replica=int(grid.gpus[i]), concurrency_per_replica=float(grid.concurrency[i]),
+        replicas=int(replicas[i]), gpus_per_replica=int(grid.gpus[i]),
+        concurrency_per_replica=float(grid.concurrency[i]),
         ttft_s=float(grid.ttft_s[i]), tpot_s=float(grid.tpot_s[i]), output_tokens_per_s_per_gpu=tps_gpu,
         tokens_per_s_per_user=float(grid.tokens_per_s_per_user[i]), power_w=power,
         output_tokens_per_s_per_mw=d.requests_per_s * d.osl / (power / 1e6),
@@ -335,12 +336,6 @@ def pareto_frontier(grid: Grid, hw: Hardware) -> list[dict[str, float]]:
             "gpus": float(grid.gpus[i]), "ttft_ms": float(grid.ttft_s[i] * 1e3), "tpot_ms": float(grid.tpot_s[i] * 1e3),
         })
     return sorted(out, key=lambda p: p["tokens_per_s_per_user"])
-
-
-def weights_fit(s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants) -> bool:
-    """Whether the weights of one replica layout fit its GPUs' usable memory."""
-    room = k.memory_fraction * float(np.asarray(hw.hbm_bytes)) - k.reserved_bytes
-    return bool(np.all(np.asarray(weight_bytes_per_gpu(s, par, prec)) < room))
 
 
 @dataclass(frozen=True)

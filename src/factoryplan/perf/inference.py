@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from factoryplan.catalog.schema import Accelerator, ModelArch, System
 
 Array = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
 FloatOrArray = float | Array
 
 PRECISIONS = ("bf16", "fp8", "fp4", "int4")
@@ -196,11 +197,12 @@ class Constants:
     moe_kernel_efficiency: float  # engine: its MoE kernels relative to the global grouped-GEMM efficiency
     arrival_group: float  # engine: G0, the largest group of requests that reach the scheduler together
     token_budget: float  # engine: prompt tokens per iteration (chunked prefill)
-    memory_fraction: float  # engine: share of HBM the engine may use (weights + KV cache)
+    memory_fraction: float  # engine: share of HBM (or of the memory left after weights) it may use
     reserved_bytes: float  # engine: activations, CUDA graphs and workspace per GPU
     max_batch: float  # engine: most sequences one replica (or attention-DP rank) runs at once
     kv_reserve: float  # engine: share of the output length reserved in the KV cache at admission
     mixes_prefill: bool  # engine: prompt chunks share iterations with decodes (else they pause them)
+    fraction_of_free: bool  # engine: the memory fraction applies to what the weights leave free
     kv_fp8_default: bool  # engine: FP8 KV cache by default when weights are FP8 or narrower
 
 
@@ -212,7 +214,7 @@ GLOBAL_FIELDS = (
 ENGINE_FIELDS = (
     "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "moe_kernel_efficiency", "arrival_group",
     "token_budget", "memory_fraction", "reserved_bytes", "max_batch", "kv_reserve", "mixes_prefill",
-    "kv_fp8_default",
+    "fraction_of_free", "kv_fp8_default",
 )
 
 
@@ -225,6 +227,7 @@ def constants_from_values(global_values: dict[str, float], engine_values: dict[s
     args: dict[str, float | bool] = {f: float(merged[f]) for f in GLOBAL_FIELDS + ENGINE_FIELDS}
     args["mixes_prefill"] = bool(merged["mixes_prefill"])
     args["kv_fp8_default"] = bool(merged["kv_fp8_default"])
+    args["fraction_of_free"] = bool(merged["fraction_of_free"])
     return Constants(**args)  # type: ignore[arg-type]
 
 
@@ -340,7 +343,7 @@ class Parallel:
 
     def gpus(self) -> FloatOrArray:
         """GPUs of one replica."""
-        return np.asarray(self.tp) * np.asarray(self.dp) * np.asarray(self.pp)
+        return np.asarray(np.asarray(self.tp) * np.asarray(self.dp) * np.asarray(self.pp), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -377,7 +380,7 @@ def weight_bytes_per_gpu(s: ModelShape, par: Parallel, prec: Precision) -> Float
         + s.moe_layers * (s.shared_params * wb / tp + s.experts * s.expert_params * eb / (par.moe_tp * par.ep))
     )
     vocab = (1.0 if s.tied else 2.0) * s.vocab_params * 2.0 / tp
-    return per_layer / pp + vocab / np.minimum(pp, 2.0)
+    return np.asarray(per_layer / pp + vocab / np.minimum(pp, 2.0), dtype=np.float64)
 
 
 def kv_bytes_per_sequence_per_gpu(s: ModelShape, par: Parallel, kv: str, context: FloatOrArray) -> FloatOrArray:
@@ -389,7 +392,8 @@ def kv_bytes_per_sequence_per_gpu(s: ModelShape, par: Parallel, kv: str, context
     split = np.minimum(par.tp, s.kv_split) * np.asarray(par.pp, dtype=float)
     capped = np.minimum(context, s.window) if s.window > 0 else 0.0
     per_elem = s.kv_elems * KV_BYTES[kv] / split
-    return per_elem * (s.full_layers * np.asarray(context, dtype=float) + (s.layers - s.full_layers) * capped)
+    full = s.full_layers * np.asarray(context, dtype=float)
+    return np.asarray(per_elem * (full + (s.layers - s.full_layers) * capped), dtype=np.float64)
 
 
 # ---------------------------------------------------------------- one iteration
@@ -462,7 +466,7 @@ def _attention(
     win = np.minimum(length, s.window) if s.window > 0 else 0.0
     pairs = s.full_layers * length * length / 2.0 + (s.layers - s.full_layers) * (length * win - win * win / 2.0)
     t_pre = prompts * pairs * heads * s.prefill_attn_flops / attn_peak
-    return (t_dec + t_pre) / np.asarray(par.pp, dtype=float)
+    return np.asarray((t_dec + t_pre) / np.asarray(par.pp, dtype=float), dtype=np.float64)
 
 
 def _communication(

@@ -8,13 +8,15 @@ the replica holds ``C`` prefills and ``OSL`` decode iterations, so
   context ``ISL + OSL/2`` (:func:`factoryplan.perf.inference.iteration`);
 * ``P`` is the work one prefill adds: the extra time of an iteration that carries the prompt
   (engines that mix prompt chunks into decode iterations) or the prefill pass itself (engines that
-  pause decoding for it); prompts longer than the engine's token budget take several iterations;
+  pause decoding for it); ``dp`` attention-data-parallel ranks prefill ``dp`` prompts side by side,
+  so the work per prompt is that of ``dp`` prompts over ``dp``; prompts longer than the engine's
+  token budget take several iterations;
 * in a closed loop with equal lengths, users that finish together come back together: requests
   reach the scheduler in groups of ``G = C_run / (1 + C_run/G0)`` (``G0`` the engine's calibrated
   largest group). ``n = max(1, budget/ISL)`` prompts fit one iteration, so the group is prefilled
   over ``ceil(G/n)`` iterations and a request waits on average ``(G + min(G, n))/2`` prefills,
-  ``TTFT = t_dec·(1/2 + chunks) + P·(G + min(G, n))/2`` (plus the decode parts of the group's
-  mixed iterations);
+  ``TTFT = t_dec·(1/2 + chunks) + P_1 + P·((G + min(G, n))/2 - 1)`` with ``P_1`` the request's
+  own prefill (plus the decode parts of the group's mixed iterations);
 * the other ``C_run - (G + min(G, n))/2`` prefills of a cycle land inside the request's decode
   phase: ``TPOT = t_dec + (C_run - (G + min(G, n))/2)·P / (OSL - 1)``;
 * the cycle ``TTFT + (OSL-1)·TPOT ≈ C_run·P + OSL·t_dec`` gives the request rate
@@ -36,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from factoryplan.perf.inference import (
+    BoolArray,
     Constants,
     FloatOrArray,
     Hardware,
@@ -57,7 +60,7 @@ class Memory:
     kv_room_bytes: FloatOrArray  # KV cache capacity per GPU
     kv_per_sequence_bytes: FloatOrArray  # one sequence as the engine reserves it
     max_concurrency: FloatOrArray  # sequences one replica holds (all attention-DP ranks)
-    fits: FloatOrArray  # bool array: weights fit with room for one sequence
+    fits: BoolArray  # weights fit with room for one sequence
 
 
 def memory(
@@ -66,19 +69,26 @@ def memory(
 ) -> Memory:
     """Weights, KV room and the largest concurrency of one replica.
 
-    ``room = f·HBM - reserved - weights`` per GPU (``f`` the engine's memory fraction);
+    ``room = f·HBM - reserved - weights`` per GPU (``f`` the engine's memory fraction; vLLM's
+    ``gpu_memory_utilization``, SGLang's ``mem_fraction_static``) or ``f·(HBM - reserved - weights)``
+    for engines whose fraction applies to the free memory (TensorRT-LLM's
+    ``free_gpu_memory_fraction``);
     ``C_max = floor(room / kv(ISL + r·OSL))`` per attention-DP rank, capped by the engine's batch
     limit, times the ``dp`` ranks (and the ``pp`` micro-batches).
     """
     weights = weight_bytes_per_gpu(s, par, prec)
-    room = k.memory_fraction * np.asarray(hw.hbm_bytes) - k.reserved_bytes - weights
+    hbm = np.asarray(hw.hbm_bytes, dtype=float)
+    if k.fraction_of_free:
+        room = k.memory_fraction * (hbm - k.reserved_bytes - weights)
+    else:
+        room = k.memory_fraction * hbm - k.reserved_bytes - weights
     context = np.asarray(isl, dtype=float) + k.kv_reserve * np.asarray(osl, dtype=float)
     per_seq = kv_bytes_per_sequence_per_gpu(s, par, prec.kv, context)
     per_rank = np.minimum(np.floor(np.maximum(room, 0.0) / per_seq), k.max_batch)
     max_conc = per_rank * np.asarray(par.dp, dtype=float) * np.asarray(par.pp, dtype=float)
     return Memory(
         weights_bytes=weights, kv_room_bytes=np.maximum(room, 0.0), kv_per_sequence_bytes=per_seq,
-        max_concurrency=max_conc, fits=per_rank >= 1.0,
+        max_concurrency=max_conc, fits=np.asarray(per_rank >= 1.0, dtype=np.bool_),
     )
 
 
@@ -118,18 +128,23 @@ def serve(
     micro = run / pp  # pipeline stages work on pp micro-batches at once
     dec_stage = iteration(s, hw, par, prec, k, decode_seqs=micro, ctx=ctx).total
     t_dec = dec_stage * pp
+    dp = np.asarray(par.dp, dtype=float)
     alone = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=ctx, prompts=1.0, prompt_len=isl_f).total
     if k.mixes_prefill:
-        mixed = iteration(s, hw, par, prec, k, decode_seqs=micro, ctx=ctx, prompts=1.0, prompt_len=isl_f).total
-        work = np.maximum(mixed - dec_stage, 0.0)
+        one = iteration(s, hw, par, prec, k, decode_seqs=micro, ctx=ctx, prompts=1.0, prompt_len=isl_f).total
+        ranks = iteration(s, hw, par, prec, k, decode_seqs=micro, ctx=ctx, prompts=dp, prompt_len=isl_f).total
+        first = np.maximum(one - dec_stage, 0.0)
+        work = np.maximum(ranks - dec_stage, 0.0) / dp  # dp ranks prefill dp prompts side by side
     else:
-        work = alone
+        ranks = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=ctx, prompts=dp, prompt_len=isl_f).total
+        first, work = alone, ranks / dp
     chunks = _chunks(isl_f, k)
-    per_iter = np.maximum(np.floor(k.token_budget / isl_f), 1.0)
+    per_iter = np.maximum(np.floor(k.token_budget / isl_f), 1.0) * dp
     group = run / (1.0 + run / k.arrival_group)
     ahead = (group + np.minimum(group, per_iter)) / 2.0
     mixed_iters = (np.ceil(group / per_iter) + 1.0) / 2.0 if k.mixes_prefill else 0.0
-    ttft_run = t_dec * (0.5 + chunks + mixed_iters) + ahead * work + alone * (pp - 1.0)
+    ttft_run = t_dec * (0.5 + chunks + mixed_iters) + first + np.maximum(ahead - 1.0, 0.0) * work
+    ttft_run = ttft_run + alone * (pp - 1.0)
     tpot = t_dec + np.maximum(run - ahead, 0.0) * work / np.maximum(osl_f - 1.0, 1.0)
     cycle = ttft_run + (osl_f - 1.0) * tpot
     rate = run / cycle

@@ -33,7 +33,7 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +41,15 @@ import numpy as np
 from factoryplan.catalog.load import Catalog
 from factoryplan.errors import FactoryplanError
 from factoryplan.perf.inference import (
+    Array,
     Constants,
+    Hardware,
+    ModelShape,
     Parallel,
     Precision,
     constants_from_catalog,
     hardware_of,
+    iteration,
     shape_of,
 )
 from factoryplan.perf.serving import serve
@@ -266,8 +270,8 @@ def _group_key(p: Point) -> tuple[str, str, str, str, str, str]:
     return (p.model, p.accelerator, p.system, p.backend, p.weights, p.experts)
 
 
-def _as_array(values: Iterable[float]) -> np.ndarray:  # type: ignore[type-arg]
-    return np.asarray(list(values), dtype=float)
+def _as_array(values: Iterable[float]) -> Array:
+    return np.asarray(list(values), dtype=np.float64)
 
 
 def predict(
@@ -300,27 +304,24 @@ def predict(
         conc = np.where(conc > 0, conc, full.mem.max_concurrency)
         res = serve(shape, hw, par, prec, k, concurrency=conc, isl=isl, osl=osl)
         e2e = _batch_latency(shape, hw, par, prec, k, conc, isl, osl)
+        ttft, tpot = np.asarray(res.ttft_s) * 1e3, np.asarray(res.tpot_s) * 1e3
+        tps, fits = np.asarray(res.output_tokens_per_s), np.asarray(res.mem.fits)
         for j, i in enumerate(idx):
             out[i] = Prediction(
-                ttft_ms=float(res.ttft_s[j]) * 1e3, tpot_ms=float(res.tpot_s[j]) * 1e3,
-                output_tokens_per_s=float(res.output_tokens_per_s[j]),
-                e2e_ms=float(e2e[j]) * 1e3 if batch_mode[j] else float("nan"), fits=bool(res.mem.fits[j]),
+                ttft_ms=float(ttft[j]), tpot_ms=float(tpot[j]), output_tokens_per_s=float(tps[j]),
+                e2e_ms=float(e2e[j]) * 1e3 if batch_mode[j] else float("nan"), fits=bool(fits[j]),
             )
     return [p for p in out if p is not None]
 
 
-def _batch_latency(shape, hw, par, prec, k, conc, isl, osl):  # type: ignore[no-untyped-def]
+def _batch_latency(
+    shape: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, conc: Array, isl: Array,
+    osl: Array,
+) -> Array:
     """One batch of ``conc`` prompts prefilled in one pass, then ``osl - 1`` decode iterations."""
-    from factoryplan.perf.inference import iteration
-
     pre = iteration(shape, hw, par, prec, k, decode_seqs=0.0, ctx=isl, prompts=conc, prompt_len=isl).total
     dec = iteration(shape, hw, par, prec, k, decode_seqs=conc, ctx=isl + osl / 2.0).total
-    return pre + (osl - 1.0) * dec
-
-
-def with_constants(points: Sequence[Point], **changes: object) -> list[Point]:
-    """Copies of ``points`` with fields replaced (for hold-out studies)."""
-    return [replace(p, **changes) for p in points]  # type: ignore[arg-type]
+    return np.asarray(pre + (osl - 1.0) * dec, dtype=np.float64)
 
 
 def mape(pred: Sequence[float], meas: Sequence[float]) -> float:
