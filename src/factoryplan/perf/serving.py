@@ -12,8 +12,8 @@ the replica holds ``C`` prefills and ``OSL`` decode iterations, so
   so the work per prompt is that of ``dp`` prompts over ``dp``; prompts longer than the engine's
   token budget take several iterations;
 * in a closed loop with equal lengths, users that finish together come back together: requests
-  reach the scheduler in groups of ``G = C_run / (1 + C_run/G0)`` (``G0`` the engine's calibrated
-  largest group). ``n = max(1, budget/ISL)`` prompts fit one iteration, so the group is prefilled
+  reach the scheduler in groups of ``G = 1 + (C_run-1) / (1 + (C_run-1)/G0)`` (``G0`` the engine's
+  calibrated scale of such groups; one user is a group of one). ``n = max(1, budget/ISL)`` prompts fit one iteration, so the group is prefilled
   over ``ceil(G/n)`` iterations and a request waits on average ``(G + min(G, n))/2`` prefills,
   ``TTFT = t_dec·(1/2 + chunks) + P_1 + P·((G + min(G, n))/2 - 1)`` with ``P_1`` the request's
   own prefill (plus the decode parts of the group's mixed iterations);
@@ -140,7 +140,7 @@ def serve(
         first, work = alone, ranks / dp
     chunks = _chunks(isl_f, k)
     per_iter = np.maximum(np.floor(k.token_budget / isl_f), 1.0) * dp
-    group = run / (1.0 + run / k.arrival_group)
+    group = 1.0 + (run - 1.0) / (1.0 + (run - 1.0) / k.arrival_group)
     ahead = (group + np.minimum(group, per_iter)) / 2.0
     mixed_iters = (np.ceil(group / per_iter) + 1.0) / 2.0 if k.mixes_prefill else 0.0
     ttft_run = t_dec * (0.5 + chunks + mixed_iters) + first + np.maximum(ahead - 1.0, 0.0) * work

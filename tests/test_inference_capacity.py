@@ -1,0 +1,121 @@
+"""SLA-driven capacity planning and the Pareto frontier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from factoryplan.catalog.load import Catalog
+from factoryplan.errors import InfeasibleError
+from factoryplan.perf.capacity import (
+    Demand,
+    evaluate_grid,
+    layouts,
+    min_gpus_to_fit,
+    pareto_frontier,
+    plan_capacity,
+    size_inference,
+)
+from factoryplan.perf.inference import (
+    Constants,
+    Hardware,
+    ModelShape,
+    Parallel,
+    Precision,
+    constants_from_catalog,
+    hardware_of,
+    shape_of,
+)
+from factoryplan.perf.serving import serve
+
+FP8 = Precision("fp8", "fp8", "fp8")
+
+
+def setup(catalog: Catalog, model: str, acc: str) -> tuple[ModelShape, Hardware, Constants]:
+    a = catalog.accelerators[acc]
+    return (shape_of(catalog.models[model]), hardware_of(a, catalog.systems[a.default_system]),
+            constants_from_catalog(catalog, "trtllm"))
+
+
+def test_layouts_cover_tp_ep_dp(catalog: Catalog) -> None:
+    dense = layouts(shape_of(catalog.models["llama-3.1-70b"]), 8, max_pp=1)
+    assert sorted(dense.tp.tolist()) == [1, 2, 4, 8] and np.all(dense.dp == 1)
+    moe = layouts(shape_of(catalog.models["deepseek-r1"]), 72, max_pp=1)
+    gpus = moe.tp * moe.dp
+    assert np.all(gpus == moe.moe_tp * moe.ep)  # experts use the same GPUs as attention
+    assert gpus.max() == 64 and {"tp1 dp8 ep8", "tp8 ep8"} <= {moe.describe(i) for i in range(len(moe))}
+
+
+def test_plan_meets_targets_with_fewest_gpus(catalog: Catalog) -> None:
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    d = Demand(requests_per_s=10, isl=2000, osl=400, ttft_s=1.0, tpot_s=0.040)
+    plan = plan_capacity(s, hw, FP8, k, d, modes=("aggregated",))
+    assert plan.ttft_s <= d.ttft_s and plan.tpot_s <= d.tpot_s
+    assert plan.gpus == plan.replicas * plan.gpus_per_replica
+    # the chosen replica serves its share of the peak within targets when re-evaluated directly
+    tp = int(plan.config.split()[0][2:])
+    r = serve(s, hw, Parallel(tp=tp), FP8, k, concurrency=plan.concurrency_per_replica, isl=2000, osl=400)
+    assert float(r.requests_per_s) * plan.replicas >= d.requests_per_s
+    # no layout with fewer GPUs meets the targets: every cheaper option fails one of them
+    grid = evaluate_grid(s, hw, FP8, k, layouts(s, 8), 2000, 400)
+    meets = grid.ok & (grid.ttft_s <= d.ttft_s) & (grid.tpot_s <= d.tpot_s)
+    gpus = np.ceil(d.requests_per_s / grid.requests_per_s) * grid.gpus
+    assert plan.gpus == int(np.min(gpus[meets]))
+
+
+def test_tighter_latency_costs_gpus(catalog: Catalog) -> None:
+    s, hw, k = setup(catalog, "qwen3-32b", "h100-sxm")
+    loose = plan_capacity(s, hw, FP8, k, Demand(20, 1000, 500, 2.0, 0.060))
+    tight = plan_capacity(s, hw, FP8, k, Demand(20, 1000, 500, 0.3, 0.015))
+    assert tight.gpus > loose.gpus
+    double = plan_capacity(s, hw, FP8, k, Demand(40, 1000, 500, 2.0, 0.060))
+    assert loose.gpus < double.gpus <= 2 * loose.gpus + loose.gpus_per_replica
+
+
+def test_disaggregation_is_considered(catalog: Catalog) -> None:
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    d = Demand(requests_per_s=50, isl=8000, osl=300, ttft_s=1.5, tpot_s=0.030)
+    plan = plan_capacity(s, hw, FP8, k, d)
+    assert set(plan.alternatives) <= {"aggregated", "disaggregated"} and plan.alternatives
+    assert plan.gpus == min(plan.alternatives.values())
+    dis = plan_capacity(s, hw, FP8, k, d, modes=("disaggregated",))
+    assert dis.mode == "disaggregated" and dis.prefill_gpus + dis.decode_gpus == dis.gpus
+    assert dis.ttft_s <= d.ttft_s and dis.tpot_s <= d.tpot_s
+
+
+def test_infeasible_targets_name_the_best_reachable(catalog: Catalog) -> None:
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h100-sxm")
+    with pytest.raises(InfeasibleError, match="best reachable"):
+        plan_capacity(s, hw, FP8, k, Demand(1, 1000, 100, 1.0, 0.001))
+    sized = size_inference(s, hw, FP8, k, Demand(1, 1000, 100, 1.0, 0.001), backend="trtllm")
+    assert sized.warnings and "unreachable" in sized.warnings[0] and sized.gpus >= 1
+
+
+def test_model_that_fits_nowhere_names_what_it_needs(catalog: Catalog) -> None:
+    s, hw, k = setup(catalog, "llama-3.1-405b", "h100-sxm")
+    assert min_gpus_to_fit(s, hw, FP8, k) == 8
+    bf16 = Precision("bf16", "bf16", "bf16")
+    assert min_gpus_to_fit(s, hw, bf16, k) == 16  # 811 GB of BF16 weights: two HGX nodes
+    lay = layouts(s, 8, max_pp=1).select(np.array([True, True, True, False]))
+    with pytest.raises(InfeasibleError, match="needs >= 8 x h100-sxm at fp8"):
+        plan_capacity(s, hw, FP8, k, Demand(1, 1000, 100, 5.0, 0.1), lay=lay)
+
+
+def test_pareto_frontier_is_non_dominated(catalog: Catalog) -> None:
+    s, hw, k = setup(catalog, "deepseek-r1", "h200-sxm")
+    grid = evaluate_grid(s, hw, FP8, k, layouts(s, 8), 2000, 500)
+    front = pareto_frontier(grid, hw)
+    assert len(front) >= 5
+    x = np.array([p["tokens_per_s_per_user"] for p in front])
+    y = np.array([p["tokens_per_s_per_gpu"] for p in front])
+    assert np.all(np.diff(x) > 0) and np.all(np.diff(y) < 0)  # faster per user costs throughput per GPU
+    gx, gy = grid.tokens_per_s_per_user[grid.ok], grid.tokens_per_s_per_gpu[grid.ok]
+    # no point of the grid beats a frontier point on both axes ...
+    ge = (gx[None, :] >= x[:, None]) & (gy[None, :] >= y[:, None])
+    beaten = ge & ((gx[None, :] > x[:, None]) | (gy[None, :] > y[:, None]))
+    assert not beaten.any()
+    # ... and every point of the grid is matched or beaten by one on the frontier
+    covered = (x[None, :] >= gx[:, None]) & (y[None, :] >= gy[:, None])
+    assert covered.any(axis=1).all()
+    per_gpu_w = float(hw.system_w) / float(hw.system_gpus)
+    assert front[0]["tokens_per_s_per_mw"] == pytest.approx(front[0]["tokens_per_s_per_gpu"] / per_gpu_w * 1e6)

@@ -1,0 +1,139 @@
+"""`factoryplan serve` and `factoryplan validate inference`: documented keys, config.json models, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factoryplan.cli import main
+
+CONFIGS = Path(__file__).parent / "data" / "hf_configs"
+POINT_KEYS = {"ttft_ms", "tpot_ms", "output_tokens_per_s", "output_tokens_per_s_per_gpu", "tokens_per_s_per_user",
+              "memory_per_gpu_gib", "max_concurrency", "fits"}
+PLAN_KEYS = {"gpus", "replicas", "config", "ttft_ms", "tpot_ms", "systems", "power_kw", "mode", "frontier"}
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    assert main([*args, "--format", "json"]) == 0
+    out: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return out
+
+
+def test_point_estimate_keys(capsys: pytest.CaptureFixture[str]) -> None:
+    d = run_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--tp", "2", "--isl", "2000",
+                 "--osl", "500", "--concurrency", "32")
+    assert set(d) >= POINT_KEYS
+    assert d["fits"] is True and d["max_concurrency"] > 32 and d["gpus"] == 2
+    assert d["output_tokens_per_s_per_gpu"] == pytest.approx(d["output_tokens_per_s"] / 2)
+    assert d["tokens_per_s_per_user"] == pytest.approx(1000 / d["tpot_ms"])
+    assert 0 < d["memory_per_gpu_gib"] < 141e9 / 2**30
+
+
+def test_accelerator_implies_its_system(capsys: pytest.CaptureFixture[str]) -> None:
+    d = run_json(capsys, "serve", "-m", "deepseek-r1", "-g", "gb200", "--tp", "8", "--ep", "8", "--isl", "1024",
+                 "--osl", "1024", "-c", "64", "--precision", "fp4")
+    assert d["system"] == "gb200-nvl72" and d["compute_precision"] == "fp4"
+    h = run_json(capsys, "serve", "-m", "gpt-oss-120b", "-g", "hgx-h200", "--tp", "1", "--isl", "1024",
+                 "--osl", "1024", "-c", "8", "--precision", "fp4", "--backend", "vllm")
+    assert h["gpu"] == "h200-sxm" and h["compute_precision"] == "bf16 (weight-only fp4)"
+
+
+@pytest.mark.parametrize("config", [
+    "meta-llama--Llama-3.1-8B_config.json",
+    "Qwen--Qwen3-30B-A3B_config.json",
+    "mistralai--Mixtral-8x7B-v0.1_config.json",
+    "deepseek-ai--DeepSeek-V3_config.json",
+    "openai--gpt-oss-120b_config.json",
+])
+def test_hugging_face_configs(capsys: pytest.CaptureFixture[str], config: str) -> None:
+    d = run_json(capsys, "serve", "--model", str(CONFIGS / config), "--gpu", "h200-sxm", "--tp", "8", "--isl", "1000",
+                 "--osl", "200", "--concurrency", "16")
+    assert d["ttft_ms"] > 0 and d["tpot_ms"] > 0 and d["fits"]
+
+
+def test_attention_dp_and_expert_parallel(capsys: pytest.CaptureFixture[str]) -> None:
+    tp = run_json(capsys, "serve", "-m", "deepseek-r1", "-g", "h200-sxm", "--tp", "8", "--ep", "8", "--isl", "1024",
+                  "--osl", "1024", "-c", "256")
+    dp = run_json(capsys, "serve", "-m", "deepseek-r1", "-g", "h200-sxm", "--tp", "1", "--attention-dp", "8", "--ep",
+                  "8", "--isl", "1024", "--osl", "1024", "-c", "256")
+    assert tp["gpus"] == dp["gpus"] == 8
+    assert dp["max_concurrency"] > tp["max_concurrency"]  # MLA's latent is not split by TP: DP holds more
+
+
+def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    d = run_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500",
+                 "--rps", "20", "--ttft-ms", "1500", "--tpot-ms", "40")
+    assert set(d) >= PLAN_KEYS
+    assert d["ttft_ms"] <= 1500 and d["tpot_ms"] <= 40 and d["gpus"] >= 1
+    assert d["systems"] == -(-d["gpus"] // 8)
+    agg = run_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500",
+                   "--tokens-per-day", str(20 * 500 * 86400 / 1.5), "--ttft-ms", "1500", "--tpot-ms", "40",
+                   "--mode", "aggregated")
+    assert agg["mode"] == "aggregated" and agg["peak_requests_per_s"] == pytest.approx(20)
+    assert agg["gpus"] >= d["gpus"]
+    fixed = run_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500",
+                     "--rps", "20", "--tp", "4", "--mode", "aggregated")
+    assert fixed["config"] == "tp4" and fixed["gpus_per_replica"] == 4
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-m", "llama-3.1-405b", "-g", "h100-sxm", "--tp", "2"], "needs >= 8 x h100-sxm at fp8"),
+    (["-m", "llama-3.3-70bb", "-g", "h100-sxm", "--tp", "2"], 'did you mean "llama-3.3-70b"'),
+    (["-m", "llama-3.3-70b", "-g", "h100-sxmm", "--tp", "2"], "unknown accelerator or system"),
+    (["-m", "llama-3.3-70b", "-g", "h100-sxm", "--tp", "2", "--ep", "2"], "expert parallelism needs a MoE model"),
+    (["-m", "llama-3.3-70b", "-g", "h100-sxm"], "a point estimate needs a layout and a load"),
+    (["-m", "missing.json", "-g", "h100-sxm", "--tp", "2"], "not found"),
+])
+def test_errors_are_one_line(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
+    extra = [] if "-c" in args else ["--isl", "1000", "--osl", "100"]
+    extra += ["-c", "8"] if "--tp" in args else []
+    code = main(["serve", *args, *extra])
+    err = capsys.readouterr().err
+    assert code in (2, 3) and message in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_unreachable_sla(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "-m", "llama-3.3-70b", "-g", "h100-sxm", "--isl", "2000", "--osl", "500", "--rps", "5",
+                 "--tpot-ms", "0.5"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 3 and "best reachable" in err
+
+
+def test_bad_enum_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "-m", "llama-3.3-70b", "-g", "h100-sxm", "--tp", "2", "--isl", "1", "--osl", "1",
+                 "-c", "1", "--backend", "tgi"])
+    assert code == 2 and "tgi" in capsys.readouterr().err
+
+
+def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "-m", "qwen3-32b", "-g", "h100-sxm", "--tp", "2", "--isl", "1000", "--osl", "200",
+                 "-c", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "ttft_ms" in out and "tpot_ms" in out
+
+
+def test_validate_inference(capsys: pytest.CaptureFixture[str]) -> None:
+    d = run_json(capsys, "validate", "inference")
+    mape = d["published"]["mape"]
+    assert set(mape) >= {"output_tokens_per_s", "ttft_ms", "tpot_ms", "e2e_ms"}
+    assert mape["output_tokens_per_s"]["n"] >= 10
+    assert all(r["predicted"] > 0 for r in d["published"]["rows"])
+    assert any("ShareGPT" in s["reason"] for s in d["published"]["skipped"])
+    assert main(["validate", "inference"]) == 0
+    assert "MAPE" in capsys.readouterr().out
+
+
+def test_validate_inference_data_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    src = Path(__file__).parents[1] / "src" / "factoryplan" / "validation" / "data" / "serving_measured_hopper.csv"
+    lines = src.read_text(encoding="utf-8").splitlines()
+    sample = tmp_path / "points.csv"
+    sample.write_text("\n".join(lines[:40]) + "\n", encoding="utf-8")
+    d = run_json(capsys, "validate", "inference", "--data", str(sample))
+    assert d["data"]["points"] == 39 and d["data"]["mape"]["tpot_ms"]["n"] == 39
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n1,2\n", encoding="utf-8")
+    assert main(["validate", "inference", "--data", str(bad)]) == 2
+    assert "not a measured-points file" in " ".join(capsys.readouterr().err.split())

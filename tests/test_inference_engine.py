@@ -1,0 +1,201 @@
+"""The step-time model: physics functions, model shapes, memory and one iteration's regimes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from factoryplan.catalog.load import Catalog
+from factoryplan.catalog.models import kv_cache_bytes_per_token, params_total
+from factoryplan.errors import FactoryplanError
+from factoryplan.perf.inference import (
+    WEIGHT_BYTES,
+    Constants,
+    Hardware,
+    Parallel,
+    Precision,
+    allreduce_time,
+    alltoall_time,
+    check_precision,
+    constants_from_catalog,
+    constants_from_values,
+    experts_touched,
+    gemm_time,
+    hardware_of,
+    iteration,
+    kv_bytes_per_sequence_per_gpu,
+    peak_flops,
+    shape_of,
+    weight_bytes_per_gpu,
+)
+
+FP8 = Precision("fp8", "fp8", "fp8")
+
+
+@pytest.fixture(scope="module")
+def k(catalog: Catalog) -> Constants:
+    return constants_from_catalog(catalog, "trtllm")
+
+
+def hw_of(catalog: Catalog, acc: str) -> Hardware:
+    a = catalog.accelerators[acc]
+    return hardware_of(a, catalog.systems[a.default_system])
+
+
+def test_experts_touched_limits() -> None:
+    assert experts_touched(256, 8, 0) == 0
+    assert experts_touched(256, 8, 1) == pytest.approx(8)  # one token touches its k experts
+    assert experts_touched(256, 8, 10_000) == pytest.approx(256)
+    t = np.array([1, 4, 16, 64, 256], dtype=float)
+    u = experts_touched(128, 8, t)
+    assert np.all(np.diff(u) > 0) and np.all(u <= 128)
+    # E·(1-(1-k/E)^T) by hand for E=8, k=2, T=2: 8·(1 - 0.75²) = 3.5
+    assert experts_touched(8, 2, 2) == pytest.approx(3.5)
+
+
+def test_gemm_time_regimes(k: Constants) -> None:
+    """A GEMV is bound by its weight read, a large GEMM by its FLOPs; no tokens costs nothing."""
+    params, peak, bw = 1e9, 1e15, 3e12
+    one = float(gemm_time(2 * 1 * params, params, 1.0, peak, bw, k))
+    memory_bound = params / (bw * k.hbm_efficiency)
+    assert one == pytest.approx(memory_bound, rel=0.02)
+    m = 65536.0
+    big = float(gemm_time(2 * m * params, params, m, peak, bw, k))
+    assert big == pytest.approx(2 * m * params / (peak * k.gemm_efficiency), rel=0.02)
+    assert float(gemm_time(0.0, params, 0.0, peak, bw, k)) == 0.0
+    # a weaker kernel (MoE) is slower on both sides of the roofline
+    assert float(gemm_time(2 * params, params, 1.0, peak, bw, k, 0.5, 0.5)) > one
+
+
+def test_collectives(k: Constants) -> None:
+    assert float(allreduce_time(1e6, 1, 450e9, 1e-5, k)) == 0.0
+    t8 = float(allreduce_time(1e8, 8, 450e9, 1e-5, k))
+    assert t8 == pytest.approx(1e-5 + 2 * 7 / 8 * 1e8 / (450e9 * k.link_efficiency))
+    assert float(allreduce_time(1e8, 2, 450e9, 1e-5, k)) < t8  # 2(r-1)/r grows with r
+    assert float(alltoall_time(1e8, 8, 450e9, 1e-5, k)) < t8
+
+
+def test_shape_of_mla_and_gqa(catalog: Catalog) -> None:
+    ds = shape_of(catalog.models["deepseek-v3"])
+    assert ds.mla and ds.kv_split == 1 and ds.kv_elems == 512 + 64
+    assert ds.moe_layers == 58 and ds.dense_layers == 3 and ds.experts == 256 and ds.active == 8
+    llama = shape_of(catalog.models["llama-3.1-70b"])
+    assert not llama.mla and llama.kv_split == 8 and llama.moe_layers == 0
+    gptoss = shape_of(catalog.models["gpt-oss-120b"])
+    assert gptoss.window == 128 and gptoss.full_layers == 18  # half the layers slide over 128 tokens
+
+
+def test_weights_per_gpu_match_parameter_count(catalog: Catalog) -> None:
+    """Summed over the GPUs of a layout, the weights are the model's parameters at their precision
+    (embedding and LM head in BF16)."""
+    arch = catalog.models["llama-3.1-70b"]
+    s = shape_of(arch)
+    vocab = 2 * arch.vocab * arch.hidden
+    for tp in (1, 2, 8):
+        per_gpu = float(weight_bytes_per_gpu(s, Parallel(tp=tp), FP8))
+        assert per_gpu * tp == pytest.approx((params_total(arch) - vocab) * 1.0 + vocab * 2.0, rel=1e-6)
+    ds = shape_of(catalog.models["deepseek-v3"])
+    ep8 = float(weight_bytes_per_gpu(ds, Parallel(tp=8, moe_tp=1, ep=8), FP8))
+    mtp8 = float(weight_bytes_per_gpu(ds, Parallel(tp=8, moe_tp=8, ep=1), FP8))
+    assert ep8 == pytest.approx(mtp8)  # experts split 8 ways either way
+    adp = float(weight_bytes_per_gpu(ds, Parallel(tp=1, dp=8, moe_tp=1, ep=8), FP8))
+    assert adp > ep8  # attention DP replicates the attention weights on every rank
+
+
+def test_kv_bytes_match_catalog_formula(catalog: Catalog) -> None:
+    arch = catalog.models["llama-3.1-70b"]
+    s = shape_of(arch)
+    expected = float(kv_cache_bytes_per_token(arch, 1.0)) * 4096
+    assert float(kv_bytes_per_sequence_per_gpu(s, Parallel(tp=1), "fp8", 4096)) == pytest.approx(expected)
+    # GQA splits over up to 8 KV heads; beyond that heads are duplicated
+    assert float(kv_bytes_per_sequence_per_gpu(s, Parallel(tp=8), "fp8", 4096)) == pytest.approx(expected / 8)
+    assert float(kv_bytes_per_sequence_per_gpu(s, Parallel(tp=16), "fp8", 4096)) == pytest.approx(expected / 8)
+    ds = shape_of(catalog.models["deepseek-v3"])
+    one = float(kv_bytes_per_sequence_per_gpu(ds, Parallel(tp=1), "bf16", 1000))
+    assert one == pytest.approx(61 * 576 * 2 * 1000)  # MLA latent, replicated on every TP rank
+    assert float(kv_bytes_per_sequence_per_gpu(ds, Parallel(tp=8), "bf16", 1000)) == pytest.approx(one)
+    gpt = shape_of(catalog.models["gpt-oss-120b"])
+    short = float(kv_bytes_per_sequence_per_gpu(gpt, Parallel(), "bf16", 128))
+    long = float(kv_bytes_per_sequence_per_gpu(gpt, Parallel(), "bf16", 8192))
+    assert long < short * 64  # sliding-window layers stop growing at 128 tokens
+
+
+def test_precision_and_hopper_fp4(catalog: Catalog) -> None:
+    h100, b200 = hw_of(catalog, "h100-sxm"), hw_of(catalog, "b200")
+    assert float(peak_flops(h100, "fp8")) == pytest.approx(catalog.accelerators["h100-sxm"].fp8_dense_flops)
+    # Hopper has no FP4 tensor cores: FP4/INT4 weights are dequantized and multiplied at BF16
+    assert float(peak_flops(h100, "fp4")) == pytest.approx(h100.bf16_flops)
+    assert float(peak_flops(h100, "int4")) == pytest.approx(h100.bf16_flops)
+    assert float(peak_flops(b200, "fp4")) == pytest.approx(catalog.accelerators["b200"].fp4_dense_flops)
+    assert WEIGHT_BYTES["fp4"] == pytest.approx(0.5625)  # NVFP4: 4-bit values + an FP8 scale per 16
+    with pytest.raises(FactoryplanError, match="kv_precision"):
+        check_precision(Precision("fp8", "fp8", "fp4"))
+
+
+def test_decode_is_memory_bound_at_batch_one(catalog: Catalog, k: Constants) -> None:
+    """Llama 3.1 70B FP8 on one H200: a decode step reads ~72 GB of weights at ~88% of 4.8 TB/s."""
+    s = shape_of(catalog.models["llama-3.1-70b"])
+    hw = hw_of(catalog, "h200-sxm")
+    step = iteration(s, hw, Parallel(tp=1), FP8, k, decode_seqs=1.0, ctx=1024.0)
+    weights = float(weight_bytes_per_gpu(s, Parallel(tp=1), FP8))
+    floor = weights / (float(hw.hbm_bytes_s) * k.hbm_efficiency)
+    assert float(step.gemm) == pytest.approx(floor, rel=0.05)
+    assert 15e-3 < float(step.total) < 25e-3  # measured TPOT at 4 users: 20-21 ms
+
+
+def test_step_grows_with_batch_and_context(catalog: Catalog, k: Constants) -> None:
+    s = shape_of(catalog.models["qwen3-32b"])
+    hw = hw_of(catalog, "h100-sxm")
+    batch = np.array([1, 8, 64, 512], dtype=float)
+    t = np.asarray(iteration(s, hw, Parallel(tp=2), FP8, k, decode_seqs=batch, ctx=2048.0).total)
+    assert np.all(np.diff(t) > 0)
+    per_token = t / batch
+    assert np.all(np.diff(per_token) < 0)  # batching amortises the weight read
+    short = float(iteration(s, hw, Parallel(tp=2), FP8, k, decode_seqs=64.0, ctx=512.0).total)
+    longer = float(iteration(s, hw, Parallel(tp=2), FP8, k, decode_seqs=64.0, ctx=8192.0).total)
+    assert longer > short  # the KV read grows with context
+
+
+def test_moe_reads_only_touched_experts(catalog: Catalog, k: Constants) -> None:
+    s = shape_of(catalog.models["deepseek-r1"])
+    hw = hw_of(catalog, "h200-sxm")
+    par = Parallel(tp=8, moe_tp=1, ep=8)
+    one = float(iteration(s, hw, par, FP8, k, decode_seqs=1.0, ctx=1024.0).moe)
+    many = float(iteration(s, hw, par, FP8, k, decode_seqs=256.0, ctx=1024.0).moe)
+    expert_bytes = s.moe_layers * s.experts * s.expert_params / 8  # all experts of one GPU, FP8
+    full_read = expert_bytes / (float(hw.hbm_bytes_s) * k.hbm_efficiency * k.moe_kernel_efficiency)
+    assert one < 0.1 * full_read  # one token touches 8 of 256 experts
+    assert many > 0.9 * full_read  # 256 tokens touch nearly all
+
+
+def test_tensor_parallel_speeds_up_decode_until_latency_bound(catalog: Catalog, k: Constants) -> None:
+    s = shape_of(catalog.models["llama-3.1-70b"])
+    hw = hw_of(catalog, "h200-sxm")
+    tps = np.array([1, 2, 4, 8], dtype=float)
+    t = np.asarray(iteration(s, hw, Parallel(tp=tps), FP8, k, decode_seqs=8.0, ctx=2048.0).total)
+    assert np.all(np.diff(t) < 0)
+    assert t[-1] > t[0] / 8  # all-reduces and fixed overheads keep TP8 from being 8x faster
+    comm = np.asarray(iteration(s, hw, Parallel(tp=tps), FP8, k, decode_seqs=8.0, ctx=2048.0).comm)
+    assert comm[0] == 0.0 and np.all(comm[1:] > 0)
+
+
+def test_collectives_leave_the_domain_over_nics(catalog: Catalog, k: Constants) -> None:
+    s = shape_of(catalog.models["llama-3.1-405b"])
+    hw = hw_of(catalog, "h100-sxm")
+    inside = float(iteration(s, hw, Parallel(tp=8), FP8, k, decode_seqs=64.0, ctx=2048.0).comm)
+    across = float(iteration(s, hw, Parallel(tp=16), FP8, k, decode_seqs=64.0, ctx=2048.0).comm)
+    assert across > 2 * inside
+
+
+def test_constants_need_every_value(catalog: Catalog, k: Constants) -> None:
+    values = {f: float(getattr(k, f)) for f in k.__dataclass_fields__}
+    glob = {f: values[f] for f in ("gemm_efficiency",)}
+    with pytest.raises(FactoryplanError, match="lacks values"):
+        constants_from_values(glob, {})
+    with pytest.raises(FactoryplanError, match="unknown serving backend"):
+        constants_from_catalog(catalog, "tgi")
+    assert replace(k, arrival_group=1.0).arrival_group == 1.0
+    assert math.isfinite(k.step_overhead_s) and k.step_overhead_s > 0

@@ -1,0 +1,120 @@
+"""Serving under in-flight batching: the closed-loop identities, KV capacity and queueing, disaggregation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from factoryplan.catalog.load import Catalog
+from factoryplan.perf.inference import (
+    Constants,
+    Hardware,
+    ModelShape,
+    Parallel,
+    Precision,
+    constants_from_catalog,
+    hardware_of,
+    kv_bytes_per_sequence_per_gpu,
+    shape_of,
+    weight_bytes_per_gpu,
+)
+from factoryplan.perf.serving import disaggregated, memory, serve
+
+FP8 = Precision("fp8", "fp8", "fp8")
+CONC = np.array([1, 2, 4, 8, 16, 32, 64, 128], dtype=float)
+
+
+def setup(catalog: Catalog, model: str, acc: str, backend: str = "trtllm") -> tuple[ModelShape, Hardware, Constants]:
+    a = catalog.accelerators[acc]
+    return shape_of(catalog.models[model]), hardware_of(a, catalog.systems[a.default_system]), constants_from_catalog(
+        catalog, backend
+    )
+
+
+def test_closed_loop_identity(catalog: Catalog) -> None:
+    """Little's law: requests/s = C / (TTFT + (OSL-1)·TPOT) for the running users."""
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    r = serve(s, hw, Parallel(tp=2), FP8, k, concurrency=CONC, isl=2000, osl=500)
+    cycle = np.asarray(r.ttft_s) + 499 * np.asarray(r.tpot_s)
+    assert np.allclose(np.asarray(r.requests_per_s), CONC / cycle)
+    assert np.allclose(np.asarray(r.output_tokens_per_s), np.asarray(r.requests_per_s) * 500)
+    assert np.allclose(np.asarray(r.output_tokens_per_s_per_gpu), np.asarray(r.output_tokens_per_s) / 2)
+    assert np.allclose(np.asarray(r.tokens_per_s_per_user), 1 / np.asarray(r.tpot_s))
+
+
+def test_batching_trades_latency_for_throughput(catalog: Catalog) -> None:
+    s, hw, k = setup(catalog, "qwen3-32b", "h100-sxm")
+    r = serve(s, hw, Parallel(tp=2), FP8, k, concurrency=CONC, isl=1024, osl=512)
+    assert np.all(np.diff(np.asarray(r.tpot_s)) > 0)
+    assert np.all(np.diff(np.asarray(r.ttft_s)) >= 0)
+    tput = np.asarray(r.output_tokens_per_s)
+    assert np.all(np.diff(tput) > 0)
+    assert tput[-1] / tput[0] > 20  # decode is weight-bound at one user; 128 users share the read
+
+
+def test_single_user_latency_is_prefill_plus_decode(catalog: Catalog) -> None:
+    s, hw, k = setup(catalog, "llama-3.1-8b", "h100-sxm")
+    r = serve(s, hw, Parallel(tp=1), FP8, k, concurrency=1, isl=2000, osl=200)
+    assert float(r.tpot_s) == pytest.approx(float(r.decode_step_s))  # nobody else's prefill interferes
+    # its own prompt, plus waiting for the iteration in flight: between P and P + 2 decode steps
+    assert float(r.prefill_s) < float(r.ttft_s) < float(r.prefill_s) + 2 * float(r.decode_step_s)
+
+
+def test_kv_capacity_sets_max_concurrency(catalog: Catalog) -> None:
+    """C_max = floor(room / kv(ISL + r·OSL)); the engine's batch limit caps it."""
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    m = memory(s, hw, Parallel(tp=1), FP8, k, 1024, 8192)
+    weights = float(weight_bytes_per_gpu(s, Parallel(tp=1), FP8))
+    room = k.memory_fraction * (float(hw.hbm_bytes) - k.reserved_bytes - weights)  # TensorRT-LLM: of free memory
+    per_seq = float(kv_bytes_per_sequence_per_gpu(s, Parallel(tp=1), "fp8", 1024 + 8192))
+    assert float(m.max_concurrency) == np.floor(room / per_seq)
+    assert 30 < float(m.max_concurrency) < 64  # measured: 32 users run, 64 queue (TTFT 80 s)
+    small = memory(s, hw, Parallel(tp=8), FP8, k, 128, 128)
+    assert float(small.max_concurrency) == k.max_batch
+    vllm = constants_from_catalog(catalog, "vllm")
+    assert float(memory(s, hw, Parallel(tp=8), FP8, vllm, 128, 128).max_concurrency) == vllm.max_batch
+
+
+def test_users_beyond_capacity_queue(catalog: Catalog) -> None:
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    r = serve(s, hw, Parallel(tp=1), FP8, k, concurrency=np.array([32.0, 128.0]), isl=1024, osl=8192)
+    ttft, tpot, run = (np.asarray(x) for x in (r.ttft_s, r.tpot_s, r.running))
+    assert run[1] < 128 and run[0] == 32
+    assert ttft[1] > 50 * ttft[0]  # waiting for a KV slot: minutes, not milliseconds
+    assert tpot[1] == pytest.approx(tpot[0], rel=0.5)  # the running batch is capped, TPOT is not
+
+
+def test_does_not_fit_is_flagged(catalog: Catalog) -> None:
+    s, hw, k = setup(catalog, "llama-3.1-405b", "h100-sxm")
+    assert not bool(np.asarray(memory(s, hw, Parallel(tp=2), FP8, k, 1000, 1000).fits))
+    assert bool(np.asarray(memory(s, hw, Parallel(tp=8), FP8, k, 1000, 1000).fits))
+
+
+def test_attention_dp_spreads_prefill(catalog: Catalog) -> None:
+    """Eight attention-DP ranks prefill eight prompts side by side: at high load the per-prompt
+    work that interferes with decoding is far less than one rank's prefill of one prompt."""
+    s, hw, k = setup(catalog, "deepseek-r1", "h200-sxm")
+    adp = serve(s, hw, Parallel(tp=1, dp=8, moe_tp=1, ep=8), FP8, k, concurrency=256, isl=1024, osl=1024)
+    tpot_minus_step = float(adp.tpot_s) - float(adp.decode_step_s)
+    assert tpot_minus_step < 255 * float(adp.prefill_s) / 1023 / 2
+
+
+def test_sglang_pauses_decoding_for_prefill(catalog: Catalog) -> None:
+    s, hw, _ = setup(catalog, "qwen3-32b", "h100-sxm")
+    k = constants_from_catalog(catalog, "sglang")
+    assert not k.mixes_prefill
+    r = serve(s, hw, Parallel(tp=4), FP8, k, concurrency=64, isl=4096, osl=256)
+    assert float(r.tpot_s) > float(r.decode_step_s)
+
+
+def test_disaggregated_pools(catalog: Catalog) -> None:
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    d = disaggregated(s, hw, Parallel(tp=2), Parallel(tp=4), FP8, k, k, requests_per_s=np.array([1.0, 10.0, 100.0]),
+                      isl=4000, osl=500, decode_batch=64)
+    p_rep, d_rep = np.asarray(d.prefill_replicas), np.asarray(d.decode_replicas)
+    assert np.all(np.diff(p_rep) >= 0) and np.all(np.diff(d_rep) >= 0)
+    assert np.all(np.asarray(d.prefill_utilization) <= 0.7 + 1e-9)
+    assert np.allclose(np.asarray(d.gpus), p_rep * 2 + d_rep * 4)
+    # decode pool throughput covers the demand
+    agg = serve(s, hw, Parallel(tp=4), FP8, k, concurrency=64, isl=4000, osl=500)
+    assert float(np.asarray(d.tpot_s)) < float(agg.tpot_s)  # no prefill interference in the decode pool
