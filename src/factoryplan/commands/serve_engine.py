@@ -1,7 +1,7 @@
 """What `factoryplan serve` computes: a point estimate or a capacity plan, as a flat dict of figures.
 
 Kept apart from the command so that the command module stays light at CLI start-up; this module
-loads numpy and the engine.
+loads numpy and the engine (the capacity planner only when a plan is asked for).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import params_active, params_total, resolve_model
 from factoryplan.catalog.schema import Accelerator, ModelArch, System
 from factoryplan.errors import FactoryplanError, InfeasibleError
-from factoryplan.perf.capacity import Demand, layouts, min_gpus_to_fit, pareto_frontier, plan_capacity
-from factoryplan.perf.capacity import evaluate_grid as _grid
 from factoryplan.perf.inference import (
     Constants,
     Hardware,
@@ -95,6 +93,8 @@ class Layout:
 
 
 def _needs(setup: Setup) -> str:
+    from factoryplan.perf.capacity import min_gpus_to_fit
+
     need = min_gpus_to_fit(setup.shape, setup.hw, setup.prec, setup.k)
     return f"needs >= {need} x {setup.acc.id} at {setup.prec.weights}"
 
@@ -140,6 +140,8 @@ def capacity(
     setup: Setup, layout: Layout, peak_rps: float, isl: int, osl: int, ttft_s: float, tpot_s: float, mode: str
 ) -> dict[str, Any]:
     """The fewest-GPU plan meeting the targets at ``peak_rps`` (JSON-ready), with its frontier."""
+    from factoryplan.perf.capacity import Demand, evaluate_grid, layouts, pareto_frontier, plan_capacity
+
     s, hw = setup.shape, setup.hw
     lay = layouts(s, int(setup.system.scaleup_domain_gpus))
     if layout.tp is not None:
@@ -153,7 +155,7 @@ def capacity(
     modes = ("aggregated", "disaggregated") if mode == "auto" else (mode,)
     d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s)
     plan = plan_capacity(s, hw, setup.prec, setup.k, d, modes=modes, lay=lay)
-    frontier = pareto_frontier(_grid(s, hw, setup.prec, setup.k, lay, isl, osl), hw)
+    frontier = pareto_frontier(evaluate_grid(s, hw, setup.prec, setup.k, lay, isl, osl), hw)
     return {
         "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
         "precision": setup.prec.weights, "kv_precision": setup.prec.kv, "peak_requests_per_s": peak_rps,
