@@ -166,5 +166,7 @@ def capacity(
         "tpot_ms": plan.tpot_s * 1e3, "tokens_per_s_per_user": plan.tokens_per_s_per_user,
         "output_tokens_per_s_per_gpu": plan.output_tokens_per_s_per_gpu, "power_kw": plan.power_w / 1e3,
         "output_tokens_per_s_per_mw": plan.output_tokens_per_s_per_mw, "prefill_gpus": plan.prefill_gpus,
-        "decode_gpus": plan.decode_gpus, "alternatives": plan.alternatives, "frontier": frontier,
+        "decode_gpus": plan.decode_gpus,
+        "prefill_to_decode_gpus": plan.prefill_gpus / plan.decode_gpus if plan.decode_gpus else 0.0,
+        "alternatives": plan.alternatives, "frontier": frontier,
     }

@@ -1,0 +1,53 @@
+"""The plan sizes inference workloads with the serving engine and reports the Pareto frontier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from factoryplan.catalog.load import Catalog
+from factoryplan.plan import build_plan
+from factoryplan.report.html import render_html
+from factoryplan.scenario import load_scenario, parse_scenario
+
+from .conftest import EXAMPLES
+
+
+def scenario(ttft_ms: float, tpot_ms: float, rps: float = 10.0) -> dict[str, object]:
+    return {
+        "name": "serving", "region": "kr", "hardware": ["h200-sxm"],
+        "workloads": [{"name": "chat", "kind": "inference", "model": "llama-3.3-70b", "requests_per_s": rps,
+                       "peak_to_average": 2, "input_tokens": 2000, "output_tokens": 400, "ttft_ms": ttft_ms,
+                       "tpot_ms": tpot_ms, "precision": "fp8"}],
+    }
+
+
+def test_inference_workload_meets_targets(catalog: Catalog) -> None:
+    plan = build_plan(parse_scenario(scenario(1500, 40)), catalog)
+    w = plan.workloads[0]
+    assert w.method.startswith("inference engine")
+    d = w.details
+    assert d["mode"] in ("aggregated", "disaggregated") and isinstance(d["config"], str)
+    assert float(d["ttft_ms"]) <= 1500 and float(d["tpot_ms"]) <= 40
+    assert float(d["peak_requests_per_s"]) > 20  # 10 rps x peak 2 / (1 - headroom)
+    assert w.gpus >= 1 and not w.warnings
+    assert len(w.frontier) >= 5 and all(p["tokens_per_s_per_mw"] > 0 for p in w.frontier)
+
+
+def test_tighter_targets_and_more_demand_cost_gpus(catalog: Catalog) -> None:
+    base = build_plan(parse_scenario(scenario(1500, 40)), catalog).workloads[0].gpus
+    tight = build_plan(parse_scenario(scenario(400, 15)), catalog).workloads[0].gpus
+    busy = build_plan(parse_scenario(scenario(1500, 40, rps=40)), catalog).workloads[0].gpus
+    assert tight > base and busy > base
+
+
+def test_unreachable_targets_warn(catalog: Catalog) -> None:
+    plan = build_plan(parse_scenario(scenario(1500, 2)), catalog)
+    assert any("unreachable" in w for w in plan.workloads[0].warnings)
+    assert any("unreachable" in w for w in plan.warnings)
+
+
+def test_html_report_has_the_frontier(catalog: Catalog, tmp_path: Path) -> None:
+    plan = build_plan(load_scenario(EXAMPLES / "enterprise-private-llm.yaml"), catalog)
+    html = render_html(plan)
+    assert "<h2>Serving</h2>" in html and "Serving Pareto frontier" in html
+    assert "tokens/s per GPU" in html
