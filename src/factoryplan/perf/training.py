@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from factoryplan import units
 from factoryplan.catalog.schema import Accelerator, System
 from factoryplan.errors import CatalogError
 from factoryplan.perf import comm, memory
@@ -107,7 +108,7 @@ class Efficiencies:
     scaleout_link_efficiency: float
     scaleup_latency_s: float
     scaleout_latency_s: float
-    memory_reserve_fraction: float  # allocator fragmentation and caching
+    memory_reserve: float  # share of HBM lost to allocator fragmentation and caching
     memory_reserve_bytes: float  # CUDA context, communication buffers
 
     def links(self, hw: Hardware) -> comm.Links:
@@ -120,6 +121,20 @@ class Efficiencies:
             scaleout_latency_s=self.scaleout_latency_s,
             nic_aggregation=self.nic_aggregation >= 0.5,
         )
+
+
+def calibration_field(key: str, value: float) -> tuple[str, float]:
+    """A calibration value's field name and value in internal units: the data file names each
+    value with a unit suffix (``gemm_efficiency_fraction``, ``scaleup_latency_us``); dimensionless
+    ones lose the suffix, others take the internal unit's (``scaleup_latency_s``)."""
+    parts = units.split_suffix(key)
+    if parts is None:
+        return key, value
+    stem, suffix = parts
+    unit = units.unit(suffix)
+    if unit.si in ("fraction", "ratio", "count"):
+        return stem, value * unit.factor
+    return units.si_field(key), value * unit.factor
 
 
 def efficiencies(
@@ -140,7 +155,10 @@ def efficiencies(
         ranked.append((scope, entry.precision is not None, entry.backend is not None, entry.id, entry.values))
     values: dict[str, float] = {}
     for *_, vals in sorted(ranked):
-        values.update({k: v for k, v in vals.items() if k in names})
+        for key, raw in vals.items():
+            name, value = calibration_field(key, raw)
+            if name in names:
+                values[name] = value
     missing = sorted(names - set(values))
     if missing:
         raise CatalogError(
@@ -254,7 +272,7 @@ def evaluate(shape: ModelShape, hw: Hardware, eff: Efficiencies, job: Job, cfg: 
     per_gpu = tps / job.gpus
     tflops = per_gpu * float(model_flops_per_token(shape, float(job.seq_len))) / 1e12
     mem = _memory(shape, eff, job, cfg, dense_p, expert_p, n_micro)
-    available = memory.usable_bytes(hw.hbm_bytes, eff.memory_reserve_fraction, eff.memory_reserve_bytes)
+    available = memory.usable_bytes(hw.hbm_bytes, eff.memory_reserve, eff.memory_reserve_bytes)
     time = {**{k: v for k, v in pipe.items() if k != "total"}, "data_parallel": dp_s, "optimizer": opt_s}
     return Evaluation(
         configs=cfg, step_time_s=step, tokens_per_s=tps, tokens_per_s_per_gpu=per_gpu,
@@ -360,6 +378,7 @@ __all__ = [
     "Evaluation",
     "Hardware",
     "Job",
+    "calibration_field",
     "efficiencies",
     "evaluate",
     "hardware",
