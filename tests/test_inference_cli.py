@@ -137,3 +137,20 @@ def test_validate_inference_data_file(capsys: pytest.CaptureFixture[str], tmp_pa
     bad.write_text("a,b\n1,2\n", encoding="utf-8")
     assert main(["validate", "inference", "--data", str(bad)]) == 2
     assert "not a measured-points file" in " ".join(capsys.readouterr().err.split())
+
+
+def test_validate_inference_models_from_config_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A model the catalog lacks is read from <org>--<name>_config.json in --configs."""
+    src = Path(__file__).parents[1] / "src" / "factoryplan" / "validation" / "data" / "serving_measured_hopper.csv"
+    lines = src.read_text(encoding="utf-8").splitlines()
+    rows = [line.replace("Qwen/Qwen3-32B", "Qwen/Qwen2-72B") for line in lines if "Qwen/Qwen3-32B" in line][:5]
+    sample = tmp_path / "points.csv"
+    sample.write_text("\n".join([lines[0], *rows]) + "\n", encoding="utf-8")
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    (configs / "Qwen--Qwen2-72B_config.json").write_text(
+        (CONFIGS / "Qwen--Qwen2-72B_config.json").read_text(encoding="utf-8"), encoding="utf-8")
+    without = run_json(capsys, "validate", "inference", "--data", str(sample))
+    assert without["data"]["points"] == 0 and without["data"]["skipped"] == 5
+    d = run_json(capsys, "validate", "inference", "--data", str(sample), "--configs", str(configs))
+    assert d["data"]["points"] == 5 and d["data"]["mape"]["tpot_ms"]["n"] == 5

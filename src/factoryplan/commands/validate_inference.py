@@ -55,6 +55,8 @@ def inference(
     measured: Annotated[bool, typer.Option("--measured", help="Add the measured H100/H200 points (summary).")] = False,
     data: Annotated[Path | None, typer.Option("--data", help="A CSV of measured points in the same layout "
                                               "(TTFT/TPOT per row).")] = None,
+    configs: Annotated[Path | None, typer.Option("--configs", help="Folder of <org>--<name>_config.json files "
+                                                 "for --data models the catalog lacks.")] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (default) or json.")] = OutputFormat.table,
     catalog: Annotated[list[Path] | None, typer.Option("--catalog", help="Catalog overlay file (repeatable).")] = None,
 ) -> None:
@@ -77,7 +79,7 @@ def inference(
     if measured:
         extra.append(("measured", load_measured(cat)))
     if data is not None:
-        extra.append(("data", load_measured(cat, data, source="data")))
+        extra.append(("data", load_measured(cat, data, source="data", configs=configs)))
     for name, loaded in extra:
         mrows = _rows(loaded.points, predict(cat, loaded.points))
         result[name] = {

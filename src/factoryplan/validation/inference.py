@@ -39,8 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from factoryplan.catalog.load import Catalog
+from factoryplan.catalog.models import resolve_model
 from factoryplan.errors import FactoryplanError
 from factoryplan.perf.inference import (
+    BACKENDS,
     Array,
     Constants,
     Hardware,
@@ -172,8 +174,44 @@ def _concurrency(row: dict[str, str]) -> float:
     return float(_int(row["batch_size"]) * _int(row.get("attention_dp_size", "")))
 
 
-def load_measured(catalog: Catalog, path: Path = MEASURED, source: str = "measured") -> Loaded:
-    """Points of a file in the aiconfigurator silicon-data layout (aggregated rows only)."""
+def quant(mode: str) -> str:
+    """The engine precision of a data set's quantization mode (``fp8_block`` -> ``fp8``,
+    ``w4a8_mxfp4_fp8`` -> ``fp4``, ``int4_wo`` -> ``int4``, empty -> ``bf16``)."""
+    key = mode.strip().lower()
+    if key in QUANT:
+        return QUANT[key]
+    for token, prec in (("fp4", "fp4"), ("int4", "int4"), ("w4", "int4"), ("fp8", "fp8"), ("bf16", "bf16")):
+        if token in key:
+            return prec
+    return "fp8"
+
+
+def _model_ref(catalog: Catalog, repo: str, configs: Path | None) -> tuple[str | None, str]:
+    """(catalog id or config.json path, reason when none): the catalog first, then
+    ``<configs>/<org>--<name>_config.json`` (the calibration set's naming)."""
+    mid = model_id(catalog, repo)
+    if mid is not None:
+        return mid, ""
+    if configs is not None:
+        cfg = configs / (repo.strip().replace("/", "--") + "_config.json")
+        matches = [c for c in configs.glob("*_config.json") if c.name.lower() == cfg.name.lower()]
+        if matches:
+            try:
+                resolve_model(catalog, str(matches[0]))
+            except FactoryplanError as exc:
+                return None, exc.message
+            return str(matches[0]), ""
+    return None, UNSUPPORTED.get(repo.strip().lower(), f"model {repo} not in the catalog")
+
+
+def load_measured(
+    catalog: Catalog, path: Path = MEASURED, source: str = "measured", configs: Path | None = None
+) -> Loaded:
+    """Points of a file in the aiconfigurator silicon-data layout (aggregated rows only).
+
+    Models resolve to catalog ids, else to a Hugging Face config.json in ``configs``; rows whose
+    model, system or serving engine is unknown are listed in ``skipped`` with the reason.
+    """
     out = Loaded()
     if not path.is_file():
         raise FactoryplanError("file not found", where=str(path))
@@ -184,29 +222,36 @@ def load_measured(catalog: Catalog, path: Path = MEASURED, source: str = "measur
             raise FactoryplanError("not a measured-points file", where=str(path), field=", ".join(missing),
                                    allowed="the columns of serving_measured_hopper.csv")
         for row in reader:
-            rid = row["id"]
-            repo = row["model_path"].strip().lower()
-            mid = model_id(catalog, repo)
-            hw = hardware_id(catalog, row["system"])
-            if row.get("mode", "agg") != "agg":
-                out.skipped.append((rid, "disaggregated row"))
-            elif mid is None:
-                out.skipped.append((rid, UNSUPPORTED.get(repo, f"model {row['model_path']} not in the catalog")))
-            elif hw is None:
-                out.skipped.append((rid, f"system {row['system']} not in the catalog"))
+            point, reason = _measured_point(catalog, row, source, configs)
+            if point is None:
+                out.skipped.append((row["id"], reason))
             else:
-                arch = catalog.models[mid]
-                conc = _concurrency(row)
-                domain = catalog.systems[hw[1]].scaleup_domain_gpus
-                par, repair = _parallel(row, arch.moe is not None, domain, conc)
-                out.points.append(Point(
-                    id=rid, source=source, model=mid, accelerator=hw[0], system=hw[1], backend=row["backend"],
-                    weights=QUANT.get(row["gemm_quant_mode"], "fp8"), experts=QUANT.get(row["moe_quant_mode"], "fp8"),
-                    par=par, isl=float(row["isl"]), osl=float(row["osl"]), concurrency=conc,
-                    ttft_ms=float(row["silicon_ttft_ms"]), tpot_ms=float(row["silicon_tpot_ms"]),
-                    repair=repair, version=row.get("backend_version", ""),
-                ))
+                out.points.append(point)
     return out
+
+
+def _measured_point(
+    catalog: Catalog, row: dict[str, str], source: str, configs: Path | None
+) -> tuple[Point | None, str]:
+    ref, reason = _model_ref(catalog, row["model_path"], configs)
+    hw = hardware_id(catalog, row["system"])
+    if row.get("mode", "agg") != "agg":
+        return None, "disaggregated row"
+    if ref is None:
+        return None, reason
+    if hw is None:
+        return None, f"system {row['system']} not in the catalog"
+    if row["backend"] not in BACKENDS:
+        return None, f"serving engine {row['backend']} has no profile"
+    arch = resolve_model(catalog, ref)
+    conc = _concurrency(row)
+    par, repair = _parallel(row, arch.moe is not None, catalog.systems[hw[1]].scaleup_domain_gpus, conc)
+    return Point(
+        id=row["id"], source=source, model=ref, accelerator=hw[0], system=hw[1], backend=row["backend"],
+        weights=quant(row["gemm_quant_mode"]), experts=quant(row["moe_quant_mode"]), par=par,
+        isl=float(row["isl"]), osl=float(row["osl"]), concurrency=conc, ttft_ms=float(row["silicon_ttft_ms"]),
+        tpot_ms=float(row["silicon_tpot_ms"]), repair=repair, version=row.get("backend_version", ""),
+    ), ""
 
 
 _PUBLISHED_MODELS = {"llama 3.3 70b": "llama-3.3-70b", "llama-3.3-70b-instruct": "llama-3.3-70b",
@@ -291,7 +336,7 @@ def predict(
     for key, idx in groups.items():
         model, acc, system, backend, weights, experts = key
         k = consts.get(backend) or constants_from_catalog(catalog, backend)
-        shape = shape_of(catalog.models[model])
+        shape = shape_of(resolve_model(catalog, model))
         hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
         pts = [points[i] for i in idx]
         kv = "fp8" if (k.kv_fp8_default and weights != "bf16") else "bf16"
