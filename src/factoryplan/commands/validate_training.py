@@ -52,6 +52,8 @@ def _rows(preds: list[Prediction]) -> list[dict[str, Any]]:
 
 def training(
     out: Annotated[Path, typer.Option("--out", "-o", help="CSV file of every row.")] = Path("validation-training.csv"),
+    data: Annotated[Path | None, typer.Option("--data", help="Another CSV in the layout of published_runs.csv "
+                                              "(default: the shipped one).")] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (default) or json.")] = OutputFormat.table,
     catalog: Annotated[list[Path] | None, typer.Option("--catalog", help="Catalog overlay file (repeatable).")] = None,
 ) -> None:
@@ -60,10 +62,22 @@ def training(
     Example: factoryplan validate training --out training.csv
     """
     from factoryplan.catalog.load import load_catalog
-    from factoryplan.validation.training import load_cases, predict, summary
+    from factoryplan.errors import FactoryplanError
+    from factoryplan.validation.training import RUNS_CSV, load_cases_report, predict, summary
 
     cat = load_catalog(catalog or [])
-    preds = [predict(case, cat) for case in load_cases(cat)]
+    source = data or RUNS_CSV
+    if not source.is_file():
+        raise FactoryplanError("file not found", where=str(source), field="--data")
+    cases, skipped = load_cases_report(cat, source)
+    if not cases:
+        raise FactoryplanError("no training row with a throughput figure", where=str(source), field="--data")
+    preds = []
+    for case in cases:
+        try:
+            preds.append(predict(case, cat))
+        except FactoryplanError as exc:
+            skipped.append((str(case.row_id), exc.render()))
     rows = _rows(preds)
     with out.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -71,7 +85,9 @@ def training(
         writer.writerows(rows)
     stats = summary(preds)
     if fmt is OutputFormat.json:
-        sys.stdout.write(json.dumps({"summary": stats, "rows": rows, "csv": str(out)}, indent=2) + "\n")
+        report = {"summary": stats, "rows": rows, "skipped": [{"row_id": r, "reason": why} for r, why in skipped],
+                  "csv": str(out)}
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     t = Table(title="Training throughput: predicted vs published (tokens/s per GPU)", title_justify="left")
     for col in ("row", "model", "GPUs", "prec", "set", "configuration", "published", "predicted", "error"):
@@ -87,6 +103,8 @@ def training(
         f"largest error {100 * stats['calibration_max_error']:.1f}%; other rows: {stats['other_rows']:.0f}, "
         f"MAPE {100 * stats['other_mape']:.1f}%, largest {100 * stats['other_max_error']:.1f}%"
     )
+    for row_id, why in skipped:
+        console.print(f"skipped row {row_id}: {why}")
     console.print(f"written: {out}")
 
 

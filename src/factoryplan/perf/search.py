@@ -75,11 +75,12 @@ def _divisors(n: int) -> list[int]:
 
 def candidates(
     shape: ModelShape, hw: Hardware, job: Job, fixed: Mapping[str, int],
-    choices: Mapping[str, Sequence[int]] | None = None,
+    choices: Mapping[str, Sequence[int]] | None = None, uneven: bool = False,
 ) -> dict[str, list[int]]:
     """Values tried in each dimension: a fixed dimension has its one value; ``choices`` narrows
-    a dimension to the values it lists."""
-    pp = sorted(set(_divisors(shape.layers)) | {d for d in _divisors(shape.layers + 2) if d <= shape.layers})
+    a dimension to the values it lists; ``uneven`` adds powers of two to the pipeline degrees."""
+    pp = sorted(set(_divisors(shape.layers)) | {d for d in _divisors(shape.layers + 2) if d <= shape.layers}
+                | ({2**i for i in range(8) if 2**i <= shape.layers} if uneven else set()))
     out = {
         "tp": _divisors(hw.domain_gpus),
         "pp": pp,
@@ -118,13 +119,13 @@ def _product(axes: Sequence[npt.ArrayLike]) -> list[IntArray]:
 
 def grid(
     shape: ModelShape, hw: Hardware, job: Job, fixed: Mapping[str, int],
-    choices: Mapping[str, Sequence[int]] | None = None,
+    choices: Mapping[str, Sequence[int]] | None = None, uneven: bool = False,
 ) -> tuple[Configs, IntArray, int]:
     """The cartesian product of :func:`candidates` with the first rule each configuration breaks
     (0: none), and the size of the full product. Built in two stages: the (tp, pp, vpp, cp)
     combinations that break a rule of their own are counted and dropped before the product with
     ep, micro-batch, recomputation and ZeRO stage; ``dp = gpus // (tp*pp*cp)``."""
-    c = candidates(shape, hw, job, fixed, choices)
+    c = candidates(shape, hw, job, fixed, choices, uneven)
     pp_all, vpp_all = _pp_vpp_pairs(shape.layers, c["pp"], fixed.get("vpp"))
     tp, pv, cp = _product([c["tp"], np.arange(pp_all.size), c["cp"]])
     one = np.ones_like(tp)
@@ -132,19 +133,23 @@ def grid(
     base = Configs(tp=tp, pp=pp_all[pv], vpp=vpp_all[pv], cp=cp, ep=one, dp=dp, mb=one, recompute=0 * one, zero=one)
     inner = [c["ep"], c["mb"], c["recompute"], c["zero"]]
     per_base = int(np.prod([len(x) for x in inner]))
-    code1 = reasons(shape, hw, job, base, fixed.get("dp"))
+    code1 = reasons(shape, hw, job, base, fixed.get("dp"), uneven)
     code1 = np.where(code1 <= FIRST_STAGE_RULES, code1, 0)
     dropped = code1[code1 > 0]
     base = base.take(code1 == 0)
     idx, ep, mb, rc, zero = _product([np.arange(len(base)), *inner])
     cfg = Configs(tp=base.tp[idx], pp=base.pp[idx], vpp=base.vpp[idx], cp=base.cp[idx], ep=ep, dp=base.dp[idx],
                   mb=mb, recompute=rc, zero=zero)
-    code = np.concatenate([reasons(shape, hw, job, cfg, fixed.get("dp")), np.repeat(dropped, per_base)])
+    code = np.concatenate([reasons(shape, hw, job, cfg, fixed.get("dp"), uneven), np.repeat(dropped, per_base)])
     return cfg, code, len(tp) * per_base
 
 
-def reasons(shape: ModelShape, hw: Hardware, job: Job, cfg: Configs, dp_fixed: int | None = None) -> IntArray:
-    """The first structural rule each configuration breaks (0: none); codes in :data:`REASONS`."""
+def reasons(
+    shape: ModelShape, hw: Hardware, job: Job, cfg: Configs, dp_fixed: int | None = None, uneven: bool = False
+) -> IntArray:
+    """The first structural rule each configuration breaks (0: none); codes in :data:`REASONS`.
+    ``uneven`` accepts any pipeline split with at least one layer per virtual stage (Megatron's
+    uneven first and last stages), as published runs of models like DeepSeek-V3 use."""
     t, p, v, c, e, d = cfg.tp, cfg.pp, cfg.vpp, cfg.cp, cfg.ep, cfg.dp
     n_micro = job.global_batch // np.maximum(d * cfg.mb, 1)
     pv = p * v
@@ -155,7 +160,7 @@ def reasons(shape: ModelShape, hw: Hardware, job: Job, cfg: Configs, dp_fixed: i
     checks = [
         (shape.heads % t != 0) | (shape.kv_heads % t != 0),
         (t > hw.domain_gpus) | (hw.domain_gpus % t != 0),
-        (shape.layers % pv != 0) & ((shape.layers + 2) % pv != 0),
+        (pv > shape.layers) if uneven else (shape.layers % pv != 0) & ((shape.layers + 2) % pv != 0),
         ~gpus_ok,
         (c > 1) & (job.seq_len % (2 * c) != 0),
         (experts % e != 0) | ((t * c * d) % e != 0) | ((not shape.is_moe) & (e != 1)),
@@ -184,13 +189,14 @@ def check_one(shape: ModelShape, hw: Hardware, job: Job, cfg: Configs) -> None:
 
 def search(
     shape: ModelShape, hw: Hardware, eff: Efficiencies, job: Job, fixed: Mapping[str, int] | None = None,
-    keep: int = 6, choices: Mapping[str, Sequence[int]] | None = None,
+    keep: int = 6, choices: Mapping[str, Sequence[int]] | None = None, uneven: bool = False,
 ) -> SearchResult:
     """Enumerate, check and evaluate every configuration; rank those that fit (fastest first,
-    then least memory). ``fixed`` pins dimensions (``dp`` included); ``choices`` narrows them."""
+    then least memory). ``fixed`` pins dimensions (``dp`` included); ``choices`` narrows them;
+    ``uneven`` allows uneven pipeline stages (see :func:`reasons`)."""
     start = time.perf_counter()
     fixed = dict(fixed or {})
-    cfg, code, size = grid(shape, hw, job, fixed, choices)
+    cfg, code, size = grid(shape, hw, job, fixed, choices, uneven)
     valid = cfg.take(code[: len(cfg)] == 0)
     t0 = time.perf_counter()
     ev = evaluate(shape, hw, eff, job, valid)

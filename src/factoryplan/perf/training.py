@@ -233,10 +233,16 @@ def stage_layers(layers: int, pp: IntArray, vpp: IntArray) -> tuple[Array, Array
     """(layers of a middle pipeline stage, layers of the last stage). When ``pp*vpp`` divides
     ``L``, every stage holds ``L/pp``. Otherwise Megatron can count the embedding and the loss as
     one layer each (when ``pp*vpp`` divides ``L+2``): middle stages hold ``(L+2)/pp`` layers and the
-    first and last ``(L+2)/pp - 1`` beside the embedding and the LM head."""
-    even = (layers % (pp * vpp)) == 0
-    middle = np.where(even, layers / pp, (layers + 2) / pp)
-    last = np.where(even, middle, middle - 1.0)
+    first and last ``(L+2)/pp - 1`` beside the embedding and the LM head. Failing both, uneven
+    stages (Megatron's first/last-stage layer counts): middle stages ``ceil(L/(pp*vpp))*vpp``, the
+    last what remains."""
+    pv = pp * vpp
+    even = (layers % pv) == 0
+    plus2 = (layers + 2) % pv == 0
+    uneven = np.ceil(layers / pv) * vpp
+    middle = np.where(even, layers / pp, np.where(plus2, (layers + 2) / pp, uneven))
+    rest = np.maximum(1.0, layers - (pp - 1) * uneven)
+    last = np.where(even, middle, np.where(plus2, middle - 1.0, rest))
     return np.asarray(middle, dtype=np.float64), np.asarray(last, dtype=np.float64)
 
 

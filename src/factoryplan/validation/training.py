@@ -15,7 +15,8 @@ mapped to the engine's inputs, and every assumption the mapping makes is written
   which :func:`~factoryplan.perf.flops.published_flops_per_token` inverts; MT-NLG publishes the
   iteration time.
 * Degrees the row does not give (micro-batch, virtual stages, recomputation) are searched by the
-  engine within the row's fixed degrees, as the authors tuned theirs.
+  engine within the row's fixed degrees, as the authors tuned theirs. Pipeline stages may be
+  uneven (Megatron's first/last-stage layer counts), as published runs of 61-layer DeepSeek-V3 use.
 * Framework features follow the software of the time (``megatron-2021``: no overlap of the
   data-parallel all-reduce; ``megatron-core``: overlapped), a calibration backend, not a per-row fit.
 """
@@ -31,6 +32,7 @@ from pathlib import Path
 
 from factoryplan.catalog.load import Catalog, read_yaml
 from factoryplan.catalog.schema import ModelArch
+from factoryplan.errors import FactoryplanError
 from factoryplan.perf.flops import model_shape, published_flops_per_token
 from factoryplan.perf.search import search
 from factoryplan.perf.training import Efficiencies, Job, efficiencies, hardware
@@ -48,7 +50,8 @@ NAMED_MODELS = {
     "LLAMA3_70B": "llama-3.1-70b", "LLAMA3.1_405B": "llama-3.1-405b", "Qwen3_235B_a22B": "qwen3-235b-a22b",
     "GPT OSS 120B": "gpt-oss-120b",
 }
-GPU_TYPES = {"A100-SXM-80GB": "a100-sxm-80gb", "A100-80GB": "a100-sxm-80gb", "H100-SXM-80GB": "h100-sxm"}
+# gpu_type text -> accelerator id: the first part name found (longest first, so GB200 is not B200)
+GPU_PATTERN = re.compile(r"(gb300|gb200|b300|b200|h200|h100|h800|h20|a100|mi355x|mi325x|mi300x|gaudi3)")
 OPT_VOCAB = 50272  # OPT's GPT-2 BPE vocabulary (Zhang et al. 2022); the row leaves it blank
 
 
@@ -118,13 +121,45 @@ def _gpt_arch(row: dict[str, str], notes: list[str]) -> ModelArch:
     )
 
 
-def _arch(row: dict[str, str], catalog: Catalog, notes: list[str]) -> ModelArch:
-    name = row["model"].strip()
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def _named_arch(name: str, catalog: Catalog) -> ModelArch | None:
+    """A named benchmark model: the table above, else a catalog or validation model whose id matches
+    the name with punctuation dropped (``DeepSeek_V3`` -> ``deepseek-v3``; Llama 3 sizes -> Llama 3.1,
+    the same architectures)."""
     if name in NAMED_MODELS:
         arch_id = NAMED_MODELS[name]
-        notes.append(f"architecture {arch_id} (public config)")
         return catalog.models.get(arch_id) or validation_models()[arch_id]
-    return _gpt_arch(row, notes)
+    known = {_norm(m.id): m for m in (*validation_models().values(), *catalog.models.values())}
+    key = _norm(name)
+    return known.get(key) or known.get(key.replace("llama3", "llama31", 1))
+
+
+def _arch(row: dict[str, str], catalog: Catalog, notes: list[str]) -> ModelArch | None:
+    named = _named_arch(row["model"].strip(), catalog)
+    if named is not None:
+        notes.append(f"architecture {named.id} (public config)")
+        return named
+    if all(_int(row[c]) for c in ("layers", "hidden", "heads")):
+        return _gpt_arch(row, notes)
+    return None
+
+
+def _accelerator(gpu_type: str, catalog: Catalog) -> str | None:
+    """The catalog accelerator a row's ``gpu_type`` names (``A100-SXM-80GB (DGX A100, Selene)``)."""
+    text = gpu_type.lower()
+    m = GPU_PATTERN.search(text)
+    if m is None:
+        return None
+    part = m.group(1)
+    choice = {
+        "a100": "a100-sxm-40gb" if "40" in text else "a100-sxm-80gb",
+        "h100": "h100-pcie" if "pcie" in text else "h100-sxm",
+        "h200": "h200-sxm",
+    }.get(part, part)
+    return choice if choice in catalog.accelerators else None
 
 
 def _fixed(row: dict[str, str], notes: list[str], megatron_2021: bool) -> dict[str, int]:
@@ -141,6 +176,8 @@ def _fixed(row: dict[str, str], notes: list[str], megatron_2021: bool) -> dict[s
     zero = row["FSDP_or_ZeRO"]
     if "ZeRO-3" in zero or "FSDP" in zero:
         fixed["zero"] = 3
+    elif "ZeRO-2" in zero:
+        fixed["zero"] = 2
     elif "ZeRO-1" in zero or "dist-opt" in zero:
         fixed["zero"] = 1
     elif megatron_2021 and "Narayanan" in row["source"]:
@@ -172,47 +209,83 @@ def _published(row: dict[str, str], arch: ModelArch, seq: int, gpus: int, batch:
     return tflops * 1e12 / per_token, f"{row['tflops_per_gpu']} TFLOP/s/GPU (eq. 3, with recompute)"
 
 
+def _legacy(row: dict[str, str]) -> bool:
+    """Software of 2021-2022 (Megatron-LM, Megatron-DeepSpeed, DeepSpeed): a row without a NeMo or
+    Megatron-Bridge framework whose source is dated 2022 or earlier."""
+    if any(k in row["framework"] for k in ("NeMo", "Megatron-Bridge", "Megatron-Core")):
+        return False
+    years = [int(y) for y in re.findall(r"\b(20[12]\d)\b", row["source"])]
+    return bool(years) and min(years) <= 2022
+
+
 def _backend(row: dict[str, str], legacy: bool) -> str:
     if not legacy:
         return "megatron-core"
     return "deepspeed-zero3-2021" if "ZeRO-3" in row["FSDP_or_ZeRO"] else "megatron-2021"
 
 
-def load_cases(catalog: Catalog, path: Path = RUNS_CSV) -> list[TrainingCase]:
-    """Every training row with a throughput figure and a GPU count, as a :class:`TrainingCase`."""
+def _batch(text: str, seq: int) -> int | None:
+    """Global batch in sequences from ``2048`` or ``4M tokens``."""
+    m = re.match(r"\s*([\d.]+)\s*([KMB]?)\s*tokens", text)
+    if m:
+        scale = {"": 1, "K": 2**10, "M": 2**20, "B": 2**30}[m.group(2)]
+        return max(1, int(float(m.group(1)) * scale // seq))
+    return _int(text)
+
+
+def load_cases_report(catalog: Catalog, path: Path = RUNS_CSV) -> tuple[list[TrainingCase], list[tuple[str, str]]]:
+    """(cases, skipped): every training row with a throughput figure and a GPU count as a
+    :class:`TrainingCase`; rows that cannot be mapped (unknown model or GPU, no sequence length or
+    batch) as (row id, reason)."""
     with path.open(encoding="utf-8", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["category"].startswith("training")]
-    cases = []
+        rows = [r for r in csv.DictReader(fh) if r.get("category", "").startswith("training")]
+    cases, skipped = [], []
     for row in rows:
         has_rate = row["tflops_per_gpu"] or row["tokens_per_s_per_gpu"] or row["iteration_time_s"]
         if not has_rate or not _int(row["gpu_count"]):
             continue
-        notes: list[str] = []
-        legacy = "NeMo" not in row["framework"]
-        arch = _arch(row, catalog, notes)
-        seq, gpus = int(row["seq_len"]), int(row["gpu_count"])
-        tokens_batch = re.match(r"\s*([\d.]+)M tokens", row["global_batch"])
-        batch = int(float(tokens_batch.group(1)) * 2**20 // seq) if tokens_batch else int(row["global_batch"])
-        fixed = _fixed(row, notes, legacy)
-        if any(k in row["source"] for k in ("Turing", "BLOOM")):
-            fixed["vpp"] = 1
-            notes.append("DeepSpeed pipeline engine: 1F1B without interleaving")
-        if "OPT" in row["model"]:
-            fixed.update(tp=8, zero=3)
-            batch = gpus  # 2M tokens on 992 GPUs: one 2048-token sequence per GPU per step
-            notes.append("TP 8 and FSDP (metaseq), 992 sequences per step; 'up to' figure, not calibrated")
-        rate, text = _published(row, arch, seq, gpus, batch)
-        acc = GPU_TYPES[row["gpu_type"].split(" ")[0]]
-        calibrated = row["category"] == "training_benchmark" or row["model"].startswith("BLOOM")
-        cases.append(TrainingCase(
-            row_id=int(row["row_id"]), model=row["model"], arch=arch, accelerator=acc, gpus=gpus,
-            precision="fp8" if "FP8" in row["precision"].upper() else "bf16", seq_len=seq, global_batch=batch,
-            fixed=fixed, backend=_backend(row, legacy),
-            published_tokens_per_s_per_gpu=rate, published_text=text,
-            calibration=calibrated and "OPT" not in row["model"] and row["category"] != "training_projection",
-            source=row["source"], notes=notes,
-        ))
-    return cases
+        case, reason = _case(row, catalog)
+        if case is None:
+            skipped.append((row["row_id"], reason))
+        else:
+            cases.append(case)
+    return cases, skipped
+
+
+def load_cases(catalog: Catalog, path: Path = RUNS_CSV) -> list[TrainingCase]:
+    """The cases of :func:`load_cases_report`."""
+    return load_cases_report(catalog, path)[0]
+
+
+def _case(row: dict[str, str], catalog: Catalog) -> tuple[TrainingCase | None, str]:
+    notes: list[str] = []
+    legacy = _legacy(row)
+    arch = _arch(row, catalog, notes)
+    acc = _accelerator(row["gpu_type"], catalog)
+    seq, gpus = _int(row["seq_len"]), int(row["gpu_count"])
+    batch = _batch(row["global_batch"], seq) if seq else None
+    if arch is None or acc is None or not seq or not batch:
+        what = "model" if arch is None else "GPU" if acc is None else "sequence length or global batch"
+        return None, f"unknown {what}"
+    fixed = _fixed(row, notes, legacy)
+    if any(k in row["source"] for k in ("Turing", "BLOOM")):
+        fixed["vpp"] = 1
+        notes.append("DeepSpeed pipeline engine: 1F1B without interleaving")
+    if "OPT" in row["model"]:
+        fixed.update(tp=8, zero=3)
+        batch = gpus  # 2M tokens on 992 GPUs: one 2048-token sequence per GPU per step
+        notes.append("TP 8 and FSDP (metaseq), 992 sequences per step; 'up to' figure, not calibrated")
+    rate, text = _published(row, arch, seq, gpus, batch)
+    upper = row["precision"].upper()
+    calibrated = row["category"] == "training_benchmark" or row["model"].startswith("BLOOM")
+    return TrainingCase(
+        row_id=int(row["row_id"]), model=row["model"], arch=arch, accelerator=acc, gpus=gpus,
+        precision="fp4" if "FP4" in upper else "fp8" if "FP8" in upper else "bf16", seq_len=seq,
+        global_batch=batch, fixed=fixed, backend=_backend(row, legacy),
+        published_tokens_per_s_per_gpu=rate, published_text=text,
+        calibration=calibrated and "OPT" not in row["model"] and row["category"] != "training_projection",
+        source=row["source"], notes=notes,
+    ), ""
 
 
 @dataclass(frozen=True)
@@ -245,10 +318,13 @@ def predict(
         eff = tune(eff, case)
     shape = model_shape(case.arch)
     job = Job(seq_len=case.seq_len, global_batch=case.global_batch, gpus=case.gpus, precision=case.precision)
-    result = search(shape, hw, eff, job, case.fixed)
+    result = search(shape, hw, eff, job, case.fixed, uneven=True)
     ev = result.evaluation
     if not len(ev.configs):
-        raise ValueError(f"row {case.row_id}: no valid configuration for {case.fixed}")
+        raise FactoryplanError(
+            f"row {case.row_id}: the row's degrees admit no configuration", value=case.fixed,
+            allowed="; ".join(result.rejected),
+        )
     i = int(result.ranking[0]) if result.ranking.size else int(ev.tokens_per_s.argmax())
     return Prediction(
         case=case, config=ev.configs.row(i), tokens_per_s_per_gpu=float(ev.tokens_per_s_per_gpu[i]),
@@ -269,4 +345,4 @@ def summary(predictions: list[Prediction]) -> dict[str, float]:
     return out
 
 
-__all__ = ["Prediction", "TrainingCase", "load_cases", "predict", "summary", "validation_models"]
+__all__ = ["Prediction", "TrainingCase", "load_cases", "load_cases_report", "predict", "summary", "validation_models"]
