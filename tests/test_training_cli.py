@@ -88,3 +88,24 @@ def test_validate_training_writes_csv(tmp_path: Path, capsys: pytest.CaptureFixt
     assert len(rows) == len(report["rows"]) >= 45
     assert report["summary"]["calibration_mape"] < 0.10
     assert {"row_id", "published_tokens_per_s_per_gpu", "predicted_tokens_per_s_per_gpu", "error_pct"} <= set(rows[0])
+
+
+def test_validate_training_reads_another_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from factoryplan.validation.training import RUNS_CSV
+
+    with RUNS_CSV.open(encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+        row = next(r for r in reader if r["row_id"] == "77")
+    data = tmp_path / "runs.csv"
+    with data.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerow({**row, "row_id": "1001", "gpu_type": "B200 (DGX-B200)", "model": "Llama3_70B"})
+        writer.writerow({**row, "row_id": "1002", "gpu_type": "TPU v5p"})
+    assert main(["validate", "training", "--data", str(data), "--out", str(tmp_path / "o.csv"), "--format",
+                 "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(r["row_id"], r["accelerator"]) for r in report["rows"]] == [(1001, "b200")]
+    assert report["skipped"] == [{"row_id": "1002", "reason": "unknown GPU"}]
+    assert main(["validate", "training", "--data", str(tmp_path / "none.csv")]) != 0

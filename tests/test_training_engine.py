@@ -83,6 +83,9 @@ def test_last_stage_holds_the_lm_head_and_fewer_layers() -> None:
     mid, last = stage_layers(126, np.array([8, 7, 1]), np.array([8, 1, 1]))
     assert list(mid) == [16.0, 18.0, 126.0]
     assert list(last) == [15.0, 18.0, 126.0]
+    # uneven stages (61-layer DeepSeek-V3 on 4 stages): 16 layers on the middle ones, 13 on the last
+    mid, last = stage_layers(61, np.array([4]), np.array([1]))
+    assert (float(mid[0]), float(last[0])) == (16.0, 13.0)
 
 
 def test_moe_expert_parallelism_across_nodes_costs_all_to_all(catalog: Catalog) -> None:
