@@ -29,7 +29,7 @@ import numpy as np
 from scipy.optimize import least_squares
 
 from factoryplan.catalog.load import DATA_DIR, load_catalog
-from factoryplan.perf.inference import BACKENDS, Constants, constants_from_catalog
+from factoryplan.perf.inference import BACKENDS, YAML_NAMES, Constants, constants_from_catalog
 from factoryplan.validation.inference import Point, Prediction, load_measured, load_published, predict
 
 # (name, low, high, log-scaled, prior centre, prior width) of every fitted constant. The priors are
@@ -225,11 +225,11 @@ def write_yaml(consts: dict[str, Constants], spreads: dict[str, str], fitted_on:
         elif stripped.startswith("- id: inference-engine-"):
             section = stripped.rsplit("-", 1)[1]
         name = stripped.split(":", 1)[0]
-        fitted = {row[0] for row in (GLOBAL if section == "*" else ENGINE)}
+        fitted = {YAML_NAMES.get(row[0], row[0]): row[0] for row in (GLOBAL if section == "*" else ENGINE)}
         if section and name in fitted and line.startswith("    ") and ":" in stripped:
             c = consts[BACKENDS[0] if section == "*" else section]
             comment = line[line.index("#"):] if "#" in line else ""
-            line = f"    {name}: {getattr(c, name):.4g}".ljust(35) + comment
+            line = f"    {name}: {getattr(c, fitted[name]):.4g}".ljust(39) + " " + comment
         elif section and stripped.startswith("spread:"):
             line = f'  spread: "{spreads[section]}"'
         elif section and stripped.startswith("fitted_on:"):

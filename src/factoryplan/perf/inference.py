@@ -218,16 +218,33 @@ ENGINE_FIELDS = (
 )
 
 
+# How each constant is named in calibrations.inference.yaml: with its unit (catalog convention).
+YAML_NAMES: dict[str, str] = {
+    "gemm_efficiency": "gemm_efficiency_fraction", "gemm_m_half": "gemm_m_half_tokens",
+    "moe_efficiency": "moe_efficiency_ratio", "hbm_efficiency": "hbm_efficiency_fraction",
+    "kv_efficiency": "kv_efficiency_fraction", "attention_efficiency": "attention_efficiency_fraction",
+    "roofline_sharpness": "roofline_sharpness_ratio", "link_efficiency": "link_efficiency_fraction",
+    "moe_kernel_efficiency": "moe_kernel_efficiency_ratio", "arrival_group": "arrival_group_count",
+    "token_budget": "token_budget_tokens", "max_batch": "max_batch_count", "kv_reserve": "kv_reserve_fraction",
+}
+
+
 def constants_from_values(global_values: dict[str, float], engine_values: dict[str, float]) -> Constants:
-    """Build :class:`Constants` from two value mappings (global physics, one engine's profile)."""
+    """Build :class:`Constants` from two value mappings (global physics, one engine's profile),
+    keyed by the catalog's names (``gemm_efficiency_fraction``) or the field names."""
     merged = {**global_values, **engine_values}
-    missing = [f for f in (*GLOBAL_FIELDS, *ENGINE_FIELDS) if f not in merged]
+    args: dict[str, float | bool] = {}
+    missing = []
+    for f in GLOBAL_FIELDS + ENGINE_FIELDS:
+        key = YAML_NAMES.get(f, f)
+        if key in merged or f in merged:
+            args[f] = float(merged[key] if key in merged else merged[f])
+        else:
+            missing.append(key)
     if missing:
         raise FactoryplanError("inference calibration lacks values", field="values", value=", ".join(missing))
-    args: dict[str, float | bool] = {f: float(merged[f]) for f in GLOBAL_FIELDS + ENGINE_FIELDS}
-    args["mixes_prefill"] = bool(merged["mixes_prefill"])
-    args["kv_fp8_default"] = bool(merged["kv_fp8_default"])
-    args["fraction_of_free"] = bool(merged["fraction_of_free"])
+    for flag in ("mixes_prefill", "kv_fp8_default", "fraction_of_free"):
+        args[flag] = bool(args[flag])
     return Constants(**args)  # type: ignore[arg-type]
 
 
