@@ -63,7 +63,6 @@ class ModelShape:
     expert_params: int  # one routed expert
     shared_params: int
     router_params: int
-    norm_params: int  # per layer
     embedding_params: int  # input embedding and any learned position table
     lm_head_params: int  # V*h, counted as a matrix product even when tied
     tied_embeddings: bool
@@ -123,7 +122,6 @@ def model_shape(arch: ModelArch) -> ModelShape:
         expert_params=models.expert_params(arch),
         shared_params=models.shared_expert_params(arch),
         router_params=models.router_params(arch),
-        norm_params=models.norm_params_per_layer(arch),
         embedding_params=breakdown["embedding"] + breakdown["position_embedding"],
         lm_head_params=arch.vocab * arch.hidden,
         tied_embeddings=arch.tied_embeddings,

@@ -25,7 +25,6 @@ from factoryplan.perf.training import Configs, Efficiencies, Evaluation, Hardwar
 
 IntArray = npt.NDArray[np.int64]
 
-DIMENSIONS = ("tp", "pp", "vpp", "cp", "ep", "dp", "mb", "recompute", "zero")
 CP_CHOICES = (1, 2, 4, 8, 16, 32)
 MB_CHOICES = (1, 2, 4, 8, 16)
 FIRST_STAGE_RULES = 5  # rules 1-5 depend on tp, pp, vpp and cp only
@@ -216,4 +215,4 @@ def search(
     )
 
 
-__all__ = ["DIMENSIONS", "REASONS", "SearchResult", "candidates", "check_one", "grid", "reasons", "search"]
+__all__ = ["REASONS", "SearchResult", "candidates", "check_one", "grid", "reasons", "search"]

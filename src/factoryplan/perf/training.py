@@ -49,7 +49,6 @@ Array = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 PRECISIONS = ("bf16", "fp8", "fp4")
-BACKENDS = ("megatron-core", "megatron-2021", "deepspeed-zero3-2021")
 DEFAULT_BACKEND = "megatron-core"
 OPTIMIZER_BYTES_PER_PARAM = 30.0  # Adam: read grad, read/write fp32 master, m, v; write weights; grad norm
 
@@ -376,7 +375,6 @@ def _memory(
 
 
 __all__ = [
-    "BACKENDS",
     "DEFAULT_BACKEND",
     "PRECISIONS",
     "Configs",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from factoryplan.catalog.schema import Accelerator, ModelArch, System
-from factoryplan.errors import FactoryplanError, InfeasibleError
+from factoryplan.errors import InfeasibleError
 from factoryplan.perf import goodput
 from factoryplan.perf.flops import ModelShape, model_flops_per_token, model_shape
 from factoryplan.perf.search import candidates, search
@@ -146,11 +146,4 @@ def size_for_deadline(
     return meets
 
 
-def check_inputs(tokens: float, deadline_days: float, seq_len: int) -> None:
-    """Reject impossible inputs with the field named."""
-    for name, value in (("tokens", tokens), ("deadline_days", deadline_days), ("seq_len", seq_len)):
-        if value <= 0:
-            raise FactoryplanError("must be positive", field=name, value=value)
-
-
-__all__ = ["Sized", "check_inputs", "size_for_deadline"]
+__all__ = ["Sized", "size_for_deadline", "usable_counts"]
