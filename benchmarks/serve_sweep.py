@@ -25,7 +25,9 @@ from factoryplan.perf.capacity import Demand, plan_capacity
 from factoryplan.perf.inference import Parallel, Precision, constants_from_catalog, hardware_of, shape_of
 from factoryplan.perf.serving import serve
 
-CASES = (("llama-3.1-70b", "h200-sxm"), ("deepseek-r1", "gb200"), ("qwen3-235b-a22b", "b200"), ("gpt-oss-120b", "h100-sxm"))
+CASES = (
+    ("llama-3.1-70b", "h200-sxm"), ("deepseek-r1", "gb200"), ("qwen3-235b-a22b", "b200"), ("gpt-oss-120b", "h100-sxm"),
+)
 
 
 def sweep(n: int, model: str, acc_id: str) -> float:
