@@ -14,7 +14,8 @@ the replica holds ``C`` prefills and ``OSL`` decode iterations, so
 * in a closed loop with equal lengths, users that finish together come back together: requests
   reach the scheduler in groups of ``G = 1 + (C_run-1) / (1 + (C_run-1)/G0)`` (``G0`` the engine's
   calibrated scale of such groups; one user is a group of one). ``n = max(1, budget/ISL)`` prompts
-  fit one iteration (per attention-DP rank), so the group is prefilled over ``ceil(G/n)`` iterations and a request waits on average ``(G + min(G, n))/2`` prefills,
+  fit one iteration (per attention-DP rank), so the group is prefilled over ``ceil(G/n)``
+  iterations and a request waits on average ``(G + min(G, n))/2`` prefills,
   ``TTFT = t_dec·(1/2 + chunks) + P_1 + P·((G + min(G, n))/2 - 1)`` with ``P_1`` the request's
   own prefill (plus the decode parts of the group's mixed iterations);
 * the other ``C_run - (G + min(G, n))/2`` prefills of a cycle land inside the request's decode
