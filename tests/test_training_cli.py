@@ -48,13 +48,15 @@ def test_run_figures_with_tokens(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_config_that_does_not_fit_says_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
-    r = _json(capsys, "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--gpus", "8", "--global-batch", "8")
+    r = _json(capsys, "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--gpus", "8", "--seq-len", "4096",
+              "--global-batch", "8")
     assert r["fits"] is False and r["memory_shortfall_gib"] > 100
 
 
 def test_config_json_model(capsys: pytest.CaptureFixture[str]) -> None:
     path = ROOT / "tests" / "data" / "hf_configs" / "meta-llama--Llama-3.1-8B_config.json"
-    r = _json(capsys, "--model", str(path), "--gpu", "h100-sxm", "--gpus", "8", "--global-batch", "64")
+    r = _json(capsys, "--model", str(path), "--gpu", "h100-sxm", "--gpus", "8", "--seq-len", "4096",
+              "--global-batch", "64")
     assert r["params"] == pytest.approx(8.03e9, rel=0.01)
 
 
@@ -67,10 +69,12 @@ def test_config_json_model(capsys: pytest.CaptureFixture[str]) -> None:
         (["--precision", "fp8", "--gpu", "a100-sxm-80gb"], "no fp8"),
         (["--recompute", "some"], "--recompute"),
         (["--gpu", "h100"], "did you mean"),
+        (["--global-batch", "0"], "--global-batch"),
     ],
 )
 def test_errors_are_one_line(capsys: pytest.CaptureFixture[str], args: list[str], text: str) -> None:
-    base = {"--model": "llama-3.1-70b", "--gpu": "h100-sxm", "--gpus": "64"}
+    base = {"--model": "llama-3.1-70b", "--gpu": "h100-sxm", "--gpus": "64", "--seq-len": "8192",
+            "--global-batch": "1024"}
     for flag, value in zip(args[::2], args[1::2], strict=True):
         base[flag] = value
     argv = ["train", *[x for kv in base.items() for x in kv]]
