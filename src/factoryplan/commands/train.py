@@ -69,17 +69,13 @@ def train(
     """
     from factoryplan.catalog.load import load_catalog
     from factoryplan.catalog.models import resolve_model
-    from factoryplan.perf.training_run import (
-        TrainingRequest,
-        catalog_run_assumptions,
-        recompute_code,
-        resolve_hardware,
-    )
+    from factoryplan.commands.serve import resolve_gpu
+    from factoryplan.perf.training_run import TrainingRequest, catalog_run_assumptions, recompute_code
     from factoryplan.perf.training_run import train as run_train
 
     cat = load_catalog(catalog or [])
     arch = resolve_model(cat, model)
-    acc, system = resolve_hardware(cat, gpu)
+    acc, system = resolve_gpu(cat, gpu)
     given = {"tp": tp, "pp": pp, "vpp": vpp, "cp": cp, "ep": ep, "mb": micro_batch, "zero": zero,
              "recompute": recompute_code(recompute) if recompute is not None else None}
     req = TrainingRequest(

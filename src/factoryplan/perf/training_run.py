@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from factoryplan.catalog.schema import Accelerator, ModelArch, System
-from factoryplan.errors import FactoryplanError, unknown
+from factoryplan.errors import FactoryplanError
 from factoryplan.perf import goodput
 from factoryplan.perf.flops import model_flops_per_token, model_shape
 from factoryplan.perf.memory import RECOMPUTE
@@ -55,17 +55,6 @@ class TrainingRequest:
     search: bool = False
     tokens: float | None = None
     backend: str = DEFAULT_BACKEND
-
-
-def resolve_hardware(catalog: Catalog, ref: str) -> tuple[Accelerator, System]:
-    """An accelerator id (with its usual system: ``gb200`` -> GB200 NVL72) or a system id."""
-    if ref in catalog.systems:
-        system = catalog.systems[ref]
-        return catalog.accelerators[system.accelerator], system
-    if ref in catalog.accelerators:
-        acc = catalog.accelerators[ref]
-        return acc, catalog.systems[acc.default_system]
-    raise unknown("accelerator or system", ref, [*catalog.accelerators, *catalog.systems], field="--gpu")
 
 
 def run_assumptions(values: dict[str, float]) -> goodput.RunAssumptions:
@@ -201,7 +190,6 @@ __all__ = [
     "TrainingRequest",
     "catalog_run_assumptions",
     "recompute_code",
-    "resolve_hardware",
     "run_assumptions",
     "train",
 ]
