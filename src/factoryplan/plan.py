@@ -353,6 +353,11 @@ def build_plan(
             f"facility power {chosen.power.facility_mw:,.1f} MW exceeds the budget of "
             f"{scenario.power_budget_mw:,.1f} MW"
         )
+    warnings += [
+        f"assumption {name} was given but no stage of this plan uses it"
+        for name in asm.overrides
+        if name not in asm.used
+    ]
     return Plan(
         scenario=scenario.name, description=scenario.description, region=scenario.region,
         workloads=chosen.workloads, cluster=cluster, power=chosen.power, bom=chosen.bom,

@@ -51,7 +51,7 @@ class Dist:
     low: float
     high: float
     unit: str
-    shown_unit: str  # the catalog file's unit, used in reports
+    shown_unit: str = ""  # the catalog file's unit, used in reports ("" : the internal unit)
 
 
 class SensitivityItem(BaseModel):
@@ -223,11 +223,12 @@ def one_at_a_time(base: Mapping[str, float], dists: Sequence[Dist], figures: Fig
     out = figures(_with(base, columns, n))
     items = []
     for i, d in enumerate(dists):
+        shown = d.shown_unit or d.unit
         lo = {m: float(out[m][2 * i]) for m in OAT_METRICS if m in out}
         hi = {m: float(out[m][2 * i + 1]) for m in OAT_METRICS if m in out}
         items.append(SensitivityItem(
-            assumption=d.name, unit=d.shown_unit, distribution=d.kind, base=_friendly(d.value, d.shown_unit),
-            low=_friendly(d.low, d.shown_unit), high=_friendly(d.high, d.shown_unit), at_low=lo, at_high=hi,
+            assumption=d.name, unit=shown, distribution=d.kind, base=_friendly(d.value, shown),
+            low=_friendly(d.low, shown), high=_friendly(d.high, shown), at_low=lo, at_high=hi,
             swing={m: abs(hi[m] - lo[m]) for m in lo},
         ))
     return sorted(items, key=lambda it: -it.swing.get("usd_per_gpu_hour", 0.0))
