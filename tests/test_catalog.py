@@ -192,7 +192,7 @@ def test_assumption_units_are_known_and_loaded_as_expected(cat: Catalog) -> None
 def test_conversions_to_internal_units(cat: Catalog) -> None:
     h100 = cat.accelerators["h100-sxm"]
     assert h100.hbm_bytes_s == pytest.approx(3.35e12, rel=1e-12)
-    assert h100.hbm_bytes == pytest.approx(80e9, rel=1e-12)
+    assert h100.hbm_bytes == pytest.approx(81_559 * 2**20, rel=1e-3)  # nvidia-smi total, 79.6 GiB
     assert h100.bf16_dense_flops == pytest.approx(989.4e12, rel=1e-12)
     assert h100.scaleup_bidir_bytes_s == pytest.approx(900e9, rel=1e-12)
     assert cat.regions["kr"].electricity_usd_per_j == pytest.approx(182.7 / 1400 / 3.6e6, rel=1e-9)
@@ -404,7 +404,7 @@ def test_overlay_adds_and_patches(tmp_path: Path) -> None:
     cat = load_catalog([path])
     h100 = cat.accelerators["h100-sxm"]
     assert h100.hbm_bytes_s == pytest.approx(3.0e12)  # patched in another unit
-    assert h100.hbm_bytes == pytest.approx(80e9) and h100.tdp_w == 700  # the rest kept
+    assert h100.hbm_bytes == pytest.approx(79.6 * 2**30) and h100.tdp_w == 700  # the rest kept
     assert h100.source == "test overlay" and cat.origin[("accelerators", "h100-sxm")] == str(path)
     assert cat.accelerators["test-gpu"].bf16_dense_flops == pytest.approx(500e12)
     assert cat.cloud_prices["test-offer"].price_usd_per_gpu_s == pytest.approx(1.5 / 3600)

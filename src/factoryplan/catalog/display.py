@@ -9,7 +9,7 @@ from factoryplan.catalog.schema import Assumption, Entry
 
 # internal suffix -> unit shown to people (and accepted back in overlay files)
 SHOW_UNIT: dict[str, str] = {
-    "bytes": "gb",
+    "bytes": "gib",
     "bytes_s": "tb_s",
     "bit_s": "gbit_s",
     "flops": "tflops",
