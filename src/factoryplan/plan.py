@@ -32,6 +32,7 @@ from factoryplan.perf import capacity, inference, training, training_plan, train
 from factoryplan.perf.goodput import RunAssumptions
 from factoryplan.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, check_references
 from factoryplan.sovereignty.policy import Verdict, WorkloadData, assess_all
+from factoryplan.sovereignty.premium import Premium, premium
 
 DEFAULT_CANDIDATES = ("gb200", "b200", "h200-sxm", "h100-sxm")
 
@@ -113,6 +114,7 @@ class Plan(BaseModel):
     sensitivity: list[SensitivityItem] = []
     uncertainty: Uncertainty | None = None
     sovereignty: list[Verdict]
+    sovereignty_premium: Premium
     hardware_options: list[HardwareOption]
     assumptions: list[AssumptionUse]
     warnings: list[str]
@@ -334,6 +336,11 @@ def build_plan(
         chosen.costs, scenario, catalog, chosen.workloads, chosen.pools, chosen.power)
     chosen = chosen.model_copy(update={"costs": costs, "workloads": workloads})
     alternatives = _alternatives(scenario, catalog, archs, chosen, verdicts, asm)
+    sov_premium = premium(
+        plan_costs.option_costs(scenario, catalog, archs, chosen.workloads, chosen.pools, chosen.power, chosen.bom,
+                                chosen.costs, asm, size_workload),
+        verdicts,
+    )
     sens, uncertainty = plan_costs.risk(
         costs, scenario, catalog, chosen.pools, chosen.power, chosen.bom, asm, spec, sensitivity=sensitivity,
         sobol=sobol, draws=monte_carlo, seed=seed, progress=progress,
@@ -363,6 +370,7 @@ def build_plan(
         workloads=chosen.workloads, cluster=cluster, power=chosen.power, bom=chosen.bom,
         costs=chosen.costs,
         alternatives=alternatives, sensitivity=sens, uncertainty=uncertainty, sovereignty=verdicts,
+        sovereignty_premium=sov_premium,
         hardware_options=hw_options, assumptions=asm.report(),
         warnings=warnings,
     )

@@ -33,6 +33,7 @@ from factoryplan.errors import FactoryplanError
 from factoryplan.infra.bom import BomItem
 from factoryplan.infra.cluster import Pool, Power
 from factoryplan.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload
+from factoryplan.sovereignty.premium import OptionCost
 from factoryplan.units import SECONDS_PER_YEAR
 
 if TYPE_CHECKING:
@@ -196,6 +197,58 @@ def alternatives(
         if alt is not None:
             alts.append(alt)
     return alts
+
+
+def option_costs(
+    scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], results: Sequence[WorkloadResult],
+    pools: Sequence[Pool], power: Power, bom: Sequence[BomItem], costs: Costs, asm: AssumptionSet, size: SizeFn,
+) -> list[OptionCost]:
+    """What each workload alone costs through each option over the horizon (cheapest offer per option).
+
+    Owned options: the workload's share of the planned deployment (build and colocation). Cloud: the
+    workload re-sized on each offer's GPU and rented. API: the service's tokens (inference only).
+    """
+    horizon = costs.horizon_years
+    shares = workload_shares(catalog, results, pools)
+    region = catalog.regions[scenario.region]
+    dep = scenario.facility.deployment
+    other = "colocation" if dep == "own-build" else "own-build"
+    owned = {dep: costs.tco_usd, other: owned_costs(bom, pools, power, region, other, asm, horizon).tco_usd}
+    out: list[OptionCost] = []
+    for w, arch in zip(scenario.workloads, archs, strict=True):
+        best: dict[str, OptionCost] = {}
+
+        def keep(c: OptionCost, best: dict[str, OptionCost] = best) -> None:
+            if c.option_id not in best or c.tco_usd < best[c.option_id].tco_usd:
+                best[c.option_id] = c
+
+        for d, tco in owned.items():
+            keep(OptionCost(workload=w.name, option_id=OWN_OPTION[d], option=f"own hardware ({d})",
+                            kind="own" if d == "own-build" else "colo", tco_usd=tco * shares[w.name]))
+        gpus_on: dict[str, int | None] = {}
+        for price in catalog.cloud_prices.values():
+            if price.accelerator not in gpus_on:
+                acc = catalog.accelerators[price.accelerator]
+                try:
+                    gpus_on[price.accelerator] = size(w, arch, acc, catalog.systems[acc.default_system], asm).gpus
+                except FactoryplanError:
+                    gpus_on[price.accelerator] = None
+            gpus = gpus_on[price.accelerator]
+            if gpus is not None:
+                alt = cloud_alternative(price, gpus, costs.utilization, horizon, True, [])
+                keep(OptionCost(workload=w.name, option_id=price.option, option=alt.option, kind="cloud",
+                                tco_usd=alt.tco_usd))
+        if isinstance(w, InferenceWorkload):
+            tin, tout = _tokens(w)
+            svc = ServiceTokens(name=w.name, model_class=_model_class(arch, w), input_tokens_per_year=tin,
+                                output_tokens_per_year=tout)
+            for option_id in sorted({p.option for p in catalog.api_prices.values()}):
+                api = api_alternative(option_id, list(catalog.api_prices.values()), [svc], horizon, True, [])
+                if api is not None:
+                    keep(OptionCost(workload=w.name, option_id=option_id, option=api.option, kind="api",
+                                    tco_usd=api.tco_usd))
+        out.extend(best.values())
+    return out
 
 
 def risk(
