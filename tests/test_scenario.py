@@ -116,3 +116,39 @@ def test_yaml_syntax_error_names_line(tmp_path: Path) -> None:
     with pytest.raises(Exception) as exc:
         load_scenario(p)
     assert "bad.yaml" in str(exc.value) and "line" in str(exc.value)
+
+
+PHASES = [
+    {"name": "p1", "year": 2027, "power_mw": 55, "demand_scale": 0.2},
+    {"name": "p2", "year": 2028, "power_mw": 200, "hardware": ["gb300"], "demand_scale": {"svc": 0.6}},
+]
+
+
+def test_phases_parse() -> None:
+    s = parse_scenario(_with(phases=PHASES))
+    assert [p.year for p in s.phases] == [2027, 2028]
+    assert s.phases[0].scale_for("svc") == 0.2 and s.phases[1].scale_for("svc") == 0.6
+
+
+def test_phases_out_of_order_are_named() -> None:
+    with pytest.raises(ScenarioError) as exc:
+        parse_scenario(_with(phases=list(reversed(PHASES))), where="s.yaml")
+    assert "s.yaml: phases" in str(exc.value) and "in order of year" in str(exc.value)
+    assert "p2 2028, p1 2027" in str(exc.value)
+
+
+def test_phase_demand_names_unknown_workload() -> None:
+    bad = [{**PHASES[0], "demand_scale": {"svx": 1.0}}]
+    with pytest.raises(ScenarioError, match=r"phase p1: demand_scale names unknown workloads svx; workloads are svc"):
+        parse_scenario(_with(phases=bad))
+
+
+def test_phase_above_scenario_budget() -> None:
+    with pytest.raises(ScenarioError, match=r"phase p2 has power_mw 200 above the scenario's power_budget_mw 100"):
+        parse_scenario(_with(phases=PHASES, power_budget_mw=100))
+
+
+def test_phase_unknown_hardware(catalog: Catalog) -> None:
+    bad = [{**PHASES[0], "hardware": ["gb400"]}]
+    with pytest.raises(ScenarioError, match=r"phases\[0\].hardware\[0\].*gb400"):
+        build_plan(parse_scenario(_with(phases=bad)), catalog)

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from factoryplan import plan_costs
+from factoryplan import plan_costs, plan_phases
 from factoryplan.assumptions import AssumptionSet, AssumptionUse
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import params_active, params_total, resolve_model
@@ -115,12 +115,15 @@ class Plan(BaseModel):
     uncertainty: Uncertainty | None = None
     sovereignty: list[Verdict]
     sovereignty_premium: Premium
+    phasing: plan_phases.Phasing | None = None
     hardware_options: list[HardwareOption]
     assumptions: list[AssumptionUse]
     warnings: list[str]
 
 
-class _Candidate(BaseModel):
+class Candidate(BaseModel):
+    """One candidate system evaluated for a scenario: sized workloads, pools, power, materials, costs."""
+
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     workloads: list[WorkloadResult]
@@ -215,7 +218,7 @@ def _size_inference(
 def _evaluate(
     scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], hw: tuple[Accelerator, System],
     asm: AssumptionSet,
-) -> _Candidate:
+) -> Candidate:
     region = catalog.regions[scenario.region]
     results = []
     for w, arch in zip(scenario.workloads, archs, strict=True):
@@ -239,14 +242,14 @@ def _evaluate(
             f"{scenario.power_budget_mw:,.1f} MW", field="power_budget_mw", value=scenario.power_budget_mw,
         )
     costs = owned_costs(bom, pools, power, region, scenario.facility.deployment, asm, scenario.horizon_years)
-    return _Candidate(workloads=results, pools=pools, power=power, bom=bom, costs=costs)
+    return Candidate(workloads=results, pools=pools, power=power, bom=bom, costs=costs)
 
 
 def _choose(
     scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], asm: AssumptionSet
-) -> tuple[_Candidate, list[HardwareOption]]:
+) -> tuple[Candidate, list[HardwareOption]]:
     ids = scenario.hardware or [h for h in DEFAULT_CANDIDATES if h in catalog.accelerators]
-    evaluated: list[tuple[str, tuple[Accelerator, System], _Candidate | None, str]] = []
+    evaluated: list[tuple[str, tuple[Accelerator, System], Candidate | None, str]] = []
     for hw_id in ids:
         hw = resolve_hardware(catalog, hw_id)
         try:
@@ -301,7 +304,7 @@ def _option_verdict(verdicts: Sequence[Verdict], option_id: str, workloads: Sequ
 
 
 def _alternatives(
-    scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], chosen: _Candidate, verdicts: Sequence[Verdict],
+    scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], chosen: Candidate, verdicts: Sequence[Verdict],
     asm: AssumptionSet,
 ) -> list[Alternative]:
     """Own build vs colocation, cloud offers and LLM APIs for the same workloads (see plan_costs)."""
@@ -331,6 +334,9 @@ def build_plan(
         except FactoryplanError as exc:
             raise ScenarioError(exc.message, where=where, field=f"workloads[{i}].model", allowed=exc.allowed) from None
     chosen, hw_options = _choose(scenario, catalog, archs, asm)
+    phasing = plan_phases.build_phasing(
+        scenario, archs, asm, lambda sub, sub_archs: _choose(sub, catalog, sub_archs, asm)[0]
+    )
     verdicts = _verdicts(scenario, catalog)
     costs, workloads, spec = plan_costs.unit_costs(
         chosen.costs, scenario, catalog, chosen.workloads, chosen.pools, chosen.power)
@@ -370,7 +376,7 @@ def build_plan(
         workloads=chosen.workloads, cluster=cluster, power=chosen.power, bom=chosen.bom,
         costs=chosen.costs,
         alternatives=alternatives, sensitivity=sens, uncertainty=uncertainty, sovereignty=verdicts,
-        sovereignty_premium=sov_premium,
+        sovereignty_premium=sov_premium, phasing=phasing,
         hardware_options=hw_options, assumptions=asm.report(),
         warnings=warnings,
     )

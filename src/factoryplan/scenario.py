@@ -115,6 +115,31 @@ class Sovereignty(_Strict):
     minimum_level: Annotated[int, Field(ge=0, le=4)] | None = None
 
 
+class Phase(_Strict):
+    """One step of a phased build-out: by ``year``, this much power and this hardware."""
+
+    name: str = Field(min_length=1)
+    year: Annotated[int, Field(ge=2000, le=2100)]
+    power_mw: PosNum  # available at the meter by this phase (cumulative)
+    hardware: list[str] = Field(default_factory=list)  # what can be bought in this phase; empty: the scenario's
+    # share of each workload's demand (inference rate, training tokens) to serve by this phase:
+    # one number for every workload, or a mapping of workload name -> share
+    demand_scale: float | dict[str, float] = 1.0
+
+    @model_validator(mode="after")
+    def _positive_scales(self) -> Phase:
+        scales = self.demand_scale.values() if isinstance(self.demand_scale, dict) else [self.demand_scale]
+        if any(s < 0 for s in scales):
+            raise ValueError("demand_scale must not be negative")
+        return self
+
+    def scale_for(self, workload: str) -> float:
+        """The demand share of one workload in this phase (0 when a mapping does not name it)."""
+        if isinstance(self.demand_scale, dict):
+            return self.demand_scale.get(workload, 0.0)
+        return self.demand_scale
+
+
 class Scenario(_Strict):
     """A validated scenario."""
 
@@ -128,6 +153,7 @@ class Scenario(_Strict):
     assumptions: dict[str, Num] = Field(default_factory=dict)
     sovereignty: Sovereignty = Field(default_factory=Sovereignty)
     horizon_years: Annotated[float, BeforeValidator(_number), Field(gt=0, le=50)] | None = None
+    phases: list[Phase] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Scenario:
@@ -135,6 +161,28 @@ class Scenario(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"workload names must be unique; repeated: {', '.join(dupes)}")
+        years = [p.year for p in self.phases]
+        if years != sorted(years):
+            order = ", ".join(f"{p.name} {p.year}" for p in self.phases)
+            raise ValueError(f"phases must be in order of year; got {order}")
+        phase_names = [p.name for p in self.phases]
+        if len(set(phase_names)) != len(phase_names):
+            raise ValueError("phase names must be unique")
+        for p in self.phases:
+            if isinstance(p.demand_scale, dict):
+                unknown_names = sorted(set(p.demand_scale) - set(names))
+                if unknown_names:
+                    raise ValueError(
+                        f"phase {p.name}: demand_scale names unknown workloads {', '.join(unknown_names)}; "
+                        f"workloads are {', '.join(names)}"
+                    )
+        if self.power_budget_mw is not None:
+            over = [p for p in self.phases if p.power_mw > self.power_budget_mw]
+            if over:
+                raise ValueError(
+                    f"phase {over[0].name} has power_mw {over[0].power_mw:g} above the scenario's "
+                    f"power_budget_mw {self.power_budget_mw:g}"
+                )
         return self
 
 
@@ -209,7 +257,9 @@ def errors_from_validation(exc: ValidationError, data: Any, where: str) -> Scena
             msg = "each workload needs a kind"
         else:
             msg = str(err["msg"]).removeprefix("Value error, ")
-        value = _lookup(data, loc) if err["type"] != "missing" else None
+        value = _lookup(data, loc) if err["type"] != "missing" and loc else None
+        if not loc:  # a whole-scenario check: name the section it is about
+            path = "phases" if msg.startswith("phase") else "workloads" if "workload" in msg else ""
         if err["type"] == "union_tag_invalid":
             value = (err.get("ctx") or {}).get("tag")
         allowed = _allowed(err, loc, data)
@@ -246,6 +296,11 @@ def check_references(scenario: Scenario, catalog: Catalog, *, where: str = "scen
     for i, hw in enumerate(scenario.hardware):
         if hw not in hardware_ids:
             raise unknown("hardware", hw, hardware_ids, where=where, field=f"hardware[{i}]", cls=ScenarioError)
+    for p_i, phase in enumerate(scenario.phases):
+        for i, hw in enumerate(phase.hardware):
+            if hw not in hardware_ids:
+                path = f"phases[{p_i}].hardware[{i}]"
+                raise unknown("hardware", hw, hardware_ids, where=where, field=path, cls=ScenarioError)
     for w_i, w in enumerate(scenario.workloads):
         for i, hw in enumerate(w.hardware):
             if hw not in hardware_ids:
