@@ -188,7 +188,8 @@ def test_plan_reports_the_physical_design(capsys: pytest.CaptureFixture[str]) ->
         assert key in c, key
     assert c["fabric"]["leaf_switches"] > 0 and c["racks"] >= sum(p["racks"] for p in c["pools"])
     items = {b["item"] for b in out["bom"]}
-    assert {"quantum-qm9700", "storage_node"} <= items  # the real bill of materials, not shares
+    switch = load_catalog().systems[c["system"]].compute_fabric
+    assert {switch, "storage_node"} <= items  # the real bill of materials, not shares
     assert out["power"]["network_mw"] > 0 and out["power"]["within_budget"]
 
 

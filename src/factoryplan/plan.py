@@ -151,7 +151,8 @@ def peak_requests_per_s(w: InferenceWorkload, asm: AssumptionSet) -> float:
 def size_workload(
     w: Workload, arch: ModelArch, acc: Accelerator, system: System, asm: AssumptionSet
 ) -> WorkloadResult:
-    """GPUs for one workload on one system (first-order engines)."""
+    """GPUs for one workload on one system: the training engine's deadline sizing or the inference
+    engine's capacity plan."""
     warnings: list[str] = []
     frontier: list[dict[str, float]] = []
     if isinstance(w, TrainingWorkload):
@@ -215,15 +216,31 @@ def _size_inference(
                                    backend=backend)
 
 
+class Sizer:
+    """``size_workload`` remembered for one plan: the plan sizes the same workload on the same system
+    for the chosen design, the cloud alternatives and the sovereignty premium."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, str, str, str], WorkloadResult] = {}
+
+    def __call__(
+        self, w: Workload, arch: ModelArch, acc: Accelerator, system: System, asm: AssumptionSet
+    ) -> WorkloadResult:
+        key = (w.model_dump_json(), arch.model_dump_json(), acc.id, system.id)
+        if key not in self._seen:
+            self._seen[key] = size_workload(w, arch, acc, system, asm)
+        return self._seen[key]
+
+
 def _evaluate(
     scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], hw: tuple[Accelerator, System],
-    asm: AssumptionSet,
+    asm: AssumptionSet, size: Sizer,
 ) -> Candidate:
     region = catalog.regions[scenario.region]
     results = []
     for w, arch in zip(scenario.workloads, archs, strict=True):
         acc, system = resolve_hardware(catalog, w.hardware[0]) if w.hardware else hw
-        results.append(size_workload(w, arch, acc, system, asm))
+        results.append(size(w, arch, acc, system, asm))
     by_system: dict[str, list[WorkloadResult]] = {}
     for r in results:
         by_system.setdefault(r.system, []).append(r)
@@ -246,14 +263,14 @@ def _evaluate(
 
 
 def _choose(
-    scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], asm: AssumptionSet
+    scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], asm: AssumptionSet, size: Sizer,
 ) -> tuple[Candidate, list[HardwareOption]]:
     ids = scenario.hardware or [h for h in DEFAULT_CANDIDATES if h in catalog.accelerators]
     evaluated: list[tuple[str, tuple[Accelerator, System], Candidate | None, str]] = []
     for hw_id in ids:
         hw = resolve_hardware(catalog, hw_id)
         try:
-            evaluated.append((hw_id, hw, _evaluate(scenario, catalog, archs, hw, asm), ""))
+            evaluated.append((hw_id, hw, _evaluate(scenario, catalog, archs, hw, asm, size), ""))
         except InfeasibleError as exc:
             evaluated.append((hw_id, hw, None, exc.render()))
     feasible = [(c.power.within_budget, c.costs.annualized_usd_per_year, i) for i, (_, _, c, _) in enumerate(evaluated)
@@ -305,12 +322,12 @@ def _option_verdict(verdicts: Sequence[Verdict], option_id: str, workloads: Sequ
 
 def _alternatives(
     scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], chosen: Candidate, verdicts: Sequence[Verdict],
-    asm: AssumptionSet,
-) -> list[Alternative]:
+    asm: AssumptionSet, size: Sizer,
+) -> tuple[list[Alternative], list[str]]:
     """Own build vs colocation, cloud offers and LLM APIs for the same workloads (see plan_costs)."""
     return plan_costs.alternatives(
         scenario, catalog, archs, chosen.workloads, chosen.pools, chosen.power, chosen.bom, chosen.costs, asm,
-        size_workload, lambda option_id, names: _option_verdict(verdicts, option_id, names),
+        size, lambda option_id, names: _option_verdict(verdicts, option_id, names),
     )
 
 
@@ -333,18 +350,19 @@ def build_plan(
             archs.append(resolve_model(catalog, w.model))
         except FactoryplanError as exc:
             raise ScenarioError(exc.message, where=where, field=f"workloads[{i}].model", allowed=exc.allowed) from None
-    chosen, hw_options = _choose(scenario, catalog, archs, asm)
+    size = Sizer()
+    chosen, hw_options = _choose(scenario, catalog, archs, asm, size)
     phasing = plan_phases.build_phasing(
-        scenario, archs, asm, lambda sub, sub_archs: _choose(sub, catalog, sub_archs, asm)[0]
+        scenario, archs, asm, lambda sub, sub_archs: _choose(sub, catalog, sub_archs, asm, size)[0]
     )
     verdicts = _verdicts(scenario, catalog)
     costs, workloads, spec = plan_costs.unit_costs(
         chosen.costs, scenario, catalog, chosen.workloads, chosen.pools, chosen.power)
     chosen = chosen.model_copy(update={"costs": costs, "workloads": workloads})
-    alternatives = _alternatives(scenario, catalog, archs, chosen, verdicts, asm)
+    alternatives, unpriced = _alternatives(scenario, catalog, archs, chosen, verdicts, asm, size)
     sov_premium = premium(
         plan_costs.option_costs(scenario, catalog, archs, chosen.workloads, chosen.pools, chosen.power, chosen.bom,
-                                chosen.costs, asm, size_workload),
+                                chosen.costs, asm, size),
         verdicts,
     )
     sens, uncertainty = plan_costs.risk(
@@ -366,6 +384,7 @@ def build_plan(
             f"facility power {chosen.power.facility_mw:,.1f} MW exceeds the budget of "
             f"{scenario.power_budget_mw:,.1f} MW"
         )
+    warnings += unpriced
     warnings += [
         f"assumption {name} was given but no stage of this plan uses it"
         for name in asm.overrides

@@ -158,8 +158,9 @@ def alternatives(
     scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], results: Sequence[WorkloadResult],
     pools: Sequence[Pool], power: Power, bom: Sequence[BomItem], costs: Costs, asm: AssumptionSet,
     size: SizeFn, verdict: VerdictFn,
-) -> list[Alternative]:
-    """Own build vs colocation, every cloud offer and every API option, for the same workloads."""
+) -> tuple[list[Alternative], list[str]]:
+    """Own build vs colocation, every cloud offer and every API option, for the same workloads; and
+    a note for each GPU whose offers could not be priced because a workload cannot run on it."""
     horizon = costs.horizon_years
     names = [w.name for w in scenario.workloads]
     inference_share = sum(s.cost_share for s in costs.services)
@@ -169,6 +170,7 @@ def alternatives(
     )
     alts = _own_alternatives(scenario, catalog, pools, power, bom, costs, asm, verdict)
     sized: dict[str, int | None] = {}
+    notes: list[str] = []
     for price in catalog.cloud_prices.values():
         if price.accelerator not in sized:
             acc = catalog.accelerators[price.accelerator]
@@ -176,8 +178,9 @@ def alternatives(
             try:
                 sized[price.accelerator] = sum(
                     size(w, a, acc, system, asm).gpus for w, a in zip(scenario.workloads, archs, strict=True))
-            except FactoryplanError:
+            except FactoryplanError as exc:
                 sized[price.accelerator] = None
+                notes.append(f"cloud offers of {acc.id} not priced: {exc.message}")
         cloud_gpus = sized[price.accelerator]
         if cloud_gpus is None:
             continue
@@ -196,7 +199,7 @@ def alternatives(
         alt = api_alternative(option_id, list(catalog.api_prices.values()), services, horizon, ok, reasons, own)
         if alt is not None:
             alts.append(alt)
-    return alts
+    return alts, notes
 
 
 def option_costs(

@@ -13,7 +13,7 @@ that fits in memory wins. Rejected configurations are counted by their first fai
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ from factoryplan.perf.flops import ModelShape
 from factoryplan.perf.training import Configs, Efficiencies, Evaluation, Hardware, Job, evaluate
 
 IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 CP_CHOICES = (1, 2, 4, 8, 16, 32)
 MB_CHOICES = (1, 2, 4, 8, 16)
@@ -139,36 +140,46 @@ def grid(
     idx, ep, mb, rc, zero = _product([np.arange(len(base)), *inner])
     cfg = Configs(tp=base.tp[idx], pp=base.pp[idx], vpp=base.vpp[idx], cp=base.cp[idx], ep=ep, dp=base.dp[idx],
                   mb=mb, recompute=rc, zero=zero)
-    code = np.concatenate([reasons(shape, hw, job, cfg, fixed.get("dp"), uneven), np.repeat(dropped, per_base)])
+    # the base rows pass the first-stage rules, which do not depend on the inner dimensions
+    second = reasons(shape, hw, job, cfg, fixed.get("dp"), uneven, start=FIRST_STAGE_RULES + 1)
+    code = np.concatenate([second, np.repeat(dropped, per_base)])
     return cfg, code, len(tp) * per_base
 
 
 def reasons(
-    shape: ModelShape, hw: Hardware, job: Job, cfg: Configs, dp_fixed: int | None = None, uneven: bool = False
+    shape: ModelShape, hw: Hardware, job: Job, cfg: Configs, dp_fixed: int | None = None, uneven: bool = False,
+    start: int = 1,
 ) -> IntArray:
     """The first structural rule each configuration breaks (0: none); codes in :data:`REASONS`.
     ``uneven`` accepts any pipeline split with at least one layer per virtual stage (Megatron's
-    uneven first and last stages), as published runs of models like DeepSeek-V3 use."""
+    uneven first and last stages), as published runs of models like DeepSeek-V3 use. Rules below
+    ``start`` are not checked (the caller knows every configuration passes them)."""
     t, p, v, c, e, d = cfg.tp, cfg.pp, cfg.vpp, cfg.cp, cfg.ep, cfg.dp
-    n_micro = job.global_batch // np.maximum(d * cfg.mb, 1)
-    pv = p * v
-    gpus_ok = (job.gpus % (t * p * c) == 0) & (d * t * p * c == job.gpus)
-    if dp_fixed is not None:
-        gpus_ok &= d == dp_fixed
     experts = max(shape.experts, 1)
-    checks = [
-        (shape.heads % t != 0) | (shape.kv_heads % t != 0),
-        (t > hw.domain_gpus) | (hw.domain_gpus % t != 0),
-        (pv > shape.layers) if uneven else (shape.layers % pv != 0) & ((shape.layers + 2) % pv != 0),
-        ~gpus_ok,
-        (c > 1) & (job.seq_len % (2 * c) != 0),
-        (experts % e != 0) | ((t * c * d) % e != 0) | ((not shape.is_moe) & (e != 1)),
-        job.global_batch % (d * cfg.mb) != 0,
-        (v > 1) & ((p == 1) | (n_micro < p)),
+
+    def gpus_bad() -> BoolArray:
+        ok: BoolArray = (job.gpus % (t * p * c) == 0) & (d * t * p * c == job.gpus)
+        if dp_fixed is not None:
+            ok = ok & (d == dp_fixed)
+        return ~ok
+
+    def stages_bad() -> BoolArray:
+        pv = p * v
+        return (pv > shape.layers) if uneven else (shape.layers % pv != 0) & ((shape.layers + 2) % pv != 0)
+
+    checks: list[Callable[[], BoolArray]] = [
+        lambda: (shape.heads % t != 0) | (shape.kv_heads % t != 0),
+        lambda: (t > hw.domain_gpus) | (hw.domain_gpus % t != 0),
+        stages_bad,
+        gpus_bad,
+        lambda: (c > 1) & (job.seq_len % (2 * c) != 0),
+        lambda: (experts % e != 0) | ((t * c * d) % e != 0) | ((not shape.is_moe) & (e != 1)),
+        lambda: job.global_batch % (d * cfg.mb) != 0,
+        lambda: (v > 1) & ((p == 1) | (job.global_batch // np.maximum(d * cfg.mb, 1) < p)),
     ]
     code = np.zeros(len(cfg), dtype=np.int64)
-    for i, bad in reversed(list(enumerate(checks, start=1))):
-        code = np.where(bad, i, code)
+    for i in range(len(checks), start - 1, -1):
+        code = np.where(checks[i - 1](), i, code)
     return code
 
 

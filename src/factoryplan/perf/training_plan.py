@@ -113,15 +113,23 @@ def size_for_deadline(
     def attempt(n: int) -> Sized | None:
         return _evaluate(arch, acc, system, eff, seq_len, batch, precision, tokens, n, run_asm)
 
-    # grow until the deadline is met, remembering the largest count that misses it
+    # grow until the deadline is met, remembering the largest count that misses it; give up once
+    # twice the GPUs of the best run so far no longer shorten it (the batch caps data parallelism)
     n, lo, hi, searches = granular(need), 0, None, 0
+    best_days, n_at_best = math.inf, 0
     while hi is None and searches < MAX_SEARCHES and n <= 64 * granular(need):
         sized, searches = attempt(n), searches + 1
         if sized is not None and sized.days <= deadline_days:
             hi = sized
         else:
             lo = n
-            n = granular(n * (2.0 if sized is None else max(1.05, sized.days / deadline_days)))
+            if sized is not None and sized.days < 0.98 * best_days:
+                best_days, n_at_best = sized.days, n
+            elif n_at_best and n >= 2 * n_at_best:
+                break
+            # a run that never ends (goodput 0 at this scale) or none that fits: double
+            grow = 2.0 if sized is None or not math.isfinite(sized.days) else max(1.05, sized.days / deadline_days)
+            n = granular(n * min(grow, 2.0))
     # shrink: jump to the count the throughput suggests, else bisect, until adjacent to a miss
     while hi is not None and searches < MAX_SEARCHES:
         guess = granular(hi.gpus * hi.days / deadline_days)
