@@ -11,10 +11,10 @@ from pathlib import Path
 import jinja2
 
 from factoryplan.plan import Plan
-from factoryplan.report import charts_costs, charts_infra, charts_serving, fmt
+from factoryplan.report import charts_costs, charts_infra, charts_phases, charts_serving, fmt, summary
 
 TEMPLATES = Path(__file__).parent / "templates"
-CHART_MODULES = (charts_infra, charts_costs, charts_serving)
+CHART_MODULES = (charts_phases, charts_infra, charts_costs, charts_serving)
 
 
 def render_html(plan: Plan) -> str:
@@ -31,7 +31,9 @@ def render_html(plan: Plan) -> str:
     for module in CHART_MODULES:
         figures.update(module.figures(plan))
     template = env.get_template("report.html.j2")
-    return template.render(plan=plan, figures=figures, plotlyjs=get_plotlyjs())
+    names, rows = summary.feasibility(plan)
+    return template.render(plan=plan, figures=figures, plotlyjs=get_plotlyjs(), kpis=summary.headline(plan),
+                           sov_names=names, sov_rows=rows)
 
 
 def write_html(plan: Plan, path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from factoryplan.plan import Plan
+from factoryplan.report import summary
 from factoryplan.report.fmt import mw, num, usd
 
 
@@ -16,15 +17,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def render_markdown(plan: Plan) -> str:
     """The whole plan in Markdown."""
-    c, p, k = plan.cluster, plan.power, plan.costs
+    p = plan.power
     lines = [f"# {plan.scenario}", "", f"Region {plan.region}. {plan.description}".strip(), ""]
     lines += ["## Summary", ""]
-    lines += _table(
-        ["GPUs", "facility power", "capex", f"TCO ({k.horizon_years:g} y)", "per GPU-hour"],
-        [[f"{num(c.gpus)} {c.accelerator}", mw(p.facility_mw), usd(k.capex_usd), usd(k.tco_usd),
-          usd(k.usd_per_gpu_hour)]],
-    )
+    lines += _table(["figure", "value", "context"], [[k.label, k.value, k.detail] for k in summary.headline(plan)])
     lines += [f"> Warning: {w}" for w in plan.warnings] + ([""] if plan.warnings else [])
+    lines += _phases(plan)
     lines += ["## Workloads", ""]
     lines += _table(
         ["workload", "kind", "model", "hardware", "GPUs", "$/Mtok", "method"],
@@ -39,6 +37,7 @@ def render_markdown(plan: Plan) -> str:
     )
     lines += _costs(plan)
     lines += _alternatives(plan)
+    lines += _sovereignty(plan)
     lines += ["## Assumptions", ""]
     lines += _table(["name", "value", "source"], [[a.name, a.display, a.source] for a in plan.assumptions])
     return "\n".join(lines)
@@ -91,6 +90,45 @@ def _alternatives(plan: Plan) -> list[str]:
           f"{a.break_even_month:.0f}" if a.break_even_month is not None else "-",
           "yes" if a.feasible else "no", "; ".join([a.note] * bool(a.note) + a.reasons)]
          for a in sorted(plan.alternatives, key=lambda a: a.tco_usd)],
+    )
+    return lines
+
+
+def _phases(plan: Plan) -> list[str]:
+    if plan.phasing is None:
+        return []
+    ph = plan.phasing
+    lines = ["## Phased build-out", "", f"{ph.method}.", ""]
+    lines += _table(
+        ["phase", "year", "power budget", "bought", "GPUs running", "facility", "output tok/s", "capex", "opex/yr"],
+        [[p.name, str(p.year), mw(p.power_budget_mw), ", ".join(f"{num(i.gpus)} in {i.system}" for i in p.installed)
+          or "-", num(p.active_gpus), mw(p.facility_mw), num(p.serving_output_tokens_per_s), usd(p.capex_usd),
+          usd(p.opex_usd_per_year)] for p in ph.phases],
+    )
+    lines += _table(
+        ["year", "capex", "opex", "residual", "cumulative", "GPUs"],
+        [[str(t.year), usd(t.capex_usd), usd(t.opex_usd), usd(t.residual_usd), usd(t.cumulative_usd),
+          num(t.active_gpus)] for t in ph.timeline],
+    )
+    lines += [f"Programme lifetime cost {usd(ph.tco_usd)} (NPV {usd(ph.npv_usd)}). The sections below describe the "
+              "target design: all of the scenario's demand on its candidate hardware.", ""]
+    return lines
+
+
+def _sovereignty(plan: Plan) -> list[str]:
+    names, rows = summary.feasibility(plan)
+    lines = ["## Sovereignty", ""]
+    lines += _table(["option", "level", *names], [[r.option, r.level, *r.marks] for r in rows])
+    reasons = [f"- **{r.option}** for {why}" for r in rows for why in r.reasons]
+    if reasons:
+        lines += ["Why options are excluded:", "", *reasons, ""]
+    prem = plan.sovereignty_premium
+    lines += [f"### Sovereignty premium: {usd(prem.total_usd)}", "", f"{prem.method}.", ""]
+    lines += _table(
+        ["workload", "cheapest option", "cheapest the rules admit", "premium", "binding rules"],
+        [[w.workload, f"{w.cheapest_option} {usd(w.cheapest_usd)}",
+          f"{w.cheapest_feasible_option or 'none'} {usd(w.cheapest_feasible_usd)}", usd(w.premium_usd),
+          ", ".join(w.binding_rules)] for w in prem.workloads],
     )
     return lines
 

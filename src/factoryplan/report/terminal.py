@@ -6,7 +6,8 @@ from rich.console import Console
 from rich.table import Table
 
 from factoryplan.plan import Plan
-from factoryplan.report.fmt import num, usd
+from factoryplan.report import summary
+from factoryplan.report.fmt import mw, num, usd
 
 
 def _n(value: float | int | str | None) -> str:
@@ -95,6 +96,42 @@ def _alternatives(plan: Plan, limit: int = 12) -> Table:
     return t
 
 
+def _headline(plan: Plan) -> Table:
+    t = Table(title="The five numbers", title_justify="left", show_header=False)
+    t.add_column("figure", style="bold")
+    t.add_column("value", style="bold")
+    t.add_column("context", overflow="fold")
+    for k in summary.headline(plan):
+        t.add_row(k.label, k.value, k.detail)
+    return t
+
+
+def _phases(plan: Plan) -> Table | None:
+    if plan.phasing is None:
+        return None
+    ph = plan.phasing
+    t = Table(title=f"Phased build-out (lifetime cost {usd(ph.tco_usd)}, NPV {usd(ph.npv_usd)})", title_justify="left")
+    for col in ("phase", "year", "budget", "bought", "GPUs running", "facility", "output tok/s", "capex", "opex/yr"):
+        t.add_column(col, overflow="fold")
+    for p in ph.phases:
+        bought = ", ".join(f"{num(i.gpus)} in {i.system}" for i in p.installed) or "-"
+        t.add_row(p.name, str(p.year), mw(p.power_budget_mw), bought, num(p.active_gpus), mw(p.facility_mw),
+                  num(p.serving_output_tokens_per_s), usd(p.capex_usd), usd(p.opex_usd_per_year))
+    return t
+
+
+def _sovereignty(plan: Plan) -> Table:
+    names, rows = summary.feasibility(plan)
+    t = Table(title=f"Sovereignty (premium {usd(plan.sovereignty_premium.total_usd)})", title_justify="left")
+    t.add_column("option", overflow="fold")
+    t.add_column("level", overflow="fold")
+    for n in names:
+        t.add_column(n, overflow="fold")
+    for r in rows:
+        t.add_row(r.option, r.level, *[("[red]no[/red]" if m == "no" else m) for m in r.marks])
+    return t
+
+
 def _assumptions(plan: Plan) -> Table:
     t = Table(title="Assumptions used", title_justify="left")
     for col in ("name", "value", "source"):
@@ -109,7 +146,14 @@ def render(plan: Plan, console: Console) -> None:
     console.print(f"[bold]{plan.scenario}[/bold]  region {plan.region}")
     if plan.description:
         console.print(plan.description)
-    for table in (_workloads(plan), _infra(plan), _costs(plan), _alternatives(plan), _assumptions(plan)):
-        console.print(table)
+    tables = (_headline(plan), _phases(plan), _workloads(plan), _infra(plan), _costs(plan), _alternatives(plan),
+              _sovereignty(plan), _assumptions(plan))
+    for table in tables:
+        if table is not None:
+            console.print(table)
+    for p in plan.sovereignty_premium.workloads:
+        if p.binding_rules:
+            console.print(f"premium {usd(p.premium_usd)} on {p.workload}: cheapest {p.cheapest_option}, "
+                          f"admitted {p.cheapest_feasible_option} ({', '.join(p.binding_rules)})")
     for w in plan.warnings:
         console.print(f"[yellow]warning:[/yellow] {w}")
