@@ -255,8 +255,8 @@ def _evaluate(
     pools, power, bom = site.pools, site.power, site.bom
     if not power.within_budget:
         raise InfeasibleError(
-            f"needs {power.facility_mw:,.1f} MW at the meter, over the power budget of "
-            f"{scenario.power_budget_mw:,.1f} MW", field="power_budget_mw", value=scenario.power_budget_mw,
+            f"needs {power.facility_mw:,.3g} MW at the meter, over the power budget of "
+            f"{scenario.power_budget_mw:,.3g} MW", field="power_budget_mw",
         )
     costs = owned_costs(bom, pools, power, region, scenario.facility.deployment, asm, scenario.horizon_years)
     return Candidate(workloads=results, pools=pools, power=power, bom=bom, costs=costs)
@@ -353,7 +353,7 @@ def build_plan(
     size = Sizer()
     chosen, hw_options = _choose(scenario, catalog, archs, asm, size)
     phasing = plan_phases.build_phasing(
-        scenario, archs, asm, lambda sub, sub_archs: _choose(sub, catalog, sub_archs, asm, size)[0]
+        scenario, archs, asm, lambda sub, sub_archs: _choose(sub, catalog, sub_archs, asm, size)[0], where=where
     )
     verdicts = _verdicts(scenario, catalog)
     costs, workloads, spec = plan_costs.unit_costs(

@@ -139,6 +139,7 @@ def _increment(
 
 def _install(
     scenario: Scenario, archs: Sequence[ModelArch], phase: Phase, active: Sequence[_Cohort], choose: ChooseFn,
+    where: str,
 ) -> _Cohort | None:
     served: dict[str, float] = {}
     for c in active:
@@ -149,11 +150,11 @@ def _install(
         return None
     used_mw = sum(c.candidate.power.facility_mw for c in active)
     left = phase.power_mw - used_mw
-    where = f"phase {phase.name} ({phase.year})"
+    name = f"phase {phase.name} ({phase.year})"
     if left <= 0:
         raise InfeasibleError(
-            f"{where}: the cohorts already installed draw {used_mw:,.1f} MW, the whole budget of "
-            f"{phase.power_mw:g} MW, and the phase adds demand", field="phases", value=phase.power_mw,
+            f"{name}: the cohorts already installed draw {used_mw:,.3g} MW, the whole budget of "
+            f"{phase.power_mw:g} MW, and the phase adds demand", where=where, field="phases",
         )
     sub = scenario.model_copy(update={
         "workloads": workloads, "power_budget_mw": left, "phases": [],
@@ -163,8 +164,8 @@ def _install(
         candidate = choose(sub, sub_archs)
     except InfeasibleError as exc:
         raise InfeasibleError(
-            f"{where}: the demand it adds cannot be met within the {left:,.1f} MW left of its {phase.power_mw:g} MW "
-            f"budget ({exc.message})", field="phases", value=phase.power_mw,
+            f"{name}: the demand it adds cannot be met within the {left:,.3g} MW left of its {phase.power_mw:g} MW "
+            f"budget ({exc.message})", where=where, field="phases",
         ) from None
     return _Cohort(phase=phase, candidate=candidate, served=need)
 
@@ -267,7 +268,7 @@ def _timeline(cohorts: Sequence[_Cohort], asm: AssumptionSet) -> list[TimelineYe
 
 
 def build_phasing(
-    scenario: Scenario, archs: Sequence[ModelArch], asm: AssumptionSet, choose: ChooseFn,
+    scenario: Scenario, archs: Sequence[ModelArch], asm: AssumptionSet, choose: ChooseFn, *, where: str = "scenario",
 ) -> Phasing | None:
     """The phased build-out of ``scenario``, or None when it declares no phases.
 
@@ -282,14 +283,14 @@ def build_phasing(
     results = []
     previous_year = scenario.phases[0].year - 1
     for phase in scenario.phases:
-        new = _install(scenario, list(archs), phase, cohorts, choose)
+        new = _install(scenario, list(archs), phase, cohorts, choose, where)
         if new is not None:
             cohorts.append(new)
         refreshed = _refreshed(cohorts, previous_year, phase.year, life, refresh)
         results.append(_phase_result(phase, scenario, cohorts, new, refreshed))
         previous_year = phase.year
     if not cohorts:
-        raise InfeasibleError("no phase adds any demand: every demand_share is 0", field="phases")
+        raise InfeasibleError("no phase adds any demand: every demand_scale is 0", where=where, field="phases")
     timeline = _timeline(cohorts, asm)
     return Phasing(
         phases=results, timeline=timeline, capex_usd=sum(t.capex_usd for t in timeline),
