@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from factoryplan.assumptions import AssumptionSet
 from factoryplan.catalog.schema import ModelArch
 from factoryplan.economics.finance import cash_flows, discount
+from factoryplan.economics.tco import CashFlow
 from factoryplan.errors import InfeasibleError
 from factoryplan.scenario import InferenceWorkload, Phase, Scenario, TrainingWorkload, Workload
 from factoryplan.units import SECONDS_PER_YEAR
@@ -73,18 +74,9 @@ class PhaseResult(BaseModel):
     opex_usd_per_year: float  # of everything running
 
 
-class TimelineYear(BaseModel):
-    """One calendar year of the programme (costs positive)."""
+class TimelineYear(CashFlow):
+    """One calendar year of the programme: its cash flows (costs positive) and what is running."""
 
-    model_config = ConfigDict(frozen=True)
-
-    year: int
-    capex_usd: float
-    opex_usd: float
-    residual_usd: float
-    total_usd: float
-    cumulative_usd: float
-    discounted_usd: float
     active_gpus: int
     facility_mw: float
 
