@@ -42,11 +42,11 @@ REQUIRED: dict[str, set[str]] = {
         us-cloud-act-sensitive us-cloud-act-national-security planner-national-security-level"""
     ),
     "assumptions": _ids(
-        """utilization average_power_fraction training_mfu_first_order decode_bandwidth_efficiency
-        prefill_mfu_first_order it_lifetime facility_lifetime residual_value_it wacc hw_support_maintenance
+        """utilization average_power_fraction
+        it_lifetime facility_lifetime residual_value_it wacc hw_support_maintenance
         facility_om insurance ops_fte_per_gpu ops_fte_per_mw facility_build_cost liquid_cooling_uplift colo_price
-        network_capex_fraction storage_capex_fraction installation_fraction hot_spare_fraction
-        software_usd_per_gpu_year interruptions_per_gpu_year goodput_training it_overhead_fraction
+        installation_fraction hot_spare_fraction
+        software_usd_per_gpu_year interruptions_per_gpu_year
         cloud_commit_discount_1y cloud_commit_discount_3y air_cooling_limit rack_floor_area building_max_power
         serving_peak_to_average serving_headroom"""
     ),
