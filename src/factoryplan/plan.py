@@ -25,7 +25,7 @@ from factoryplan.economics.tco import Costs, owned_costs, validate_cost_assumpti
 from factoryplan.errors import FactoryplanError, InfeasibleError, ScenarioError
 from factoryplan.infra.bom import BomItem
 from factoryplan.infra.cluster import Pool, Power, build_pool
-from factoryplan.infra.deployment import plan_deployment
+from factoryplan.infra.deployment import Deployment, plan_deployment
 from factoryplan.infra.fabric import Fabric
 from factoryplan.infra.site import Cooling
 from factoryplan.perf import capacity, inference, training, training_plan, training_run
@@ -131,6 +131,7 @@ class Candidate(BaseModel):
     power: Power
     bom: list[BomItem]
     costs: Costs
+    site: Deployment  # the physical design the pools, power and materials come from
 
 
 def resolve_hardware(catalog: Catalog, hw_id: str) -> tuple[Accelerator, System]:
@@ -259,7 +260,7 @@ def _evaluate(
             f"{scenario.power_budget_mw:,.3g} MW", field="power_budget_mw",
         )
     costs = owned_costs(bom, pools, power, region, scenario.facility.deployment, asm, scenario.horizon_years)
-    return Candidate(workloads=results, pools=pools, power=power, bom=bom, costs=costs)
+    return Candidate(workloads=results, pools=pools, power=power, bom=bom, costs=costs, site=site)
 
 
 def _choose(
@@ -370,8 +371,7 @@ def build_plan(
         sobol=sobol, draws=monte_carlo, seed=seed, progress=progress,
     )
     main_pool = max(chosen.pools, key=lambda p: p.gpus)
-    site = plan_deployment(chosen.pools, catalog, asm, catalog.regions[scenario.region], scenario.facility.cooling,
-                           scenario.power_budget_mw)
+    site = chosen.site
     cluster = ClusterSummary(
         accelerator=main_pool.accelerator, system=main_pool.system, gpus=sum(p.gpus for p in chosen.pools),
         systems=sum(p.systems for p in chosen.pools), racks=site.racks,
