@@ -217,6 +217,13 @@ def _size_inference(
                                    backend=backend)
 
 
+def _mw(value: float | None) -> str:
+    """Megawatts for messages: one decimal from 10 MW, three significant figures below."""
+    if value is None:
+        return "no limit"
+    return f"{value:,.1f} MW" if value >= 10 else f"{value:.3g} MW"
+
+
 class Sizer:
     """``size_workload`` remembered for one plan: the plan sizes the same workload on the same system
     for the chosen design, the cloud alternatives and the sovereignty premium."""
@@ -256,8 +263,8 @@ def _evaluate(
     pools, power, bom = site.pools, site.power, site.bom
     if not power.within_budget:
         raise InfeasibleError(
-            f"needs {power.facility_mw:,.3g} MW at the meter, over the power budget of "
-            f"{scenario.power_budget_mw:,.3g} MW", field="power_budget_mw",
+            f"needs {_mw(power.facility_mw)} at the meter, over the power budget of "
+            f"{_mw(scenario.power_budget_mw)}", field="power_budget_mw",
         )
     costs = owned_costs(bom, pools, power, region, scenario.facility.deployment, asm, scenario.horizon_years)
     return Candidate(workloads=results, pools=pools, power=power, bom=bom, costs=costs, site=site)
@@ -332,6 +339,28 @@ def _alternatives(
     )
 
 
+def _models(scenario: Scenario, catalog: Catalog, where: str) -> list[ModelArch]:
+    """Each workload's architecture; an unknown model names the workload it belongs to."""
+    archs = []
+    for i, w in enumerate(scenario.workloads):
+        try:
+            archs.append(resolve_model(catalog, w.model))
+        except FactoryplanError as exc:
+            raise ScenarioError(exc.message, where=where, field=f"workloads[{i}].model", allowed=exc.allowed) from None
+    return archs
+
+
+def _cluster_summary(chosen: Candidate) -> ClusterSummary:
+    main_pool = max(chosen.pools, key=lambda p: p.gpus)
+    site = chosen.site
+    return ClusterSummary(
+        accelerator=main_pool.accelerator, system=main_pool.system, gpus=sum(p.gpus for p in chosen.pools),
+        systems=sum(p.systems for p in chosen.pools), racks=site.racks,
+        scalable_units=sum(p.scalable_units for p in chosen.pools), pools=chosen.pools, fabric=site.fabric,
+        cooling=site.cooling, floor_m2=site.floor_m2, halls=site.halls, buildings=site.buildings,
+    )
+
+
 def build_plan(
     scenario: Scenario, catalog: Catalog, *, where: str = "scenario", sensitivity: bool = True, sobol: int = 0,
     monte_carlo: int = 0, seed: int = 0, progress: Progress | None = None,
@@ -345,12 +374,7 @@ def build_plan(
     check_references(scenario, catalog, where=where)
     asm = AssumptionSet.from_scenario(catalog, scenario.assumptions, where=where)
     validate_cost_assumptions(asm, where=where)
-    archs = []
-    for i, w in enumerate(scenario.workloads):
-        try:
-            archs.append(resolve_model(catalog, w.model))
-        except FactoryplanError as exc:
-            raise ScenarioError(exc.message, where=where, field=f"workloads[{i}].model", allowed=exc.allowed) from None
+    archs = _models(scenario, catalog, where)
     size = Sizer()
     chosen, hw_options = _choose(scenario, catalog, archs, asm, size)
     phasing = plan_phases.build_phasing(
@@ -370,21 +394,7 @@ def build_plan(
         costs, scenario, catalog, chosen.pools, chosen.power, chosen.bom, asm, spec, sensitivity=sensitivity,
         sobol=sobol, draws=monte_carlo, seed=seed, progress=progress,
     )
-    main_pool = max(chosen.pools, key=lambda p: p.gpus)
-    site = chosen.site
-    cluster = ClusterSummary(
-        accelerator=main_pool.accelerator, system=main_pool.system, gpus=sum(p.gpus for p in chosen.pools),
-        systems=sum(p.systems for p in chosen.pools), racks=site.racks,
-        scalable_units=sum(p.scalable_units for p in chosen.pools), pools=chosen.pools, fabric=site.fabric,
-        cooling=site.cooling, floor_m2=site.floor_m2, halls=site.halls, buildings=site.buildings,
-    )
-    warnings = [wn for r in chosen.workloads for wn in r.warnings]
-    if not chosen.power.within_budget:
-        warnings.append(
-            f"facility power {chosen.power.facility_mw:,.1f} MW exceeds the budget of "
-            f"{scenario.power_budget_mw:,.1f} MW"
-        )
-    warnings += unpriced
+    warnings = [wn for r in chosen.workloads for wn in r.warnings] + unpriced
     warnings += [
         f"assumption {name} was given but no stage of this plan uses it"
         for name in asm.overrides
@@ -392,7 +402,7 @@ def build_plan(
     ]
     return Plan(
         scenario=scenario.name, description=scenario.description, region=scenario.region,
-        workloads=chosen.workloads, cluster=cluster, power=chosen.power, bom=chosen.bom,
+        workloads=chosen.workloads, cluster=_cluster_summary(chosen), power=chosen.power, bom=chosen.bom,
         costs=chosen.costs,
         alternatives=alternatives, sensitivity=sens, uncertainty=uncertainty, sovereignty=verdicts,
         sovereignty_premium=sov_premium, phasing=phasing,

@@ -145,7 +145,7 @@ def _install(
     name = f"phase {phase.name} ({phase.year})"
     if left <= 0:
         raise InfeasibleError(
-            f"{name}: the cohorts already installed draw {used_mw:,.3g} MW, the whole budget of "
+            f"{name}: the cohorts already installed draw {used_mw:,.1f} MW, the whole budget of "
             f"{phase.power_mw:g} MW, and the phase adds demand", where=where, field="phases",
         )
     sub = scenario.model_copy(update={
@@ -156,7 +156,7 @@ def _install(
         candidate = choose(sub, sub_archs)
     except InfeasibleError as exc:
         raise InfeasibleError(
-            f"{name}: the demand it adds cannot be met within the {left:,.3g} MW left of its {phase.power_mw:g} MW "
+            f"{name}: the demand it adds cannot be met within the {left:,.3g} MW left of its {phase.power_mw:,g} MW "
             f"budget ({exc.message})", where=where, field="phases",
         ) from None
     return _Cohort(phase=phase, candidate=candidate, served=need)
