@@ -32,8 +32,6 @@ def _friendly(key: str, value: Any) -> tuple[str, Any]:
     if si != suffix or si not in SHOW_UNIT:
         return key, value
     shown = SHOW_UNIT[si]
-    if si == "w" and value >= 1e4:
-        shown = "kw"
     new_key = f"{stem}_{shown}" if stem else shown
     return new_key, round(units.from_si(float(value), shown), 10)
 
