@@ -23,6 +23,7 @@ from factoryplan.perf.inference import (
     constants_from_catalog,
     constants_from_values,
     experts_touched,
+    gemm_peak,
     gemm_time,
     hardware_of,
     iteration,
@@ -54,6 +55,31 @@ def test_experts_touched_limits() -> None:
     assert np.all(np.diff(u) > 0) and np.all(u <= 128)
     # E·(1-(1-k/E)^T) by hand for E=8, k=2, T=2: 8·(1 - 0.75²) = 3.5
     assert experts_touched(8, 2, 2) == pytest.approx(3.5)
+
+
+def test_skewed_routing_touches_fewer_experts() -> None:
+    """Gamma-distributed popularity of concentration a: U = E·(1 - (1 + T·λ/a)^-a), λ = -ln(1-k/E);
+    fewer experts than uniform routing at every T, the uniform formula as a grows, all experts for
+    a long prompt."""
+    t = np.array([1, 4, 16, 64], dtype=float)
+    uniform = experts_touched(128, 8, t)
+    skewed = experts_touched(128, 8, t, 3.0)
+    assert np.all(skewed < uniform)
+    lam = -math.log(1 - 8 / 128)
+    assert experts_touched(128, 8, 4.0, 3.0) == pytest.approx(128 * (1 - (1 + 4 * lam / 3) ** -3))
+    assert experts_touched(128, 8, t, 1e7) == pytest.approx(uniform, rel=1e-4)
+    assert experts_touched(128, 8, 0.0, 3.0) == 0
+    assert experts_touched(128, 8, 8192.0, 3.0) == pytest.approx(128, rel=1e-3)
+
+
+def test_low_precision_gemms_are_derated(catalog: Catalog, k: Constants) -> None:
+    """FP8 tensor cores run at twice the BF16 rate but reach a smaller share of it; FP4 weights on
+    Hopper are weight-only (BF16 tensor cores), so they are not derated."""
+    hw = hw_of(catalog, "h100-sxm")
+    assert float(gemm_peak(hw, "bf16", k)) == float(hw.bf16_flops)
+    assert float(gemm_peak(hw, "fp8", k)) == pytest.approx(float(hw.fp8_flops) * k.low_precision_efficiency)
+    assert float(gemm_peak(hw, "fp4", k)) == float(hw.bf16_flops)
+    assert 0.5 < k.low_precision_efficiency <= 1.0
 
 
 def test_gemm_time_regimes(k: Constants) -> None:
@@ -182,6 +208,29 @@ def test_tensor_parallel_speeds_up_decode_until_latency_bound(catalog: Catalog, 
     assert comm[0] == 0.0 and np.all(comm[1:] > 0)
 
 
+def test_prompt_iterations_pay_launch_overhead(catalog: Catalog, k: Constants) -> None:
+    """An iteration that carries prompt tokens runs outside the decode CUDA graphs: its overhead
+    exceeds a decode iteration's by the engine's per-layer launch cost."""
+    s = shape_of(catalog.models["llama-3.1-70b"])
+    hw = hw_of(catalog, "h200-sxm")
+    dec = float(iteration(s, hw, Parallel(tp=4), FP8, k, decode_seqs=8.0, ctx=2048.0).overhead)
+    mixed = float(iteration(s, hw, Parallel(tp=4), FP8, k, decode_seqs=8.0, ctx=2048.0, prompts=1.0,
+                            prompt_len=512.0).overhead)
+    assert mixed - dec == pytest.approx(k.prefill_layer_overhead_s * s.layers + k.sequence_overhead_s)
+
+
+def test_moe_layers_add_their_overhead(catalog: Catalog, k: Constants) -> None:
+    dense = shape_of(catalog.models["qwen3-32b"])
+    moe = shape_of(catalog.models["qwen3-235b-a22b"])
+    hw = hw_of(catalog, "h100-sxm")
+    par = Parallel(tp=8, moe_tp=1, ep=8)
+    ov_dense = float(iteration(dense, hw, Parallel(tp=8), FP8, k, decode_seqs=4.0, ctx=1024.0).overhead)
+    ov_moe = float(iteration(moe, hw, par, FP8, k, decode_seqs=4.0, ctx=1024.0).overhead)
+    per_layer = k.layer_overhead_s
+    assert ov_moe - ov_dense == pytest.approx((moe.layers - dense.layers) * per_layer + moe.moe_layers
+                                              * k.moe_layer_overhead_s)
+
+
 def test_collectives_leave_the_domain_over_nics(catalog: Catalog, k: Constants) -> None:
     s = shape_of(catalog.models["llama-3.1-405b"])
     hw = hw_of(catalog, "h100-sxm")
@@ -197,5 +246,5 @@ def test_constants_need_every_value(catalog: Catalog, k: Constants) -> None:
         constants_from_values(glob, {})
     with pytest.raises(FactoryplanError, match="unknown serving backend"):
         constants_from_catalog(catalog, "tgi")
-    assert replace(k, arrival_group=1.0).arrival_group == 1.0
+    assert replace(k, burst_share=1.0).burst_share == 1.0
     assert math.isfinite(k.step_overhead_s) and k.step_overhead_s > 0

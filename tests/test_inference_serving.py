@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -18,7 +20,7 @@ from factoryplan.perf.inference import (
     shape_of,
     weight_bytes_per_gpu,
 )
-from factoryplan.perf.serving import disaggregated, memory, serve
+from factoryplan.perf.serving import _prefill_passes, disaggregated, memory, serve
 
 FP8 = Precision("fp8", "fp8", "fp8")
 CONC = np.array([1, 2, 4, 8, 16, 32, 64, 128], dtype=float)
@@ -56,8 +58,36 @@ def test_single_user_latency_is_prefill_plus_decode(catalog: Catalog) -> None:
     s, hw, k = setup(catalog, "llama-3.1-8b", "h100-sxm")
     r = serve(s, hw, Parallel(tp=1), FP8, k, concurrency=1, isl=2000, osl=200)
     assert float(r.tpot_s) == pytest.approx(float(r.decode_step_s))  # nobody else's prefill interferes
-    # its own prompt, plus waiting for the iteration in flight: between P and P + 2 decode steps
-    assert float(r.prefill_s) < float(r.ttft_s) < float(r.prefill_s) + 2 * float(r.decode_step_s)
+    # the engine's per-request latency, its own prompt, and the iterations until the token is out
+    floor = k.request_overhead_s + float(r.prefill_s)
+    assert floor < float(r.ttft_s) < floor + (k.first_token_steps + 1.0) * float(r.decode_step_s)
+
+
+def test_burst_start_queues_the_first_wave(catalog: Catalog) -> None:
+    """A harness that starts every user at once: the first wave's prompts queue for full
+    iterations, so the run's mean TTFT exceeds the steady state's, more so with more users; one
+    user has no wave to queue behind."""
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    steady = serve(s, hw, Parallel(tp=8), FP8, k, concurrency=CONC, isl=1024, osl=1024)
+    burst = serve(s, hw, Parallel(tp=8), FP8, k, concurrency=CONC, isl=1024, osl=1024, burst=True)
+    extra = np.asarray(burst.ttft_s) - np.asarray(steady.ttft_s)
+    assert np.all(extra[3:] > 0) and np.all(np.diff(extra[3:]) > 0)
+    assert np.asarray(burst.ttft_s)[-1] > 1.5 * np.asarray(steady.ttft_s)[-1]
+    one_s = serve(s, hw, Parallel(tp=8), FP8, k, concurrency=1, isl=1024, osl=1024)
+    one_b = serve(s, hw, Parallel(tp=8), FP8, k, concurrency=1, isl=1024, osl=1024, burst=True)
+    assert float(one_b.ttft_s) == pytest.approx(float(one_s.ttft_s), rel=0.05)
+
+
+def test_prompts_share_iterations_when_many_users_finish_per_step() -> None:
+    """m = c·K prompt chunks over S decode iterations: few users, one chunk per iteration; many,
+    every iteration carries some (S·(1 - e^(-m/S))), never fewer than the budget admits."""
+    few = float(_prefill_passes(4.0, 1.0, 1023.0, 1024.0, 8000.0))
+    assert few == pytest.approx(4.0, rel=0.01)
+    many = float(_prefill_passes(512.0, 1.0, 99.0, 1000.0, 7680.0))
+    assert many == pytest.approx(99.0 * (1 - math.exp(-512 / 99)))
+    budget = float(_prefill_passes(512.0, 1.0, 99.0, 4000.0, 7680.0))
+    assert budget == pytest.approx(512 * 4000 / 7680)  # the token budget, not the iterations, limits
+    assert float(_prefill_passes(1.0, 1.0, 10.0, 100.0, 8000.0)) == 1.0
 
 
 def test_kv_capacity_sets_max_concurrency(catalog: Catalog) -> None:

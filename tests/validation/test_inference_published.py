@@ -13,16 +13,19 @@ Sources (validation/data, copied with their provenance):
 
 One set of calibrated constants (calibrations.inference.yaml) serves every row; nothing is tuned
 per row. Targets of the engine's brief: output throughput and TPOT within 15% MAPE, TTFT within 25%
-on the calibration rows. The TTFT bounds below are what the engine reaches, wider than that target:
-TTFT measured under a closed-loop benchmark depends on how the harness staggers arrivals (the NIM
-sweep is staggered, the measured set largely synchronised) and on queueing once the KV cache is
-full, which one mean-value model reproduces to tens of percent, not better.
+on the calibration rows. The bounds below are what the engine reaches (measured, with a point or
+two of margin), so a regression fails them. TTFT of the measured set stays above its target: the
+harness starts every user at once and its runs differ in ways one mean-value model cannot follow
+(some engine versions keep users in lockstep, some add ~100 ms per request, some points queue for
+the KV cache); nine gpt-oss vLLM points at concurrency 512 report a TPOT that 512 running
+sequences cannot reach and account for 1.7 points of the TPOT MAPE.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -58,68 +61,76 @@ def test_published_rows_are_all_used() -> None:
 
 
 def test_trtllm_max_throughput_tables() -> None:
-    """TensorRT-LLM perf-overview, max load: output tokens/s within 15% MAPE (13% measured; the
-    70B rows within 14%, the 8B rows 17-32% low: at ~430 concurrent sequences the per-sequence
-    overhead and KV reservation of the serving profile are conservative for trtllm-bench)."""
+    """TensorRT-LLM perf-overview, max load: output tokens/s within 15% MAPE (12% measured); the
+    70B rows within 9%, the 8B rows 18-29% low (at ~430 concurrent sequences the serving profile's
+    per-sequence overhead and KV reservation are conservative for trtllm-bench)."""
     pts, preds = published()
     pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.concurrency == 0]
     assert len(pairs) == 10
     e = ape(pairs, "output_tokens_per_s")
-    assert e.mean() <= 15.0
-    assert e.max() <= 35.0
+    assert e.mean() <= 14.0
+    assert e.max() <= 31.0
     seventy = [(p, q) for p, q in pairs if p.model == "llama-3.3-70b"]
-    assert ape(seventy, "output_tokens_per_s").max() <= 15.0
+    assert ape(seventy, "output_tokens_per_s").max() <= 11.0
 
 
 def test_nim_concurrency_sweep() -> None:
-    """NIM 1.8.0, Llama 3.3 70B FP8 TP2 on H100, 5000/500: throughput and TPOT within 15% MAPE;
-    TTFT within 20% at one user and within a factor of 2.5 under load (the NIM client staggers
-    arrivals more than the measured set the arrival-group constant is fitted on)."""
+    """NIM 1.8.0, Llama 3.3 70B FP8 TP2 on H100, 5000/500, a warmed-up (steady-state) sweep:
+    throughput 5% and TPOT 8% MAPE, TTFT 24% (one user 24% high, 25 and 50 users within 15%; at
+    100 users the KV cache holds ~86 and the queue for a slot is 46% short)."""
     pts, preds = published()
     pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.ttft_ms]
     assert len(pairs) == 4
-    assert ape(pairs, "output_tokens_per_s").mean() <= 15.0
-    assert ape(pairs, "tpot_ms").mean() <= 15.0
-    one = [(p, q) for p, q in pairs if p.concurrency == 1]
-    assert ape(one, "ttft_ms").max() <= 20.0
+    assert ape(pairs, "output_tokens_per_s").mean() <= 7.0
+    assert ape(pairs, "tpot_ms").mean() <= 10.0
+    assert ape(pairs, "ttft_ms").mean() <= 26.0
+    loaded = [(p, q) for p, q in pairs if 1 < p.concurrency < 100]
+    assert ape(loaded, "ttft_ms").max() <= 16.0
     ratios = [q.ttft_ms / p.ttft_ms for p, q in pairs]
-    assert all(0.4 <= r <= 2.5 for r in ratios)
+    assert all(0.5 <= r <= 1.3 for r in ratios)
 
 
 def test_vllm_ci_latency() -> None:
-    """vLLM CI latency tests (batch 8, 32 in / 128 out, BF16 on H200): end-to-end within 20%."""
+    """vLLM CI latency tests (batch 8, 32 in / 128 out, BF16 on H200): end-to-end within 13%."""
     pts, preds = published()
     pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.e2e_ms]
     assert len(pairs) == 2
-    assert ape(pairs, "e2e_ms").max() <= 20.0
+    assert ape(pairs, "e2e_ms").max() <= 13.0
 
 
 def test_measured_hopper_overall() -> None:
-    """The 1,518 measured points: TPOT 18% MAPE (median 13%), TTFT 44% (median 37%)."""
+    """The 1,518 measured points: TPOT 16.1% MAPE (median 10.4%), TTFT 28.8% (median 21.6%), and
+    the throughput their TTFT and TPOT imply 14.3% (median 9.4%)."""
     pts, preds = measured()
     pairs = list(zip(pts, preds, strict=True))
     assert len(pairs) == 1518
     tpot, ttft = ape(pairs, "tpot_ms"), ape(pairs, "ttft_ms")
-    assert tpot.mean() <= 20.0 and np.median(tpot) <= 15.0
-    assert ttft.mean() <= 50.0 and np.median(ttft) <= 40.0
+    assert tpot.mean() <= 17.0 and np.median(tpot) <= 11.5
+    assert ttft.mean() <= 30.0 and np.median(ttft) <= 23.0
+    implied = [replace(p, output_tokens_per_s=p.concurrency * p.osl * 1e3 / (p.ttft_ms + (p.osl - 1) * p.tpot_ms))
+               for p in pts if p.ttft_ms and p.tpot_ms]
+    thr = ape(list(zip(implied, preds, strict=True)), "output_tokens_per_s")
+    assert thr.mean() <= 15.5 and np.median(thr) <= 10.5
 
 
-@pytest.mark.parametrize(("group", "tpot_limit"), [
-    ("trtllm", 18.0), ("vllm", 22.0), ("sglang", 20.0),
-    ("bf16", 16.0), ("fp8", 19.0), ("fp4", 30.0), ("int4", 15.0),
-    ("h100-sxm", 20.0), ("h200-sxm", 19.0),
+@pytest.mark.parametrize(("group", "tpot_limit", "ttft_limit"), [
+    ("trtllm", 14.0, 31.0), ("vllm", 22.0, 25.0), ("sglang", 17.0, 47.0),
+    ("bf16", 15.0, 41.0), ("fp8", 16.0, 30.0), ("fp4", 27.5, 20.0), ("int4", 14.5, 17.0),
+    ("h100-sxm", 19.0, 30.5), ("h200-sxm", 16.0, 31.0),
 ])
-def test_measured_hopper_by_group(group: str, tpot_limit: float) -> None:
-    """TPOT MAPE by serving engine, weight precision and GPU (FP4 is weight-only on Hopper, gpt-oss)."""
+def test_measured_hopper_by_group(group: str, tpot_limit: float, ttft_limit: float) -> None:
+    """TPOT and TTFT MAPE by serving engine, weight precision and GPU (FP4 is weight-only on
+    Hopper: gpt-oss; its vLLM points at concurrency 512 are the nine outliers)."""
     pts, preds = measured()
     pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if group in (p.backend, p.weights, p.accelerator)]
     assert len(pairs) >= 45
     assert ape(pairs, "tpot_ms").mean() <= tpot_limit
+    assert ape(pairs, "ttft_ms").mean() <= ttft_limit
 
 
 def test_measured_hopper_dense_models_tighter() -> None:
-    """Dense Llama 3.1 70B and Qwen3-32B, the best-conditioned families: TPOT within 16% MAPE."""
+    """Dense Llama 3.1 70B and Qwen3-32B, the best-conditioned families: TPOT within 9% and 14%."""
     pts, preds = measured()
-    for model in ("llama-3.1-70b", "qwen3-32b"):
+    for model, limit in (("llama-3.1-70b", 9.0), ("qwen3-32b", 14.0)):
         pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.model == model]
-        assert ape(pairs, "tpot_ms").mean() <= 16.0, model
+        assert ape(pairs, "tpot_ms").mean() <= limit, model

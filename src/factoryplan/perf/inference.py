@@ -21,9 +21,11 @@ one forward pass. Its time on one GPU is the sum over layers of
   (``α + 2(t-1)/t · bytes / (BW_link·e_link)``, the bandwidth-optimal bound of Patarasuk and
   Yuan 2009), and an all-to-all dispatch and combine per MoE layer under attention data
   parallelism. Beyond the scale-up domain the NICs carry the traffic.
-* **engine overheads**: a fixed time per iteration (scheduling, launch), per layer (kernel gaps)
-  and per running sequence (request bookkeeping, sampling), from the serving engine's calibrated
-  profile.
+* **engine overheads**: a fixed time per iteration (scheduling, launch), per layer (kernel gaps),
+  per MoE layer (routing, token permutation, the experts' launches) and per running sequence
+  (request bookkeeping, sampling), from the serving engine's calibrated profile. An iteration
+  that carries prompt tokens runs outside the CUDA graphs captured for decode batches, so its
+  kernels are launched one by one: an extra cost per layer.
 
 Pipeline parallelism splits the layers into ``pp`` stages: one token passes every stage in turn
 (latency), while ``pp`` micro-batches keep the stages busy (throughput; see ``serving``).
@@ -191,11 +193,18 @@ class Constants:
     link_efficiency: float  # achieved share of the scale-up link bandwidth in collectives
     allreduce_latency_s: float  # fixed cost of one all-reduce inside the scale-up domain
     network_latency_s: float  # fixed cost of one collective across the scale-out network
+    low_precision_efficiency: float  # FP8/FP4 tensor-core GEMMs relative to BF16 ones (efficiency ratio)
+    routing_concentration: float  # Dirichlet concentration of expert popularity (inf: uniform routing)
+    first_token_steps: float  # decode iterations from a prompt's arrival to its first token, besides its own
+    prefill_queue_factor: float  # scale of the M/D/1 wait behind other prompts (closed-loop arrivals)
     step_overhead_s: float  # engine: per iteration (scheduler, launch)
     layer_overhead_s: float  # engine: per layer and iteration (kernel gaps, small kernels)
     sequence_overhead_s: float  # engine: per running sequence and iteration (bookkeeping, sampling)
+    moe_layer_overhead_s: float  # engine: per MoE layer and iteration (routing, permutation, expert launches)
+    prefill_layer_overhead_s: float  # engine: per layer of an iteration carrying prompt tokens (no CUDA graph)
+    request_overhead_s: float  # engine: per request, arrival to first token (HTTP, tokenizer, scheduling)
     moe_kernel_efficiency: float  # engine: its MoE kernels relative to the global grouped-GEMM efficiency
-    arrival_group: float  # engine: G0, the largest group of requests that reach the scheduler together
+    burst_share: float  # engine: share of a burst-started benchmark's requests that queue as the first wave
     token_budget: float  # engine: prompt tokens per iteration (chunked prefill)
     memory_fraction: float  # engine: share of HBM (or of the memory left after weights) it may use
     reserved_bytes: float  # engine: activations, CUDA graphs and workspace per GPU
@@ -209,12 +218,13 @@ class Constants:
 GLOBAL_FIELDS = (
     "gemm_efficiency", "gemm_m_half", "moe_efficiency", "hbm_efficiency", "kv_efficiency",
     "attention_efficiency", "roofline_sharpness", "link_efficiency", "allreduce_latency_s",
-    "network_latency_s",
+    "network_latency_s", "low_precision_efficiency", "routing_concentration", "first_token_steps",
+    "prefill_queue_factor",
 )
 ENGINE_FIELDS = (
-    "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "moe_kernel_efficiency", "arrival_group",
-    "token_budget", "memory_fraction", "reserved_bytes", "max_batch", "kv_reserve", "mixes_prefill",
-    "fraction_of_free", "kv_fp8_default",
+    "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "moe_layer_overhead_s", "prefill_layer_overhead_s",
+    "request_overhead_s", "moe_kernel_efficiency", "burst_share", "token_budget", "memory_fraction", "reserved_bytes",
+    "max_batch", "kv_reserve", "mixes_prefill", "fraction_of_free", "kv_fp8_default",
 )
 
 
@@ -224,7 +234,9 @@ YAML_NAMES: dict[str, str] = {
     "moe_efficiency": "moe_efficiency_ratio", "hbm_efficiency": "hbm_efficiency_fraction",
     "kv_efficiency": "kv_efficiency_fraction", "attention_efficiency": "attention_efficiency_fraction",
     "roofline_sharpness": "roofline_sharpness_ratio", "link_efficiency": "link_efficiency_fraction",
-    "moe_kernel_efficiency": "moe_kernel_efficiency_ratio", "arrival_group": "arrival_group_count",
+    "first_token_steps": "first_token_steps_count", "low_precision_efficiency": "low_precision_efficiency_ratio",
+    "routing_concentration": "routing_concentration_ratio", "prefill_queue_factor": "prefill_queue_factor_ratio",
+    "moe_kernel_efficiency": "moe_kernel_efficiency_ratio", "burst_share": "burst_share_fraction",
     "token_budget": "token_budget_tokens", "max_batch": "max_batch_count", "kv_reserve": "kv_reserve_fraction",
 }
 
@@ -267,6 +279,15 @@ def constants_from_catalog(catalog: Catalog, backend: str) -> Constants:
 # ---------------------------------------------------------------- small physics functions
 
 
+def gemm_peak(hw: Hardware, precision: str, k: Constants) -> FloatOrArray:
+    """The tensor peak a GEMM of ``precision`` weights runs against: :func:`peak_flops`, scaled
+    by ``low_precision_efficiency`` where it runs on FP8/FP4 tensor cores (their doubled rate is
+    harder to feed, and activations are quantized on the fly), not where it is weight-only."""
+    native = peak_flops(hw, precision)
+    low = np.asarray(native) > np.asarray(hw.bf16_flops) * 1.01
+    return np.where(low, np.asarray(native) * k.low_precision_efficiency, native)
+
+
 def peak_flops(hw: Hardware, precision: str) -> FloatOrArray:
     """Dense tensor FLOP/s the GEMMs of weights stored at ``precision`` run at on ``hw``.
 
@@ -300,11 +321,25 @@ def gemm_time(
     return np.where(np.asarray(tokens) > 0, t, 0.0)
 
 
-def experts_touched(experts: FloatOrArray, active: FloatOrArray, tokens: FloatOrArray) -> FloatOrArray:
-    """Expected distinct experts ``U = E·(1 - (1 - k/E)^T)`` that ``T`` tokens routed to ``k`` of
-    ``E`` experts touch, under uniform routing. ``T = 0`` gives 0; large ``T`` gives ``E``."""
+def experts_touched(
+    experts: FloatOrArray, active: FloatOrArray, tokens: FloatOrArray, concentration: float = np.inf
+) -> FloatOrArray:
+    """Expected distinct experts that ``T`` tokens routed to ``k`` of ``E`` experts touch.
+
+    Uniform routing: an expert is missed by one token with probability ``1 - k/E``, so
+    ``U = E·(1 - (1 - k/E)^T)``. Routers favour some experts: let an expert's popularity be its
+    uniform share times ``x ~ Gamma(a, 1/a)`` (mean 1; ``a`` the concentration, uniform as
+    ``a -> inf``). It is missed by ``T`` tokens with probability ``E[(1 - k/E)^(T·x)]
+    = (1 + T·λ/a)^(-a)``, ``λ = -ln(1 - k/E)``, so ``U = E·(1 - (1 + T·λ/a)^(-a))``: fewer distinct
+    experts for the same tokens (popular experts are hit again). ``T = 0`` gives 0; large ``T``
+    gives ``E``.
+    """
     e = np.maximum(experts, 1.0)
-    return e * (1.0 - (1.0 - active / e) ** np.maximum(tokens, 0.0))
+    t = np.maximum(tokens, 0.0)
+    lam = -np.log1p(-np.minimum(active / e, 1.0 - 1e-12))
+    if not np.isfinite(concentration):
+        return np.asarray(e * -np.expm1(-lam * t), dtype=np.float64)
+    return np.asarray(e * (1.0 - (1.0 + t * lam / concentration) ** -concentration), dtype=np.float64)
 
 
 def allreduce_time(
@@ -440,7 +475,7 @@ def _dense_gemms(
     tp = np.asarray(par.tp, dtype=float)
     params = (s.layers * s.attn_params + s.dense_layers * s.mlp_params + s.moe_layers * s.shared_params) / tp
     wb = WEIGHT_BYTES[prec.weights]
-    body = gemm_time(2.0 * tokens * params, params * wb, tokens, peak_flops(hw, prec.weights), hw.hbm_bytes_s, k)
+    body = gemm_time(2.0 * tokens * params, params * wb, tokens, gemm_peak(hw, prec.weights, k), hw.hbm_bytes_s, k)
     head_params = s.vocab_params / tp
     head = gemm_time(2.0 * logits * head_params, head_params * 2.0, logits, hw.bf16_flops, hw.hbm_bytes_s, k)
     return body / np.asarray(par.pp, dtype=float) + head  # the LM head runs on the last stage, once per token
@@ -453,12 +488,12 @@ def _experts(
     if s.moe_layers == 0:
         return np.zeros_like(np.asarray(tokens, dtype=float))
     gpus = np.asarray(par.moe_tp, dtype=float) * par.ep
-    touched = experts_touched(s.experts, s.active, tokens)
+    touched = experts_touched(s.experts, s.active, tokens, k.routing_concentration)
     per_expert_tokens = tokens * s.active / np.maximum(touched, 1e-9)
     params_gpu = touched / par.ep * s.expert_params / par.moe_tp
     flops = 2.0 * tokens * s.active * s.expert_params / gpus
     t = gemm_time(
-        flops, params_gpu * WEIGHT_BYTES[prec.experts], per_expert_tokens, peak_flops(hw, prec.experts),
+        flops, params_gpu * WEIGHT_BYTES[prec.experts], per_expert_tokens, gemm_peak(hw, prec.experts, k),
         hw.hbm_bytes_s, k, k.moe_efficiency * k.moe_kernel_efficiency, k.moe_kernel_efficiency,
     )
     return t * s.moe_layers / np.asarray(par.pp, dtype=float)
@@ -531,8 +566,11 @@ def iteration(
     moe = _experts(s, hw, par, prec, all_tokens, k)
     attn = _attention(s, hw, par, prec, rank_seqs, ctx, prompt_len, rank_prompts, k)
     comm = _communication(s, hw, par, tokens_rank, k)
+    prompt = np.asarray(n_prompts > 0, dtype=float)  # the iteration runs outside the decode CUDA graphs
+    layers = (k.layer_overhead_s + k.prefill_layer_overhead_s * prompt) * s.layers
+    layers = layers + k.moe_layer_overhead_s * s.moe_layers
     overhead = (
-        k.step_overhead_s + k.layer_overhead_s * s.layers / np.asarray(par.pp, dtype=float)
+        k.step_overhead_s + layers / np.asarray(par.pp, dtype=float)
         + k.sequence_overhead_s * (rank_seqs + rank_prompts)
     )
     zero = np.zeros_like(np.asarray(gemm, dtype=float))

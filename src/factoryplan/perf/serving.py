@@ -1,32 +1,46 @@
 """Serving under in-flight batching: concurrency -> TTFT, TPOT, throughput, memory; disaggregation.
 
 A replica serves ``C`` users in a closed loop (each sends its next request when the previous one
-ends), every request ``ISL`` prompt tokens and ``OSL`` output tokens. In steady state a cycle of
-the replica holds ``C`` prefills and ``OSL`` decode iterations, so
+ends), every request ``ISL`` prompt tokens and ``OSL`` output tokens. ``C_run = min(C, C_max)``
+sequences decode together; ``c = C_run/dp`` on each attention-data-parallel rank.
 
-* ``t_dec`` is one decode iteration of the ``C_run = min(C, C_max)`` running sequences at mean
-  context ``ISL + OSL/2`` (:func:`factoryplan.perf.inference.iteration`);
-* ``P`` is the work one prefill adds: the extra time of an iteration that carries the prompt
-  (engines that mix prompt chunks into decode iterations) or the prefill pass itself (engines that
-  pause decoding for it); ``dp`` attention-data-parallel ranks prefill ``dp`` prompts side by side,
-  so the work per prompt is that of ``dp`` prompts over ``dp``; prompts longer than the engine's
-  token budget take several iterations;
-* in a closed loop with equal lengths, users that finish together come back together: requests
-  reach the scheduler in groups of ``G = 1 + (C_run-1) / (1 + (C_run-1)/G0)`` (``G0`` the engine's
-  calibrated scale of such groups; one user is a group of one). ``n = max(1, budget/ISL)`` prompts
-  fit one iteration (per attention-DP rank), so the group is prefilled over ``ceil(G/n)``
-  iterations and a request waits on average ``(G + min(G, n))/2`` prefills,
-  ``TTFT = t_dec·(1/2 + chunks) + P_1 + P·((G + min(G, n))/2 - 1)`` with ``P_1`` the request's
-  own prefill (plus the decode parts of the group's mixed iterations);
-* the other ``C_run - (G + min(G, n))/2`` prefills of a cycle land inside the request's decode
-  phase: ``TPOT = t_dec + (C_run - (G + min(G, n))/2)·P / (OSL - 1)``;
-* the cycle ``TTFT + (OSL-1)·TPOT ≈ C_run·P + OSL·t_dec`` gives the request rate
-  ``C_run / cycle`` (Little's law), output tokens/s ``= rate·OSL``.
+**Iterations.** ``t_dec`` is one decode iteration of the running sequences at mean context
+``ISL + OSL/2`` (:func:`factoryplan.perf.inference.iteration`). A prompt is prefilled in
+``K = ceil(ISL / free)`` iterations, ``free = budget - c`` the token budget left after the decodes
+(engines that mix prompt chunks into decode iterations; the whole budget for engines that pause
+decoding for prefill). Each of the ``m = c·K`` prompt chunks of a cycle lands in some iteration:
+with the ``S = OSL - 1`` decode iterations of a cycle as slots and arrivals spread over them,
+``n_p = S·(1 - exp(-m/S))`` iterations carry prompt chunks (at least ``m·ISL/(K·free)``, the
+budget's limit), ``q = m/n_p`` chunks each (many users finishing per iteration batch their
+prompts). Such an iteration takes ``t_p`` (:func:`iteration` with the decodes and ``q`` chunks);
+it adds ``t_p - t_dec/pp`` to a decode iteration (mixed engines) or ``t_p`` (engines that pause
+decoding).
 
-Users beyond ``C_max`` wait for a free slot: ``(C - C_run)/C_run`` cycles. ``C_max`` is what the
-KV cache holds at ``ISL + r·OSL`` tokens per sequence (``r = 1`` for engines that reserve the
-whole output at admission, less for engines that allocate as tokens arrive), capped by the
-engine's batch limit.
+**Steady state** (arrivals staggered, as real users and warmed-up benchmarks see them):
+
+* ``TPOT = t_dec + n_p·(t_p - t_dec)·(c - 1)/c / S``: the other users' prompts slow one's decode
+  (the measured ``(e2e - TTFT)/(OSL - 1)``);
+* ``TTFT = t_req + f·t_dec + K·t_p + W``: the engine's per-request latency (HTTP, tokenizer,
+  scheduler), ``f`` decode iterations until the first token is out (the iteration in flight at
+  arrival, one to return the token), the prompt's own iterations, and the wait behind other
+  prompts, ``W = a·ρ·t_p / (2(1-ρ))`` with ``ρ = n_p·t_p / cycle`` the share of time the engine
+  is prefilling (M/D/1, Pollaczek-Khinchine, scaled by ``a`` for the smoother closed-loop arrivals).
+
+**Burst harness.** Benchmark clients that start all ``C`` users at ``t = 0`` and average over a run
+of a few requests per user measure a blend: the first wave queues its prompts in
+``Kb = ceil(c / floor(budget/ISL))`` full iterations (a staircase: mean ``(Kb + 1)/2`` iterations
+to the first token), later waves the steady state. ``serve(..., burst=True)`` weighs the staircase
+with the engine's calibrated ``burst_share`` (about one request in the number of requests per user
+for engines whose users desynchronise; more for engines whose prefill-first scheduling keeps a wave
+in lockstep).
+
+**Throughput.** The cycle ``TTFT + (OSL - 1)·TPOT`` gives the request rate ``C_run / cycle``
+(Little's law), output tokens/s ``= rate·OSL``. Users beyond ``C_max`` wait for a free slot:
+``(C - C_run)/C_run`` cycles. ``C_max`` is what the KV cache holds at ``ISL + r·OSL`` tokens per
+sequence (``r = 1`` for engines that reserve the whole output at admission, less for engines that
+allocate as tokens arrive), capped by the engine's batch limit.
+
+Pipeline parallelism: ``pp`` micro-batches keep the stages busy; a token passes every stage in turn.
 
 Disaggregated serving (DistServe, Zhong et al. 2024; Splitwise, Patel et al. 2024) runs prompts
 on a prefill pool and decoding on a decode pool; see :func:`disaggregated`.
@@ -110,50 +124,65 @@ class Serving:
     mem: Memory
 
 
-def _chunks(isl: FloatOrArray, k: Constants) -> FloatOrArray:
-    """Iterations a prompt needs beyond the first at the engine's token budget."""
-    return np.maximum(np.ceil(np.asarray(isl, dtype=float) / k.token_budget) - 1.0, 0.0)
+def _prefill_passes(
+    c: FloatOrArray, chunks: FloatOrArray, steps: FloatOrArray, isl: FloatOrArray, free: FloatOrArray
+) -> FloatOrArray:
+    """Iterations per cycle that carry prompt chunks: ``S·(1 - exp(-m/S))`` for ``m = c·K`` chunks
+    over ``S`` decode iterations, at least what the budget admits (``m·ISL/(K·free)``), within
+    ``[1, m]``. Few users per iteration: one chunk each; many: every iteration carries some."""
+    m = np.maximum(np.asarray(c, dtype=float) * chunks, 1.0)
+    n = steps * -np.expm1(-m / steps)
+    n = np.maximum(n, m * (isl / chunks) / free)
+    return np.asarray(np.clip(n, 1.0, m), dtype=np.float64)
 
 
 def serve(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, *,
-    concurrency: FloatOrArray, isl: FloatOrArray, osl: FloatOrArray,
+    concurrency: FloatOrArray, isl: FloatOrArray, osl: FloatOrArray, burst: bool | FloatOrArray = False,
 ) -> Serving:
-    """TTFT, TPOT and throughput of one replica serving ``concurrency`` users (module docstring)."""
+    """TTFT, TPOT and throughput of one replica serving ``concurrency`` users (module docstring).
+
+    ``burst``: the users start together and the figures average over a benchmark run
+    (measurement harnesses); default the steady state.
+    """
     mem = memory(s, hw, par, prec, k, isl, osl)
     conc = np.maximum(np.asarray(concurrency, dtype=float), 1.0)
     run = np.maximum(np.minimum(conc, mem.max_concurrency), 1.0)
-    pp = np.asarray(par.pp, dtype=float)
+    pp, dp = np.asarray(par.pp, dtype=float), np.asarray(par.dp, dtype=float)
     isl_f, osl_f = np.asarray(isl, dtype=float), np.maximum(np.asarray(osl, dtype=float), 1.0)
     ctx = isl_f + osl_f / 2.0
     micro = run / pp  # pipeline stages work on pp micro-batches at once
     dec_stage = iteration(s, hw, par, prec, k, decode_seqs=micro, ctx=ctx).total
     t_dec = dec_stage * pp
-    dp = np.asarray(par.dp, dtype=float)
-    alone = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=ctx, prompts=1.0, prompt_len=isl_f).total
-    if k.mixes_prefill:
-        one = iteration(s, hw, par, prec, k, decode_seqs=micro, ctx=ctx, prompts=1.0, prompt_len=isl_f).total
-        ranks = iteration(s, hw, par, prec, k, decode_seqs=micro, ctx=ctx, prompts=dp, prompt_len=isl_f).total
-        first = np.maximum(one - dec_stage, 0.0)
-        work = np.maximum(ranks - dec_stage, 0.0) / dp  # dp ranks prefill dp prompts side by side
-    else:
-        ranks = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=ctx, prompts=dp, prompt_len=isl_f).total
-        first, work = alone, ranks / dp
-    chunks = _chunks(isl_f, k)
-    per_iter = np.maximum(np.floor(k.token_budget / isl_f), 1.0) * dp
-    group = 1.0 + (run - 1.0) / (1.0 + (run - 1.0) / k.arrival_group)
-    ahead = (group + np.minimum(group, per_iter)) / 2.0
-    mixed_iters = (np.ceil(group / per_iter) + 1.0) / 2.0 if k.mixes_prefill else 0.0
-    ttft_run = t_dec * (0.5 + chunks + mixed_iters) + first + np.maximum(ahead - 1.0, 0.0) * work
-    ttft_run = ttft_run + alone * (pp - 1.0)
-    tpot = t_dec + np.maximum(run - ahead, 0.0) * work / np.maximum(osl_f - 1.0, 1.0)
-    cycle = ttft_run + (osl_f - 1.0) * tpot
+    c = np.maximum(run / dp, 1.0)
+    steps = np.maximum(osl_f - 1.0, 1.0)
+    mixed = k.mixes_prefill
+    free = np.maximum(k.token_budget - (c if mixed else 0.0), k.token_budget / 4.0)
+    chunks = np.maximum(np.ceil(isl_f / free - 1e-9), 1.0)
+    passes = _prefill_passes(c, chunks, steps, isl_f, free)
+    per_pass = c * chunks / passes
+    t_p = iteration(s, hw, par, prec, k, decode_seqs=micro if mixed else 0.0, ctx=ctx,
+                    prompts=per_pass / chunks * dp, prompt_len=isl_f).total
+    added = np.maximum(t_p - (dec_stage if mixed else 0.0), 0.0)
+    own = chunks * t_p + (pp - 1.0) * t_p
+    base = k.request_overhead_s + k.first_token_steps * t_dec
+    tpot_s = t_dec + passes * added * (c - 1.0) / c / steps
+    rho = np.clip(passes * t_p / (base + own + steps * tpot_s), 0.0, 0.95)
+    ttft_s = base + own + k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - rho))
+    share = np.asarray(burst, dtype=float) * k.burst_share
+    per_iter = np.maximum(np.floor(k.token_budget / isl_f), 1.0)
+    waves = np.ceil(c / per_iter) * np.maximum(np.ceil(isl_f / k.token_budget - 1e-9), 1.0)
+    t_b = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=c / waves * dp, prompt_len=isl_f).total
+    ttft = (1.0 - share) * ttft_s + share * (base + t_b * ((waves + 1.0) / 2.0 + pp - 1.0))
+    tpot = (1.0 - share) * tpot_s + share * (t_dec + (waves - 1.0) / 2.0 * t_b / steps)
+    cycle = ttft + steps * tpot
     rate = run / cycle
     wait = (conc - run) / run * cycle
     out = rate * osl_f
-    kv_used = run / (np.asarray(par.dp, dtype=float) * pp) * mem.kv_per_sequence_bytes
+    alone = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=1.0, prompt_len=isl_f).total
+    kv_used = run / (dp * pp) * mem.kv_per_sequence_bytes
     return Serving(
-        ttft_s=ttft_run + wait, tpot_s=tpot, requests_per_s=rate, output_tokens_per_s=out,
+        ttft_s=ttft + wait, tpot_s=tpot, requests_per_s=rate, output_tokens_per_s=out,
         output_tokens_per_s_per_gpu=out / par.gpus(), tokens_per_s_per_user=1.0 / tpot, running=run,
         decode_step_s=t_dec, prefill_s=alone * pp,
         memory_per_gpu_bytes=mem.weights_bytes + kv_used + k.reserved_bytes, mem=mem,

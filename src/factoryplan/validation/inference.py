@@ -18,12 +18,14 @@ Mapping rules (the same for every row, stated here once):
 * concurrency: ``silicon_concurrency`` from the source column when given, else
   ``batch_size x attention_dp_size`` (the batch is per attention-DP rank).
 * parallelism: ``tp_size`` attention TP, ``attention_dp_size`` attention DP (blank = 1),
-  ``moe_tp_size``/``moe_ep_size`` for the experts (0 = 1). Three inconsistent encodings are
+  ``moe_tp_size``/``moe_ep_size`` for the experts (0 = 1). Four inconsistent encodings are
   repaired and the row says so in ``repair``: (a) a MoE row whose ``tp x dp`` is smaller than
   ``moe_tp x ep`` gets attention DP to match; (b) a row whose concurrency is ``batch x tp`` with no
   attention DP ran DP attention over the ``tp`` GPUs; (c) a row whose ``tp x dp`` exceeds the
   system's NVLink domain while ``moe_tp = ep = tp x dp / ep`` encodes a one-domain run of ``ep``
-  GPUs as a product (the same measurement appears elsewhere in the file with ``ep`` GPUs).
+  GPUs as a product (the same measurement appears elsewhere in the file with ``ep`` GPUs);
+  (d) likewise a row of ``tp x dp`` GPUs beyond the domain with ``ep = tp x dp`` and no expert TP
+  is the ``tp``-GPU run with ``ep = tp`` (the file has the same points with that encoding).
 * rows whose model factoryplan cannot parse (hybrid linear attention, DeepSeek sparse attention)
   are skipped with the reason.
 """
@@ -160,6 +162,8 @@ def _parallel(row: dict[str, str], moe: bool, domain: int, conc: float) -> tuple
         gpus = ep
         tp, dp = (1, gpus) if dp > 1 else (gpus, 1)
         mtp, repair = 1, f"(c) {row['tp_size']}x{row.get('attention_dp_size') or 1} GPUs read as {gpus}"
+    elif tp * dp > domain and mtp == 1 and ep == tp * dp and dp > 1:
+        dp, ep, repair = 1, tp, f"(d) {tp}x{dp} GPUs with ep {tp * dp} read as tp {tp}, ep {tp}"
     elif dp == 1 and tp > 1 and conc == batch * tp and conc != batch:
         tp, dp, repair = 1, tp, "(b) concurrency = batch x tp: attention DP"
     elif tp * dp < mtp * ep:
@@ -326,7 +330,9 @@ def predict(
 
     ``constants`` maps backend -> :class:`Constants` (default: the catalog's calibration).
     Points with ``concurrency == 0`` run at the engine's full load (the concurrency the KV cache
-    holds); points with ``e2e_ms`` are one batch prefilled together then decoded.
+    holds); points with ``e2e_ms`` are one batch prefilled together then decoded. Measured points
+    come from a harness that starts all users at once (``burst``); the published NIM sweep warms up
+    first (steady state).
     """
     consts = constants or {}
     out: list[Prediction | None] = [None] * len(points)
@@ -347,7 +353,8 @@ def predict(
         batch_mode = _as_array(1.0 if p.e2e_ms is not None else 0.0 for p in pts)
         full = serve(shape, hw, par, prec, k, concurrency=np.full_like(conc, 1e9), isl=isl, osl=osl)
         conc = np.where(conc > 0, conc, full.mem.max_concurrency)
-        res = serve(shape, hw, par, prec, k, concurrency=conc, isl=isl, osl=osl)
+        burst = _as_array(1.0 if p.source != "published" else 0.0 for p in pts)
+        res = serve(shape, hw, par, prec, k, concurrency=conc, isl=isl, osl=osl, burst=burst)
         e2e = _batch_latency(shape, hw, par, prec, k, conc, isl, osl)
         ttft, tpot = np.asarray(res.ttft_s) * 1e3, np.asarray(res.tpot_s) * 1e3
         tps, fits = np.asarray(res.output_tokens_per_s), np.asarray(res.mem.fits)
