@@ -6,6 +6,7 @@ Errors in what the user gave are printed as one short message and exit non-zero;
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +20,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from factoryplan.errors import FactoryplanError
+
+# The commands do no dense linear algebra; a BLAS thread pool per process only costs start-up time
+# (numpy's OpenBLAS starts one thread per core on import). A user's own setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 app = typer.Typer(
     name="factoryplan",

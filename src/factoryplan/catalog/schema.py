@@ -32,7 +32,9 @@ _AS_OF = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
 class Entry(BaseModel):
     """Fields every catalog entry has: identity and provenance."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: a model's validator is built when first used, so a command that reads a few
+    # kinds (serve) does not pay for building every kind's at import
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str
     name: str
