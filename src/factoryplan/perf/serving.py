@@ -170,11 +170,14 @@ def serve(
     rho = np.clip(passes * t_p / (base + own + steps * tpot_s), 0.0, 0.95)
     ttft_s = base + own + k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - rho))
     share = np.asarray(burst, dtype=float) * k.burst_share
-    per_iter = np.maximum(np.floor(k.token_budget / isl_f), 1.0)
-    waves = np.ceil(c / per_iter) * np.maximum(np.ceil(isl_f / k.token_budget - 1e-9), 1.0)
-    t_b = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=c / waves * dp, prompt_len=isl_f).total
-    ttft = (1.0 - share) * ttft_s + share * (base + t_b * ((waves + 1.0) / 2.0 + pp - 1.0))
-    tpot = (1.0 - share) * tpot_s + share * (t_dec + (waves - 1.0) / 2.0 * t_b / steps)
+    ttft, tpot = ttft_s, tpot_s
+    if np.any(share > 0.0):  # the first wave: c prompts at once, per_iter of them per iteration
+        per_iter = np.maximum(np.floor(k.token_budget / isl_f), 1.0)
+        waves = np.ceil(c / per_iter) * np.maximum(np.ceil(isl_f / k.token_budget - 1e-9), 1.0)
+        t_b = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=c / waves * dp,
+                        prompt_len=isl_f).total
+        ttft = (1.0 - share) * ttft_s + share * (base + t_b * ((waves + 1.0) / 2.0 + pp - 1.0))
+        tpot = (1.0 - share) * tpot_s + share * (t_dec + (waves - 1.0) / 2.0 * t_b / steps)
     cycle = ttft + steps * tpot
     rate = run / cycle
     wait = (conc - run) / run * cycle
