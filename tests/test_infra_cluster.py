@@ -85,7 +85,7 @@ def test_cli_compares_systems_within_a_budget(capsys: pytest.CaptureFixture[str]
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--system", "dgx-h1000", "--gpus", "8"], "unknown system 'dgx-h1000'"),
+        (["--system", "dgx-h1000", "--gpus", "8"], "unknown accelerator or system 'dgx-h1000'"),
         (["--system", "dgx-h100"], "exactly one of --gpus or --power-mw"),
         (["--system", "dgx-h100", "--gpus", "8", "--power-mw", "5"], "exactly one of --gpus or --power-mw"),
         (["--system", "gb200-nvl72", "--power-mw", "0.5"], "below one scalable unit"),

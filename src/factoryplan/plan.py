@@ -134,15 +134,6 @@ class Candidate(BaseModel):
     site: Deployment  # the physical design the pools, power and materials come from
 
 
-def resolve_hardware(catalog: Catalog, hw_id: str) -> tuple[Accelerator, System]:
-    """An accelerator id implies its usual system; a system id implies its accelerator."""
-    if hw_id in catalog.systems:
-        system = catalog.systems[hw_id]
-        return catalog.accelerators[system.accelerator], system
-    acc = catalog.accelerators[hw_id]
-    return acc, catalog.systems[acc.default_system]
-
-
 def peak_requests_per_s(w: InferenceWorkload, asm: AssumptionSet) -> float:
     """Average demand times the peak-to-average factor (the workload's, else the catalog's)."""
     factor = w.peak_to_average if w.peak_to_average is not None else asm.get("serving_peak_to_average")
@@ -247,7 +238,7 @@ def _evaluate(
     region = catalog.regions[scenario.region]
     results = []
     for w, arch in zip(scenario.workloads, archs, strict=True):
-        acc, system = resolve_hardware(catalog, w.hardware[0]) if w.hardware else hw
+        acc, system = catalog.hardware(w.hardware[0]) if w.hardware else hw
         results.append(size(w, arch, acc, system, asm))
     by_system: dict[str, list[WorkloadResult]] = {}
     for r in results:
@@ -276,7 +267,7 @@ def _choose(
     ids = scenario.hardware or [h for h in DEFAULT_CANDIDATES if h in catalog.accelerators]
     evaluated: list[tuple[str, tuple[Accelerator, System], Candidate | None, str]] = []
     for hw_id in ids:
-        hw = resolve_hardware(catalog, hw_id)
+        hw = catalog.hardware(hw_id)
         try:
             evaluated.append((hw_id, hw, _evaluate(scenario, catalog, archs, hw, asm, size), ""))
         except InfeasibleError as exc:

@@ -102,6 +102,17 @@ class Catalog:
             raise unknown(kind.rstrip("s").replace("_", " "), entry_id, table, field=field_name)
         return table[entry_id]
 
+    def hardware(self, ref: str, *, field_name: str = "hardware") -> tuple[Accelerator, System]:
+        """(accelerator, system) for an accelerator id (its usual system: ``gb200`` -> GB200 NVL72)
+        or a system id (its accelerator); an unknown id lists both kinds."""
+        if ref in self.systems:
+            system = self.systems[ref]
+            return self.accelerators[system.accelerator], system
+        if ref in self.accelerators:
+            acc = self.accelerators[ref]
+            return acc, self.systems[acc.default_system]
+        raise unknown("accelerator or system", ref, [*self.accelerators, *self.systems], field=field_name)
+
     def assumption(self, name: str) -> float:
         """The catalog value of an assumption, in internal units."""
         if name not in self.assumptions:

@@ -107,13 +107,7 @@ def serving_catalog(overlays: list[Path] | None, gpu: str = "", model: str = "")
 
 def resolve_gpu(cat: Catalog, ref: str) -> tuple[Accelerator, System]:
     """An accelerator id implies its usual system (``gb200`` -> NVL72); a system id its accelerator."""
-    if ref in cat.systems:
-        system = cat.systems[ref]
-        return cat.accelerators[system.accelerator], system
-    if ref in cat.accelerators:
-        acc = cat.accelerators[ref]
-        return acc, cat.systems[acc.default_system]
-    raise unknown("accelerator or system", ref, [*cat.accelerators, *cat.systems], field="--gpu")
+    return cat.hardware(ref, field_name="--gpu")
 
 
 def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:

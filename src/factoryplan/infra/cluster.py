@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict
 from factoryplan.assumptions import AssumptionSet
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.schema import Accelerator, Link, Region, Switch, System
-from factoryplan.errors import FactoryplanError, InfeasibleError, unknown
+from factoryplan.errors import FactoryplanError, InfeasibleError
 from factoryplan.infra import fabric as fb
 from factoryplan.infra.bom import BomItem, BomParts, build_bom
 from factoryplan.infra.power import Power, PowerLoad, power_chain, pue_for
@@ -114,11 +114,7 @@ class Parts:
 
 def resolve_system(catalog: Catalog, system_id: str) -> System:
     """A system by id, or an accelerator id's default system; unknown ids list what exists."""
-    if system_id in catalog.systems:
-        return catalog.systems[system_id]
-    if system_id in catalog.accelerators:
-        return catalog.systems[catalog.accelerators[system_id].default_system]
-    raise unknown("system", system_id, [*catalog.systems, *catalog.accelerators], field="system")
+    return catalog.hardware(system_id, field_name="system")[1]
 
 
 def resolve_parts(
