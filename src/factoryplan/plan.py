@@ -377,8 +377,8 @@ def build_plan(
     chosen = chosen.model_copy(update={"costs": costs, "workloads": workloads})
     alternatives, unpriced = _alternatives(scenario, catalog, archs, chosen, verdicts, asm, size)
     sov_premium = premium(
-        plan_costs.option_costs(scenario, catalog, archs, chosen.workloads, chosen.pools, chosen.power, chosen.bom,
-                                chosen.costs, asm, size),
+        plan_costs.option_costs(scenario, catalog, archs, chosen.workloads, chosen.pools, alternatives, chosen.costs,
+                                asm, size),
         verdicts,
     )
     sens, uncertainty = plan_costs.risk(

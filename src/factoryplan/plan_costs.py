@@ -204,19 +204,18 @@ def alternatives(
 
 def option_costs(
     scenario: Scenario, catalog: Catalog, archs: Sequence[ModelArch], results: Sequence[WorkloadResult],
-    pools: Sequence[Pool], power: Power, bom: Sequence[BomItem], costs: Costs, asm: AssumptionSet, size: SizeFn,
+    pools: Sequence[Pool], alternatives: Sequence[Alternative], costs: Costs, asm: AssumptionSet, size: SizeFn,
 ) -> list[OptionCost]:
     """What each workload alone costs through each option over the horizon (cheapest offer per option).
 
-    Owned options: the workload's share of the planned deployment (build and colocation). Cloud: the
-    workload re-sized on each offer's GPU and rented. API: the service's tokens (inference only).
+    Owned options: the workload's share of the planned deployment, built or colocated (their whole
+    costs are the ``own`` and ``colo`` rows of ``alternatives``). Cloud: the workload re-sized on each
+    offer's GPU and rented. API: the service's tokens (inference only).
     """
     horizon = costs.horizon_years
     shares = workload_shares(catalog, results, pools)
-    region = catalog.regions[scenario.region]
-    dep = scenario.facility.deployment
-    other = "colocation" if dep == "own-build" else "own-build"
-    owned = {dep: costs.tco_usd, other: owned_costs(bom, pools, power, region, other, asm, horizon).tco_usd}
+    kinds = {"own": "own-build", "colo": "colocation"}
+    owned = {kinds[a.kind]: a.tco_usd for a in alternatives if a.kind in kinds}
     out: list[OptionCost] = []
     for w, arch in zip(scenario.workloads, archs, strict=True):
         best: dict[str, OptionCost] = {}

@@ -12,7 +12,7 @@ import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -43,9 +43,6 @@ _NUMERIC_EXEMPT = frozenset({"year", "level", "value", "low", "high", "usd_per_u
 
 # the C loader is several times faster; fall back to pure Python where libyaml is absent
 _Loader: type[yaml.SafeLoader | yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-E = TypeVar("E", bound=Entry)
-
 
 def read_yaml(path: Path) -> Any:
     """Parse a YAML file; a syntax error names the file and the line."""
@@ -196,14 +193,6 @@ def _friendly_names(model: type[Entry]) -> list[str]:
             name = f"{parts[0]}_{SHOW_UNIT[parts[1]]}"
         out.append(name)
     return out
-
-
-def _load_kind_list(kind: str, items: Any, usd_per: Mapping[str, float], where: str) -> list[Entry]:
-    if items is None:
-        return []
-    if not isinstance(items, list):
-        raise CatalogError(f"{kind} must be a list of entries", where=where, value=type(items).__name__)
-    return [_validate(kind, item, usd_per, where) for item in items]
 
 
 def _raw_shipped() -> list[tuple[str, Path, Any]]:

@@ -23,7 +23,6 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0, le=1)]
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _AS_OF = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")

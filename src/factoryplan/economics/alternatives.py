@@ -16,7 +16,7 @@ deployment (see ``economics.breakeven``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
@@ -151,13 +151,3 @@ def _cost(offer: ApiPrice, svc: ServiceTokens) -> float:
     return (
         svc.input_tokens_per_year * offer.input_usd_per_token + svc.output_tokens_per_year * offer.output_usd_per_token
     )
-
-
-def cheapest_per_option(alternatives: Sequence[Alternative]) -> Mapping[str, Alternative]:
-    """The cheapest alternative of each deployment option, for summaries."""
-    best: dict[str, Alternative] = {}
-    for alt in alternatives:
-        key = alt.option_id
-        if key not in best or alt.tco_usd < best[key].tco_usd:
-            best[key] = alt
-    return best

@@ -374,11 +374,3 @@ def _batch_latency(
     pre = iteration(shape, hw, par, prec, k, decode_seqs=0.0, ctx=isl, prompts=conc, prompt_len=isl).total
     dec = iteration(shape, hw, par, prec, k, decode_seqs=conc, ctx=isl + osl / 2.0).total
     return np.asarray(pre + (osl - 1.0) * dec, dtype=np.float64)
-
-
-def mape(pred: Sequence[float], meas: Sequence[float]) -> float:
-    """Mean absolute percentage error, ``mean(|p - m| / m)``, in percent."""
-    p, m = np.asarray(pred, dtype=float), np.asarray(meas, dtype=float)
-    if len(m) == 0:
-        raise FactoryplanError("no points to compare")
-    return float(np.mean(np.abs(p - m) / m) * 100.0)
