@@ -89,6 +89,14 @@ def test_unknown_catalog_id(capsys: pytest.CaptureFixture[str]) -> None:
     assert 'did you mean "h100-sxm"' in capsys.readouterr().err
 
 
+def test_short_gpu_name_suggests_the_ids_it_starts(capsys: pytest.CaptureFixture[str]) -> None:
+    # "h100" is closest to "h800" by spelling, but the user meant one of the H100 parts
+    assert main(["serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--tp", "1", "--isl", "128", "--osl", "16",
+                 "--concurrency", "1"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert '"h100-pcie" or "h100-sxm"' in err and '"h800"' not in err.split("allowed")[0]
+
+
 def test_bad_report_suffix(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", str(EXAMPLES / "research-lab-training.yaml"), "--out", "x.pdf"]) == 2
     assert "--out" in capsys.readouterr().err

@@ -60,9 +60,17 @@ class InfeasibleError(FactoryplanError):
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """' (did you mean "x"?)' for the closest choice, or '' when nothing is close."""
-    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f' (did you mean "{match[0]}"?)' if match else ""
+    """' (did you mean "x"?)' for the closest choice, or '' when nothing is close.
+
+    Ids that extend the word (``h100`` -> ``h100-pcie``, ``h100-sxm``) come first: a short name
+    is a prefix of what was meant more often than a one-letter typo of another id."""
+    options = list(choices)
+    low = word.strip().lower()
+    extended = sorted(c for c in options if low and c.lower().startswith(low) and c.lower() != low)[:3]
+    match = extended or difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if not match:
+        return ""
+    return " (did you mean " + " or ".join(f'"{m}"' for m in match) + "?)"
 
 
 def unknown(
