@@ -31,6 +31,8 @@ CATALOG_CONFIGS = {
     "llama-3.3-70b": "meta-llama--Llama-3.3-70B-Instruct_config.json",
     "llama-2-7b": "meta-llama--Llama-2-7b-hf_config.json",
     "llama-2-70b": "meta-llama--Llama-2-70b-hf_config.json",
+    "qwen3-8b": "Qwen--Qwen3-8B_config.json",
+    "qwen3-14b": "Qwen--Qwen3-14B_config.json",
     "qwen3-32b": "Qwen--Qwen3-32B_config.json",
     "qwen3-235b-a22b": "Qwen--Qwen3-235B-A22B-FP8_config.json",
     "qwen3-30b-a3b": "Qwen--Qwen3-30B-A3B_config.json",

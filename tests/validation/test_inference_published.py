@@ -134,3 +134,32 @@ def test_measured_hopper_dense_models_tighter() -> None:
     for model, limit in (("llama-3.1-70b", 9.0), ("qwen3-32b", 14.0)):
         pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.model == model]
         assert ape(pairs, "tpot_ms").mean() <= limit, model
+
+
+@pytest.mark.parametrize(("repo", "expected"), [
+    ("nvidia/DeepSeek-R1-0528-FP4-v2", "deepseek-r1"),
+    ("deepseek-ai/DeepSeek-V3-0324", "deepseek-v3"),
+    ("nvidia/Llama-3.3-70B-Instruct-FP4", "llama-3.3-70b"),
+    ("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "qwen3-235b-a22b"),
+    ("Qwen/Qwen3-8B", "qwen3-8b"),
+    ("moonshotai/Kimi-K2-Instruct", "kimi-k2.5"),
+    ("MiniMaxAI/MiniMax-M2", "minimax-m2.5"),
+    ("deepseek-ai/DeepSeek-V3.2", None),  # sparse attention: not DeepSeek-V3's layers
+    ("zai-org/GLM-4.6", None),
+])
+def test_data_set_model_names_map_to_architectures(repo: str, expected: str | None) -> None:
+    """Measured files of other GPUs name quantized checkpoints and dated releases of the same models."""
+    from factoryplan.validation.inference import model_id
+
+    assert model_id(load_catalog(), repo) == expected
+
+
+@pytest.mark.parametrize(("system", "expected"), [
+    ("b200_sxm", ("b200", "dgx-b200")), ("gb200_sxm", ("gb200", "gb200-nvl72")),
+    ("gb300_sxm", ("gb300", "gb300-nvl72")), ("b300_sxm", ("b300", "dgx-b300")),
+    ("a100_sxm", ("a100-sxm-80gb", "dgx-a100-80gb")), ("l40s", None),
+])
+def test_data_set_system_names_map_to_hardware(system: str, expected: tuple[str, str] | None) -> None:
+    from factoryplan.validation.inference import hardware_id
+
+    assert hardware_id(load_catalog(), system) == expected

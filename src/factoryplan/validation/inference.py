@@ -118,22 +118,46 @@ class Loaded:
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
+# Suffixes of a repository name that do not change the architecture (post-training, quantized
+# checkpoints, revisions, dates): stripped one at a time until a catalog id matches.
+_VARIANT_SUFFIX = re.compile(
+    r"-(instruct|chat|hf|it|base|thinking|fp8|fp4|nvfp4|mxfp4|bf16|fp16|int4|int8|awq|gptq|w4a16|w4a8|w8a8|"
+    r"dynamic|block|v\d+(\.\d+)?|\d{4})$"
+)
+# Releases whose text model has the architecture of a catalog entry (same config.json shapes).
+ARCH_EQUIVALENT = {
+    "kimi-k2": "kimi-k2.5",  # K2.5 continues K2's DeepSeek-V3-style backbone (61 layers, 384 experts)
+    "minimax-m2": "minimax-m2.5", "minimax-m2.1": "minimax-m2.5",  # 62 layers, 256 experts, top-8
+    "deepseek-v3.1": "deepseek-v3",  # V3.1 keeps V3's layers; V3.2 adds sparse attention (not mapped)
+}
+
+
 def model_id(catalog: Catalog, repo: str) -> str | None:
-    """The catalog id of a Hugging Face repository name, or None."""
+    """The catalog id of a Hugging Face repository name, or None.
+
+    ``nvidia/DeepSeek-R1-0528-FP4-v2`` -> ``deepseek-r1``, ``Qwen/Qwen3-235B-A22B-Instruct-2507-FP8``
+    -> ``qwen3-235b-a22b``: variant suffixes are stripped one at a time, and a release with a
+    catalog entry's architecture maps to it (:data:`ARCH_EQUIVALENT`).
+    """
     key = repo.strip().lower()
     if key in MODEL_IDS:
         return MODEL_IDS[key]
-    tail = key.split("/")[-1]
-    for cand in (tail, re.sub(r"-(instruct|fp8|fp4|nvfp4|bf16)$", "", tail)):
-        if cand in catalog.models:
-            return cand
-    return None
+    cand = key.split("/")[-1]
+    while True:
+        for name in (cand, ARCH_EQUIVALENT.get(cand, "")):
+            if name in catalog.models:
+                return name
+        shorter = _VARIANT_SUFFIX.sub("", cand)
+        if shorter == cand or not shorter:
+            return None
+        cand = shorter
 
 
 def hardware_id(catalog: Catalog, name: str) -> tuple[str, str] | None:
     """(accelerator, system) of a data set's system name (``h200_sxm``, ``gb200``, ``b200_sxm``)."""
     key = name.strip().lower().replace("_", "-")
-    for cand in (key, key.removesuffix("-sxm"), key.replace("-nvl72", ""), key + "-sxm"):
+    # the data sets' a100_sxm is the 80 GB part
+    for cand in (key, key.removesuffix("-sxm"), key.replace("-nvl72", ""), key + "-sxm", key + "-80gb"):
         if cand in catalog.accelerators:
             acc = catalog.accelerators[cand]
             return acc.id, acc.default_system
