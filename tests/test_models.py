@@ -43,6 +43,8 @@ CATALOG_CONFIGS = {
     "mixtral-8x7b": "mistralai--Mixtral-8x7B-v0.1_config.json",
     "minimax-m2.5": "MiniMaxAI--MiniMax-M2.5_config.json",
     "kimi-k2.5": "moonshotai--Kimi-K2.5_config.json",
+    "qwen3.5-397b-a17b": "Qwen--Qwen3.5-397B-A17B_config.json",
+    "qwen3-next-80b-a3b": "Qwen--Qwen3-Next-80B-A3B-Instruct_config.json",
 }
 
 # Whether the authors' active count includes the input embedding table (see params_active).
@@ -56,6 +58,8 @@ ACTIVE_WITH_EMBEDDING = {
     "gpt-oss-20b": False,
     "minimax-m2.5": False,  # 10B: 10.42B without, 11.03B with
     "kimi-k2.5": False,  # 32B: 31.69B without, 32.86B with
+    "qwen3.5-397b-a17b": True,  # 17B: 17.35B with, 16.33B without
+    "qwen3-next-80b-a3b": False,  # 3B: 3.56B without, 3.87B with
 }
 
 # Known disagreements, with the widened tolerance and the reason.
@@ -63,6 +67,9 @@ ACTIVE_EXCEPTIONS = {
     # Qwen3-30B-A3B card: "3.3B activated"; derived 3.353B (with embedding) is 1.6% above, outside the
     # rounding interval of 3.3 (3.25-3.35): the card's figure looks truncated rather than rounded.
     "qwen3-30b-a3b": 0.02,
+    # Qwen3-Next-80B-A3B card: "3B activated", the A3B of its name. Derived 3.56B without the input
+    # embedding (3.25B without the LM head too, 3.87B with both) is 19% above: a label, not a count.
+    "qwen3-next-80b-a3b": 0.2,
 }
 
 
@@ -157,6 +164,7 @@ PUBLISHED = [
     ("Qwen--Qwen2-72B_config.json", 72.71e9, None, True, "Qwen2 blog table: 72.71B"),
     ("openai-community--gpt2_config.json", 124.44e6, None, True, "checkpoint count (paper says 117M)"),
     ("EleutherAI--gpt-neox-20b_config.json", 20.55e9, None, True, "HF model card: 20,554,567,680"),
+    ("Qwen--Qwen3.5-397B-A17B_config.json", 397e9, 17e9, True, "Qwen3.5-397B-A17B model card"),
 ]
 
 
@@ -244,12 +252,25 @@ def test_multimodal_wrapper_reads_the_text_model() -> None:
     assert "vision" in arch.notes
 
 
-def test_hybrid_linear_attention_is_refused_with_the_reason() -> None:
+def test_deepseek_sparse_attention_is_refused_with_the_reason() -> None:
+    """DeepSeek-V3.2's lightning indexer (index_topk) picks the keys each query attends to: not modelled."""
+    cfg = json.loads((CONFIGS / "deepseek-ai--DeepSeek-V3_config.json").read_text())
+    cfg.update({"index_topk": 2048, "index_head_dim": 128, "index_n_heads": 64})
     with pytest.raises(FactoryplanError) as exc:
-        parse("Qwen--Qwen3.5-397B-A17B_config.json")
+        parse_hf_config(cfg)
     text = str(exc.value)
-    assert "Qwen3.5-397B-A17B_config.json" in text
-    assert "linear_attention" in text and "layer_types" in text
+    assert "index_topk" in text and "DeepSeek sparse attention" in text and "does not model" in text
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"layer_types": ["linear_attention", "full_attention"] * 4}, "layer_types"),  # no Gated DeltaNet fields
+    ({"layer_types": ["mamba", "full_attention"] * 4}, "layer_types"),
+    ({"attn_type_list": [0, 1] * 4}, "attn_type_list"),  # MiniMax-01 lightning attention
+    ({"hybrid_override_pattern": "M-M-M-M*"}, "hybrid_override_pattern"),  # Nemotron-H
+])
+def test_other_hybrid_layers_are_refused_naming_the_field(extra: dict[str, object], field: str) -> None:
+    with pytest.raises(FactoryplanError, match=f"{field}: .*(does not model|not model)"):
+        parse_hf_config(_moe_cfg(**extra))
 
 
 def test_missing_hidden_size_names_the_file_and_the_fields(tmp_path: Path) -> None:
@@ -419,19 +440,24 @@ def test_resolve_missing_file_names_the_path(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- consistency
 
 
-@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.json") if "Qwen3.5" not in p.name))
+@pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.json")))
 def test_breakdown_sums_and_per_layer_helpers_agree(config: str) -> None:
     arch = parse(config)
     b = m.param_breakdown(arch)
     assert m.params_total(arch) == sum(b.values())
-    final_norm = b["norms"] - arch.layers * m.norm_params_per_layer(arch)
+    n_linear = m.linear_attention_layers(arch)
+    per_layer_norms = m.attention_layers(arch) * m.norm_params_per_layer(arch)
+    final_norm = b["norms"] - per_layer_norms - n_linear * m.norm_params_per_layer(arch, linear=True)
     assert final_norm == arch.hidden * (2 if arch.norm == "layer" else 1)
     embed = b["embedding"] + b["position_embedding"] + b["lm_head"] + final_norm
+    # the layers counted as softmax-attention layers, less what linear attention changes in L_lin of them
+    mixer = m.dense_layer_params(arch) - m.dense_layer_params(arch, linear=True)
+    assert mixer == m.moe_layer_params(arch) - m.moe_layer_params(arch, linear=True) or arch.moe is None
     layers = m.dense_layers(arch) * m.dense_layer_params(arch) + m.moe_layers(arch) * m.moe_layer_params(arch)
-    assert embed + layers == m.params_total(arch)
+    assert embed + layers - n_linear * mixer == m.params_total(arch)
     active_layers = m.dense_layers(arch) * m.dense_layer_params(arch)
     active_layers += m.moe_layers(arch) * m.moe_layer_active_params(arch)
-    assert embed + active_layers == m.params_active(arch)
+    assert embed + active_layers - n_linear * mixer == m.params_active(arch)
     assert (
         m.params_non_embedding(arch)
         == m.params_total(arch) - b["embedding"] - b["position_embedding"] - b["lm_head"]

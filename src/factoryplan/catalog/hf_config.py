@@ -3,10 +3,12 @@
 The reader looks at fields first and at ``model_type`` only for what a config leaves implicit
 (GPT-2's biases and tied embeddings, Qwen2's q/k/v bias, Qwen3's q/k norms, gpt-oss's sinks).
 It understands Llama, Mistral, Qwen2, Qwen3, Qwen3-MoE, Mixtral, DeepSeek-V2/V3/R1 and Kimi-K2
-(MLA), gpt-oss, MiniMax-M2, GPT-2 and GPT-NeoX/Pythia configs, and configs that nest the text
-model under ``text_config`` (multimodal wrappers; the vision tower is not counted). A config
-with layers that are not softmax attention (linear attention, state-space layers) is refused
-with the reason; one that lacks a needed field is refused with the list of fields it needs.
+(MLA), gpt-oss, MiniMax-M2, GPT-2 and GPT-NeoX/Pythia configs, the hybrid Gated DeltaNet models
+Qwen3-Next and Qwen3.5 (``linear_*`` fields, ``layer_types`` or ``full_attention_interval``), and
+configs that nest the text model under ``text_config`` (multimodal wrappers; the vision tower is not
+counted). A config with other layers than softmax or Gated DeltaNet attention (lightning attention,
+state-space layers, DeepSeek sparse attention) is refused with the reason; one that lacks a needed
+field is refused with the list of fields it needs.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from factoryplan.catalog.schema import MLA, ModelArch, MoE
+from factoryplan.catalog.schema import MLA, LinearAttention, ModelArch, MoE
 from factoryplan.errors import FactoryplanError
 
 Config = dict[str, Any]
@@ -45,7 +47,10 @@ _PLAIN_MLP = frozenset({"gpt2", "gpt_bigcode", "gpt_neox", "gptj", "codegen"})
 _ALL_BIASES = frozenset({"gpt2", "gpt_bigcode", "gpt_neox"})  # q/k/v, o and MLP biases
 _MLP_BIAS_ONLY = frozenset({"gptj", "codegen"})
 _QKV_BIAS_ONLY = frozenset({"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"})
-_QK_NORM = frozenset({"qwen3", "qwen3_moe", "qwen3_vl", "qwen3_vl_moe"})
+_QWEN_HYBRID = frozenset({"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"})
+_QK_NORM = frozenset({"qwen3", "qwen3_moe", "qwen3_vl", "qwen3_vl_moe", *_QWEN_HYBRID})
+_SHARED_GATE = frozenset({"qwen2_moe", *_QWEN_HYBRID})  # sigmoid gate h -> 1 on the shared expert
+_OUTPUT_GATE = frozenset({"qwen3_next"})  # gated attention without an attn_output_gate field
 _LEARNED_POSITIONS = frozenset({"gpt2", "gpt_bigcode"})
 _TIED_BY_DEFAULT = frozenset({"gpt2", "gpt_bigcode"})
 _SINKS = frozenset({"gpt_oss"})
@@ -53,22 +58,32 @@ _EXPERT_BIAS = frozenset({"gpt_oss"})
 
 # Fields that announce layers factoryplan does not model.
 _NOVEL_FIELDS: dict[str, str] = {
-    "linear_num_value_heads": "linear-attention (Gated DeltaNet) layers",
-    "linear_num_key_heads": "linear-attention layers",
     "attn_type_list": "linear (lightning) attention layers",
     "hybrid_override_pattern": "Mamba state-space layers",
     "ssm_cfg": "state-space layers",
     "mamba_d_state": "Mamba state-space layers",
     "ssm_state_size": "state-space layers",
+    "index_topk": "DeepSeek sparse attention (a lightning indexer selecting the keys each query attends to)",
 }
-_KNOWN_LAYER_TYPES = frozenset({"full_attention", "sliding_attention"})
+_KNOWN_LAYER_TYPES = frozenset({"full_attention", "sliding_attention", "linear_attention"})
+# Gated DeltaNet (Qwen3-Next, Qwen3.5): schema field -> config field.
+_LINEAR_FIELDS = {
+    "key_heads": "linear_num_key_heads",
+    "value_heads": "linear_num_value_heads",
+    "key_head_dim": "linear_key_head_dim",
+    "value_head_dim": "linear_value_head_dim",
+    "conv_kernel": "linear_conv_kernel_dim",
+}
+_DTYPE_BYTES = {"float32": 4.0, "fp32": 4.0, "bfloat16": 2.0, "bf16": 2.0, "float16": 2.0, "fp16": 2.0}
 
 NEEDS = (
     "num_hidden_layers (or n_layer), hidden_size (or n_embd), num_attention_heads (or n_head), "
     "vocab_size, intermediate_size (or n_inner; moe_intermediate_size for MoE experts), "
     "max_position_embeddings (or n_positions); optional: num_key_value_heads, head_dim, "
     "tie_word_embeddings, n_routed_experts/num_local_experts/num_experts with num_experts_per_tok, "
-    "kv_lora_rank/q_lora_rank/qk_nope_head_dim/qk_rope_head_dim/v_head_dim (MLA), sliding_window"
+    "kv_lora_rank/q_lora_rank/qk_nope_head_dim/qk_rope_head_dim/v_head_dim (MLA), sliding_window; "
+    "linear_num_key_heads/linear_num_value_heads/linear_key_head_dim/linear_value_head_dim/"
+    "linear_conv_kernel_dim with layer_types or full_attention_interval (Gated DeltaNet)"
 )
 
 
@@ -136,10 +151,12 @@ def _text_model(cfg: Config, notes: list[str]) -> Config:
 
 
 def _refuse_novel(cfg: Config, where: str) -> None:
-    """Raise for layers that are not softmax attention (linear attention, state-space layers)."""
+    """Raise for layers that are neither softmax nor Gated DeltaNet attention (lightning attention,
+    state-space layers, DeepSeek sparse attention)."""
     layer_types = cfg.get("layer_types")
     if isinstance(layer_types, list):
-        odd = sorted({str(t) for t in layer_types} - _KNOWN_LAYER_TYPES)
+        known = _KNOWN_LAYER_TYPES if "linear_num_value_heads" in cfg else _KNOWN_LAYER_TYPES - {"linear_attention"}
+        odd = sorted({str(t) for t in layer_types} - known)
         if odd:
             count = sum(1 for t in layer_types if t in odd)
             raise FactoryplanError(
@@ -147,7 +164,7 @@ def _refuse_novel(cfg: Config, where: str) -> None:
                 "does not model (hybrid linear-attention or state-space architecture)",
                 where=where,
                 field="layer_types",
-                allowed=", ".join(sorted(_KNOWN_LAYER_TYPES)),
+                allowed=", ".join(sorted(known)),
             )
     for key, what in _NOVEL_FIELDS.items():
         if key in cfg:
@@ -155,7 +172,7 @@ def _refuse_novel(cfg: Config, where: str) -> None:
                 f"uses {what}, which factoryplan does not model",
                 where=where,
                 field=key,
-                allowed="softmax attention only: full, sliding-window, GQA/MQA or MLA",
+                allowed="softmax attention (full, sliding-window, GQA/MQA or MLA) and Gated DeltaNet linear attention",
             )
     if cfg.get("is_encoder_decoder") is True:
         raise FactoryplanError(
@@ -238,8 +255,6 @@ def _moe(cfg: Config, layers: int, where: str, notes: list[str]) -> MoE | None:
         size = _int(cfg, ("shared_expert_intermediate_size", "shared_intermediate_size"), where)
         if size:
             shared, shared_ffn = 1, size
-            if str(cfg.get("model_type", "")).startswith("qwen2_moe"):
-                notes.append("shared_expert_gate (hidden_size per layer) not counted")
     dense, freq = _layout(moe_set, layers, where)
     model_type = str(cfg.get("model_type", ""))
     router_bias = (
@@ -257,6 +272,7 @@ def _moe(cfg: Config, layers: int, where: str, notes: list[str]) -> MoE | None:
         layer_freq=freq,
         expert_bias=model_type in _EXPERT_BIAS,
         router_bias=router_bias,
+        shared_gate=shared > 0 and model_type in _SHARED_GATE,
     )
 
 
@@ -275,6 +291,62 @@ def _mla(cfg: Config, where: str) -> MLA | None:
     return MLA(
         q_lora_rank=_int(cfg, ("q_lora_rank",), where) or 0, **{n: int(v or 0) for n, v in values.items()}
     )
+
+
+def _linear_layers(cfg: Config, layers: int, where: str) -> int:
+    """Linear-attention layers: counted in ``layer_types``, else every layer but each
+    ``full_attention_interval``-th (transformers' Qwen3-Next rule: layer ``i`` is full attention
+    when ``(i + 1) % interval == 0``)."""
+    layer_types = cfg.get("layer_types")
+    if isinstance(layer_types, list):
+        if len(layer_types) != layers:
+            raise FactoryplanError(
+                f"lists {len(layer_types)} layer types for {layers} layers", where=where, field="layer_types"
+            )
+        return sum(1 for t in layer_types if t == "linear_attention")
+    interval = _int(cfg, ("full_attention_interval",), where)
+    if not interval:
+        raise FactoryplanError(
+            "a Gated DeltaNet config needs the layout of its linear-attention layers",
+            where=where,
+            field="layer_types",
+            allowed="layer_types (one of full_attention, linear_attention per layer) or full_attention_interval",
+        )
+    return layers - layers // interval
+
+
+def _linear_attention(cfg: Config, layers: int, where: str, notes: list[str]) -> LinearAttention | None:
+    """The Gated DeltaNet layers of a Qwen3-Next/Qwen3.5 config (``linear_*`` fields), or None."""
+    if "linear_num_value_heads" not in cfg and "linear_num_key_heads" not in cfg:
+        return None
+    values = {name: _int(cfg, (key,), where) for name, key in _LINEAR_FIELDS.items()}
+    missing = [_LINEAR_FIELDS[n] for n, v in values.items() if not v]
+    if missing:
+        raise FactoryplanError(
+            f"a Gated DeltaNet config is missing {', '.join(missing)}",
+            where=where,
+            allowed=", ".join(_LINEAR_FIELDS.values()),
+        )
+    count = _linear_layers(cfg, layers, where)
+    if count == 0:
+        return None
+    dtype = cfg.get("mamba_ssm_dtype")
+    if dtype is None:
+        state_bytes = 4.0
+        notes.append("recurrent state read as float32 (no mamba_ssm_dtype; SGLang's default)")
+    elif str(dtype) in _DTYPE_BYTES:
+        state_bytes = _DTYPE_BYTES[str(dtype)]
+    else:
+        raise FactoryplanError(
+            "unknown state dtype", where=where, field="mamba_ssm_dtype", value=dtype,
+            allowed=", ".join(_DTYPE_BYTES),
+        )
+    try:
+        return LinearAttention(layers=count, state_bytes=state_bytes, **{n: int(v or 0) for n, v in values.items()})
+    except ValidationError as exc:
+        raise FactoryplanError(
+            exc.errors()[0]["msg"].removeprefix("Value error, "), where=where, field="linear_num_value_heads"
+        ) from None
 
 
 def _sliding(cfg: Config, layers: int, where: str) -> tuple[int, int]:
@@ -367,12 +439,14 @@ def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
     tied = _flag(cfg, "tie_word_embeddings")
     layer_norm = "rms_norm_eps" not in cfg and ("layer_norm_epsilon" in cfg or "layer_norm_eps" in cfg)
     qk_norm = bool(_flag(cfg, "use_qk_norm") or _flag(cfg, "qk_layernorm") or model_type in _QK_NORM)
+    gate = _flag(cfg, "attn_output_gate")
+    linear = _linear_attention(cfg, layers, where, notes)
     if qk_norm and cfg.get("qk_norm_type") == "per_layer":
         notes.append(
             "q/k norms span all heads in this model; counted per head (undercounts "
             f"{(heads + kv_heads - 2) * head_dim} parameters per layer)"
         )
-    if cfg.get("num_nextn_predict_layers") or cfg.get("use_mtp"):
+    if cfg.get("num_nextn_predict_layers") or cfg.get("use_mtp") or cfg.get("mtp_num_hidden_layers"):
         notes.append("multi-token-prediction module not counted")
     return {
         "family": model_type,
@@ -395,8 +469,10 @@ def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
         "sliding_window": window,
         "sliding_layers": sliding,
         "max_context": req["max_context"],
+        "attn_output_gate": gate if gate is not None else model_type in _OUTPUT_GATE,
         "moe": moe,
         "mla": mla,
+        "linear_attention": linear,
     }
 
 

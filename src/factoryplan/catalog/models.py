@@ -4,7 +4,10 @@ Every count here is derived from a :class:`~factoryplan.catalog.schema.ModelArch
 formulas in the docstrings; nothing is looked up. Notation: ``h`` hidden size, ``L`` layers,
 ``n_q`` attention heads, ``n_kv`` key/value heads, ``d`` head dimension, ``V`` vocabulary,
 ``f`` dense MLP intermediate size, ``f_e`` one routed expert's intermediate size, ``E`` routed
-experts, ``k`` routed experts per token.
+experts, ``k`` routed experts per token. Hybrid models (Qwen3-Next, Qwen3.5) replace the softmax
+attention of ``L_lin`` layers by Gated DeltaNet linear attention with ``H_k`` query/key heads of
+``d_k``, ``H_v`` value heads of ``d_v`` and a causal convolution of width ``K``; the other
+``L - L_lin`` layers keep softmax attention (and the KV cache).
 
 Conventions (those of the Hugging Face implementations, which the published counts follow):
 
@@ -25,13 +28,18 @@ import numpy as np
 import numpy.typing as npt
 
 from factoryplan.catalog.hf_config import parse_hf_config
-from factoryplan.catalog.schema import MLA, Entry, ModelArch
+from factoryplan.catalog.schema import MLA, Entry, LinearAttention, ModelArch
 from factoryplan.errors import FactoryplanError, unknown
 
 if TYPE_CHECKING:
     from factoryplan.catalog.load import Catalog
 
 FloatOrArray = float | npt.NDArray[np.float64]
+
+# The convolution state of a linear-attention layer is kept in the activation dtype (BF16) by
+# SGLang and vLLM; only the recurrent state follows ``mamba_ssm_dtype`` (``state_bytes``).
+CONV_STATE_BYTES = 2
+DELTA_RULE_CHUNK = 64  # tokens per chunk of the chunked gated delta rule (FLA, SGLang and vLLM kernels)
 
 # ---------------------------------------------------------------- layer layout
 
@@ -58,6 +66,17 @@ def moe_layers(arch: ModelArch) -> int:
 def dense_layers(arch: ModelArch) -> int:
     """Number of layers with a dense MLP: ``L - moe_layers``."""
     return arch.layers - moe_layers(arch)
+
+
+def linear_attention_layers(arch: ModelArch) -> int:
+    """Number of layers with linear attention (Gated DeltaNet), ``L_lin``; 0 for a transformer."""
+    return arch.linear_attention.layers if arch.linear_attention is not None else 0
+
+
+def attention_layers(arch: ModelArch) -> int:
+    """Number of layers with softmax attention (full or sliding-window): ``L - L_lin``.
+    Qwen3.5-397B-A17B: every 4th of its 60 layers, 15."""
+    return arch.layers - linear_attention_layers(arch)
 
 
 # ---------------------------------------------------------------- per-layer counts
@@ -106,30 +125,85 @@ def _mla_attention(arch: ModelArch, mla: MLA) -> int:
 
 
 def attention_params_per_layer(arch: ModelArch) -> int:
-    """Attention projections of one layer (norms excluded, sinks included).
+    """Attention projections of one softmax-attention layer (norms excluded, sinks included).
 
     GQA/MHA: ``q h*n_q*d + k h*n_kv*d + v h*n_kv*d + o n_q*d*h``; ``attention_bias`` adds
     ``n_q*d + 2*n_kv*d`` (q/k/v), ``attention_out_bias`` adds ``h`` (o). Attention sinks
-    (gpt-oss) add one learned logit per head, ``n_q``. MLA: see :func:`_mla_attention`.
+    (gpt-oss) add one learned logit per head, ``n_q``. An output gate (``attn_output_gate``,
+    Qwen3-Next: ``o_proj(attn * sigmoid(gate))``) doubles q_proj's outputs, ``+ h*n_q*d``
+    (and ``n_q*d`` bias). MLA: see :func:`_mla_attention`. Linear-attention layers: see
+    :func:`linear_attention_params_per_layer`.
     """
     sinks = arch.heads if arch.attention_sinks else 0
     if arch.mla is not None:
         return _mla_attention(arch, arch.mla) + sinks
     h, d = arch.hidden, arch.head_dim
     q, kv = arch.heads * d, arch.kv_heads * d
-    weights = h * q + 2 * h * kv + q * h
-    bias = (q + 2 * kv if arch.attention_bias else 0) + (h if arch.attention_out_bias else 0)
+    gate = q if arch.attn_output_gate else 0
+    weights = h * (q + gate) + 2 * h * kv + q * h
+    bias = (q + gate + 2 * kv if arch.attention_bias else 0) + (h if arch.attention_out_bias else 0)
     return weights + bias + sinks
 
 
-def norm_params_per_layer(arch: ModelArch) -> int:
+def _linear_widths(la: LinearAttention) -> tuple[int, int]:
+    """(key width ``H_k*d_k``, value width ``H_v*d_v``) of a Gated DeltaNet layer."""
+    return la.key_heads * la.key_head_dim, la.value_heads * la.value_head_dim
+
+
+def linear_attention_params_per_layer(arch: ModelArch) -> int:
+    """The Gated DeltaNet block of one linear-attention layer (its gated norm included); 0 without.
+
+    With ``w_k = H_k*d_k`` and ``w_v = H_v*d_v`` (transformers' ``Qwen3NextGatedDeltaNet``,
+    ``Qwen3_5MoeGatedDeltaNet``): ``in_proj_qkvz h*(2*w_k + 2*w_v)`` (Qwen3.5 splits it into
+    ``in_proj_qkv`` and ``in_proj_z``), ``in_proj_ba h*2*H_v`` (``in_proj_b``, ``in_proj_a``),
+    the depthwise ``conv1d`` without bias over the q/k/v channels ``(2*w_k + w_v)*K``, ``dt_bias``
+    and ``A_log`` ``2*H_v``, the gated RMSNorm over one value head ``d_v`` and
+    ``out_proj w_v*h``. Qwen3.5-397B-A17B: 118,014,208 per layer.
+    """
+    la = arch.linear_attention
+    if la is None:
+        return 0
+    h = arch.hidden
+    wk, wv = _linear_widths(la)
+    projections = h * (2 * wk + 2 * wv) + h * 2 * la.value_heads + wv * h
+    return projections + (2 * wk + wv) * la.conv_kernel + 2 * la.value_heads + la.value_head_dim
+
+
+def linear_attention_flops(arch: ModelArch) -> tuple[float, float]:
+    """(decode, prefill) FLOPs per token of one linear-attention layer's recurrence and
+    convolution, projections excluded; (0, 0) without linear attention.
+
+    Decode: a token decays, reads (``S^T k``), updates (``k·δ^T``) and reads out (``S^T q``) each
+    value head's ``d_k x d_v`` state, ``7·H_v·d_k·d_v``, plus ``2·K`` per channel of the
+    convolution (``2·H_k·d_k + H_v·d_v`` channels). Prefill: the chunked delta rule,
+    ``2·H_v·(2·d_k·d_v + C·(d_k + d_v))`` with chunks of ``C = 64`` tokens: per chunk and head the
+    intra-chunk ``Q·K^T`` and WY-transformed values (``C²·(d_k + d_v)`` multiply-adds) and the
+    inter-chunk state read and update (``2·C·d_k·d_v``) (Yang et al. 2024, "Parallelizing Linear
+    Transformers with the Delta Rule over Sequence Length", Sec. 3; Gated DeltaNet,
+    arXiv:2412.06464, Sec. 3.3). Both are linear in the context: no term grows with it.
+    """
+    la = arch.linear_attention
+    if la is None:
+        return 0.0, 0.0
+    wk, wv = _linear_widths(la)
+    dkdv = la.key_head_dim * la.value_head_dim
+    decode = 7.0 * la.value_heads * dkdv + 2.0 * la.conv_kernel * (2 * wk + wv)
+    prefill = 2.0 * la.value_heads * (2.0 * dkdv + DELTA_RULE_CHUNK * (la.key_head_dim + la.value_head_dim))
+    return decode, prefill
+
+
+def norm_params_per_layer(arch: ModelArch, *, linear: bool = False) -> int:
     """Normalisation weights of one layer.
 
     Two per layer (before attention, before the MLP), plus: per-head q/k norms (Qwen3,
     ``qk_norm``) ``2*d`` (RMSNorm over the head dimension, shared by all heads); MLA's
     ``q_a_layernorm`` ``r_q`` (when ``r_q > 0``) and ``kv_a_layernorm`` ``r_kv`` (always RMSNorm).
+    ``linear=True``: a linear-attention layer, the two alone (its gated norm is counted in
+    :func:`linear_attention_params_per_layer`).
     """
     total = 2 * _norm(arch, arch.hidden)
+    if linear:
+        return total
     if arch.qk_norm:
         total += 2 * _norm(arch, arch.head_dim)
     if arch.mla is not None:
@@ -151,13 +225,15 @@ def expert_params(arch: ModelArch) -> int:
 
 
 def shared_expert_params(arch: ModelArch) -> int:
-    """All shared experts of one MoE layer together: an MLP at ``shared_ffn`` (``3*h*shared_ffn``).
+    """All shared experts of one MoE layer together: an MLP at ``shared_ffn`` (``3*h*shared_ffn``),
+    plus ``h`` for the sigmoid gate on their output (``shared_gate``: Qwen2-MoE, Qwen3-Next,
+    Qwen3.5's ``shared_expert_gate``).
 
     DeepSeek-V3 implements its one shared expert as one MLP of ``n_shared * moe_intermediate_size``.
     """
     if arch.moe is None or arch.moe.shared == 0:
         return 0
-    return _mlp(arch, arch.moe.shared_ffn, arch.mlp_bias)
+    return _mlp(arch, arch.moe.shared_ffn, arch.mlp_bias) + (arch.hidden if arch.moe.shared_gate else 0)
 
 
 def router_params(arch: ModelArch) -> int:
@@ -167,31 +243,40 @@ def router_params(arch: ModelArch) -> int:
     return arch.hidden * arch.moe.experts + (arch.moe.experts if arch.moe.router_bias else 0)
 
 
-def dense_layer_params(arch: ModelArch) -> int:
-    """One whole dense layer: attention + norms + dense MLP."""
-    return attention_params_per_layer(arch) + norm_params_per_layer(arch) + dense_mlp_params(arch)
+def _mixer(arch: ModelArch, linear: bool) -> int:
+    """Token mixer and norms of one layer: softmax attention, or linear attention (``linear``)."""
+    if linear:
+        return linear_attention_params_per_layer(arch) + norm_params_per_layer(arch, linear=True)
+    return attention_params_per_layer(arch) + norm_params_per_layer(arch)
 
 
-def moe_layer_params(arch: ModelArch) -> int:
-    """One whole MoE layer: attention + norms + router + shared experts + all ``E`` experts."""
+def dense_layer_params(arch: ModelArch, *, linear: bool = False) -> int:
+    """One whole dense layer: attention + norms + dense MLP (``linear``: with linear attention)."""
+    return _mixer(arch, linear) + dense_mlp_params(arch)
+
+
+def moe_layer_params(arch: ModelArch, *, linear: bool = False) -> int:
+    """One whole MoE layer: attention + norms + router + shared experts + all ``E`` experts
+    (``linear``: with linear attention)."""
     if arch.moe is None:
         return 0
     experts = arch.moe.experts * expert_params(arch)
-    return (
-        attention_params_per_layer(arch)
-        + norm_params_per_layer(arch)
-        + router_params(arch)
-        + shared_expert_params(arch)
-        + experts
-    )
+    return _mixer(arch, linear) + router_params(arch) + shared_expert_params(arch) + experts
 
 
-def moe_layer_active_params(arch: ModelArch) -> int:
+def moe_layer_active_params(arch: ModelArch, *, linear: bool = False) -> int:
     """What one token touches in one MoE layer: as :func:`moe_layer_params` with ``k`` of the
     ``E`` routed experts."""
     if arch.moe is None:
         return 0
-    return moe_layer_params(arch) - (arch.moe.experts - arch.moe.active) * expert_params(arch)
+    return moe_layer_params(arch, linear=linear) - (arch.moe.experts - arch.moe.active) * expert_params(arch)
+
+
+def attention_params_total(arch: ModelArch) -> int:
+    """Token-mixer projections of all layers: ``(L - L_lin)*`` :func:`attention_params_per_layer`
+    ``+ L_lin*`` :func:`linear_attention_params_per_layer`."""
+    softmax = attention_layers(arch) * attention_params_per_layer(arch)
+    return softmax + linear_attention_layers(arch) * linear_attention_params_per_layer(arch)
 
 
 # ---------------------------------------------------------------- whole model
@@ -201,11 +286,12 @@ def param_breakdown(arch: ModelArch) -> dict[str, int]:
     """Parameters by component, summed over layers.
 
     ``embedding`` ``V*h``; ``position_embedding`` ``position_embeddings*h`` (learned tables only);
-    ``lm_head`` ``V*h`` unless ``tied_embeddings``; ``attention`` ``L*``
-    :func:`attention_params_per_layer`; ``mlp_dense`` ``dense_layers*``
+    ``lm_head`` ``V*h`` unless ``tied_embeddings``; ``attention`` :func:`attention_params_total`
+    (softmax and linear attention layers); ``mlp_dense`` ``dense_layers*``
     :func:`dense_mlp_params`; ``moe_routed`` ``moe_layers*E*`` :func:`expert_params`;
     ``moe_shared`` ``moe_layers*`` :func:`shared_expert_params`; ``router`` ``moe_layers*``
-    :func:`router_params`; ``norms`` ``L*`` :func:`norm_params_per_layer` plus the final norm.
+    :func:`router_params`; ``norms`` :func:`norm_params_per_layer` of every layer (of its kind)
+    plus the final norm.
     """
     n_moe = moe_layers(arch)
     n_experts = arch.moe.experts if arch.moe is not None else 0
@@ -214,12 +300,14 @@ def param_breakdown(arch: ModelArch) -> dict[str, int]:
         "embedding": embedding,
         "position_embedding": arch.position_embeddings * arch.hidden,
         "lm_head": 0 if arch.tied_embeddings else embedding,
-        "attention": arch.layers * attention_params_per_layer(arch),
+        "attention": attention_params_total(arch),
         "mlp_dense": dense_layers(arch) * dense_mlp_params(arch),
         "moe_routed": n_moe * n_experts * expert_params(arch),
         "moe_shared": n_moe * shared_expert_params(arch),
         "router": n_moe * router_params(arch),
-        "norms": arch.layers * norm_params_per_layer(arch) + _norm(arch, arch.hidden),
+        "norms": attention_layers(arch) * norm_params_per_layer(arch)
+        + linear_attention_layers(arch) * norm_params_per_layer(arch, linear=True)
+        + _norm(arch, arch.hidden),
     }
 
 
@@ -272,14 +360,16 @@ def kv_elements_per_token_per_layer(arch: ModelArch) -> int:
 
 
 def kv_cache_bytes_per_token(arch: ModelArch, bytes_per_element: FloatOrArray) -> FloatOrArray:
-    """KV-cache bytes for one more token of context, every layer caching it:
-    ``L * kv_elements_per_token_per_layer * bytes_per_element``.
+    """KV-cache bytes for one more token of context, every softmax-attention layer caching it:
+    ``(L - L_lin) * kv_elements_per_token_per_layer * bytes_per_element``.
 
     Llama 3.1 70B at bf16: ``80 * 2*8*128 * 2 = 327,680`` bytes; DeepSeek-V3 (MLA) at bf16:
-    ``61 * (512+64) * 2 = 70,272`` bytes. Sliding-window layers stop growing at the window; use
-    :func:`kv_cache_bytes` for a given context.
+    ``61 * (512+64) * 2 = 70,272`` bytes; Qwen3.5-397B-A17B at bf16 (15 of 60 layers):
+    ``15 * 2*2*256 * 2 = 30,720`` bytes. Sliding-window layers stop growing at the window; use
+    :func:`kv_cache_bytes` for a given context. Linear-attention layers cache no tokens; their fixed
+    state is :func:`linear_state_bytes`.
     """
-    return arch.layers * kv_elements_per_token_per_layer(arch) * bytes_per_element
+    return attention_layers(arch) * kv_elements_per_token_per_layer(arch) * bytes_per_element
 
 
 def kv_cache_bytes(
@@ -287,14 +377,16 @@ def kv_cache_bytes(
 ) -> FloatOrArray:
     """KV-cache bytes of one sequence holding ``context_tokens`` tokens.
 
-    ``per_layer * bytes_per_element * ((L - S) * T + S * min(T, W))`` with ``S`` the
-    sliding-window layers, ``W`` the window and ``T`` the context; ``S = 0`` when ``W = 0``.
-    Vectorized over ``context_tokens`` and ``bytes_per_element``. Paged allocators round up to
-    their block size; that is the engine's business, not this formula's.
+    ``per_layer * bytes_per_element * ((L - L_lin - S) * T + S * min(T, W))`` with ``S`` the
+    sliding-window layers, ``W`` the window, ``T`` the context and ``L_lin`` the linear-attention
+    layers (no KV cache); ``S = 0`` when ``W = 0``. Vectorized over ``context_tokens`` and
+    ``bytes_per_element``. Paged allocators round up to their block size; that is the engine's
+    business, not this formula's. The fixed per-sequence state of linear-attention layers is not
+    included (:func:`linear_state_bytes`).
     """
     per_layer = kv_elements_per_token_per_layer(arch) * bytes_per_element
     sliding = arch.sliding_layers if arch.sliding_window > 0 else 0
-    full = arch.layers - sliding
+    full = attention_layers(arch) - sliding
     if isinstance(context_tokens, np.ndarray):
         tokens: FloatOrArray = context_tokens.astype(np.float64)
         capped: FloatOrArray = np.minimum(tokens, float(arch.sliding_window))
@@ -302,6 +394,29 @@ def kv_cache_bytes(
         tokens = float(context_tokens)
         capped = min(tokens, float(arch.sliding_window))
     return per_layer * (full * tokens + sliding * capped)
+
+
+def linear_state_bytes_per_layer(arch: ModelArch) -> float:
+    """The fixed state one sequence keeps in one linear-attention layer, whatever its length.
+
+    The recurrent state ``H_v * d_k * d_v`` at ``state_bytes`` (``mamba_ssm_dtype``; float32 in
+    Qwen3.5 and SGLang's default) plus the convolution state, the last ``K - 1`` inputs of the
+    ``2*H_k*d_k + H_v*d_v`` q/k/v channels at :data:`CONV_STATE_BYTES`. Qwen3.5-397B-A17B:
+    ``64*128*128*4 + 12288*3*2 = 4,268,032`` bytes. 0 without linear attention.
+    """
+    la = arch.linear_attention
+    if la is None:
+        return 0.0
+    wk, wv = _linear_widths(la)
+    recurrent = la.value_heads * la.key_head_dim * la.value_head_dim * la.state_bytes
+    return float(recurrent + (2 * wk + wv) * (la.conv_kernel - 1) * CONV_STATE_BYTES)
+
+
+def linear_state_bytes(arch: ModelArch) -> float:
+    """The fixed state of one sequence over all linear-attention layers:
+    ``L_lin *`` :func:`linear_state_bytes_per_layer` (Qwen3.5-397B-A17B: 45 layers, 192 MB),
+    independent of the context; 0 for a transformer."""
+    return linear_attention_layers(arch) * linear_state_bytes_per_layer(arch)
 
 
 # ---------------------------------------------------------------- identity and lookup
@@ -341,8 +456,12 @@ def resolve_model(catalog: Catalog, ref: str) -> ModelArch:
 
 
 __all__ = [
+    "CONV_STATE_BYTES",
+    "DELTA_RULE_CHUNK",
     "arch_fields",
+    "attention_layers",
     "attention_params_per_layer",
+    "attention_params_total",
     "dense_layer_params",
     "dense_layers",
     "dense_mlp_params",
@@ -351,6 +470,11 @@ __all__ = [
     "kv_cache_bytes",
     "kv_cache_bytes_per_token",
     "kv_elements_per_token_per_layer",
+    "linear_attention_flops",
+    "linear_attention_layers",
+    "linear_attention_params_per_layer",
+    "linear_state_bytes",
+    "linear_state_bytes_per_layer",
     "moe_layer_active_params",
     "moe_layer_params",
     "moe_layers",

@@ -255,6 +255,7 @@ class MoE(BaseModel):
     layer_freq: PositiveInt = 1  # every k-th layer is MoE (after the dense ones)
     expert_bias: bool = False  # experts' projections carry biases (gpt-oss)
     router_bias: bool = False  # the router has a per-expert bias (gpt-oss; DeepSeek-V3 score correction)
+    shared_gate: bool = False  # the shared experts' output is scaled by a sigmoid gate, h -> 1 (Qwen2-MoE, Qwen3-Next)
 
 
 class MLA(BaseModel):
@@ -267,6 +268,32 @@ class MLA(BaseModel):
     qk_nope_head_dim: PositiveInt
     qk_rope_head_dim: PositiveInt
     v_head_dim: PositiveInt
+
+
+class LinearAttention(BaseModel):
+    """Gated DeltaNet linear-attention layers (Yang, Kautz and Hatamizadeh 2024, arXiv:2412.06464),
+    as Qwen3-Next and Qwen3.5 interleave them with softmax attention. Names follow the config's
+    ``linear_*`` fields; query and key heads are ``key_heads``, each value head keeps one recurrent
+    state of ``key_head_dim x value_head_dim``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    layers: PositiveInt  # layers whose token mixer is linear attention (no KV cache)
+    key_heads: PositiveInt  # query/key heads (linear_num_key_heads)
+    value_heads: PositiveInt  # value heads, one recurrent state each (linear_num_value_heads)
+    key_head_dim: PositiveInt
+    value_head_dim: PositiveInt
+    conv_kernel: PositiveInt  # width of the depthwise causal convolution over q/k/v (linear_conv_kernel_dim)
+    state_bytes: PositiveFloat = 4.0  # bytes per element of the recurrent state (mamba_ssm_dtype float32: 4)
+
+    @model_validator(mode="after")
+    def _grouped_heads(self) -> LinearAttention:
+        if self.value_heads % self.key_heads:
+            raise ValueError(
+                f"linear_attention.value_heads ({self.value_heads}) must be a multiple of "
+                f"linear_attention.key_heads ({self.key_heads}): each query/key head serves a group of value heads"
+            )
+        return self
 
 
 class ModelArch(Entry):
@@ -292,10 +319,22 @@ class ModelArch(Entry):
     sliding_window: NonNegInt = 0  # tokens; 0 = full attention everywhere
     sliding_layers: NonNegInt = 0  # layers that use the sliding window
     max_context: PositiveInt = 8192
+    attn_output_gate: bool = False  # q_proj also emits a sigmoid gate on the attention output (Qwen3-Next)
     moe: MoE | None = None
     mla: MLA | None = None
+    linear_attention: LinearAttention | None = None  # hybrid models: these layers replace softmax attention
     published_params: PositiveFloat | None = None  # total, as published by the model's authors
     published_active_params: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _layer_kinds(self) -> ModelArch:
+        linear = self.linear_attention.layers if self.linear_attention is not None else 0
+        sliding = self.sliding_layers if self.sliding_window > 0 else 0
+        if linear + sliding > self.layers:
+            raise ValueError(
+                f"linear_attention.layers ({linear}) plus sliding_layers ({sliding}) exceed layers ({self.layers})"
+            )
+        return self
 
 
 class Calibration(Entry):

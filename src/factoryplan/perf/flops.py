@@ -11,7 +11,10 @@ one forward and backward pass, counted as 2 FLOPs each, without activation recom
   norms and biases are not matrix products and are not counted.
 * ``A``: causal self-attention, ``2 * n_q * (d_qk + d_v) * c`` per layer, with ``c`` the keys an
   average query attends to: ``S/2`` for full causal attention over a sequence of ``S`` tokens, about
-  ``W`` for a sliding window of ``W`` (see :func:`attended_keys`).
+  ``W`` for a sliding window of ``W`` (see :func:`attended_keys`). Linear-attention (Gated
+  DeltaNet) layers of hybrid models have no quadratic term: their chunked delta rule costs a fixed
+  ``linear_attn_flops`` per token (``catalog.models.linear_attention_flops``), and their
+  projections are part of ``N_matmul``.
 * Backward costs twice the forward (``3 = 1 + 2``).
 
 This is the count of Megatron-Bridge (NeMo 25.x, causal attention). PaLM (Chowdhery et al. 2022,
@@ -56,8 +59,14 @@ class ModelShape:
     shared_ffn: int  # all shared experts of a layer together
     sliding_window: int
     sliding_layers: int
-    attn_params: int  # attention projections of one layer (weights the tokens multiply by)
+    attn_params: int  # attention projections of one softmax-attention layer (weights the tokens multiply by)
     attn_out_params: int  # of which the output projection
+    linear_layers: int  # linear-attention (Gated DeltaNet) layers; the other layers have softmax attention
+    linear_attn_params: int  # one linear-attention layer's weights, 0 without (its convolution: 1 MAC per weight too)
+    linear_key_width: int  # H_k*d_k: query/key width of a linear-attention layer
+    linear_value_width: int  # H_v*d_v: value width (the output projection's input)
+    linear_value_heads: int  # H_v: value heads, one recurrent state each
+    linear_attn_flops: float  # forward FLOPs per token of one linear layer's chunked delta rule
     kv_width: int  # K and V elements per token per layer that context parallelism exchanges
     dense_mlp_params: int
     expert_params: int  # one routed expert
@@ -68,6 +77,23 @@ class ModelShape:
     tied_embeddings: bool
     params_total: int
     params_active: int
+
+    @property
+    def attention_layers(self) -> int:
+        """Layers with softmax attention (full or sliding-window)."""
+        return self.layers - self.linear_layers
+
+    @property
+    def mean_attn_params(self) -> float:
+        """Token-mixer projections of an average layer (softmax and linear layers differ)."""
+        out = self.attention_layers * self.attn_params + self.linear_layers * self.linear_attn_params
+        return out / self.layers
+
+    @property
+    def mean_attn_out_params(self) -> float:
+        """Output projection of an average layer."""
+        out = self.attention_layers * self.attn_out_params + self.linear_layers * self.linear_value_width * self.hidden
+        return out / self.layers
 
     @property
     def is_moe(self) -> bool:
@@ -96,6 +122,7 @@ def model_shape(arch: ModelArch) -> ModelShape:
         qk = v = arch.head_dim
         kv_width = 2 * arch.kv_heads * arch.head_dim
     breakdown = models.param_breakdown(arch)
+    la = arch.linear_attention
     return ModelShape(
         name=arch.id,
         layers=arch.layers,
@@ -117,6 +144,12 @@ def model_shape(arch: ModelArch) -> ModelShape:
         sliding_layers=arch.sliding_layers if arch.sliding_window > 0 else 0,
         attn_params=models.attention_params_per_layer(arch),
         attn_out_params=arch.heads * v * arch.hidden,
+        linear_layers=models.linear_attention_layers(arch),
+        linear_attn_params=models.linear_attention_params_per_layer(arch),
+        linear_key_width=la.key_heads * la.key_head_dim if la is not None else 0,
+        linear_value_width=la.value_heads * la.value_head_dim if la is not None else 0,
+        linear_value_heads=la.value_heads if la is not None else 0,
+        linear_attn_flops=models.linear_attention_flops(arch)[1],
         kv_width=kv_width,
         dense_mlp_params=models.dense_mlp_params(arch),
         expert_params=models.expert_params(arch),
@@ -146,11 +179,12 @@ def attended_keys(seq_len: FloatOrArray, window: int = 0) -> FloatOrArray:
 
 
 def matmul_params_per_token(shape: ModelShape) -> int:
-    """Weights one token multiplies by (``N_matmul``): every layer's projections, the active
-    experts, router and shared experts of MoE layers, and the LM head."""
+    """Weights one token multiplies by (``N_matmul``): every layer's projections (softmax or
+    linear attention), the active experts, router and shared experts of MoE layers, and the LM head."""
     moe_layer = shape.top_k * shape.expert_params + shape.shared_params + shape.router_params
     return (
-        shape.layers * shape.attn_params
+        shape.attention_layers * shape.attn_params
+        + shape.linear_layers * shape.linear_attn_params
         + shape.dense_layers * shape.dense_mlp_params
         + shape.moe_layers * moe_layer
         + shape.lm_head_params
@@ -160,16 +194,18 @@ def matmul_params_per_token(shape: ModelShape) -> int:
 def attention_flops_per_token(shape: ModelShape, seq_len: FloatOrArray, *, causal: bool = True) -> FloatOrArray:
     """Forward FLOPs of the attention scores and the weighted sum, all layers, per token:
     ``sum_layers 2 * n_q * (d_qk + d_v) * keys``; ``keys`` from :func:`attended_keys`
-    (``causal=False``: every query sees all ``S`` keys, the PaLM/NeMo 24.07 count)."""
+    (``causal=False``: every query sees all ``S`` keys, the PaLM/NeMo 24.07 count). Linear-attention
+    layers add ``linear_attn_flops`` each, whatever ``S``."""
     per_key = 2.0 * shape.heads * (shape.qk_head_dim + shape.v_head_dim)
+    linear = shape.linear_layers * shape.linear_attn_flops
     if not causal:
-        out = per_key * shape.layers * np.asarray(seq_len, dtype=np.float64)
+        out = per_key * shape.attention_layers * np.asarray(seq_len, dtype=np.float64) + linear
         return out if isinstance(seq_len, np.ndarray) else float(out)
-    full_layers = shape.layers - shape.sliding_layers
+    full_layers = shape.attention_layers - shape.sliding_layers
     keys = full_layers * attended_keys(seq_len)
     if shape.sliding_layers:
         keys = keys + shape.sliding_layers * attended_keys(seq_len, shape.sliding_window)
-    return per_key * keys
+    return per_key * keys + linear
 
 
 def forward_flops_per_token(shape: ModelShape, seq_len: FloatOrArray) -> FloatOrArray:

@@ -17,6 +17,11 @@ one forward pass. Its time on one GPU is the sum over layers of
   Sec. 2.1) and does ``2·(d_qk + d_v)`` FLOPs per head and cached token; causal prefill does
   ``2·(d_qk + d_v)·S²/2`` per head (FlashAttention, Dao 2023). Sliding-window layers cap the
   context at the window.
+* **linear attention** (Gated DeltaNet layers of hybrid models, Yang et al. 2024,
+  arXiv:2412.06464): no KV cache; each sequence keeps a fixed recurrent and convolution state per
+  layer, which a decode step reads and writes once (memory-bound, at the KV-cache efficiency) with
+  a few FLOPs per state element; a prompt runs the chunked delta rule, FLOPs linear in its length
+  (see :func:`shape_of`). Tensor parallelism splits the heads and so the state.
 * **collectives** over the scale-up domain: two all-reduces per layer under tensor parallelism
   (``α + 2(t-1)/t · bytes / (BW_link·e_link)``, the bandwidth-optimal bound of Patarasuk and
   Yuan 2009), and an all-to-all dispatch and combine per MoE layer under attention data
@@ -44,11 +49,15 @@ import numpy as np
 import numpy.typing as npt
 
 from factoryplan.catalog.models import (
-    attention_params_per_layer,
+    attention_layers,
+    attention_params_total,
     dense_layers,
     dense_mlp_params,
     expert_params,
     kv_elements_per_token_per_layer,
+    linear_attention_flops,
+    linear_attention_layers,
+    linear_state_bytes_per_layer,
     moe_layers,
     norm_params_per_layer,
     router_params,
@@ -85,7 +94,7 @@ class ModelShape:
     kv_split: float  # how many ways the KV cache can be split across TP ranks (KV heads; 1 for MLA)
     dense_layers: int
     moe_layers: int
-    attn_params: float  # attention projections + norms of one layer
+    attn_params: float  # attention projections + norms of one layer (mean over softmax and linear layers)
     mlp_params: float  # dense MLP of one dense layer
     shared_params: float  # shared experts + router of one MoE layer
     expert_params: float  # one routed expert
@@ -95,10 +104,15 @@ class ModelShape:
     tied: bool
     kv_elems: float  # cached elements per token per layer
     full_layers: int  # layers attending to the whole context
-    window: float  # sliding window (tokens) of the other layers; 0 = none
+    window: float  # sliding window (tokens) of the softmax layers that are not full; 0 = none
     decode_attn_flops: float  # FLOPs per head per cached token in decode
     prefill_attn_flops: float  # FLOPs per head per (query, key) pair in prefill
     mla: bool
+    linear_layers: int = 0  # linear-attention (Gated DeltaNet) layers: no KV cache
+    state_bytes: float = 0.0  # fixed state of one sequence in one linear layer (recurrent + convolution)
+    state_split: float = 1.0  # how many ways TP can split that state (value heads)
+    linear_decode_flops: float = 0.0  # FLOPs of one decoded token in one linear layer
+    linear_prefill_flops: float = 0.0  # FLOPs per prompt token in one linear layer (chunked delta rule)
 
 
 def shape_of(arch: ModelArch) -> ModelShape:
@@ -107,6 +121,11 @@ def shape_of(arch: ModelArch) -> ModelShape:
     Decode attention FLOPs per head and cached token: ``4·d`` for GQA/MHA (``q·k`` and ``p·v``);
     ``2·(r_kv + d_r) + 2·r_kv`` for MLA with absorbed projections (attention runs in the latent
     space). Prefill: ``2·(d_qk + d_v)`` per (query, key) pair, ``d_qk = d_n + d_r`` for MLA.
+    ``attn_params`` is the mean over the layers of a hybrid model (softmax and linear attention
+    layers differ), so that ``L·attn_params`` is every layer's projections.
+
+    Linear-attention layers: :func:`~factoryplan.catalog.models.linear_attention_flops` per token
+    (decode and chunked prefill) and ``linear_state_bytes_per_layer`` per sequence.
     """
     sliding = arch.sliding_layers if arch.sliding_window > 0 else 0
     if arch.mla is not None:
@@ -117,7 +136,10 @@ def shape_of(arch: ModelArch) -> ModelShape:
     else:
         decode = prefill = 4.0 * arch.head_dim
         kv_split = float(arch.kv_heads)
-    moe = arch.moe
+    moe, la = arch.moe, arch.linear_attention
+    n_linear = linear_attention_layers(arch)
+    norms = attention_layers(arch) * norm_params_per_layer(arch) + n_linear * norm_params_per_layer(arch, linear=True)
+    lin_dec, lin_pre = linear_attention_flops(arch)
     return ModelShape(
         name=arch.id,
         layers=arch.layers,
@@ -126,7 +148,7 @@ def shape_of(arch: ModelArch) -> ModelShape:
         kv_split=kv_split,
         dense_layers=dense_layers(arch),
         moe_layers=moe_layers(arch),
-        attn_params=float(attention_params_per_layer(arch) + norm_params_per_layer(arch)),
+        attn_params=float(attention_params_total(arch) + norms) / arch.layers,
         mlp_params=float(dense_mlp_params(arch)),
         shared_params=float(shared_expert_params(arch) + router_params(arch)),
         expert_params=float(expert_params(arch)),
@@ -135,11 +157,16 @@ def shape_of(arch: ModelArch) -> ModelShape:
         vocab_params=float(arch.vocab * arch.hidden),
         tied=arch.tied_embeddings,
         kv_elems=float(kv_elements_per_token_per_layer(arch)),
-        full_layers=arch.layers - sliding,
+        full_layers=attention_layers(arch) - sliding,
         window=float(arch.sliding_window if sliding else 0),
         decode_attn_flops=decode,
         prefill_attn_flops=prefill,
         mla=arch.mla is not None,
+        linear_layers=n_linear,
+        state_bytes=linear_state_bytes_per_layer(arch),
+        state_split=float(la.value_heads) if la is not None else 1.0,
+        linear_decode_flops=lin_dec,
+        linear_prefill_flops=lin_pre,
     )
 
 
@@ -440,12 +467,17 @@ def kv_bytes_per_sequence_per_gpu(s: ModelShape, par: Parallel, kv: str, context
 
     GQA heads split over up to ``kv_heads`` TP ranks; MLA's latent is replicated on every TP
     rank; layers split over ``pp`` stages; sliding-window layers hold at most the window.
+    Linear-attention layers add their fixed state, whatever the context, split over up to
+    ``H_v`` TP ranks (its KV-cache precision does not apply: the state keeps its own dtype).
     """
-    split = np.minimum(par.tp, s.kv_split) * np.asarray(par.pp, dtype=float)
+    pp = np.asarray(par.pp, dtype=float)
+    split = np.minimum(par.tp, s.kv_split) * pp
     capped = np.minimum(context, s.window) if s.window > 0 else 0.0
     per_elem = s.kv_elems * KV_BYTES[kv] / split
     full = s.full_layers * np.asarray(context, dtype=float)
-    return np.asarray(per_elem * (full + (s.layers - s.full_layers) * capped), dtype=np.float64)
+    sliding = s.layers - s.full_layers - s.linear_layers
+    state = s.linear_layers * s.state_bytes / (np.minimum(par.tp, s.state_split) * pp)
+    return np.asarray(per_elem * (full + sliding * capped) + state, dtype=np.float64)
 
 
 # ---------------------------------------------------------------- one iteration
@@ -503,21 +535,26 @@ def _attention(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, decode_seqs: FloatOrArray, ctx: FloatOrArray,
     prompt_len: FloatOrArray, prompts: FloatOrArray, k: Constants,
 ) -> FloatOrArray:
-    """Decode attention (KV read, roofline with its FLOPs) plus causal prefill attention."""
+    """Decode attention (KV read, roofline with its FLOPs) plus causal prefill attention; linear
+    layers read and write each decoding sequence's state and run the chunked delta rule on prompts."""
     tp = np.asarray(par.tp, dtype=float)
     heads = s.heads / tp
     kv_gpu = s.kv_elems * KV_BYTES[prec.kv] / np.minimum(tp, s.kv_split)
+    lin_split = np.minimum(tp, s.state_split)
+    sliding = s.layers - s.full_layers - s.linear_layers
     ctx_win = np.minimum(ctx, s.window) if s.window > 0 else 0.0
-    ctx_layers = s.full_layers * np.asarray(ctx, dtype=float) + (s.layers - s.full_layers) * ctx_win
-    dec_bytes = decode_seqs * ctx_layers * kv_gpu
-    dec_flops = decode_seqs * ctx_layers * heads * s.decode_attn_flops
+    ctx_layers = s.full_layers * np.asarray(ctx, dtype=float) + sliding * ctx_win
+    dec_bytes = decode_seqs * (ctx_layers * kv_gpu + s.linear_layers * 2.0 * s.state_bytes / lin_split)
+    lin_flops = s.linear_layers * s.linear_decode_flops / lin_split
+    dec_flops = decode_seqs * (ctx_layers * heads * s.decode_attn_flops + lin_flops)
     attn_peak = hw.bf16_flops * k.attention_efficiency
     n = k.roofline_sharpness
     t_dec = ((dec_flops / attn_peak) ** n + (dec_bytes / (hw.hbm_bytes_s * k.kv_efficiency)) ** n) ** (1.0 / n)
     length = np.asarray(prompt_len, dtype=float)
     win = np.minimum(length, s.window) if s.window > 0 else 0.0
-    pairs = s.full_layers * length * length / 2.0 + (s.layers - s.full_layers) * (length * win - win * win / 2.0)
-    t_pre = prompts * pairs * heads * s.prefill_attn_flops / attn_peak
+    pairs = s.full_layers * length * length / 2.0 + sliding * (length * win - win * win / 2.0)
+    linear = length * s.linear_layers * s.linear_prefill_flops / lin_split
+    t_pre = prompts * (pairs * heads * s.prefill_attn_flops + linear) / attn_peak
     return np.asarray((t_dec + t_pre) / np.asarray(par.pp, dtype=float), dtype=np.float64)
 
 

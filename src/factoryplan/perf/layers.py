@@ -69,9 +69,9 @@ def gemm_time(g: Gemm, peak: float, eta: float, half: float, bytes_in: float, hb
 def _gemms(shape: ModelShape, m: Array, t: Array, ep: Array) -> dict[str, list[Gemm]]:
     """The matrix products of each block for ``m`` tokens per GPU."""
     h, mult = float(shape.hidden), (2.0 if shape.gated else 1.0)
-    attn_in = (shape.attn_params - shape.attn_out_params) / h
+    attn_in = (shape.mean_attn_params - shape.mean_attn_out_params) / h  # hybrids: mean of softmax and linear layers
     out: dict[str, list[Gemm]] = {
-        "attention": [(m, h, attn_in / t, 1.0), (m, shape.heads * shape.v_head_dim / t, h, 1.0)],
+        "attention": [(m, h, attn_in / t, 1.0), (m, shape.mean_attn_out_params / h / t, h, 1.0)],
         "dense_mlp": [(m, h, mult * shape.ffn / t, 1.0), (m, shape.ffn / t, h, 1.0)],
         "moe": [],
     }
@@ -128,7 +128,8 @@ def _elementwise_bytes(shape: ModelShape, m: Array, t: Array) -> dict[str, Array
 
 
 def _attention_fwd(shape: ModelShape, hw: Hardware, eff: Efficiencies, job: Job, m: Array, t: Array) -> Array:
-    """Forward seconds of the attention core per layer (average over full and sliding layers)."""
+    """Forward seconds of the attention core per layer (average over full, sliding and linear
+    layers; the chunked delta rule of linear layers runs at the fused-attention efficiency)."""
     if eff.fused_attention >= 0.5:
         per_token = float(attention_flops_per_token(shape, float(job.seq_len))) / shape.layers
         return m / t * per_token / (hw.bf16_flops * eff.attention_efficiency)
@@ -136,7 +137,12 @@ def _attention_fwd(shape: ModelShape, hw: Hardware, eff: Efficiencies, job: Job,
     q = d / (d + eff.gemm_half_dim)
     flops = m / t * 2.0 * shape.heads * (shape.qk_head_dim + shape.v_head_dim) * job.seq_len
     traffic = m / t * UNFUSED_SCORE_BYTES * shape.heads * job.seq_len
-    return flops / (hw.bf16_flops * eff.gemm_efficiency * q) + traffic / (hw.hbm_bytes_s * eff.memory_bound_efficiency)
+    scores = flops / (hw.bf16_flops * eff.gemm_efficiency * q)
+    scores = scores + traffic / (hw.hbm_bytes_s * eff.memory_bound_efficiency)
+    if shape.linear_layers == 0:
+        return scores
+    linear = m / t * shape.linear_layers * shape.linear_attn_flops / (hw.bf16_flops * eff.attention_efficiency)
+    return (shape.attention_layers * scores + linear) / shape.layers
 
 
 def layer_times(

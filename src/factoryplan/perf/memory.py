@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from factoryplan.catalog.models import DELTA_RULE_CHUNK
 from factoryplan.perf.flops import ModelShape
 
 Array = npt.NDArray[np.float64]
@@ -76,6 +77,32 @@ def attention_activation_bytes(shape: ModelShape, fp8: bool = False) -> float:
     return gemm_in + 2.0 * qkv + 2.0 * nq * shape.v_head_dim + 4.0 * nq + 4.0 * h
 
 
+def linear_attention_activation_bytes(shape: ModelShape, fp8: bool = False) -> float:
+    """Bytes per token kept by one Gated DeltaNet block (before dividing by ``t``), by the same
+    accounting as :func:`attention_activation_bytes`, with ``w_k = H_k*d_k`` and ``w_v = H_v*d_v``:
+    the input projection's input ``2h``, its q/k/v and gate outputs ``2*(2*w_k + 2*w_v)``, the
+    convolution's q/k/v outputs ``2*(2*w_k + w_v)``, the fp32 decay and beta per value head
+    ``8*H_v``, the chunk's fp32 WY matrix ``4*C*H_v`` (FLA's chunked delta rule, ``C = 64``), the
+    core output and the gated norm's output ``4*w_v`` and the two norm inputs ``4h``. FP8 keeps
+    the input projection's input as its 1-byte cast (``h`` for ``2h``) and adds a 1-byte copy of
+    the output projection's input (``w_v``). 0 without linear attention."""
+    if shape.linear_layers == 0:
+        return 0.0
+    h, wk, wv, hv = shape.hidden, shape.linear_key_width, shape.linear_value_width, shape.linear_value_heads
+    gemm_in = (1.0 * h + 1.0 * wv) if fp8 else 2.0 * h
+    qkvz = 2.0 * (2 * wk + 2 * wv) + 2.0 * (2 * wk + wv)
+    return gemm_in + qkvz + 8.0 * hv + 4.0 * DELTA_RULE_CHUNK * hv + 4.0 * wv + 4.0 * h
+
+
+def mixer_activation_bytes(shape: ModelShape, fp8: bool = False) -> float:
+    """Token-mixer bytes per token of an average layer: softmax-attention layers keep
+    :func:`attention_activation_bytes`, linear-attention layers :func:`linear_attention_activation_bytes`."""
+    if shape.linear_layers == 0:
+        return attention_activation_bytes(shape, fp8)
+    softmax = shape.attention_layers * attention_activation_bytes(shape, fp8)
+    return (softmax + shape.linear_layers * linear_attention_activation_bytes(shape, fp8)) / shape.layers
+
+
 def mlp_activation_bytes(shape: ModelShape, moe: bool, selective: bool, fp8: bool = False) -> float:
     """Bytes per token kept by one MLP block (before dividing by ``t``).
 
@@ -105,12 +132,13 @@ def layer_activation_bytes(
     seq_len: float = 0.0,
 ) -> Array:
     """Activation bytes one layer keeps for one micro-batch of ``tokens`` tokens per context-parallel
-    rank: ``tokens/t * (attention + MLP)``; full recomputation keeps only the layer input ``2h``.
+    rank: ``tokens/t * (attention + MLP)``, attention averaged over the layer kinds of a hybrid
+    model (:func:`mixer_activation_bytes`); full recomputation keeps only the layer input ``2h``.
     ``seq_len > 0`` marks unfused attention, which also keeps ``5*n_q*seq_len`` bytes per token
-    (scores, softmax, dropout mask) unless recomputed."""
+    (scores, softmax, dropout mask) in its softmax-attention layers unless recomputed."""
     m = np.asarray(tokens, dtype=np.float64) / np.asarray(tp, dtype=np.float64)
-    attn = attention_activation_bytes(shape, fp8)
-    scores = 5.0 * shape.heads * seq_len
+    attn = mixer_activation_bytes(shape, fp8)
+    scores = 5.0 * shape.heads * seq_len * (shape.attention_layers / shape.layers if shape.linear_layers else 1.0)
     none = m * (attn + scores + mlp_activation_bytes(shape, moe, selective=False, fp8=fp8))
     sel = m * (attn + mlp_activation_bytes(shape, moe, selective=True, fp8=fp8))
     full = m * 2.0 * shape.hidden
@@ -148,7 +176,9 @@ __all__ = [
     "attention_activation_bytes",
     "inflight_microbatches",
     "layer_activation_bytes",
+    "linear_attention_activation_bytes",
     "logits_bytes",
+    "mixer_activation_bytes",
     "mlp_activation_bytes",
     "model_state_bytes",
     "usable_bytes",

@@ -26,8 +26,8 @@ Mapping rules (the same for every row, stated here once):
   GPUs as a product (the same measurement appears elsewhere in the file with ``ep`` GPUs);
   (d) likewise a row of ``tp x dp`` GPUs beyond the domain with ``ep = tp x dp`` and no expert TP
   is the ``tp``-GPU run with ``ep = tp`` (the file has the same points with that encoding).
-* rows whose model factoryplan cannot parse (hybrid linear attention, DeepSeek sparse attention)
-  are skipped with the reason.
+* rows whose model factoryplan cannot parse (DeepSeek sparse attention) are skipped with the
+  reason.
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ MODEL_IDS = {
     "deepseek-ai/deepseek-r1": "deepseek-r1",
     "minimaxai/minimax-m2.5": "minimax-m2.5",
     "moonshotai/kimi-k2.5": "kimi-k2.5",
+    "qwen/qwen3.5-397b-a17b": "qwen3.5-397b-a17b",
 }
 UNSUPPORTED = {
-    "qwen/qwen3.5-397b-a17b": "hybrid linear attention (Gated DeltaNet) layers are not modelled",
     "zhipuai/glm-5": "DeepSeek sparse attention and no config.json in the calibration set",
 }
 MEASURED_COLUMNS = ("id", "model_path", "system", "backend", "isl", "osl", "gemm_quant_mode", "moe_quant_mode",
