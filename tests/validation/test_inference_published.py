@@ -100,9 +100,10 @@ def test_vllm_ci_latency() -> None:
 
 
 def test_measured_hopper_overall() -> None:
-    """The 1,563 measured points: TPOT 16.2% MAPE (median 10.6%), TTFT 28.5% (median 21.5%), and
-    the throughput their TTFT and TPOT imply 14.8% (median 9.6%). Without the 45 Qwen3.5 points, which
-    were not part of the calibration: 16.1% (10.4%), 28.8% (21.6%), 14.3% (9.4%)."""
+    """The 1,563 measured points: TPOT 16.2% MAPE (median 10.5%), TTFT 29.0% (median 21.2%), and
+    the throughput their TTFT and TPOT imply 14.7% (median 9.3%). The 45 Qwen3.5 points were first
+    predicted out of sample (constants fitted without them: TPOT 21.3%, TTFT 18.8%, throughput
+    30.1%); they are part of the calibration set now (14.5%, 14.0%, 20.1%)."""
     pts, preds = measured()
     pairs = list(zip(pts, preds, strict=True))
     assert len(pairs) == 1563
@@ -116,8 +117,8 @@ def test_measured_hopper_overall() -> None:
 
 
 @pytest.mark.parametrize(("group", "tpot_limit", "ttft_limit"), [
-    ("trtllm", 14.0, 31.0), ("vllm", 22.0, 25.0), ("sglang", 17.0, 47.0),
-    ("bf16", 15.0, 41.0), ("fp8", 16.0, 30.0), ("fp4", 27.5, 20.0), ("int4", 14.5, 17.0),
+    ("trtllm", 14.0, 31.0), ("vllm", 22.0, 25.0), ("sglang", 17.5, 44.0),
+    ("bf16", 15.0, 41.0), ("fp8", 16.0, 30.0), ("fp4", 27.5, 20.0), ("int4", 14.5, 16.0),
     ("h100-sxm", 19.0, 30.5), ("h200-sxm", 16.0, 31.0),
 ])
 def test_measured_hopper_by_group(group: str, tpot_limit: float, ttft_limit: float) -> None:

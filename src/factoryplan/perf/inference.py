@@ -224,6 +224,7 @@ class Constants:
     routing_concentration: float  # Dirichlet concentration of expert popularity (inf: uniform routing)
     first_token_steps: float  # decode iterations from a prompt's arrival to its first token, besides its own
     prefill_queue_factor: float  # scale of the M/D/1 wait behind other prompts (closed-loop arrivals)
+    burst_share: float  # benchmark harness: share of a burst-started run's requests that queue as the first wave
     step_overhead_s: float  # engine: per iteration (scheduler, launch)
     layer_overhead_s: float  # engine: per layer and iteration (kernel gaps, small kernels)
     sequence_overhead_s: float  # engine: per running sequence and iteration (bookkeeping, sampling)
@@ -231,7 +232,6 @@ class Constants:
     prefill_layer_overhead_s: float  # engine: per layer of an iteration carrying prompt tokens (no CUDA graph)
     request_overhead_s: float  # engine: per request, arrival to first token (HTTP, tokenizer, scheduling)
     moe_kernel_efficiency: float  # engine: its MoE kernels relative to the global grouped-GEMM efficiency
-    burst_share: float  # engine: share of a burst-started benchmark's requests that queue as the first wave
     token_budget: float  # engine: prompt tokens per iteration (chunked prefill)
     memory_fraction: float  # engine: share of HBM (or of the memory left after weights) it may use
     reserved_bytes: float  # engine: activations, CUDA graphs and workspace per GPU
@@ -246,11 +246,11 @@ GLOBAL_FIELDS = (
     "gemm_efficiency", "gemm_m_half", "moe_efficiency", "hbm_efficiency", "kv_efficiency",
     "attention_efficiency", "roofline_sharpness", "link_efficiency", "allreduce_latency_s",
     "network_latency_s", "low_precision_efficiency", "routing_concentration", "first_token_steps",
-    "prefill_queue_factor",
+    "prefill_queue_factor", "burst_share",
 )
 ENGINE_FIELDS = (
     "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "moe_layer_overhead_s", "prefill_layer_overhead_s",
-    "request_overhead_s", "moe_kernel_efficiency", "burst_share", "token_budget", "memory_fraction", "reserved_bytes",
+    "request_overhead_s", "moe_kernel_efficiency", "token_budget", "memory_fraction", "reserved_bytes",
     "max_batch", "kv_reserve", "mixes_prefill", "fraction_of_free", "kv_fp8_default",
 )
 

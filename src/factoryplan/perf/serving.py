@@ -30,9 +30,11 @@ decoding).
 of a few requests per user measure a blend: the first wave queues its prompts in
 ``Kb = ceil(c / floor(budget/ISL))`` full iterations (a staircase: mean ``(Kb + 1)/2`` iterations
 to the first token), later waves the steady state. ``serve(..., burst=True)`` weighs the staircase
-with the engine's calibrated ``burst_share`` (about one request in the number of requests per user
-for engines whose users desynchronise; more for engines whose prefill-first scheduling keeps a wave
-in lockstep).
+with the calibrated ``burst_share``: a property of the harness, not of the serving engine (about
+one request in the number of requests each user sends; runs that warm up first see none of it).
+Engines whose prefill-first scheduling keeps a wave in lockstep for the whole run (some SGLang
+versions) see more; one share for every engine predicts other GPUs and models better than one per
+engine fitted to those runs (hold-out fits in ``benchmarks/calibrate_inference.py``).
 
 **Throughput.** The cycle ``TTFT + (OSL - 1)·TPOT`` gives the request rate ``C_run / cycle``
 (Little's law), output tokens/s ``= rate·OSL``. Users beyond ``C_max`` wait for a free slot:
