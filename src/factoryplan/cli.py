@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
+from factoryplan.consoles import stderr as err_console
+from factoryplan.consoles import stdout as console
 from factoryplan.errors import FactoryplanError
 
 # The commands do no dense linear algebra; a BLAS thread pool per process only costs start-up time
@@ -34,9 +33,6 @@ app = typer.Typer(
 )
 catalog_app = typer.Typer(help="Browse the reference catalog (every figure with its source).", no_args_is_help=True)
 app.add_typer(catalog_app, name="catalog")
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 class Format(StrEnum):
@@ -102,9 +98,9 @@ def plan(
     else:
         from factoryplan.report.terminal import render
 
-        render(result, console)
+        render(result, console())
         if out is not None:
-            console.print(f"report written to {out}")
+            console().print(f"report written to {out}")
 
 
 PROGRESS_FROM_DRAWS = 200_000  # below this a Monte Carlo run takes well under a second
@@ -118,7 +114,7 @@ def _progress_bar(draws: int) -> Iterator[Callable[[int, int], None] | None]:
         return
     from rich.progress import Progress
 
-    with Progress(console=err_console, transient=True) as bar:
+    with Progress(console=err_console(), transient=True) as bar:
         task = bar.add_task("Monte Carlo draws", total=draws)
 
         def update(done: int, total: int) -> None:
@@ -164,12 +160,14 @@ def catalog_list(
         emit_json({k: [{"kind": k, **friendly_fields(e)} for e in t.values()] for k, t in tables.items()})
         return
     for k, entries in tables.items():
+        from rich.table import Table
+
         t = Table(title=f"{k} ({len(entries)})", title_justify="left")
         for col in ("id", "name", "basis", "as_of", "source"):
             t.add_column(col, overflow="fold")
         for e in entries.values():
             t.add_row(e.id, e.name, e.basis, e.as_of, e.source)
-        console.print(t)
+        console().print(t)
 
 
 @catalog_app.command("show")
@@ -200,12 +198,14 @@ def catalog_show(
     if fmt is Format.json:
         emit_json(data)
         return
+    from rich.table import Table
+
     t = Table(title=f"{kind}: {entry_id}", title_justify="left", show_header=False)
     t.add_column("field")
     t.add_column("value", overflow="fold")
     for key, value in data.items():
         t.add_row(key, json.dumps(value) if isinstance(value, dict | list) else str(value))
-    console.print(t)
+    console().print(t)
 
 
 # Engine commands live in factoryplan/commands/<name>.py; each module is registered here.
@@ -236,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except FactoryplanError as exc:
-        err_console.print(f"[bold red]error:[/bold red] {escape(exc.render())}", highlight=False)
+        from rich.markup import escape
+
+        err_console().print(f"[bold red]error:[/bold red] {escape(exc.render())}", highlight=False)
         return exc.exit_code
     return 0
 

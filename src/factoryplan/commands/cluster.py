@@ -9,12 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from factoryplan.consoles import stdout as console
 from factoryplan.errors import FactoryplanError
-
-console = Console()
 
 
 class OutputFormat(StrEnum):
@@ -107,9 +104,9 @@ def cluster(
     from factoryplan.report.infra_text import cluster_tables
 
     for table in cluster_tables(design):
-        console.print(table)
+        console().print(table)
     if bom is not None:
-        console.print(f"bill of materials written to {bom}")
+        console().print(f"bill of materials written to {bom}")
 
 
 def _write_bom(items: Any, path: Path) -> None:
@@ -138,6 +135,8 @@ def _compare(cat: Any, asm: Any, region: str, power_mw: float, opts: Any, fmt: O
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
+    from rich.table import Table
+
     t = Table(title=f"Largest deployment of each system within {power_mw:,.0f} MW at the meter ({region})",
               title_justify="left")
     for col in ("system", "GPUs", "SUs", "facility MW", "cooling", "W/GPU chip/system/IT/facility", "GPUs per GW"):
@@ -150,7 +149,7 @@ def _compare(cat: Any, asm: Any, region: str, power_mw: float, opts: Any, fmt: O
         t.add_row(r["system"], f"{r['gpus']:,}", str(r["scalable_units"]), f"{r['facility_mw']:,.1f}", r["cooling"],
                   f"{w['chip']:,.0f} / {w['system']:,.0f} / {w['it']:,.0f} / {w['facility']:,.0f}",
                   f"{r['gpus_per_gw']:,.0f}")
-    console.print(t)
+    console().print(t)
 
 
 def register(app: typer.Typer) -> None:

@@ -14,12 +14,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from factoryplan.consoles import stdout as console
 from factoryplan.errors import FactoryplanError
-
-console = Console()
 
 
 class OutputFormat(StrEnum):
@@ -92,6 +89,8 @@ def train(
 
 def _render(r: dict[str, Any]) -> None:
     cfg = r["config"]
+    from rich.table import Table
+
     t = Table(title=f"{r['model']} on {r['gpus']:,} x {r['accelerator']} ({r['system']}), {r['precision']}",
               title_justify="left", show_header=False)
     t.add_column("what")
@@ -117,7 +116,7 @@ def _render(r: dict[str, Any]) -> None:
             shown = " ".join(f"{k}={v}" for k, v in ru["config"].items())
             rate = f"{ru['tokens_per_s_per_gpu']:,.1f} tok/s/GPU, {ru['memory_per_gpu_gib']:.0f} GiB"
             t.add_row("  runner-up", f"{rate}: {shown}")
-    console.print(t)
+    console().print(t)
 
 
 def register(app: typer.Typer) -> None:

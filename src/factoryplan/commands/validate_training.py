@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from factoryplan.consoles import stdout as console
 
 if TYPE_CHECKING:
     from factoryplan.validation.training import Prediction
-
-console = Console()
 
 
 class OutputFormat(StrEnum):
@@ -89,6 +87,8 @@ def training(
                   "csv": str(out)}
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
+    from rich.table import Table
+
     t = Table(title="Training throughput: predicted vs published (tokens/s per GPU)", title_justify="left")
     for col in ("row", "model", "GPUs", "prec", "set", "configuration", "published", "predicted", "error"):
         t.add_column(col, overflow="fold")
@@ -97,15 +97,15 @@ def training(
                   "calib" if r["calibration"] else "check", r["config"],
                   f"{r['published_tokens_per_s_per_gpu']:,.1f}", f"{r['predicted_tokens_per_s_per_gpu']:,.1f}",
                   f"{r['error_pct']:+.1f}%")
-    console.print(t)
-    console.print(
+    console().print(t)
+    console().print(
         f"calibration rows: {stats['calibration_rows']:.0f}, MAPE {100 * stats['calibration_mape']:.1f}%, "
         f"largest error {100 * stats['calibration_max_error']:.1f}%; other rows: {stats['other_rows']:.0f}, "
         f"MAPE {100 * stats['other_mape']:.1f}%, largest {100 * stats['other_max_error']:.1f}%"
     )
     for row_id, why in skipped:
-        console.print(f"skipped row {row_id}: {why}")
-    console.print(f"written: {out}")
+        console().print(f"skipped row {row_id}: {why}")
+    console().print(f"written: {out}")
 
 
 def register(validate_app: typer.Typer) -> None:
