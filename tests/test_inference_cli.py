@@ -139,6 +139,30 @@ def test_validate_inference_data_file(capsys: pytest.CaptureFixture[str], tmp_pa
     assert "not a measured-points file" in " ".join(capsys.readouterr().err.split())
 
 
+def test_validate_inference_points_csv(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """--out writes each point measured and predicted, and each skipped row with its reason."""
+    import csv
+
+    src = Path(__file__).parents[1] / "src" / "factoryplan" / "validation" / "data" / "serving_measured_hopper.csv"
+    lines = src.read_text(encoding="utf-8").splitlines()
+    unknown_gpu = lines[2].replace(",h200_sxm,", ",l40s,").replace(",h100_sxm,", ",l40s,")
+    sample = tmp_path / "points.csv"
+    sample.write_text("\n".join([lines[0], lines[1], unknown_gpu]) + "\n", encoding="utf-8")
+    out = tmp_path / "out.csv"
+    d = run_json(capsys, "validate", "inference", "--data", str(sample), "--out", str(out))
+    assert d["data"]["skipped_reasons"] == {"system l40s not in the catalog": 1}
+    assert set(d["data"]["by_gpu"]["tpot_ms"]) == {"h200-sxm"}
+    with out.open(encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["skipped"] for r in rows] == ["", "system l40s not in the catalog"]
+    first = rows[0]
+    measured, predicted = float(first["tpot_ms"]), float(first["predicted_tpot_ms"])
+    assert float(first["tpot_error_pct"]) == pytest.approx((predicted - measured) / measured * 100)
+    assert float(first["output_tokens_per_s"]) > 0 and first["fits"] == "True"
+    assert main(["validate", "inference", "--data", str(sample), "--out", str(tmp_path / "out.txt")]) == 2
+    assert "allowed: .csv" in " ".join(capsys.readouterr().err.split())
+
+
 def test_validate_inference_models_from_config_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A model the catalog lacks is read from <org>--<name>_config.json in --configs."""
     src = Path(__file__).parents[1] / "src" / "factoryplan" / "validation" / "data" / "serving_measured_hopper.csv"

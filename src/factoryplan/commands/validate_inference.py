@@ -2,11 +2,15 @@
 
 By default the inference rows of ``published_runs.csv`` (TensorRT-LLM max-throughput tables, a NIM
 concurrency sweep, vLLM CI latency tests); ``--measured`` adds the measured H100/H200 serving
-points; ``--data FILE`` checks a file in the same measured-points layout (any GPU).
+points; ``--data FILE`` checks a file in the same measured-points layout (any GPU). ``--out FILE.csv``
+writes every point of those sets, measured and predicted side by side, and every skipped row with
+its reason.
 """
 
 from __future__ import annotations
 
+import collections
+import csv
 import json
 import math
 import sys
@@ -44,6 +48,54 @@ def _rows(points: list[Point], preds: list[Prediction]) -> list[dict[str, Any]]:
     return out
 
 
+POINT_COLUMNS = (
+    "set", "id", "model", "gpu", "system", "backend", "version", "weights", "experts", "tp", "dp", "moe_tp", "ep", "pp",
+    "isl", "osl", "concurrency", "repair", "ttft_ms", "predicted_ttft_ms", "ttft_error_pct", "tpot_ms",
+    "predicted_tpot_ms", "tpot_error_pct", "output_tokens_per_s", "predicted_output_tokens_per_s",
+    "output_tokens_per_s_error_pct", "fits", "skipped",
+)
+
+
+def _error(pred: float, meas: float | None) -> float | str:
+    return "" if not meas or not math.isfinite(pred) else (pred - meas) / meas * 100
+
+
+def _point_row(name: str, p: Point, q: Prediction) -> dict[str, Any]:
+    thr = p.output_tokens_per_s
+    if thr is None and p.ttft_ms and p.tpot_ms:  # what the measured TTFT and TPOT imply
+        thr = p.concurrency * p.osl * 1e3 / (p.ttft_ms + (p.osl - 1.0) * p.tpot_ms)
+    row: dict[str, Any] = {
+        "set": name, "id": p.id, "model": p.model, "gpu": p.accelerator, "system": p.system, "backend": p.backend,
+        "version": p.version, "weights": p.weights, "experts": p.experts, "tp": p.par.tp, "dp": p.par.dp,
+        "moe_tp": p.par.moe_tp, "ep": p.par.ep, "pp": p.par.pp, "isl": p.isl, "osl": p.osl,
+        "concurrency": p.concurrency or "max", "repair": p.repair, "fits": q.fits, "skipped": "",
+    }
+    for metric, meas, pred in (("ttft_ms", p.ttft_ms, q.ttft_ms), ("tpot_ms", p.tpot_ms, q.tpot_ms),
+                               ("output_tokens_per_s", thr, q.output_tokens_per_s)):
+        error = f"{metric.removesuffix('_ms')}_error_pct"
+        row.update({metric: meas, f"predicted_{metric}": pred, error: _error(pred, meas)})
+    return row
+
+
+def write_points_csv(path: Path, sets: list[tuple[str, Any, list[Prediction]]]) -> None:
+    """One line per point of each set (measured and predicted figures, error in %), then one per
+    skipped row with its reason. ``sets``: (name, Loaded, predictions)."""
+    from factoryplan.errors import FactoryplanError
+
+    if path.suffix.lower() != ".csv":
+        raise FactoryplanError("unknown output type", field="--out", value=str(path), allowed=".csv")
+    try:
+        fh = path.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise FactoryplanError(f"cannot write: {exc.strerror}", field="--out", value=str(path)) from None
+    with fh:
+        w = csv.DictWriter(fh, fieldnames=POINT_COLUMNS)
+        w.writeheader()
+        for name, loaded, preds in sets:
+            w.writerows(_point_row(name, p, q) for p, q in zip(loaded.points, preds, strict=True))
+            w.writerows({"set": name, "id": row_id, "skipped": reason} for row_id, reason in loaded.skipped)
+
+
 def _mape(rows: list[dict[str, Any]], key: str = "metric") -> dict[str, dict[str, float]]:
     groups: dict[str, list[float]] = {}
     for r in rows:
@@ -58,11 +110,13 @@ def inference(
     configs: Annotated[Path | None, typer.Option("--configs", help="Folder of <org>--<name>_config.json files "
                                                  "for --data models the catalog lacks.")] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (default) or json.")] = OutputFormat.table,
+    out: Annotated[Path | None, typer.Option("--out", help="CSV of every --measured/--data point, measured "
+                                             "and predicted, and every skipped row with its reason.")] = None,
     catalog: Annotated[list[Path] | None, typer.Option("--catalog", help="Catalog overlay file (repeatable).")] = None,
 ) -> None:
     """Run the inference engine on published results and print predicted vs published and the MAPE.
 
-    Example: factoryplan validate inference --measured
+    Example: factoryplan validate inference --measured --out points.csv
     """
     from factoryplan.catalog.load import load_catalog
     from factoryplan.validation.inference import load_measured, load_published, predict
@@ -80,14 +134,20 @@ def inference(
         extra.append(("measured", load_measured(cat)))
     if data is not None:
         extra.append(("data", load_measured(cat, data, source="data", configs=configs)))
+    predicted = []
     for name, loaded in extra:
-        mrows = _rows(loaded.points, predict(cat, loaded.points))
+        preds = predict(cat, loaded.points)
+        predicted.append((name, loaded, preds))
+        mrows = _rows(loaded.points, preds)
         result[name] = {
             "points": len(loaded.points), "mape": _mape(mrows),
-            "by_backend": {m: _mape([r for r in mrows if r["metric"] == m], "backend") for m in ("ttft_ms", "tpot_ms")},
-            "by_model": {m: _mape([r for r in mrows if r["metric"] == m], "model") for m in ("ttft_ms", "tpot_ms")},
+            **{f"by_{key}": {m: _mape([r for r in mrows if r["metric"] == m], key) for m in ("ttft_ms", "tpot_ms")}
+               for key in ("backend", "gpu", "model")},
             "skipped": len(loaded.skipped),
+            "skipped_reasons": dict(collections.Counter(reason for _, reason in loaded.skipped).most_common()),
         }
+    if out is not None:
+        write_points_csv(out, predicted)
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
@@ -109,10 +169,12 @@ def _print(result: dict[str, Any]) -> None:
     for name, block in result.items():
         summary = ", ".join(f"{m} {v['mape_pct']:.1f}% (n={v['n']})" for m, v in block["mape"].items())
         console.print(f"{name} MAPE: {summary}")
-        for label in ("by_backend", "by_model"):
+        for label in ("by_backend", "by_gpu", "by_model"):
             for metric, groups in block.get(label, {}).items():
                 text = ", ".join(f"{g} {v['mape_pct']:.0f}%" for g, v in groups.items())
                 console.print(f"  {metric} {label.replace('_', ' ')}: {text}")
+        for reason, n in block.get("skipped_reasons", {}).items():
+            console.print(f"  skipped {n} x {reason}")
     for s in result["published"]["skipped"]:
         console.print(f"skipped {s['id']}: {s['reason']}")
 
