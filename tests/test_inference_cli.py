@@ -178,3 +178,29 @@ def test_validate_inference_models_from_config_files(capsys: pytest.CaptureFixtu
     assert without["data"]["points"] == 0 and without["data"]["skipped"] == 5
     d = run_json(capsys, "validate", "inference", "--data", str(sample), "--configs", str(configs))
     assert d["data"]["points"] == 5 and d["data"]["mape"]["tpot_ms"]["n"] == 5
+
+
+def test_validate_inference_disaggregated_rows(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A disaggregated row (prefill_*/decode_* columns, worker counts) is predicted by the closed-loop
+    prefill/decode model; an unknown serving mode is skipped with its reason."""
+    import csv
+
+    src = Path(__file__).parents[1] / "src" / "factoryplan" / "validation" / "data" / "serving_measured_hopper.csv"
+    with src.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields, row = list(reader.fieldnames or []), next(r for r in reader if "Llama-3.1-70B" in r["model_path"])
+    dis = {**row, "id": "dis", "mode": "disagg", "prefill_tp_size": "2", "prefill_num_workers": "2",
+           "prefill_batch_size": "1", "decode_tp_size": "4", "decode_num_workers": "1", "decode_batch_size": "64"}
+    odd = {**row, "id": "odd", "mode": "spec"}
+    sample = tmp_path / "points.csv"
+    with sample.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows([dis, odd])
+    out = tmp_path / "out.csv"
+    d = run_json(capsys, "validate", "inference", "--data", str(sample), "--out", str(out))
+    assert d["data"]["points"] == 1 and d["data"]["skipped_reasons"] == {"serving mode 'spec' (agg or disagg)": 1}
+    with out.open(encoding="utf-8") as fh:
+        first = next(csv.DictReader(fh))
+    assert (first["id"], first["tp"]) == ("dis", "4")  # the decode workers' parallelism
+    assert 0 < float(first["predicted_ttft_ms"]) < 5_000 and 0 < float(first["predicted_tpot_ms"]) < 100

@@ -148,3 +148,69 @@ def test_disaggregated_pools(catalog: Catalog) -> None:
     # decode pool throughput covers the demand
     agg = serve(s, hw, Parallel(tp=4), FP8, k, concurrency=64, isl=4000, osl=500)
     assert float(np.asarray(d.tpot_s)) < float(agg.tpot_s)  # no prefill interference in the decode pool
+
+
+def _steps(s: ModelShape, hw: Hardware, k: Constants, par: Parallel, isl: float, ctx: float,
+           prompts: float = 0.0, seqs: float = 0.0) -> float:
+    from factoryplan.perf.inference import iteration
+
+    return float(iteration(s, hw, par, FP8, k, decode_seqs=seqs, ctx=ctx, prompts=prompts, prompt_len=isl).total)
+
+
+def test_closed_loop_disaggregated_single_user(catalog: Catalog) -> None:
+    """One user: TTFT is the engine's request latency plus one prompt on a prefill worker; TPOT one
+    decode step of one sequence plus the KV-cache transfer spread over the output; X = OSL / cycle."""
+    from factoryplan.perf.serving import closed_loop_disaggregated
+
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    pre, dec = Parallel(tp=2), Parallel(tp=4)
+    r = closed_loop_disaggregated(s, hw, pre, dec, FP8, k, concurrency=1, isl=2000, osl=500, prefill_workers=1,
+                                  decode_workers=1)
+    prefill = _steps(s, hw, k, pre, 2000, 2000, prompts=1.0)
+    transfer = float(kv_bytes_per_sequence_per_gpu(s, pre, "fp8", 2000.0)) / hw.nic_bytes_s
+    assert float(r.ttft_s) == pytest.approx(k.request_overhead_s + prefill, rel=0.02)
+    assert float(r.tpot_s) == pytest.approx(_steps(s, hw, k, dec, 2000, 2250, seqs=1.0) + transfer / 499, rel=1e-6)
+    assert float(r.output_tokens_per_s) == pytest.approx(500 / (float(r.ttft_s) + 499 * float(r.tpot_s)), rel=0.01)
+
+
+def test_closed_loop_disaggregated_bottlenecks(catalog: Catalog) -> None:
+    """Many users: one prefill worker caps the request rate at its prompt throughput (more users only
+    queue for it, in TTFT); with prefill to spare the decode workers' batch limit caps it (users wait
+    for a decode slot, in TPOT). Doubling the bottleneck about doubles the throughput."""
+    from factoryplan.perf.serving import closed_loop_disaggregated
+
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    pre, dec = Parallel(tp=2), Parallel(tp=4)
+    conc = np.array([256.0, 1024.0])
+
+    def run(n_p: float, n_d: float, cap: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r = closed_loop_disaggregated(s, hw, pre, dec, FP8, k, concurrency=conc, isl=2000, osl=500,
+                                      prefill_workers=n_p, decode_workers=n_d, decode_batch_max=cap)
+        return np.asarray(r.output_tokens_per_s), np.asarray(r.ttft_s), np.asarray(r.tpot_s)
+
+    per_pass = math.floor(k.token_budget / 2000)
+    capacity = per_pass / _steps(s, hw, k, pre, 2000, 2000, prompts=per_pass) * 500  # output tokens/s, 1 worker
+    x1, ttft1, _ = run(1, 4, 256)
+    assert np.all(x1 <= capacity * 1.001) and x1[1] == pytest.approx(capacity, rel=0.02)
+    assert ttft1[1] > 3 * ttft1[0]  # four times the users, the same rate: they wait for the prefill worker
+    x2, _, _ = run(2, 4, 256)
+    assert x2[1] == pytest.approx(2 * x1[1], rel=0.05)
+    y1, _, tpot1 = run(16, 1, 32)
+    decode_rate = 32 / (499 * _steps(s, hw, k, dec, 2000, 2250, seqs=32.0)) * 500
+    assert y1[1] == pytest.approx(decode_rate, rel=0.02)
+    assert tpot1[1] > 3 * tpot1[0] * 0.9 and tpot1[1] > tpot1[0]
+    y2, _, _ = run(16, 2, 32)
+    assert y2[1] == pytest.approx(2 * y1[1], rel=0.05)
+
+
+def test_closed_loop_disaggregated_beats_aggregated_tpot(catalog: Catalog) -> None:
+    """The same decode GPUs without prompts in their iterations: a lower TPOT than aggregated serving
+    at the same concurrency (the reason to disaggregate), and TTFT grows with load."""
+    from factoryplan.perf.serving import closed_loop_disaggregated
+
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    agg = serve(s, hw, Parallel(tp=4), FP8, k, concurrency=CONC[3:], isl=2000, osl=500)
+    dis = closed_loop_disaggregated(s, hw, Parallel(tp=4), Parallel(tp=4), FP8, k, concurrency=CONC[3:], isl=2000,
+                                    osl=500, prefill_workers=2, decode_workers=1)
+    assert np.all(np.asarray(dis.tpot_s) < np.asarray(agg.tpot_s))
+    assert np.all(np.diff(np.asarray(dis.ttft_s)) >= 0)

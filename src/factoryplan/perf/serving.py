@@ -45,7 +45,9 @@ allocate as tokens arrive), capped by the engine's batch limit.
 Pipeline parallelism: ``pp`` micro-batches keep the stages busy; a token passes every stage in turn.
 
 Disaggregated serving (DistServe, Zhong et al. 2024; Splitwise, Patel et al. 2024) runs prompts
-on a prefill pool and decoding on a decode pool; see :func:`disaggregated`.
+on a prefill pool and decoding on a decode pool; :func:`disaggregated` sizes the pools for a
+request rate, :func:`closed_loop_disaggregated` predicts a deployment of given worker counts under
+closed-loop users (measured disaggregated points).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from factoryplan.perf.inference import (
+    Array,
     BoolArray,
     Constants,
     FloatOrArray,
@@ -245,4 +248,92 @@ def disaggregated(
         prefill_replicas=n_p, decode_replicas=n_d, gpus=gpus, ttft_s=ttft, tpot_s=t_dec,
         decode_batch=np.asarray(decode_batch, dtype=float), prefill_utilization=rho,
         output_tokens_per_s_per_gpu=lam * osl_f / gpus,
+    )
+
+
+@dataclass(frozen=True)
+class DisaggregatedLoop:
+    """A disaggregated deployment serving ``C`` closed-loop users (seconds, tokens/s)."""
+
+    ttft_s: FloatOrArray
+    tpot_s: FloatOrArray
+    output_tokens_per_s: FloatOrArray
+    decode_batch: FloatOrArray  # sequences one decode worker runs
+    prefill_utilization: FloatOrArray
+    fits: BoolArray  # both workers hold their weights and at least one sequence
+
+
+def closed_loop_disaggregated(
+    s: ModelShape, hw: Hardware, prefill_par: Parallel, decode_par: Parallel, prec: Precision, k: Constants, *,
+    concurrency: FloatOrArray, isl: FloatOrArray, osl: FloatOrArray, prefill_workers: FloatOrArray,
+    decode_workers: FloatOrArray, decode_batch_max: FloatOrArray = np.inf, burst: bool | FloatOrArray = False,
+    iterations: int = 40,
+) -> DisaggregatedLoop:
+    """TTFT, TPOT and throughput of ``n_p`` prefill and ``n_d`` decode workers serving ``C`` users
+    who each send their next request when the last one ends (a measured disaggregated point).
+
+    A fixed point over the cycle ``T = TTFT + (OSL-1)·TPOT`` of one request, ``λ = C/T``:
+
+    * prefill: each worker sees ``λ/n_p`` prompts/s and batches the ``b`` that arrive while one
+      runs (up to the token budget): ``t_p(b)`` a pass, ``ρ = λ/n_p · t_p(b)/b``, an M/D/1 wait
+      ``a·ρ·t_p(b)/(2(1-ρ))`` (``a`` the same closed-loop factor as aggregated serving);
+      ``TTFT = t_req + t_p(b) + wait`` (the prefill worker returns the first token);
+    * decode: ``λ·(OSL-1)·TPOT`` users are decoding, ``b_d`` of them on each decode worker (at most
+      its KV capacity and batch limit; the others wait for a slot); ``TPOT = t_dec(b_d)`` with no
+      prompt in the iterations, plus the KV-cache transfer over the GPU's NIC spread over the output;
+    * burst-started runs (measurement harnesses) blend in the first wave, ``C`` prompts queueing at
+      the prefill workers, with the calibrated ``burst_share``.
+    """
+    conc = np.maximum(np.asarray(concurrency, dtype=float), 1.0)
+    isl_f, osl_f = np.asarray(isl, dtype=float), np.maximum(np.asarray(osl, dtype=float), 1.0)
+    n_p, n_d = np.maximum(np.asarray(prefill_workers, dtype=float), 1.0), np.maximum(
+        np.asarray(decode_workers, dtype=float), 1.0)
+    steps = np.maximum(osl_f - 1.0, 1.0)
+    mem_p = memory(s, hw, prefill_par, prec, k, isl_f, 1.0)
+    mem_d = memory(s, hw, decode_par, prec, k, isl_f, osl_f)
+    cap = np.maximum(np.minimum(mem_d.max_concurrency, np.asarray(decode_batch_max, dtype=float)
+                                * np.asarray(decode_par.dp, dtype=float)), 1.0)
+    per_pass = np.maximum(np.floor(k.token_budget / isl_f), 1.0) * np.asarray(prefill_par.dp, dtype=float)
+    pp_p, pp_d = np.asarray(prefill_par.pp, dtype=float), np.asarray(decode_par.pp, dtype=float)
+
+    def prefill(b: FloatOrArray) -> Array:
+        t = iteration(s, hw, prefill_par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=b, prompt_len=isl_f).total
+        return np.asarray(t * pp_p, dtype=np.float64)
+
+    def decode(b: FloatOrArray) -> Array:
+        micro = np.maximum(b, 1.0) / pp_d
+        t = iteration(s, hw, decode_par, prec, k, decode_seqs=micro, ctx=isl_f + osl_f / 2.0).total
+        return np.asarray(t * pp_d, dtype=np.float64)
+
+    transfer = kv_bytes_per_sequence_per_gpu(s, prefill_par, prec.kv, isl_f) / hw.nic_bytes_s
+    alone = prefill(1.0)
+    mu_d = n_d * cap / (steps * decode(cap))  # decode workers full
+    tpot = decode(1.0)
+    cycle = k.request_overhead_s + alone + steps * tpot
+    t_p, queued = alone, np.zeros_like(alone)
+    for _ in range(iterations):
+        lam = conc / cycle
+        b = np.clip(lam / n_p * (t_p + queued), 1.0, per_pass)  # prompts waiting when a pass starts
+        t_p = prefill(b)
+        mu_p = n_p * b / t_p
+        rho = np.clip(lam / mu_p, 0.0, 0.95)
+        wait = k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - rho))
+        ttft = k.request_overhead_s + t_p + wait
+        batch = np.clip(lam * steps * tpot / n_d, 1.0, cap)  # Little's law over the decode phase
+        tpot = decode(batch) + transfer / steps
+        busy = ttft + steps * tpot
+        target = conc / np.minimum(np.minimum(conc / busy, mu_p), mu_d)
+        queued = wait + np.where(mu_p <= mu_d, np.maximum(target - busy, 0.0), 0.0)
+        cycle = 0.5 * cycle + 0.5 * target
+    extra = np.maximum(cycle - busy, 0.0)  # waiting at the bottleneck: for a prefill or for a decode slot
+    prefill_bound = mu_p <= mu_d
+    ttft = ttft + np.where(prefill_bound, extra, 0.0)
+    tpot = tpot + np.where(prefill_bound, 0.0, extra / steps)
+    share = np.asarray(burst, dtype=float) * k.burst_share
+    waves = np.ceil(conc / (n_p * per_pass))
+    first = k.request_overhead_s + prefill(np.minimum(conc / n_p, per_pass)) * (waves + 1.0) / 2.0
+    ttft = (1.0 - share) * ttft + share * np.maximum(first, ttft)
+    return DisaggregatedLoop(
+        ttft_s=ttft, tpot_s=tpot, output_tokens_per_s=conc * osl_f / cycle, decode_batch=batch,
+        prefill_utilization=rho, fits=np.asarray(mem_p.fits & mem_d.fits, dtype=np.bool_),
     )

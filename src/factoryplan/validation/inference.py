@@ -26,6 +26,12 @@ Mapping rules (the same for every row, stated here once):
   GPUs as a product (the same measurement appears elsewhere in the file with ``ep`` GPUs);
   (d) likewise a row of ``tp x dp`` GPUs beyond the domain with ``ep = tp x dp`` and no expert TP
   is the ``tp``-GPU run with ``ep = tp`` (the file has the same points with that encoding).
+* disaggregated rows (``mode`` disagg): the ``prefill_*`` and ``decode_*`` columns give each
+  side's parallelism (with the same repairs), ``prefill_num_workers``/``decode_num_workers`` the
+  worker counts and ``decode_batch_size`` the decode workers' batch limit per attention-DP rank;
+  concurrency as above, else every decode slot. They are predicted by
+  :func:`~factoryplan.perf.serving.closed_loop_disaggregated`; the calibration set has none, so
+  those predictions rest on the aggregated calibration alone.
 * rows whose model factoryplan cannot parse (DeepSeek sparse attention) are skipped with the
   reason.
 """
@@ -56,7 +62,7 @@ from factoryplan.perf.inference import (
     iteration,
     shape_of,
 )
-from factoryplan.perf.serving import serve
+from factoryplan.perf.serving import closed_loop_disaggregated, serve
 
 DATA = Path(__file__).parent / "data"
 MEASURED = DATA / "serving_measured_hopper.csv"
@@ -108,6 +114,17 @@ class Point:
     e2e_ms: float | None = None  # one batch of ``concurrency`` requests, start to end
     repair: str = ""
     version: str = ""
+    disagg: Disagg | None = None  # a disaggregated deployment; ``par`` is then its decode workers'
+
+
+@dataclass(frozen=True)
+class Disagg:
+    """The prefill side of a disaggregated point and the worker counts."""
+
+    prefill: Parallel
+    prefill_workers: int
+    decode_workers: int
+    decode_batch: int  # the decode workers' batch limit per attention-DP rank
 
 
 @dataclass
@@ -178,10 +195,10 @@ def _parallel(row: dict[str, str], moe: bool, domain: int, conc: float) -> tuple
     """Parallelism of a measured row with the repairs the module docstring lists."""
     tp, dp = _int(row["tp_size"]), _int(row.get("attention_dp_size", ""))
     mtp, ep = _int(row.get("moe_tp_size", "")), _int(row.get("moe_ep_size", ""))
-    batch = _int(row["batch_size"])
+    batch, pp = _int(row["batch_size"]), _int(row.get("pp_size", ""))
     repair = ""
     if not moe:
-        return Parallel(tp=tp, dp=dp), repair
+        return Parallel(tp=tp, dp=dp, pp=pp), repair
     if tp * dp > domain and mtp == ep > 1 and tp * dp == mtp * ep:
         gpus = ep
         tp, dp = (1, gpus) if dp > 1 else (gpus, 1)
@@ -192,7 +209,31 @@ def _parallel(row: dict[str, str], moe: bool, domain: int, conc: float) -> tuple
         tp, dp, repair = 1, tp, "(b) concurrency = batch x tp: attention DP"
     elif tp * dp < mtp * ep:
         dp, repair = mtp * ep // tp, "(a) attention DP to match moe_tp x ep"
-    return Parallel(tp=tp, dp=dp, moe_tp=mtp, ep=ep), repair
+    return Parallel(tp=tp, dp=dp, moe_tp=mtp, ep=ep, pp=pp), repair
+
+
+def _side(row: dict[str, str], side: str) -> dict[str, str]:
+    """The ``prefill_``/``decode_`` columns of a disaggregated row under the aggregated names."""
+    names = ("batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+    return {**row, **{n: row.get(f"{side}_{n}", "") for n in names}}
+
+
+def _disaggregated(
+    row: dict[str, str], moe: bool, domain: int
+) -> tuple[Parallel, Disagg, float, str]:
+    """(decode parallelism, prefill side, concurrency, repairs) of a disaggregated row. Concurrency:
+    ``silicon_concurrency`` when the source gives it, else every decode slot (batch x dp x workers)."""
+    dec_row, pre_row = _side(row, "decode"), _side(row, "prefill")
+    dec_dp = _int(dec_row["attention_dp_size"])
+    workers = _int(row.get("decode_num_workers", ""))
+    m = re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source", ""))
+    conc = float(m.group(1)) if m else float(_int(dec_row["batch_size"]) * dec_dp * workers)
+    dec, r1 = _parallel(dec_row, moe, domain, conc / workers)
+    pre, r2 = _parallel(pre_row, moe, domain, float(_int(pre_row["batch_size"])))
+    disagg = Disagg(prefill=pre, prefill_workers=_int(row.get("prefill_num_workers", "")), decode_workers=workers,
+                    decode_batch=_int(dec_row["batch_size"]))
+    repair = "; ".join(f"{side}: {r}" for side, r in (("decode", r1), ("prefill", r2)) if r)
+    return dec, disagg, conc, repair
 
 
 def _concurrency(row: dict[str, str]) -> float:
@@ -235,7 +276,7 @@ def _model_ref(catalog: Catalog, repo: str, configs: Path | None) -> tuple[str |
 def load_measured(
     catalog: Catalog, path: Path = MEASURED, source: str = "measured", configs: Path | None = None
 ) -> Loaded:
-    """Points of a file in the aiconfigurator silicon-data layout (aggregated rows only).
+    """Points of a file in the aiconfigurator silicon-data layout (aggregated and disaggregated rows).
 
     Models resolve to catalog ids, else to a Hugging Face config.json in ``configs``; rows whose
     model, system or serving engine is unknown are listed in ``skipped`` with the reason.
@@ -263,8 +304,9 @@ def _measured_point(
 ) -> tuple[Point | None, str]:
     ref, reason = _model_ref(catalog, row["model_path"], configs)
     hw = hardware_id(catalog, row["system"])
-    if row.get("mode", "agg") != "agg":
-        return None, "disaggregated row"
+    mode = row.get("mode", "agg") or "agg"
+    if mode not in ("agg", "disagg"):
+        return None, f"serving mode {mode!r} (agg or disagg)"
     if ref is None:
         return None, reason
     if hw is None:
@@ -272,13 +314,18 @@ def _measured_point(
     if row["backend"] not in BACKENDS:
         return None, f"serving engine {row['backend']} has no profile"
     arch = resolve_model(catalog, ref)
-    conc = _concurrency(row)
-    par, repair = _parallel(row, arch.moe is not None, catalog.systems[hw[1]].scaleup_domain_gpus, conc)
+    domain = catalog.systems[hw[1]].scaleup_domain_gpus
+    disagg = None
+    if mode == "disagg":
+        par, disagg, conc, repair = _disaggregated(row, arch.moe is not None, domain)
+    else:
+        conc = _concurrency(row)
+        par, repair = _parallel(row, arch.moe is not None, domain, conc)
     return Point(
         id=row["id"], source=source, model=ref, accelerator=hw[0], system=hw[1], backend=row["backend"],
         weights=quant(row["gemm_quant_mode"]), experts=quant(row["moe_quant_mode"]), par=par,
         isl=float(row["isl"]), osl=float(row["osl"]), concurrency=conc, ttft_ms=float(row["silicon_ttft_ms"]),
-        tpot_ms=float(row["silicon_tpot_ms"]), repair=repair, version=row.get("backend_version", ""),
+        tpot_ms=float(row["silicon_tpot_ms"]), repair=repair, version=row.get("backend_version", ""), disagg=disagg,
     ), ""
 
 
@@ -339,8 +386,13 @@ class Prediction:
     fits: bool
 
 
-def _group_key(p: Point) -> tuple[str, str, str, str, str, str]:
-    return (p.model, p.accelerator, p.system, p.backend, p.weights, p.experts)
+def _group_key(p: Point) -> tuple[str, str, str, str, str, str, str]:
+    return (p.model, p.accelerator, p.system, p.backend, p.weights, p.experts, "disagg" if p.disagg else "agg")
+
+
+def _parallel_arrays(pars: Iterable[Parallel]) -> Parallel:
+    items = list(pars)
+    return Parallel(*(_as_array(getattr(p, f) for p in items) for f in ("tp", "dp", "moe_tp", "ep", "pp")))
 
 
 def _as_array(values: Iterable[float]) -> Array:
@@ -364,16 +416,20 @@ def predict(
     for i, p in enumerate(points):
         groups.setdefault(_group_key(p), []).append(i)
     for key, idx in groups.items():
-        model, acc, system, backend, weights, experts = key
+        model, acc, system, backend, weights, experts, mode = key
         k = consts.get(backend) or constants_from_catalog(catalog, backend)
         shape = shape_of(resolve_model(catalog, model))
         hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
         pts = [points[i] for i in idx]
         kv = "fp8" if (k.kv_fp8_default and weights != "bf16") else "bf16"
         prec = Precision(weights=weights, experts=experts, kv=kv)
-        par = Parallel(*(_as_array(getattr(p.par, f) for p in pts) for f in ("tp", "dp", "moe_tp", "ep", "pp")))
+        par = _parallel_arrays(p.par for p in pts)
         isl, osl = _as_array(p.isl for p in pts), _as_array(p.osl for p in pts)
         conc = _as_array(p.concurrency for p in pts)
+        if mode == "disagg":
+            for i, pred in zip(idx, _predict_disaggregated(shape, hw, par, prec, k, pts), strict=True):
+                out[i] = pred
+            continue
         batch_mode = _as_array(1.0 if p.e2e_ms is not None else 0.0 for p in pts)
         full = serve(shape, hw, par, prec, k, concurrency=np.full_like(conc, 1e9), isl=isl, osl=osl)
         conc = np.where(conc > 0, conc, full.mem.max_concurrency)
@@ -388,6 +444,25 @@ def predict(
                 e2e_ms=float(e2e[j]) * 1e3 if batch_mode[j] else float("nan"), fits=bool(fits[j]),
             )
     return [p for p in out if p is not None]
+
+
+def _predict_disaggregated(
+    shape: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, pts: list[Point]
+) -> list[Prediction]:
+    """Disaggregated points: prefill and decode workers in a closed loop (:func:`closed_loop_disaggregated`)."""
+    sides = [p.disagg for p in pts if p.disagg is not None]
+    res = closed_loop_disaggregated(
+        shape, hw, _parallel_arrays(d.prefill for d in sides), par, prec, k,
+        concurrency=_as_array(p.concurrency for p in pts), isl=_as_array(p.isl for p in pts),
+        osl=_as_array(p.osl for p in pts), prefill_workers=_as_array(d.prefill_workers for d in sides),
+        decode_workers=_as_array(d.decode_workers for d in sides),
+        decode_batch_max=_as_array(d.decode_batch for d in sides),
+        burst=_as_array(1.0 if p.source != "published" else 0.0 for p in pts),
+    )
+    ttft, tpot = np.asarray(res.ttft_s) * 1e3, np.asarray(res.tpot_s) * 1e3
+    tps, fits = np.asarray(res.output_tokens_per_s), np.asarray(res.fits)
+    return [Prediction(ttft_ms=float(ttft[j]), tpot_ms=float(tpot[j]), output_tokens_per_s=float(tps[j]),
+                       e2e_ms=float("nan"), fits=bool(fits[j])) for j in range(len(pts))]
 
 
 def _batch_latency(
