@@ -24,8 +24,10 @@ Mapping rules (the same for every row, stated here once):
   attention DP ran DP attention over the ``tp`` GPUs; (c) a row whose ``tp x dp`` exceeds the
   system's NVLink domain while ``moe_tp = ep = tp x dp / ep`` encodes a one-domain run of ``ep``
   GPUs as a product (the same measurement appears elsewhere in the file with ``ep`` GPUs);
-  (d) likewise a row of ``tp x dp`` GPUs beyond the domain with ``ep = tp x dp`` and no expert TP
-  is the ``tp``-GPU run with ``ep = tp`` (the file has the same points with that encoding).
+  (d) likewise a row of ``tp x dp`` GPUs beyond the domain with ``ep = tp x dp``, no expert TP and
+  ``tp > 1`` is the ``tp``-GPU run with ``ep = tp`` (the file has the same points with that
+  encoding). A row with ``tp = 1`` and ``dp = ep`` beyond the domain is a genuine multi-node
+  wide-EP run and is kept (its collectives cross the scale-out network).
 * disaggregated rows (``mode`` disagg): the ``prefill_*`` and ``decode_*`` columns give each
   side's parallelism (with the same repairs), ``prefill_num_workers``/``decode_num_workers`` the
   worker counts and ``decode_batch_size`` the decode workers' batch limit per attention-DP rank;
@@ -203,7 +205,7 @@ def _parallel(row: dict[str, str], moe: bool, domain: int, conc: float) -> tuple
         gpus = ep
         tp, dp = (1, gpus) if dp > 1 else (gpus, 1)
         mtp, repair = 1, f"(c) {row['tp_size']}x{row.get('attention_dp_size') or 1} GPUs read as {gpus}"
-    elif tp * dp > domain and mtp == 1 and ep == tp * dp and dp > 1:
+    elif tp * dp > domain and mtp == 1 and ep == tp * dp and dp > 1 and tp > 1:
         dp, ep, repair = 1, tp, f"(d) {tp}x{dp} GPUs with ep {tp * dp} read as tp {tp}, ep {tp}"
     elif dp == 1 and tp > 1 and conc == batch * tp and conc != batch:
         tp, dp, repair = 1, tp, "(b) concurrency = batch x tp: attention DP"
