@@ -29,6 +29,8 @@ CATALOG_CONFIGS = {
     "llama-3.1-70b": "meta-llama--Llama-3.1-70B_config.json",
     "llama-3.1-405b": "meta-llama--Llama-3.1-405B_config.json",
     "llama-3.3-70b": "meta-llama--Llama-3.3-70B-Instruct_config.json",
+    "llama-4-scout-17b-16e": "meta-llama--Llama-4-Scout-17B-16E_config.json",
+    "llama-4-maverick-17b-128e": "meta-llama--Llama-4-Maverick-17B-128E_config.json",
     "llama-2-7b": "meta-llama--Llama-2-7b-hf_config.json",
     "llama-2-70b": "meta-llama--Llama-2-70b-hf_config.json",
     "qwen3-8b": "Qwen--Qwen3-8B_config.json",
@@ -60,6 +62,8 @@ ACTIVE_WITH_EMBEDDING = {
     "kimi-k2.5": False,  # 32B: 31.69B without, 32.86B with
     "qwen3.5-397b-a17b": True,  # 17B: 17.35B with, 16.33B without
     "qwen3-next-80b-a3b": False,  # 3B: 3.56B without, 3.87B with
+    "llama-4-scout-17b-16e": True,  # 17B: 17.17B with, 16.14B without
+    "llama-4-maverick-17b-128e": True,  # 17B: 17.18B with, 16.15B without
 }
 
 # Known disagreements, with the widened tolerance and the reason.
@@ -116,11 +120,21 @@ def test_catalog_has_the_models_other_stages_name(catalog_models: dict[str, Mode
     assert set(catalog_models) == set(CATALOG_CONFIGS)
 
 
+# Published totals that count more than the text model, with the widened tolerance and the reason.
+TOTAL_EXCEPTIONS = {
+    # Llama 4 Scout card: "109B total"; the text model derives to 107.8B (-1.1%); the rest is the
+    # vision encoder and projector, which factoryplan does not count (Maverick's 400B matches).
+    "llama-4-scout-17b-16e": 0.015,
+}
+
+
 @pytest.mark.parametrize("model_id", sorted(CATALOG_CONFIGS))
 def test_catalog_total_matches_published(catalog_models: dict[str, ModelArch], model_id: str) -> None:
     arch = catalog_models[model_id]
     assert arch.published_params is not None, "every catalog model carries its published total"
-    assert abs(m.params_total(arch) - arch.published_params) <= tolerance(arch.published_params)
+    allowed = (arch.published_params * TOTAL_EXCEPTIONS[model_id] if model_id in TOTAL_EXCEPTIONS
+               else tolerance(arch.published_params))
+    assert abs(m.params_total(arch) - arch.published_params) <= allowed
 
 
 @pytest.mark.parametrize("model_id", sorted(ACTIVE_WITH_EMBEDDING))
@@ -165,6 +179,7 @@ PUBLISHED = [
     ("openai-community--gpt2_config.json", 124.44e6, None, True, "checkpoint count (paper says 117M)"),
     ("EleutherAI--gpt-neox-20b_config.json", 20.55e9, None, True, "HF model card: 20,554,567,680"),
     ("Qwen--Qwen3.5-397B-A17B_config.json", 397e9, 17e9, True, "Qwen3.5-397B-A17B model card"),
+    ("meta-llama--Llama-4-Maverick-17B-128E_config.json", 400e9, 17e9, True, "Meta Llama 4 model card"),
 ]
 
 
@@ -462,3 +477,18 @@ def test_breakdown_sums_and_per_layer_helpers_agree(config: str) -> None:
         m.params_non_embedding(arch)
         == m.params_total(arch) - b["embedding"] - b["position_embedding"] - b["lm_head"]
     )
+
+
+def test_llama4_layers() -> None:
+    """Llama 4: a shared expert of intermediate_size beside the routed ones in every MoE layer, MoE
+    every interleave_moe_layer_step-th layer, dense layers at intermediate_size_mlp, and chunked
+    local attention on three layers in four read as a sliding window of the chunk."""
+    scout, maverick = parse("meta-llama--Llama-4-Scout-17B-16E_config.json"), parse(
+        "meta-llama--Llama-4-Maverick-17B-128E_config.json")
+    assert scout.moe is not None and maverick.moe is not None
+    assert (scout.moe.shared, scout.moe.shared_ffn, scout.moe.expert_ffn) == (1, 8192, 8192)
+    assert m.moe_layers(scout) == 48 and scout.ffn == 0
+    assert m.moe_layers(maverick) == 24 and m.dense_layers(maverick) == 24 and maverick.ffn == 16384
+    assert [m.is_moe_layer(maverick, i) for i in range(4)] == [False, True, False, True]
+    assert (scout.sliding_window, scout.sliding_layers) == (8192, 36)
+    assert m.params_active(scout) == pytest.approx(17e9, rel=0.02)

@@ -54,6 +54,7 @@ _OUTPUT_GATE = frozenset({"qwen3_next"})  # gated attention without an attn_outp
 _LEARNED_POSITIONS = frozenset({"gpt2", "gpt_bigcode"})
 _TIED_BY_DEFAULT = frozenset({"gpt2", "gpt_bigcode"})
 _SINKS = frozenset({"gpt_oss"})
+_LLAMA4 = frozenset({"llama4", "llama4_text"})  # a shared expert of intermediate_size in every MoE layer
 _EXPERT_BIAS = frozenset({"gpt_oss"})
 
 # Fields that announce layers factoryplan does not model.
@@ -200,7 +201,13 @@ def _required(cfg: Config, where: str) -> dict[str, int]:
 
 
 def _moe_layer_set(cfg: Config, layers: int, where: str) -> set[int]:
-    """Indices of MoE layers, by DeepSeek's or Qwen's convention (all layers when neither is given)."""
+    """Indices of MoE layers, by DeepSeek's, Qwen's or Llama 4's convention (all layers when none is given)."""
+    listed = cfg.get("moe_layers")
+    if isinstance(listed, list) and listed:
+        return {int(i) for i in listed if 0 <= int(i) < layers}
+    if "interleave_moe_layer_step" in cfg:  # Llama 4: layers step-1, 2·step-1, ...
+        step = _int(cfg, ("interleave_moe_layer_step",), where) or 1
+        return {i for i in range(layers) if (i + 1) % step == 0}
     if "first_k_dense_replace" in cfg or "moe_layer_freq" in cfg:
         first = _int(cfg, ("first_k_dense_replace",), where) or 0
         freq = _int(cfg, ("moe_layer_freq",), where) or 1
@@ -255,8 +262,10 @@ def _moe(cfg: Config, layers: int, where: str, notes: list[str]) -> MoE | None:
         size = _int(cfg, ("shared_expert_intermediate_size", "shared_intermediate_size"), where)
         if size:
             shared, shared_ffn = 1, size
-    dense, freq = _layout(moe_set, layers, where)
     model_type = str(cfg.get("model_type", ""))
+    if not shared and model_type in _LLAMA4:
+        shared, shared_ffn = 1, expert_ffn
+    dense, freq = _layout(moe_set, layers, where)
     router_bias = (
         model_type in _EXPERT_BIAS
         or cfg.get("topk_method") == "noaux_tc"
@@ -351,7 +360,18 @@ def _linear_attention(cfg: Config, layers: int, where: str, notes: list[str]) ->
 
 def _sliding(cfg: Config, layers: int, where: str) -> tuple[int, int]:
     """(window, sliding layers): ``layer_types`` when given; Qwen2's ``max_window_layers``;
-    otherwise every layer (Mistral 7B v0.1). ``use_sliding_window: false`` turns it off."""
+    otherwise every layer (Mistral 7B v0.1). ``use_sliding_window: false`` turns it off.
+    Llama 4's chunked local attention (``attention_chunk_size``, on the RoPE layers; every
+    ``no_rope_layer_interval``-th layer attends globally) is read as a window of the chunk: a token
+    attends to at most that many earlier tokens, and engines cache at most a chunk for those layers."""
+    chunk = _int(cfg, ("attention_chunk_size",), where) or 0
+    if chunk:
+        flags = cfg.get("no_rope_layers")
+        if isinstance(flags, list) and len(flags) == layers and set(flags) <= {0, 1}:
+            count = sum(int(f) for f in flags)
+        else:
+            count = layers - layers // (_int(cfg, ("no_rope_layer_interval",), where) or 4)
+        return chunk, count
     window = _int(cfg, ("sliding_window",), where) or 0
     if window == 0 or cfg.get("use_sliding_window") is False:
         return 0, 0
@@ -394,8 +414,9 @@ def _identity(where: str, cfg: Config, model_id: str | None) -> tuple[str, str]:
 
 def _dense_ffn(cfg: Config, where: str, model_type: str, hidden: int, has_dense: bool) -> int:
     """The dense MLP size; 0 when every layer is MoE (the config's ``intermediate_size`` then
-    sizes the experts, or is unused). GPT-2's ``n_inner: null`` means ``4 * n_embd``."""
-    ffn = _int(cfg, _FFN, where)
+    sizes the experts, or is unused). GPT-2's ``n_inner: null`` means ``4 * n_embd``.
+    Llama 4's dense layers use ``intermediate_size_mlp`` (its ``intermediate_size`` sizes the experts)."""
+    ffn = _int(cfg, ("intermediate_size_mlp", *_FFN), where)
     if ffn is None and model_type in _LEARNED_POSITIONS:
         ffn = 4 * hidden
     if has_dense and not ffn:
@@ -446,6 +467,8 @@ def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
             "q/k norms span all heads in this model; counted per head (undercounts "
             f"{(heads + kv_heads - 2) * head_dim} parameters per layer)"
         )
+    if window and cfg.get("attention_chunk_size"):
+        notes.append(f"chunked local attention ({window} tokens) on {sliding} layers read as a sliding window")
     if cfg.get("num_nextn_predict_layers") or cfg.get("use_mtp") or cfg.get("mtp_num_hidden_layers"):
         notes.append("multi-token-prediction module not counted")
     return {
