@@ -40,6 +40,7 @@ CATALOG_CONFIGS = {
     "qwen3-30b-a3b": "Qwen--Qwen3-30B-A3B_config.json",
     "deepseek-v3": "deepseek-ai--DeepSeek-V3_config.json",
     "deepseek-r1": "deepseek-ai--DeepSeek-R1_config.json",
+    "deepseek-v3.2": "deepseek-ai--DeepSeek-V3.2_config.json",
     "gpt-oss-120b": "openai--gpt-oss-120b_config.json",
     "gpt-oss-20b": "openai--gpt-oss-20b_config.json",
     "mixtral-8x7b": "mistralai--Mixtral-8x7B-v0.1_config.json",
@@ -125,6 +126,10 @@ TOTAL_EXCEPTIONS = {
     # Llama 4 Scout card: "109B total"; the text model derives to 107.8B (-1.1%); the rest is the
     # vision encoder and projector, which factoryplan does not count (Maverick's 400B matches).
     "llama-4-scout-17b-16e": 0.015,
+    # DeepSeek-V3.2's Hugging Face page: "685B", the checkpoint's tensors, which add the multi-token-
+    # prediction layer (11.62B with its indexer) and its own embedding and LM head (1.85B) to the
+    # 671.88B main model (-1.9%). The checkpoint count itself is checked in test_sparse_attention.
+    "deepseek-v3.2": 0.02,
 }
 
 
@@ -267,14 +272,29 @@ def test_multimodal_wrapper_reads_the_text_model() -> None:
     assert "vision" in arch.notes
 
 
-def test_deepseek_sparse_attention_is_refused_with_the_reason() -> None:
-    """DeepSeek-V3.2's lightning indexer (index_topk) picks the keys each query attends to: not modelled."""
-    cfg = json.loads((CONFIGS / "deepseek-ai--DeepSeek-V3_config.json").read_text())
-    cfg.update({"index_topk": 2048, "index_head_dim": 128, "index_n_heads": 64})
-    with pytest.raises(FactoryplanError) as exc:
-        parse_hf_config(cfg)
-    text = str(exc.value)
-    assert "index_topk" in text and "DeepSeek sparse attention" in text and "does not model" in text
+def test_deepseek_sparse_attention_is_read() -> None:
+    """DeepSeek-V3.2 is DeepSeek-V3 plus a lightning indexer (index_*) in every layer: the same
+    layers otherwise, 0.85B more parameters, 132 more cached bytes per token and layer."""
+    v32, v3 = parse("deepseek-ai--DeepSeek-V3.2_config.json"), parse("deepseek-ai--DeepSeek-V3_config.json")
+    assert v32.sparse_attention is not None and v32.family == "deepseek_v32"
+    assert (v32.sparse_attention.index_heads, v32.sparse_attention.index_head_dim, v32.sparse_attention.top_k) == (
+        64, 128, 2048)
+    assert m.arch_fields(v32) == {**m.arch_fields(v3), "family": "deepseek_v32",
+                                  "sparse_attention": m.arch_fields(v32)["sparse_attention"]}
+    assert m.params_total(v32) - m.params_total(v3) == 61 * 13_959_424
+    assert m.kv_cache_bytes_per_token(v32, 1) - m.kv_cache_bytes_per_token(v3, 1) == 61 * 132
+    assert "multi-token-prediction" in v32.notes
+
+
+@pytest.mark.parametrize(("extra", "field"), [
+    ({"index_topk_freq": 4}, "index_topk_freq"),  # GLM-5.2 IndexShare: one indexer for four layers
+    ({"indexer_types": ["full", "shared"] * 30 + ["full"]}, "indexer_types"),
+    ({"compress_ratios": [0, 4, 128]}, "compress_ratios"),  # DeepSeek-V4 compressed sparse attention
+])
+def test_other_sparse_attention_is_refused_naming_the_field(extra: dict[str, object], field: str) -> None:
+    cfg = json.loads((CONFIGS / "deepseek-ai--DeepSeek-V3.2_config.json").read_text())
+    with pytest.raises(FactoryplanError, match=f"{field}: .*does not model"):
+        parse_hf_config({**cfg, **extra})
 
 
 @pytest.mark.parametrize(("extra", "field"), [

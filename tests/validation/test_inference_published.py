@@ -9,7 +9,7 @@ Sources (validation/data, copied with their provenance):
   benchmark build 9515 latency tests (H200, 32/128 tokens, batch 8).
 * serving_measured_hopper.csv: 1,593 measured H100/H200 serving points (TensorRT-LLM, vLLM, SGLang;
   dense and MoE; BF16/FP8/FP4/INT4), published by NVIDIA with aiconfigurator-core 0.12.0; 1,563 rows
-  map onto catalog models (the 30 GLM-5 rows are skipped: sparse attention). The 45 Qwen3.5 rows
+  map onto catalog models (the 30 GLM-5 rows are skipped: no config.json). The 45 Qwen3.5 rows
   (hybrid linear attention) joined after the calibration, out of sample (tests/test_hybrid_attention.py).
 
 One set of calibrated constants (calibrations.inference.yaml) serves every row; nothing is tuned
@@ -147,7 +147,8 @@ def test_measured_hopper_dense_models_tighter() -> None:
     ("Qwen/Qwen3-8B", "qwen3-8b"),
     ("moonshotai/Kimi-K2-Instruct", "kimi-k2.5"),
     ("MiniMaxAI/MiniMax-M2", "minimax-m2.5"),
-    ("deepseek-ai/DeepSeek-V3.2", None),  # sparse attention: not DeepSeek-V3's layers
+    ("deepseek-ai/DeepSeek-V3.2", "deepseek-v3.2"),  # its own entry (sparse attention), not DeepSeek-V3
+    ("deepseek-ai/DeepSeek-V3.2-Exp", "deepseek-v3.2"),
     ("zai-org/GLM-4.6", None),
 ])
 def test_data_set_model_names_map_to_architectures(repo: str, expected: str | None) -> None:

@@ -3,12 +3,13 @@
 The reader looks at fields first and at ``model_type`` only for what a config leaves implicit
 (GPT-2's biases and tied embeddings, Qwen2's q/k/v bias, Qwen3's q/k norms, gpt-oss's sinks).
 It understands Llama, Mistral, Qwen2, Qwen3, Qwen3-MoE, Mixtral, DeepSeek-V2/V3/R1 and Kimi-K2
-(MLA), gpt-oss, MiniMax-M2, GPT-2 and GPT-NeoX/Pythia configs, the hybrid Gated DeltaNet models
-Qwen3-Next and Qwen3.5 (``linear_*`` fields, ``layer_types`` or ``full_attention_interval``), and
-configs that nest the text model under ``text_config`` (multimodal wrappers; the vision tower is not
-counted). A config with other layers than softmax or Gated DeltaNet attention (lightning attention,
-state-space layers, DeepSeek sparse attention) is refused with the reason; one that lacks a needed
-field is refused with the list of fields it needs.
+(MLA), DeepSeek-V3.2 (MLA with DeepSeek sparse attention: ``index_n_heads``, ``index_head_dim``,
+``index_topk``), gpt-oss, MiniMax-M2, GPT-2 and GPT-NeoX/Pythia configs, the hybrid Gated DeltaNet
+models Qwen3-Next and Qwen3.5 (``linear_*`` fields, ``layer_types`` or ``full_attention_interval``),
+and configs that nest the text model under ``text_config`` (multimodal wrappers; the vision tower is
+not counted). A config with other layers than softmax, sparse or Gated DeltaNet attention (lightning
+attention, state-space layers, compressed or layer-shared sparse attention) is refused with the
+reason; one that lacks a needed field is refused with the list of fields it needs.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from factoryplan.catalog.schema import MLA, LinearAttention, ModelArch, MoE
+from factoryplan.catalog.schema import MLA, LinearAttention, ModelArch, MoE, SparseAttention
 from factoryplan.errors import FactoryplanError
 
 Config = dict[str, Any]
@@ -64,8 +65,10 @@ _NOVEL_FIELDS: dict[str, str] = {
     "ssm_cfg": "state-space layers",
     "mamba_d_state": "Mamba state-space layers",
     "ssm_state_size": "state-space layers",
-    "index_topk": "DeepSeek sparse attention (a lightning indexer selecting the keys each query attends to)",
+    "compress_ratios": "compressed sparse attention (KV entries pooled over several tokens, DeepSeek-V4)",
 }
+# DeepSeek sparse attention: schema field -> config field.
+_SPARSE_FIELDS = {"index_heads": "index_n_heads", "index_head_dim": "index_head_dim", "top_k": "index_topk"}
 _KNOWN_LAYER_TYPES = frozenset({"full_attention", "sliding_attention", "linear_attention"})
 # Gated DeltaNet (Qwen3-Next, Qwen3.5): schema field -> config field.
 _LINEAR_FIELDS = {
@@ -84,7 +87,8 @@ NEEDS = (
     "tie_word_embeddings, n_routed_experts/num_local_experts/num_experts with num_experts_per_tok, "
     "kv_lora_rank/q_lora_rank/qk_nope_head_dim/qk_rope_head_dim/v_head_dim (MLA), sliding_window; "
     "linear_num_key_heads/linear_num_value_heads/linear_key_head_dim/linear_value_head_dim/"
-    "linear_conv_kernel_dim with layer_types or full_attention_interval (Gated DeltaNet)"
+    "linear_conv_kernel_dim with layer_types or full_attention_interval (Gated DeltaNet); "
+    "index_n_heads/index_head_dim/index_topk (DeepSeek sparse attention)"
 )
 
 
@@ -152,8 +156,8 @@ def _text_model(cfg: Config, notes: list[str]) -> Config:
 
 
 def _refuse_novel(cfg: Config, where: str) -> None:
-    """Raise for layers that are neither softmax nor Gated DeltaNet attention (lightning attention,
-    state-space layers, DeepSeek sparse attention)."""
+    """Raise for layers that are neither softmax (dense or DeepSeek sparse) nor Gated DeltaNet
+    attention (lightning attention, state-space layers, compressed sparse attention)."""
     layer_types = cfg.get("layer_types")
     if isinstance(layer_types, list):
         known = _KNOWN_LAYER_TYPES if "linear_num_value_heads" in cfg else _KNOWN_LAYER_TYPES - {"linear_attention"}
@@ -173,7 +177,8 @@ def _refuse_novel(cfg: Config, where: str) -> None:
                 f"uses {what}, which factoryplan does not model",
                 where=where,
                 field=key,
-                allowed="softmax attention (full, sliding-window, GQA/MQA or MLA) and Gated DeltaNet linear attention",
+                allowed="softmax attention (full, sliding-window, GQA/MQA or MLA), DeepSeek sparse attention "
+                "and Gated DeltaNet linear attention",
             )
     if cfg.get("is_encoder_decoder") is True:
         raise FactoryplanError(
@@ -300,6 +305,32 @@ def _mla(cfg: Config, where: str) -> MLA | None:
     return MLA(
         q_lora_rank=_int(cfg, ("q_lora_rank",), where) or 0, **{n: int(v or 0) for n, v in values.items()}
     )
+
+
+def _sparse_attention(cfg: Config, where: str) -> SparseAttention | None:
+    """DeepSeek sparse attention (``index_topk`` with the indexer's heads and head size), or None.
+    An indexer whose top-k is shared across layers (GLM-5.2's ``index_topk_freq``, ``indexer_types``
+    with ``shared`` layers) is refused: its indexer count and FLOPs differ per layer."""
+    if "index_topk" not in cfg:
+        return None
+    values = {name: _int(cfg, (key,), where) for name, key in _SPARSE_FIELDS.items()}
+    missing = [_SPARSE_FIELDS[n] for n, v in values.items() if not v]
+    if missing:
+        raise FactoryplanError(
+            f"a DeepSeek sparse attention config (index_topk given) is missing {', '.join(missing)}",
+            where=where,
+            allowed=", ".join(_SPARSE_FIELDS.values()),
+        )
+    kinds = cfg.get("indexer_types")
+    shared = isinstance(kinds, list) and any(str(t) != "full" for t in kinds)
+    if shared or (_int(cfg, ("index_topk_freq",), where) or 1) > 1:
+        raise FactoryplanError(
+            "shares one lightning indexer's top-k across several layers, which factoryplan does not model",
+            where=where,
+            field="indexer_types" if shared else "index_topk_freq",
+            allowed="an indexer in every layer (index_topk_freq 1, indexer_types all full)",
+        )
+    return SparseAttention(**{n: int(v or 0) for n, v in values.items()})
 
 
 def _linear_layers(cfg: Config, layers: int, where: str) -> int:
@@ -496,6 +527,7 @@ def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
         "moe": moe,
         "mla": mla,
         "linear_attention": linear,
+        "sparse_attention": _sparse_attention(cfg, where),
     }
 
 

@@ -7,7 +7,9 @@ formulas in the docstrings; nothing is looked up. Notation: ``h`` hidden size, `
 experts, ``k`` routed experts per token. Hybrid models (Qwen3-Next, Qwen3.5) replace the softmax
 attention of ``L_lin`` layers by Gated DeltaNet linear attention with ``H_k`` query/key heads of
 ``d_k``, ``H_v`` value heads of ``d_v`` and a causal convolution of width ``K``; the other
-``L - L_lin`` layers keep softmax attention (and the KV cache).
+``L - L_lin`` layers keep softmax attention (and the KV cache). DeepSeek sparse attention (DSA,
+DeepSeek-V3.2) adds to the MLA of every layer a lightning indexer of ``H_I`` heads of ``d_I`` that
+picks the ``k_top`` cached tokens each query attends to.
 
 Conventions (those of the Hugging Face implementations, which the published counts follow):
 
@@ -28,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from factoryplan.catalog.hf_config import parse_hf_config
-from factoryplan.catalog.schema import MLA, Entry, LinearAttention, ModelArch
+from factoryplan.catalog.schema import MLA, Entry, LinearAttention, ModelArch, SparseAttention
 from factoryplan.errors import FactoryplanError, unknown
 
 if TYPE_CHECKING:
@@ -40,6 +42,12 @@ FloatOrArray = float | npt.NDArray[np.float64]
 # SGLang and vLLM; only the recurrent state follows ``mamba_ssm_dtype`` (``state_bytes``).
 CONV_STATE_BYTES = 2
 DELTA_RULE_CHUNK = 64  # tokens per chunk of the chunked gated delta rule (FLA, SGLang and vLLM kernels)
+# The lightning indexer caches its key in FP8 with one float32 scale per block of 128 elements
+# (DeepSeek-V3.2-Exp inference code: k_cache float8_e4m3fn, k_scale_cache float32 per 128; vLLM and
+# SGLang keep the same 132 bytes per token and layer), whatever the precision of the MLA cache.
+INDEX_KEY_BYTES = 1
+INDEX_SCALE_BYTES = 4
+INDEX_SCALE_BLOCK = 128
 
 # ---------------------------------------------------------------- layer layout
 
@@ -131,18 +139,52 @@ def attention_params_per_layer(arch: ModelArch) -> int:
     ``n_q*d + 2*n_kv*d`` (q/k/v), ``attention_out_bias`` adds ``h`` (o). Attention sinks
     (gpt-oss) add one learned logit per head, ``n_q``. An output gate (``attn_output_gate``,
     Qwen3-Next: ``o_proj(attn * sigmoid(gate))``) doubles q_proj's outputs, ``+ h*n_q*d``
-    (and ``n_q*d`` bias). MLA: see :func:`_mla_attention`. Linear-attention layers: see
+    (and ``n_q*d`` bias). MLA: see :func:`_mla_attention`, plus the lightning indexer of sparse
+    attention (:func:`indexer_params_per_layer`). Linear-attention layers: see
     :func:`linear_attention_params_per_layer`.
     """
     sinks = arch.heads if arch.attention_sinks else 0
     if arch.mla is not None:
-        return _mla_attention(arch, arch.mla) + sinks
+        return _mla_attention(arch, arch.mla) + indexer_params_per_layer(arch) + sinks
     h, d = arch.hidden, arch.head_dim
     q, kv = arch.heads * d, arch.kv_heads * d
     gate = q if arch.attn_output_gate else 0
     weights = h * (q + gate) + 2 * h * kv + q * h
     bias = (q + gate + 2 * kv if arch.attention_bias else 0) + (h if arch.attention_out_bias else 0)
     return weights + bias + sinks
+
+
+def indexer_params_per_layer(arch: ModelArch) -> int:
+    """The lightning indexer of one sparse-attention layer; 0 without sparse attention.
+
+    DeepSeek-V3.2-Exp reference implementation (``inference/model.py``, class ``Indexer``), no
+    biases: ``wq_b r_q*H_I*d_I`` (queries from MLA's compressed query), ``wk h*d_I`` (one key head
+    shared by the indexer heads), ``k_norm`` a LayerNorm ``2*d_I`` and ``weights_proj h*H_I`` (each
+    head's weight in the index score). DeepSeek-V3.2 (``r_q = 1536``, ``H_I = 64``, ``d_I = 128``):
+    ``12,582,912 + 917,504 + 256 + 458,752 = 13,959,424`` per layer, 0.85B over 61 layers.
+    """
+    dsa, mla = arch.sparse_attention, arch.mla
+    if dsa is None or mla is None:
+        return 0
+    d, n = dsa.index_head_dim, dsa.index_heads
+    return mla.q_lora_rank * n * d + arch.hidden * d + 2 * d + arch.hidden * n
+
+
+def indexer_flops_per_key(sparse: SparseAttention | None) -> float:
+    """FLOPs of one (query, cached key) pair in the lightning indexer: ``2*H_I*d_I`` (each head's
+    ``q·k``; the ReLU, the head weights and the sum over heads add ``3*H_I``, not counted), run on
+    FP8 tensor cores in the released kernels (DeepGEMM ``fp8_mqa_logits``). 0 without."""
+    return 0.0 if sparse is None else 2.0 * sparse.index_heads * sparse.index_head_dim
+
+
+def indexer_key_bytes(arch: ModelArch) -> float:
+    """Bytes of one token's cached indexer key in one layer: ``d_I`` FP8 values and a float32 scale
+    per block of 128, ``d_I + 4*ceil(d_I/128)`` (132 for DeepSeek-V3.2); 0 without sparse attention."""
+    dsa = arch.sparse_attention
+    if dsa is None:
+        return 0.0
+    blocks = -(-dsa.index_head_dim // INDEX_SCALE_BLOCK)
+    return float(dsa.index_head_dim * INDEX_KEY_BYTES + blocks * INDEX_SCALE_BYTES)
 
 
 def _linear_widths(la: LinearAttention) -> tuple[int, int]:
@@ -361,15 +403,17 @@ def kv_elements_per_token_per_layer(arch: ModelArch) -> int:
 
 def kv_cache_bytes_per_token(arch: ModelArch, bytes_per_element: FloatOrArray) -> FloatOrArray:
     """KV-cache bytes for one more token of context, every softmax-attention layer caching it:
-    ``(L - L_lin) * kv_elements_per_token_per_layer * bytes_per_element``.
+    ``(L - L_lin) * (kv_elements_per_token_per_layer * bytes_per_element + key_I)`` with ``key_I``
+    the FP8 indexer key of sparse attention (:func:`indexer_key_bytes`, 0 without).
 
     Llama 3.1 70B at bf16: ``80 * 2*8*128 * 2 = 327,680`` bytes; DeepSeek-V3 (MLA) at bf16:
     ``61 * (512+64) * 2 = 70,272`` bytes; Qwen3.5-397B-A17B at bf16 (15 of 60 layers):
-    ``15 * 2*2*256 * 2 = 30,720`` bytes. Sliding-window layers stop growing at the window; use
-    :func:`kv_cache_bytes` for a given context. Linear-attention layers cache no tokens; their fixed
-    state is :func:`linear_state_bytes`.
+    ``15 * 2*2*256 * 2 = 30,720`` bytes; DeepSeek-V3.2 at bf16: ``61 * ((512+64)*2 + 132) = 78,324``
+    bytes. Sliding-window layers stop growing at the window; use :func:`kv_cache_bytes` for a given
+    context. Linear-attention layers cache no tokens; their fixed state is :func:`linear_state_bytes`.
     """
-    return attention_layers(arch) * kv_elements_per_token_per_layer(arch) * bytes_per_element
+    per_layer = kv_elements_per_token_per_layer(arch) * bytes_per_element + indexer_key_bytes(arch)
+    return attention_layers(arch) * per_layer
 
 
 def kv_cache_bytes(
@@ -379,7 +423,9 @@ def kv_cache_bytes(
 
     ``per_layer * bytes_per_element * ((L - L_lin - S) * T + S * min(T, W))`` with ``S`` the
     sliding-window layers, ``W`` the window, ``T`` the context and ``L_lin`` the linear-attention
-    layers (no KV cache); ``S = 0`` when ``W = 0``. Vectorized over ``context_tokens`` and
+    layers (no KV cache); ``S = 0`` when ``W = 0``. Sparse attention adds every layer's indexer key
+    for every token, ``L * key_I * T`` (attention reads only ``k_top`` of the tokens, but all stay
+    cached for the indexer). Vectorized over ``context_tokens`` and
     ``bytes_per_element``. Paged allocators round up to their block size; that is the engine's
     business, not this formula's. The fixed per-sequence state of linear-attention layers is not
     included (:func:`linear_state_bytes`).
@@ -393,7 +439,7 @@ def kv_cache_bytes(
     else:
         tokens = float(context_tokens)
         capped = min(tokens, float(arch.sliding_window))
-    return per_layer * (full * tokens + sliding * capped)
+    return per_layer * (full * tokens + sliding * capped) + arch.layers * indexer_key_bytes(arch) * tokens
 
 
 def linear_state_bytes_per_layer(arch: ModelArch) -> float:
@@ -458,6 +504,9 @@ def resolve_model(catalog: Catalog, ref: str) -> ModelArch:
 __all__ = [
     "CONV_STATE_BYTES",
     "DELTA_RULE_CHUNK",
+    "INDEX_KEY_BYTES",
+    "INDEX_SCALE_BLOCK",
+    "INDEX_SCALE_BYTES",
     "arch_fields",
     "attention_layers",
     "attention_params_per_layer",
@@ -466,6 +515,9 @@ __all__ = [
     "dense_layers",
     "dense_mlp_params",
     "expert_params",
+    "indexer_flops_per_key",
+    "indexer_key_bytes",
+    "indexer_params_per_layer",
     "is_moe_layer",
     "kv_cache_bytes",
     "kv_cache_bytes_per_token",

@@ -296,6 +296,20 @@ class LinearAttention(BaseModel):
         return self
 
 
+class SparseAttention(BaseModel):
+    """DeepSeek sparse attention (DSA; DeepSeek-AI 2025, "DeepSeek-V3.2-Exp: Boosting Long-Context
+    Efficiency with DeepSeek Sparse Attention", Sec. 2.1), on MLA: in every layer a lightning indexer
+    of ``index_heads`` heads of ``index_head_dim`` scores each query against every earlier token's
+    indexer key, and attention reads only the ``top_k`` best-scoring cached latents. Names follow the
+    config's ``index_n_heads``, ``index_head_dim`` and ``index_topk``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    index_heads: PositiveInt  # lightning-indexer heads (index_n_heads)
+    index_head_dim: PositiveInt  # width of one indexer head and of the cached indexer key
+    top_k: PositiveInt  # keys each query attends to (index_topk)
+
+
 class ModelArch(Entry):
     """A transformer LLM architecture. Parameter counts are derived (see ``catalog.models``)."""
 
@@ -323,6 +337,7 @@ class ModelArch(Entry):
     moe: MoE | None = None
     mla: MLA | None = None
     linear_attention: LinearAttention | None = None  # hybrid models: these layers replace softmax attention
+    sparse_attention: SparseAttention | None = None  # DeepSeek sparse attention: a top-k indexer in every layer
     published_params: PositiveFloat | None = None  # total, as published by the model's authors
     published_active_params: PositiveFloat | None = None
 
@@ -333,6 +348,28 @@ class ModelArch(Entry):
         if linear + sliding > self.layers:
             raise ValueError(
                 f"linear_attention.layers ({linear}) plus sliding_layers ({sliding}) exceed layers ({self.layers})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sparse_on_mla(self) -> ModelArch:
+        dsa = self.sparse_attention
+        if dsa is None:
+            return self
+        if self.mla is None or self.mla.q_lora_rank == 0:
+            raise ValueError(
+                "sparse_attention needs mla with q_lora_rank > 0: the lightning indexer's queries are "
+                "projected from MLA's compressed query"
+            )
+        if self.linear_attention is not None or self.sliding_window > 0:
+            raise ValueError(
+                "sparse_attention applies to every layer; it cannot be combined with linear_attention or "
+                "a sliding_window"
+            )
+        if dsa.index_head_dim < self.mla.qk_rope_head_dim:
+            raise ValueError(
+                f"sparse_attention.index_head_dim ({dsa.index_head_dim}) must be at least mla.qk_rope_head_dim "
+                f"({self.mla.qk_rope_head_dim}): the indexer rotates that many of its dimensions"
             )
         return self
 

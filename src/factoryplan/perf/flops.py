@@ -14,7 +14,10 @@ one forward and backward pass, counted as 2 FLOPs each, without activation recom
   ``W`` for a sliding window of ``W`` (see :func:`attended_keys`). Linear-attention (Gated
   DeltaNet) layers of hybrid models have no quadratic term: their chunked delta rule costs a fixed
   ``linear_attn_flops`` per token (``catalog.models.linear_attention_flops``), and their
-  projections are part of ``N_matmul``.
+  projections are part of ``N_matmul``. DeepSeek sparse attention (DeepSeek-V3.2) caps the keys of a
+  query at ``k_top`` (MLA in its absorbed mode; the cheaper of that and masked dense attention) and
+  adds a lightning indexer that scores the whole causal context at ``2*H_I*d_I`` per key (see
+  :func:`full_attention_flops`); the indexer's projections are part of ``N_matmul``.
 * Backward costs twice the forward (``3 = 1 + 2``).
 
 This is the count of Megatron-Bridge (NeMo 25.x, causal attention). PaLM (Chowdhery et al. 2022,
@@ -68,6 +71,10 @@ class ModelShape:
     linear_value_heads: int  # H_v: value heads, one recurrent state each
     linear_attn_flops: float  # forward FLOPs per token of one linear layer's chunked delta rule
     kv_width: int  # K and V elements per token per layer that context parallelism exchanges
+    sparse_top_k: int  # DeepSeek sparse attention: keys a query attends to (0: dense attention)
+    sparse_key_flops: float  # FLOPs per head and attended key of sparse MLA (absorbed mode), 0 without
+    index_heads: int  # lightning-indexer heads H_I (0 without sparse attention)
+    index_head_dim: int  # lightning-indexer head width d_I
     dense_mlp_params: int
     expert_params: int  # one routed expert
     shared_params: int
@@ -96,6 +103,11 @@ class ModelShape:
         return out / self.layers
 
     @property
+    def indexer_flops(self) -> float:
+        """Forward FLOPs of the lightning indexer per (query, key) pair: ``2*H_I*d_I``."""
+        return 2.0 * self.index_heads * self.index_head_dim
+
+    @property
     def is_moe(self) -> bool:
         """Whether the model has routed experts."""
         return self.moe_layers > 0
@@ -122,7 +134,8 @@ def model_shape(arch: ModelArch) -> ModelShape:
         qk = v = arch.head_dim
         kv_width = 2 * arch.kv_heads * arch.head_dim
     breakdown = models.param_breakdown(arch)
-    la = arch.linear_attention
+    la, dsa, mla = arch.linear_attention, arch.sparse_attention, arch.mla
+    sparse_key = 2.0 * (mla.kv_lora_rank + mla.qk_rope_head_dim) + 2.0 * mla.kv_lora_rank if mla else 0.0
     return ModelShape(
         name=arch.id,
         layers=arch.layers,
@@ -151,6 +164,10 @@ def model_shape(arch: ModelArch) -> ModelShape:
         linear_value_heads=la.value_heads if la is not None else 0,
         linear_attn_flops=models.linear_attention_flops(arch)[1],
         kv_width=kv_width,
+        sparse_top_k=dsa.top_k if dsa is not None else 0,
+        sparse_key_flops=sparse_key if dsa is not None else 0.0,
+        index_heads=dsa.index_heads if dsa is not None else 0,
+        index_head_dim=dsa.index_head_dim if dsa is not None else 0,
         dense_mlp_params=models.dense_mlp_params(arch),
         expert_params=models.expert_params(arch),
         shared_params=models.shared_expert_params(arch),
@@ -191,21 +208,41 @@ def matmul_params_per_token(shape: ModelShape) -> int:
     )
 
 
+def full_attention_flops(shape: ModelShape, seq_len: FloatOrArray, *, causal: bool = True) -> FloatOrArray:
+    """Forward FLOPs per token of one full-attention layer: ``2 * n_q * (d_qk + d_v)`` per key,
+    ``S/2`` keys causal (:func:`attended_keys`), ``S`` not.
+
+    DeepSeek sparse attention (DeepSeek-AI 2025, "DeepSeek-V3.2-Exp", Sec. 2.1 and 3): a query attends
+    to at most ``k_top`` keys in MLA's absorbed (MQA) mode, ``n_q * (2*(r_kv + d_r) + 2*r_kv)`` per key
+    (``attended_keys(S, k_top)`` keys, ``min(S, k_top)`` non-causal), or as masked dense attention
+    where that is cheaper (short sequences); the lightning indexer adds ``2*H_I*d_I`` per key of the
+    whole (causal) context, so past ``k_top`` the attention grows linearly and only the small
+    indexer term quadratically."""
+    s = np.asarray(seq_len, dtype=np.float64)
+    keys = attended_keys(s) if causal else s
+    out = 2.0 * shape.heads * (shape.qk_head_dim + shape.v_head_dim) * keys
+    if shape.sparse_top_k:
+        top = attended_keys(s, shape.sparse_top_k) if causal else np.minimum(s, float(shape.sparse_top_k))
+        out = np.minimum(out, shape.heads * shape.sparse_key_flops * top) + shape.indexer_flops * keys
+    return out if isinstance(seq_len, np.ndarray) else float(out)
+
+
 def attention_flops_per_token(shape: ModelShape, seq_len: FloatOrArray, *, causal: bool = True) -> FloatOrArray:
     """Forward FLOPs of the attention scores and the weighted sum, all layers, per token:
     ``sum_layers 2 * n_q * (d_qk + d_v) * keys``; ``keys`` from :func:`attended_keys`
-    (``causal=False``: every query sees all ``S`` keys, the PaLM/NeMo 24.07 count). Linear-attention
-    layers add ``linear_attn_flops`` each, whatever ``S``."""
+    (``causal=False``: every query sees all ``S`` keys, the PaLM/NeMo 24.07 count); full layers of a
+    sparse-attention model by :func:`full_attention_flops`. Linear-attention layers add
+    ``linear_attn_flops`` each, whatever ``S``."""
     per_key = 2.0 * shape.heads * (shape.qk_head_dim + shape.v_head_dim)
     linear = shape.linear_layers * shape.linear_attn_flops
     if not causal:
-        out = per_key * shape.attention_layers * np.asarray(seq_len, dtype=np.float64) + linear
+        out = shape.attention_layers * full_attention_flops(shape, seq_len, causal=False) + linear
         return out if isinstance(seq_len, np.ndarray) else float(out)
     full_layers = shape.attention_layers - shape.sliding_layers
-    keys = full_layers * attended_keys(seq_len)
+    out = full_layers * full_attention_flops(shape, seq_len)
     if shape.sliding_layers:
-        keys = keys + shape.sliding_layers * attended_keys(seq_len, shape.sliding_window)
-    return per_key * keys + linear
+        out = out + shape.sliding_layers * per_key * attended_keys(seq_len, shape.sliding_window)
+    return out + linear
 
 
 def forward_flops_per_token(shape: ModelShape, seq_len: FloatOrArray) -> FloatOrArray:
@@ -244,6 +281,7 @@ __all__ = [
     "attended_keys",
     "attention_flops_per_token",
     "forward_flops_per_token",
+    "full_attention_flops",
     "matmul_params_per_token",
     "model_flops_per_token",
     "model_shape",

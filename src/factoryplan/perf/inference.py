@@ -22,6 +22,15 @@ one forward pass. Its time on one GPU is the sum over layers of
   layer, which a decode step reads and writes once (memory-bound, at the KV-cache efficiency) with
   a few FLOPs per state element; a prompt runs the chunked delta rule, FLOPs linear in its length
   (see :func:`shape_of`). Tensor parallelism splits the heads and so the state.
+* **DeepSeek sparse attention** (DeepSeek-V3.2; DeepSeek-AI 2025, "DeepSeek-V3.2-Exp: Boosting
+  Long-Context Efficiency with DeepSeek Sparse Attention", Sec. 2): MLA attends to the ``k_top``
+  cached latents a lightning indexer picks, so decode reads ``min(ctx, k_top)`` latents per
+  sequence and layer; a prompt's attention runs in MLA's absorbed (MQA) mode over
+  ``Σ_pos min(pos, k_top)`` pairs at the decode FLOPs per pair (Sec. 2.1) or, where cheaper
+  (prompts under ~13k tokens for DeepSeek-V3.2), as masked dense MHA over ``S²/2`` pairs (the
+  report's short-sequence prefill, Sec. 3). The indexer reads every cached FP8 indexer key and
+  scores it at ``2·H_I·d_I`` FLOPs on FP8 tensor cores, for each decoded token and each causal
+  pair of a prompt (:func:`_indexer`).
 * **collectives** over the scale-up domain: two all-reduces per layer under tensor parallelism
   (``α + 2(t-1)/t · bytes / (BW_link·e_link)``, the bandwidth-optimal bound of Patarasuk and
   Yuan 2009), and an all-to-all dispatch and combine per MoE layer under attention data
@@ -54,6 +63,9 @@ from factoryplan.catalog.models import (
     dense_layers,
     dense_mlp_params,
     expert_params,
+    indexer_flops_per_key,
+    indexer_key_bytes,
+    indexer_params_per_layer,
     kv_elements_per_token_per_layer,
     linear_attention_flops,
     linear_attention_layers,
@@ -113,6 +125,10 @@ class ModelShape:
     state_split: float = 1.0  # how many ways TP can split that state (value heads)
     linear_decode_flops: float = 0.0  # FLOPs of one decoded token in one linear layer
     linear_prefill_flops: float = 0.0  # FLOPs per prompt token in one linear layer (chunked delta rule)
+    top_k: float = 0.0  # sparse attention: cached latents a query attends to in a layer (0: the whole context)
+    index_key_bytes: float = 0.0  # sparse attention: the FP8 indexer key cached per token and layer
+    index_flops: float = 0.0  # sparse attention: indexer FLOPs per (query, cached key) pair, 2·H_I·d_I
+    indexer_params: float = 0.0  # sparse attention: indexer weights of one layer, replicated on every TP rank
 
 
 def shape_of(arch: ModelArch) -> ModelShape:
@@ -125,7 +141,9 @@ def shape_of(arch: ModelArch) -> ModelShape:
     layers differ), so that ``L·attn_params`` is every layer's projections.
 
     Linear-attention layers: :func:`~factoryplan.catalog.models.linear_attention_flops` per token
-    (decode and chunked prefill) and ``linear_state_bytes_per_layer`` per sequence.
+    (decode and chunked prefill) and ``linear_state_bytes_per_layer`` per sequence. Sparse attention:
+    ``index_topk``, the indexer key of ``indexer_key_bytes`` (132 bytes for DeepSeek-V3.2), its
+    ``2·H_I·d_I`` FLOPs per scored key and its weights (part of ``attn_params`` too).
     """
     sliding = arch.sliding_layers if arch.sliding_window > 0 else 0
     if arch.mla is not None:
@@ -167,6 +185,10 @@ def shape_of(arch: ModelArch) -> ModelShape:
         state_split=float(la.value_heads) if la is not None else 1.0,
         linear_decode_flops=lin_dec,
         linear_prefill_flops=lin_pre,
+        top_k=float(arch.sparse_attention.top_k) if arch.sparse_attention is not None else 0.0,
+        index_key_bytes=indexer_key_bytes(arch),
+        index_flops=indexer_flops_per_key(arch.sparse_attention),
+        indexer_params=float(indexer_params_per_layer(arch)),
     )
 
 
@@ -449,12 +471,13 @@ def check_precision(p: Precision) -> None:
 
 
 def weight_bytes_per_gpu(s: ModelShape, par: Parallel, prec: Precision) -> FloatOrArray:
-    """Weights one GPU holds: attention and dense MLPs split ``tp`` ways, experts ``moe_tp·ep``
-    ways, embedding and LM head vocabulary-parallel over ``tp`` (BF16), layers over ``pp``."""
+    """Weights one GPU holds: attention and dense MLPs split ``tp`` ways (a sparse-attention
+    indexer is replicated), experts ``moe_tp·ep`` ways, embedding and LM head vocabulary-parallel
+    over ``tp`` (BF16), layers over ``pp``."""
     wb, eb = WEIGHT_BYTES[prec.weights], WEIGHT_BYTES[prec.experts]
     tp, pp = np.asarray(par.tp, dtype=float), np.asarray(par.pp, dtype=float)
     per_layer = (
-        s.layers * s.attn_params * wb / tp
+        s.layers * (s.attn_params / tp + s.indexer_params * (1.0 - 1.0 / tp)) * wb
         + s.dense_layers * s.mlp_params * wb / tp
         + s.moe_layers * (s.shared_params * wb / tp + s.experts * s.expert_params * eb / (par.moe_tp * par.ep))
     )
@@ -469,6 +492,8 @@ def kv_bytes_per_sequence_per_gpu(s: ModelShape, par: Parallel, kv: str, context
     rank; layers split over ``pp`` stages; sliding-window layers hold at most the window.
     Linear-attention layers add their fixed state, whatever the context, split over up to
     ``H_v`` TP ranks (its KV-cache precision does not apply: the state keeps its own dtype).
+    Sparse attention adds the FP8 indexer key of every token in every layer, ``L·key_I·ctx``,
+    replicated on every TP rank like the latent.
     """
     pp = np.asarray(par.pp, dtype=float)
     split = np.minimum(par.tp, s.kv_split) * pp
@@ -477,7 +502,8 @@ def kv_bytes_per_sequence_per_gpu(s: ModelShape, par: Parallel, kv: str, context
     full = s.full_layers * np.asarray(context, dtype=float)
     sliding = s.layers - s.full_layers - s.linear_layers
     state = s.linear_layers * s.state_bytes / (np.minimum(par.tp, s.state_split) * pp)
-    return np.asarray(per_elem * (full + sliding * capped) + state, dtype=np.float64)
+    index = s.layers * s.index_key_bytes * np.asarray(context, dtype=float) / pp
+    return np.asarray(per_elem * (full + sliding * capped) + state + index, dtype=np.float64)
 
 
 # ---------------------------------------------------------------- one iteration
@@ -506,6 +532,7 @@ def _dense_gemms(
     """Attention projections, dense MLPs, shared experts and the LM head of one stage."""
     tp = np.asarray(par.tp, dtype=float)
     params = (s.layers * s.attn_params + s.dense_layers * s.mlp_params + s.moe_layers * s.shared_params) / tp
+    params = params + s.layers * s.indexer_params * (1.0 - 1.0 / tp)  # the indexer is replicated
     wb = WEIGHT_BYTES[prec.weights]
     body = gemm_time(2.0 * tokens * params, params * wb, tokens, gemm_peak(hw, prec.weights, k), hw.hbm_bytes_s, k)
     head_params = s.vocab_params / tp
@@ -536,14 +563,16 @@ def _attention(
     prompt_len: FloatOrArray, prompts: FloatOrArray, k: Constants,
 ) -> FloatOrArray:
     """Decode attention (KV read, roofline with its FLOPs) plus causal prefill attention; linear
-    layers read and write each decoding sequence's state and run the chunked delta rule on prompts."""
+    layers read and write each decoding sequence's state and run the chunked delta rule on prompts;
+    sparse attention caps the keys of a query at ``k_top`` and adds :func:`_indexer`."""
     tp = np.asarray(par.tp, dtype=float)
     heads = s.heads / tp
     kv_gpu = s.kv_elems * KV_BYTES[prec.kv] / np.minimum(tp, s.kv_split)
     lin_split = np.minimum(tp, s.state_split)
     sliding = s.layers - s.full_layers - s.linear_layers
     ctx_win = np.minimum(ctx, s.window) if s.window > 0 else 0.0
-    ctx_layers = s.full_layers * np.asarray(ctx, dtype=float) + sliding * ctx_win
+    attended = np.minimum(ctx, s.top_k) if s.top_k > 0 else np.asarray(ctx, dtype=float)
+    ctx_layers = s.full_layers * attended + sliding * ctx_win
     dec_bytes = decode_seqs * (ctx_layers * kv_gpu + s.linear_layers * 2.0 * s.state_bytes / lin_split)
     lin_flops = s.linear_layers * s.linear_decode_flops / lin_split
     dec_flops = decode_seqs * (ctx_layers * heads * s.decode_attn_flops + lin_flops)
@@ -552,10 +581,35 @@ def _attention(
     t_dec = ((dec_flops / attn_peak) ** n + (dec_bytes / (hw.hbm_bytes_s * k.kv_efficiency)) ** n) ** (1.0 / n)
     length = np.asarray(prompt_len, dtype=float)
     win = np.minimum(length, s.window) if s.window > 0 else 0.0
-    pairs = s.full_layers * length * length / 2.0 + sliding * (length * win - win * win / 2.0)
+    full_flops = length * length / 2.0 * s.prefill_attn_flops  # per head, one full layer
+    if s.top_k > 0:  # the cheaper of sparse MQA mode over Σ_pos min(pos, k) = S·k - k²/2 pairs and masked MHA
+        top = np.minimum(length, s.top_k)
+        full_flops = np.minimum(full_flops, (length * top - top * top / 2.0) * s.decode_attn_flops)
+    flops = s.full_layers * full_flops + sliding * (length * win - win * win / 2.0) * s.prefill_attn_flops
     linear = length * s.linear_layers * s.linear_prefill_flops / lin_split
-    t_pre = prompts * (pairs * heads * s.prefill_attn_flops + linear) / attn_peak
-    return np.asarray((t_dec + t_pre) / np.asarray(par.pp, dtype=float), dtype=np.float64)
+    t_pre = prompts * (flops * heads + linear) / attn_peak
+    t_idx = _indexer(s, hw, decode_seqs, ctx, length, prompts, k)
+    return np.asarray((t_dec + t_pre + t_idx) / np.asarray(par.pp, dtype=float), dtype=np.float64)
+
+
+def _indexer(
+    s: ModelShape, hw: Hardware, decode_seqs: FloatOrArray, ctx: FloatOrArray, length: FloatOrArray,
+    prompts: FloatOrArray, k: Constants,
+) -> FloatOrArray:
+    """The lightning indexer of sparse attention in all layers; 0 without. It scores every cached
+    token, so it keeps the context's full length: a decoding sequence reads ``ctx`` FP8 keys of
+    ``key_I`` bytes per layer (at the KV-cache efficiency) and does ``2·H_I·d_I`` FLOPs per key, a
+    roofline; a prompt of ``S`` tokens scores ``S²/2`` causal pairs. The FLOPs run on FP8 tensor
+    cores (DeepGEMM's FP8 MQA-logits kernels) at the attention efficiency, not split by TP (vLLM and
+    SGLang replicate the indexer on every TP rank)."""
+    if s.top_k <= 0:
+        return 0.0
+    peak = gemm_peak(hw, "fp8", k) * k.attention_efficiency
+    keys = decode_seqs * s.layers * np.asarray(ctx, dtype=float)
+    n = k.roofline_sharpness
+    t_c, t_m = keys * s.index_flops / peak, keys * s.index_key_bytes / (hw.hbm_bytes_s * k.kv_efficiency)
+    t_pre = prompts * s.layers * length * length / 2.0 * s.index_flops / peak
+    return np.asarray((t_c**n + t_m**n) ** (1.0 / n) + t_pre, dtype=np.float64)
 
 
 def _communication(

@@ -129,8 +129,9 @@ def _elementwise_bytes(shape: ModelShape, m: Array, t: Array) -> dict[str, Array
 
 def _attention_fwd(shape: ModelShape, hw: Hardware, eff: Efficiencies, job: Job, m: Array, t: Array) -> Array:
     """Forward seconds of the attention core per layer (average over full, sliding and linear
-    layers; the chunked delta rule of linear layers runs at the fused-attention efficiency)."""
-    if eff.fused_attention >= 0.5:
+    layers; the chunked delta rule of linear layers runs at the fused-attention efficiency). Sparse
+    attention and its lightning indexer have fused kernels only, whatever ``fused_attention``."""
+    if eff.fused_attention >= 0.5 or shape.sparse_top_k:
         per_token = float(attention_flops_per_token(shape, float(job.seq_len))) / shape.layers
         return m / t * per_token / (hw.bf16_flops * eff.attention_efficiency)
     d = float(shape.qk_head_dim)

@@ -70,11 +70,15 @@ def attention_activation_bytes(shape: ModelShape, fp8: bool = False) -> float:
     ``2h``, Q, K and V for the attention backward, the attention output ``2*n_q*d_v``, the fp32
     softmax statistics (4 bytes per head) and the two norm inputs ``4h``. FP8 training keeps the
     QKV input as its 1-byte FP8 cast and adds a 1-byte copy of the attention output (the output
-    projection's FP8 input; the attention backward still needs the 16-bit one)."""
+    projection's FP8 input; the attention backward still needs the 16-bit one). DeepSeek sparse
+    attention adds its lightning indexer's queries and key ``2*(H_I + 1)*d_I``, its fp32 head weights
+    ``4*H_I`` and the ``k_top`` int32 indices of the selected keys ``4*k_top``, which the sparse
+    attention backward reads (DeepSeek-V3.2: 25,088 bytes)."""
     h, nq = shape.hidden, shape.heads
     qkv = nq * shape.qk_head_dim + shape.kv_heads * (shape.qk_head_dim + shape.v_head_dim)
     gemm_in = (1.0 * h + 1.0 * nq * shape.v_head_dim) if fp8 else 2.0 * h
-    return gemm_in + 2.0 * qkv + 2.0 * nq * shape.v_head_dim + 4.0 * nq + 4.0 * h
+    indexer = 2.0 * (shape.index_heads + 1) * shape.index_head_dim + 4.0 * shape.index_heads + 4.0 * shape.sparse_top_k
+    return gemm_in + 2.0 * qkv + 2.0 * nq * shape.v_head_dim + 4.0 * nq + 4.0 * h + indexer  # indexer: 0 if dense
 
 
 def linear_attention_activation_bytes(shape: ModelShape, fp8: bool = False) -> float:

@@ -84,9 +84,10 @@ MODEL_IDS = {
     "minimaxai/minimax-m2.5": "minimax-m2.5",
     "moonshotai/kimi-k2.5": "kimi-k2.5",
     "qwen/qwen3.5-397b-a17b": "qwen3.5-397b-a17b",
+    "deepseek-ai/deepseek-v3.2-exp": "deepseek-v3.2",
 }
 UNSUPPORTED = {
-    "zhipuai/glm-5": "DeepSeek sparse attention and no config.json in the calibration set",
+    "zhipuai/glm-5": "no config.json of GLM-5 in the catalog or the calibration set",
 }
 MEASURED_COLUMNS = ("id", "model_path", "system", "backend", "isl", "osl", "gemm_quant_mode", "moe_quant_mode",
                     "batch_size", "tp_size", "silicon_ttft_ms", "silicon_tpot_ms")
