@@ -149,6 +149,7 @@ def test_measured_hopper_dense_models_tighter() -> None:
     ("MiniMaxAI/MiniMax-M2", "minimax-m2.5"),
     ("deepseek-ai/DeepSeek-V3.2", "deepseek-v3.2"),  # its own entry (sparse attention), not DeepSeek-V3
     ("deepseek-ai/DeepSeek-V3.2-Exp", "deepseek-v3.2"),
+    ("nvidia/DeepSeek-V3.2-Exp-FP4", "deepseek-v3.2"),
     ("zai-org/GLM-4.6", None),
 ])
 def test_data_set_model_names_map_to_architectures(repo: str, expected: str | None) -> None:

@@ -34,8 +34,8 @@ Mapping rules (the same for every row, stated here once):
   concurrency as above, else every decode slot. They are predicted by
   :func:`~factoryplan.perf.serving.closed_loop_disaggregated`; the calibration set has none, so
   those predictions rest on the aggregated calibration alone.
-* rows whose model factoryplan cannot parse (DeepSeek sparse attention) are skipped with the
-  reason.
+* rows whose model is neither in the catalog nor given as a config.json (``--configs``), or whose
+  config factoryplan cannot read (an unknown attention or layer kind), are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -148,7 +148,9 @@ _VARIANT_SUFFIX = re.compile(
 ARCH_EQUIVALENT = {
     "kimi-k2": "kimi-k2.5",  # K2.5 continues K2's DeepSeek-V3-style backbone (61 layers, 384 experts)
     "minimax-m2": "minimax-m2.5", "minimax-m2.1": "minimax-m2.5",  # 62 layers, 256 experts, top-8
-    "deepseek-v3.1": "deepseek-v3",  # V3.1 keeps V3's layers; V3.2 adds sparse attention (not mapped)
+    "deepseek-v3.1": "deepseek-v3",  # V3.1 keeps V3's layers; V3.2 adds sparse attention (its own entry)
+    "deepseek-v3.2-exp": "deepseek-v3.2",  # the experimental release of the same sparse-attention layers
+    "deepseek-v3.2-speciale": "deepseek-v3.2",  # the same checkpoint layout (685B with the MTP layer)
 }
 
 
