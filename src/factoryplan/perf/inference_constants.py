@@ -1,0 +1,115 @@
+"""The calibrated constants of the inference engine and how they are read from the catalog.
+
+One ``calibrations`` entry with ``engine: inference`` and no backend holds the physics shared by
+every GPU, model and serving engine; one entry per serving engine holds its profile
+(``catalog/data/calibrations.inference.yaml``, fitted by ``benchmarks/calibrate_inference.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from factoryplan.errors import FactoryplanError
+
+if TYPE_CHECKING:
+    from factoryplan.catalog.load import Catalog
+
+BACKENDS = ("trtllm", "vllm", "sglang")
+
+
+@dataclass(frozen=True)
+class Constants:
+    """Calibrated constants: global physics efficiencies plus one serving engine's profile."""
+
+    gemm_efficiency: float  # achieved share of peak tensor FLOP/s of a large dense GEMM
+    gemm_m_half: float  # tokens per pass at which a GEMM reaches half its large-M efficiency
+    moe_efficiency: float  # grouped-GEMM compute efficiency relative to a dense GEMM
+    hbm_efficiency: float  # achieved share of peak HBM bandwidth streaming weights
+    kv_efficiency: float  # achieved share of peak HBM bandwidth reading the paged KV cache
+    attention_efficiency: float  # achieved share of BF16 peak in prefill attention
+    roofline_sharpness: float  # n in (t_c^n + t_m^n)^(1/n); large n is the hard max
+    link_efficiency: float  # achieved share of the scale-up link bandwidth in collectives
+    allreduce_latency_s: float  # fixed cost of one all-reduce inside the scale-up domain
+    network_latency_s: float  # fixed cost of one collective across the scale-out network
+    low_precision_efficiency: float  # FP8/FP4 tensor-core GEMMs relative to BF16 ones (efficiency ratio)
+    routing_concentration: float  # Dirichlet concentration of expert popularity (inf: uniform routing)
+    first_token_steps: float  # decode iterations from a prompt's arrival to its first token, besides its own
+    prefill_queue_factor: float  # scale of the M/D/1 wait behind other prompts (closed-loop arrivals)
+    burst_share: float  # benchmark harness: share of a burst-started run's requests that queue as the first wave
+    step_overhead_s: float  # engine: per iteration (scheduler, launch)
+    layer_overhead_s: float  # engine: per layer and iteration (kernel gaps, small kernels)
+    sequence_overhead_s: float  # engine: per running sequence and iteration (bookkeeping, sampling)
+    moe_layer_overhead_s: float  # engine: per MoE layer and iteration (routing, permutation, expert launches)
+    prefill_layer_overhead_s: float  # engine: per layer of an iteration carrying prompt tokens (no CUDA graph)
+    request_overhead_s: float  # engine: per request, arrival to first token (HTTP, tokenizer, scheduling)
+    moe_kernel_efficiency: float  # engine: its MoE kernels relative to the global grouped-GEMM efficiency
+    token_budget: float  # engine: prompt tokens per iteration (chunked prefill)
+    memory_fraction: float  # engine: share of HBM (or of the memory left after weights) it may use
+    reserved_bytes: float  # engine: activations, CUDA graphs and workspace per GPU
+    max_batch: float  # engine: most sequences one replica (or attention-DP rank) runs at once
+    kv_reserve: float  # engine: share of the output length reserved in the KV cache at admission
+    mixes_prefill: bool  # engine: prompt chunks share iterations with decodes (else they pause them)
+    fraction_of_free: bool  # engine: the memory fraction applies to what the weights leave free
+    kv_fp8_default: bool  # engine: FP8 KV cache by default when weights are FP8 or narrower
+
+
+GLOBAL_FIELDS = (
+    "gemm_efficiency", "gemm_m_half", "moe_efficiency", "hbm_efficiency", "kv_efficiency",
+    "attention_efficiency", "roofline_sharpness", "link_efficiency", "allreduce_latency_s",
+    "network_latency_s", "low_precision_efficiency", "routing_concentration", "first_token_steps",
+    "prefill_queue_factor", "burst_share",
+)
+ENGINE_FIELDS = (
+    "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "moe_layer_overhead_s", "prefill_layer_overhead_s",
+    "request_overhead_s", "moe_kernel_efficiency", "token_budget", "memory_fraction", "reserved_bytes",
+    "max_batch", "kv_reserve", "mixes_prefill", "fraction_of_free", "kv_fp8_default",
+)
+
+
+# How each constant is named in calibrations.inference.yaml: with its unit (catalog convention).
+YAML_NAMES: dict[str, str] = {
+    "gemm_efficiency": "gemm_efficiency_fraction", "gemm_m_half": "gemm_m_half_tokens",
+    "moe_efficiency": "moe_efficiency_ratio", "hbm_efficiency": "hbm_efficiency_fraction",
+    "kv_efficiency": "kv_efficiency_fraction", "attention_efficiency": "attention_efficiency_fraction",
+    "roofline_sharpness": "roofline_sharpness_ratio", "link_efficiency": "link_efficiency_fraction",
+    "first_token_steps": "first_token_steps_count", "low_precision_efficiency": "low_precision_efficiency_ratio",
+    "routing_concentration": "routing_concentration_ratio", "prefill_queue_factor": "prefill_queue_factor_ratio",
+    "moe_kernel_efficiency": "moe_kernel_efficiency_ratio", "burst_share": "burst_share_fraction",
+    "token_budget": "token_budget_tokens", "max_batch": "max_batch_count", "kv_reserve": "kv_reserve_fraction",
+}
+
+
+def constants_from_values(global_values: dict[str, float], engine_values: dict[str, float]) -> Constants:
+    """Build :class:`Constants` from two value mappings (global physics, one engine's profile),
+    keyed by the catalog's names (``gemm_efficiency_fraction``) or the field names."""
+    merged = {**global_values, **engine_values}
+    args: dict[str, float | bool] = {}
+    missing = []
+    for f in GLOBAL_FIELDS + ENGINE_FIELDS:
+        key = YAML_NAMES.get(f, f)
+        if key in merged or f in merged:
+            args[f] = float(merged[key] if key in merged else merged[f])
+        else:
+            missing.append(key)
+    if missing:
+        raise FactoryplanError("inference calibration lacks values", field="values", value=", ".join(missing))
+    for flag in ("mixes_prefill", "kv_fp8_default", "fraction_of_free"):
+        args[flag] = bool(args[flag])
+    return Constants(**args)  # type: ignore[arg-type]
+
+
+def constants_from_catalog(catalog: Catalog, backend: str) -> Constants:
+    """The inference constants for ``backend`` from the catalog's ``calibrations`` entries.
+
+    One entry with ``engine: inference`` and no ``backend`` holds the global physics constants;
+    one entry per backend holds that engine's profile.
+    """
+    if backend not in BACKENDS:
+        raise FactoryplanError("unknown serving backend", field="backend", value=backend, allowed=", ".join(BACKENDS))
+    entries = [c for c in catalog.calibrations.values() if c.engine == "inference"]
+    glob = [c for c in entries if c.backend is None]
+    eng = [c for c in entries if c.backend == backend]
+    if not glob or not eng:
+        raise FactoryplanError(f"the catalog has no inference calibration for {backend!r}", field="calibrations")
+    return constants_from_values(glob[0].values, eng[0].values)
