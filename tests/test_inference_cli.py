@@ -204,3 +204,14 @@ def test_validate_inference_disaggregated_rows(capsys: pytest.CaptureFixture[str
         first = next(csv.DictReader(fh))
     assert (first["id"], first["tp"]) == ("dis", "4")  # the decode workers' parallelism
     assert 0 < float(first["predicted_ttft_ms"]) < 5_000 and 0 < float(first["predicted_tpot_ms"]) < 100
+
+
+def test_activation_precision_option(capsys: pytest.CaptureFixture[str]) -> None:
+    """W4A8 on Blackwell: FP4 weights, FP8 activations, the FP8 tensor-core rate; the JSON says so."""
+    base = ["serve", "-m", "gpt-oss-120b", "-g", "b200", "--tp", "1", "--precision", "fp4", "--isl", "8000",
+            "--osl", "500", "-c", "64"]
+    w4a4 = run_json(capsys, *base)
+    w4a8 = run_json(capsys, *base, "--activation-precision", "fp8")
+    assert (w4a4["activation_precision"], w4a4["compute_precision"]) == ("fp4", "fp4")
+    assert (w4a8["activation_precision"], w4a8["compute_precision"]) == ("fp8", "fp8")
+    assert w4a8["ttft_ms"] > w4a4["ttft_ms"] and w4a8["memory_per_gpu_gib"] == w4a4["memory_per_gpu_gib"]

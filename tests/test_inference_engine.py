@@ -248,3 +248,33 @@ def test_constants_need_every_value(catalog: Catalog, k: Constants) -> None:
         constants_from_catalog(catalog, "tgi")
     assert replace(k, burst_share=1.0).burst_share == 1.0
     assert math.isfinite(k.step_overhead_s) and k.step_overhead_s > 0
+
+
+def test_activation_precision_sets_the_tensor_core_rate(catalog: Catalog, k: Constants) -> None:
+    """Weights and activations are separate choices: the GEMM runs at the wider operand's rate (W4A8 at
+    FP8, W4A16 at BF16, NVFP4 W4A4 at FP4) and reads the weights at their own width either way."""
+    from factoryplan.perf.inference import compute_precision
+
+    assert [compute_precision(w, a) for w, a in (("fp4", ""), ("fp4", "fp8"), ("fp4", "bf16"), ("fp4", "fp4"),
+                                                  ("int4", ""), ("int4", "fp8"), ("fp8", "bf16"), ("bf16", "fp8"))] \
+        == ["fp4", "fp8", "bf16", "fp4", "int4", "fp8", "bf16", "bf16"]
+    b200 = catalog.accelerators["b200"]
+    hw = hardware_of(b200, catalog.systems[b200.default_system])
+    s = shape_of(catalog.models["llama-3.3-70b"])
+
+    def prefill(act: str) -> float:
+        prec = Precision("fp4", "fp4", "fp8", activations=act)
+        return float(iteration(s, hw, Parallel(tp=1), prec, k, decode_seqs=0.0, ctx=8000, prompts=1.0,
+                               prompt_len=8000.0).gemm)
+
+    def decode(act: str) -> float:
+        prec = Precision("fp4", "fp4", "fp8", activations=act)
+        return float(iteration(s, hw, Parallel(tp=1), prec, k, decode_seqs=1.0, ctx=1000).gemm)
+
+    # compute-bound prefill: FP8 tensor cores at half the FP4 rate, BF16 at a quarter (before derating)
+    assert prefill("fp8") / prefill("fp4") == pytest.approx(2.0, rel=0.1)
+    assert prefill("bf16") / prefill("fp4") > 2.5
+    # memory-bound decode of one sequence: the same FP4 weights to read, about the same time
+    assert decode("fp8") == pytest.approx(decode("fp4"), rel=0.05)
+    with pytest.raises(FactoryplanError, match="activation_precision"):
+        check_precision(Precision("fp4", "fp4", "fp8", activations="fp16"))

@@ -51,3 +51,20 @@ def test_html_report_has_the_frontier(catalog: Catalog, tmp_path: Path) -> None:
     html = render_html(plan)
     assert "<h2>Serving</h2>" in html and "Serving Pareto frontier" in html
     assert "tokens/s per GPU" in html
+
+
+def test_scenario_precisions_reach_the_engine(catalog: Catalog) -> None:
+    """kv_precision and activation_precision of a workload are used and reported, not dropped:
+    FP4 weights times BF16 activations (weight-only) need more GPUs on B200 than NVFP4 W4A4."""
+    def plan_for(**extra: str) -> dict[str, object]:
+        sc = scenario(1500, 40, rps=60)
+        sc["hardware"] = ["b200"]
+        sc["workloads"][0].update(precision="fp4", **extra)  # type: ignore[index]
+        w = build_plan(parse_scenario(sc), catalog).workloads[0]
+        return {**w.details, "gpus": w.gpus}
+
+    w4a4 = plan_for()
+    w4a16 = plan_for(activation_precision="bf16", kv_precision="bf16")
+    assert (w4a4["activation_precision"], w4a4["kv_precision"]) == ("fp4", "fp8")
+    assert (w4a16["activation_precision"], w4a16["kv_precision"]) == ("bf16", "bf16")
+    assert int(w4a16["gpus"]) > int(w4a4["gpus"])  # type: ignore[call-overload]

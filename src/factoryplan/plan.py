@@ -199,8 +199,9 @@ def _size_inference(
     kept free at peak) and latency targets, on the TensorRT-LLM profile."""
     backend = "trtllm"
     k = inference.constants_from_catalog(asm.catalog, backend)
-    kv = "fp8" if k.kv_fp8_default and w.precision != "bf16" else "bf16"
-    prec = inference.Precision(weights=w.precision, experts=w.precision, kv=kv)
+    kv = w.kv_precision or ("fp8" if k.kv_fp8_default and w.precision != "bf16" else "bf16")
+    prec = inference.Precision(weights=w.precision, experts=w.precision, kv=kv,
+                               activations=w.activation_precision or "")
     peak = peak_requests_per_s(w, asm) / (1.0 - asm.get("serving_headroom"))
     demand = capacity.Demand(requests_per_s=peak, isl=w.input_tokens, osl=w.output_tokens,
                              ttft_s=w.ttft_ms / 1e3, tpot_s=w.tpot_ms / 1e3)

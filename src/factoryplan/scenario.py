@@ -80,7 +80,9 @@ class InferenceWorkload(_Workload):
     output_tokens: Annotated[int, Field(gt=0)] = 500
     ttft_ms: PosNum = 2000
     tpot_ms: PosNum = 50
-    precision: ServingPrecision = "fp8"
+    precision: ServingPrecision = "fp8"  # weights
+    kv_precision: Literal["bf16", "fp8"] | None = None  # None: the serving engine's default
+    activation_precision: Literal["bf16", "fp8", "fp4"] | None = None  # None: the weights' own
     api_model_class: Literal["frontier", "large-open", "medium-open", "small"] | None = None
 
     @model_validator(mode="after")

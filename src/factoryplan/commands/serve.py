@@ -41,6 +41,14 @@ class KvPrecision(StrEnum):
     fp8 = "fp8"
 
 
+class ActivationPrecision(StrEnum):
+    """What the GEMMs quantize activations to (W4A8: --precision fp4 --activation-precision fp8)."""
+
+    bf16 = "bf16"
+    fp8 = "fp8"
+    fp4 = "fp4"
+
+
 class Backend(StrEnum):
     """Serving engine."""
 
@@ -146,6 +154,9 @@ def serve(
                                                             "--precision).")] = None,
     kv_precision: Annotated[KvPrecision | None, typer.Option("--kv-precision", help="KV cache (default: the "
                                                              "engine's: FP8 with FP8 or narrower weights).")] = None,
+    activation_precision: Annotated[ActivationPrecision | None, typer.Option(
+        "--activation-precision", help="Activations the GEMMs multiply with; the tensor cores run at the wider "
+        "operand (default: the weights' own; INT4 weight-only at BF16).")] = None,
     backend: Annotated[Backend, typer.Option("--backend", help="Serving engine profile.")] = Backend.trtllm,
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Users served at once "
                                                     "by one replica (closed loop).")] = None,
@@ -172,7 +183,8 @@ def serve(
     cat = serving_catalog(catalog, gpu, model)
     acc, system = resolve_gpu(cat, gpu)
     setup = eng.Setup.build(cat, model, acc, system, backend.value, precision.value,
-                            (moe_precision or precision).value, kv_precision.value if kv_precision else None)
+                            (moe_precision or precision).value, kv_precision.value if kv_precision else None,
+                            activation_precision.value if activation_precision else "")
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
     if rps is not None or tokens_per_day is not None:
         if concurrency is not None:

@@ -21,6 +21,7 @@ from factoryplan.perf.inference import (
     ModelShape,
     Parallel,
     Precision,
+    compute_precision,
     constants_from_catalog,
     hardware_of,
     peak_flops,
@@ -46,20 +47,24 @@ class Setup:
     @classmethod
     def build(
         cls, cat: Catalog, model: str, acc: Accelerator, system: System, backend: str, weights: str, experts: str,
-        kv: str | None,
+        kv: str | None, activations: str = "",
     ) -> Setup:
-        """Resolve the model and the engine constants; the KV precision defaults to the engine's."""
+        """Resolve the model and the engine constants; the KV precision defaults to the engine's,
+        the activation precision to the weights' own."""
         arch = resolve_model(cat, model)
         k = constants_from_catalog(cat, backend)
         kv_prec = kv or ("fp8" if k.kv_fp8_default and weights != "bf16" else "bf16")
         return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),
-                   backend=backend, k=k, prec=Precision(weights=weights, experts=experts, kv=kv_prec))
+                   backend=backend, k=k,
+                   prec=Precision(weights=weights, experts=experts, kv=kv_prec, activations=activations))
 
     def compute_precision(self) -> str:
-        """What the GEMMs multiply in: the weight precision, or BF16 for weight-only formats."""
+        """What the GEMMs multiply in: the wider of weights and activations where the part has those
+        tensor cores, else BF16 (weight-only)."""
+        fmt = compute_precision(self.prec.weights, self.prec.activations)
         native = {"bf16": self.acc.bf16_dense_flops, "fp8": self.acc.fp8_dense_flops, "fp4": self.acc.fp4_dense_flops}
-        if native.get(self.prec.weights):
-            return self.prec.weights
+        if native.get(fmt):
+            return fmt
         return f"bf16 (weight-only {self.prec.weights})"
 
 
@@ -119,6 +124,7 @@ def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int) ->
         "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
         "gpus": gpus, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep, "attention_dp": layout.dp,
         "precision": setup.prec.weights, "moe_precision": setup.prec.experts, "kv_precision": setup.prec.kv,
+        "activation_precision": setup.prec.activations or setup.prec.weights,
         "compute_precision": setup.compute_precision(), "isl": isl, "osl": osl, "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
@@ -158,7 +164,9 @@ def capacity(
     frontier = pareto_frontier(evaluate_grid(s, hw, setup.prec, setup.k, lay, isl, osl), hw)
     return {
         "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
-        "precision": setup.prec.weights, "kv_precision": setup.prec.kv, "peak_requests_per_s": peak_rps,
+        "precision": setup.prec.weights, "kv_precision": setup.prec.kv,
+        "activation_precision": setup.prec.activations or setup.prec.weights,
+        "compute_precision": setup.compute_precision(), "peak_requests_per_s": peak_rps,
         "isl": isl, "osl": osl, "ttft_target_ms": ttft_s * 1e3, "tpot_target_ms": tpot_s * 1e3,
         "mode": plan.mode, "config": plan.config, "gpus": plan.gpus, "systems": plan.systems,
         "replicas": plan.replicas, "gpus_per_replica": plan.gpus_per_replica,

@@ -93,6 +93,8 @@ FloatOrArray = float | Array
 
 PRECISIONS = ("bf16", "fp8", "fp4", "int4")
 KV_PRECISIONS = ("bf16", "fp8")
+ACTIVATION_PRECISIONS = ("bf16", "fp8", "fp4")
+_WIDTH = {"fp4": 0, "int4": 0, "fp8": 1, "bf16": 2}
 # Bytes per weight, block scales included: NVFP4 one FP8 scale per 16 values, MXFP4 one E8M0 per 32,
 # INT4 (AWQ/GPTQ) one BF16 scale per group of 128; FP8 per-tensor or 128x128-block scales are negligible.
 WEIGHT_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5 + 1.0 / 16.0, "int4": 0.5 + 2.0 / 128.0}
@@ -357,11 +359,22 @@ class Parallel:
 
 @dataclass(frozen=True)
 class Precision:
-    """Storage precisions: dense linear weights, expert weights, KV cache (LM head stays BF16)."""
+    """Precisions: dense linear weights, expert weights, KV cache (LM head stays BF16), and the
+    activations the GEMMs multiply them with ("": the weights' own, BF16 for INT4 weight-only)."""
 
     weights: str = "fp8"
     experts: str = "fp8"
     kv: str = "fp8"
+    activations: str = ""
+
+
+def compute_precision(weights: str, activations: str) -> str:
+    """The tensor-core format a GEMM of ``weights`` x ``activations`` runs at: the wider operand's
+    (W4A16 at BF16, W4A8 and W8A8 at FP8, NVFP4 W4A4 at FP4). No activation precision given: the
+    weights' own (INT4 then runs weight-only at BF16, see :func:`peak_flops`)."""
+    if not activations or _WIDTH[activations] <= _WIDTH[weights]:
+        return weights
+    return activations
 
 
 def check_precision(p: Precision) -> None:
@@ -370,6 +383,7 @@ def check_precision(p: Precision) -> None:
         ("precision", p.weights, PRECISIONS),
         ("moe_precision", p.experts, PRECISIONS),
         ("kv_precision", p.kv, KV_PRECISIONS),
+        ("activation_precision", p.activations or "bf16", ACTIVATION_PRECISIONS),
     ):
         if value not in allowed:
             raise FactoryplanError("unknown precision", field=field_name, value=value, allowed=", ".join(allowed))
@@ -441,8 +455,8 @@ def _dense_gemms(
     tp = np.asarray(par.tp, dtype=float)
     params = (s.layers * s.attn_params + s.dense_layers * s.mlp_params + s.moe_layers * s.shared_params) / tp
     params = params + s.layers * s.indexer_params * (1.0 - 1.0 / tp)  # the indexer is replicated
-    wb = WEIGHT_BYTES[prec.weights]
-    body = gemm_time(2.0 * tokens * params, params * wb, tokens, gemm_peak(hw, prec.weights, k), hw.hbm_bytes_s, k)
+    wb, peak = WEIGHT_BYTES[prec.weights], gemm_peak(hw, compute_precision(prec.weights, prec.activations), k)
+    body = gemm_time(2.0 * tokens * params, params * wb, tokens, peak, hw.hbm_bytes_s, k)
     head_params = s.vocab_params / tp
     head = gemm_time(2.0 * logits * head_params, head_params * 2.0, logits, hw.bf16_flops, hw.hbm_bytes_s, k)
     return body / np.asarray(par.pp, dtype=float) + head  # the LM head runs on the last stage, once per token
@@ -459,8 +473,9 @@ def _experts(
     per_expert_tokens = tokens * s.active / np.maximum(touched, 1e-9)
     params_gpu = touched / par.ep * s.expert_params / par.moe_tp
     flops = 2.0 * tokens * s.active * s.expert_params / gpus
+    peak = gemm_peak(hw, compute_precision(prec.experts, prec.activations), k)
     t = gemm_time(
-        flops, params_gpu * WEIGHT_BYTES[prec.experts], per_expert_tokens, gemm_peak(hw, prec.experts, k),
+        flops, params_gpu * WEIGHT_BYTES[prec.experts], per_expert_tokens, peak,
         hw.hbm_bytes_s, k, k.moe_efficiency * k.moe_kernel_efficiency, k.moe_kernel_efficiency,
     )
     return t * s.moe_layers / np.asarray(par.pp, dtype=float)

@@ -14,7 +14,9 @@ Mapping rules (the same for every row, stated here once):
 
 * precision: ``gemm_quant_mode`` gives the dense linear layers, ``moe_quant_mode`` the experts
   (empty: BF16; ``fp8``/``fp8_block``: FP8; ``nvfp4``/``mxfp4``: FP4; ``int4_wo``: INT4
-  weight-only); the KV cache follows the engine's default (:class:`~factoryplan.perf.inference.Constants`).
+  weight-only); a ``wXaY`` mode names the activations too (``w4a8_mxfp4_fp8``: FP4 weights times
+  FP8 activations, at the FP8 tensor-core rate); the KV cache follows the engine's default
+  (:class:`~factoryplan.perf.inference.Constants`).
 * concurrency: ``silicon_concurrency`` from the source column when given, else
   ``batch_size x attention_dp_size`` (the batch is per attention-DP rank).
 * parallelism: ``tp_size`` attention TP, ``attention_dp_size`` attention DP (blank = 1),
@@ -118,6 +120,7 @@ class Point:
     repair: str = ""
     version: str = ""
     disagg: Disagg | None = None  # a disaggregated deployment; ``par`` is then its decode workers'
+    activations: str = ""  # what the GEMMs multiply with ("": the weights' own)
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,19 @@ def quant(mode: str) -> str:
     return "fp8"
 
 
+def activations_of(*modes: str) -> str:
+    """The activation precision a quantization mode names (``w4a8_*`` -> ``fp8``, ``w4a16_*`` and
+    ``int4_wo`` -> ``bf16``); "" when it names none (the weights' own), from the first mode that does."""
+    for mode in modes:
+        key = mode.strip().lower()
+        m = re.search(r"w\d+a(\d+)", key)
+        if m:
+            return {"16": "bf16", "8": "fp8", "4": "fp4"}.get(m.group(1), "")
+        if key.endswith("_wo"):
+            return "bf16"
+    return ""
+
+
 def _model_ref(catalog: Catalog, repo: str, configs: Path | None) -> tuple[str | None, str]:
     """(catalog id or config.json path, reason when none): the catalog first, then
     ``<configs>/<org>--<name>_config.json`` (the calibration set's naming)."""
@@ -329,6 +345,7 @@ def _measured_point(
     return Point(
         id=row["id"], source=source, model=ref, accelerator=hw[0], system=hw[1], backend=row["backend"],
         weights=quant(row["gemm_quant_mode"]), experts=quant(row["moe_quant_mode"]), par=par,
+        activations=activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]),
         isl=float(row["isl"]), osl=float(row["osl"]), concurrency=conc, ttft_ms=float(row["silicon_ttft_ms"]),
         tpot_ms=float(row["silicon_tpot_ms"]), repair=repair, version=row.get("backend_version", ""), disagg=disagg,
     ), ""
@@ -391,8 +408,9 @@ class Prediction:
     fits: bool
 
 
-def _group_key(p: Point) -> tuple[str, str, str, str, str, str, str]:
-    return (p.model, p.accelerator, p.system, p.backend, p.weights, p.experts, "disagg" if p.disagg else "agg")
+def _group_key(p: Point) -> tuple[str, str, str, str, str, str, str, str]:
+    return (p.model, p.accelerator, p.system, p.backend, p.weights, p.experts, p.activations,
+            "disagg" if p.disagg else "agg")
 
 
 def _parallel_arrays(pars: Iterable[Parallel]) -> Parallel:
@@ -421,13 +439,13 @@ def predict(
     for i, p in enumerate(points):
         groups.setdefault(_group_key(p), []).append(i)
     for key, idx in groups.items():
-        model, acc, system, backend, weights, experts, mode = key
+        model, acc, system, backend, weights, experts, activations, mode = key
         k = consts.get(backend) or constants_from_catalog(catalog, backend)
         shape = shape_of(resolve_model(catalog, model))
         hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
         pts = [points[i] for i in idx]
         kv = "fp8" if (k.kv_fp8_default and weights != "bf16") else "bf16"
-        prec = Precision(weights=weights, experts=experts, kv=kv)
+        prec = Precision(weights=weights, experts=experts, kv=kv, activations=activations)
         par = _parallel_arrays(p.par for p in pts)
         isl, osl = _as_array(p.isl for p in pts), _as_array(p.osl for p in pts)
         conc = _as_array(p.concurrency for p in pts)
