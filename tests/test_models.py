@@ -512,3 +512,13 @@ def test_llama4_layers() -> None:
     assert [m.is_moe_layer(maverick, i) for i in range(4)] == [False, True, False, True]
     assert (scout.sliding_window, scout.sliding_layers) == (8192, 36)
     assert m.params_active(scout) == pytest.approx(17e9, rel=0.02)
+
+
+def test_glm45_style_moe() -> None:
+    """GLM-4.5: DeepSeek-style MoE layout (3 dense layers, 160 routed experts top-8, 1 shared) with GQA
+    attention and q/k/v biases; 355B published with its MTP layer, which is not counted."""
+    arch = parse("zai-org--GLM-4.5_config.json")
+    assert arch.moe is not None and arch.mla is None
+    assert (arch.moe.experts, arch.moe.active, arch.moe.shared, arch.moe.dense_layers) == (160, 8, 1, 3)
+    assert (arch.kv_heads, arch.head_dim, arch.attention_bias) == (8, 128, True)
+    assert m.params_total(arch) == pytest.approx(355e9, rel=0.01)
