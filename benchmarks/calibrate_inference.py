@@ -217,7 +217,8 @@ def report(catalog, points: Sequence[Point], consts: dict[str, Constants], title
     print(f"\n== {title}: {len(points)} points")
     for key_name, key in (("all", lambda p: "all"), ("backend", lambda p: p.backend),
                           ("model", lambda p: p.model), ("precision", lambda p: p.weights + "/" + p.experts),
-                          ("gpu", lambda p: p.accelerator), ("source", lambda p: p.source)):
+                          ("gpu", lambda p: p.accelerator), ("source", lambda p: p.source),
+                          ("campaign", lambda p: f"{p.model} {p.backend} {p.version or '?'} {p.accelerator}")):
         print(f"-- by {key_name}")
         for g, line in spread(points, preds, key).items():
             print(f"   {g:28s} {line}")
