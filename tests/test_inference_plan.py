@@ -68,3 +68,15 @@ def test_scenario_precisions_reach_the_engine(catalog: Catalog) -> None:
     assert (w4a4["activation_precision"], w4a4["kv_precision"]) == ("fp4", "fp8")
     assert (w4a16["activation_precision"], w4a16["kv_precision"]) == ("bf16", "bf16")
     assert int(w4a16["gpus"]) > int(w4a4["gpus"])  # type: ignore[call-overload]
+
+
+def test_scenario_serving_engine_profile(catalog: Catalog) -> None:
+    """serving_engine picks the calibrated profile the workload is sized with, and the plan says which."""
+    sized = {}
+    for engine in ("trtllm", "vllm", "sglang"):
+        sc = scenario(1500, 40, rps=40)
+        sc["workloads"][0]["serving_engine"] = engine  # type: ignore[index]
+        w = build_plan(parse_scenario(sc), catalog).workloads[0]
+        assert w.details["backend"] == engine and engine in w.method
+        sized[engine] = (w.gpus, float(w.details["tpot_ms"]))
+    assert len(set(sized.values())) > 1  # the profiles differ in overheads and kernels

@@ -196,8 +196,8 @@ def _size_inference(
     w: InferenceWorkload, arch: ModelArch, acc: Accelerator, system: System, asm: AssumptionSet
 ) -> capacity.Sized:
     """The inference engine's fewest-GPU plan for the workload's peak demand (with the headroom
-    kept free at peak) and latency targets, on the TensorRT-LLM profile."""
-    backend = "trtllm"
+    kept free at peak) and latency targets, on the workload's serving-engine profile."""
+    backend = w.serving_engine
     k = inference.constants_from_catalog(asm.catalog, backend)
     kv = w.kv_precision or ("fp8" if k.kv_fp8_default and w.precision != "bf16" else "bf16")
     prec = inference.Precision(weights=w.precision, experts=w.precision, kv=kv,
