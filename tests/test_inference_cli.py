@@ -214,4 +214,5 @@ def test_activation_precision_option(capsys: pytest.CaptureFixture[str]) -> None
     w4a8 = run_json(capsys, *base, "--activation-precision", "fp8")
     assert (w4a4["activation_precision"], w4a4["compute_precision"]) == ("fp4", "fp4")
     assert (w4a8["activation_precision"], w4a8["compute_precision"]) == ("fp8", "fp8")
+    assert w4a4["peak_tflops"] == pytest.approx(2 * w4a8["peak_tflops"])  # B200: FP4 9,000, FP8 4,500 dense
     assert w4a8["ttft_ms"] > w4a4["ttft_ms"] and w4a8["memory_per_gpu_gib"] == w4a4["memory_per_gpu_gib"]

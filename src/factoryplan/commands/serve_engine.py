@@ -138,7 +138,8 @@ def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int) ->
         "prefill_ms": float(np.asarray(r.prefill_s)) * 1e3, "power_kw": power_w / 1e3,
         "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
         "params_total": params_total(setup.arch), "params_active": params_active(setup.arch),
-        "peak_tflops": float(np.asarray(peak_flops(setup.hw, setup.prec.weights))) / 1e12,
+        "peak_tflops": float(np.asarray(peak_flops(
+            setup.hw, compute_precision(setup.prec.weights, setup.prec.activations)))) / 1e12,
     }
 
 
