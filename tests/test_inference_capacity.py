@@ -101,6 +101,15 @@ def test_model_that_fits_nowhere_names_what_it_needs(catalog: Catalog) -> None:
         plan_capacity(s, hw, FP8, k, Demand(1, 1000, 100, 5.0, 0.1), lay=lay)
 
 
+def test_moe_model_needs_its_experts_split(catalog: Catalog) -> None:
+    """A MoE model's experts are split over the GPUs too: DeepSeek-V3 at FP8 (671 GB) fits 16 H100
+    (two nodes) or 8 H200, Qwen3-235B at FP8 4 H100 — not the 64 a replicated-experts count would say."""
+    for model, acc, need in (("deepseek-v3", "h100-sxm", 16), ("deepseek-v3", "h200-sxm", 8),
+                             ("qwen3-235b-a22b", "h100-sxm", 4)):
+        s, hw, k = setup(catalog, model, acc)
+        assert min_gpus_to_fit(s, hw, FP8, k) == need, (model, acc)
+
+
 def test_pareto_frontier_is_non_dominated(catalog: Catalog) -> None:
     s, hw, k = setup(catalog, "deepseek-r1", "h200-sxm")
     grid = evaluate_grid(s, hw, FP8, k, layouts(s, 8), 2000, 500)

@@ -273,10 +273,13 @@ def _disaggregated(
 
 
 def min_gpus_to_fit(s: ModelShape, hw: Hardware, prec: Precision, k: Constants) -> int:
-    """Fewest GPUs (a power of two, tensor or pipeline parallel) whose memory holds the weights
-    with room for one sequence of 1,024 tokens."""
+    """Fewest GPUs (a power of two, tensor parallel inside the scale-up domain, then pipeline
+    stages; a MoE model's experts split over the same GPUs by expert parallelism) whose memory holds
+    the weights with room for one sequence of 1,024 tokens."""
     for g in _powers_of_two(4096):
-        par = Parallel(tp=min(g, float(np.asarray(hw.domain))), pp=max(1.0, g / float(np.asarray(hw.domain))))
+        tp = min(g, float(np.asarray(hw.domain)))
+        ep = tp if s.moe_layers else 1.0
+        par = Parallel(tp=tp, ep=ep, pp=max(1.0, g / float(np.asarray(hw.domain))))
         if bool(np.asarray(memory(s, hw, par, prec, k, 1024.0, 0.0).fits)):
             return g
     return 8192
