@@ -168,3 +168,18 @@ def test_data_set_system_names_map_to_hardware(system: str, expected: tuple[str,
     from factoryplan.validation.inference import hardware_id
 
     assert hardware_id(load_catalog(), system) == expected
+
+
+def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
+    """A MoE row with blank moe_tp/ep columns runs its experts over the tp x dp GPUs (repair (e)),
+    not replicated on each GPU."""
+    import csv
+
+    from factoryplan.validation import inference as vi
+
+    with vi.MEASURED.open(encoding="utf-8", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh)
+                   if r["model_path"] == "Qwen/Qwen3-235B-A22B-FP8" and r["tp_size"] == "4")
+    row = {**row, "moe_tp_size": "", "moe_ep_size": ""}
+    par, repair = vi._parallel(row, True, 8, vi._concurrency(row))
+    assert (par.tp * par.dp, par.moe_tp * par.ep) == (4, 4) and repair.startswith("(e)")

@@ -20,7 +20,7 @@ Mapping rules (the same for every row, stated here once):
 * concurrency: ``silicon_concurrency`` from the source column when given, else
   ``batch_size x attention_dp_size`` (the batch is per attention-DP rank).
 * parallelism: ``tp_size`` attention TP, ``attention_dp_size`` attention DP (blank = 1),
-  ``moe_tp_size``/``moe_ep_size`` for the experts (0 = 1). Four inconsistent encodings are
+  ``moe_tp_size``/``moe_ep_size`` for the experts (0 = 1). Five inconsistent encodings are
   repaired and the row says so in ``repair``: (a) a MoE row whose ``tp x dp`` is smaller than
   ``moe_tp x ep`` gets attention DP to match; (b) a row whose concurrency is ``batch x tp`` with no
   attention DP ran DP attention over the ``tp`` GPUs; (c) a row whose ``tp x dp`` exceeds the
@@ -29,7 +29,9 @@ Mapping rules (the same for every row, stated here once):
   (d) likewise a row of ``tp x dp`` GPUs beyond the domain with ``ep = tp x dp``, no expert TP and
   ``tp > 1`` is the ``tp``-GPU run with ``ep = tp`` (the file has the same points with that
   encoding). A row with ``tp = 1`` and ``dp = ep`` beyond the domain is a genuine multi-node
-  wide-EP run and is kept (its collectives cross the scale-out network).
+  wide-EP run and is kept (its collectives cross the scale-out network). (e) A MoE row whose
+  ``moe_tp x ep`` is smaller than ``tp x dp`` (blank expert columns) splits the experts over the
+  whole group by expert tensor parallelism, as the engines do.
 * disaggregated rows (``mode`` disagg): the ``prefill_*`` and ``decode_*`` columns give each
   side's parallelism (with the same repairs), ``prefill_num_workers``/``decode_num_workers`` the
   worker counts and ``decode_batch_size`` the decode workers' batch limit per attention-DP rank;
@@ -217,6 +219,8 @@ def _parallel(row: dict[str, str], moe: bool, domain: int, conc: float) -> tuple
         tp, dp, repair = 1, tp, "(b) concurrency = batch x tp: attention DP"
     elif tp * dp < mtp * ep:
         dp, repair = mtp * ep // tp, "(a) attention DP to match moe_tp x ep"
+    if tp * dp > mtp * ep and (tp * dp) % ep == 0:  # no expert split given: the group's GPUs share them
+        mtp, repair = tp * dp // ep, repair or f"(e) experts split {tp * dp // ep} x {ep} over the {tp * dp} GPUs"
     return Parallel(tp=tp, dp=dp, moe_tp=mtp, ep=ep, pp=pp), repair
 
 
