@@ -34,7 +34,14 @@ from scipy.optimize import least_squares
 
 from factoryplan.catalog.load import DATA_DIR, load_catalog
 from factoryplan.perf.inference import BACKENDS, YAML_NAMES, Constants, constants_from_catalog
-from factoryplan.validation.inference import Point, Prediction, load_measured, load_published, predict
+from factoryplan.validation.inference import (
+    Point,
+    Prediction,
+    implied_output_tokens_per_s,
+    load_measured,
+    load_published,
+    predict,
+)
 
 # (name, low, high, log-scaled, prior centre, prior width) of every fitted constant. The priors are
 # what microbenchmarks of the parts say (cuBLAS FP8/BF16 GEMMs reach ~70% of dense peak, GEMV
@@ -202,14 +209,9 @@ def spread(points: Sequence[Point], preds: Sequence[Prediction], key: Callable[[
 
 
 def _throughput_of_measured(points: Sequence[Point]) -> list[Point]:
-    """Measured points with their output throughput from the closed-loop identity
-    ``X = C·OSL / (TTFT + (OSL-1)·TPOT)`` (the throughput the measurement implies)."""
-    out = []
-    for p in points:
-        if p.ttft_ms and p.tpot_ms:
-            cycle = (p.ttft_ms + (p.osl - 1.0) * p.tpot_ms) / 1e3
-            out.append(replace(p, output_tokens_per_s=p.concurrency * p.osl / cycle))
-    return out
+    """Measured points with the output throughput their TTFT and TPOT imply
+    (:func:`~factoryplan.validation.inference.implied_output_tokens_per_s`)."""
+    return [replace(p, output_tokens_per_s=implied_output_tokens_per_s(p)) for p in points if p.ttft_ms and p.tpot_ms]
 
 
 def report(catalog, points: Sequence[Point], consts: dict[str, Constants], title: str) -> None:  # type: ignore[no-untyped-def]

@@ -33,7 +33,7 @@ from factoryplan.perf.inference import (
     kv_bytes_per_sequence_per_gpu,
     shape_of,
 )
-from factoryplan.validation.inference import load_measured, predict
+from factoryplan.validation.inference import implied_output_tokens_per_s, load_measured, predict
 
 CONFIGS = Path(__file__).parent / "data" / "hf_configs"
 QWEN35 = CONFIGS / "Qwen--Qwen3.5-397B-A17B_config.json"
@@ -217,7 +217,6 @@ def test_measured_qwen35_points_out_of_sample() -> None:
 
     tpot = mape([(p.tpot_ms or 0.0, q.tpot_ms) for p, q in zip(pts, preds, strict=True)])
     ttft = mape([(p.ttft_ms or 0.0, q.ttft_ms) for p, q in zip(pts, preds, strict=True)])
-    implied = [(p.concurrency * p.osl * 1e3 / ((p.ttft_ms or 0.0) + (p.osl - 1) * (p.tpot_ms or 0.0)),
-                q.output_tokens_per_s) for p, q in zip(pts, preds, strict=True)]
+    implied = [(implied_output_tokens_per_s(p) or 0.0, q.output_tokens_per_s) for p, q in zip(pts, preds, strict=True)]
     assert tpot <= 23.0 and ttft <= 21.0 and mape(implied) <= 32.0
     assert all(q.fits for q in preds)

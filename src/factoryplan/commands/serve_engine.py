@@ -124,7 +124,7 @@ def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int) ->
         "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
         "gpus": gpus, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep, "attention_dp": layout.dp,
         "precision": setup.prec.weights, "moe_precision": setup.prec.experts, "kv_precision": setup.prec.kv,
-        "activation_precision": setup.prec.activations or setup.prec.weights,
+        "activation_precision": setup.prec.activation_format(),
         "compute_precision": setup.compute_precision(), "isl": isl, "osl": osl, "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
@@ -166,7 +166,7 @@ def capacity(
     return {
         "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
         "precision": setup.prec.weights, "kv_precision": setup.prec.kv,
-        "activation_precision": setup.prec.activations or setup.prec.weights,
+        "activation_precision": setup.prec.activation_format(),
         "compute_precision": setup.compute_precision(), "peak_requests_per_s": peak_rps,
         "isl": isl, "osl": osl, "ttft_target_ms": ttft_s * 1e3, "tpot_target_ms": tpot_s * 1e3,
         "mode": plan.mode, "config": plan.config, "gpus": plan.gpus, "systems": plan.systems,

@@ -61,9 +61,9 @@ def _error(pred: float, meas: float | None) -> float | str:
 
 
 def _point_row(name: str, p: Point, q: Prediction) -> dict[str, Any]:
-    thr = p.output_tokens_per_s
-    if thr is None and p.ttft_ms and p.tpot_ms:  # what the measured TTFT and TPOT imply
-        thr = p.concurrency * p.osl * 1e3 / (p.ttft_ms + (p.osl - 1.0) * p.tpot_ms)
+    from factoryplan.validation.inference import implied_output_tokens_per_s
+
+    thr = implied_output_tokens_per_s(p)
     row: dict[str, Any] = {
         "set": name, "id": p.id, "model": p.model, "gpu": p.accelerator, "system": p.system, "backend": p.backend,
         "version": p.version, "weights": p.weights, "experts": p.experts, "tp": p.par.tp, "dp": p.par.dp,

@@ -383,7 +383,7 @@ def size_inference(
         "tokens_per_s_per_user": plan.tokens_per_s_per_user,
         "output_tokens_per_s_per_gpu": plan.output_tokens_per_s_per_gpu,
         "output_tokens_per_s_per_mw": plan.output_tokens_per_s_per_mw, "kv_precision": prec.kv,
-        "activation_precision": prec.activations or prec.weights,
+        "activation_precision": prec.activation_format(),
         "method": (
             f"inference engine ({backend} profile): roofline step time with calibrated efficiencies, "
             f"in-flight batching, fewest GPUs meeting TTFT/TPOT at peak ({plan.mode})"

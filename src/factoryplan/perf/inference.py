@@ -367,6 +367,10 @@ class Precision:
     kv: str = "fp8"
     activations: str = ""
 
+    def activation_format(self) -> str:
+        """The activation precision to report: the given one, else the weights' own."""
+        return self.activations or self.weights
+
 
 def compute_precision(weights: str, activations: str) -> str:
     """The tensor-core format a GEMM of ``weights`` x ``activations`` runs at: the wider operand's

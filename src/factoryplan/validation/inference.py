@@ -125,6 +125,14 @@ class Point:
     activations: str = ""  # what the GEMMs multiply with ("": the weights' own)
 
 
+def implied_output_tokens_per_s(p: Point) -> float | None:
+    """The output throughput a closed-loop point's measured TTFT and TPOT imply (Little's law):
+    ``C·OSL / (TTFT + (OSL-1)·TPOT)``; the published figure when the point has one."""
+    if p.output_tokens_per_s is not None or not (p.ttft_ms and p.tpot_ms):
+        return p.output_tokens_per_s
+    return p.concurrency * p.osl * 1e3 / (p.ttft_ms + (p.osl - 1.0) * p.tpot_ms)
+
+
 @dataclass(frozen=True)
 class Disagg:
     """The prefill side of a disaggregated point and the worker counts."""
