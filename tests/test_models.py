@@ -41,6 +41,8 @@ CATALOG_CONFIGS = {
     "deepseek-v3": "deepseek-ai--DeepSeek-V3_config.json",
     "deepseek-r1": "deepseek-ai--DeepSeek-R1_config.json",
     "deepseek-v3.2": "deepseek-ai--DeepSeek-V3.2_config.json",
+    "glm-4.5": "zai-org--GLM-4.5_config.json",
+    "glm-5": "zai-org--GLM-5_config.json",
     "gpt-oss-120b": "openai--gpt-oss-120b_config.json",
     "gpt-oss-20b": "openai--gpt-oss-20b_config.json",
     "mixtral-8x7b": "mistralai--Mixtral-8x7B-v0.1_config.json",
@@ -65,6 +67,8 @@ ACTIVE_WITH_EMBEDDING = {
     "qwen3-next-80b-a3b": False,  # 3B: 3.56B without, 3.87B with
     "llama-4-scout-17b-16e": True,  # 17B: 17.17B with, 16.14B without
     "llama-4-maverick-17b-128e": True,  # 17B: 17.18B with, 16.15B without
+    "glm-4.5": False,  # 32B: 32.86B without, 33.63B with
+    "glm-5": False,  # 40B: 40.83B without, 41.78B with
 }
 
 # Known disagreements, with the widened tolerance and the reason.
@@ -75,6 +79,10 @@ ACTIVE_EXCEPTIONS = {
     # Qwen3-Next-80B-A3B card: "3B activated", the A3B of its name. Derived 3.56B without the input
     # embedding (3.25B without the LM head too, 3.87B with both) is 19% above: a label, not a count.
     "qwen3-next-80b-a3b": 0.2,
+    # Z.ai counts activated parameters without the input embedding and the LM head: GLM-4.5 "32B"
+    # (derived 32.08B so, 32.86B with the LM head, +2.7%), GLM-5 "40B" (39.88B so, 40.83B, +2.1%).
+    "glm-4.5": 0.03,
+    "glm-5": 0.025,
 }
 
 
@@ -514,6 +522,25 @@ def test_llama4_layers() -> None:
     assert m.params_active(scout) == pytest.approx(17e9, rel=0.02)
 
 
+def test_glm5_dsa_and_mlp_layer_types() -> None:
+    """GLM-5: DeepSeek-V3.2's layout (MLA, lightning indexer, first three layers dense) at 78 layers;
+    744B published. transformers 5 writes the dense/MoE pattern as ``mlp_layer_types``, which must
+    give the same model as ``first_k_dense_replace``; a list of the wrong length or kinds is refused."""
+    arch = parse("zai-org--GLM-5_config.json", model_id="glm-5")
+    assert arch.mla is not None and arch.sparse_attention is not None and arch.moe is not None
+    assert (arch.moe.dense_layers, arch.sparse_attention.index_heads, arch.mla.v_head_dim) == (3, 32, 256)
+    assert m.params_total(arch) == pytest.approx(744e9, rel=0.005)
+    cfg = json.loads((CONFIGS / "zai-org--GLM-5_config.json").read_text())
+    del cfg["first_k_dense_replace"], cfg["moe_layer_freq"]
+    cfg["mlp_layer_types"] = ["dense"] * 3 + ["sparse"] * 75
+    listed = parse_hf_config(cfg, model_id="glm-5").model_dump(exclude={"source"})
+    assert listed == arch.model_dump(exclude={"source"})
+    for bad in (["dense"] * 3 + ["sparse"] * 74, ["dense"] * 3 + ["moe"] * 75):
+        with pytest.raises(FactoryplanError) as exc:
+            parse_hf_config({**cfg, "mlp_layer_types": bad}, model_id="glm-5")
+        assert exc.value.field == "mlp_layer_types"
+
+
 def test_glm45_style_moe() -> None:
     """GLM-4.5: DeepSeek-style MoE layout (3 dense layers, 160 routed experts top-8, 1 shared) with GQA
     attention and q/k/v biases; 355B published with its MTP layer, which is not counted."""
@@ -521,4 +548,6 @@ def test_glm45_style_moe() -> None:
     assert arch.moe is not None and arch.mla is None
     assert (arch.moe.experts, arch.moe.active, arch.moe.shared, arch.moe.dense_layers) == (160, 8, 1, 3)
     assert (arch.kv_heads, arch.head_dim, arch.attention_bias) == (8, 128, True)
+    # Glm4MoeAttention: q/k/v take attention_bias, o_proj has none; the router keeps a score-correction bias
+    assert (arch.attention_out_bias, arch.moe.router_bias) == (False, True)
     assert m.params_total(arch) == pytest.approx(355e9, rel=0.01)

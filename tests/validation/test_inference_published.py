@@ -8,9 +8,9 @@ Sources (validation/data, copied with their provenance):
   results v1.8.0 (2 x H100 80G, FP8, TP2, 5000/500 tokens, concurrency 1-100); vLLM CI performance
   benchmark build 9515 latency tests (H200, 32/128 tokens, batch 8).
 * serving_measured_hopper.csv: 1,593 measured H100/H200 serving points (TensorRT-LLM, vLLM, SGLang;
-  dense and MoE; BF16/FP8/FP4/INT4), published by NVIDIA with aiconfigurator-core 0.12.0; 1,563 rows
-  map onto catalog models (the 30 GLM-5 rows are skipped: no config.json). The 45 Qwen3.5 rows
-  (hybrid linear attention) joined after the calibration, out of sample (tests/test_hybrid_attention.py).
+  dense and MoE; BF16/FP8/FP4/INT4), published by NVIDIA with aiconfigurator-core 0.12.0; every row
+  maps onto a catalog model. The 45 Qwen3.5 rows (hybrid linear attention) and the 30 GLM-5 rows
+  (sparse attention) joined after a calibration, predicted out of sample first.
 
 One set of calibrated constants (calibrations.inference.yaml) serves every row; nothing is tuned
 per row. Targets of the engine's brief: output throughput and TPOT within 15% MAPE, TTFT within 25%
@@ -107,23 +107,24 @@ def test_vllm_ci_latency() -> None:
 
 
 def test_measured_hopper_overall() -> None:
-    """The 1,563 measured points: TPOT 16.3% MAPE (median 10.5%), TTFT 28.9% (median 21.0%), and
-    the throughput their TTFT and TPOT imply 14.9% (median 9.4%). The 45 Qwen3.5 points were first
+    """The 1,593 measured points: TPOT 16.4% MAPE (median 11.0%), TTFT 29.1% (median 20.9%), and
+    the throughput their TTFT and TPOT imply 15.2% (median 9.8%). The 45 Qwen3.5 points were first
     predicted out of sample (constants fitted without them: TPOT 21.3%, TTFT 18.8%, throughput
-    30.1%); they are part of the calibration set now (14.5%, 14.1%)."""
+    30.1%), the 30 GLM-5 points too (TPOT 24%, TTFT 32%, every TPOT too fast by 12-45%); both are
+    part of the calibration set now (Qwen3.5 12.3%/14.2%, GLM-5 20.4%/31.9%)."""
     pts, preds = measured()
     pairs = list(zip(pts, preds, strict=True))
-    assert len(pairs) == 1563
+    assert len(pairs) == 1593
     tpot, ttft = ape(pairs, "tpot_ms"), ape(pairs, "ttft_ms")
     assert tpot.mean() <= 17.0 and np.median(tpot) <= 11.5
     assert ttft.mean() <= 30.0 and np.median(ttft) <= 23.0
     implied = [replace(p, output_tokens_per_s=implied_output_tokens_per_s(p)) for p in pts if p.ttft_ms and p.tpot_ms]
     thr = ape(list(zip(implied, preds, strict=True)), "output_tokens_per_s")
-    assert thr.mean() <= 15.5 and np.median(thr) <= 10.5
+    assert thr.mean() <= 16.0 and np.median(thr) <= 10.5
 
 
 @pytest.mark.parametrize(("group", "tpot_limit", "ttft_limit"), [
-    ("trtllm", 14.0, 31.0), ("vllm", 22.0, 25.0), ("sglang", 17.5, 44.0),
+    ("trtllm", 14.0, 31.0), ("vllm", 22.0, 25.0), ("sglang", 18.5, 42.0),
     ("bf16", 15.0, 41.0), ("fp8", 16.0, 30.0), ("fp4", 27.5, 20.0), ("int4", 14.5, 16.0),
     ("h100-sxm", 19.0, 30.5), ("h200-sxm", 16.0, 31.0),
 ])
@@ -156,7 +157,12 @@ def test_measured_hopper_dense_models_tighter() -> None:
     ("deepseek-ai/DeepSeek-V3.2", "deepseek-v3.2"),  # its own entry (sparse attention), not DeepSeek-V3
     ("deepseek-ai/DeepSeek-V3.2-Exp", "deepseek-v3.2"),
     ("nvidia/DeepSeek-V3.2-Exp-FP4", "deepseek-v3.2"),
-    ("zai-org/GLM-4.6", None),
+    ("zai-org/GLM-4.6", "glm-4.5"),  # GLM-4.5's layers with a longer context
+    ("zai-org/GLM-4.7-FP8", "glm-4.5"),
+    ("zai-org/GLM-4.5-Air", None),  # a smaller model of the family
+    ("zai-org/GLM-4.7-Flash", None),  # MLA, a different architecture
+    ("zhipuai/GLM-5", "glm-5"),
+    ("zai-org/GLM-5-FP8", "glm-5"),
 ])
 def test_data_set_model_names_map_to_architectures(repo: str, expected: str | None) -> None:
     """Measured files of other GPUs name quantized checkpoints and dated releases of the same models."""

@@ -57,6 +57,8 @@ _TIED_BY_DEFAULT = frozenset({"gpt2", "gpt_bigcode"})
 _SINKS = frozenset({"gpt_oss"})
 _LLAMA4 = frozenset({"llama4", "llama4_text"})  # a shared expert of intermediate_size in every MoE layer
 _EXPERT_BIAS = frozenset({"gpt_oss"})
+_ROUTER_BIAS = frozenset({"glm4_moe", "glm_moe_dsa"})  # e_score_correction_bias without a topk_method field
+_QKV_FLAG = frozenset({"glm4_moe"})  # attention_bias covers q/k/v only: o_proj has no bias
 
 # Fields that announce layers factoryplan does not model.
 _NOVEL_FIELDS: dict[str, str] = {
@@ -210,6 +212,17 @@ def _moe_layer_set(cfg: Config, layers: int, where: str) -> set[int]:
     listed = cfg.get("moe_layers")
     if isinstance(listed, list) and listed:
         return {int(i) for i in listed if 0 <= int(i) < layers}
+    kinds = cfg.get("mlp_layer_types")  # transformers 5: "dense" or "sparse" per layer (GLM-5)
+    if isinstance(kinds, list) and kinds:
+        odd = sorted({str(k) for k in kinds} - {"dense", "sparse"})
+        if len(kinds) != layers or odd:
+            raise FactoryplanError(
+                f"lists {len(kinds)} MLP layer types ({', '.join(odd) or 'dense/sparse'}) for {layers} layers",
+                where=where,
+                field="mlp_layer_types",
+                allowed=f"{layers} entries, each 'dense' or 'sparse'",
+            )
+        return {i for i, k in enumerate(kinds) if k == "sparse"}
     if "interleave_moe_layer_step" in cfg:  # Llama 4: layers step-1, 2·step-1, ...
         step = _int(cfg, ("interleave_moe_layer_step",), where) or 1
         return {i for i in range(layers) if (i + 1) % step == 0}
@@ -273,6 +286,7 @@ def _moe(cfg: Config, layers: int, where: str, notes: list[str]) -> MoE | None:
     dense, freq = _layout(moe_set, layers, where)
     router_bias = (
         model_type in _EXPERT_BIAS
+        or model_type in _ROUTER_BIAS
         or cfg.get("topk_method") == "noaux_tc"
         or cfg.get("use_routing_bias") is True
     )
@@ -418,10 +432,11 @@ def _sliding(cfg: Config, layers: int, where: str) -> tuple[int, int]:
 
 def _biases(cfg: Config, model_type: str) -> tuple[bool, bool, bool]:
     """(q/k/v bias, o bias, MLP bias): ``attention_bias``/``mlp_bias`` fields first (Llama,
-    Qwen3, gpt-oss, NeoX: one flag for q/k/v and o), else the family's fixed layout."""
+    Qwen3, gpt-oss, NeoX: one flag for q/k/v and o; GLM-4.5: q/k/v only), else the family's fixed
+    layout."""
     flag = _flag(cfg, "attention_bias")
     if flag is not None:
-        qkv, out = flag, flag
+        qkv, out = flag, flag and model_type not in _QKV_FLAG
     else:
         qkv = model_type in _ALL_BIASES or model_type in _QKV_BIAS_ONLY
         out = model_type in _ALL_BIASES

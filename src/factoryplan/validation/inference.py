@@ -89,9 +89,7 @@ MODEL_IDS = {
     "moonshotai/kimi-k2.5": "kimi-k2.5",
     "qwen/qwen3.5-397b-a17b": "qwen3.5-397b-a17b",
     "deepseek-ai/deepseek-v3.2-exp": "deepseek-v3.2",
-}
-UNSUPPORTED = {
-    "zhipuai/glm-5": "no config.json of GLM-5 in the catalog or the calibration set",
+    "zhipuai/glm-5": "glm-5",
 }
 MEASURED_COLUMNS = ("id", "model_path", "system", "backend", "isl", "osl", "gemm_quant_mode", "moe_quant_mode",
                     "batch_size", "tp_size", "silicon_ttft_ms", "silicon_tpot_ms")
@@ -164,6 +162,7 @@ ARCH_EQUIVALENT = {
     "deepseek-v3.1": "deepseek-v3",  # V3.1 keeps V3's layers; V3.2 adds sparse attention (its own entry)
     "deepseek-v3.2-exp": "deepseek-v3.2",  # the experimental release of the same sparse-attention layers
     "deepseek-v3.2-speciale": "deepseek-v3.2",  # the same checkpoint layout (685B with the MTP layer)
+    "glm-4.6": "glm-4.5", "glm-4.7": "glm-4.5",  # Glm4MoeForCausalLM: 92 layers, 160 experts (not -Air, -Flash)
 }
 
 
@@ -303,7 +302,7 @@ def _model_ref(catalog: Catalog, repo: str, configs: Path | None) -> tuple[str |
             except FactoryplanError as exc:
                 return None, exc.message
             return str(matches[0]), ""
-    return None, UNSUPPORTED.get(repo.strip().lower(), f"model {repo} not in the catalog")
+    return None, f"model {repo} not in the catalog"
 
 
 def load_measured(
