@@ -37,6 +37,7 @@ CATALOG_CONFIGS = {
     "qwen3-14b": "Qwen--Qwen3-14B_config.json",
     "qwen3-32b": "Qwen--Qwen3-32B_config.json",
     "qwen3-235b-a22b": "Qwen--Qwen3-235B-A22B-FP8_config.json",
+    "qwen3-coder-480b-a35b": "Qwen--Qwen3-Coder-480B-A35B-Instruct_config.json",
     "qwen3-30b-a3b": "Qwen--Qwen3-30B-A3B_config.json",
     "deepseek-v3": "deepseek-ai--DeepSeek-V3_config.json",
     "deepseek-r1": "deepseek-ai--DeepSeek-R1_config.json",
@@ -57,6 +58,7 @@ ACTIVE_WITH_EMBEDDING = {
     "mixtral-8x7b": True,  # 12.9B: 12.88B with, 12.75B without
     "qwen3-235b-a22b": True,  # 22B: 22.19B with, 21.57B without
     "qwen3-30b-a3b": True,  # 3.3B: 3.35B with, 3.04B without
+    "qwen3-coder-480b-a35b": True,  # 35B: 35.47B with, 34.54B without
     "deepseek-v3": False,  # 37B: 36.63B without, 37.55B with
     "deepseek-r1": False,
     "gpt-oss-120b": False,  # model card Table 1: 5.13B active excludes the embedding

@@ -162,6 +162,8 @@ def test_measured_hopper_dense_models_tighter() -> None:
     ("zai-org/GLM-4.5-Air", None),  # a smaller model of the family
     ("zai-org/GLM-4.7-Flash", None),  # MLA, a different architecture
     ("zhipuai/GLM-5", "glm-5"),
+    ("Qwen/Qwen3-Coder-480B-A35B-Instruct-FP8", "qwen3-coder-480b-a35b"),
+    ("Qwen/Qwen3-Coder-30B-A3B-Instruct", "qwen3-30b-a3b"),  # Qwen3-30B-A3B's layers, longer context
     ("zai-org/GLM-5-FP8", "glm-5"),
 ])
 def test_data_set_model_names_map_to_architectures(repo: str, expected: str | None) -> None:
