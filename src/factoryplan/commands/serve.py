@@ -90,7 +90,8 @@ def serving_catalog(overlays: list[Path] | None, gpu: str = "", model: str = "")
             for item in cl.read_yaml(path) or []:
                 table[str(item.get("id", "?"))] = (path, item)
         raw[kind] = table
-    wanted = {"fx": set(raw["fx"]), "calibrations": set(raw["calibrations"]), "models": {model}}
+    inference = {i for i, (_, item) in raw["calibrations"].items() if item.get("engine") == "inference"}
+    wanted = {"fx": set(raw["fx"]), "calibrations": inference, "models": {model}}
     acc_item = raw["accelerators"].get(gpu, (Path(), {}))[1]
     sys_item = raw["systems"].get(gpu, (Path(), {}))[1]
     wanted["systems"] = {gpu, str(acc_item.get("default_system", ""))}
@@ -119,15 +120,12 @@ def resolve_gpu(cat: Catalog, ref: str) -> tuple[Accelerator, System]:
 
 
 def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:
+    """JSON, or the figures as two aligned columns under a title (plain text: a one-shot estimate
+    does not pay rich's ~25 ms import for a two-column list; lists and dicts are in the JSON)."""
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left", show_header=False)
-    t.add_column("figure")
-    t.add_column("value", overflow="fold")
+    rows: list[tuple[str, str]] = []
     for key, value in data.items():
         if isinstance(value, float):
             text = f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
@@ -135,8 +133,9 @@ def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:
             continue
         else:
             text = str(value)
-        t.add_row(key, text)
-    Console().print(t)
+        rows.append((key, text))
+    width = max((len(k) for k, _ in rows), default=0)
+    sys.stdout.write(title + "\n" + "".join(f"  {k.ljust(width)}  {v}\n" for k, v in rows))
 
 
 def serve(
