@@ -139,6 +139,32 @@ def test_validate_inference_data_file(capsys: pytest.CaptureFixture[str], tmp_pa
     assert "not a measured-points file" in " ".join(capsys.readouterr().err.split())
 
 
+def test_validate_inference_unusable_measurements(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A measurement that is not a positive number skips its row with the field and the value; a
+    blank one leaves the row to the other measurement."""
+    import csv
+
+    src = Path(__file__).parents[1] / "src" / "factoryplan" / "validation" / "data" / "serving_measured_hopper.csv"
+    with src.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))[:6]
+    rows[1][-2:] = ["", "12.5"]  # TPOT only
+    rows[2][-2:] = ["-5", "10"]
+    rows[3][-2:] = ["300", "nan"]
+    rows[4][-2:] = ["", ""]
+    rows[5][rows[0].index("isl")] = "long"
+    sample = tmp_path / "points.csv"
+    with sample.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    d = run_json(capsys, "validate", "inference", "--data", str(sample))["data"]
+    assert d["points"] == 1 and d["mape"]["tpot_ms"]["n"] == 1 and "ttft_ms" not in d["mape"]
+    assert d["skipped_reasons"] == {
+        "silicon_ttft_ms '-5' is not a positive number": 1,
+        "silicon_tpot_ms 'nan' is not a positive number": 1,
+        "neither silicon_ttft_ms nor silicon_tpot_ms is given": 1,
+        "isl 'long' is not a positive number": 1,
+    }
+
+
 def test_validate_inference_points_csv(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """--out writes each point measured and predicted, and each skipped row with its reason."""
     import csv

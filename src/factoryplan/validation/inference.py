@@ -45,6 +45,7 @@ Mapping rules (the same for every row, stated here once):
 from __future__ import annotations
 
 import csv
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -346,6 +347,17 @@ def _measured_point(
         return None, f"system {row['system']} not in the catalog"
     if row["backend"] not in BACKENDS:
         return None, f"serving engine {row['backend']} has no profile"
+    values: dict[str, float | None] = {}
+    for name in ("isl", "osl", "silicon_ttft_ms", "silicon_tpot_ms"):
+        text = (row.get(name) or "").strip()
+        value = _number(text) if text else None
+        if text and (value is None or not math.isfinite(value) or value <= 0):
+            return None, f"{name} {text!r} is not a positive number"
+        values[name] = value
+    if values["isl"] is None or values["osl"] is None:
+        return None, "isl and osl must be given"
+    if values["silicon_ttft_ms"] is None and values["silicon_tpot_ms"] is None:
+        return None, "neither silicon_ttft_ms nor silicon_tpot_ms is given"
     arch = resolve_model(catalog, ref)
     domain = catalog.systems[hw[1]].scaleup_domain_gpus
     disagg = None
@@ -358,8 +370,8 @@ def _measured_point(
         id=row["id"], source=source, model=ref, accelerator=hw[0], system=hw[1], backend=row["backend"],
         weights=quant(row["gemm_quant_mode"]), experts=quant(row["moe_quant_mode"]), par=par,
         activations=activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]),
-        isl=float(row["isl"]), osl=float(row["osl"]), concurrency=conc, ttft_ms=float(row["silicon_ttft_ms"]),
-        tpot_ms=float(row["silicon_tpot_ms"]), repair=repair, version=row.get("backend_version", ""), disagg=disagg,
+        isl=float(values["isl"]), osl=float(values["osl"]), concurrency=conc, ttft_ms=values["silicon_ttft_ms"],
+        tpot_ms=values["silicon_tpot_ms"], repair=repair, version=row.get("backend_version", ""), disagg=disagg,
     ), ""
 
 
