@@ -146,12 +146,13 @@ def test_validate_inference_unusable_measurements(capsys: pytest.CaptureFixture[
 
     src = Path(__file__).parents[1] / "src" / "factoryplan" / "validation" / "data" / "serving_measured_hopper.csv"
     with src.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.reader(fh))[:6]
+        rows = list(csv.reader(fh))[:7]
     rows[1][-2:] = ["", "12.5"]  # TPOT only
     rows[2][-2:] = ["-5", "10"]
     rows[3][-2:] = ["300", "nan"]
     rows[4][-2:] = ["", ""]
     rows[5][rows[0].index("isl")] = "long"
+    rows[6][rows[0].index("tp_size")] = "2.5"
     sample = tmp_path / "points.csv"
     with sample.open("w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows(rows)
@@ -162,6 +163,7 @@ def test_validate_inference_unusable_measurements(capsys: pytest.CaptureFixture[
         "silicon_tpot_ms 'nan' is not a positive number": 1,
         "neither silicon_ttft_ms nor silicon_tpot_ms is given": 1,
         "isl 'long' is not a positive number": 1,
+        "tp_size '2.5' is not a whole number": 1,
     }
 
 

@@ -333,6 +333,12 @@ def load_measured(
     return out
 
 
+# Whole-number columns of a measured row (blank: not given, read as 1 where a count is needed).
+_PARALLEL_COLUMNS = ("batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+_INT_COLUMNS = (*(f"{side}{n}" for side in ("", "prefill_", "decode_") for n in _PARALLEL_COLUMNS),
+                "prefill_num_workers", "decode_num_workers")
+
+
 def _measured_point(
     catalog: Catalog, row: dict[str, str], source: str, configs: Path | None
 ) -> tuple[Point | None, str]:
@@ -354,6 +360,11 @@ def _measured_point(
         if text and (value is None or not math.isfinite(value) or value <= 0):
             return None, f"{name} {text!r} is not a positive number"
         values[name] = value
+    for name in _INT_COLUMNS:
+        text = (row.get(name) or "").strip()
+        number = _number(text) if text else 0.0
+        if number is None or not math.isfinite(number) or number < 0 or number != int(number):
+            return None, f"{name} {text!r} is not a whole number"
     if values["isl"] is None or values["osl"] is None:
         return None, "isl and osl must be given"
     if values["silicon_ttft_ms"] is None and values["silicon_tpot_ms"] is None:
