@@ -233,10 +233,13 @@ def _parallel(row: dict[str, str], moe: bool, domain: int, conc: float) -> tuple
     return Parallel(tp=tp, dp=dp, moe_tp=mtp, ep=ep, pp=pp), repair
 
 
+# The parallelism columns of a measured row (and of its prefill_/decode_ sides).
+_PARALLEL_COLUMNS = ("batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
+
+
 def _side(row: dict[str, str], side: str) -> dict[str, str]:
     """The ``prefill_``/``decode_`` columns of a disaggregated row under the aggregated names."""
-    names = ("batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
-    return {**row, **{n: row.get(f"{side}_{n}", "") for n in names}}
+    return {**row, **{n: row.get(f"{side}_{n}", "") for n in _PARALLEL_COLUMNS}}
 
 
 def _disaggregated(
@@ -334,7 +337,6 @@ def load_measured(
 
 
 # Whole-number columns of a measured row (blank: not given, read as 1 where a count is needed).
-_PARALLEL_COLUMNS = ("batch_size", "tp_size", "pp_size", "attention_dp_size", "moe_tp_size", "moe_ep_size")
 _INT_COLUMNS = (*(f"{side}{n}" for side in ("", "prefill_", "decode_") for n in _PARALLEL_COLUMNS),
                 "prefill_num_workers", "decode_num_workers")
 
