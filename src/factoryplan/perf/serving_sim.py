@@ -340,11 +340,11 @@ def _summarise(st: _State, run: _Run, base: float, dp: float) -> SimResult:
             firsts.setdefault(u, rid)
         ids = np.fromiter(firsts.values(), dtype=np.int64)
         first_wave = base + float(np.mean(first[ids] - boundary[ids]))
-    completed = float(np.isfinite(finish).sum())
+    prefilled = float(np.isfinite(first).sum())  # prompts done (prompt iterations per prompt, times c)
     return SimResult(
         ttft_s=base + float(engine.mean()), ttft_engine_s=float(engine.mean()),
         residual_s=float(np.mean(boundary[sel] - arrival[sel])), tpot_s=float(tpot.mean()),
         output_tokens_per_s=tokens_s, base_s=base, first_wave_ttft_s=first_wave, requests=int(sel.sum()),
-        iterations=st.iterations, prompt_iterations_per_cycle=st.prompt_iterations / max(completed, 1.0) * run.users,
+        iterations=st.iterations, prompt_iterations_per_cycle=st.prompt_iterations / max(prefilled, 1.0) * run.users,
         mean_decoding=st.decoding_time / st.t if st.t > 0 else 0.0,
     )
