@@ -18,13 +18,18 @@ decoding).
 
 **Steady state** (arrivals staggered, as real users and warmed-up benchmarks see them):
 
-* ``TPOT = t_dec + n_p·(t_p - t_dec)·(c - 1)/c / S``: the other users' prompts slow one's decode
-  (the measured ``(e2e - TTFT)/(OSL - 1)``);
-* ``TTFT = t_req + f·t_dec + K·t_p + W``: the engine's per-request latency (HTTP, tokenizer,
-  scheduler), ``f`` decode iterations until the first token is out (the iteration in flight at
-  arrival, one to return the token), the prompt's own iterations, and the wait behind other
-  prompts, ``W = a·ρ·t_p / (2(1-ρ))`` with ``ρ = n_p·t_p / cycle`` the share of time the engine
-  is prefilling (M/D/1, Pollaczek-Khinchine, scaled by ``a`` for the smoother closed-loop arrivals).
+* ``TPOT = t_dec + min(n_p, S)·(t_p - t_dec)·(c - 1)/c / S``: the other users' prompts slow one's
+  decode (the measured ``(e2e - TTFT)/(OSL - 1)``);
+* ``TTFT = t_req + f·t_dec + K·t_p + max(W, (n_p - S)·t_p)``: the engine's per-request latency
+  (HTTP, tokenizer, scheduler), ``f`` decode iterations until the first token is out (the iteration
+  in flight at arrival, one to return the token), the prompt's own iterations, and the wait behind
+  other prompts, ``W = a·ρ·t_p / (2(1-ρ))`` with ``ρ = n_p·t_p / cycle`` the share of time the
+  engine is prefilling (M/D/1, Pollaczek-Khinchine, scaled by ``a`` for the smoother closed-loop
+  arrivals). When a cycle needs more prompt iterations than one request decodes through
+  (``n_p > S``: prefill-bound, e.g. 8k-token prompts, 128-token answers, hundreds of users), a
+  request sees at most ``S`` of them while decoding and waits out the rest in the queue, which
+  then replaces the M/D/1 wait (checked against the iteration-by-iteration simulation of
+  :mod:`factoryplan.perf.serving_sim`).
 
 **Burst harness.** Benchmark clients that start all ``C`` users at ``t = 0`` and average over a run
 of a few requests per user measure a blend: the first wave queues its prompts in
@@ -171,9 +176,12 @@ def serve(
     added = np.maximum(t_p - (dec_stage if mixed else 0.0), 0.0)
     own = chunks * t_p + (pp - 1.0) * t_p
     base = k.request_overhead_s + k.first_token_steps * t_dec
-    tpot_s = t_dec + passes * added * (c - 1.0) / c / steps
+    # a request decodes through at most S of the prompt iterations; beyond S a cycle (prefill-bound
+    # load) it waits for the others in the queue instead
+    tpot_s = t_dec + np.minimum(passes, steps) * added * (c - 1.0) / c / steps
     rho = np.clip(passes * t_p / (base + own + steps * tpot_s), 0.0, 0.95)
-    ttft_s = base + own + k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - rho))
+    queue = np.maximum(k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - rho)), (passes - steps) * t_p)
+    ttft_s = base + own + queue
     share = np.asarray(burst, dtype=float) * k.burst_share
     ttft, tpot = ttft_s, tpot_s
     if np.any(share > 0.0):  # the first wave: c prompts at once, per_iter of them per iteration
