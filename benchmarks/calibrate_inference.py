@@ -61,9 +61,13 @@ GLOBAL = [
     ("low_precision_efficiency", 0.4, 1.2, False, 0.85, 0.15),
     ("routing_concentration", 0.1, 1000.0, True, 4.0, 2.0),
     ("first_token_steps", 0.0, 3.0, False, 1.5, 0.5),
-    ("prefill_queue_factor", 0.01, 5.0, True, 1.0, 1.0),
     ("burst_share", 0.01, 1.0, True, 0.1, 1.0),
 ]
+# Each engine's prefill_queue_factor is not fitted here: benchmarks/serving_sim.py derives it from an
+# iteration-by-iteration simulation of the engine's scheduler (with these constants; re-derive after
+# a refit that moves them). Fitted as one global constant instead it was 0.649; per engine from the
+# simulation (0.91/0.34/2.7) every in-sample figure is as good or better and the hold-outs' TTFT
+# 1.2 points better on average (TPOT 0.15 worse).
 ENGINE = [
     ("step_overhead_s", 1e-5, 3e-2, True, 1e-3, 1.0),
     ("layer_overhead_s", 1e-7, 2e-4, True, 2e-5, 1.0),

@@ -1,14 +1,15 @@
 """Closed-form serving (``perf.serving.serve``) against an iteration-by-iteration simulation of the same engine.
 
 ``serve`` predicts TTFT and TPOT of closed-loop users with queueing approximations (prompt
-iterations per cycle for arrivals spread uniformly, an M/D/1 wait scaled by the fitted
-``prefill_queue_factor``, the first wave of burst-started runs blended in with the fitted
-``burst_share``). ``factoryplan.perf.serving_sim.simulate`` runs the same engine (the same step
-time, constants and KV capacity) one iteration at a time, so the two differ only in those
-approximations. This script runs both over a grid covering the calibration set's range and prints,
-per point, closed vs simulated TTFT and TPOT; per regime (backend x steady/burst x concurrency) the
-mean and spread of ``log(closed/sim)``; the ``prefill_queue_factor`` and ``burst_share`` the
-simulations imply, against the catalog's fitted values; and the points where the two differ most.
+iterations per cycle for arrivals spread uniformly, an M/D/1 wait scaled by each engine's
+``prefill_queue_factor`` (derived here: the zero-jitter fit over loads <= 1), the first wave of
+burst-started runs blended in with the fitted ``burst_share``).
+``factoryplan.perf.serving_sim.simulate`` runs the same engine (the same step time, constants and KV
+capacity) one iteration at a time, so the two differ only in those approximations. This script runs
+both over a grid covering the calibration set's range and prints, per point, closed vs simulated
+TTFT and TPOT; per regime (backend x steady/burst x concurrency) the mean and spread of
+``log(closed/sim)``; the ``prefill_queue_factor`` and ``burst_share`` the simulations imply, against
+the catalog's fitted values; and the points where the two differ most.
 
 TTFT as compared (see ``serving_sim``'s docstring): both carry serve()'s ``t_req + f·t_dec``; the
 ``engine`` columns leave it out (serve()'s ``ttft - base`` against the simulated wait, queue and
@@ -244,16 +245,18 @@ def rms_at(lo: np.ndarray, hi: np.ndarray, target: np.ndarray, x: float) -> floa
     return float(np.sqrt(np.mean(np.log((lo + x * (hi - lo)) / target) ** 2)))
 
 
-def print_implied(rows: Sequence[Row], k_fit: Constants) -> None:
+def print_implied(rows: Sequence[Row], ks: dict[str, Constants]) -> None:
     """prefill_queue_factor fitted to simulated steady TTFT, burst_share to simulated burst TTFT and TPOT,
-    per backend and jitter, over the points that are not prefill-bound (load <= 1) and over all."""
-    a_cat, s_cat = k_fit.prefill_queue_factor, k_fit.burst_share
+    per backend and jitter, over the points that are not prefill-bound (load <= 1) and over all. The
+    catalog's prefill_queue_factor of each engine is the zero-jitter, load <= 1 fit of this script."""
+    s_cat = next(iter(ks.values())).burst_share
     by: dict[tuple[bool, str, str, float], list[Row]] = defaultdict(list)
     for r in rows:
         for backend, subset in itertools.product((r.case.backend, "all"), ("load<=1", "all")):
             if subset == "all" or r.load <= 1.0:
                 by[(r.burst, backend, subset, r.jitter)].append(r)
-    print(f"\nprefill_queue_factor implied by simulated steady-state TTFT (catalog {a_cat:.3f}): "
+    cats = ", ".join(f"{b} {k.prefill_queue_factor:.3f}" for b, k in ks.items())
+    print(f"\nprefill_queue_factor implied by simulated steady-state TTFT (catalog {cats}): "
           "fit | RMS log error at fit, at catalog | per-point median where the wait is >= 5% of TTFT")
     for key in sorted(k for k in by if not k[0]):
         v = by[key]
@@ -262,8 +265,9 @@ def print_implied(rows: Sequence[Row], k_fit: Constants) -> None:
         a, err = fit_linear(lo, hi, sim, 10.0)
         sens = (hi - lo) > 0.05 * lo
         per = np.median((sim[sens] - lo[sens]) / (hi[sens] - lo[sens])) if sens.any() else math.nan
+        at_cat = f"{rms_at(lo, hi, sim, ks[key[1]].prefill_queue_factor):.3f}" if key[1] in ks else "-"
         print(f"  {key[1]:7} {key[2]:8} jitter {key[3]:.1f} n={len(v):4}: a = {a:.3f} | {err:.3f}, "
-              f"{rms_at(lo, hi, sim, a_cat):.3f} | median {per:.3f} (n={int(sens.sum())})")
+              f"{at_cat} | median {per:.3f} (n={int(sens.sum())})")
     print(f"\nburst_share implied by simulated burst runs (catalog {s_cat:.3f}): TTFT fit | TPOT fit | "
           "in-sim share (burst - steady)/(first wave - steady), median")
     steady_sim = {(r.case, r.jitter): r.sim_ttft for r in rows if not r.burst}
@@ -319,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_points(rows)
     print_regimes(rows, "C")
     print_regimes(rows, "load")
-    print_implied(rows, constants_from_catalog(catalog, "trtllm"))
+    print_implied(rows, {b: constants_from_catalog(catalog, b) for b in ("trtllm", "vllm", "sglang")})
     print_worst(rows, args.worst)
     if args.csv:
         with open(args.csv, "w", newline="") as fh:

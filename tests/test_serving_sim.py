@@ -4,7 +4,9 @@ benchmarks/serving_sim.py compares the two over the whole grid; these tests pin 
 cases with an exact answer and the closed form on the regime where the grid showed agreement:
 long outputs at a light prompt load. Over the grid's 86 steady-state points with 16 users, ISL 4096
 and OSL 1024 (every model, GPU, TP and backend) the largest |closed/sim - 1| was TPOT 0.43%
-(TensorRT-LLM, vLLM) and 2.3% (SGLang), TTFT 7.9%, throughput 1.9%. At prefill-bound loads (more
+(TensorRT-LLM, vLLM) and 2.3% (SGLang), TTFT 7.9%, throughput 1.9%, with one queue factor (0.649)
+for every engine; each engine's own factor from the whole grid (SGLang 2.7) lengthens SGLang's TTFT
+there by about 12%. At prefill-bound loads (more
 prompt iterations per cycle than a request decodes through) the closed form now queues the excess;
 over the grid's 40 such points per engine its TTFT is log(closed/sim) +0.29 (sd 0.19, TensorRT-LLM)
 and +0.26 (0.16, vLLM), TPOT +0.02-0.03 (it was TTFT -0.85 (1.4), TPOT +0.33). Where they still
@@ -88,12 +90,13 @@ def test_closed_form_agrees_at_long_outputs_and_light_prompt_load(
     catalog: Catalog, model: str, backend: str, tp: int
 ) -> None:
     """16 users, ISL 4096, OSL 1024 in steady state: serve()'s TPOT within 1% (3% for SGLang), TTFT
-    within 10% and throughput within 2.5% of the simulation (module docstring: the grid's worst)."""
+    within 10% (15% for SGLang: its one queue factor, 2.7, is the whole grid's; here the simulated
+    wait is smaller and the closed form 12% long) and throughput within 2.5% of the simulation."""
     s, hw, par, prec, k = _setup(catalog, model, "h200-sxm", backend, tp)
     sim = simulate(s, hw, par, prec, k, concurrency=16, isl=4096, osl=1024)
     closed = serve(s, hw, par, prec, k, concurrency=16.0, isl=4096.0, osl=1024.0)
     assert float(np.asarray(closed.tpot_s)) == pytest.approx(sim.tpot_s, rel=0.03 if backend == "sglang" else 0.01)
-    assert float(np.asarray(closed.ttft_s)) == pytest.approx(sim.ttft_s, rel=0.10)
+    assert float(np.asarray(closed.ttft_s)) == pytest.approx(sim.ttft_s, rel=0.15 if backend == "sglang" else 0.10)
     assert float(np.asarray(closed.output_tokens_per_s)) == pytest.approx(sim.output_tokens_per_s, rel=0.025)
 
 

@@ -107,11 +107,11 @@ def test_vllm_ci_latency() -> None:
 
 
 def test_measured_hopper_overall() -> None:
-    """The 1,593 measured points: TPOT 16.4% MAPE (median 11.0%), TTFT 29.1% (median 20.9%), and
-    the throughput their TTFT and TPOT imply 15.2% (median 9.8%). The 45 Qwen3.5 points were first
+    """The 1,593 measured points: TPOT 16.4% MAPE (median 10.9%), TTFT 28.7% (median 21.2%), and
+    the throughput their TTFT and TPOT imply 15.1% (median 9.7%). The 45 Qwen3.5 points were first
     predicted out of sample (constants fitted without them: TPOT 21.3%, TTFT 18.8%, throughput
     30.1%), the 30 GLM-5 points too (TPOT 24%, TTFT 32%, every TPOT too fast by 12-45%); both are
-    part of the calibration set now (Qwen3.5 12.3%/14.2%, GLM-5 20.4%/31.9%)."""
+    part of the calibration set now (TPOT/TTFT: Qwen3.5 12.3%/14.3%, GLM-5 20.3%/30.5%)."""
     pts, preds = measured()
     pairs = list(zip(pts, preds, strict=True))
     assert len(pairs) == 1593

@@ -35,7 +35,7 @@ class Constants:
     low_precision_efficiency: float  # FP8/FP4 tensor-core GEMMs relative to BF16 ones (efficiency ratio)
     routing_concentration: float  # Dirichlet concentration of expert popularity (inf: uniform routing)
     first_token_steps: float  # decode iterations from a prompt's arrival to its first token, besides its own
-    prefill_queue_factor: float  # scale of the M/D/1 wait behind other prompts (closed-loop arrivals)
+    prefill_queue_factor: float  # engine: scale of the M/D/1 wait behind other prompts (from its scheduling)
     burst_share: float  # benchmark harness: share of a burst-started run's requests that queue as the first wave
     step_overhead_s: float  # engine: per iteration (scheduler, launch)
     layer_overhead_s: float  # engine: per layer and iteration (kernel gaps, small kernels)
@@ -57,13 +57,12 @@ class Constants:
 GLOBAL_FIELDS = (
     "gemm_efficiency", "gemm_m_half", "moe_efficiency", "hbm_efficiency", "kv_efficiency",
     "attention_efficiency", "roofline_sharpness", "link_efficiency", "allreduce_latency_s",
-    "network_latency_s", "low_precision_efficiency", "routing_concentration", "first_token_steps",
-    "prefill_queue_factor", "burst_share",
+    "network_latency_s", "low_precision_efficiency", "routing_concentration", "first_token_steps", "burst_share",
 )
 ENGINE_FIELDS = (
     "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "moe_layer_overhead_s", "prefill_layer_overhead_s",
-    "request_overhead_s", "moe_kernel_efficiency", "token_budget", "memory_fraction", "reserved_bytes",
-    "max_batch", "kv_reserve", "mixes_prefill", "fraction_of_free", "kv_fp8_default",
+    "request_overhead_s", "moe_kernel_efficiency", "prefill_queue_factor", "token_budget", "memory_fraction",
+    "reserved_bytes", "max_batch", "kv_reserve", "mixes_prefill", "fraction_of_free", "kv_fp8_default",
 )
 
 

@@ -1,12 +1,13 @@
 """A discrete-event check of :func:`factoryplan.perf.serving.serve`: one replica, iteration by iteration.
 
 :func:`~factoryplan.perf.serving.serve` predicts TTFT and TPOT of ``C`` closed-loop users in closed
-form: it counts the iterations per cycle that carry prompt chunks (arrivals spread uniformly), adds an
-M/D/1 wait scaled by the fitted ``prefill_queue_factor`` and, for burst-started runs, blends in the
-first wave's staircase with the fitted ``burst_share``. :func:`simulate` runs the same engine one
-iteration at a time, with the same step time (:func:`~factoryplan.perf.inference.iteration`), the
-same engine constants and the same KV-cache capacity (:func:`~factoryplan.perf.serving.memory`), so
-that only the scheduling and queueing approximations differ.
+form: it counts the iterations per cycle that carry prompt chunks (arrivals spread uniformly), adds
+an M/D/1 wait scaled by the engine's ``prefill_queue_factor`` (derived from this simulation) and,
+for burst-started runs, blends in the first wave's staircase with the fitted ``burst_share``.
+:func:`simulate` runs the same engine one iteration at a time, with the same step time
+(:func:`~factoryplan.perf.inference.iteration`), the same engine constants and the same KV-cache
+capacity (:func:`~factoryplan.perf.serving.memory`), so that only the scheduling and queueing
+approximations differ.
 
 **Engine.** One attention-data-parallel rank serves ``c = C/dp`` users; the other ``dp - 1`` ranks
 are taken to do the same at the same time (serve()'s symmetric treatment of ``dp``), so an
