@@ -248,6 +248,16 @@ def test_constants_need_every_value(catalog: Catalog, k: Constants) -> None:
         constants_from_catalog(catalog, "tgi")
     assert replace(k, burst_share=1.0).burst_share == 1.0
     assert math.isfinite(k.step_overhead_s) and k.step_overhead_s > 0
+    # an engine's constant in the global entry (an older catalog's prefill_queue_factor) is refused,
+    # not silently overridden by the engine entries
+    from factoryplan.perf.inference import ENGINE_FIELDS, GLOBAL_FIELDS
+
+    glob = {f: values[f] for f in GLOBAL_FIELDS}
+    engine = {f: values[f] for f in ENGINE_FIELDS}
+    assert constants_from_values(glob, engine) == k
+    with pytest.raises(FactoryplanError, match="engine's constant") as exc:
+        constants_from_values({**glob, "prefill_queue_factor_ratio": 0.65}, engine)
+    assert exc.value.value == "prefill_queue_factor_ratio"
 
 
 def test_activation_precision_sets_the_tensor_core_rate(catalog: Catalog, k: Constants) -> None:

@@ -82,6 +82,11 @@ YAML_NAMES: dict[str, str] = {
 def constants_from_values(global_values: dict[str, float], engine_values: dict[str, float]) -> Constants:
     """Build :class:`Constants` from two value mappings (global physics, one engine's profile),
     keyed by the catalog's names (``gemm_efficiency_fraction``) or the field names."""
+    engine_names = {*ENGINE_FIELDS, *(YAML_NAMES.get(f, f) for f in ENGINE_FIELDS)}
+    misplaced = sorted(k for k in global_values if k in engine_names)
+    if misplaced:
+        raise FactoryplanError("an engine's constant in the global inference entry", field="values",
+                               value=", ".join(misplaced), allowed="these in each inference-engine-* entry")
     merged = {**global_values, **engine_values}
     args: dict[str, float | bool] = {}
     missing = []
