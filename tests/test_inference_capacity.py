@@ -22,19 +22,17 @@ from factoryplan.perf.inference import (
     ModelShape,
     Parallel,
     Precision,
-    constants_from_catalog,
-    hardware_of,
     shape_of,
 )
 from factoryplan.perf.serving import serve
+
+from .conftest import serving_setup
 
 FP8 = Precision("fp8", "fp8", "fp8")
 
 
 def setup(catalog: Catalog, model: str, acc: str) -> tuple[ModelShape, Hardware, Constants]:
-    a = catalog.accelerators[acc]
-    return (shape_of(catalog.models[model]), hardware_of(a, catalog.systems[a.default_system]),
-            constants_from_catalog(catalog, "trtllm"))
+    return serving_setup(catalog, model, acc)
 
 
 def test_layouts_cover_tp_ep_dp(catalog: Catalog) -> None:

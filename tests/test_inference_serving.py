@@ -15,22 +15,18 @@ from factoryplan.perf.inference import (
     Parallel,
     Precision,
     constants_from_catalog,
-    hardware_of,
     kv_bytes_per_sequence_per_gpu,
-    shape_of,
     weight_bytes_per_gpu,
 )
 from factoryplan.perf.serving import _prefill_passes, disaggregated, memory, serve
+
+from .conftest import serving_setup
 
 FP8 = Precision("fp8", "fp8", "fp8")
 CONC = np.array([1, 2, 4, 8, 16, 32, 64, 128], dtype=float)
 
 
-def setup(catalog: Catalog, model: str, acc: str, backend: str = "trtllm") -> tuple[ModelShape, Hardware, Constants]:
-    a = catalog.accelerators[acc]
-    return shape_of(catalog.models[model]), hardware_of(a, catalog.systems[a.default_system]), constants_from_catalog(
-        catalog, backend
-    )
+setup = serving_setup
 
 
 def test_closed_loop_identity(catalog: Catalog) -> None:

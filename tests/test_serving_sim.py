@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 
 from factoryplan.catalog.load import Catalog
-from factoryplan.catalog.models import resolve_model
 from factoryplan.errors import FactoryplanError
 from factoryplan.perf.inference import (
     Constants,
@@ -29,23 +28,20 @@ from factoryplan.perf.inference import (
     ModelShape,
     Parallel,
     Precision,
-    constants_from_catalog,
-    hardware_of,
     iteration,
-    shape_of,
 )
 from factoryplan.perf.serving import serve
 from factoryplan.perf.serving_sim import simulate
+
+from .conftest import serving_setup
 
 Setup = tuple[ModelShape, Hardware, Parallel, Precision, Constants]
 
 
 def _setup(catalog: Catalog, model: str, acc_id: str, backend: str, tp: int) -> Setup:
-    acc = catalog.accelerators[acc_id]
-    shape = shape_of(resolve_model(catalog, model))
+    shape, hw, k = serving_setup(catalog, model, acc_id, backend)
     par = Parallel(tp=tp, ep=tp) if shape.moe_layers else Parallel(tp=tp)
-    return shape, hardware_of(acc, catalog.systems[acc.default_system]), par, Precision(), \
-        constants_from_catalog(catalog, backend)
+    return shape, hw, par, Precision(), k
 
 
 @pytest.mark.parametrize("backend", ["trtllm", "sglang"])
