@@ -27,11 +27,11 @@ decoding).
   engine is prefilling (M/D/1, Pollaczek-Khinchine, scaled by ``a``: closed-loop arrivals are
   smoother than Poisson ones, and an engine that pauses decoding for prompts groups its users into
   cohorts that arrive together; each engine's ``a`` is what the iteration-by-iteration simulation of
-  its scheduler shows, ``benchmarks/serving_sim.py``: TensorRT-LLM 0.91, vLLM 0.34, SGLang 2.7).
-  When a cycle needs more prompt iterations than one request decodes through (``n_p > S``:
-  prefill-bound, e.g. 8k-token prompts, 128-token answers, hundreds of users), a request sees at
-  most ``S`` of them while decoding and waits out the rest in the queue, which then replaces the
-  M/D/1 wait (checked against the iteration-by-iteration simulation of
+  its scheduler shows, ``benchmarks/serving_sim.py``; the values are in
+  calibrations.inference.yaml). When a cycle needs more prompt iterations than one request decodes
+  through (``n_p > S``: prefill-bound, e.g. 8k-token prompts, 128-token answers, hundreds of users),
+  a request sees at most ``S`` of them while decoding and waits out the rest in the queue, which
+  then replaces the M/D/1 wait (checked against the iteration-by-iteration simulation of
   :mod:`factoryplan.perf.serving_sim`).
 
 **Burst harness.** Benchmark clients that start all ``C`` users at ``t = 0`` and average over a run
