@@ -23,6 +23,7 @@ from factoryplan.perf.inference import (
     Parallel,
     Precision,
     shape_of,
+    splits_evenly,
 )
 from factoryplan.perf.serving import serve
 
@@ -42,6 +43,16 @@ def test_layouts_cover_tp_ep_dp(catalog: Catalog) -> None:
     gpus = moe.tp * moe.dp
     assert np.all(gpus == moe.moe_tp * moe.ep)  # experts use the same GPUs as attention
     assert gpus.max() == 64 and {"tp1 dp8 ep8", "tp8 ep8"} <= {moe.describe(i) for i in range(len(moe))}
+
+
+def test_layouts_split_heads_experts_and_layers_evenly(catalog: Catalog) -> None:
+    mixtral = shape_of(catalog.models["mixtral-8x7b"])  # 32 heads, 8 key/value heads, 8 experts
+    lay = layouts(mixtral, 72, max_pp=1)
+    assert lay.ep.max() == 8 and lay.tp.max() == 32 and len(lay) > 0
+    assert np.all(8 % lay.ep == 0) and np.all(32 % lay.tp == 0)
+    small = layouts(shape_of(catalog.models["llama-3.1-8b"]), 8, max_pp=64)  # 32 layers
+    assert small.pp.max() == 32
+    assert splits_evenly(mixtral, np.array([1.0, 3.0, 16.0, 64.0])).tolist() == [True, False, True, False]
 
 
 def test_plan_meets_targets_with_fewest_gpus(catalog: Catalog) -> None:

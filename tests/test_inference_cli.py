@@ -86,6 +86,11 @@ def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
     (["-m", "llama-3.3-70b", "-g", "h100-sxm", "--tp", "2", "--ep", "2"], "expert parallelism needs a MoE model"),
     (["-m", "llama-3.3-70b", "-g", "h100-sxm"], "a point estimate needs a layout and a load"),
     (["-m", "missing.json", "-g", "h100-sxm", "--tp", "2"], "not found"),
+    (["-m", "llama-3.3-70b", "-g", "h100-sxm", "--tp", "3"],
+     "64 attention heads (8 key/value) do not split evenly over the tensor-parallel GPUs (got 3; allowed: 1, 2, 4"),
+    (["-m", "mixtral-8x7b", "-g", "gb200", "--tp", "2", "--attention-dp", "8", "--ep", "16"],
+     "8 routed experts do not split evenly (got 16; allowed: 1, 2, 4, 8)"),
+    (["-m", "llama-3.1-8b", "-g", "h100-sxm", "--tp", "1", "--pp", "40"], "has 32 layers (got 40; allowed: 1 to 32)"),
 ])
 def test_errors_are_one_line(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
     extra = [] if "-c" in args else ["--isl", "1000", "--osl", "100"]

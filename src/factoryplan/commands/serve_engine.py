@@ -26,6 +26,7 @@ from factoryplan.perf.inference import (
     hardware_of,
     peak_flops,
     shape_of,
+    splits_evenly,
 )
 from factoryplan.perf.serving import memory_gib, serve
 from factoryplan.units import GIB
@@ -86,6 +87,7 @@ class Layout:
         parallelism over the ``tp·dp`` GPUs of a stage."""
         tp = self.tp or 1
         group = tp * self.dp
+        self.check_splits(shape)
         if shape.moe_layers == 0:
             if self.ep > 1:
                 raise FactoryplanError("expert parallelism needs a MoE model", field="--ep", value=self.ep,
@@ -95,6 +97,26 @@ class Layout:
             raise FactoryplanError("--ep must divide tp x attention-dp", field="--ep", value=self.ep,
                                    allowed=f"a divisor of {group}")
         return Parallel(tp=tp, dp=self.dp, moe_tp=group // self.ep, ep=self.ep, pp=self.pp)
+
+
+    def check_splits(self, shape: ModelShape) -> None:
+        """Refuse a layout the serving engines cannot run (:func:`splits_evenly`), naming the
+        field and the values that would split the model evenly."""
+        tp = self.tp or 1
+        if not splits_evenly(shape, tp):
+            ok = [n for n in range(1, int(shape.heads) + 1) if splits_evenly(shape, n)]
+            kv = "" if shape.mla else f" ({shape.kv_split:.0f} key/value)"
+            raise FactoryplanError(
+                f"{shape.name}'s {shape.heads:.0f} attention heads{kv} do not split evenly over the "
+                "tensor-parallel GPUs", field="--tp", value=tp,
+                allowed=", ".join(map(str, ok)))
+        if shape.moe_layers and not splits_evenly(shape, tp, self.ep):
+            ok = [n for n in range(1, int(shape.experts) + 1) if int(shape.experts) % n == 0]
+            raise FactoryplanError(f"{shape.name}'s {shape.experts:.0f} routed experts do not split evenly",
+                                   field="--ep", value=self.ep, allowed=", ".join(map(str, ok)))
+        if not splits_evenly(shape, tp, 1, self.pp):
+            raise FactoryplanError(f"{shape.name} has {shape.layers} layers", field="--pp", value=self.pp,
+                                   allowed=f"1 to {shape.layers}")
 
 
 def _needs(setup: Setup) -> str:

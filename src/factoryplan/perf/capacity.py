@@ -37,6 +37,7 @@ from factoryplan.perf.inference import (
     Precision,
     iteration,
     kv_bytes_per_sequence_per_gpu,
+    splits_evenly,
 )
 from factoryplan.perf.serving import memory, serve
 
@@ -69,7 +70,7 @@ class Layouts:
         """The layouts as one vectorized :class:`Parallel`."""
         return Parallel(tp=self.tp, dp=self.dp, moe_tp=self.moe_tp, ep=self.ep, pp=self.pp)
 
-    def select(self, mask: Array) -> Layouts:
+    def select(self, mask: Array | BoolArray) -> Layouts:
         """The layouts where ``mask`` is true."""
         return Layouts(*(getattr(self, f)[mask] for f in ("tp", "dp", "moe_tp", "ep", "pp")))
 
@@ -107,7 +108,8 @@ def layouts(s: ModelShape, domain: int, max_pp: int = 8) -> Layouts:
 
     Dense models: ``tp`` in powers of two up to the domain, ``pp`` up to ``max_pp`` stages.
     MoE models: attention ``tp x dp`` over the same GPUs as the experts, experts split by
-    expert parallelism (``ep = tp·dp``) or by tensor parallelism (``moe_tp = tp·dp``).
+    expert parallelism (``ep = tp·dp``) or by tensor parallelism (``moe_tp = tp·dp``). Only layouts
+    that split the heads, experts and layers as the engines require (:func:`splits_evenly`).
     """
     rows: list[tuple[int, int, int, int, int]] = []
     sizes = _powers_of_two(domain)
@@ -123,7 +125,8 @@ def layouts(s: ModelShape, domain: int, max_pp: int = 8) -> Layouts:
                 if g > 1:
                     rows.append((tp, dp, g, 1, pp))
     arr = np.asarray(rows, dtype=float)
-    return Layouts(tp=arr[:, 0], dp=arr[:, 1], moe_tp=arr[:, 2], ep=arr[:, 3], pp=arr[:, 4])
+    lay = Layouts(tp=arr[:, 0], dp=arr[:, 1], moe_tp=arr[:, 2], ep=arr[:, 3], pp=arr[:, 4])
+    return lay.select(splits_evenly(s, lay.tp, lay.ep, lay.pp))
 
 
 @dataclass(frozen=True)

@@ -235,6 +235,23 @@ def hardware_of(acc: Accelerator, system: System) -> Hardware:
     )
 
 
+def splits_evenly(
+    s: ModelShape, tp: FloatOrArray, ep: FloatOrArray = 1.0, pp: FloatOrArray = 1.0
+) -> BoolArray:
+    """Whether a layout splits the model as serving engines require (vLLM, SGLang, TensorRT-LLM):
+    ``tp`` divides the attention heads (and a linear-attention layer's value heads); GQA key/value
+    heads are split over ``tp`` or replicated in whole copies (``kv % tp == 0`` or ``tp % kv == 0``;
+    MLA's latent is replicated whatever ``tp``); ``ep`` divides the routed experts (1 for a dense
+    model); ``pp`` stages hold at least one layer each."""
+    tp_a, ep_a, pp_a = (np.asarray(x, dtype=float) for x in (tp, ep, pp))
+    kv = s.kv_split
+    ok = (np.mod(s.heads, tp_a) == 0) & ((np.mod(kv, tp_a) == 0) | (np.mod(tp_a, kv) == 0))
+    if s.linear_layers:
+        ok &= np.mod(s.state_split, tp_a) == 0
+    ok &= np.mod(s.experts, ep_a) == 0 if s.moe_layers else ep_a == 1
+    return np.asarray(ok & (pp_a >= 1) & (pp_a <= s.layers), dtype=bool)
+
+
 # ---------------------------------------------------------------- small physics functions
 
 
