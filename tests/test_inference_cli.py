@@ -63,6 +63,12 @@ def test_attention_dp_and_expert_parallel(capsys: pytest.CaptureFixture[str]) ->
     assert dp["max_concurrency"] > tp["max_concurrency"]  # MLA's latent is not split by TP: DP holds more
 
 
+def test_backend_defaults_to_the_vendors_engine(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["-m", "llama-3.1-8b", "--tp", "1", "--isl", "1000", "--osl", "100", "-c", "8"]
+    assert run_json(capsys, "serve", "-g", "mi300x", *args)["backend"] == "vllm"
+    assert run_json(capsys, "serve", "-g", "h100-sxm", *args)["backend"] == "trtllm"
+
+
 def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
     d = run_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500",
                  "--rps", "20", "--ttft-ms", "1500", "--tpot-ms", "40")
@@ -91,6 +97,8 @@ def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
     (["-m", "mixtral-8x7b", "-g", "gb200", "--tp", "2", "--attention-dp", "8", "--ep", "16"],
      "8 routed experts do not split evenly (got 16; allowed: 1, 2, 4, 8)"),
     (["-m", "llama-3.1-8b", "-g", "h100-sxm", "--tp", "1", "--pp", "40"], "has 32 layers (got 40; allowed: 1 to 32)"),
+    (["-m", "llama-3.1-8b", "-g", "mi300x", "--tp", "1", "--backend", "trtllm"],
+     "--backend: trtllm does not run on AMD mi300x (got 'trtllm'; allowed: vllm, sglang)"),
 ])
 def test_errors_are_one_line(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
     extra = [] if "-c" in args else ["--isl", "1000", "--osl", "100"]

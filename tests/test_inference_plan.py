@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from factoryplan.catalog.load import Catalog
+from factoryplan.errors import InfeasibleError
 from factoryplan.plan import build_plan
 from factoryplan.report.html import render_html
 from factoryplan.scenario import load_scenario, parse_scenario
@@ -80,3 +83,19 @@ def test_scenario_serving_engine_profile(catalog: Catalog) -> None:
         assert w.details["backend"] == engine and engine in w.method
         sized[engine] = (w.gpus, float(w.details["tpot_ms"]))
     assert len(set(sized.values())) > 1  # the profiles differ in overheads and kernels
+
+
+def test_serving_engine_follows_the_vendor(catalog: Catalog) -> None:
+    """No engine named: TensorRT-LLM on NVIDIA parts, vLLM on AMD; an engine that does not run on the
+    part is refused naming the field and the engines that do."""
+    sc = scenario(1500, 40)
+    sc["hardware"] = ["h200-sxm", "mi300x"]
+    plan = build_plan(parse_scenario(sc), catalog)
+    options = {o.accelerator: o for o in plan.hardware_options}
+    assert options["mi300x"].feasible and options["h200-sxm"].feasible
+    amd = build_plan(parse_scenario({**sc, "hardware": ["mi300x"]}), catalog).workloads[0]
+    assert amd.details["backend"] == "vllm" and plan.workloads[0].details["backend"] in ("trtllm", "vllm")
+    sc["workloads"][0]["serving_engine"] = "trtllm"  # type: ignore[index]
+    refused = r"serving_engine: trtllm does not run on AMD mi300x .*allowed: vllm, sglang"
+    with pytest.raises(InfeasibleError, match=refused):
+        build_plan(parse_scenario({**sc, "hardware": ["mi300x"]}), catalog)

@@ -30,6 +30,7 @@ from factoryplan.infra.fabric import Fabric
 from factoryplan.infra.site import Cooling
 from factoryplan.perf import capacity, inference, training, training_plan, training_run
 from factoryplan.perf.goodput import RunAssumptions
+from factoryplan.perf.inference_constants import serving_engine
 from factoryplan.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, check_references
 from factoryplan.sovereignty.policy import Verdict, WorkloadData, assess_all
 from factoryplan.sovereignty.premium import Premium, premium
@@ -197,7 +198,7 @@ def _size_inference(
 ) -> capacity.Sized:
     """The inference engine's fewest-GPU plan for the workload's peak demand (with the headroom
     kept free at peak) and latency targets, on the workload's serving-engine profile."""
-    backend = w.serving_engine
+    backend = serving_engine(asm.catalog, acc, w.serving_engine, field="serving_engine")
     k = inference.constants_from_catalog(asm.catalog, backend)
     kv = w.kv_precision or ("fp8" if k.kv_fp8_default and w.precision != "bf16" else "bf16")
     prec = inference.Precision(weights=w.precision, experts=w.precision, kv=kv,

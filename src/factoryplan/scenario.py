@@ -83,7 +83,8 @@ class InferenceWorkload(_Workload):
     precision: ServingPrecision = "fp8"  # weights
     kv_precision: Literal["bf16", "fp8"] | None = None  # None: the serving engine's default
     activation_precision: Literal["bf16", "fp8", "fp4"] | None = None  # None: the weights' own
-    serving_engine: Literal["trtllm", "vllm", "sglang"] = "trtllm"  # the calibrated engine profile
+    # the calibrated engine profile; None: trtllm on NVIDIA parts, vllm on others
+    serving_engine: Literal["trtllm", "vllm", "sglang"] | None = None
     api_model_class: Literal["frontier", "large-open", "medium-open", "small"] | None = None
 
     @model_validator(mode="after")

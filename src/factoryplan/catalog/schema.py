@@ -388,6 +388,7 @@ class Calibration(Entry):
     values: dict[str, float]
     fitted_on: str = ""
     spread: str = ""
+    runs_on: list[str] = Field(default_factory=list)  # accelerator vendors a serving engine supports; empty: any
 
 
 KINDS: dict[str, type[Entry]] = {

@@ -156,7 +156,8 @@ def serve(
     activation_precision: Annotated[ActivationPrecision | None, typer.Option(
         "--activation-precision", help="Activations the GEMMs multiply with; the tensor cores run at the wider "
         "operand (default: the weights' own; INT4 weight-only at BF16).")] = None,
-    backend: Annotated[Backend, typer.Option("--backend", help="Serving engine profile.")] = Backend.trtllm,
+    backend: Annotated[Backend | None, typer.Option("--backend", help="Serving engine profile (default: trtllm on "
+                                                    "NVIDIA GPUs, vllm on others).")] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Users served at once "
                                                     "by one replica (closed loop).")] = None,
     rps: Annotated[float | None, typer.Option("--rps", min=0, help="Plan capacity for this peak request rate "
@@ -181,7 +182,7 @@ def serve(
 
     cat = serving_catalog(catalog, gpu, model)
     acc, system = resolve_gpu(cat, gpu)
-    setup = eng.Setup.build(cat, model, acc, system, backend.value, precision.value,
+    setup = eng.Setup.build(cat, model, acc, system, backend.value if backend else None, precision.value,
                             (moe_precision or precision).value, kv_precision.value if kv_precision else None,
                             activation_precision.value if activation_precision else "")
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
@@ -202,7 +203,7 @@ def serve(
         raise FactoryplanError("a point estimate needs a layout and a load", field=missing,
                                allowed="give --tp and --concurrency, or --rps to plan capacity")
     data = eng.point(setup, layout, concurrency, isl, osl)
-    _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {acc.id} ({backend.value})")
+    _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {acc.id} ({setup.backend})")
 
 
 def register(app: typer.Typer) -> None:

@@ -28,6 +28,7 @@ from factoryplan.perf.inference import (
     shape_of,
     splits_evenly,
 )
+from factoryplan.perf.inference_constants import serving_engine
 from factoryplan.perf.serving import memory_gib, serve
 from factoryplan.units import GIB
 
@@ -47,12 +48,14 @@ class Setup:
 
     @classmethod
     def build(
-        cls, cat: Catalog, model: str, acc: Accelerator, system: System, backend: str, weights: str, experts: str,
-        kv: str | None, activations: str = "",
+        cls, cat: Catalog, model: str, acc: Accelerator, system: System, backend: str | None, weights: str,
+        experts: str, kv: str | None, activations: str = "",
     ) -> Setup:
-        """Resolve the model and the engine constants; the KV precision defaults to the engine's,
-        the activation precision to the weights' own."""
+        """Resolve the model and the engine constants; the engine defaults to the first that runs on
+        the part (:func:`serving_engine`), the KV precision to the engine's, the activation precision to
+        the weights' own."""
         arch = resolve_model(cat, model)
+        backend = serving_engine(cat, acc, backend, field="--backend")
         k = constants_from_catalog(cat, backend)
         kv_prec = kv or ("fp8" if k.kv_fp8_default and weights != "bf16" else "bf16")
         return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from factoryplan.errors import FactoryplanError
+from factoryplan.errors import FactoryplanError, InfeasibleError
 
 if TYPE_CHECKING:
     from factoryplan.catalog.load import Catalog
+    from factoryplan.catalog.schema import Accelerator, Calibration
 
 BACKENDS = ("trtllm", "vllm", "sglang")
 
@@ -109,11 +110,47 @@ def constants_from_catalog(catalog: Catalog, backend: str) -> Constants:
     One entry with ``engine: inference`` and no ``backend`` holds the global physics constants;
     one entry per backend holds that engine's profile.
     """
+    glob = [c for c in catalog.calibrations.values() if c.engine == "inference" and c.backend is None]
+    eng = _engine_entry(catalog, backend)
+    if not glob:
+        raise FactoryplanError("the catalog has no inference physics calibration", field="calibrations")
+    return constants_from_values(glob[0].values, eng.values)
+
+
+def _engine_entry(catalog: Catalog, backend: str) -> Calibration:
     if backend not in BACKENDS:
         raise FactoryplanError("unknown serving backend", field="backend", value=backend, allowed=", ".join(BACKENDS))
-    entries = [c for c in catalog.calibrations.values() if c.engine == "inference"]
-    glob = [c for c in entries if c.backend is None]
-    eng = [c for c in entries if c.backend == backend]
-    if not glob or not eng:
+    eng = [c for c in catalog.calibrations.values() if c.engine == "inference" and c.backend == backend]
+    if not eng:
         raise FactoryplanError(f"the catalog has no inference calibration for {backend!r}", field="calibrations")
-    return constants_from_values(glob[0].values, eng[0].values)
+    return eng[0]
+
+
+def engines_for(catalog: Catalog, acc: Accelerator) -> list[str]:
+    """The serving engines that run on ``acc`` (its vendor in the engine profile's ``runs_on``),
+    in the order of :data:`BACKENDS`."""
+    out = []
+    for backend in BACKENDS:
+        try:
+            vendors = _engine_entry(catalog, backend).runs_on
+        except FactoryplanError:
+            continue
+        if not vendors or acc.vendor.lower() in (v.lower() for v in vendors):
+            out.append(backend)
+    return out
+
+
+def serving_engine(catalog: Catalog, acc: Accelerator, backend: str | None, field: str = "backend") -> str:
+    """The engine to size ``acc`` with: ``backend`` when it runs there, else refused naming ``field``
+    and the engines that do; none given, the first that runs there (TensorRT-LLM on NVIDIA parts,
+    vLLM on the others)."""
+    engines = engines_for(catalog, acc)
+    if backend is None:
+        if not engines:
+            raise InfeasibleError(f"no serving engine profile runs on {acc.vendor} {acc.id}", field=field)
+        return engines[0]
+    _engine_entry(catalog, backend)  # unknown engine or missing profile: its own message
+    if backend not in engines:
+        raise InfeasibleError(f"{backend} does not run on {acc.vendor} {acc.id}", field=field, value=backend,
+                              allowed=", ".join(engines) or "none")
+    return backend
