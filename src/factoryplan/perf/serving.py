@@ -285,15 +285,26 @@ def closed_loop_disaggregated(
 
     A fixed point over the cycle ``T = TTFT + (OSL-1)·TPOT`` of one request, ``λ = C/T``:
 
-    * prefill: each worker sees ``λ/n_p`` prompts/s and batches the ``b`` that arrive while one
-      runs (up to the token budget): ``t_p(b)`` a pass, ``ρ = λ/n_p · t_p(b)/b``, an M/D/1 wait
-      ``a·ρ·t_p(b)/(2(1-ρ))`` (``a`` the same closed-loop factor as aggregated serving);
-      ``TTFT = t_req + t_p(b) + wait`` (the prefill worker returns the first token);
+    * prefill: each worker sees ``λ_w = λ/n_p`` prompts/s; a pass takes the ``b = λ_w·t_p(b)``
+      that arrived during the last one (at least 1, at most ``B``, the token budget's worth); ``ρ =
+      λ_w·t_p(b)/b`` the share of time it is busy. A prompt waits for the pass in flight and, as
+      full batches fill, for more: ``a·ρ·t_p(b)/(2(1 - λ_w·t_p(B)/B))`` (M/D/1 when ``B = 1``; ``a``
+      the same closed-loop factor as aggregated serving), capped at what a closed loop can queue:
+      the wait that saturates the prefill pool, ``C/μ_p`` less the rest of the cycle (``μ_p`` full
+      batches), or one pass below that. ``TTFT = t_req + t_p(b) + wait`` (the prefill worker returns
+      the first token);
     * decode: ``λ·(OSL-1)·TPOT`` users are decoding, ``b_d`` of them on each decode worker (at most
       its KV capacity and batch limit; the others wait for a slot); ``TPOT = t_dec(b_d)`` with no
       prompt in the iterations, plus the KV-cache transfer over the GPU's NIC spread over the output;
     * burst-started runs (measurement harnesses) blend in the first wave, ``C`` prompts queueing at
       the prefill workers, with the calibrated ``burst_share``.
+
+    Checked against an event-by-event simulation of the same workers
+    (:mod:`factoryplan.perf.disagg_sim`, ``benchmarks/disagg_sim.py``, 1,536 deployments): throughput
+    and TPOT agree within a few per cent; TTFT is 8% higher at light load, as high on average at
+    saturation, and ~27% higher at 50-95% prefill utilisation (fixed lengths let a simulated closed
+    loop space its arrivals evenly; measured runs vary more). Where the two pools' capacities are
+    within a few per cent, the simulated queue may sit at the pool the closed form does not name.
     """
     conc = np.maximum(np.asarray(concurrency, dtype=float), 1.0)
     isl_f, osl_f = np.asarray(isl, dtype=float), np.maximum(np.asarray(osl, dtype=float), 1.0)
@@ -317,25 +328,29 @@ def closed_loop_disaggregated(
         return np.asarray(t * pp_d, dtype=np.float64)
 
     transfer = kv_bytes_per_sequence_per_gpu(s, prefill_par, prec.kv, isl_f) / hw.nic_bytes_s
-    alone = prefill(1.0)
+    alone, full = prefill(1.0), prefill(per_pass)
+    mu_p = n_p * per_pass / full  # prefill workers passing full batches
     mu_d = n_d * cap / (steps * decode(cap))  # decode workers full
     tpot = decode(1.0)
     cycle = k.request_overhead_s + alone + steps * tpot
-    t_p, queued = alone, np.zeros_like(alone)
+    t_p = alone
     for _ in range(iterations):
-        lam = conc / cycle
-        b = np.clip(lam / n_p * (t_p + queued), 1.0, per_pass)  # prompts waiting when a pass starts
+        lam = conc / cycle / n_p  # prompts/s reaching one prefill worker
+        b = np.clip(lam * t_p, 1.0, per_pass)  # a pass takes the prompts that arrived during the last
         t_p = prefill(b)
-        mu_p = n_p * b / t_p
-        rho = np.clip(lam / mu_p, 0.0, 0.95)
-        wait = k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - rho))
+        rho = np.clip(lam * t_p / b, 0.0, 1.0)  # share of time the worker is busy
+        load = np.clip(lam * full / per_pass, 0.0, 0.95)  # against full batches
+        # the pass in flight at arrival, queueing beyond it as full batches fill (M/D/1 for one prompt
+        # per pass); a closed loop's queue holds at most its users: no longer than the wait that
+        # saturates the prefill pool (C/mu_p less the rest of the cycle), or one pass below that
+        rest = k.request_overhead_s + t_p + steps * tpot
+        ceiling = np.maximum(conc / mu_p - rest, k.prefill_queue_factor * t_p)
+        wait = np.minimum(k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - load)), ceiling)
         ttft = k.request_overhead_s + t_p + wait
-        batch = np.clip(lam * steps * tpot / n_d, 1.0, cap)  # Little's law over the decode phase
+        batch = np.clip(conc / cycle * steps * tpot / n_d, 1.0, cap)  # Little's law over the decode phase
         tpot = decode(batch) + transfer / steps
         busy = ttft + steps * tpot
-        target = conc / np.minimum(np.minimum(conc / busy, mu_p), mu_d)
-        queued = wait + np.where(mu_p <= mu_d, np.maximum(target - busy, 0.0), 0.0)
-        cycle = 0.5 * cycle + 0.5 * target
+        cycle = 0.5 * cycle + 0.5 * conc / np.minimum(np.minimum(conc / busy, mu_p), mu_d)
     extra = np.maximum(cycle - busy, 0.0)  # waiting at the bottleneck: for a prefill or for a decode slot
     prefill_bound = mu_p <= mu_d
     ttft = ttft + np.where(prefill_bound, extra, 0.0)

@@ -1,0 +1,100 @@
+"""Closed-form disaggregated serving (``perf.serving.closed_loop_disaggregated``) against an
+event-by-event simulation of the same prefill and decode workers (``perf.disagg_sim``).
+
+Both use the same pass and step times, KV capacity and KV transfer; they differ only in the
+queueing approximations (the closed form's M/D/1 wait per prefill worker scaled by the engine's
+``prefill_queue_factor``, its batch per pass, the decode batch by Little's law, the wait at the
+bottleneck pool). Prints per regime (the simulated prefill utilisation: light < 0.5, busy 0.5-0.95,
+saturated >= 0.95) the mean and spread of ``log(closed/sim)`` for TTFT, TPOT and throughput, and the
+points where the two differ most.
+
+Grid: llama-3.1-70b, qwen3-32b and qwen3-235b-a22b at FP8 on h200-sxm, deepseek-r1 with 8-GPU workers;
+prefill and decode workers of TP 2/4/8 (the smallest that fits, and twice that), 1-2 prefill and
+1-2 decode workers; ISL 1024/4096/8192; OSL 128/1024; C 8/32/128/512. ``--jitter`` draws each
+request's latency within ``±jitter`` of its mean. About three minutes on two cores:
+
+    .venv/bin/python benchmarks/disagg_sim.py [--jitter 0.5] [--worst 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+
+from factoryplan.catalog.load import load_catalog
+from factoryplan.catalog.models import resolve_model
+from factoryplan.perf.disagg_sim import simulate_disaggregated
+from factoryplan.perf.inference import Parallel, Precision, constants_from_catalog, hardware_of, shape_of
+from factoryplan.perf.serving import closed_loop_disaggregated, memory
+
+MODELS = ("llama-3.1-70b", "qwen3-32b", "qwen3-235b-a22b", "deepseek-r1")
+FP8 = Precision("fp8", "fp8", "fp8")
+
+
+def layouts(model: str, moe: bool) -> list[Parallel]:
+    if model == "deepseek-r1":
+        return [Parallel(tp=8, moe_tp=1, ep=8), Parallel(tp=1, dp=8, moe_tp=1, ep=8)]
+    out = []
+    for tp in (2, 4, 8):
+        out.append(Parallel(tp=tp, moe_tp=1, ep=tp) if moe else Parallel(tp=tp))
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    ap.add_argument("--jitter", type=float, default=0.0)
+    ap.add_argument("--worst", type=int, default=8)
+    args = ap.parse_args(argv)
+    cat = load_catalog()
+    hw = hardware_of(cat.accelerators["h200-sxm"], cat.systems["hgx-h200"])
+    k = constants_from_catalog(cat, "trtllm")
+    rows: list[tuple[str, str, float, float, float, float]] = []
+    t0 = time.perf_counter()
+    for model in MODELS:
+        s = shape_of(resolve_model(cat, model))
+        fits = [p for p in layouts(model, s.moe_layers > 0)
+                if bool(np.asarray(memory(s, hw, p, FP8, k, 8192.0, 1024.0).fits))][:2]
+        for pre, dec, n_p, n_d, isl, osl, c in itertools.product(
+                fits, fits, (1, 2), (1, 2), (1024, 4096, 8192), (128, 1024), (8, 32, 128, 512)):
+            cf = closed_loop_disaggregated(s, hw, pre, dec, FP8, k, concurrency=float(c), isl=float(isl),
+                                           osl=float(osl), prefill_workers=float(n_p), decode_workers=float(n_d))
+            sim = simulate_disaggregated(s, hw, pre, dec, FP8, k, concurrency=c, isl=isl, osl=osl,
+                                         prefill_workers=n_p, decode_workers=n_d, jitter=args.jitter, seed=1)
+            util = sim.prefill_utilization
+            regime = "light" if util < 0.5 else "busy" if util < 0.95 else "saturated"
+            label = (f"{model} p{n_p}x{_lay(pre)} d{n_d}x{_lay(dec)} {isl}/{osl} C{c} "
+                     f"util {util:.2f}/{float(np.asarray(cf.prefill_utilization)):.2f}")
+            rows.append((regime, label, float(np.log(float(np.asarray(cf.ttft_s)) / sim.ttft_s)),
+                         float(np.log(float(np.asarray(cf.tpot_s)) / sim.tpot_s)),
+                         float(np.log(float(np.asarray(cf.output_tokens_per_s)) / sim.output_tokens_per_s)),
+                         sim.ttft_s))
+    print(f"{len(rows)} points, jitter {args.jitter}, {time.perf_counter() - t0:.0f} s")
+    print("regime      n   log(closed/sim) mean (sd):  TTFT            TPOT            throughput")
+    groups: dict[str, list[tuple[str, str, float, float, float, float]]] = defaultdict(list)
+    for r in rows:
+        groups[r[0]].append(r)
+        groups["all"].append(r)
+    for name in ("light", "busy", "saturated", "all"):
+        g = np.asarray([r[2:5] for r in groups[name]]) if groups[name] else np.zeros((0, 3))
+        if len(g):
+            cols = "  ".join(f"{m:+.3f} ({sd:.3f})" for m, sd in zip(g.mean(0), g.std(0), strict=True))
+            print(f"{name:10s} {len(g):4d}   {cols}")
+    print("largest |log(closed/sim)| in TTFT:")
+    for r in sorted(rows, key=lambda r: -abs(r[2]))[:args.worst]:
+        print(f"  {r[1]}: TTFT {r[2]:+.2f} TPOT {r[3]:+.2f} throughput {r[4]:+.2f} (sim TTFT {r[5] * 1e3:.0f} ms)")
+    return 0
+
+
+def _lay(p: Parallel) -> str:
+    dp = float(np.asarray(p.dp))
+    return f"dp{dp:g}" if dp > 1 else f"tp{float(np.asarray(p.tp)):g}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

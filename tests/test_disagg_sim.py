@@ -1,0 +1,90 @@
+"""The event-by-event simulation of disaggregated serving, and the closed form checked against it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from factoryplan.catalog.load import Catalog
+from factoryplan.errors import FactoryplanError
+from factoryplan.perf.disagg_sim import simulate_disaggregated
+from factoryplan.perf.inference import Parallel, Precision, iteration, kv_bytes_per_sequence_per_gpu
+from factoryplan.perf.serving import closed_loop_disaggregated
+
+from .conftest import serving_setup
+
+FP8 = Precision("fp8", "fp8", "fp8")
+PRE, DEC = Parallel(tp=2), Parallel(tp=4)
+
+
+def test_one_user_sees_one_pass_and_unshared_decoding(catalog: Catalog) -> None:
+    """One user: TTFT is the request latency plus one prompt's pass; TPOT one sequence's decode step
+    plus the KV transfer spread over the output; the throughput is the cycle's."""
+    s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
+    r = simulate_disaggregated(s, hw, PRE, DEC, FP8, k, concurrency=1, isl=2000, osl=200, prefill_workers=1,
+                               decode_workers=1)
+    t_p = float(iteration(s, hw, PRE, FP8, k, decode_seqs=0.0, ctx=2000.0, prompts=1.0, prompt_len=2000.0).total)
+    t_d = float(iteration(s, hw, DEC, FP8, k, decode_seqs=1.0, ctx=2100.0).total)
+    transfer = float(kv_bytes_per_sequence_per_gpu(s, PRE, "fp8", 2000.0)) / hw.nic_bytes_s
+    assert r.ttft_s == pytest.approx(k.request_overhead_s + t_p, rel=1e-9)
+    assert r.tpot_s == pytest.approx(t_d + transfer / 199, rel=1e-9)
+    assert r.output_tokens_per_s == pytest.approx(200 / (r.ttft_s + 199 * r.tpot_s), rel=1e-9)
+    assert r.prompts_per_pass == 1.0 and r.requests >= 5
+
+
+def test_bottleneck_pool_sets_the_rate_and_holds_the_queue(catalog: Catalog) -> None:
+    """Many users, one prefill worker: the rate is its full-batch prompt throughput and users queue
+    for it (TTFT); prefill to spare and a small decode batch limit: the decode workers set the rate and
+    users wait for a slot (TPOT). The closed form agrees on both."""
+    s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
+    per_pass = math.floor(k.token_budget / 2000)
+    t_full = float(iteration(s, hw, PRE, FP8, k, decode_seqs=0.0, ctx=2000.0, prompts=float(per_pass),
+                             prompt_len=2000.0).total)
+    sim = simulate_disaggregated(s, hw, PRE, DEC, FP8, k, concurrency=512, isl=2000, osl=100, prefill_workers=1,
+                                 decode_workers=2)
+    cf = closed_loop_disaggregated(s, hw, PRE, DEC, FP8, k, concurrency=512, isl=2000, osl=100, prefill_workers=1,
+                                   decode_workers=2)
+    assert sim.output_tokens_per_s == pytest.approx(per_pass / t_full * 100, rel=0.02)
+    assert float(cf.output_tokens_per_s) == pytest.approx(sim.output_tokens_per_s, rel=0.02)
+    assert sim.prompts_per_pass == pytest.approx(per_pass, rel=0.01) and sim.prefill_utilization > 0.97
+    assert sim.ttft_s > 20 * t_full and float(cf.ttft_s) == pytest.approx(sim.ttft_s, rel=0.1)
+    dec = simulate_disaggregated(s, hw, PRE, DEC, FP8, k, concurrency=128, isl=2000, osl=200, prefill_workers=4,
+                                 decode_workers=1, decode_batch_max=16)
+    t_16 = float(iteration(s, hw, DEC, FP8, k, decode_seqs=16.0, ctx=2100.0).total)
+    assert dec.output_tokens_per_s == pytest.approx(16 / (199 * t_16) * 200, rel=0.02)
+    assert dec.decode_batch == pytest.approx(16, rel=0.02) and dec.tpot_s > 4 * t_16
+    cf_dec = closed_loop_disaggregated(s, hw, PRE, DEC, FP8, k, concurrency=128, isl=2000, osl=200,
+                                       prefill_workers=4, decode_workers=1, decode_batch_max=16)
+    assert float(cf_dec.tpot_s) == pytest.approx(dec.tpot_s, rel=0.05)
+
+
+@pytest.mark.parametrize(("conc", "isl", "osl", "n_p"), [(16, 4096, 1024, 1), (32, 4096, 1024, 1), (64, 2048, 512, 2)])
+def test_closed_form_follows_the_simulation(catalog: Catalog, conc: int, isl: int, osl: int, n_p: int) -> None:
+    """Between light load and saturation the closed form's throughput and TPOT stay within a few per
+    cent of the simulation's; its TTFT differs most there (random arrivals queue, the simulation's
+    fixed lengths space them evenly), within the spread the benchmark reports."""
+    s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
+    sim = simulate_disaggregated(s, hw, PRE, DEC, FP8, k, concurrency=conc, isl=isl, osl=osl, prefill_workers=n_p,
+                                 decode_workers=1)
+    cf = closed_loop_disaggregated(s, hw, PRE, DEC, FP8, k, concurrency=conc, isl=isl, osl=osl,
+                                   prefill_workers=n_p, decode_workers=1)
+    assert 0.3 < sim.prefill_utilization < 0.97  # the busy regime, where the two differ most
+    assert abs(np.log(float(cf.output_tokens_per_s) / sim.output_tokens_per_s)) < 0.05
+    assert abs(np.log(float(cf.tpot_s) / sim.tpot_s)) < 0.05
+    assert abs(np.log(float(cf.ttft_s) / sim.ttft_s)) < 0.5
+
+
+def test_bad_input_is_refused(catalog: Catalog) -> None:
+    s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
+    with pytest.raises(FactoryplanError, match="concurrency"):
+        simulate_disaggregated(s, hw, PRE, DEC, FP8, k, concurrency=0, isl=100, osl=10, prefill_workers=1,
+                               decode_workers=1)
+    with pytest.raises(FactoryplanError, match="pp = 1 only"):
+        simulate_disaggregated(s, hw, Parallel(tp=2, pp=2), DEC, FP8, k, concurrency=4, isl=100, osl=10,
+                               prefill_workers=1, decode_workers=1)
+    s405 = serving_setup(catalog, "llama-3.1-405b", "h200-sxm")[0]
+    with pytest.raises(FactoryplanError, match="does not fit"):
+        simulate_disaggregated(s405, hw, Parallel(tp=1), Parallel(tp=1), FP8, k,
+                               concurrency=4, isl=100, osl=10, prefill_workers=1, decode_workers=1)
