@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -22,6 +24,7 @@ from factoryplan.perf.inference import (
     ModelShape,
     Parallel,
     Precision,
+    iteration,
     shape_of,
     splits_evenly,
 )
@@ -90,6 +93,20 @@ def test_disaggregation_is_considered(catalog: Catalog) -> None:
     dis = plan_capacity(s, hw, FP8, k, d, modes=("disaggregated",))
     assert dis.mode == "disaggregated" and dis.prefill_gpus + dis.decode_gpus == dis.gpus
     assert dis.ttft_s <= d.ttft_s and dis.tpot_s <= d.tpot_s
+
+
+def test_prefill_pool_batches_short_prompts(catalog: Catalog) -> None:
+    """Short prompts share a prefill pass (up to the token budget): the pool needs fewer GPUs than
+    one prompt per pass at 90% busy would; TTFT carries the engine's per-request latency, as
+    aggregated serving does."""
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    d = Demand(requests_per_s=100, isl=1000, osl=300, ttft_s=2.0, tpot_s=0.050)
+    dis = plan_capacity(s, hw, FP8, k, d, modes=("disaggregated",))
+    tp = int(dis.config.split()[1][2:])
+    one = float(iteration(s, hw, Parallel(tp=tp), FP8, k, decode_seqs=0.0, ctx=1000.0, prompts=1.0,
+                          prompt_len=1000.0).total)
+    assert dis.prefill_gpus < math.ceil(d.requests_per_s * one / 0.9) * tp
+    assert dis.ttft_s >= k.request_overhead_s + one
 
 
 def test_infeasible_targets_name_the_best_reachable(catalog: Catalog) -> None:

@@ -18,7 +18,7 @@ from factoryplan.perf.inference import (
     kv_bytes_per_sequence_per_gpu,
     weight_bytes_per_gpu,
 )
-from factoryplan.perf.serving import _prefill_passes, disaggregated, memory, serve
+from factoryplan.perf.serving import _prefill_passes, memory, serve
 
 from .conftest import serving_setup
 
@@ -131,19 +131,6 @@ def test_sglang_pauses_decoding_for_prefill(catalog: Catalog) -> None:
     assert not k.mixes_prefill
     r = serve(s, hw, Parallel(tp=4), FP8, k, concurrency=64, isl=4096, osl=256)
     assert float(r.tpot_s) > float(r.decode_step_s)
-
-
-def test_disaggregated_pools(catalog: Catalog) -> None:
-    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
-    d = disaggregated(s, hw, Parallel(tp=2), Parallel(tp=4), FP8, k, k, requests_per_s=np.array([1.0, 10.0, 100.0]),
-                      isl=4000, osl=500, decode_batch=64)
-    p_rep, d_rep = np.asarray(d.prefill_replicas), np.asarray(d.decode_replicas)
-    assert np.all(np.diff(p_rep) >= 0) and np.all(np.diff(d_rep) >= 0)
-    assert np.all(np.asarray(d.prefill_utilization) <= 0.7 + 1e-9)
-    assert np.allclose(np.asarray(d.gpus), p_rep * 2 + d_rep * 4)
-    # decode pool throughput covers the demand
-    agg = serve(s, hw, Parallel(tp=4), FP8, k, concurrency=64, isl=4000, osl=500)
-    assert float(np.asarray(d.tpot_s)) < float(agg.tpot_s)  # no prefill interference in the decode pool
 
 
 def _steps(s: ModelShape, hw: Hardware, k: Constants, par: Parallel, isl: float, ctx: float,

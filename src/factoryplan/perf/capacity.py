@@ -8,9 +8,11 @@ concurrencies, and evaluated in one vectorized pass of :func:`factoryplan.perf.s
 * **aggregated**: for each layout, the largest concurrency whose TTFT and TPOT meet the targets
   (and that the KV cache holds without queueing) sets a replica's request rate; replicas are
   ``ceil(peak rate / replica rate)``.
-* **disaggregated**: a prefill pool sized so that the M/D/1 wait keeps TTFT within target and a
-  decode pool whose batch keeps TPOT within target (no prefill interference), each pool with its
-  own best layout (:func:`factoryplan.perf.serving.disaggregated`).
+* **disaggregated**: a prefill pool whose replicas batch the prompts that arrive during a pass
+  and are busy enough for the wait to keep TTFT within target, and a decode pool whose batch keeps
+  TPOT within target (no prefill interference), each pool with its own best layout; the queueing
+  is the form :func:`factoryplan.perf.serving.closed_loop_disaggregated` uses (checked against an
+  event-by-event simulation, ``benchmarks/disagg_sim.py``), for open-loop (Poisson) arrivals.
 
 The plan with the fewest GPUs wins (ties: fewer systems, then higher tokens/s per GPU). Power is
 the systems' maximum power per GPU; tokens/s per MW divides by it.
@@ -31,6 +33,7 @@ from factoryplan.perf.inference import (
     Array,
     BoolArray,
     Constants,
+    FloatOrArray,
     Hardware,
     ModelShape,
     Parallel,
@@ -236,18 +239,37 @@ def _prefill_pool(
 ) -> tuple[float, int, float]:
     """(GPUs, layout index, TTFT) of the smallest prefill pool meeting the TTFT target.
 
-    A prompt takes ``P`` alone; at utilization ``u`` it waits ``u·P/(2(1-u))`` (M/D/1) and its KV
-    cache crosses the scale-out network to the decode pool.
+    A pass carries up to ``B`` prompts (the token budget's worth on each attention-DP rank), ``t_p(b)``
+    for ``b``; a pool is sized so that its replicas are ``u`` busy against full passes,
+    ``n = λ·t_p(B)/(B·u)``. A replica takes the ``b = λ_r·t_p(b)`` prompts that arrived during the
+    last pass (at least one), is busy ``ρ = λ_r·t_p(b)/b`` of the time, and a prompt waits for the
+    pass in flight and, as full passes fill, for more: ``ρ·t_p(b)/(2(1 - u))`` (M/D/1, Poisson
+    arrivals, when one prompt fills a pass; the form :func:`~factoryplan.perf.serving.
+    closed_loop_disaggregated` is checked with against an event-by-event simulation). TTFT adds the
+    engine's per-request latency, as aggregated serving does, and the KV cache crossing the
+    scale-out network to the decode pool.
     """
     par = lay.par()
     pp = np.asarray(par.pp, dtype=float)
-    p = np.asarray(iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=d.isl, prompts=1.0, prompt_len=d.isl).total)
-    p = p * pp
+    full = np.maximum(np.floor(k.token_budget / d.isl), 1.0) * np.asarray(par.dp, dtype=float)
+
+    def t_pass(b: FloatOrArray) -> Array:
+        t = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=d.isl, prompts=b, prompt_len=d.isl).total
+        return np.asarray(np.asarray(t, dtype=np.float64) * pp, dtype=np.float64)
+
+    t_full = t_pass(full)
     transfer = np.asarray(kv_bytes_per_sequence_per_gpu(s, par, prec.kv, d.isl)) / np.asarray(hw.nic_bytes_s)
     fits = np.asarray(memory(s, hw, par, prec, k, d.isl, 1.0).fits, dtype=bool)
     u = DISAGG_PREFILL_UTILIZATION[:, None]
-    ttft = p + u * p / (2.0 * (1.0 - u)) + transfer
-    replicas = np.maximum(np.ceil(d.requests_per_s * p / u), 1.0)
+    replicas = np.maximum(np.ceil(d.requests_per_s * t_full / (full * u)), 1.0)
+    lam = d.requests_per_s / replicas
+    load = lam * t_full / full
+    t_p = t_pass(np.ones_like(load))
+    for _ in range(4):  # the gated batch: what arrives during one pass
+        b = np.clip(lam * t_p, 1.0, full)
+        t_p = t_pass(b)
+    rho = np.minimum(lam * t_p / b, 1.0)
+    ttft = k.request_overhead_s + t_p + rho * t_p / (2.0 * (1.0 - np.minimum(load, 0.95))) + transfer
     gpus = np.where(fits & (ttft <= d.ttft_s), replicas * np.asarray(par.gpus(), dtype=float), np.inf)
     flat = int(np.argmin(gpus))
     ui, li = divmod(flat, len(lay))

@@ -53,9 +53,9 @@ allocate as tokens arrive), capped by the engine's batch limit.
 Pipeline parallelism: ``pp`` micro-batches keep the stages busy; a token passes every stage in turn.
 
 Disaggregated serving (DistServe, Zhong et al. 2024; Splitwise, Patel et al. 2024) runs prompts
-on a prefill pool and decoding on a decode pool; :func:`disaggregated` sizes the pools for a
-request rate, :func:`closed_loop_disaggregated` predicts a deployment of given worker counts under
-closed-loop users (measured disaggregated points).
+on a prefill pool and decoding on a decode pool: :func:`closed_loop_disaggregated` predicts a
+deployment of given worker counts under closed-loop users (measured disaggregated points); the
+capacity planner sizes the pools for a request rate (:mod:`factoryplan.perf.capacity`).
 """
 
 from __future__ import annotations
@@ -211,55 +211,6 @@ def serve(
 def memory_gib(x: FloatOrArray) -> FloatOrArray:
     """Bytes to GiB (reports show GPU memory in GiB, the unit the tools print)."""
     return np.asarray(x, dtype=float) / GIB
-
-
-@dataclass(frozen=True)
-class Disaggregated:
-    """A prefill pool and a decode pool sized for a request rate."""
-
-    prefill_replicas: FloatOrArray
-    decode_replicas: FloatOrArray
-    gpus: FloatOrArray
-    ttft_s: FloatOrArray
-    tpot_s: FloatOrArray
-    decode_batch: FloatOrArray
-    prefill_utilization: FloatOrArray
-    output_tokens_per_s_per_gpu: FloatOrArray
-
-
-def disaggregated(
-    s: ModelShape, hw: Hardware, prefill_par: Parallel, decode_par: Parallel, prec: Precision,
-    kp: Constants, kd: Constants, *, requests_per_s: FloatOrArray, isl: FloatOrArray, osl: FloatOrArray,
-    decode_batch: FloatOrArray, max_prefill_utilization: float = 0.7,
-) -> Disaggregated:
-    """Pools for ``requests_per_s``: prefill replicas at most ``max_prefill_utilization`` busy,
-    decode replicas each running ``decode_batch`` sequences.
-
-    Prefill: one prompt takes ``P`` alone; a replica is busy ``λ_r·P`` of the time and a prompt
-    waits ``ρ·P / (2(1-ρ))`` on average (M/D/1, Pollaczek-Khinchine). The KV cache moves to the
-    decode pool over the scale-out network (``kv / NIC bandwidth``). Decode: ``TPOT = t_dec(batch)``
-    with no prefill interference; a replica completes ``batch / (OSL·TPOT)`` requests/s.
-    """
-    isl_f, osl_f = np.asarray(isl, dtype=float), np.maximum(np.asarray(osl, dtype=float), 1.0)
-    lam = np.asarray(requests_per_s, dtype=float)
-    p = iteration(s, hw, prefill_par, prec, kp, decode_seqs=0.0, ctx=isl_f, prompts=1.0, prompt_len=isl_f).total
-    p = p * np.asarray(prefill_par.pp, dtype=float)
-    n_p = np.maximum(np.ceil(lam * p / max_prefill_utilization), 1.0)
-    rho = lam * p / n_p
-    kv_seq = kv_bytes_per_sequence_per_gpu(s, prefill_par, prec.kv, isl_f)
-    transfer = kv_seq / hw.nic_bytes_s
-    ttft = p + rho * p / (2.0 * (1.0 - rho)) + transfer
-    micro = np.asarray(decode_batch, dtype=float) / np.asarray(decode_par.pp, dtype=float)
-    t_dec = iteration(s, hw, decode_par, prec, kd, decode_seqs=micro, ctx=isl_f + osl_f / 2.0).total
-    t_dec = t_dec * np.asarray(decode_par.pp, dtype=float)
-    per_replica = np.asarray(decode_batch, dtype=float) / (osl_f * t_dec)
-    n_d = np.maximum(np.ceil(lam / per_replica), 1.0)
-    gpus = n_p * prefill_par.gpus() + n_d * decode_par.gpus()
-    return Disaggregated(
-        prefill_replicas=n_p, decode_replicas=n_d, gpus=gpus, ttft_s=ttft, tpot_s=t_dec,
-        decode_batch=np.asarray(decode_batch, dtype=float), prefill_utilization=rho,
-        output_tokens_per_s_per_gpu=lam * osl_f / gpus,
-    )
 
 
 @dataclass(frozen=True)
