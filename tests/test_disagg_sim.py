@@ -76,6 +76,19 @@ def test_closed_form_follows_the_simulation(catalog: Catalog, conc: int, isl: in
     assert abs(np.log(float(cf.ttft_s) / sim.ttft_s)) < 0.5
 
 
+def test_prefill_batch_limit_caps_the_pass(catalog: Catalog) -> None:
+    """A prefill worker limited to one prompt per pass (a measured row's prefill_batch_size) serves
+    short prompts more slowly than one that fills the token budget, in both forms."""
+    s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
+    args = {"concurrency": 256, "isl": 1000, "osl": 100, "prefill_workers": 1, "decode_workers": 2}
+    one = simulate_disaggregated(s, hw, PRE, DEC, FP8, k, prefill_batch_max=1, **args)
+    full = simulate_disaggregated(s, hw, PRE, DEC, FP8, k, **args)
+    assert one.prompts_per_pass == 1.0 and full.prompts_per_pass > 4
+    assert one.output_tokens_per_s < 0.8 * full.output_tokens_per_s
+    cf_one = closed_loop_disaggregated(s, hw, PRE, DEC, FP8, k, prefill_batch_max=1, **args)
+    assert float(cf_one.output_tokens_per_s) == pytest.approx(one.output_tokens_per_s, rel=0.03)
+
+
 def test_bad_input_is_refused(catalog: Catalog) -> None:
     s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
     with pytest.raises(FactoryplanError, match="concurrency"):

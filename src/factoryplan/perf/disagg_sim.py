@@ -11,8 +11,8 @@ queueing approximations differ.
 
 **Deployment.** Requests reach one first-come first-served prefill queue (a disaggregated router's
 shared queue: whichever prefill worker is free pulls next). A free prefill worker takes up to
-``floor(budget/ISL)·dp`` waiting prompts into one pass of ``t_p(b)``; their first tokens are out
-when the pass ends (the TTFT). Each sequence's KV cache then travels to a decode worker (the
+``floor(budget/ISL)·dp`` waiting prompts (within its batch limit) into one pass of ``t_p(b)``;
+their first tokens are out when the pass ends (the TTFT). Each sequence's KV cache then travels to a decode worker (the
 closed form's transfer time, over the NIC) and joins the worker with the fewest sequences, running
 or waiting. A decode worker iterates while it has sequences: at the start of an iteration it admits
 waiting ones up to its capacity (KV cache and batch limit), the iteration takes ``t_dec(n)`` at the
@@ -74,9 +74,10 @@ class _Times:
 
 def _times(
     s: ModelShape, hw: Hardware, pre: Parallel, dec: Parallel, prec: Precision, k: Constants, isl: int, osl: int,
-    decode_batch_max: float,
+    decode_batch_max: float, prefill_batch_max: float = math.inf,
 ) -> _Times:
-    per_pass = max(int(k.token_budget // isl), 1) * int(np.asarray(pre.dp))
+    per_rank = max(min(int(k.token_budget // isl), prefill_batch_max), 1)
+    per_pass = int(per_rank) * int(np.asarray(pre.dp))
     mem_d = memory(s, hw, dec, prec, k, float(isl), float(osl))
     cap = int(max(min(float(np.asarray(mem_d.max_concurrency)), decode_batch_max * float(np.asarray(dec.dp))), 1.0))
     b = np.arange(per_pass + 1, dtype=float)
@@ -198,10 +199,11 @@ class _Deployment:
 def simulate_disaggregated(
     s: ModelShape, hw: Hardware, prefill_par: Parallel, decode_par: Parallel, prec: Precision, k: Constants, *,
     concurrency: int, isl: int, osl: int, prefill_workers: int, decode_workers: int,
-    decode_batch_max: float = math.inf, warmup_cycles: float = 3.0, cycles: float = 5.0, jitter: float = 0.0,
-    seed: int = 0,
+    decode_batch_max: float = math.inf, prefill_batch_max: float = math.inf, warmup_cycles: float = 3.0,
+    cycles: float = 5.0, jitter: float = 0.0, seed: int = 0,
 ) -> DisaggSimResult:
-    """Simulate ``concurrency`` closed-loop users of a disaggregated deployment (module docstring)."""
+    """Simulate ``concurrency`` closed-loop users of a disaggregated deployment (module docstring);
+    ``decode_batch_max``/``prefill_batch_max``: the workers' batch limits per attention-DP rank."""
     for name, value in (("concurrency", concurrency), ("isl", isl), ("osl", osl),
                         ("prefill_workers", prefill_workers), ("decode_workers", decode_workers)):
         if value < 1:
@@ -213,10 +215,10 @@ def simulate_disaggregated(
     ref = closed_loop_disaggregated(
         s, hw, prefill_par, decode_par, prec, k, concurrency=float(concurrency), isl=float(isl), osl=float(osl),
         prefill_workers=float(prefill_workers), decode_workers=float(decode_workers),
-        decode_batch_max=decode_batch_max)
+        decode_batch_max=decode_batch_max, prefill_batch_max=prefill_batch_max)
     if not bool(np.asarray(ref.fits)):
         raise FactoryplanError("the model does not fit the prefill or decode workers", field="par")
-    times = _times(s, hw, prefill_par, decode_par, prec, k, isl, osl, decode_batch_max)
+    times = _times(s, hw, prefill_par, decode_par, prec, k, isl, osl, decode_batch_max, prefill_batch_max)
     cycle = concurrency * osl / float(np.asarray(ref.output_tokens_per_s))
     start = k.request_overhead_s + warmup_cycles * cycle
     dep = _Deployment(times, concurrency, osl, k.request_overhead_s, (start, start + cycles * cycle), cycle, jitter,

@@ -229,7 +229,7 @@ def closed_loop_disaggregated(
     s: ModelShape, hw: Hardware, prefill_par: Parallel, decode_par: Parallel, prec: Precision, k: Constants, *,
     concurrency: FloatOrArray, isl: FloatOrArray, osl: FloatOrArray, prefill_workers: FloatOrArray,
     decode_workers: FloatOrArray, decode_batch_max: FloatOrArray = np.inf, burst: bool | FloatOrArray = False,
-    iterations: int = 40,
+    prefill_batch_max: FloatOrArray = np.inf, iterations: int = 40,
 ) -> DisaggregatedLoop:
     """TTFT, TPOT and throughput of ``n_p`` prefill and ``n_d`` decode workers serving ``C`` users
     who each send their next request when the last one ends (a measured disaggregated point).
@@ -237,7 +237,8 @@ def closed_loop_disaggregated(
     A fixed point over the cycle ``T = TTFT + (OSL-1)·TPOT`` of one request, ``λ = C/T``:
 
     * prefill: each worker sees ``λ_w = λ/n_p`` prompts/s; a pass takes the ``b = λ_w·t_p(b)``
-      that arrived during the last one (at least 1, at most ``B``, the token budget's worth); ``ρ =
+      that arrived during the last one (at least 1, at most ``B``: the token budget's worth, within
+      ``prefill_batch_max``, on each attention-DP rank); ``ρ =
       λ_w·t_p(b)/b`` the share of time it is busy. A prompt waits for the pass in flight and, as
       full batches fill, for more: ``a·ρ·t_p(b)/(2(1 - λ_w·t_p(B)/B))`` (M/D/1 when ``B = 1``; ``a``
       the same closed-loop factor as aggregated serving), capped at what a closed loop can queue:
@@ -266,7 +267,8 @@ def closed_loop_disaggregated(
     mem_d = memory(s, hw, decode_par, prec, k, isl_f, osl_f)
     cap = np.maximum(np.minimum(mem_d.max_concurrency, np.asarray(decode_batch_max, dtype=float)
                                 * np.asarray(decode_par.dp, dtype=float)), 1.0)
-    per_pass = np.maximum(np.floor(k.token_budget / isl_f), 1.0) * np.asarray(prefill_par.dp, dtype=float)
+    per_rank = np.minimum(np.maximum(np.floor(k.token_budget / isl_f), 1.0), np.asarray(prefill_batch_max, dtype=float))
+    per_pass = np.maximum(per_rank, 1.0) * np.asarray(prefill_par.dp, dtype=float)
     pp_p, pp_d = np.asarray(prefill_par.pp, dtype=float), np.asarray(decode_par.pp, dtype=float)
 
     def prefill(b: FloatOrArray) -> Array:

@@ -34,7 +34,8 @@ Mapping rules (the same for every row, stated here once):
   whole group by expert tensor parallelism, as the engines do.
 * disaggregated rows (``mode`` disagg): the ``prefill_*`` and ``decode_*`` columns give each
   side's parallelism (with the same repairs), ``prefill_num_workers``/``decode_num_workers`` the
-  worker counts and ``decode_batch_size`` the decode workers' batch limit per attention-DP rank;
+  worker counts, ``decode_batch_size`` and ``prefill_batch_size`` the workers' batch limits per
+  attention-DP rank;
   concurrency as above, else every decode slot. They are predicted by
   :func:`~factoryplan.perf.serving.closed_loop_disaggregated`; the calibration set has none, so
   those predictions rest on the aggregated calibration alone.
@@ -140,6 +141,7 @@ class Disagg:
     prefill_workers: int
     decode_workers: int
     decode_batch: int  # the decode workers' batch limit per attention-DP rank
+    prefill_batch: float = float("inf")  # the prefill workers' batch limit per attention-DP rank
 
 
 @dataclass
@@ -255,7 +257,8 @@ def _disaggregated(
     dec, r1 = _parallel(dec_row, moe, domain, conc / workers)
     pre, r2 = _parallel(pre_row, moe, domain, float(_int(pre_row["batch_size"])))
     disagg = Disagg(prefill=pre, prefill_workers=_int(row.get("prefill_num_workers", "")), decode_workers=workers,
-                    decode_batch=_int(dec_row["batch_size"]))
+                    decode_batch=_int(dec_row["batch_size"]),
+                    prefill_batch=float(_int(pre_row["batch_size"])) if pre_row["batch_size"].strip() else float("inf"))
     repair = "; ".join(f"{side}: {r}" for side, r in (("decode", r1), ("prefill", r2)) if r)
     return dec, disagg, conc, repair
 
@@ -517,6 +520,7 @@ def _predict_disaggregated(
         osl=_as_array(p.osl for p in pts), prefill_workers=_as_array(d.prefill_workers for d in sides),
         decode_workers=_as_array(d.decode_workers for d in sides),
         decode_batch_max=_as_array(d.decode_batch for d in sides),
+        prefill_batch_max=_as_array(d.prefill_batch for d in sides),
         burst=_as_array(1.0 if p.source != "published" else 0.0 for p in pts),
     )
     ttft, tpot = np.asarray(res.ttft_s) * 1e3, np.asarray(res.tpot_s) * 1e3
