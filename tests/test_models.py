@@ -35,6 +35,8 @@ CATALOG_CONFIGS = {
     "llama-2-70b": "meta-llama--Llama-2-70b-hf_config.json",
     "qwen3-8b": "Qwen--Qwen3-8B_config.json",
     "qwen3-14b": "Qwen--Qwen3-14B_config.json",
+    "qwen3-4b": "Qwen--Qwen3-4B_config.json",
+    "qwen2.5-72b": "Qwen--Qwen2.5-72B-Instruct_config.json",
     "qwen3-32b": "Qwen--Qwen3-32B_config.json",
     "qwen3-235b-a22b": "Qwen--Qwen3-235B-A22B-FP8_config.json",
     "qwen3-coder-480b-a35b": "Qwen--Qwen3-Coder-480B-A35B-Instruct_config.json",
@@ -47,6 +49,7 @@ CATALOG_CONFIGS = {
     "gpt-oss-120b": "openai--gpt-oss-120b_config.json",
     "gpt-oss-20b": "openai--gpt-oss-20b_config.json",
     "mixtral-8x7b": "mistralai--Mixtral-8x7B-v0.1_config.json",
+    "mixtral-8x22b": "mistralai--Mixtral-8x22B-v0.1_config.json",
     "minimax-m2.5": "MiniMaxAI--MiniMax-M2.5_config.json",
     "kimi-k2.5": "moonshotai--Kimi-K2.5_config.json",
     "qwen3.5-397b-a17b": "Qwen--Qwen3.5-397B-A17B_config.json",
@@ -56,6 +59,7 @@ CATALOG_CONFIGS = {
 # Whether the authors' active count includes the input embedding table (see params_active).
 ACTIVE_WITH_EMBEDDING = {
     "mixtral-8x7b": True,  # 12.9B: 12.88B with, 12.75B without
+    "mixtral-8x22b": False,  # 39B: 38.96B without, 39.16B with
     "qwen3-235b-a22b": True,  # 22B: 22.19B with, 21.57B without
     "qwen3-30b-a3b": True,  # 3.3B: 3.35B with, 3.04B without
     "qwen3-coder-480b-a35b": True,  # 35B: 35.47B with, 34.54B without

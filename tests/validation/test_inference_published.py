@@ -38,6 +38,7 @@ from factoryplan.validation.inference import (
     implied_output_tokens_per_s,
     load_measured,
     load_published,
+    model_id,
     predict,
 )
 
@@ -197,3 +198,22 @@ def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
     row = {**row, "moe_tp_size": "", "moe_ep_size": ""}
     par, repair = vi._parallel(row, True, 8, vi._concurrency(row))
     assert (par.tp * par.dp, par.moe_tp * par.ep) == (4, 4) and repair.startswith("(e)")
+
+
+@pytest.mark.parametrize(("repo", "expected"), [
+    ("nvidia/DeepSeek-R1-0528-FP4", "deepseek-r1"),
+    ("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "qwen3-235b-a22b"),
+    ("zai-org/GLM-4.6-FP8", "glm-4.5"),
+    ("moonshotai/Kimi-K2-Instruct", "kimi-k2.5"),
+    ("Qwen/Qwen3-Coder-30B-A3B-Instruct", "qwen3-30b-a3b"),
+    ("deepseek-ai/DeepSeek-R1-Distill-Llama-70B", "llama-3.3-70b"),
+    ("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "llama-3.1-8b"),
+    ("mistralai/Mixtral-8x22B-Instruct-v0.1", "mixtral-8x22b"),
+    ("Qwen/Qwen2.5-72B-Instruct", "qwen2.5-72b"),
+    ("zai-org/GLM-4.5-Air", None),  # another architecture: 46 layers, 128 experts
+    ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", None),  # Qwen2.5-32B, not in the catalog
+])
+def test_repository_names_map_to_catalog_architectures(repo: str, expected: str | None) -> None:
+    """A data set's model repository maps onto the catalog entry with its architecture (variant
+    suffixes stripped, releases of the same architecture mapped), or to none."""
+    assert model_id(load_catalog(), repo) == expected

@@ -167,6 +167,8 @@ ARCH_EQUIVALENT = {
     "deepseek-v3.2-speciale": "deepseek-v3.2",  # the same checkpoint layout (685B with the MTP layer)
     "glm-4.6": "glm-4.5", "glm-4.7": "glm-4.5",  # Glm4MoeForCausalLM: 92 layers, 160 experts (not -Air, -Flash)
     "qwen3-coder-30b-a3b": "qwen3-30b-a3b",  # 48 layers, 128 experts of 768; 30.5B, 3.3B active
+    "deepseek-r1-distill-llama-70b": "llama-3.3-70b",  # fine-tuned from Llama-3.3-70B-Instruct
+    "deepseek-r1-distill-llama-8b": "llama-3.1-8b",  # fine-tuned from Llama-3.1-8B
 }
 
 
