@@ -77,7 +77,7 @@ def test_user_error_is_one_line_and_nonzero(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nregion: kr\nworkloadz: []\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "factoryplan.cli", "plan", str(bad)], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "factoryplan", "plan", str(bad)], capture_output=True, text=True, check=False
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
