@@ -11,9 +11,15 @@ points where the two differ most.
 Grid: llama-3.1-70b, qwen3-32b and qwen3-235b-a22b at FP8 on h200-sxm, deepseek-r1 with 8-GPU workers;
 prefill and decode workers of TP 2/4/8 (the smallest that fits, and twice that), 1-2 prefill and
 1-2 decode workers; ISL 1024/4096/8192; OSL 128/1024; C 8/32/128/512. ``--jitter`` draws each
-request's latency within ``±jitter`` of its mean. About three minutes on two cores:
+request's latency within ``±jitter`` of its mean.
 
-    .venv/bin/python benchmarks/disagg_sim.py [--jitter 0.5] [--worst 8]
+Then the capacity planner's prefill replica under Poisson arrivals (``capacity.prefill_queue``, the
+wait of :func:`factoryplan.perf.serving.batched_prefill_wait`) against an event-by-event simulation
+of one replica (``disagg_sim.simulate_prefill_replica``, 20,000 prompts): ``log(formula/sim)`` of a
+prompt's wait plus pass, by the replica's load against full passes (0.1-0.9), over five layouts of
+three models and ISL 256-8192 (1 to 256 prompts a pass). About three minutes on two cores in all:
+
+    .venv/bin/python benchmarks/disagg_sim.py [--jitter 0.5] [--worst 8] [--open-only]
 """
 
 from __future__ import annotations
@@ -27,10 +33,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from factoryplan.catalog.load import load_catalog
+from factoryplan.catalog.load import Catalog, load_catalog
 from factoryplan.catalog.models import resolve_model
-from factoryplan.perf.disagg_sim import simulate_disaggregated
-from factoryplan.perf.inference import Parallel, Precision, constants_from_catalog, hardware_of, shape_of
+from factoryplan.perf.capacity import prefill_queue
+from factoryplan.perf.disagg_sim import simulate_disaggregated, simulate_prefill_replica
+from factoryplan.perf.inference import (
+    FloatOrArray,
+    Parallel,
+    Precision,
+    constants_from_catalog,
+    hardware_of,
+    iteration,
+    shape_of,
+)
 from factoryplan.perf.serving import closed_loop_disaggregated, memory
 
 MODELS = ("llama-3.1-70b", "qwen3-32b", "qwen3-235b-a22b", "deepseek-r1")
@@ -50,8 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     ap.add_argument("--jitter", type=float, default=0.0)
     ap.add_argument("--worst", type=int, default=8)
+    ap.add_argument("--open-only", action="store_true", help="only the prefill replica under Poisson arrivals")
     args = ap.parse_args(argv)
     cat = load_catalog()
+    open_loop(cat)
+    if args.open_only:
+        return 0
     hw = hardware_of(cat.accelerators["h200-sxm"], cat.systems["hgx-h200"])
     k = constants_from_catalog(cat, "trtllm")
     rows: list[tuple[str, str, float, float, float, float]] = []
@@ -89,6 +108,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in sorted(rows, key=lambda r: -abs(r[2]))[:args.worst]:
         print(f"  {r[1]}: TTFT {r[2]:+.2f} TPOT {r[3]:+.2f} throughput {r[4]:+.2f} (sim TTFT {r[5] * 1e3:.0f} ms)")
     return 0
+
+
+def open_loop(cat: Catalog) -> None:
+    """The planner's prefill replica against the simulated one, by load."""
+    hw = hardware_of(cat.accelerators["h200-sxm"], cat.systems["hgx-h200"])
+    k = constants_from_catalog(cat, "trtllm")
+    cases = (("llama-3.1-70b", Parallel(tp=2)), ("llama-3.1-70b", Parallel(tp=8)),
+             ("deepseek-r1", Parallel(tp=8, moe_tp=1, ep=8)), ("deepseek-r1", Parallel(tp=1, dp=8, moe_tp=1, ep=8)),
+             ("qwen3-32b", Parallel(tp=1)))
+    by_load: dict[float, list[float]] = defaultdict(list)
+    for model, par in cases:
+        s = shape_of(resolve_model(cat, model))
+        for isl in (256, 1024, 2048, 4096, 8192):
+            full = int(max(k.token_budget // isl, 1) * float(np.asarray(par.dp)))
+            sizes = np.arange(full + 1, dtype=float)
+            table = np.asarray(iteration(s, hw, par, FP8, k, decode_seqs=0.0, ctx=float(isl), prompts=sizes,
+                                         prompt_len=float(isl)).total, dtype=float)
+
+            def t_pass(b: FloatOrArray, sizes: np.ndarray = sizes, table: np.ndarray = table) -> np.ndarray:
+                return np.asarray(np.interp(b, sizes, table), dtype=np.float64)
+
+            for load in (0.1, 0.3, 0.5, 0.7, 0.8, 0.9):
+                rate = load * full / table[full]
+                t_p, wait = prefill_queue(t_pass, float(full), rate)
+                w_sim, p_sim, _ = simulate_prefill_replica(table.tolist(), full, rate, seed=1)
+                by_load[load].append(float(np.log(float(t_p + wait) / (w_sim + p_sim))))
+    every = np.concatenate([np.asarray(v) for v in by_load.values()])
+    print(f"prefill replica, Poisson arrivals: {len(every)} points, log(formula/sim) of wait + pass "
+          f"{every.mean():+.3f} (sd {every.std():.3f}, largest {np.abs(every).max():.2f})")
+    print("  " + "  ".join(f"load {u:.1f}: {np.mean(v):+.3f} ({np.std(v):.3f})" for u, v in by_load.items()))
 
 
 def _lay(p: Parallel) -> str:

@@ -24,6 +24,7 @@ GPU and tokens/s per user (``1/TPOT``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -42,7 +43,7 @@ from factoryplan.perf.inference import (
     kv_bytes_per_sequence_per_gpu,
     splits_evenly,
 )
-from factoryplan.perf.serving import memory, serve
+from factoryplan.perf.serving import batched_prefill_wait, memory, serve
 
 CONCURRENCY_GRID = np.unique(np.round(np.geomspace(1, 4096, 49)))
 DISAGG_PREFILL_UTILIZATION = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
@@ -257,23 +258,35 @@ def _prefill_pool(
         t = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=d.isl, prompts=b, prompt_len=d.isl).total
         return np.asarray(np.asarray(t, dtype=np.float64) * pp, dtype=np.float64)
 
-    t_full = t_pass(full)
     transfer = np.asarray(kv_bytes_per_sequence_per_gpu(s, par, prec.kv, d.isl)) / np.asarray(hw.nic_bytes_s)
     fits = np.asarray(memory(s, hw, par, prec, k, d.isl, 1.0).fits, dtype=bool)
     u = DISAGG_PREFILL_UTILIZATION[:, None]
-    replicas = np.maximum(np.ceil(d.requests_per_s * t_full / (full * u)), 1.0)
-    lam = d.requests_per_s / replicas
-    load = lam * t_full / full
-    t_p = t_pass(np.ones_like(load))
-    for _ in range(4):  # the gated batch: what arrives during one pass
-        b = np.clip(lam * t_p, 1.0, full)
-        t_p = t_pass(b)
-    rho = np.minimum(lam * t_p / b, 1.0)
-    ttft = k.request_overhead_s + t_p + rho * t_p / (2.0 * (1.0 - np.minimum(load, 0.95))) + transfer
+    replicas = np.maximum(np.ceil(d.requests_per_s * t_pass(full) / (full * u)), 1.0)
+    t_p, wait = prefill_queue(t_pass, full, d.requests_per_s / replicas)
+    ttft = k.request_overhead_s + t_p + wait + transfer
     gpus = np.where(fits & (ttft <= d.ttft_s), replicas * np.asarray(par.gpus(), dtype=float), np.inf)
     flat = int(np.argmin(gpus))
     ui, li = divmod(flat, len(lay))
     return float(gpus[ui, li]), li, float(ttft[ui, li])
+
+
+def prefill_queue(
+    t_pass: Callable[[FloatOrArray], Array], full: FloatOrArray, rate: FloatOrArray
+) -> tuple[Array, Array]:
+    """(pass time, mean wait before the pass) of one prefill replica under Poisson arrivals of
+    ``rate`` prompts/s, each pass taking the prompts that arrived during the last one, up to ``full``:
+    the batch is ``b = rate·t_p(b)`` (at least 1, at most ``full``), the replica busy ``ρ =
+    rate·t_p(b)/b`` of the time, the wait :func:`~factoryplan.perf.serving.batched_prefill_wait`.
+    """
+    lam = np.asarray(rate, dtype=float)
+    t_full = t_pass(full)
+    t_p = t_pass(np.ones_like(lam * t_full))
+    b = np.ones_like(t_p)
+    for _ in range(12):  # the gated batch: what arrives during one pass
+        b = np.clip(lam * t_p, 1.0, full)
+        t_p = t_pass(b)
+    rho = np.minimum(lam * t_p / b, 1.0)
+    return t_p, batched_prefill_wait(t_p, t_full, rho, lam * t_full / full, full)
 
 
 def _disaggregated(

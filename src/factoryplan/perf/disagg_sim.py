@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -237,3 +238,35 @@ def simulate_disaggregated(
         prompts_per_pass=dep.prefilled / max(dep.passes, 1),
         requests=int(sel.sum()),
     )
+
+
+def simulate_prefill_replica(
+    pass_s: Sequence[float], full: int, rate: float, *, requests: int = 20_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """One prefill replica under Poisson arrivals of ``rate`` prompts/s: (mean wait before a prompt's
+    pass, mean pass time, busy share). A free replica takes every waiting prompt, up to ``full``, into
+    a pass of ``pass_s[b]`` seconds; an idle one starts on the next arrival. The first tenth of the
+    requests is discarded as warm-up. The open-loop check of the capacity planner's prefill queue."""
+    if rate <= 0 or full < 1 or requests < 10:
+        raise FactoryplanError("a positive rate, batch limit and at least 10 requests", field="rate", value=rate)
+    rng = np.random.default_rng(seed)
+    arrivals = np.cumsum(rng.exponential(1.0 / rate, requests)).tolist()
+    queue: deque[float] = deque()
+    waits, passes = [0.0] * requests, [0.0] * requests
+    t = busy = 0.0
+    i = served = 0  # arrivals queued, prompts served (first come, first served)
+    while i < requests or queue:
+        if not queue:
+            t = max(t, arrivals[i])
+        while i < requests and arrivals[i] <= t:
+            queue.append(arrivals[i])
+            i += 1
+        b = min(len(queue), full)
+        dt = pass_s[b]
+        for _ in range(b):
+            waits[served], passes[served] = t - queue.popleft(), dt
+            served += 1
+        busy += dt
+        t += dt
+    skip = requests // 10
+    return float(np.mean(waits[skip:])), float(np.mean(passes[skip:])), busy / t

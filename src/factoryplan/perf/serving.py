@@ -213,6 +213,24 @@ def memory_gib(x: FloatOrArray) -> FloatOrArray:
     return np.asarray(x, dtype=float) / GIB
 
 
+def batched_prefill_wait(
+    t_pass: FloatOrArray, t_full: FloatOrArray, busy: FloatOrArray, load: FloatOrArray, full: FloatOrArray
+) -> Array:
+    """Mean wait of a prompt before its pass on a prefill worker that takes every waiting prompt, up
+    to ``B = full``, into one pass (``t_pass`` the pass it gets, ``t_full`` a full one), Poisson arrivals.
+
+    ``W = (1 - 1/B)·ρ·t_pass/2 + r·t_full/(2B(1 - r))``: the rest of the pass in flight (busy share
+    ``ρ``) and the prompts left over when passes fill, whose count in heavy traffic is Kingman's
+    ``r/(2(1 - r))`` for a queue that serves ``B`` per pass (per-pass arrivals of variance ``r·B``,
+    drift ``-B(1 - r)``; ``r`` the load against full passes, at most 0.95). ``B = 1`` gives M/D/1.
+    Checked against an event-by-event simulation of one worker
+    (:func:`factoryplan.perf.disagg_sim.simulate_prefill_replica`, ``benchmarks/disagg_sim.py``).
+    """
+    b = np.maximum(np.asarray(full, dtype=float), 1.0)
+    r = np.clip(np.asarray(load, dtype=float), 0.0, 0.95)
+    return np.asarray((1.0 - 1.0 / b) * busy * t_pass / 2.0 + r * t_full / (2.0 * b * (1.0 - r)), dtype=np.float64)
+
+
 @dataclass(frozen=True)
 class DisaggregatedLoop:
     """A disaggregated deployment serving ``C`` closed-loop users (seconds, tokens/s)."""
@@ -240,8 +258,8 @@ def closed_loop_disaggregated(
       that arrived during the last one (at least 1, at most ``B``: the token budget's worth, within
       ``prefill_batch_max``, on each attention-DP rank); ``ρ =
       λ_w·t_p(b)/b`` the share of time it is busy. A prompt waits for the pass in flight and, as
-      full batches fill, for more: ``a·ρ·t_p(b)/(2(1 - λ_w·t_p(B)/B))`` (M/D/1 when ``B = 1``; ``a``
-      the same closed-loop factor as aggregated serving), capped at what a closed loop can queue:
+      full batches fill, for more (:func:`batched_prefill_wait`, M/D/1 when ``B = 1``), scaled by
+      ``a``, the same closed-loop factor as aggregated serving, and capped at what a closed loop can queue:
       the wait that saturates the prefill pool, ``C/μ_p`` less the rest of the cycle (``μ_p`` full
       batches), or one pass below that. ``TTFT = t_req + t_p(b) + wait`` (the prefill worker returns
       the first token);
@@ -253,8 +271,8 @@ def closed_loop_disaggregated(
 
     Checked against an event-by-event simulation of the same workers
     (:mod:`factoryplan.perf.disagg_sim`, ``benchmarks/disagg_sim.py``, 1,536 deployments): throughput
-    and TPOT agree within a few per cent; TTFT is 8% higher at light load, as high on average at
-    saturation, and ~27% higher at 50-95% prefill utilisation (fixed lengths let a simulated closed
+    and TPOT agree within a few per cent; TTFT is 9% higher at light load, as high on average at
+    saturation, and ~25% higher at 50-95% prefill utilisation (fixed lengths let a simulated closed
     loop space its arrivals evenly; measured runs vary more). Where the two pools' capacities are
     within a few per cent, the simulated queue may sit at the pool the closed form does not name.
     """
@@ -292,13 +310,13 @@ def closed_loop_disaggregated(
         b = np.clip(lam * t_p, 1.0, per_pass)  # a pass takes the prompts that arrived during the last
         t_p = prefill(b)
         rho = np.clip(lam * t_p / b, 0.0, 1.0)  # share of time the worker is busy
-        load = np.clip(lam * full / per_pass, 0.0, 0.95)  # against full batches
-        # the pass in flight at arrival, queueing beyond it as full batches fill (M/D/1 for one prompt
-        # per pass); a closed loop's queue holds at most its users: no longer than the wait that
-        # saturates the prefill pool (C/mu_p less the rest of the cycle), or one pass below that
+        # the batched-pass wait, scaled as aggregated serving's; a closed loop's queue holds at most its
+        # users: no longer than the wait that saturates the prefill pool (C/mu_p less the rest of the
+        # cycle), or one pass below that
         rest = k.request_overhead_s + t_p + steps * tpot
         ceiling = np.maximum(conc / mu_p - rest, k.prefill_queue_factor * t_p)
-        wait = np.minimum(k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - load)), ceiling)
+        wait = np.minimum(k.prefill_queue_factor * batched_prefill_wait(t_p, full, rho, lam * full / per_pass,
+                                                                        per_pass), ceiling)
         ttft = k.request_overhead_s + t_p + wait
         batch = np.clip(conc / cycle * steps * tpot / n_d, 1.0, cap)  # Little's law over the decode phase
         tpot = decode(batch) + transfer / steps
