@@ -18,8 +18,10 @@ on the calibration rows. The bounds below are what the engine reaches (measured,
 two of margin), so a regression fails them. TTFT of the measured set stays above its target: the
 harness starts every user at once and its runs differ in ways one mean-value model cannot follow
 (some engine versions keep users in lockstep, some add ~100 ms per request, some points queue for
-the KV cache); nine gpt-oss vLLM points at concurrency 512 report a TPOT that 512 running
-sequences cannot reach and account for 1.7 points of the TPOT MAPE.
+the KV cache); the nine gpt-oss vLLM points at concurrency 512 (December 2025 runs) account for
+1.7 points of the TPOT MAPE: by Little's law on their own TTFT and TPOT about 100 requests were in
+flight whatever the layout and lengths (96-106), a client that kept at most ~100 requests open (as
+aiohttp's default connection limit does), so most of the 512 users waited outside the engine.
 """
 
 from __future__ import annotations
