@@ -242,13 +242,9 @@ def _prefill_pool(
 
     A pass carries up to ``B`` prompts (the token budget's worth on each attention-DP rank), ``t_p(b)``
     for ``b``; a pool is sized so that its replicas are ``u`` busy against full passes,
-    ``n = λ·t_p(B)/(B·u)``. A replica takes the ``b = λ_r·t_p(b)`` prompts that arrived during the
-    last pass (at least one), is busy ``ρ = λ_r·t_p(b)/b`` of the time, and a prompt waits for the
-    pass in flight and, as full passes fill, for more: ``ρ·t_p(b)/(2(1 - u))`` (M/D/1, Poisson
-    arrivals, when one prompt fills a pass; the form :func:`~factoryplan.perf.serving.
-    closed_loop_disaggregated` is checked with against an event-by-event simulation). TTFT adds the
-    engine's per-request latency, as aggregated serving does, and the KV cache crossing the
-    scale-out network to the decode pool.
+    ``n = λ·t_p(B)/(B·u)``, and a prompt's pass and wait are :func:`prefill_queue`'s at ``λ/n``.
+    TTFT adds the engine's per-request latency, as aggregated serving does, and the KV cache
+    crossing the scale-out network to the decode pool.
     """
     par = lay.par()
     pp = np.asarray(par.pp, dtype=float)

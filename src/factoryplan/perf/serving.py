@@ -256,13 +256,13 @@ def closed_loop_disaggregated(
 
     * prefill: each worker sees ``λ_w = λ/n_p`` prompts/s; a pass takes the ``b = λ_w·t_p(b)``
       that arrived during the last one (at least 1, at most ``B``: the token budget's worth, within
-      ``prefill_batch_max``, on each attention-DP rank); ``ρ =
-      λ_w·t_p(b)/b`` the share of time it is busy. A prompt waits for the pass in flight and, as
-      full batches fill, for more (:func:`batched_prefill_wait`, M/D/1 when ``B = 1``), scaled by
-      ``a``, the same closed-loop factor as aggregated serving, and capped at what a closed loop can queue:
-      the wait that saturates the prefill pool, ``C/μ_p`` less the rest of the cycle (``μ_p`` full
-      batches), or one pass below that. ``TTFT = t_req + t_p(b) + wait`` (the prefill worker returns
-      the first token);
+      ``prefill_batch_max``, on each attention-DP rank); ``ρ = λ_w·t_p(b)/b`` the share of time it
+      is busy. A prompt waits for the pass in flight and, as full batches fill, for more
+      (:func:`batched_prefill_wait`, M/D/1 when ``B = 1``), scaled by ``a``, the same closed-loop
+      factor as aggregated serving, and capped at what a closed loop can queue: the wait that
+      saturates the prefill pool, ``C/μ_p`` less the rest of the cycle (``μ_p`` full batches), or
+      one pass below that. ``TTFT = t_req + t_p(b) + wait`` (the prefill worker returns the first
+      token);
     * decode: ``λ·(OSL-1)·TPOT`` users are decoding, ``b_d`` of them on each decode worker (at most
       its KV capacity and batch limit; the others wait for a slot); ``TPOT = t_dec(b_d)`` with no
       prompt in the iterations, plus the KV-cache transfer over the GPU's NIC spread over the output;
