@@ -13,7 +13,8 @@ from factoryplan.cli import main
 CONFIGS = Path(__file__).parent / "data" / "hf_configs"
 POINT_KEYS = {"ttft_ms", "tpot_ms", "output_tokens_per_s", "output_tokens_per_s_per_gpu", "tokens_per_s_per_user",
               "memory_per_gpu_gib", "max_concurrency", "fits"}
-PLAN_KEYS = {"gpus", "replicas", "config", "ttft_ms", "tpot_ms", "systems", "power_kw", "mode", "frontier"}
+PLAN_KEYS = {"gpus", "replicas", "config", "ttft_ms", "tpot_ms", "systems", "power_kw", "mode", "frontier",
+             "frontier_disaggregated"}
 
 
 def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:

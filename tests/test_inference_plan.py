@@ -54,6 +54,9 @@ def test_html_report_has_the_frontier(catalog: Catalog, tmp_path: Path) -> None:
     html = render_html(plan)
     assert "<h2>Serving</h2>" in html and "Serving Pareto frontier" in html
     assert "tokens/s per GPU" in html
+    served = [w for w in plan.workloads if w.kind == "inference"]
+    assert served and all(w.frontier_disaggregated for w in served)
+    assert ", disaggregated</h3>" in html and "prefill : decode GPUs" in html
 
 
 def test_scenario_precisions_reach_the_engine(catalog: Catalog) -> None:

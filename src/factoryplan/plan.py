@@ -60,6 +60,7 @@ class WorkloadResult(BaseModel):
     usd_per_run: float | None = None  # training: the run's GPU-hours at its pool's $/GPU-hour
     warnings: list[str] = []
     frontier: list[dict[str, float]] = []  # inference: Pareto points (tokens/s per user vs per GPU, per MW)
+    frontier_disaggregated: list[dict[str, float]] = []  # the same for prefill and decode pools
 
 
 class ClusterSummary(BaseModel):
@@ -148,17 +149,20 @@ def size_workload(
     engine's capacity plan."""
     warnings: list[str] = []
     frontier: list[dict[str, float]] = []
+    disagg: list[dict[str, float]] = []
     if isinstance(w, TrainingWorkload):
         d = _size_training(w, arch, acc, system, asm)
     else:
         sized = _size_inference(w, arch, acc, system, asm)
         d, frontier, warnings = {**sized.details, "gpus": sized.gpus}, sized.frontier, sized.warnings
+        disagg = sized.frontier_disaggregated
     gpus = int(d.pop("gpus"))
     method = str(d.pop("method"))
     return WorkloadResult(
         name=w.name, kind=w.kind, model=arch.id, params_total=params_total(arch), params_active=params_active(arch),
         accelerator=acc.id, system=system.id, gpus=gpus, precision=w.precision, data_class=w.data_class,
         sector=w.sector, method=method, details=d, warnings=warnings, frontier=frontier,
+        frontier_disaggregated=disagg,
     )
 
 

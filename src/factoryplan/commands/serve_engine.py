@@ -172,7 +172,14 @@ def capacity(
     setup: Setup, layout: Layout, peak_rps: float, isl: int, osl: int, ttft_s: float, tpot_s: float, mode: str
 ) -> dict[str, Any]:
     """The fewest-GPU plan meeting the targets at ``peak_rps`` (JSON-ready), with its frontier."""
-    from factoryplan.perf.capacity import Demand, evaluate_grid, layouts, pareto_frontier, plan_capacity
+    from factoryplan.perf.capacity import (
+        Demand,
+        disaggregated_frontier,
+        evaluate_grid,
+        layouts,
+        pareto_frontier,
+        plan_capacity,
+    )
 
     s, hw = setup.shape, setup.hw
     lay = layouts(s, int(setup.system.scaleup_domain_gpus))
@@ -188,6 +195,7 @@ def capacity(
     d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s)
     plan = plan_capacity(s, hw, setup.prec, setup.k, d, modes=modes, lay=lay)
     frontier = pareto_frontier(evaluate_grid(s, hw, setup.prec, setup.k, lay, isl, osl), hw)
+    frontier_disagg = disaggregated_frontier(s, hw, setup.prec, setup.k, lay, isl, osl)
     return {
         "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
         "precision": setup.prec.weights, "kv_precision": setup.prec.kv,
@@ -202,5 +210,5 @@ def capacity(
         "output_tokens_per_s_per_mw": plan.output_tokens_per_s_per_mw, "prefill_gpus": plan.prefill_gpus,
         "decode_gpus": plan.decode_gpus,
         "prefill_to_decode_gpus": plan.prefill_gpus / plan.decode_gpus if plan.decode_gpus else 0.0,
-        "alternatives": plan.alternatives, "frontier": frontier,
+        "alternatives": plan.alternatives, "frontier": frontier, "frontier_disaggregated": frontier_disagg,
     }

@@ -266,6 +266,10 @@ def _prefill_pool(
     return float(gpus[ui, li]), li, float(ttft[ui, li])
 
 
+# where the gated batch is looked for: b = 1 + (B - 1)·q (one vectorized call tabulates the passes)
+_BATCH_FRACTIONS = np.array([0.0, 1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 3 / 4, 1.0])
+
+
 def prefill_queue(
     t_pass: Callable[[FloatOrArray], Array], full: FloatOrArray, rate: FloatOrArray
 ) -> tuple[Array, Array]:
@@ -273,16 +277,43 @@ def prefill_queue(
     ``rate`` prompts/s, each pass taking the prompts that arrived during the last one, up to ``full``:
     the batch is ``b = rate·t_p(b)`` (at least 1, at most ``full``), the replica busy ``ρ =
     rate·t_p(b)/b`` of the time, the wait :func:`~factoryplan.perf.serving.batched_prefill_wait`.
+    ``t_pass`` is tabulated once at a few batch sizes (its leading axis) and the fixed point solved
+    on the table (piecewise linear between them).
     """
     lam = np.asarray(rate, dtype=float)
-    t_full = t_pass(full)
-    t_p = t_pass(np.ones_like(lam * t_full))
-    b = np.ones_like(t_p)
-    for _ in range(12):  # the gated batch: what arrives during one pass
-        b = np.clip(lam * t_p, 1.0, full)
-        t_p = t_pass(b)
-    rho = np.minimum(lam * t_p / b, 1.0)
-    return t_p, batched_prefill_wait(t_p, t_full, rho, lam * t_full / full, full)
+    big = np.asarray(full, dtype=float)
+    q = _BATCH_FRACTIONS.reshape((-1,) + (1,) * big.ndim)
+    table = np.asarray(t_pass(1.0 + (big - 1.0) * q), dtype=float)  # (fractions, *shape of full)
+    shape = np.broadcast(lam, table[0]).shape
+    k = len(_BATCH_FRACTIONS)
+    rows = np.broadcast_to(table.reshape(k, *(1,) * (len(shape) - table.ndim + 1), *table.shape[1:]), (k, *shape))
+    top = np.broadcast_to(big, shape)
+    span = np.maximum(top - 1.0, 1e-9)
+
+    def at(b: Array) -> Array:
+        x = np.clip((b - 1.0) / span, 0.0, 1.0)
+        i = np.clip(np.searchsorted(_BATCH_FRACTIONS, x, side="right") - 1, 0, len(_BATCH_FRACTIONS) - 2)
+        lo, hi = _BATCH_FRACTIONS[i], _BATCH_FRACTIONS[i + 1]
+        t_lo = np.take_along_axis(rows, i[None], axis=0)[0]
+        t_hi = np.take_along_axis(rows, i[None] + 1, axis=0)[0]
+        return np.asarray(t_lo + (t_hi - t_lo) * (x - lo) / (hi - lo), dtype=np.float64)
+
+    lam_b = np.broadcast_to(lam, shape)
+    # the gated batch: the smallest b >= 1 with b = rate·t_p(b) (what an iteration from b = 1 reaches),
+    # exact on each linear piece; one prompt when fewer than one arrives during a lone pass, full passes
+    # when arrivals outrun every batch
+    b_k = 1.0 + span * _BATCH_FRACTIONS.reshape((-1,) + (1,) * len(shape))
+    slope = np.diff(rows, axis=0) / np.maximum(np.diff(b_k, axis=0), 1e-12)
+    denom = 1.0 - lam_b * slope
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cand = lam_b * (rows[:-1] - slope * b_k[:-1]) / denom
+    valid = (denom > 0) & (cand >= b_k[:-1] - 1e-9) & (cand <= b_k[1:] + 1e-9)
+    first = np.min(np.where(valid, cand, np.inf), axis=0)
+    b = np.where(lam_b * rows[0] <= 1.0, 1.0, np.where(np.isfinite(first), first, top))
+    b = np.clip(b, 1.0, top)
+    t_p = at(b)
+    rho = np.minimum(lam_b * t_p / b, 1.0)
+    return t_p, batched_prefill_wait(t_p, rows[-1], rho, lam_b * rows[-1] / top, top)
 
 
 def _disaggregated(
@@ -348,6 +379,14 @@ def plan_capacity(
     return replace(best, alternatives={p.mode: p.gpus for p in plans})
 
 
+def _non_dominated(x: Array, y: Array) -> Array:
+    """Indices of the points no other point beats on both ``x`` and ``y``, by falling ``x``."""
+    order = np.lexsort((-y, -x))  # fastest per user first, then highest per GPU
+    ys = y[order]
+    best_before = np.concatenate([[-np.inf], np.maximum.accumulate(ys)[:-1]])
+    return np.asarray(order[ys > best_before])
+
+
 def pareto_frontier(grid: Grid, hw: Hardware) -> list[dict[str, float]]:
     """Non-dominated (tokens/s per user, tokens/s per GPU) points of the grid, by rising speed.
 
@@ -359,18 +398,76 @@ def pareto_frontier(grid: Grid, hw: Hardware) -> list[dict[str, float]]:
         return []
     x, y = grid.tokens_per_s_per_user[ok], grid.tokens_per_s_per_gpu[ok]
     idx = np.flatnonzero(ok)
-    order = np.lexsort((-y, -x))  # fastest per user first, then highest per GPU
-    ys = y[order]
-    best_before = np.concatenate([[-np.inf], np.maximum.accumulate(ys)[:-1]])
-    keep = order[ys > best_before]
     per_gpu_w = _power_per_gpu(hw)
     out = []
-    for o in keep:
+    for o in _non_dominated(x, y):
         i = idx[o]
         out.append({
             "tokens_per_s_per_user": float(x[o]), "tokens_per_s_per_gpu": float(y[o]),
             "tokens_per_s_per_mw": float(y[o] / per_gpu_w * 1e6), "concurrency": float(grid.concurrency[i]),
             "gpus": float(grid.gpus[i]), "ttft_ms": float(grid.ttft_s[i] * 1e3), "tpot_ms": float(grid.tpot_s[i] * 1e3),
+        })
+    return sorted(out, key=lambda p: p["tokens_per_s_per_user"])
+
+
+def disaggregated_frontier(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
+    prefill_load: float = 0.7,
+) -> list[dict[str, float]]:
+    """Non-dominated (tokens/s per user, tokens/s per GPU) points of disaggregated serving, by rising
+    speed: every decode layout at every batch of the grid, fed by the prefill layout that needs the
+    fewest GPUs per request/s with its replicas ``prefill_load`` busy against full passes.
+
+    The pools are sized continuously (GPUs per request/s of each), so a point is the steady rate of
+    a deployment large enough for whole replicas not to matter. Each point: as
+    :func:`pareto_frontier` (``concurrency`` and ``gpus`` of one decode replica), plus
+    ``prefill_gpus`` of one prefill replica and ``prefill_to_decode_gpus``; TTFT is the prefill
+    replica's at that load (:func:`prefill_queue`) with the engine's per-request latency and the KV
+    transfer, TPOT one decode iteration of the batch.
+    """
+    par, pp = lay.par(), np.asarray(lay.pp, dtype=float)
+    full = np.maximum(np.floor(k.token_budget / isl), 1.0) * np.asarray(lay.dp, dtype=float)
+    t_full = np.asarray(iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl, prompts=full,
+                                  prompt_len=isl).total, dtype=float) * pp
+    fits_p = np.asarray(memory(s, hw, par, prec, k, isl, 1.0).fits, dtype=bool)
+    g = np.asarray(par.gpus(), dtype=float)
+    per_rate_p = np.where(fits_p, g * t_full / (prefill_load * full), np.inf)  # prefill GPUs per request/s
+    j = int(np.argmin(per_rate_p))
+    if not math.isfinite(per_rate_p[j]):
+        return []
+    one = lay.select(np.arange(len(lay)) == j)
+
+    def t_pass(b: FloatOrArray) -> Array:
+        t = iteration(s, hw, one.par(), prec, k, decode_seqs=0.0, ctx=isl, prompts=b, prompt_len=isl).total
+        return np.asarray(np.asarray(t, dtype=np.float64) * pp[j], dtype=np.float64)
+
+    t_p, wait = prefill_queue(t_pass, full[j], prefill_load * full[j] / t_full[j])
+    transfer = float(np.asarray(kv_bytes_per_sequence_per_gpu(s, one.par(), prec.kv, isl))[0]) / float(
+        np.asarray(hw.nic_bytes_s))
+    ttft = k.request_overhead_s + float(np.asarray(t_p + wait).ravel()[0]) + transfer
+    n = len(CONCURRENCY_GRID)
+    rep = lay.repeat(n)
+    dpar, batch = rep.par(), np.tile(CONCURRENCY_GRID, len(lay))
+    dpp = np.asarray(rep.pp, dtype=float)
+    t_dec = np.asarray(iteration(s, hw, dpar, prec, k, decode_seqs=batch / dpp, ctx=isl + osl / 2.0).total) * dpp
+    mem = memory(s, hw, dpar, prec, k, isl, osl)
+    ok = np.asarray(mem.fits, dtype=bool) & (batch <= np.asarray(mem.max_concurrency))
+    if not ok.any():
+        return []
+    gd = np.asarray(dpar.gpus(), dtype=float)
+    per_rate_d = gd * osl * t_dec / batch  # decode GPUs per request/s
+    tps_gpu = osl / (per_rate_d + per_rate_p[j])
+    idx = np.flatnonzero(ok)
+    x, y = 1.0 / t_dec[ok], tps_gpu[ok]
+    per_gpu_w = _power_per_gpu(hw)
+    out = []
+    for o in _non_dominated(x, y):
+        i = idx[o]
+        out.append({
+            "tokens_per_s_per_user": float(x[o]), "tokens_per_s_per_gpu": float(y[o]),
+            "tokens_per_s_per_mw": float(y[o] / per_gpu_w * 1e6), "concurrency": float(batch[i]), "gpus": float(gd[i]),
+            "prefill_gpus": float(g[j]), "prefill_to_decode_gpus": float(per_rate_p[j] / per_rate_d[i]),
+            "ttft_ms": ttft * 1e3, "tpot_ms": float(t_dec[i] * 1e3),
         })
     return sorted(out, key=lambda p: p["tokens_per_s_per_user"])
 
@@ -381,8 +478,9 @@ class Sized:
 
     gpus: int
     details: dict[str, float | int | str]
-    frontier: list[dict[str, float]]
+    frontier: list[dict[str, float]]  # aggregated serving
     warnings: list[str]
+    frontier_disaggregated: list[dict[str, float]] = field(default_factory=list)
 
 
 def size_inference(
@@ -409,7 +507,8 @@ def size_inference(
             f"TTFT {d.ttft_s * 1e3:g} ms / TPOT {d.tpot_s * 1e3:g} ms unreachable on {hw.name}; "
             f"planned at TTFT {plan.ttft_s * 1e3:.0f} ms, TPOT {plan.tpot_s * 1e3:.1f} ms"
         )
-    grid = evaluate_grid(s, hw, prec, k, layouts(s, int(np.asarray(hw.domain))), d.isl, d.osl)
+    lay = layouts(s, int(np.asarray(hw.domain)))
+    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl)
     details: dict[str, float | int | str] = {
         "mode": plan.mode, "config": plan.config, "backend": backend, "replicas": plan.replicas,
         "gpus_per_replica": plan.gpus_per_replica, "concurrency_per_replica": plan.concurrency_per_replica,
@@ -426,4 +525,5 @@ def size_inference(
     if plan.mode == "disaggregated":
         details["prefill_gpus"] = plan.prefill_gpus
         details["decode_gpus"] = plan.decode_gpus
-    return Sized(gpus=plan.gpus, details=details, frontier=pareto_frontier(grid, hw), warnings=warnings)
+    return Sized(gpus=plan.gpus, details=details, frontier=pareto_frontier(grid, hw), warnings=warnings,
+                 frontier_disaggregated=disaggregated_frontier(s, hw, prec, k, lay, d.isl, d.osl))

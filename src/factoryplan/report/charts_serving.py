@@ -1,8 +1,8 @@
 """Charts of serving performance for the HTML report: the throughput/interactivity Pareto frontier.
 
-For each inference workload the plan keeps the Pareto frontier of its chosen GPU type: output
-tokens/s per GPU (and per MW of system power) against tokens/s per user, the trade-off batching
-makes. The planned operating point is marked.
+For each inference workload the plan keeps the Pareto frontiers of its chosen GPU type, aggregated
+and disaggregated serving: output tokens/s per GPU (and per MW of system power) against tokens/s
+per user, the trade-off batching makes. The planned operating point is marked.
 """
 
 from __future__ import annotations
@@ -17,21 +17,26 @@ def frontier_figure(plan: Plan) -> Any:
     plan has no frontier."""
     import plotly.graph_objects as go
 
-    rows = [w for w in plan.workloads if w.frontier]
+    rows = [w for w in plan.workloads if w.frontier or w.frontier_disaggregated]
     if not rows:
         return None
     fig = go.Figure()
     for w in rows:
-        xs = [p["tokens_per_s_per_user"] for p in w.frontier]
-        fig.add_scatter(
-            x=xs, y=[p["tokens_per_s_per_gpu"] for p in w.frontier], mode="lines+markers",
-            name=f"{w.name} ({w.model} on {w.accelerator})",
-            customdata=[[p["tokens_per_s_per_mw"] / 1e6, p["concurrency"], p["gpus"], p["ttft_ms"], p["tpot_ms"]]
-                        for p in w.frontier],
-            hovertemplate=("%{x:.1f} tok/s/user, %{y:,.0f} tok/s/GPU<br>%{customdata[0]:.2f} M tok/s per MW"
-                           "<br>concurrency %{customdata[1]:.0f} on %{customdata[2]:.0f} GPUs"
-                           "<br>TTFT %{customdata[3]:.0f} ms, TPOT %{customdata[4]:.1f} ms<extra></extra>"),
-        )
+        for points, mode, dash in ((w.frontier, "aggregated", "solid"), (w.frontier_disaggregated, "disaggregated",
+                                                                           "dash")):
+            if not points:
+                continue
+            where = "on" if mode == "aggregated" else "decode batch on"
+            fig.add_scatter(
+                x=[p["tokens_per_s_per_user"] for p in points], y=[p["tokens_per_s_per_gpu"] for p in points],
+                mode="lines+markers", line={"dash": dash},
+                name=f"{w.name} ({w.model} on {w.accelerator}), {mode}",
+                customdata=[[p["tokens_per_s_per_mw"] / 1e6, p["concurrency"], p["gpus"], p["ttft_ms"], p["tpot_ms"]]
+                            for p in points],
+                hovertemplate=("%{x:.1f} tok/s/user, %{y:,.0f} tok/s/GPU<br>%{customdata[0]:.2f} M tok/s per MW"
+                               f"<br>concurrency %{{customdata[1]:.0f}} {where} %{{customdata[2]:.0f}} GPUs"
+                               "<br>TTFT %{customdata[3]:.0f} ms, TPOT %{customdata[4]:.1f} ms<extra></extra>"),
+            )
         user, gpu = w.details.get("tokens_per_s_per_user"), w.details.get("output_tokens_per_s_per_gpu")
         if isinstance(user, int | float) and isinstance(gpu, int | float):
             fig.add_scatter(x=[user], y=[gpu], mode="markers", marker={"size": 12, "symbol": "star"},
