@@ -98,12 +98,14 @@ def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
     (["-m", "mixtral-8x7b", "-g", "gb200", "--tp", "2", "--attention-dp", "8", "--ep", "16"],
      "8 routed experts do not split evenly (got 16; allowed: 1, 2, 4, 8)"),
     (["-m", "llama-3.1-8b", "-g", "h100-sxm", "--tp", "1", "--pp", "40"], "has 32 layers (got 40; allowed: 1 to 32)"),
+    (["-m", "qwen3-next-80b-a3b", "-g", "gb200", "--tp", "32", "--rps", "5"],
+     "16 attention heads (2 key/value) do not split evenly over the tensor-parallel GPUs (got 32;"),
     (["-m", "llama-3.1-8b", "-g", "mi300x", "--tp", "1", "--backend", "trtllm"],
      "--backend: trtllm does not run on AMD mi300x (got 'trtllm'; allowed: vllm, sglang)"),
 ])
 def test_errors_are_one_line(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
     extra = [] if "-c" in args else ["--isl", "1000", "--osl", "100"]
-    extra += ["-c", "8"] if "--tp" in args else []
+    extra += ["-c", "8"] if "--tp" in args and "--rps" not in args else []
     code = main(["serve", *args, *extra])
     err = capsys.readouterr().err
     assert code in (2, 3) and message in " ".join(err.split()) and "Traceback" not in err

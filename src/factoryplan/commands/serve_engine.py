@@ -184,6 +184,7 @@ def capacity(
     s, hw = setup.shape, setup.hw
     lay = layouts(s, int(setup.system.scaleup_domain_gpus))
     if layout.tp is not None:
+        layout.check_splits(s)
         mask = (lay.tp == layout.tp) & (lay.dp == layout.dp) & (lay.pp == layout.pp)
         if s.moe_layers and layout.ep > 1:
             mask &= lay.ep == layout.ep
