@@ -63,6 +63,10 @@ together and, with a fixed ``OSL``, end together and come back together: only th
 splits such a cohort, so closed-loop runs keep (burst) or grow (steady state, engines that pause
 decoding for prompts) groups of users in step, unless the latency jitter is wide enough to part them.
 
+**Open loop.** With ``requests_per_s`` the requests arrive as a Poisson process instead (production
+traffic, nobody waiting for an answer to send the next), admitted up to the KV cache's capacity;
+``benchmarks/serving_open_loop.py`` checks the capacity planner's closed-loop sizing with it.
+
 Step times are cached per (decoding sequences, context bucket) as a row over prompt-token buckets
 (``token_round`` and ``ctx_round`` tokens), so 10^5 iterations take seconds.
 """
@@ -94,7 +98,7 @@ class SimResult:
     first_wave_ttft_s: float  # burst runs: the users' first requests (nan in steady state)
     requests: int  # measured requests
     iterations: int  # iterations simulated
-    prompt_iterations_per_cycle: float  # iterations carrying prompt tokens per c requests (serve()'s n_p)
+    prompt_iterations_per_cycle: float  # prompt-carrying iterations per c requests (serve()'s n_p; nan open loop)
     mean_decoding: float  # time-mean decoding sequences on the rank (serve() takes all c)
 
 
@@ -144,6 +148,7 @@ class _Run:
     stagger: float  # steady state: first arrivals spread over this time
     jitter: float  # each request's latency is latency·(1 + jitter·U(-1, 1))
     rng: np.random.Generator
+    rate: float = 0.0  # open loop: Poisson arrivals per second on the rank (0: closed-loop users)
 
 
 @dataclass
@@ -179,13 +184,20 @@ class _Engine:
     def __init__(self, table: StepTable, k: Constants, run: _Run) -> None:
         self.table, self.k, self.run = table, k, run
         self.st = _State(sent=[0] * run.users)
+        if run.rate > 0:  # open loop: arrivals drawn up front, nobody waits for an answer to send
+            gaps = run.rng.exponential(1.0 / run.rate, int(run.rate * run.window[1] * 1.5) + 16)
+            for i, at in enumerate(np.cumsum(gaps)):
+                if at >= run.window[1]:
+                    break
+                heapq.heappush(self.st.arrivals, (float(at), i, -1))
+            return
         for u in range(run.users):
             self._send(u, 0.0 if run.burst else u * run.stagger / run.users)
 
     def _send(self, user: int, after: float) -> None:
         """The user's next request reaches the engine one latency after ``after``."""
         st, run = self.st, self.run
-        if run.burst and st.sent[user] >= run.per_user:
+        if user < 0 or (run.burst and st.sent[user] >= run.per_user):
             return
         st.sent[user] += 1
         at = after + run.latency * (1.0 + run.jitter * (2.0 * run.rng.random() - 1.0) if run.jitter else 1.0)
@@ -287,6 +299,7 @@ def simulate(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, *, concurrency: int, isl: int,
     osl: int, burst: bool = False, requests_per_user: int = 8, warmup_cycles: float = 3.0, cycles: float = 5.0,
     latency_s: float | None = None, jitter: float = 0.0, seed: int = 0, table: StepTable | None = None,
+    requests_per_s: float | None = None,
 ) -> SimResult:
     """Simulate ``concurrency`` closed-loop users of one replica (module docstring).
 
@@ -294,6 +307,9 @@ def simulate(
     added to the TTFT (default serve()'s ``t_req + f·t_dec``); ``jitter``: each request's latency
     drawn uniformly within ``±jitter`` of it (``seed`` of the draws; 0: deterministic);
     ``table``: a :class:`StepTable` of the same configuration to share between runs.
+    ``requests_per_s``: an open loop instead, Poisson arrivals at this rate on the replica (as
+    production traffic), admitted up to the KV cache's capacity; ``concurrency`` then only sets the
+    warm-up and measurement window (in cycles of that many closed-loop users).
     """
     dp = float(np.asarray(par.dp))
     if float(np.asarray(par.pp)) != 1.0:
@@ -310,13 +326,19 @@ def simulate(
         raise FactoryplanError("the model does not fit this parallelism", field="par", value=par)
     base = k.request_overhead_s + k.first_token_steps * float(np.asarray(ref.decode_step_s))
     latency = base if latency_s is None else latency_s
-    users = int(concurrency / dp)
-    slots = max(int(min(float(concurrency), float(np.asarray(ref.mem.max_concurrency))) / dp), 1)
+    open_loop = requests_per_s is not None
+    if open_loop and not (requests_per_s or 0.0) > 0:
+        raise FactoryplanError("must be positive", field="requests_per_s", value=requests_per_s)
+    users = 0 if open_loop else int(concurrency / dp)
+    cap = float(np.asarray(ref.mem.max_concurrency)) if open_loop else min(float(concurrency),
+                                                                           float(np.asarray(ref.mem.max_concurrency)))
+    slots = max(int(cap / dp), 1)
     cycle = concurrency / float(np.asarray(ref.requests_per_s))  # one user's cycle, the wait for a slot included
     start = latency + warmup_cycles * cycle
     run = _Run(users=users, slots=slots, isl=isl, osl=osl, latency=latency, burst=burst,
                per_user=requests_per_user, window=(start, start + cycles * cycle), stagger=cycle,
-               jitter=jitter, rng=np.random.default_rng(seed))
+               jitter=jitter, rng=np.random.default_rng(seed),
+               rate=(requests_per_s or 0.0) / dp if open_loop else 0.0)
     st = _Engine(table or StepTable(s, hw, par, prec, k, isl), k, run).run_all()
     return _summarise(st, run, base, dp)
 
@@ -331,7 +353,10 @@ def _summarise(st: _State, run: _Run, base: float, dp: float) -> SimResult:
     else:
         lo, hi = run.window
         sel = (arrival >= lo) & (arrival < hi)
-        tokens_s = run.users * dp * run.osl / (run.latency + float(np.mean(finish[sel] - arrival[sel])))
+        if run.rate > 0:  # open loop: what arrives is served
+            tokens_s = run.rate * dp * run.osl
+        else:
+            tokens_s = run.users * dp * run.osl / (run.latency + float(np.mean(finish[sel] - arrival[sel])))
     engine = first[sel] - boundary[sel]
     tpot = (finish[sel] - first[sel]) / (run.osl - 1) if run.osl > 1 else np.zeros(int(sel.sum()))
     first_wave = math.nan
@@ -346,6 +371,7 @@ def _summarise(st: _State, run: _Run, base: float, dp: float) -> SimResult:
         ttft_s=base + float(engine.mean()), ttft_engine_s=float(engine.mean()),
         residual_s=float(np.mean(boundary[sel] - arrival[sel])), tpot_s=float(tpot.mean()),
         output_tokens_per_s=tokens_s, base_s=base, first_wave_ttft_s=first_wave, requests=int(sel.sum()),
-        iterations=st.iterations, prompt_iterations_per_cycle=st.prompt_iterations / max(prefilled, 1.0) * run.users,
+        iterations=st.iterations,
+        prompt_iterations_per_cycle=st.prompt_iterations / max(prefilled, 1.0) * run.users if run.users else math.nan,
         mean_decoding=st.decoding_time / st.t if st.t > 0 else 0.0,
     )
