@@ -6,7 +6,8 @@ largest concurrency ``C`` whose TTFT and TPOT meet the targets sets the replica'
 loop: requests arrive whether or not earlier ones are done. This script feeds the iteration-by-
 iteration simulation of the same engine (``perf.serving_sim.simulate(requests_per_s=...)``) with
 Poisson arrivals at ``u·r(C)`` and compares its mean TTFT and TPOT with the closed form's at ``C``:
-``log(open/closed form)`` per load ``u`` (0.8: the planner's headroom; 1.0: the closed-loop rate):
+``log(open/closed form)`` per load ``u`` (0.8: the planner's headroom; 0.9: its low end; 1.0: the
+closed-loop rate):
 mean, spread and the highest (where open-loop traffic is slower than the plan assumed).
 
 Grid: llama-3.1-8b (H100, TP1), llama-3.1-70b (H200, TP4), qwen3-32b (H100, TP2), qwen3-235b-a22b
@@ -36,7 +37,7 @@ from factoryplan.perf.serving_sim import StepTable, simulate
 FP8 = Precision("fp8", "fp8", "fp8")
 CASES = (("llama-3.1-8b", "h100-sxm", Parallel(tp=1)), ("llama-3.1-70b", "h200-sxm", Parallel(tp=4)),
          ("qwen3-32b", "h100-sxm", Parallel(tp=2)), ("qwen3-235b-a22b", "h200-sxm", Parallel(tp=8, moe_tp=1, ep=8)))
-LOADS = (0.8, 1.0)
+LOADS = (0.8, 0.9, 1.0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
