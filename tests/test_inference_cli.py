@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from factoryplan.catalog.load import Catalog
 from factoryplan.cli import main
 
 CONFIGS = Path(__file__).parent / "data" / "hf_configs"
@@ -64,6 +65,24 @@ def test_attention_dp_and_expert_parallel(capsys: pytest.CaptureFixture[str]) ->
     assert dp["max_concurrency"] > tp["max_concurrency"]  # MLA's latent is not split by TP: DP holds more
 
 
+def test_disaggregated_point_estimate(capsys: pytest.CaptureFixture[str], catalog: Catalog) -> None:
+    """--prefill-tp (with worker counts) predicts a given prefill/decode deployment with the closed-loop
+    disaggregated form: its GPUs, TTFT, TPOT and throughput."""
+    from factoryplan.perf.inference import Parallel, Precision, constants_from_catalog, hardware_of, shape_of
+    from factoryplan.perf.serving import closed_loop_disaggregated
+
+    d = run_json(capsys, "serve", "-m", "llama-3.1-70b", "-g", "h200-sxm", "--isl", "2000", "--osl", "500", "-c", "64",
+                 "--prefill-tp", "2", "--prefill-workers", "2", "--tp", "4", "--decode-workers", "1")
+    assert set(d) >= POINT_KEYS and d["mode"] == "disaggregated"
+    assert (d["gpus"], d["prefill_gpus"], d["decode_gpus"]) == (8, 4, 4)
+    s = shape_of(catalog.models["llama-3.1-70b"])
+    hw = hardware_of(catalog.accelerators["h200-sxm"], catalog.systems["hgx-h200"])
+    r = closed_loop_disaggregated(s, hw, Parallel(tp=2), Parallel(tp=4), Precision(), constants_from_catalog(
+        catalog, "trtllm"), concurrency=64, isl=2000, osl=500, prefill_workers=2, decode_workers=1)
+    assert d["ttft_ms"] == pytest.approx(float(r.ttft_s) * 1e3) and d["tpot_ms"] == pytest.approx(float(r.tpot_s) * 1e3)
+    assert d["output_tokens_per_s_per_gpu"] == pytest.approx(float(r.output_tokens_per_s) / 8)
+
+
 def test_backend_defaults_to_the_vendors_engine(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["-m", "llama-3.1-8b", "--tp", "1", "--isl", "1000", "--osl", "100", "-c", "8"]
     assert run_json(capsys, "serve", "-g", "mi300x", *args)["backend"] == "vllm"
@@ -100,6 +119,12 @@ def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
     (["-m", "llama-3.1-8b", "-g", "h100-sxm", "--tp", "1", "--pp", "40"], "has 32 layers (got 40; allowed: 1 to 32)"),
     (["-m", "qwen3-next-80b-a3b", "-g", "gb200", "--tp", "32", "--rps", "5"],
      "16 attention heads (2 key/value) do not split evenly over the tensor-parallel GPUs (got 32;"),
+    (["-m", "llama-3.1-70b", "-g", "h200-sxm", "--tp", "4", "--decode-workers", "2"],
+     "--decode-workers: describes a disaggregated deployment (allowed: give --prefill-tp with it"),
+    (["-m", "llama-3.1-70b", "-g", "h200-sxm", "--rps", "5", "--prefill-tp", "2"],
+     "--prefill-tp: the planner chooses the prefill and decode pools"),
+    (["-m", "llama-3.1-405b", "-g", "h100-sxm", "--tp", "8", "--prefill-tp", "2"],
+     "--prefill-tp: llama-3.1-405b at fp8 does not fit 2 x h100-sxm"),
     (["-m", "llama-3.1-8b", "-g", "mi300x", "--tp", "1", "--backend", "trtllm"],
      "--backend: trtllm does not run on AMD mi300x (got 'trtllm'; allowed: vllm, sglang)"),
 ])

@@ -169,6 +169,17 @@ def serve(
     ttft_ms: Annotated[float, typer.Option("--ttft-ms", min=0, help="Time-to-first-token target (capacity).")] = 2000,
     tpot_ms: Annotated[float, typer.Option("--tpot-ms", min=0, help="Time-per-output-token target (capacity).")] = 50,
     mode: Annotated[Mode, typer.Option("--mode", help="Deployment modes the planner may use.")] = Mode.auto,
+    prefill_tp: Annotated[int | None, typer.Option("--prefill-tp", min=1, help="A disaggregated deployment: "
+                                                   "tensor-parallel GPUs of a prefill worker (--tp, --ep, "
+                                                   "--attention-dp then describe a decode worker).")] = None,
+    prefill_ep: Annotated[int, typer.Option("--prefill-ep", min=1, help="Expert-parallel GPUs of a prefill "
+                                            "worker.")] = 1,
+    prefill_attention_dp: Annotated[int, typer.Option("--prefill-attention-dp", min=1, help="Attention "
+                                                      "data-parallel ranks of a prefill worker.")] = 1,
+    prefill_workers: Annotated[int, typer.Option("--prefill-workers", min=1, help="Prefill workers "
+                                                 "(with --prefill-tp).")] = 1,
+    decode_workers: Annotated[int, typer.Option("--decode-workers", min=1, help="Decode workers "
+                                                "(with --prefill-tp).")] = 1,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (default) or json.")] = OutputFormat.table,
     catalog: Annotated[list[Path] | None, typer.Option("--catalog", help="Catalog overlay file (repeatable).")] = None,
 ) -> None:
@@ -177,6 +188,9 @@ def serve(
     Example: factoryplan serve --model llama-3.3-70b --gpu h200-sxm --tp 2 --isl 2000 --osl 500 --concurrency 32
 
     Capacity: factoryplan serve -m deepseek-r1 -g gb200 --isl 2000 --osl 500 --rps 50 --ttft-ms 1500 --tpot-ms 40
+
+    Disaggregated: factoryplan serve -m deepseek-r1 -g h200-sxm --isl 4000 --osl 500 -c 256 --prefill-tp 8
+    --prefill-workers 2 --tp 1 --attention-dp 8 --ep 8
     """
     from factoryplan.commands import serve_engine as eng
 
@@ -190,6 +204,9 @@ def serve(
         if concurrency is not None:
             raise FactoryplanError("the planner chooses the concurrency", field="--concurrency",
                                    allowed="omit it with --rps/--tokens-per-day")
+        if prefill_tp is not None:
+            raise FactoryplanError("the planner chooses the prefill and decode pools", field="--prefill-tp",
+                                   allowed="omit it with --rps/--tokens-per-day (--mode disaggregated)")
         if rps is not None and tokens_per_day is not None:
             raise FactoryplanError("give one demand", field="--rps/--tokens-per-day")
         peak = rps if rps is not None else float(tokens_per_day or 0.0) / 86_400.0 / osl * peak_to_average
@@ -202,6 +219,16 @@ def serve(
         missing = ", ".join(n for n, v in (("--tp", tp), ("--concurrency", concurrency)) if v is None)
         raise FactoryplanError("a point estimate needs a layout and a load", field=missing,
                                allowed="give --tp and --concurrency, or --rps to plan capacity")
+    if prefill_tp is not None:
+        prefill = eng.Layout(tp=prefill_tp, ep=prefill_ep, dp=prefill_attention_dp)
+        data = eng.disaggregated_point(setup, layout, prefill, prefill_workers, decode_workers, concurrency, isl, osl)
+        _emit(data, fmt, f"serving {setup.arch.id} disaggregated on {data['gpus']} x {acc.id} ({setup.backend})")
+        return
+    given = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
+                            ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
+    if given:
+        raise FactoryplanError("describes a disaggregated deployment", field=", ".join(given),
+                               allowed="give --prefill-tp with it, or leave it out")
     data = eng.point(setup, layout, concurrency, isl, osl)
     _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {acc.id} ({setup.backend})")
 

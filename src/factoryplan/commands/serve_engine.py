@@ -168,6 +168,55 @@ def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int) ->
     }
 
 
+def disaggregated_point(
+    setup: Setup, decode: Layout, prefill: Layout, prefill_workers: int, decode_workers: int, concurrency: int,
+    isl: int, osl: int,
+) -> dict[str, Any]:
+    """Serving figures of a given disaggregated deployment: ``prefill_workers`` replicas of the
+    ``prefill`` layout and ``decode_workers`` of the ``decode`` one serving ``concurrency`` closed-loop
+    users (:func:`~factoryplan.perf.serving.closed_loop_disaggregated`), JSON-ready."""
+    from factoryplan.perf.serving import closed_loop_disaggregated, memory
+
+    dec, pre = decode.parallel(setup.shape), prefill.parallel(setup.shape)
+    r = closed_loop_disaggregated(
+        setup.shape, setup.hw, pre, dec, setup.prec, setup.k, concurrency=float(concurrency), isl=float(isl),
+        osl=float(osl), prefill_workers=float(prefill_workers), decode_workers=float(decode_workers))
+    for side, lay, par, out in (("--prefill-tp", prefill, pre, 1), ("--tp", decode, dec, osl)):
+        mem = memory(setup.shape, setup.hw, par, setup.prec, setup.k, float(isl), float(out))
+        if not (bool(np.asarray(mem.fits)) and float(np.asarray(mem.kv_room_bytes)) > 0):
+            per_gpu = float(np.asarray(mem.weights_bytes)) / 1e9
+            raise InfeasibleError(
+                f"{setup.arch.id} at {setup.prec.weights} does not fit {lay.gpus()} x {setup.acc.id} "
+                f"({per_gpu:,.1f} GB of weights per GPU, {setup.acc.hbm_bytes / 1e9:,.0f} GB HBM): {_needs(setup)}",
+                field=side)
+    mem_d = memory(setup.shape, setup.hw, dec, setup.prec, setup.k, float(isl), float(osl))
+    batch = float(np.asarray(r.decode_batch))
+    kv_used = batch / (decode.dp * decode.pp) * float(np.asarray(mem_d.kv_per_sequence_bytes))
+    p_gpus, d_gpus = prefill.gpus() * prefill_workers, decode.gpus() * decode_workers
+    gpus = p_gpus + d_gpus
+    out_tps = float(np.asarray(r.output_tokens_per_s))
+    power_w = gpus * setup.system.power_w / setup.system.gpus
+    return {
+        "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
+        "mode": "disaggregated", "gpus": gpus, "prefill_gpus": p_gpus, "decode_gpus": d_gpus,
+        "prefill_workers": prefill_workers, "decode_workers": decode_workers,
+        "prefill_tp": prefill.tp, "prefill_ep": prefill.ep, "prefill_attention_dp": prefill.dp,
+        "tp": decode.tp, "pp": decode.pp, "ep": decode.ep, "attention_dp": decode.dp,
+        "precision": setup.prec.weights, "moe_precision": setup.prec.experts, "kv_precision": setup.prec.kv,
+        "activation_precision": setup.prec.activation_format(), "compute_precision": setup.compute_precision(),
+        "isl": isl, "osl": osl, "concurrency": concurrency,
+        "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
+        "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
+        "tokens_per_s_per_user": 1.0 / float(np.asarray(r.tpot_s)),
+        "decode_batch": batch, "prefill_utilization": float(np.asarray(r.prefill_utilization)),
+        "memory_per_gpu_gib": (float(np.asarray(mem_d.weights_bytes)) + kv_used + setup.k.reserved_bytes) / GIB,
+        "weights_per_gpu_gib": float(np.asarray(mem_d.weights_bytes)) / GIB,
+        "max_concurrency": int(float(np.asarray(mem_d.max_concurrency)) * decode_workers),
+        "fits": bool(np.asarray(r.fits)), "power_kw": power_w / 1e3,
+        "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
+    }
+
+
 def capacity(
     setup: Setup, layout: Layout, peak_rps: float, isl: int, osl: int, ttft_s: float, tpot_s: float, mode: str
 ) -> dict[str, Any]:
