@@ -272,6 +272,9 @@ def test_validate_inference_disaggregated_rows(capsys: pytest.CaptureFixture[str
     with out.open(encoding="utf-8") as fh:
         first = next(csv.DictReader(fh))
     assert (first["id"], first["tp"]) == ("dis", "4")  # the decode workers' parallelism
+    assert (first["mode"], first["prefill_tp"], first["prefill_workers"], first["decode_workers"]) == (
+        "disagg", "2", "2", "1")
+    assert set(d["data"]["by_mode"]["tpot_ms"]) == {"disagg"}
     assert 0 < float(first["predicted_ttft_ms"]) < 5_000 and 0 < float(first["predicted_tpot_ms"]) < 100
 
 

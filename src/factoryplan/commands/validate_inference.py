@@ -41,16 +41,22 @@ def _rows(points: list[Point], preds: list[Prediction]) -> list[dict[str, Any]]:
             pred = getattr(q, metric)
             if meas and pred is not None and math.isfinite(pred):
                 out.append({
-                    "id": p.id, "model": p.model, "gpu": p.accelerator, "backend": p.backend,
+                    "id": p.id, "model": p.model, "gpu": p.accelerator, "backend": p.backend, "mode": _mode(p),
                     "tp": p.par.tp, "isl": p.isl, "osl": p.osl, "concurrency": p.concurrency or "max",
                     "metric": metric, "published": meas, "predicted": pred, "error_pct": (pred - meas) / meas * 100,
                 })
     return out
 
 
+def _mode(p: Point) -> str:
+    """``agg`` or, for a prefill/decode deployment, ``disagg``."""
+    return "disagg" if p.disagg is not None else "agg"
+
+
 POINT_COLUMNS = (
-    "set", "id", "model", "gpu", "system", "backend", "version", "weights", "experts", "tp", "dp", "moe_tp", "ep", "pp",
-    "isl", "osl", "concurrency", "repair", "ttft_ms", "predicted_ttft_ms", "ttft_error_pct", "tpot_ms",
+    "set", "id", "model", "gpu", "system", "backend", "version", "mode", "weights", "experts", "tp", "dp", "moe_tp",
+    "ep", "pp", "prefill_tp", "prefill_dp", "prefill_ep", "prefill_workers", "decode_workers", "isl", "osl",
+    "concurrency", "repair", "ttft_ms", "predicted_ttft_ms", "ttft_error_pct", "tpot_ms",
     "predicted_tpot_ms", "tpot_error_pct", "output_tokens_per_s", "predicted_output_tokens_per_s",
     "output_tokens_per_s_error_pct", "fits", "skipped",
 )
@@ -68,8 +74,12 @@ def _point_row(name: str, p: Point, q: Prediction) -> dict[str, Any]:
         "set": name, "id": p.id, "model": p.model, "gpu": p.accelerator, "system": p.system, "backend": p.backend,
         "version": p.version, "weights": p.weights, "experts": p.experts, "tp": p.par.tp, "dp": p.par.dp,
         "moe_tp": p.par.moe_tp, "ep": p.par.ep, "pp": p.par.pp, "isl": p.isl, "osl": p.osl,
-        "concurrency": p.concurrency or "max", "repair": p.repair, "fits": q.fits, "skipped": "",
+        "concurrency": p.concurrency or "max", "repair": p.repair, "fits": q.fits, "skipped": "", "mode": _mode(p),
     }
+    if p.disagg is not None:  # ``tp``..``pp`` are then the decode workers'
+        pre = p.disagg.prefill
+        row.update({"prefill_tp": pre.tp, "prefill_dp": pre.dp, "prefill_ep": pre.ep,
+                    "prefill_workers": p.disagg.prefill_workers, "decode_workers": p.disagg.decode_workers})
     for metric, meas, pred in (("ttft_ms", p.ttft_ms, q.ttft_ms), ("tpot_ms", p.tpot_ms, q.tpot_ms),
                                ("output_tokens_per_s", thr, q.output_tokens_per_s)):
         error = f"{metric.removesuffix('_ms')}_error_pct"
@@ -142,7 +152,7 @@ def inference(
         result[name] = {
             "points": len(loaded.points), "mape": _mape(mrows),
             **{f"by_{key}": {m: _mape([r for r in mrows if r["metric"] == m], key) for m in ("ttft_ms", "tpot_ms")}
-               for key in ("backend", "gpu", "model")},
+               for key in ("backend", "gpu", "model", "mode")},
             "skipped": len(loaded.skipped),
             "skipped_reasons": dict(collections.Counter(reason for _, reason in loaded.skipped).most_common()),
         }
@@ -169,7 +179,7 @@ def _print(result: dict[str, Any]) -> None:
     for name, block in result.items():
         summary = ", ".join(f"{m} {v['mape_pct']:.1f}% (n={v['n']})" for m, v in block["mape"].items())
         console.print(f"{name} MAPE: {summary}")
-        for label in ("by_backend", "by_gpu", "by_model"):
+        for label in ("by_backend", "by_gpu", "by_model", "by_mode"):
             for metric, groups in block.get(label, {}).items():
                 text = ", ".join(f"{g} {v['mape_pct']:.0f}%" for g, v in groups.items())
                 console.print(f"  {metric} {label.replace('_', ' ')}: {text}")
