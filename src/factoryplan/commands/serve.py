@@ -220,7 +220,7 @@ def serve(
         raise FactoryplanError("a point estimate needs a layout and a load", field=missing,
                                allowed="give --tp and --concurrency, or --rps to plan capacity")
     if prefill_tp is not None:
-        prefill = eng.Layout(tp=prefill_tp, ep=prefill_ep, dp=prefill_attention_dp)
+        prefill = eng.Layout(tp=prefill_tp, ep=prefill_ep, dp=prefill_attention_dp, side="prefill-")
         data = eng.disaggregated_point(setup, layout, prefill, prefill_workers, decode_workers, concurrency, isl, osl)
         _emit(data, fmt, f"serving {setup.arch.id} disaggregated on {data['gpus']} x {acc.id} ({setup.backend})")
         return

@@ -80,6 +80,7 @@ class Layout:
     pp: int = 1
     ep: int = 1
     dp: int = 1
+    side: str = ""  # "prefill-" for a disaggregated deployment's prefill workers (the options' prefix)
 
     def gpus(self) -> int:
         """GPUs of one replica."""
@@ -93,11 +94,12 @@ class Layout:
         self.check_splits(shape)
         if shape.moe_layers == 0:
             if self.ep > 1:
-                raise FactoryplanError("expert parallelism needs a MoE model", field="--ep", value=self.ep,
+                raise FactoryplanError("expert parallelism needs a MoE model", field=f"--{self.side}ep", value=self.ep,
                                        allowed=f"1 for {shape.name}")
             return Parallel(tp=tp, dp=self.dp, pp=self.pp)
         if group % self.ep:
-            raise FactoryplanError("--ep must divide tp x attention-dp", field="--ep", value=self.ep,
+            raise FactoryplanError(f"--{self.side}ep must divide --{self.side}tp x --{self.side}attention-dp",
+                                   field=f"--{self.side}ep", value=self.ep,
                                    allowed=f"a divisor of {group}")
         return Parallel(tp=tp, dp=self.dp, moe_tp=group // self.ep, ep=self.ep, pp=self.pp)
 
@@ -111,14 +113,14 @@ class Layout:
             kv = "" if shape.mla else f" ({shape.kv_split:.0f} key/value)"
             raise FactoryplanError(
                 f"{shape.name}'s {shape.heads:.0f} attention heads{kv} do not split evenly over the "
-                "tensor-parallel GPUs", field="--tp", value=tp,
+                "tensor-parallel GPUs", field=f"--{self.side}tp", value=tp,
                 allowed=", ".join(map(str, ok)))
         if shape.moe_layers and not splits_evenly(shape, tp, self.ep):
             ok = [n for n in range(1, int(shape.experts) + 1) if int(shape.experts) % n == 0]
             raise FactoryplanError(f"{shape.name}'s {shape.experts:.0f} routed experts do not split evenly",
-                                   field="--ep", value=self.ep, allowed=", ".join(map(str, ok)))
+                                   field=f"--{self.side}ep", value=self.ep, allowed=", ".join(map(str, ok)))
         if not splits_evenly(shape, tp, 1, self.pp):
-            raise FactoryplanError(f"{shape.name} has {shape.layers} layers", field="--pp", value=self.pp,
+            raise FactoryplanError(f"{shape.name} has {shape.layers} layers", field=f"--{self.side}pp", value=self.pp,
                                    allowed=f"1 to {shape.layers}")
 
 
