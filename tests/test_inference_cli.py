@@ -127,6 +127,8 @@ def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
      "--prefill-ep: --prefill-ep must divide --prefill-tp x --prefill-attention-dp (got 4"),
     (["-m", "llama-3.1-70b", "-g", "h200-sxm", "--rps", "5", "--prefill-tp", "2"],
      "--prefill-tp: the planner chooses the prefill and decode pools"),
+    (["-m", "llama-3.1-70b", "-g", "h200-sxm", "--rps", "5", "--decode-workers", "3"],
+     "--decode-workers: the planner chooses the prefill and decode pools"),
     (["-m", "llama-3.1-405b", "-g", "h100-sxm", "--tp", "8", "--prefill-tp", "2"],
      "--prefill-tp: llama-3.1-405b at fp8 does not fit 2 x h100-sxm"),
     (["-m", "llama-3.1-8b", "-g", "mi300x", "--tp", "1", "--backend", "trtllm"],

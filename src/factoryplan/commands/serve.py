@@ -200,12 +200,15 @@ def serve(
                             (moe_precision or precision).value, kv_precision.value if kv_precision else None,
                             activation_precision.value if activation_precision else "")
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
+    disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
+                             ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
     if rps is not None or tokens_per_day is not None:
         if concurrency is not None:
             raise FactoryplanError("the planner chooses the concurrency", field="--concurrency",
                                    allowed="omit it with --rps/--tokens-per-day")
-        if prefill_tp is not None:
-            raise FactoryplanError("the planner chooses the prefill and decode pools", field="--prefill-tp",
+        if prefill_tp is not None or disagg:
+            raise FactoryplanError("the planner chooses the prefill and decode pools",
+                                   field=", ".join(["--prefill-tp"] * (prefill_tp is not None) + disagg),
                                    allowed="omit it with --rps/--tokens-per-day (--mode disaggregated)")
         if rps is not None and tokens_per_day is not None:
             raise FactoryplanError("give one demand", field="--rps/--tokens-per-day")
@@ -224,10 +227,8 @@ def serve(
         data = eng.disaggregated_point(setup, layout, prefill, prefill_workers, decode_workers, concurrency, isl, osl)
         _emit(data, fmt, f"serving {setup.arch.id} disaggregated on {data['gpus']} x {acc.id} ({setup.backend})")
         return
-    given = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
-                            ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
-    if given:
-        raise FactoryplanError("describes a disaggregated deployment", field=", ".join(given),
+    if disagg:
+        raise FactoryplanError("describes a disaggregated deployment", field=", ".join(disagg),
                                allowed="give --prefill-tp with it, or leave it out")
     data = eng.point(setup, layout, concurrency, isl, osl)
     _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {acc.id} ({setup.backend})")
