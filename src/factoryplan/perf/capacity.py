@@ -47,6 +47,9 @@ from factoryplan.perf.serving import batched_prefill_wait, memory, serve
 
 CONCURRENCY_GRID = np.unique(np.round(np.geomspace(1, 4096, 49)))
 DISAGG_PREFILL_UTILIZATION = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+# The disaggregated frontier's prefill load against full passes: a prompt then waits about one pass
+# (batched_prefill_wait: 1.2 passes with one prompt a pass, 0.7 with four).
+FRONTIER_PREFILL_LOAD = 0.7
 
 
 @dataclass(frozen=True)
@@ -412,7 +415,7 @@ def pareto_frontier(grid: Grid, hw: Hardware) -> list[dict[str, float]]:
 
 def disaggregated_frontier(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
-    prefill_load: float = 0.7,
+    prefill_load: float = FRONTIER_PREFILL_LOAD,
 ) -> list[dict[str, float]]:
     """Non-dominated (tokens/s per user, tokens/s per GPU) points of disaggregated serving, by rising
     speed: every decode layout at every batch of the grid, fed by the prefill layout that needs the
