@@ -245,8 +245,9 @@ def capacity(
                                    allowed=f"powers of two up to the {setup.system.scaleup_domain_gpus}-GPU domain")
     modes = ("aggregated", "disaggregated") if mode == "auto" else (mode,)
     d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s)
-    plan = plan_capacity(s, hw, setup.prec, setup.k, d, modes=modes, lay=lay)
-    frontier = pareto_frontier(evaluate_grid(s, hw, setup.prec, setup.k, lay, isl, osl), hw)
+    grid = evaluate_grid(s, hw, setup.prec, setup.k, lay, isl, osl)
+    plan = plan_capacity(s, hw, setup.prec, setup.k, d, modes=modes, lay=lay, grid=grid)
+    frontier = pareto_frontier(grid, hw)
     frontier_disagg = disaggregated_frontier(s, hw, setup.prec, setup.k, lay, isl, osl)
     return {
         "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,

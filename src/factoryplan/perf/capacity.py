@@ -356,12 +356,14 @@ def min_gpus_to_fit(s: ModelShape, hw: Hardware, prec: Precision, k: Constants) 
 def plan_capacity(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, d: Demand, *,
     modes: tuple[str, ...] = ("aggregated", "disaggregated"), lay: Layouts | None = None, max_pp: int = 8,
+    grid: Grid | None = None,
 ) -> CapacityPlan:
     """The fewest-GPU deployment of ``s`` on ``hw`` meeting ``d`` among ``modes`` (and the given
-    layouts, default all of :func:`layouts`). InfeasibleError names the best latencies reachable
-    when nothing meets the targets, or the GPUs the model needs when it fits nowhere."""
+    layouts, default all of :func:`layouts`; ``grid``: their :func:`evaluate_grid` at ``d``'s lengths
+    when the caller has it). InfeasibleError names the best latencies reachable when nothing meets
+    the targets, or the GPUs the model needs when it fits nowhere."""
     lay = lay if lay is not None else layouts(s, int(np.asarray(hw.domain)), max_pp)
-    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl)
+    grid = grid if grid is not None else evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl)
     if not grid.ok.any():
         need = min_gpus_to_fit(s, hw, prec, k)
         raise InfeasibleError(
@@ -495,23 +497,21 @@ def size_inference(
     (the best reachable, 5% slack) and says so in a warning; a model that fits nowhere raises.
     """
     warnings: list[str] = []
+    lay = layouts(s, int(np.asarray(hw.domain)))
+    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl)  # the plan's and the frontier's
     try:
-        plan = plan_capacity(s, hw, prec, k, d)
+        plan = plan_capacity(s, hw, prec, k, d, lay=lay, grid=grid)
     except InfeasibleError as exc:
         if exc.field != "sla":
             raise
-        lay = layouts(s, int(np.asarray(hw.domain)))
-        grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl)
         best_tpot = float(np.min(grid.tpot_s[grid.ok]))
         ttft_at = float(np.min(grid.ttft_s[grid.ok & (grid.tpot_s <= best_tpot * 1.05)]))
         relaxed = replace(d, ttft_s=max(d.ttft_s, ttft_at * 1.05), tpot_s=max(d.tpot_s, best_tpot * 1.05))
-        plan = plan_capacity(s, hw, prec, k, relaxed)
+        plan = plan_capacity(s, hw, prec, k, relaxed, lay=lay, grid=grid)
         warnings.append(
             f"TTFT {d.ttft_s * 1e3:g} ms / TPOT {d.tpot_s * 1e3:g} ms unreachable on {hw.name}; "
             f"planned at TTFT {plan.ttft_s * 1e3:.0f} ms, TPOT {plan.tpot_s * 1e3:.1f} ms"
         )
-    lay = layouts(s, int(np.asarray(hw.domain)))
-    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl)
     details: dict[str, float | int | str] = {
         "mode": plan.mode, "config": plan.config, "backend": backend, "replicas": plan.replicas,
         "gpus_per_replica": plan.gpus_per_replica, "concurrency_per_replica": plan.concurrency_per_replica,
