@@ -29,7 +29,7 @@ from factoryplan.perf.inference import (
     splits_evenly,
 )
 from factoryplan.perf.inference_constants import serving_engine
-from factoryplan.perf.serving import memory_gib, serve
+from factoryplan.perf.serving import Memory, closed_loop_disaggregated, memory, memory_gib, serve
 from factoryplan.units import GIB
 
 
@@ -124,6 +124,18 @@ class Layout:
                                    allowed=f"1 to {shape.layers}")
 
 
+def _check_fits(setup: Setup, mem: Memory, layout: Layout) -> None:
+    """Refuse a layout whose GPUs cannot hold the weights and one sequence, naming what the model needs."""
+    if bool(np.asarray(mem.fits)) and float(np.asarray(mem.kv_room_bytes)) > 0:
+        return
+    per_gpu = float(np.asarray(mem.weights_bytes)) / 1e9
+    raise InfeasibleError(
+        f"{setup.arch.id} at {setup.prec.weights} does not fit {layout.gpus()} x {setup.acc.id} "
+        f"({per_gpu:,.1f} GB of weights per GPU, {setup.acc.hbm_bytes / 1e9:,.0f} GB HBM): {_needs(setup)}",
+        field=f"--{layout.side}tp",
+    )
+
+
 def _needs(setup: Setup) -> str:
     from factoryplan.perf.capacity import min_gpus_to_fit
 
@@ -135,14 +147,7 @@ def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int) ->
     """Serving figures of one replica at ``concurrency`` users (JSON-ready)."""
     par = layout.parallel(setup.shape)
     r = serve(setup.shape, setup.hw, par, setup.prec, setup.k, concurrency=concurrency, isl=isl, osl=osl)
-    weights_fit = float(np.asarray(r.mem.kv_room_bytes)) > 0 and bool(np.asarray(r.mem.fits))
-    if not weights_fit:
-        per_gpu = float(np.asarray(r.mem.weights_bytes)) / 1e9
-        raise InfeasibleError(
-            f"{setup.arch.id} at {setup.prec.weights} does not fit {layout.gpus()} x {setup.acc.id} "
-            f"({per_gpu:,.1f} GB of weights per GPU, {setup.acc.hbm_bytes / 1e9:,.0f} GB HBM): {_needs(setup)}",
-            field="--tp",
-        )
+    _check_fits(setup, r.mem, layout)
     max_conc = float(np.asarray(r.mem.max_concurrency))
     gpus = layout.gpus()
     out_tps = float(np.asarray(r.output_tokens_per_s))
@@ -177,21 +182,13 @@ def disaggregated_point(
     """Serving figures of a given disaggregated deployment: ``prefill_workers`` replicas of the
     ``prefill`` layout and ``decode_workers`` of the ``decode`` one serving ``concurrency`` closed-loop
     users (:func:`~factoryplan.perf.serving.closed_loop_disaggregated`), JSON-ready."""
-    from factoryplan.perf.serving import closed_loop_disaggregated, memory
-
     dec, pre = decode.parallel(setup.shape), prefill.parallel(setup.shape)
     r = closed_loop_disaggregated(
         setup.shape, setup.hw, pre, dec, setup.prec, setup.k, concurrency=float(concurrency), isl=float(isl),
         osl=float(osl), prefill_workers=float(prefill_workers), decode_workers=float(decode_workers))
-    for side, lay, par, out in (("--prefill-tp", prefill, pre, 1), ("--tp", decode, dec, osl)):
-        mem = memory(setup.shape, setup.hw, par, setup.prec, setup.k, float(isl), float(out))
-        if not (bool(np.asarray(mem.fits)) and float(np.asarray(mem.kv_room_bytes)) > 0):
-            per_gpu = float(np.asarray(mem.weights_bytes)) / 1e9
-            raise InfeasibleError(
-                f"{setup.arch.id} at {setup.prec.weights} does not fit {lay.gpus()} x {setup.acc.id} "
-                f"({per_gpu:,.1f} GB of weights per GPU, {setup.acc.hbm_bytes / 1e9:,.0f} GB HBM): {_needs(setup)}",
-                field=side)
+    _check_fits(setup, memory(setup.shape, setup.hw, pre, setup.prec, setup.k, float(isl), 1.0), prefill)
     mem_d = memory(setup.shape, setup.hw, dec, setup.prec, setup.k, float(isl), float(osl))
+    _check_fits(setup, mem_d, decode)
     batch = float(np.asarray(r.decode_batch))
     kv_used = batch / (decode.dp * decode.pp) * float(np.asarray(mem_d.kv_per_sequence_bytes))
     p_gpus, d_gpus = prefill.gpus() * prefill_workers, decode.gpus() * decode_workers

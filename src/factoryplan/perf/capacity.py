@@ -220,22 +220,49 @@ def _aggregated(grid: Grid, d: Demand, hw: Hardware) -> CapacityPlan | None:
     )
 
 
+def _decode_grid(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float
+) -> tuple[Parallel, Array, Array, BoolArray]:
+    """(parallelism, batch, decode iteration time, fits) of every layout at every batch of the
+    grid (layout-major, ``len(CONCURRENCY_GRID)`` batches each), iterations without prompts."""
+    par = lay.repeat(len(CONCURRENCY_GRID)).par()
+    batch = np.tile(CONCURRENCY_GRID, len(lay))
+    pp = np.asarray(par.pp, dtype=float)
+    t_dec = np.asarray(iteration(s, hw, par, prec, k, decode_seqs=batch / pp, ctx=isl + osl / 2.0).total) * pp
+    mem = memory(s, hw, par, prec, k, isl, osl)
+    ok = np.asarray(mem.fits, dtype=bool) & (batch <= np.asarray(mem.max_concurrency))
+    return par, batch, t_dec, ok
+
+
 def _decode_pool(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, d: Demand
 ) -> tuple[float, int, float, float]:
     """(GPUs, layout index, batch, TPOT) of the smallest decode pool meeting the TPOT target."""
-    n = len(CONCURRENCY_GRID)
-    rep = lay.repeat(n)
-    par = rep.par()
-    batch = np.tile(CONCURRENCY_GRID, len(lay))
-    pp = np.asarray(par.pp, dtype=float)
-    t_dec = np.asarray(iteration(s, hw, par, prec, k, decode_seqs=batch / pp, ctx=d.isl + d.osl / 2.0).total) * pp
-    mem = memory(s, hw, par, prec, k, d.isl, d.osl)
-    ok = np.asarray(mem.fits, dtype=bool) & (batch <= np.asarray(mem.max_concurrency)) & (t_dec <= d.tpot_s)
+    par, batch, t_dec, ok = _decode_grid(s, hw, prec, k, lay, d.isl, d.osl)
+    ok &= t_dec <= d.tpot_s
     replicas = np.maximum(np.ceil(d.requests_per_s * d.osl * t_dec / batch), 1.0)
     gpus = np.where(ok, replicas * np.asarray(par.gpus(), dtype=float), np.inf)
     i = int(np.argmin(gpus))
-    return float(gpus[i]), i // n, float(batch[i]), float(t_dec[i])
+    return float(gpus[i]), i // len(CONCURRENCY_GRID), float(batch[i]), float(t_dec[i])
+
+
+def _prefill_passes(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float
+) -> tuple[Array, Callable[[FloatOrArray], Array], Array, BoolArray]:
+    """(prompts of a full pass, pass time as a function of the prompts, KV transfer time, fits) of
+    each layout as a prefill replica: a full pass is the token budget's worth on each attention-DP
+    rank; the KV cache crosses the scale-out network to the decode pool."""
+    par = lay.par()
+    pp = np.asarray(par.pp, dtype=float)
+    full = np.maximum(np.floor(k.token_budget / isl), 1.0) * np.asarray(par.dp, dtype=float)
+
+    def t_pass(b: FloatOrArray) -> Array:
+        t = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl, prompts=b, prompt_len=isl).total
+        return np.asarray(np.asarray(t, dtype=np.float64) * pp, dtype=np.float64)
+
+    transfer = np.asarray(kv_bytes_per_sequence_per_gpu(s, par, prec.kv, isl)) / np.asarray(hw.nic_bytes_s)
+    fits = np.asarray(memory(s, hw, par, prec, k, isl, 1.0).fits, dtype=bool)
+    return full, t_pass, np.asarray(transfer, dtype=np.float64), fits
 
 
 def _prefill_pool(
@@ -249,21 +276,12 @@ def _prefill_pool(
     TTFT adds the engine's per-request latency, as aggregated serving does, and the KV cache
     crossing the scale-out network to the decode pool.
     """
-    par = lay.par()
-    pp = np.asarray(par.pp, dtype=float)
-    full = np.maximum(np.floor(k.token_budget / d.isl), 1.0) * np.asarray(par.dp, dtype=float)
-
-    def t_pass(b: FloatOrArray) -> Array:
-        t = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=d.isl, prompts=b, prompt_len=d.isl).total
-        return np.asarray(np.asarray(t, dtype=np.float64) * pp, dtype=np.float64)
-
-    transfer = np.asarray(kv_bytes_per_sequence_per_gpu(s, par, prec.kv, d.isl)) / np.asarray(hw.nic_bytes_s)
-    fits = np.asarray(memory(s, hw, par, prec, k, d.isl, 1.0).fits, dtype=bool)
+    full, t_pass, transfer, fits = _prefill_passes(s, hw, prec, k, lay, d.isl)
     u = DISAGG_PREFILL_UTILIZATION[:, None]
     replicas = np.maximum(np.ceil(d.requests_per_s * t_pass(full) / (full * u)), 1.0)
     t_p, wait = prefill_queue(t_pass, full, d.requests_per_s / replicas)
     ttft = k.request_overhead_s + t_p + wait + transfer
-    gpus = np.where(fits & (ttft <= d.ttft_s), replicas * np.asarray(par.gpus(), dtype=float), np.inf)
+    gpus = np.where(fits & (ttft <= d.ttft_s), replicas * np.asarray(lay.par().gpus(), dtype=float), np.inf)
     flat = int(np.argmin(gpus))
     ui, li = divmod(flat, len(lay))
     return float(gpus[ui, li]), li, float(ttft[ui, li])
@@ -392,27 +410,30 @@ def _non_dominated(x: Array, y: Array) -> Array:
     return np.asarray(order[ys > best_before])
 
 
+def _frontier(
+    x: Array, y: Array, ok: BoolArray, hw: Hardware, fields: Callable[[int], dict[str, float]]
+) -> list[dict[str, float]]:
+    """The non-dominated points among ``ok`` of (``x`` tokens/s per user, ``y`` tokens/s per GPU), by
+    rising speed, each with tokens/s per MW of system power and ``fields(i)`` of its index."""
+    idx = np.flatnonzero(ok)
+    per_gpu_w = _power_per_gpu(hw)
+    out = []
+    for o in _non_dominated(x[ok], y[ok]):
+        i = int(idx[o])
+        out.append({"tokens_per_s_per_user": float(x[i]), "tokens_per_s_per_gpu": float(y[i]),
+                    "tokens_per_s_per_mw": float(y[i] / per_gpu_w * 1e6), **fields(i)})
+    return sorted(out, key=lambda p: p["tokens_per_s_per_user"])
+
+
 def pareto_frontier(grid: Grid, hw: Hardware) -> list[dict[str, float]]:
     """Non-dominated (tokens/s per user, tokens/s per GPU) points of the grid, by rising speed.
 
     Each point: ``tokens_per_s_per_user``, ``tokens_per_s_per_gpu``, ``tokens_per_s_per_mw``
     (per MW of system power), ``concurrency``, ``gpus``, ``ttft_ms``, ``tpot_ms``.
     """
-    ok = grid.ok
-    if not ok.any():
-        return []
-    x, y = grid.tokens_per_s_per_user[ok], grid.tokens_per_s_per_gpu[ok]
-    idx = np.flatnonzero(ok)
-    per_gpu_w = _power_per_gpu(hw)
-    out = []
-    for o in _non_dominated(x, y):
-        i = idx[o]
-        out.append({
-            "tokens_per_s_per_user": float(x[o]), "tokens_per_s_per_gpu": float(y[o]),
-            "tokens_per_s_per_mw": float(y[o] / per_gpu_w * 1e6), "concurrency": float(grid.concurrency[i]),
-            "gpus": float(grid.gpus[i]), "ttft_ms": float(grid.ttft_s[i] * 1e3), "tpot_ms": float(grid.tpot_s[i] * 1e3),
-        })
-    return sorted(out, key=lambda p: p["tokens_per_s_per_user"])
+    return _frontier(grid.tokens_per_s_per_user, grid.tokens_per_s_per_gpu, grid.ok, hw, lambda i: {
+        "concurrency": float(grid.concurrency[i]), "gpus": float(grid.gpus[i]),
+        "ttft_ms": float(grid.ttft_s[i] * 1e3), "tpot_ms": float(grid.tpot_s[i] * 1e3)})
 
 
 def disaggregated_frontier(
@@ -430,51 +451,22 @@ def disaggregated_frontier(
     replica's at that load (:func:`prefill_queue`) with the engine's per-request latency and the KV
     transfer, TPOT one decode iteration of the batch.
     """
-    par, pp = lay.par(), np.asarray(lay.pp, dtype=float)
-    full = np.maximum(np.floor(k.token_budget / isl), 1.0) * np.asarray(lay.dp, dtype=float)
-    t_full = np.asarray(iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl, prompts=full,
-                                  prompt_len=isl).total, dtype=float) * pp
-    fits_p = np.asarray(memory(s, hw, par, prec, k, isl, 1.0).fits, dtype=bool)
-    g = np.asarray(par.gpus(), dtype=float)
+    full, t_pass, transfer, fits_p = _prefill_passes(s, hw, prec, k, lay, isl)
+    t_full = t_pass(full)
+    g = np.asarray(lay.par().gpus(), dtype=float)
     per_rate_p = np.where(fits_p, g * t_full / (prefill_load * full), np.inf)  # prefill GPUs per request/s
     j = int(np.argmin(per_rate_p))
     if not math.isfinite(per_rate_p[j]):
         return []
-    one = lay.select(np.arange(len(lay)) == j)
-
-    def t_pass(b: FloatOrArray) -> Array:
-        t = iteration(s, hw, one.par(), prec, k, decode_seqs=0.0, ctx=isl, prompts=b, prompt_len=isl).total
-        return np.asarray(np.asarray(t, dtype=np.float64) * pp[j], dtype=np.float64)
-
-    t_p, wait = prefill_queue(t_pass, full[j], prefill_load * full[j] / t_full[j])
-    transfer = float(np.asarray(kv_bytes_per_sequence_per_gpu(s, one.par(), prec.kv, isl))[0]) / float(
-        np.asarray(hw.nic_bytes_s))
-    ttft = k.request_overhead_s + float(np.asarray(t_p + wait).ravel()[0]) + transfer
-    n = len(CONCURRENCY_GRID)
-    rep = lay.repeat(n)
-    dpar, batch = rep.par(), np.tile(CONCURRENCY_GRID, len(lay))
-    dpp = np.asarray(rep.pp, dtype=float)
-    t_dec = np.asarray(iteration(s, hw, dpar, prec, k, decode_seqs=batch / dpp, ctx=isl + osl / 2.0).total) * dpp
-    mem = memory(s, hw, dpar, prec, k, isl, osl)
-    ok = np.asarray(mem.fits, dtype=bool) & (batch <= np.asarray(mem.max_concurrency))
-    if not ok.any():
-        return []
+    t_p, wait = prefill_queue(t_pass, full, prefill_load * full / t_full)
+    ttft = k.request_overhead_s + float(t_p[j] + wait[j] + transfer[j])
+    dpar, batch, t_dec, ok = _decode_grid(s, hw, prec, k, lay, isl, osl)
     gd = np.asarray(dpar.gpus(), dtype=float)
     per_rate_d = gd * osl * t_dec / batch  # decode GPUs per request/s
-    tps_gpu = osl / (per_rate_d + per_rate_p[j])
-    idx = np.flatnonzero(ok)
-    x, y = 1.0 / t_dec[ok], tps_gpu[ok]
-    per_gpu_w = _power_per_gpu(hw)
-    out = []
-    for o in _non_dominated(x, y):
-        i = idx[o]
-        out.append({
-            "tokens_per_s_per_user": float(x[o]), "tokens_per_s_per_gpu": float(y[o]),
-            "tokens_per_s_per_mw": float(y[o] / per_gpu_w * 1e6), "concurrency": float(batch[i]), "gpus": float(gd[i]),
-            "prefill_gpus": float(g[j]), "prefill_to_decode_gpus": float(per_rate_p[j] / per_rate_d[i]),
-            "ttft_ms": ttft * 1e3, "tpot_ms": float(t_dec[i] * 1e3),
-        })
-    return sorted(out, key=lambda p: p["tokens_per_s_per_user"])
+    return _frontier(1.0 / t_dec, osl / (per_rate_d + per_rate_p[j]), ok, hw, lambda i: {
+        "concurrency": float(batch[i]), "gpus": float(gd[i]), "prefill_gpus": float(g[j]),
+        "prefill_to_decode_gpus": float(per_rate_p[j] / per_rate_d[i]), "ttft_ms": ttft * 1e3,
+        "tpot_ms": float(t_dec[i] * 1e3)})
 
 
 @dataclass(frozen=True)
