@@ -12,7 +12,7 @@ import yaml
 from factoryplan import units
 from factoryplan.catalog.load import DATA_DIR, Catalog, load_catalog, read_yaml
 from factoryplan.catalog.schema import Option
-from factoryplan.errors import CatalogError
+from factoryplan.errors import CatalogError, FactoryplanError
 
 
 def _ids(text: str) -> set[str]:
@@ -352,6 +352,25 @@ def test_unknown_system_reference_is_named(tmp_path: Path) -> None:
     message = _error(path)
     assert str(path) in message and "accelerators[h100-sxm]" in message and "default_system" in message
     assert "dgx-h1000" in message and 'did you mean "dgx-h100"' in message
+
+
+def test_hardware_names_people_use_resolve_to_one_part(cat: Catalog) -> None:
+    assert cat.hardware("h100")[0].id == "h100-sxm" and cat.hardware("h100")[1].id == "dgx-h100"
+    assert cat.hardware("H200")[0].id == "h200-sxm"
+    assert cat.hardware("H100_SXM")[0].id == "h100-sxm"  # case and '_' as data sets write them
+    assert cat.hardware("a100")[0].id == "a100-sxm-80gb"
+    assert cat.hardware("GB200-NVL72")[1].id == "gb200-nvl72"
+    with pytest.raises(FactoryplanError) as exc:
+        cat.hardware("h1000", field_name="--gpu")
+    assert exc.value.field == "--gpu" and "h1000" in exc.value.message
+
+
+def test_an_alias_that_is_another_id_is_refused(tmp_path: Path) -> None:
+    path = _write_overlay(
+        tmp_path, "alias.yaml", {"accelerators": [{"id": "h200-sxm", "aliases": ["h100"], **PROVENANCE}]}
+    )
+    message = _error(path)
+    assert "alias 'h100' of h200-sxm" in message and "aliases" in message
 
 
 def test_missing_source_is_named(tmp_path: Path) -> None:

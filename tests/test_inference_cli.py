@@ -41,6 +41,12 @@ def test_accelerator_implies_its_system(capsys: pytest.CaptureFixture[str]) -> N
     h = run_json(capsys, "serve", "-m", "gpt-oss-120b", "-g", "hgx-h200", "--tp", "1", "--isl", "1024",
                  "--osl", "1024", "-c", "8", "--precision", "fp4", "--backend", "vllm")
     assert h["gpu"] == "h200-sxm" and h["compute_precision"] == "bf16 (weight-only fp4)"
+    # the names people type: an alias and a data set's spelling give the part they mean, said in the output
+    a = run_json(capsys, "serve", "-m", "llama-3.1-8b", "-g", "h100", "--tp", "1", "--isl", "1000", "--osl", "200",
+                 "-c", "8")
+    b = run_json(capsys, "serve", "-m", "llama-3.1-8b", "-g", "H100_SXM", "--tp", "1", "--isl", "1000", "--osl",
+                 "200", "-c", "8")
+    assert a["gpu"] == b["gpu"] == "h100-sxm" and a["system"] == "dgx-h100" and a["tpot_ms"] == b["tpot_ms"]
 
 
 @pytest.mark.parametrize("config", [

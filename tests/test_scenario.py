@@ -99,6 +99,9 @@ def test_unknown_region_and_hardware(catalog: Catalog) -> None:
         build_plan(parse_scenario(_with(region="korea")), catalog)
     with pytest.raises(ScenarioError, match=r"hardware\[0\].*h1000"):
         build_plan(parse_scenario(_with(hardware=["h1000"])), catalog)
+    # an alias names the part it stands for; the plan speaks of the part's own ids
+    plan = build_plan(parse_scenario(_with(hardware=["h100"])), catalog)
+    assert [(o.accelerator, o.system) for o in plan.hardware_options] == [("h100-sxm", "dgx-h100")]
 
 
 def test_unknown_assumption_and_bad_fraction(catalog: Catalog) -> None:

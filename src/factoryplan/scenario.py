@@ -298,16 +298,16 @@ def check_references(scenario: Scenario, catalog: Catalog, *, where: str = "scen
         raise unknown("region", scenario.region, catalog.regions, where=where, field="region", cls=ScenarioError)
     hardware_ids = set(catalog.accelerators) | set(catalog.systems)
     for i, hw in enumerate(scenario.hardware):
-        if hw not in hardware_ids:
+        if catalog.hardware_id(hw) is None:
             raise unknown("hardware", hw, hardware_ids, where=where, field=f"hardware[{i}]", cls=ScenarioError)
     for p_i, phase in enumerate(scenario.phases):
         for i, hw in enumerate(phase.hardware):
-            if hw not in hardware_ids:
+            if catalog.hardware_id(hw) is None:
                 path = f"phases[{p_i}].hardware[{i}]"
                 raise unknown("hardware", hw, hardware_ids, where=where, field=path, cls=ScenarioError)
     for w_i, w in enumerate(scenario.workloads):
         for i, hw in enumerate(w.hardware):
-            if hw not in hardware_ids:
+            if catalog.hardware_id(hw) is None:
                 path = f"workloads[{w_i}].hardware[{i}]"
                 raise unknown("hardware", hw, hardware_ids, where=where, field=path, cls=ScenarioError)
     jurisdictions = {r.jurisdiction for r in catalog.regions.values()}

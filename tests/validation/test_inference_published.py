@@ -187,6 +187,17 @@ def test_data_set_system_names_map_to_hardware(system: str, expected: tuple[str,
     assert hardware_id(load_catalog(), system) == expected
 
 
+@pytest.mark.parametrize(("mode", "weights", "activations"), [
+    ("", "bf16", ""), ("float16", "bf16", ""), ("bfloat16", "bf16", ""), ("fp8_block", "fp8", ""),
+    ("nvfp4", "fp4", ""), ("w4a16_mxfp4", "fp4", "bf16"), ("w4a8_mxfp4_fp8", "fp4", "fp8"),
+    ("w4afp8", "int4", "fp8"), ("int4_wo", "int4", "bf16"), ("w4a16_awq", "int4", "bf16"),
+])
+def test_data_set_quantization_modes(mode: str, weights: str, activations: str) -> None:
+    from factoryplan.validation.inference import activations_of, quant
+
+    assert (quant(mode), activations_of(mode)) == (weights, activations)
+
+
 def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
     """A MoE row with blank moe_tp/ep columns runs its experts over the tp x dp GPUs (repair (e)),
     not replicated on each GPU."""

@@ -101,14 +101,20 @@ class Catalog:
 
     def hardware(self, ref: str, *, field_name: str = "hardware") -> tuple[Accelerator, System]:
         """(accelerator, system) for an accelerator id (its usual system: ``gb200`` -> GB200 NVL72)
-        or a system id (its accelerator); an unknown id lists both kinds."""
-        if ref in self.systems:
-            system = self.systems[ref]
+        or a system id (its accelerator), in any case and with '_' for '-', or an accelerator's alias
+        (``h100`` -> ``h100-sxm``); an unknown id lists both kinds."""
+        hw_id = self.hardware_id(ref)
+        if hw_id in self.systems:
+            system = self.systems[hw_id]
             return self.accelerators[system.accelerator], system
-        if ref in self.accelerators:
-            acc = self.accelerators[ref]
+        if hw_id in self.accelerators:
+            acc = self.accelerators[hw_id]
             return acc, self.systems[acc.default_system]
         raise unknown("accelerator or system", ref, [*self.accelerators, *self.systems], field=field_name)
+
+    def hardware_id(self, ref: str) -> str | None:
+        """The accelerator or system id ``ref`` names (see :meth:`hardware`), or None."""
+        return hardware_id_of(ref, self.systems, {a.id: a.aliases for a in self.accelerators.values()})
 
     def assumption(self, name: str) -> float:
         """The catalog value of an assumption, in internal units."""
@@ -296,10 +302,33 @@ def _ref(cat: Catalog, kind: str, owner_kind: str, owner: str, field_name: str, 
         )
 
 
+def hardware_id_of(ref: str, systems: Iterable[str], aliases: Mapping[str, Iterable[str]]) -> str | None:
+    """The system or accelerator id ``ref`` names: an id as written, then lower-cased with '_' read
+    as '-' (``H100_SXM``), then an accelerator's alias; ``aliases`` maps each accelerator id to its
+    aliases. None when nothing matches."""
+    known = {*systems, *aliases}
+    if ref in known:
+        return ref
+    key = ref.strip().lower().replace("_", "-")
+    if key in known:
+        return key
+    return next((acc for acc, names in aliases.items() if key in names), None)
+
+
 def check_references(cat: Catalog) -> None:
-    """Every id an entry names must exist (an accelerator's system, a price's option, ...)."""
+    """Every id an entry names must exist (an accelerator's system, a price's option, ...); an
+    accelerator's alias names nothing else."""
+    taken = {*cat.accelerators, *cat.systems}
     for a in cat.accelerators.values():
         _ref(cat, "systems", "accelerators", a.id, "default_system", a.default_system)
+        for alias in a.aliases:
+            if alias in taken:
+                raise CatalogError(
+                    f"alias {alias!r} of {a.id} is already an accelerator or system id or another alias",
+                    where=f"{cat.origin.get(('accelerators', a.id), '?')}: accelerators[{a.id}]",
+                    field="aliases", allowed="a name no other entry uses",
+                )
+            taken.add(alias)
     for s in cat.systems.values():
         _ref(cat, "accelerators", "systems", s.id, "accelerator", s.accelerator)
         _ref(cat, "switches", "systems", s.id, "compute_fabric", s.compute_fabric)

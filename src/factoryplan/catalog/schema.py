@@ -73,6 +73,17 @@ class Accelerator(Entry):
     tdp_w: PositiveFloat
     price_usd: PositiveFloat | None = None
     default_system: str
+    # other names people give the part ("h100" for the SXM H100): each names one accelerator, and
+    # none is another accelerator's or system's id (checked when the catalog loads)
+    aliases: tuple[str, ...] = ()
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_form(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for alias in v:
+            if not _ID.match(alias):
+                raise ValueError(f"alias {alias!r}: lower-case letters, digits, '.', '_' and '-'")
+        return v
 
     def dense_flops(self, precision: str) -> float | None:
         """Peak dense tensor FLOP/s at ``precision``; None when the part has no such unit."""

@@ -92,6 +92,8 @@ def serving_catalog(overlays: list[Path] | None, gpu: str = "", model: str = "")
         raw[kind] = table
     inference = {i for i, (_, item) in raw["calibrations"].items() if item.get("engine") == "inference"}
     wanted = {"fx": set(raw["fx"]), "calibrations": inference, "models": {model}}
+    aliases = {i: tuple(item.get("aliases") or ()) for i, (_, item) in raw["accelerators"].items()}
+    gpu = cl.hardware_id_of(gpu, raw["systems"], aliases) or gpu
     acc_item = raw["accelerators"].get(gpu, (Path(), {}))[1]
     sys_item = raw["systems"].get(gpu, (Path(), {}))[1]
     wanted["systems"] = {gpu, str(acc_item.get("default_system", ""))}
@@ -140,8 +142,8 @@ def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:
 
 def serve(
     model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id or a Hugging Face config.json path.")],
-    gpu: Annotated[str, typer.Option("--gpu", "-g", help="Accelerator id (implies its usual system, e.g. gb200 -> "
-                                     "NVL72) or a system id.")],
+    gpu: Annotated[str, typer.Option("--gpu", "-g", help="Accelerator id or alias (implies its usual system, "
+                                     "e.g. gb200 -> NVL72; h100 -> h100-sxm) or a system id.")],
     isl: Annotated[int, typer.Option("--isl", min=1, help="Input (prompt) tokens per request.")],
     osl: Annotated[int, typer.Option("--osl", min=1, help="Output tokens per request.")],
     tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel GPUs (attention, dense MLPs).")] = None,

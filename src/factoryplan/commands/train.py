@@ -39,7 +39,7 @@ def _number(text: str, name: str) -> float:
 
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id or a Hugging Face config.json path.")],
-    gpu: Annotated[str, typer.Option("--gpu", help="Accelerator id (its usual system) or system id.")],
+    gpu: Annotated[str, typer.Option("--gpu", help="Accelerator id or alias (its usual system) or system id.")],
     gpus: Annotated[int, typer.Option("--gpus", help="Number of GPUs.")],
     seq_len: Annotated[int, typer.Option("--seq-len", help="Sequence length in tokens.")],
     global_batch: Annotated[int, typer.Option("--global-batch", help="Global batch in sequences.")],

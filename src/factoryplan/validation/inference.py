@@ -198,11 +198,9 @@ def hardware_id(catalog: Catalog, name: str) -> tuple[str, str] | None:
     key = name.strip().lower().replace("_", "-")
     # the data sets' a100_sxm is the 80 GB part
     for cand in (key, key.removesuffix("-sxm"), key.replace("-nvl72", ""), key + "-sxm", key + "-80gb"):
-        if cand in catalog.accelerators:
-            acc = catalog.accelerators[cand]
-            return acc.id, acc.default_system
-        if cand in catalog.systems:
-            return catalog.systems[cand].accelerator, cand
+        if catalog.hardware_id(cand) is not None:
+            acc, system = catalog.hardware(cand)
+            return acc.id, system.id
     return None
 
 
@@ -274,22 +272,22 @@ def _concurrency(row: dict[str, str]) -> float:
 
 def quant(mode: str) -> str:
     """The engine precision of a data set's quantization mode (``fp8_block`` -> ``fp8``,
-    ``w4a8_mxfp4_fp8`` -> ``fp4``, ``int4_wo`` -> ``int4``, empty -> ``bf16``)."""
+    ``w4a8_mxfp4_fp8`` -> ``fp4``, ``int4_wo`` -> ``int4``, ``float16`` and empty -> ``bf16``)."""
     key = mode.strip().lower()
     if key in QUANT:
         return QUANT[key]
-    for token, prec in (("fp4", "fp4"), ("int4", "int4"), ("w4", "int4"), ("fp8", "fp8"), ("bf16", "bf16")):
+    for token, prec in (("fp4", "fp4"), ("int4", "int4"), ("w4", "int4"), ("fp8", "fp8"), ("16", "bf16")):
         if token in key:
             return prec
     return "fp8"
 
 
 def activations_of(*modes: str) -> str:
-    """The activation precision a quantization mode names (``w4a8_*`` -> ``fp8``, ``w4a16_*`` and
+    """The activation precision a quantization mode names (``w4a8_*`` and ``w4afp8`` -> ``fp8``, ``w4a16_*`` and
     ``int4_wo`` -> ``bf16``); "" when it names none (the weights' own), from the first mode that does."""
     for mode in modes:
         key = mode.strip().lower()
-        m = re.search(r"w\d+a(\d+)", key)
+        m = re.search(r"w\d+a(?:fp|int)?(\d+)", key)
         if m:
             return {"16": "bf16", "8": "fp8", "4": "fp4"}.get(m.group(1), "")
         if key.endswith("_wo"):
