@@ -90,11 +90,12 @@ def test_unknown_catalog_id(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_short_gpu_name_suggests_the_ids_it_starts(capsys: pytest.CaptureFixture[str]) -> None:
-    # "h100" is closest to "h800" by spelling, but the user meant one of the H100 parts
-    assert main(["serve", "--model", "llama-3.1-8b", "--gpu", "h100", "--tp", "1", "--isl", "128", "--osl", "16",
+    # "h10" is as close to "h20" by spelling, but the user meant one of the H100 parts
+    assert main(["serve", "--model", "llama-3.1-8b", "--gpu", "h10", "--tp", "1", "--isl", "128", "--osl", "16",
                  "--concurrency", "1"]) == 2
     err = " ".join(capsys.readouterr().err.split())
-    assert '"h100-pcie" or "h100-sxm"' in err and '"h800"' not in err.split("allowed")[0]
+    assert '"h100-pcie" or "h100-sxm"' in err and '"h20"' not in err.split("allowed")[0]
+    assert "allowed: a100, a100-80gb" in err  # the aliases are listed with the ids
 
 
 def test_bad_report_suffix(capsys: pytest.CaptureFixture[str]) -> None:

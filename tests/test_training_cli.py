@@ -48,9 +48,14 @@ def test_run_figures_with_tokens(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_config_that_does_not_fit_says_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
-    r = _json(capsys, "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--gpus", "8", "--seq-len", "4096",
-              "--global-batch", "8")
+    # the figures are still given (JSON on stdout), then the command fails with what would fit
+    assert main(["train", "--model", "llama-3.1-70b", "--gpu", "h100-sxm", "--gpus", "8", "--seq-len", "4096",
+                 "--global-batch", "8", "--format", "json"]) == 3
+    out, err = capsys.readouterr()
+    r = json.loads(out)
     assert r["fits"] is False and r["memory_shortfall_gib"] > 100
+    err = " ".join(err.split())
+    assert "does not fit 8 x h100-sxm as tp=1" in err and "--search" in err and "Traceback" not in err
 
 
 def test_config_json_model(capsys: pytest.CaptureFixture[str]) -> None:
@@ -68,7 +73,7 @@ def test_config_json_model(capsys: pytest.CaptureFixture[str]) -> None:
         (["--tp", "8", "--pp", "4", "--cp", "4"], "--gpus"),
         (["--precision", "fp8", "--gpu", "a100-sxm-80gb"], "no fp8"),
         (["--recompute", "some"], "--recompute"),
-        (["--gpu", "h100"], "did you mean"),
+        (["--gpu", "h1000"], "did you mean"),
         (["--global-batch", "0"], "--global-batch"),
     ],
 )

@@ -110,7 +110,8 @@ class Catalog:
         if hw_id in self.accelerators:
             acc = self.accelerators[hw_id]
             return acc, self.systems[acc.default_system]
-        raise unknown("accelerator or system", ref, [*self.accelerators, *self.systems], field=field_name)
+        aliases = [n for a in self.accelerators.values() for n in a.aliases]
+        raise unknown("accelerator or system", ref, [*self.accelerators, *self.systems, *aliases], field=field_name)
 
     def hardware_id(self, ref: str) -> str | None:
         """The accelerator or system id ``ref`` names (see :meth:`hardware`), or None."""

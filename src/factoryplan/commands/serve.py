@@ -109,7 +109,8 @@ def serving_catalog(overlays: list[Path] | None, gpu: str = "", model: str = "")
         if kind == "fx":
             usd_per = cat.usd_per()
     if gpu not in cat.accelerators and gpu not in cat.systems:
-        raise unknown("accelerator or system", gpu, [*raw["accelerators"], *raw["systems"]], field="--gpu")
+        every = [*raw["accelerators"], *raw["systems"], *(n for names in aliases.values() for n in names)]
+        raise unknown("accelerator or system", gpu, every, field="--gpu")
     if model not in cat.models and not model.endswith(".json") and not Path(model).exists():
         err = unknown("model", model, raw["models"])
         raise FactoryplanError(err.message, field="--model", allowed=f"{err.allowed}; or a path to a config.json")

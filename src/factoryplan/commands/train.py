@@ -83,8 +83,24 @@ def train(
     report = run_train(cat, req, catalog_run_assumptions(cat))
     if fmt is OutputFormat.json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
-        return
-    _render(report)
+    else:
+        _render(report)
+    if not report["fits"]:
+        _does_not_fit(report)
+
+
+def _does_not_fit(r: dict[str, Any]) -> None:
+    """A configuration that does not fit is reported (above) and then refused: exit status 3."""
+    from factoryplan.errors import InfeasibleError
+
+    shown = " ".join(f"{k}={v}" for k, v in r["config"].items())
+    raise InfeasibleError(
+        f"{r['model']} does not fit {r['gpus']:,} x {r['accelerator']} as {shown}: {r['memory_per_gpu_gib']:.1f} GiB "
+        f"a GPU, {r['memory_available_gib']:.1f} usable (needs {r['memory_shortfall_gib']:.1f} more)",
+        field="--tp/--pp/--cp/--zero/--recompute/--micro-batch",
+        allowed="a configuration that fits: more tensor or pipeline parallelism, a higher ZeRO stage, "
+        "recomputation, or --search",
+    )
 
 
 def _render(r: dict[str, Any]) -> None:
