@@ -62,6 +62,15 @@ def test_hugging_face_configs(capsys: pytest.CaptureFixture[str], config: str) -
     assert d["ttft_ms"] > 0 and d["tpot_ms"] > 0 and d["fits"]
 
 
+def test_users_beyond_the_kv_cache_queue_and_are_told_so(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["serve", "-m", "llama-3.1-70b", "-g", "h100-sxm", "--tp", "2", "--isl", "8000", "--osl", "1000"]
+    d = run_json(capsys, *args, "-c", "400")
+    assert d["fits"] is False and d["running"] == d["max_concurrency"] < 400
+    assert f"holds {d['max_concurrency']} of the 400 users" in d["note"] and "FP8 KV" not in d["note"]
+    assert d["ttft_ms"] > 60_000  # the queued users wait for running ones to finish
+    assert "note" not in run_json(capsys, *args, "-c", str(d["max_concurrency"]))
+
+
 def test_attention_dp_and_expert_parallel(capsys: pytest.CaptureFixture[str]) -> None:
     tp = run_json(capsys, "serve", "-m", "deepseek-r1", "-g", "h200-sxm", "--tp", "8", "--ep", "8", "--isl", "1024",
                   "--osl", "1024", "-c", "256")

@@ -152,7 +152,7 @@ def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int) ->
     gpus = layout.gpus()
     out_tps = float(np.asarray(r.output_tokens_per_s))
     power_w = gpus * setup.system.power_w / setup.system.gpus
-    return {
+    out = {
         "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
         "gpus": gpus, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep, "attention_dp": layout.dp,
         "precision": setup.prec.weights, "moe_precision": setup.prec.experts, "kv_precision": setup.prec.kv,
@@ -173,6 +173,17 @@ def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int) ->
         "peak_tflops": float(np.asarray(peak_flops(
             setup.hw, compute_precision(setup.prec.weights, setup.prec.activations)))) / 1e12,
     }
+    if concurrency > max_conc:
+        out["note"] = queue_note(concurrency, int(max_conc), setup.prec.kv)
+    return out
+
+
+def queue_note(concurrency: int, max_concurrency: int, kv_precision: str) -> str:
+    """What happens to the users whose sequences the KV cache cannot hold."""
+    fp8 = ", an FP8 KV cache" if kv_precision != "fp8" else ""
+    return (f"the KV cache holds {max_concurrency:,} of the {concurrency:,} users' sequences: the other "
+            f"{concurrency - max_concurrency:,} wait in the engine's queue (ttft_ms includes the wait); more GPUs a "
+            f"replica (--tp, --attention-dp){fp8} or more replicas serve them all")
 
 
 def disaggregated_point(
@@ -213,7 +224,8 @@ def disaggregated_point(
         "max_concurrency": int(float(np.asarray(mem_d.max_concurrency)) * decode_workers),
         "fits": bool(np.asarray(r.fits)), "power_kw": power_w / 1e3,
         "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
-    }
+    } | ({} if bool(np.asarray(r.fits)) else {"note": queue_note(
+        concurrency, int(float(np.asarray(mem_d.max_concurrency)) * decode_workers), setup.prec.kv)})
 
 
 def capacity(
