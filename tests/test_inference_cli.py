@@ -195,6 +195,10 @@ def test_validate_inference_data_file(capsys: pytest.CaptureFixture[str], tmp_pa
     sample.write_text("\n".join(lines[:40]) + "\n", encoding="utf-8")
     d = run_json(capsys, "validate", "inference", "--data", str(sample))
     assert d["data"]["points"] == 39 and d["data"]["mape"]["tpot_ms"]["n"] == 39
+    # the throughput each point's TTFT and TPOT imply is scored too, and every figure has its median
+    thr = d["data"]["mape"]["output_tokens_per_s"]
+    assert thr["n"] == 39 and 0 < thr["median_ape_pct"] <= 2 * thr["mape_pct"]
+    assert set(d["data"]["by_gpu"]) == {"ttft_ms", "tpot_ms", "output_tokens_per_s"}
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n", encoding="utf-8")
     assert main(["validate", "inference", "--data", str(bad)]) == 2

@@ -13,12 +13,22 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
+# Width of the tables when the output is a file or a pipe (rich would use 80 columns there, and
+# squeeze the columns of a wide table into a few letters each); a terminal's own width otherwise.
+FILE_WIDTH = 160
+
+
 @functools.cache
 def stdout() -> Console:
     """The console for results."""
+    import os
+
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=FILE_WIDTH)
+    return console
 
 
 @functools.cache

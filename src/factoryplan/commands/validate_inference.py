@@ -13,6 +13,7 @@ import collections
 import csv
 import json
 import math
+import statistics
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -33,11 +34,17 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-def _rows(points: list[Point], preds: list[Prediction]) -> list[dict[str, Any]]:
+def _rows(points: list[Point], preds: list[Prediction], implied: bool = False) -> list[dict[str, Any]]:
+    """One row per measured figure of each point; ``implied``: a point without a throughput has the
+    one its TTFT and TPOT imply (measured serving points, as the calibration reports them)."""
+    from factoryplan.validation.inference import implied_output_tokens_per_s
+
     out = []
     for p, q in zip(points, preds, strict=True):
         for metric in METRICS:
             meas = getattr(p, metric)
+            if implied and metric == "output_tokens_per_s" and meas is None:
+                meas = implied_output_tokens_per_s(p)
             pred = getattr(q, metric)
             if meas and pred is not None and math.isfinite(pred):
                 out.append({
@@ -110,7 +117,8 @@ def _mape(rows: list[dict[str, Any]], key: str = "metric") -> dict[str, dict[str
     groups: dict[str, list[float]] = {}
     for r in rows:
         groups.setdefault(str(r[key]), []).append(abs(r["error_pct"]))
-    return {g: {"mape_pct": sum(v) / len(v), "n": len(v)} for g, v in sorted(groups.items())}
+    return {g: {"mape_pct": sum(v) / len(v), "median_ape_pct": statistics.median(v), "n": len(v)}
+            for g, v in sorted(groups.items())}
 
 
 def inference(
@@ -148,10 +156,11 @@ def inference(
     for name, loaded in extra:
         preds = predict(cat, loaded.points)
         predicted.append((name, loaded, preds))
-        mrows = _rows(loaded.points, preds)
+        mrows = _rows(loaded.points, preds, implied=True)
         result[name] = {
             "points": len(loaded.points), "mape": _mape(mrows),
-            **{f"by_{key}": {m: _mape([r for r in mrows if r["metric"] == m], key) for m in ("ttft_ms", "tpot_ms")}
+            **{f"by_{key}": {m: _mape([r for r in mrows if r["metric"] == m], key)
+                             for m in ("ttft_ms", "tpot_ms", "output_tokens_per_s")}
                for key in ("backend", "gpu", "model", "mode")},
             "skipped": len(loaded.skipped),
             "skipped_reasons": dict(collections.Counter(reason for _, reason in loaded.skipped).most_common()),
@@ -165,10 +174,11 @@ def inference(
 
 
 def _print(result: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from factoryplan.consoles import stdout
+
+    console = stdout()
     t = Table(title="inference: published vs predicted", title_justify="left")
     for col in ("id", "model", "gpu", "tp", "isl/osl", "conc.", "metric", "published", "predicted", "error"):
         t.add_column(col, justify="right" if col in ("published", "predicted", "error") else "left")
@@ -177,7 +187,8 @@ def _print(result: dict[str, Any]) -> None:
                   r["metric"], f"{r['published']:,.1f}", f"{r['predicted']:,.1f}", f"{r['error_pct']:+.0f}%")
     console.print(t)
     for name, block in result.items():
-        summary = ", ".join(f"{m} {v['mape_pct']:.1f}% (n={v['n']})" for m, v in block["mape"].items())
+        summary = ", ".join(f"{m} {v['mape_pct']:.1f}% (median {v['median_ape_pct']:.1f}%, n={v['n']})"
+                            for m, v in block["mape"].items())
         console.print(f"{name} MAPE: {summary}")
         for label in ("by_backend", "by_gpu", "by_model", "by_mode"):
             for metric, groups in block.get(label, {}).items():
