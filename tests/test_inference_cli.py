@@ -62,6 +62,16 @@ def test_hugging_face_configs(capsys: pytest.CaptureFixture[str], config: str) -
     assert d["ttft_ms"] > 0 and d["tpot_ms"] > 0 and d["fits"]
 
 
+def test_requests_longer_than_the_context_window_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["serve", "-m", "qwen3-32b", "-g", "h200-sxm", "--osl", "1000"]
+    assert main([*base, "--isl", "40000", "--tp", "2", "-c", "4"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--isl/--osl" in err and "40,000 prompt + 1,000 output" in err and "context of 40,960" in err
+    assert main([*base, "--isl", "40000", "--rps", "1"]) == 2  # the capacity planner too
+    assert "context of 40,960" in " ".join(capsys.readouterr().err.split())
+    assert run_json(capsys, *base, "--isl", "39960", "--tp", "2", "-c", "4")["fits"]
+
+
 def test_users_beyond_the_kv_cache_queue_and_are_told_so(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["serve", "-m", "llama-3.1-70b", "-g", "h100-sxm", "--tp", "2", "--isl", "8000", "--osl", "1000"]
     d = run_json(capsys, *args, "-c", "400")

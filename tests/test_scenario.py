@@ -94,6 +94,13 @@ def test_unknown_model_is_named(catalog: Catalog) -> None:
     assert "workloads[0].model" in text and "llama-3.1-70" in text and "did you mean" in text
 
 
+def test_inference_requests_must_fit_the_context_window(catalog: Catalog) -> None:
+    w = {**BASE["workloads"][0], "input_tokens": 200_000}  # type: ignore[index]
+    with pytest.raises(ScenarioError) as exc:
+        build_plan(parse_scenario(_with(workloads=[w])), catalog, where="s.yaml")
+    assert exc.value.field == "workloads[0].input_tokens" and "context of" in exc.value.message
+
+
 def test_unknown_region_and_hardware(catalog: Catalog) -> None:
     with pytest.raises(ScenarioError, match=r"region.*unknown region 'korea'"):
         build_plan(parse_scenario(_with(region="korea")), catalog)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict
 from factoryplan import plan_costs, plan_phases
 from factoryplan.assumptions import AssumptionSet, AssumptionUse
 from factoryplan.catalog.load import Catalog
-from factoryplan.catalog.models import params_active, params_total, resolve_model
+from factoryplan.catalog.models import check_context, params_active, params_total, resolve_model
 from factoryplan.catalog.schema import Accelerator, ModelArch, System
 from factoryplan.economics.alternatives import Alternative
 from factoryplan.economics.risk import Progress, SensitivityItem, Uncertainty
@@ -344,6 +344,11 @@ def _models(scenario: Scenario, catalog: Catalog, where: str) -> list[ModelArch]
             archs.append(resolve_model(catalog, w.model))
         except FactoryplanError as exc:
             raise ScenarioError(exc.message, where=where, field=f"workloads[{i}].model", allowed=exc.allowed) from None
+        if isinstance(w, InferenceWorkload):
+            try:
+                check_context(archs[-1], w.input_tokens, w.output_tokens, field=f"workloads[{i}].input_tokens")
+            except FactoryplanError as exc:
+                raise ScenarioError(exc.message, where=where, field=exc.field, allowed=exc.allowed) from None
     return archs
 
 

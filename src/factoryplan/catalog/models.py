@@ -501,6 +501,19 @@ def resolve_model(catalog: Catalog, ref: str) -> ModelArch:
     )
 
 
+def check_context(arch: ModelArch, prompt_tokens: int, output_tokens: int, *, field: str, where: str = "") -> None:
+    """A request's prompt and output must fit the model's context window (``max_context``: the
+    config's ``max_position_embeddings``); a longer one (RoPE scaling such as YaRN) is a model with a
+    larger window: a config.json or a catalog overlay that says so."""
+    if prompt_tokens + output_tokens > arch.max_context:
+        raise FactoryplanError(
+            f"{prompt_tokens:,} prompt + {output_tokens:,} output tokens exceed {arch.id}'s context of "
+            f"{arch.max_context:,} tokens", where=where, field=field,
+            allowed=f"prompt + output <= {arch.max_context:,}; for a longer window (RoPE scaling) give a config.json "
+            "or catalog overlay with a larger max_context",
+        )
+
+
 __all__ = [
     "CONV_STATE_BYTES",
     "DELTA_RULE_CHUNK",
@@ -511,6 +524,7 @@ __all__ = [
     "attention_layers",
     "attention_params_per_layer",
     "attention_params_total",
+    "check_context",
     "dense_layer_params",
     "dense_layers",
     "dense_mlp_params",

@@ -195,6 +195,7 @@ def serve(
     Disaggregated: factoryplan serve -m deepseek-r1 -g h200-sxm --isl 4000 --osl 500 -c 256 --prefill-tp 8
     --prefill-workers 2 --tp 1 --attention-dp 8 --ep 8
     """
+    from factoryplan.catalog.models import check_context
     from factoryplan.commands import serve_engine as eng
 
     cat = serving_catalog(catalog, gpu, model)
@@ -202,6 +203,7 @@ def serve(
     setup = eng.Setup.build(cat, model, acc, system, backend.value if backend else None, precision.value,
                             (moe_precision or precision).value, kv_precision.value if kv_precision else None,
                             activation_precision.value if activation_precision else "")
+    check_context(setup.arch, isl, osl, field="--isl/--osl")
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
