@@ -360,6 +360,7 @@ def test_hardware_names_people_use_resolve_to_one_part(cat: Catalog) -> None:
     assert cat.hardware("H100_SXM")[0].id == "h100-sxm"  # case and '_' as data sets write them
     assert cat.hardware("a100")[0].id == "a100-sxm-80gb"
     assert cat.hardware("GB200-NVL72")[1].id == "gb200-nvl72"
+    assert cat.find("h100")[1].id == "h100-sxm"  # `catalog show h100`
     with pytest.raises(FactoryplanError) as exc:
         cat.hardware("h1000", field_name="--gpu")
     assert exc.value.field == "--gpu" and "h1000" in exc.value.message

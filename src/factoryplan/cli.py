@@ -194,13 +194,13 @@ def catalog_show(
         data["derived_params_total"] = params_total(entry)
         data["derived_params_active"] = params_active(entry)
         data["derived_param_breakdown"] = param_breakdown(entry)
-    data["file"] = cat.origin.get((kind, entry_id), "")
+    data["file"] = cat.origin.get((kind, entry.id), "")
     if fmt is Format.json:
         emit_json(data)
         return
     from rich.table import Table
 
-    t = Table(title=f"{kind}: {entry_id}", title_justify="left", show_header=False)
+    t = Table(title=f"{kind}: {entry.id}", title_justify="left", show_header=False)
     t.add_column("field")
     t.add_column("value", overflow="fold")
     for key, value in data.items():

@@ -84,11 +84,15 @@ class Catalog:
         return table
 
     def find(self, entry_id: str) -> tuple[str, Entry]:
-        """(kind, entry) for an id in any kind; the first kind in catalog order wins."""
+        """(kind, entry) for an id in any kind, the first kind in catalog order winning; an
+        accelerator's alias finds the accelerator."""
         for kind in KINDS:
             table = self.kind(kind)
             if entry_id in table:
                 return kind, table[entry_id]
+        hw_id = self.hardware_id(entry_id)
+        if hw_id is not None:
+            return self.find(hw_id)
         every = [i for k in KINDS for i in self.kind(k)]
         raise unknown("catalog id", entry_id, every)
 
