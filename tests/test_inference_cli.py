@@ -72,6 +72,30 @@ def test_requests_longer_than_the_context_window_are_refused(capsys: pytest.Capt
     assert run_json(capsys, *base, "--isl", "39960", "--tp", "2", "-c", "4")["fits"]
 
 
+def test_capacity_plan_compares_gpu_types(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["serve", "-m", "llama-3.3-70b", "--isl", "2000", "--osl", "500", "--rps", "20", "--ttft-ms", "1000",
+            "--tpot-ms", "40"]
+    d = run_json(capsys, *args, "-g", "h200,b200,mi300x")
+    opts = {o["gpu"]: o for o in d["hardware_options"]}
+    assert set(opts) == {"h200-sxm", "b200", "mi300x"} and all(o["feasible"] for o in opts.values())
+    assert opts["mi300x"]["backend"] == "vllm" and opts["b200"]["backend"] == "trtllm"  # each vendor's engine
+    chosen = [o for o in d["hardware_options"] if o["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["gpu"] == d["gpu"]
+    assert d["gpus"] == min(o["gpus"] for o in opts.values())
+    for gpu in ("h200-sxm", "b200"):  # each type's plan is the plan that type gets alone
+        alone = run_json(capsys, *args, "-g", gpu)
+        assert (alone["gpus"], alone["config"]) == (opts[gpu]["gpus"], opts[gpu]["config"])
+    # a type that cannot take part says why; the others still compete
+    d = run_json(capsys, *args, "-g", "h200,mi300x", "--backend", "trtllm")
+    bad = [o for o in d["hardware_options"] if not o["feasible"]]
+    assert [o["gpu"] for o in bad] == ["mi300x"] and "does not run on AMD" in bad[0]["reason"]
+    assert main([*args, "-g", "h200,b200", "--format", "table"]) == 0
+    assert "hardware compared" in capsys.readouterr().out
+    assert main(["serve", "-m", "llama-3.3-70b", "-g", "h200,b200", "--isl", "2000", "--osl", "500", "--tp", "1",
+                 "-c", "4"]) == 2
+    assert "give one GPU for a point estimate" in " ".join(capsys.readouterr().err.split())
+
+
 def test_users_beyond_the_kv_cache_queue_and_are_told_so(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["serve", "-m", "llama-3.1-70b", "-g", "h100-sxm", "--tp", "2", "--isl", "8000", "--osl", "1000"]
     d = run_json(capsys, *args, "-c", "400")

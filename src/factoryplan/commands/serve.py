@@ -72,17 +72,22 @@ class OutputFormat(StrEnum):
     json = "json"
 
 
-def serving_catalog(overlays: list[Path] | None, gpu: str = "", model: str = "") -> Catalog:
+def serving_catalog(overlays: list[Path] | None, gpu: str | list[str] = "", model: str = "") -> Catalog:
     """The catalog entries one serving question reads; the whole catalog when overlays are given.
 
-    Without overlays only the requested accelerator and system, the requested model (when it is a
-    catalog id) and the inference calibrations are validated; the other ids of those kinds are kept
-    for did-you-mean messages. A full load validates everything (``factoryplan catalog list``).
+    Without overlays only the requested accelerators and systems (``gpu``: one reference or a
+    list), the requested model (when it is a catalog id) and the inference calibrations are
+    validated; the other ids of those kinds are kept for did-you-mean messages. A full load
+    validates everything (``factoryplan catalog list``).
     """
     from factoryplan.catalog import load as cl
 
+    refs = [gpu] if isinstance(gpu, str) else list(gpu)
     if overlays:
-        return cl.load_catalog(overlays)
+        cat = cl.load_catalog(overlays)
+        for ref in refs:
+            cat.hardware(ref, field_name="--gpu")
+        return cat
     raw: dict[str, dict[str, tuple[Path, dict[str, Any]]]] = {}
     for kind in SERVING_KINDS:
         table: dict[str, tuple[Path, dict[str, Any]]] = {}
@@ -93,11 +98,11 @@ def serving_catalog(overlays: list[Path] | None, gpu: str = "", model: str = "")
     inference = {i for i, (_, item) in raw["calibrations"].items() if item.get("engine") == "inference"}
     wanted = {"fx": set(raw["fx"]), "calibrations": inference, "models": {model}}
     aliases = {i: tuple(item.get("aliases") or ()) for i, (_, item) in raw["accelerators"].items()}
-    gpu = cl.hardware_id_of(gpu, raw["systems"], aliases) or gpu
-    acc_item = raw["accelerators"].get(gpu, (Path(), {}))[1]
-    sys_item = raw["systems"].get(gpu, (Path(), {}))[1]
-    wanted["systems"] = {gpu, str(acc_item.get("default_system", ""))}
-    wanted["accelerators"] = {gpu, str(sys_item.get("accelerator", ""))}
+    ids = [cl.hardware_id_of(ref, raw["systems"], aliases) or ref for ref in refs]
+    wanted["systems"], wanted["accelerators"] = set(ids), set(ids)
+    for hw_id in ids:
+        wanted["systems"].add(str(raw["accelerators"].get(hw_id, (Path(), {}))[1].get("default_system", "")))
+        wanted["accelerators"].add(str(raw["systems"].get(hw_id, (Path(), {}))[1].get("accelerator", "")))
     cat = cl.Catalog()
     usd_per: dict[str, float] = {}
     for kind in SERVING_KINDS:
@@ -108,9 +113,10 @@ def serving_catalog(overlays: list[Path] | None, gpu: str = "", model: str = "")
                 cat.origin[(kind, entry.id)] = str(path)
         if kind == "fx":
             usd_per = cat.usd_per()
-    if gpu not in cat.accelerators and gpu not in cat.systems:
-        every = [*raw["accelerators"], *raw["systems"], *(n for names in aliases.values() for n in names)]
-        raise unknown("accelerator or system", gpu, every, field="--gpu")
+    for ref, hw_id in zip(refs, ids, strict=True):
+        if hw_id not in cat.accelerators and hw_id not in cat.systems:
+            every = [*raw["accelerators"], *raw["systems"], *(n for names in aliases.values() for n in names)]
+            raise unknown("accelerator or system", ref, every, field="--gpu")
     if model not in cat.models and not model.endswith(".json") and not Path(model).exists():
         err = unknown("model", model, raw["models"])
         raise FactoryplanError(err.message, field="--model", allowed=f"{err.allowed}; or a path to a config.json")
@@ -144,7 +150,8 @@ def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:
 def serve(
     model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id or a Hugging Face config.json path.")],
     gpu: Annotated[str, typer.Option("--gpu", "-g", help="Accelerator id or alias (implies its usual system, "
-                                     "e.g. gb200 -> NVL72; h100 -> h100-sxm) or a system id.")],
+                                     "e.g. gb200 -> NVL72; h100 -> h100-sxm) or a system id; with --rps, "
+                                     "several separated by commas are compared.")],
     isl: Annotated[int, typer.Option("--isl", min=1, help="Input (prompt) tokens per request.")],
     osl: Annotated[int, typer.Option("--osl", min=1, help="Output tokens per request.")],
     tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel GPUs (attention, dense MLPs).")] = None,
@@ -198,16 +205,26 @@ def serve(
     from factoryplan.catalog.models import check_context
     from factoryplan.commands import serve_engine as eng
 
-    cat = serving_catalog(catalog, gpu, model)
-    acc, system = resolve_gpu(cat, gpu)
-    setup = eng.Setup.build(cat, model, acc, system, backend.value if backend else None, precision.value,
-                            (moe_precision or precision).value, kv_precision.value if kv_precision else None,
-                            activation_precision.value if activation_precision else "")
+    refs = [g.strip() for g in gpu.split(",") if g.strip()]
+    capacity_mode = rps is not None or tokens_per_day is not None
+    if not refs or (len(refs) > 1 and not capacity_mode):
+        raise FactoryplanError("give one GPU for a point estimate" if refs else "no GPU given", field="--gpu",
+                               value=gpu, allowed="one id; several, separated by commas, with --rps/--tokens-per-day")
+    cat = serving_catalog(catalog, refs, model)
+
+    def build(ref: str) -> eng.Setup:
+        acc, system = resolve_gpu(cat, ref)
+        return eng.Setup.build(cat, model, acc, system, backend.value if backend else None, precision.value,
+                               (moe_precision or precision).value, kv_precision.value if kv_precision else None,
+                               activation_precision.value if activation_precision else "")
+
+    setup = build(refs[0])
+    acc = setup.acc
     check_context(setup.arch, isl, osl, field="--isl/--osl")
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
-    if rps is not None or tokens_per_day is not None:
+    if capacity_mode:
         if concurrency is not None:
             raise FactoryplanError("the planner chooses the concurrency", field="--concurrency",
                                    allowed="omit it with --rps/--tokens-per-day")
@@ -220,8 +237,14 @@ def serve(
         peak = rps if rps is not None else float(tokens_per_day or 0.0) / 86_400.0 / osl * peak_to_average
         if peak <= 0:
             raise FactoryplanError("demand must be positive", field="--rps", value=peak)
-        data = eng.capacity(setup, layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3, mode.value)
-        _emit(data, fmt, f"capacity plan: {setup.arch.id} on {system.id}")
+        if len(refs) == 1:
+            data = eng.capacity(setup, layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3, mode.value)
+        else:
+            data = eng.compare_hardware(refs, build, layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3,
+                                        mode.value)
+        _emit(data, fmt, f"capacity plan: {data['model']} on {data['system']}")
+        if fmt is OutputFormat.table and "hardware_options" in data:
+            _emit_options(data["hardware_options"])
         return
     if tp is None or concurrency is None:
         missing = ", ".join(n for n, v in (("--tp", tp), ("--concurrency", concurrency)) if v is None)
@@ -237,6 +260,21 @@ def serve(
                                allowed="give --prefill-tp with it, or leave it out")
     data = eng.point(setup, layout, concurrency, isl, osl)
     _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {acc.id} ({setup.backend})")
+
+
+def _emit_options(options: list[dict[str, Any]]) -> None:
+    """One line per GPU type compared: the plan it gets, or why it has none."""
+    lines = ["hardware compared (fewest GPUs chosen, then the least power):"]
+    for o in options:
+        where = f" ({o['system']}, {o['backend']})" if o["system"] else ""
+        head = f"  {'*' if o['chosen'] else ' '} {o['gpu']}{where}"
+        if o["feasible"]:
+            systems = f"{o['systems']:,} system{'s' if o['systems'] != 1 else ''}"
+            lines.append(f"{head}: {o['gpus']:,} GPUs in {systems}, {o['power_kw']:,.1f} kW, "
+                         f"{o['mode']} {o['config']}, TTFT {o['ttft_ms']:,.0f} ms, TPOT {o['tpot_ms']:.1f} ms")
+        else:
+            lines.append(f"{head}: {o['reason']}")
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def register(app: typer.Typer) -> None:

@@ -6,6 +6,7 @@ loads numpy and the engine (the capacity planner only when a plan is asked for).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,6 +227,44 @@ def disaggregated_point(
         "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
     } | ({} if bool(np.asarray(r.fits)) else {"note": queue_note(
         concurrency, int(float(np.asarray(mem_d.max_concurrency)) * decode_workers), setup.prec.kv)})
+
+
+def compare_hardware(
+    refs: list[str], build: Callable[[str], Setup], layout: Layout, peak_rps: float, isl: int, osl: int,
+    ttft_s: float, tpot_s: float, mode: str,
+) -> dict[str, Any]:
+    """The capacity plan on each GPU type (``build`` makes each one's :class:`Setup`); the one with the
+    fewest GPUs (then the least power) is returned, with every type's outcome in ``hardware_options``
+    (a type that cannot meet the targets, hold the model or run the engine says why)."""
+    plans: list[tuple[str, dict[str, Any] | None, str, tuple[str, str, str]]] = []
+    for ref in refs:
+        try:
+            setup = build(ref)
+        except FactoryplanError as exc:  # e.g. the engine named does not run on this vendor's parts
+            plans.append((ref, None, exc.render(), (ref, "", "")))
+            continue
+        ids = (setup.acc.id, setup.system.id, setup.backend)
+        try:
+            plans.append((ref, capacity(setup, layout, peak_rps, isl, osl, ttft_s, tpot_s, mode), "", ids))
+        except FactoryplanError as exc:
+            plans.append((ref, None, exc.render(), ids))
+    feasible = [(d["gpus"], d["power_kw"], i) for i, (_, d, _, _) in enumerate(plans) if d is not None]
+    if not feasible:
+        reasons = "; ".join(f"{ref}: {reason}" for ref, _, reason, _ in plans)
+        raise InfeasibleError(f"no GPU type compared meets the targets: {reasons}", field="--gpu")
+    best = min(feasible)[2]
+    options = []
+    for i, (ref, d, reason, (acc_id, system_id, backend)) in enumerate(plans):
+        row: dict[str, Any] = {"gpu": acc_id or ref, "system": system_id, "backend": backend,
+                               "feasible": d is not None, "chosen": i == best, "reason": reason}
+        if d is not None:
+            row.update({key: d[key] for key in ("gpus", "systems", "replicas", "mode", "config", "ttft_ms", "tpot_ms",
+                                                "power_kw", "output_tokens_per_s_per_gpu",
+                                                "output_tokens_per_s_per_mw")})
+        options.append(row)
+    chosen = plans[best][1]
+    assert chosen is not None  # best indexes a feasible plan
+    return {**chosen, "hardware_options": options}
 
 
 def capacity(
