@@ -374,6 +374,27 @@ def test_an_alias_that_is_another_id_is_refused(tmp_path: Path) -> None:
     assert "alias 'h100' of h200-sxm" in message and "aliases" in message
 
 
+@pytest.mark.parametrize("path", _data_files(), ids=lambda p: p.name)
+def test_entries_read_one_by_one_are_the_file(path: Path) -> None:
+    # serve parses only the entries it needs; each must read as in the whole file
+    from factoryplan.catalog.load import entry_texts, parse_entry
+
+    whole = read_yaml(path) or []
+    texts = entry_texts(path)
+    assert list(texts) == [item["id"] for item in whole]
+    assert [parse_entry(t, path) for t in texts.values()] == whole
+
+
+def test_entries_of_a_file_laid_out_otherwise(tmp_path: Path) -> None:
+    from factoryplan.catalog.load import entry_texts, parse_entry
+
+    path = tmp_path / "flow.yaml"
+    path.write_text('[{id: a, x: 1}, {"id": "b", "x": [2, 3]}]\n', encoding="utf-8")
+    texts = entry_texts(path)
+    expected = {"a": {"id": "a", "x": 1}, "b": {"id": "b", "x": [2, 3]}}
+    assert {i: parse_entry(t, path) for i, t in texts.items()} == expected
+
+
 def test_missing_source_is_named(tmp_path: Path) -> None:
     new = yaml.safe_load((DATA_DIR / "links.yaml").read_text(encoding="utf-8"))[0]
     new = {k: v for k, v in new.items() if k != "source"} | {"id": "test-link"}

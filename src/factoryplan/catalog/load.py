@@ -9,6 +9,7 @@ file, the entry and the field.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,34 @@ def read_yaml(path: Path) -> Any:
         mark = getattr(exc, "problem_mark", None)
         line = f"line {mark.line + 1}" if mark is not None else ""
         raise FactoryplanError(f"not valid YAML: {getattr(exc, 'problem', exc)}", where=str(path), field=line) from None
+
+
+_ENTRY_START = re.compile(r"- id: *['\"]?([^'\"\s#]+)")
+
+
+def entry_texts(path: Path) -> dict[str, str]:
+    """Each top-level entry of a catalog data file as its own YAML text, by id, unparsed: a
+    question that reads one model of thirty parses one. Entries start at column 0 with ``- id:``
+    (block YAML indents everything inside an entry, so such a line always starts a new one); a
+    file laid out otherwise is parsed whole and each entry dumped back."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if line.startswith("- ")]
+    matches = [_ENTRY_START.match(lines[i]) for i in starts]
+    if starts and all(matches):
+        ends = [*starts[1:], len(lines)]
+        return {m.group(1): "".join(lines[a:b]) for m, a, b in zip(matches, starts, ends, strict=True) if m}
+    return {str(item.get("id", "?")): yaml.safe_dump([item], sort_keys=False) for item in read_yaml(path) or []}
+
+
+def parse_entry(text: str, path: Path) -> dict[str, Any]:
+    """The mapping of one entry's text from :func:`entry_texts`."""
+    try:
+        items = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise FactoryplanError(f"not valid YAML: {getattr(exc, 'problem', exc)}", where=str(path)) from None
+    item: dict[str, Any] = items[0]
+    return item
 
 
 @dataclass
@@ -344,4 +373,4 @@ def check_references(cat: Catalog) -> None:
         _ref(cat, "options", "api_prices", p.id, "option", p.option)
 
 
-__all__ = ["DATA_DIR", "Catalog", "Entry", "load_catalog", "read_yaml"]
+__all__ = ["DATA_DIR", "Catalog", "Entry", "entry_texts", "load_catalog", "parse_entry", "read_yaml"]

@@ -88,37 +88,43 @@ def serving_catalog(overlays: list[Path] | None, gpu: str | list[str] = "", mode
         for ref in refs:
             cat.hardware(ref, field_name="--gpu")
         return cat
-    raw: dict[str, dict[str, tuple[Path, dict[str, Any]]]] = {}
+    texts: dict[str, dict[str, tuple[Path, str]]] = {}
     for kind in SERVING_KINDS:
-        table: dict[str, tuple[Path, dict[str, Any]]] = {}
-        for path in sorted(cl.DATA_DIR.glob(f"{kind}.yaml")) + sorted(cl.DATA_DIR.glob(f"{kind}.*.yaml")):
-            for item in cl.read_yaml(path) or []:
-                table[str(item.get("id", "?"))] = (path, item)
-        raw[kind] = table
-    inference = {i for i, (_, item) in raw["calibrations"].items() if item.get("engine") == "inference"}
-    wanted = {"fx": set(raw["fx"]), "calibrations": inference, "models": {model}}
-    aliases = {i: tuple(item.get("aliases") or ()) for i, (_, item) in raw["accelerators"].items()}
-    ids = [cl.hardware_id_of(ref, raw["systems"], aliases) or ref for ref in refs]
+        paths = sorted(cl.DATA_DIR.glob(f"{kind}.yaml")) + sorted(cl.DATA_DIR.glob(f"{kind}.*.yaml"))
+        texts[kind] = {i: (path, text) for path in paths for i, text in cl.entry_texts(path).items()}
+
+    def item(kind: str, entry_id: str) -> dict[str, Any]:
+        """One entry's raw mapping ({} for an unknown id), parsed on first use."""
+        if entry_id not in texts[kind]:
+            return {}
+        path, text = texts[kind][entry_id]
+        return cl.parse_entry(text, path)
+
+    raw = {kind: {i: item(kind, i) for i in texts[kind]} for kind in ("fx", "calibrations", "accelerators")}
+    inference = {i for i, entry in raw["calibrations"].items() if entry.get("engine") == "inference"}
+    wanted = {"fx": set(texts["fx"]), "calibrations": inference, "models": {model}}
+    aliases = {i: tuple(entry.get("aliases") or ()) for i, entry in raw["accelerators"].items()}
+    ids = [cl.hardware_id_of(ref, texts["systems"], aliases) or ref for ref in refs]
     wanted["systems"], wanted["accelerators"] = set(ids), set(ids)
     for hw_id in ids:
-        wanted["systems"].add(str(raw["accelerators"].get(hw_id, (Path(), {}))[1].get("default_system", "")))
-        wanted["accelerators"].add(str(raw["systems"].get(hw_id, (Path(), {}))[1].get("accelerator", "")))
+        wanted["systems"].add(str(raw["accelerators"].get(hw_id, {}).get("default_system", "")))
+        wanted["accelerators"].add(str(item("systems", hw_id).get("accelerator", "")))
     cat = cl.Catalog()
     usd_per: dict[str, float] = {}
     for kind in SERVING_KINDS:
-        for entry_id, (path, item) in raw[kind].items():
-            if entry_id in wanted[kind]:
-                entry = cl._validate(kind, item, usd_per, str(path))
-                cat.kind(kind)[entry.id] = entry
-                cat.origin[(kind, entry.id)] = str(path)
+        for entry_id in sorted(wanted[kind] & set(texts[kind])):
+            entry = cl._validate(kind, raw[kind][entry_id] if kind in raw else item(kind, entry_id), usd_per,
+                                 str(texts[kind][entry_id][0]))
+            cat.kind(kind)[entry.id] = entry
+            cat.origin[(kind, entry.id)] = str(texts[kind][entry_id][0])
         if kind == "fx":
             usd_per = cat.usd_per()
     for ref, hw_id in zip(refs, ids, strict=True):
         if hw_id not in cat.accelerators and hw_id not in cat.systems:
-            every = [*raw["accelerators"], *raw["systems"], *(n for names in aliases.values() for n in names)]
+            every = [*texts["accelerators"], *texts["systems"], *(n for names in aliases.values() for n in names)]
             raise unknown("accelerator or system", ref, every, field="--gpu")
     if model not in cat.models and not model.endswith(".json") and not Path(model).exists():
-        err = unknown("model", model, raw["models"])
+        err = unknown("model", model, texts["models"])
         raise FactoryplanError(err.message, field="--model", allowed=f"{err.allowed}; or a path to a config.json")
     return cat
 
