@@ -198,6 +198,16 @@ def test_data_set_quantization_modes(mode: str, weights: str, activations: str) 
     assert (quant(mode), activations_of(mode)) == (weights, activations)
 
 
+@pytest.mark.parametrize(("text", "engine"), [
+    ("trtllm", "trtllm"), ("TensorRT-LLM", "trtllm"), ("dynamo-trtllm", "trtllm"), ("trt_llm", "trtllm"),
+    ("vLLM", "vllm"), ("vllm-openai", "vllm"), ("SGLang", "sglang"), ("llama.cpp", None),
+])
+def test_data_set_engine_names(text: str, engine: str | None) -> None:
+    from factoryplan.validation.inference import engine_name
+
+    assert engine_name(text) == engine
+
+
 def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
     """A MoE row with blank moe_tp/ep columns runs its experts over the tp x dp GPUs (repair (e)),
     not replicated on each GPU."""

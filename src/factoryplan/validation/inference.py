@@ -270,6 +270,16 @@ def _concurrency(row: dict[str, str]) -> float:
     return float(_int(row["batch_size"]) * _int(row.get("attention_dp_size", "")))
 
 
+def engine_name(text: str) -> str | None:
+    """The engine profile a data set's backend names (``trtllm``, ``TensorRT-LLM``, ``dynamo-trtllm``,
+    ``vLLM``, ``sglang``), or None."""
+    key = re.sub(r"[^a-z]", "", text.lower())
+    for name, tokens in (("trtllm", ("trtllm", "tensorrtllm")), ("vllm", ("vllm",)), ("sglang", ("sglang",))):
+        if any(t in key for t in tokens):
+            return name
+    return None
+
+
 def quant(mode: str) -> str:
     """The engine precision of a data set's quantization mode (``fp8_block`` -> ``fp8``,
     ``w4a8_mxfp4_fp8`` -> ``fp4``, ``int4_wo`` -> ``int4``, ``float16`` and empty -> ``bf16``)."""
@@ -349,14 +359,16 @@ def _measured_point(
 ) -> tuple[Point | None, str]:
     ref, reason = _model_ref(catalog, row["model_path"], configs)
     hw = hardware_id(catalog, row["system"])
-    mode = row.get("mode", "agg") or "agg"
+    mode = {"aggregated": "agg", "disaggregated": "disagg"}.get(
+        (row.get("mode") or "agg").strip().lower(), (row.get("mode") or "agg").strip().lower())
     if mode not in ("agg", "disagg"):
         return None, f"serving mode {mode!r} (agg or disagg)"
     if ref is None:
         return None, reason
     if hw is None:
         return None, f"system {row['system']} not in the catalog"
-    if row["backend"] not in BACKENDS:
+    backend = engine_name(row["backend"])
+    if backend is None:
         return None, f"serving engine {row['backend']} has no profile"
     values: dict[str, float | None] = {}
     for name in ("isl", "osl", "silicon_ttft_ms", "silicon_tpot_ms"):
@@ -383,7 +395,7 @@ def _measured_point(
         conc = _concurrency(row)
         par, repair = _parallel(row, arch.moe is not None, domain, conc)
     return Point(
-        id=row["id"], source=source, model=ref, accelerator=hw[0], system=hw[1], backend=row["backend"],
+        id=row["id"], source=source, model=ref, accelerator=hw[0], system=hw[1], backend=backend,
         weights=quant(row["gemm_quant_mode"]), experts=quant(row["moe_quant_mode"]), par=par,
         activations=activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]),
         isl=float(values["isl"]), osl=float(values["osl"]), concurrency=conc, ttft_ms=values["silicon_ttft_ms"],
