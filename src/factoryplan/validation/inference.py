@@ -274,10 +274,8 @@ def engine_name(text: str) -> str | None:
     """The engine profile a data set's backend names (``trtllm``, ``TensorRT-LLM``, ``dynamo-trtllm``,
     ``vLLM``, ``sglang``), or None."""
     key = re.sub(r"[^a-z]", "", text.lower())
-    for name, tokens in (("trtllm", ("trtllm", "tensorrtllm")), ("vllm", ("vllm",)), ("sglang", ("sglang",))):
-        if any(t in key for t in tokens):
-            return name
-    return None
+    spellings = {"trtllm": ("trtllm", "tensorrtllm")}
+    return next((name for name in BACKENDS if any(t in key for t in spellings.get(name, (name,)))), None)
 
 
 def quant(mode: str) -> str:
