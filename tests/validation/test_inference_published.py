@@ -233,6 +233,9 @@ def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
     ("deepseek-ai/DeepSeek-R1-Distill-Llama-8B", "llama-3.1-8b"),
     ("mistralai/Mixtral-8x22B-Instruct-v0.1", "mixtral-8x22b"),
     ("Qwen/Qwen2.5-72B-Instruct", "qwen2.5-72b"),
+    ("meta-llama/Meta-Llama-3.1-8B-Instruct", "llama-3.1-8b"),  # the release's first name
+    ("nvidia/Meta-Llama-3.1-405B-Instruct-FP8", "llama-3.1-405b"),
+    ("deepseek-ai/DeepSeek-V3.1-Terminus", "deepseek-v3"),
     ("zai-org/GLM-4.5-Air", None),  # another architecture: 46 layers, 128 experts
     ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", None),  # Qwen2.5-32B, not in the catalog
 ])

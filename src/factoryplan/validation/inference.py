@@ -156,7 +156,7 @@ class Loaded:
 # checkpoints, revisions, dates): stripped one at a time until a catalog id matches.
 _VARIANT_SUFFIX = re.compile(
     r"-(instruct|chat|hf|it|base|thinking|fp8|fp4|nvfp4|mxfp4|bf16|fp16|int4|int8|awq|gptq|w4a16|w4a8|w8a8|"
-    r"dynamic|block|v\d+(\.\d+)?|\d{4})$"
+    r"dynamic|block|terminus|preview|v\d+(\.\d+)?|\d{4})$"
 )
 # Releases whose text model has the architecture of a catalog entry (same config.json shapes).
 ARCH_EQUIVALENT = {
@@ -182,7 +182,7 @@ def model_id(catalog: Catalog, repo: str) -> str | None:
     key = repo.strip().lower()
     if key in MODEL_IDS:
         return MODEL_IDS[key]
-    cand = key.split("/")[-1]
+    cand = key.split("/")[-1].removeprefix("meta-")  # Meta-Llama-3.1-8B: the releases' first names
     while True:
         for name in (cand, ARCH_EQUIVALENT.get(cand, "")):
             if name in catalog.models:
