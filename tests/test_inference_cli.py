@@ -62,6 +62,15 @@ def test_hugging_face_configs(capsys: pytest.CaptureFixture[str], config: str) -
     assert d["ttft_ms"] > 0 and d["tpot_ms"] > 0 and d["fits"]
 
 
+def test_repository_names_of_catalog_architectures(capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["serve", "-g", "b200", "--isl", "1000", "--osl", "100", "--tp", "8", "-c", "8"]
+    by_repo = run_json(capsys, *base, "-m", "meta-llama/Llama-3.1-70B-Instruct")
+    assert by_repo == run_json(capsys, *base, "-m", "llama-3.1-70b")  # the same architecture, named by its id
+    assert run_json(capsys, *base, "-m", "nvidia/DeepSeek-R1-0528-FP4-v2", "--ep", "8")["model"] == "deepseek-r1"
+    assert main([*base, "-m", "meta-llama/Llama-9-70B"]) == 2
+    assert "repository name of a catalog architecture" in " ".join(capsys.readouterr().err.split())
+
+
 def test_requests_longer_than_the_context_window_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     base = ["serve", "-m", "qwen3-32b", "-g", "h200-sxm", "--osl", "1000"]
     assert main([*base, "--isl", "40000", "--tp", "2", "-c", "4"]) == 2

@@ -230,7 +230,7 @@ def test_train_and_plan_take_the_model(capsys: pytest.CaptureFixture[str], cat: 
 @pytest.mark.parametrize("repo", ["deepseek-ai/DeepSeek-V3.2-Exp", "deepseek-ai/DeepSeek-V3.2",
                                   "nvidia/DeepSeek-V3.2-NVFP4"])
 def test_data_set_names_map_to_the_entry(cat: Catalog, repo: str) -> None:
-    assert model_id(cat, repo) == "deepseek-v3.2"
+    assert model_id(cat.models, repo) == "deepseek-v3.2"
 
 
 def test_measured_rows_are_predicted_not_skipped(cat: Catalog, tmp_path: Path) -> None:

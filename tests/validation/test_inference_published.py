@@ -173,7 +173,7 @@ def test_data_set_model_names_map_to_architectures(repo: str, expected: str | No
     """Measured files of other GPUs name quantized checkpoints and dated releases of the same models."""
     from factoryplan.validation.inference import model_id
 
-    assert model_id(load_catalog(), repo) == expected
+    assert model_id(load_catalog().models, repo) == expected
 
 
 @pytest.mark.parametrize(("system", "expected"), [
@@ -242,4 +242,4 @@ def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
 def test_repository_names_map_to_catalog_architectures(repo: str, expected: str | None) -> None:
     """A data set's model repository maps onto the catalog entry with its architecture (variant
     suffixes stripped, releases of the same architecture mapped), or to none."""
-    assert model_id(load_catalog(), repo) == expected
+    assert model_id(load_catalog().models, repo) == expected

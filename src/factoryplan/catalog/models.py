@@ -23,6 +23,8 @@ Conventions (those of the Hugging Face implementations, which the published coun
 
 from __future__ import annotations
 
+import re
+from collections.abc import Container
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -476,13 +478,74 @@ def arch_fields(arch: ModelArch) -> dict[str, object]:
     return {k: v for k, v in arch.model_dump().items() if k not in _ENTRY_FIELDS}
 
 
+# Hugging Face repositories of the calibration data sets -> catalog ids (other names are matched by their
+# last part, see repo_model_id)
+MODEL_IDS = {
+    "meta-llama/llama-3.1-8b-instruct": "llama-3.1-8b",
+    "nvidia/llama-3.1-8b-instruct-fp8": "llama-3.1-8b",
+    "meta-llama/llama-3.1-70b": "llama-3.1-70b",
+    "meta-llama/llama-3.3-70b-instruct": "llama-3.3-70b",
+    "qwen/qwen3-32b": "qwen3-32b",
+    "qwen/qwen3-235b-a22b-fp8": "qwen3-235b-a22b",
+    "openai/gpt-oss-120b": "gpt-oss-120b",
+    "deepseek-ai/deepseek-v3": "deepseek-v3",
+    "deepseek-ai/deepseek-r1": "deepseek-r1",
+    "minimaxai/minimax-m2.5": "minimax-m2.5",
+    "moonshotai/kimi-k2.5": "kimi-k2.5",
+    "qwen/qwen3.5-397b-a17b": "qwen3.5-397b-a17b",
+    "deepseek-ai/deepseek-v3.2-exp": "deepseek-v3.2",
+    "zhipuai/glm-5": "glm-5",
+}
+# Suffixes of a repository name that do not change the architecture (post-training, quantized
+# checkpoints, revisions, dates): stripped one at a time until a catalog id matches.
+_VARIANT_SUFFIX = re.compile(
+    r"-(instruct|chat|hf|it|base|thinking|fp8|fp4|nvfp4|mxfp4|bf16|fp16|int4|int8|awq|gptq|w4a16|w4a8|w8a8|"
+    r"dynamic|block|terminus|preview|v\d+(\.\d+)?|\d{4})$"
+)
+# Releases whose text model has the architecture of a catalog entry (same config.json shapes).
+ARCH_EQUIVALENT = {
+    "kimi-k2": "kimi-k2.5",  # K2.5 continues K2's DeepSeek-V3-style backbone (61 layers, 384 experts)
+    "minimax-m2": "minimax-m2.5", "minimax-m2.1": "minimax-m2.5",  # 62 layers, 256 experts, top-8
+    "deepseek-v3.1": "deepseek-v3",  # V3.1 keeps V3's layers; V3.2 adds sparse attention (its own entry)
+    "deepseek-v3.2-exp": "deepseek-v3.2",  # the experimental release of the same sparse-attention layers
+    "deepseek-v3.2-speciale": "deepseek-v3.2",  # the same checkpoint layout (685B with the MTP layer)
+    "glm-4.6": "glm-4.5", "glm-4.7": "glm-4.5",  # Glm4MoeForCausalLM: 92 layers, 160 experts (not -Air, -Flash)
+    "qwen3-coder-30b-a3b": "qwen3-30b-a3b",  # 48 layers, 128 experts of 768; 30.5B, 3.3B active
+    "deepseek-r1-distill-llama-70b": "llama-3.3-70b",  # fine-tuned from Llama-3.3-70B-Instruct
+    "deepseek-r1-distill-llama-8b": "llama-3.1-8b",  # fine-tuned from Llama-3.1-8B
+}
+
+
+def repo_model_id(known: Container[str], repo: str) -> str | None:
+    """The catalog id (one of ``known``) of a Hugging Face repository name, or None.
+
+    ``nvidia/DeepSeek-R1-0528-FP4-v2`` -> ``deepseek-r1``, ``Qwen/Qwen3-235B-A22B-Instruct-2507-FP8``
+    -> ``qwen3-235b-a22b``: variant suffixes are stripped one at a time, and a release with a
+    catalog entry's architecture maps to it (:data:`ARCH_EQUIVALENT`).
+    """
+    key = repo.strip().lower()
+    if key in MODEL_IDS:
+        return MODEL_IDS[key]
+    cand = key.split("/")[-1].removeprefix("meta-")  # Meta-Llama-3.1-8B: the releases' first names
+    while True:
+        for name in (cand, ARCH_EQUIVALENT.get(cand, "")):
+            if name in known:
+                return name
+        shorter = _VARIANT_SUFFIX.sub("", cand)
+        if shorter == cand or not shorter:
+            return None
+        cand = shorter
+
+
 def resolve_model(catalog: Catalog, ref: str) -> ModelArch:
     """A model by catalog id, or parsed from a Hugging Face ``config.json``.
 
-    ``ref`` is a catalog id (``llama-3.1-70b``), a path to a JSON file, or a directory that
-    holds a ``config.json``. A catalog id wins over a file of the same name. An unknown id
-    gets a did-you-mean and the list of ids; a path that ends in ``.json`` but does not exist,
-    or a directory without ``config.json``, is reported with the path.
+    ``ref`` is a catalog id (``llama-3.1-70b``), a path to a JSON file, a directory that holds a
+    ``config.json``, or a Hugging Face repository name whose architecture the catalog has
+    (``meta-llama/Llama-3.1-70B-Instruct``, :func:`repo_model_id`). A catalog id wins over a file
+    of the same name, and a local directory or file over a repository name. An unknown id gets a
+    did-you-mean and the list of ids; a path that ends in ``.json`` but does not exist, or a
+    directory without ``config.json``, is reported with the path.
     """
     if ref in catalog.models:
         return catalog.models[ref]
@@ -495,9 +558,14 @@ def resolve_model(catalog: Catalog, ref: str) -> ModelArch:
         return parse_hf_config(path)
     if ref.endswith(".json"):
         raise FactoryplanError("model config file not found", where=str(path), field="model")
+    mid = repo_model_id(catalog.models, ref) if "/" in ref else None
+    if mid is not None:
+        return catalog.models[mid]
     err = unknown("model", ref, catalog.models)
     raise FactoryplanError(
-        err.message, field="model", allowed=f"{err.allowed}; or a path to a Hugging Face config.json"
+        err.message, field="model",
+        allowed=f"{err.allowed}; or a path to a Hugging Face config.json, or the repository name of a catalog "
+        "architecture (meta-llama/Llama-3.1-70B-Instruct)",
     )
 
 
@@ -549,6 +617,7 @@ __all__ = [
     "params_active",
     "params_non_embedding",
     "params_total",
+    "repo_model_id",
     "resolve_model",
     "router_params",
     "shared_expert_params",

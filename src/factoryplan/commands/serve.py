@@ -76,7 +76,7 @@ def serving_catalog(overlays: list[Path] | None, gpu: str | list[str] = "", mode
     """The catalog entries one serving question reads; the whole catalog when overlays are given.
 
     Without overlays only the requested accelerators and systems (``gpu``: one reference or a
-    list), the requested model (when it is a catalog id) and the inference calibrations are
+    list), the requested model (a catalog id, or the one a repository name maps to) and the inference calibrations are
     validated; the other ids of those kinds are kept for did-you-mean messages. A full load
     validates everything (``factoryplan catalog list``).
     """
@@ -102,7 +102,11 @@ def serving_catalog(overlays: list[Path] | None, gpu: str | list[str] = "", mode
 
     raw = {kind: {i: item(kind, i) for i in texts[kind]} for kind in ("fx", "calibrations", "accelerators")}
     inference = {i for i, entry in raw["calibrations"].items() if entry.get("engine") == "inference"}
-    wanted = {"fx": set(texts["fx"]), "calibrations": inference, "models": {model}}
+    from factoryplan.catalog.models import repo_model_id
+
+    local = model.endswith(".json") or Path(model).exists()
+    model_id = model if model in texts["models"] or local else repo_model_id(texts["models"], model) or model
+    wanted = {"fx": set(texts["fx"]), "calibrations": inference, "models": {model_id}}
     aliases = {i: tuple(entry.get("aliases") or ()) for i, entry in raw["accelerators"].items()}
     ids = [cl.hardware_id_of(ref, texts["systems"], aliases) or ref for ref in refs]
     wanted["systems"], wanted["accelerators"] = set(ids), set(ids)
@@ -123,9 +127,10 @@ def serving_catalog(overlays: list[Path] | None, gpu: str | list[str] = "", mode
         if hw_id not in cat.accelerators and hw_id not in cat.systems:
             every = [*texts["accelerators"], *texts["systems"], *(n for names in aliases.values() for n in names)]
             raise unknown("accelerator or system", ref, every, field="--gpu")
-    if model not in cat.models and not model.endswith(".json") and not Path(model).exists():
+    if model_id not in cat.models and not local:
         err = unknown("model", model, texts["models"])
-        raise FactoryplanError(err.message, field="--model", allowed=f"{err.allowed}; or a path to a config.json")
+        raise FactoryplanError(err.message, field="--model", allowed=f"{err.allowed}; or a path to a config.json, "
+                               "or the repository name of a catalog architecture (meta-llama/Llama-3.1-70B-Instruct)")
     return cat
 
 

@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from factoryplan.catalog.load import Catalog
+from factoryplan.catalog.models import repo_model_id as model_id
 from factoryplan.catalog.models import resolve_model
 from factoryplan.errors import FactoryplanError
 from factoryplan.perf.inference import (
@@ -76,23 +77,6 @@ DATA = Path(__file__).parent / "data"
 MEASURED = DATA / "serving_measured_hopper.csv"
 PUBLISHED = DATA / "published_runs.csv"
 
-# Hugging Face repositories of the data sets -> catalog ids (other names are matched by their last part).
-MODEL_IDS = {
-    "meta-llama/llama-3.1-8b-instruct": "llama-3.1-8b",
-    "nvidia/llama-3.1-8b-instruct-fp8": "llama-3.1-8b",
-    "meta-llama/llama-3.1-70b": "llama-3.1-70b",
-    "meta-llama/llama-3.3-70b-instruct": "llama-3.3-70b",
-    "qwen/qwen3-32b": "qwen3-32b",
-    "qwen/qwen3-235b-a22b-fp8": "qwen3-235b-a22b",
-    "openai/gpt-oss-120b": "gpt-oss-120b",
-    "deepseek-ai/deepseek-v3": "deepseek-v3",
-    "deepseek-ai/deepseek-r1": "deepseek-r1",
-    "minimaxai/minimax-m2.5": "minimax-m2.5",
-    "moonshotai/kimi-k2.5": "kimi-k2.5",
-    "qwen/qwen3.5-397b-a17b": "qwen3.5-397b-a17b",
-    "deepseek-ai/deepseek-v3.2-exp": "deepseek-v3.2",
-    "zhipuai/glm-5": "glm-5",
-}
 MEASURED_COLUMNS = ("id", "model_path", "system", "backend", "isl", "osl", "gemm_quant_mode", "moe_quant_mode",
                     "batch_size", "tp_size", "silicon_ttft_ms", "silicon_tpot_ms")
 QUANT = {"": "bf16", "bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "fp8_block": "fp8", "nvfp4": "fp4",
@@ -150,47 +134,6 @@ class Loaded:
 
     points: list[Point] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-# Suffixes of a repository name that do not change the architecture (post-training, quantized
-# checkpoints, revisions, dates): stripped one at a time until a catalog id matches.
-_VARIANT_SUFFIX = re.compile(
-    r"-(instruct|chat|hf|it|base|thinking|fp8|fp4|nvfp4|mxfp4|bf16|fp16|int4|int8|awq|gptq|w4a16|w4a8|w8a8|"
-    r"dynamic|block|terminus|preview|v\d+(\.\d+)?|\d{4})$"
-)
-# Releases whose text model has the architecture of a catalog entry (same config.json shapes).
-ARCH_EQUIVALENT = {
-    "kimi-k2": "kimi-k2.5",  # K2.5 continues K2's DeepSeek-V3-style backbone (61 layers, 384 experts)
-    "minimax-m2": "minimax-m2.5", "minimax-m2.1": "minimax-m2.5",  # 62 layers, 256 experts, top-8
-    "deepseek-v3.1": "deepseek-v3",  # V3.1 keeps V3's layers; V3.2 adds sparse attention (its own entry)
-    "deepseek-v3.2-exp": "deepseek-v3.2",  # the experimental release of the same sparse-attention layers
-    "deepseek-v3.2-speciale": "deepseek-v3.2",  # the same checkpoint layout (685B with the MTP layer)
-    "glm-4.6": "glm-4.5", "glm-4.7": "glm-4.5",  # Glm4MoeForCausalLM: 92 layers, 160 experts (not -Air, -Flash)
-    "qwen3-coder-30b-a3b": "qwen3-30b-a3b",  # 48 layers, 128 experts of 768; 30.5B, 3.3B active
-    "deepseek-r1-distill-llama-70b": "llama-3.3-70b",  # fine-tuned from Llama-3.3-70B-Instruct
-    "deepseek-r1-distill-llama-8b": "llama-3.1-8b",  # fine-tuned from Llama-3.1-8B
-}
-
-
-def model_id(catalog: Catalog, repo: str) -> str | None:
-    """The catalog id of a Hugging Face repository name, or None.
-
-    ``nvidia/DeepSeek-R1-0528-FP4-v2`` -> ``deepseek-r1``, ``Qwen/Qwen3-235B-A22B-Instruct-2507-FP8``
-    -> ``qwen3-235b-a22b``: variant suffixes are stripped one at a time, and a release with a
-    catalog entry's architecture maps to it (:data:`ARCH_EQUIVALENT`).
-    """
-    key = repo.strip().lower()
-    if key in MODEL_IDS:
-        return MODEL_IDS[key]
-    cand = key.split("/")[-1].removeprefix("meta-")  # Meta-Llama-3.1-8B: the releases' first names
-    while True:
-        for name in (cand, ARCH_EQUIVALENT.get(cand, "")):
-            if name in catalog.models:
-                return name
-        shorter = _VARIANT_SUFFIX.sub("", cand)
-        if shorter == cand or not shorter:
-            return None
-        cand = shorter
 
 
 def hardware_id(catalog: Catalog, name: str) -> tuple[str, str] | None:
@@ -306,7 +249,7 @@ def activations_of(*modes: str) -> str:
 def _model_ref(catalog: Catalog, repo: str, configs: Path | None) -> tuple[str | None, str]:
     """(catalog id or config.json path, reason when none): the catalog first, then
     ``<configs>/<org>--<name>_config.json`` (the calibration set's naming)."""
-    mid = model_id(catalog, repo)
+    mid = model_id(catalog.models, repo)
     if mid is not None:
         return mid, ""
     if configs is not None:
