@@ -210,6 +210,8 @@ def serve(
 
     Capacity: factoryplan serve -m deepseek-r1 -g gb200 --isl 2000 --osl 500 --rps 50 --ttft-ms 1500 --tpot-ms 40
 
+    GPU types compared: factoryplan serve -m llama-3.3-70b -g h200,b200,gb200 --isl 2000 --osl 500 --rps 20
+
     Disaggregated: factoryplan serve -m deepseek-r1 -g h200-sxm --isl 4000 --osl 500 -c 256 --prefill-tp 8
     --prefill-workers 2 --tp 1 --attention-dp 8 --ep 8
     """
