@@ -159,7 +159,8 @@ def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:
 
 
 def serve(
-    model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id or a Hugging Face config.json path.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id, a Hugging Face config.json path, or "
+                                       "the repository name of a catalog architecture.")],
     gpu: Annotated[str, typer.Option("--gpu", "-g", help="Accelerator id or alias (implies its usual system, "
                                      "e.g. gb200 -> NVL72; h100 -> h100-sxm) or a system id; with --rps, "
                                      "several separated by commas are compared.")],

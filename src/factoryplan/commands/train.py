@@ -38,7 +38,8 @@ def _number(text: str, name: str) -> float:
 
 
 def train(
-    model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id or a Hugging Face config.json path.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Catalog model id, a Hugging Face config.json path, or "
+                                       "the repository name of a catalog architecture.")],
     gpu: Annotated[str, typer.Option("--gpu", help="Accelerator id or alias (its usual system) or system id.")],
     gpus: Annotated[int, typer.Option("--gpus", help="Number of GPUs.")],
     seq_len: Annotated[int, typer.Option("--seq-len", help="Sequence length in tokens.")],
