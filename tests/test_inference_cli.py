@@ -95,7 +95,7 @@ def test_capacity_plan_compares_gpu_types(capsys: pytest.CaptureFixture[str]) ->
         alone = run_json(capsys, *args, "-g", gpu)
         assert (alone["gpus"], alone["config"]) == (opts[gpu]["gpus"], opts[gpu]["config"])
     # a type that cannot take part says why; the others still compete
-    d = run_json(capsys, *args, "-g", "h200,mi300x", "--backend", "trtllm")
+    d = run_json(capsys, *args, "-g", "mi300x,h200", "--backend", "trtllm")  # first in the list, too
     bad = [o for o in d["hardware_options"] if not o["feasible"]]
     assert [o["gpu"] for o in bad] == ["mi300x"] and "does not run on AMD" in bad[0]["reason"]
     assert main([*args, "-g", "h200,b200", "--format", "table"]) == 0

@@ -76,11 +76,12 @@ def serving_catalog(overlays: list[Path] | None, gpu: str | list[str] = "", mode
     """The catalog entries one serving question reads; the whole catalog when overlays are given.
 
     Without overlays only the requested accelerators and systems (``gpu``: one reference or a
-    list), the requested model (a catalog id, or the one a repository name maps to) and the inference calibrations are
-    validated; the other ids of those kinds are kept for did-you-mean messages. A full load
-    validates everything (``factoryplan catalog list``).
+    list), the requested model (a catalog id, or the one a repository name maps to) and the
+    inference calibrations are validated; the other ids of those kinds are kept for did-you-mean
+    messages. A full load validates everything (``factoryplan catalog list``).
     """
     from factoryplan.catalog import load as cl
+    from factoryplan.catalog.models import repo_model_id
 
     refs = [gpu] if isinstance(gpu, str) else list(gpu)
     if overlays:
@@ -102,8 +103,6 @@ def serving_catalog(overlays: list[Path] | None, gpu: str | list[str] = "", mode
 
     raw = {kind: {i: item(kind, i) for i in texts[kind]} for kind in ("fx", "calibrations", "accelerators")}
     inference = {i for i, entry in raw["calibrations"].items() if entry.get("engine") == "inference"}
-    from factoryplan.catalog.models import repo_model_id
-
     local = model.endswith(".json") or Path(model).exists()
     model_id = model if model in texts["models"] or local else repo_model_id(texts["models"], model) or model
     wanted = {"fx": set(texts["fx"]), "calibrations": inference, "models": {model_id}}
@@ -216,7 +215,7 @@ def serve(
     Disaggregated: factoryplan serve -m deepseek-r1 -g h200-sxm --isl 4000 --osl 500 -c 256 --prefill-tp 8
     --prefill-workers 2 --tp 1 --attention-dp 8 --ep 8
     """
-    from factoryplan.catalog.models import check_context
+    from factoryplan.catalog.models import check_context, resolve_model
     from factoryplan.commands import serve_engine as eng
 
     refs = [g.strip() for g in gpu.split(",") if g.strip()]
@@ -232,9 +231,7 @@ def serve(
                                (moe_precision or precision).value, kv_precision.value if kv_precision else None,
                                activation_precision.value if activation_precision else "")
 
-    setup = build(refs[0])
-    acc = setup.acc
-    check_context(setup.arch, isl, osl, field="--isl/--osl")
+    check_context(resolve_model(cat, model), isl, osl, field="--isl/--osl")
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
@@ -252,14 +249,16 @@ def serve(
         if peak <= 0:
             raise FactoryplanError("demand must be positive", field="--rps", value=peak)
         if len(refs) == 1:
-            data = eng.capacity(setup, layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3, mode.value)
-        else:
+            data = eng.capacity(build(refs[0]), layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3, mode.value)
+        else:  # a type that cannot take part (its engine, the model's fit, the targets) is listed with why
             data = eng.compare_hardware(refs, build, layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3,
                                         mode.value)
         _emit(data, fmt, f"capacity plan: {data['model']} on {data['system']}")
         if fmt is OutputFormat.table and "hardware_options" in data:
             _emit_options(data["hardware_options"])
         return
+    setup = build(refs[0])
+    acc = setup.acc
     if tp is None or concurrency is None:
         missing = ", ".join(n for n, v in (("--tp", tp), ("--concurrency", concurrency)) if v is None)
         raise FactoryplanError("a point estimate needs a layout and a load", field=missing,
