@@ -37,6 +37,8 @@ CATALOG_CONFIGS = {
     "qwen3-14b": "Qwen--Qwen3-14B_config.json",
     "qwen3-4b": "Qwen--Qwen3-4B_config.json",
     "qwen2.5-72b": "Qwen--Qwen2.5-72B-Instruct_config.json",
+    "qwen2.5-7b": "Qwen--Qwen2.5-7B-Instruct_config.json",
+    "qwen2.5-32b": "Qwen--Qwen2.5-32B-Instruct_config.json",
     "qwen3-32b": "Qwen--Qwen3-32B_config.json",
     "qwen3-235b-a22b": "Qwen--Qwen3-235B-A22B-FP8_config.json",
     "qwen3-coder-480b-a35b": "Qwen--Qwen3-Coder-480B-A35B-Instruct_config.json",

@@ -237,7 +237,10 @@ def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
     ("nvidia/Meta-Llama-3.1-405B-Instruct-FP8", "llama-3.1-405b"),
     ("deepseek-ai/DeepSeek-V3.1-Terminus", "deepseek-v3"),
     ("zai-org/GLM-4.5-Air", None),  # another architecture: 46 layers, 128 experts
-    ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", None),  # Qwen2.5-32B, not in the catalog
+    ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "qwen2.5-32b"),
+    ("Qwen/QwQ-32B", "qwen2.5-32b"),
+    ("Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b"),
+    ("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", None),  # Qwen2.5-14B, not in the catalog
 ])
 def test_repository_names_map_to_catalog_architectures(repo: str, expected: str | None) -> None:
     """A data set's model repository maps onto the catalog entry with its architecture (variant

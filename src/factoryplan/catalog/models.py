@@ -513,6 +513,9 @@ ARCH_EQUIVALENT = {
     "qwen3-coder-30b-a3b": "qwen3-30b-a3b",  # 48 layers, 128 experts of 768; 30.5B, 3.3B active
     "deepseek-r1-distill-llama-70b": "llama-3.3-70b",  # fine-tuned from Llama-3.3-70B-Instruct
     "deepseek-r1-distill-llama-8b": "llama-3.1-8b",  # fine-tuned from Llama-3.1-8B
+    "deepseek-r1-distill-qwen-32b": "qwen2.5-32b",  # fine-tuned from Qwen2.5-32B
+    "deepseek-r1-distill-qwen-7b": "qwen2.5-7b",  # from Qwen2.5-Math-7B: Qwen2.5-7B's shapes
+    "qwq-32b": "qwen2.5-32b",  # Qwen2.5-32B's layers (its own config.json gives its longer context)
 }
 
 
