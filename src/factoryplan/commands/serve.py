@@ -224,14 +224,15 @@ def serve(
         raise FactoryplanError("give one GPU for a point estimate" if refs else "no GPU given", field="--gpu",
                                value=gpu, allowed="one id; several, separated by commas, with --rps/--tokens-per-day")
     cat = serving_catalog(catalog, refs, model)
+    arch = resolve_model(cat, model)  # once, for every GPU type compared
+    check_context(arch, isl, osl, field="--isl/--osl")
 
     def build(ref: str) -> eng.Setup:
         acc, system = resolve_gpu(cat, ref)
-        return eng.Setup.build(cat, model, acc, system, backend.value if backend else None, precision.value,
+        return eng.Setup.build(cat, arch, acc, system, backend.value if backend else None, precision.value,
                                (moe_precision or precision).value, kv_precision.value if kv_precision else None,
                                activation_precision.value if activation_precision else "")
 
-    check_context(resolve_model(cat, model), isl, osl, field="--isl/--osl")
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from factoryplan.catalog.load import Catalog
-from factoryplan.catalog.models import params_active, params_total, resolve_model
+from factoryplan.catalog.models import params_active, params_total
 from factoryplan.catalog.schema import Accelerator, ModelArch, System
 from factoryplan.errors import FactoryplanError, InfeasibleError
 from factoryplan.perf.inference import (
@@ -49,13 +49,12 @@ class Setup:
 
     @classmethod
     def build(
-        cls, cat: Catalog, model: str, acc: Accelerator, system: System, backend: str | None, weights: str,
+        cls, cat: Catalog, arch: ModelArch, acc: Accelerator, system: System, backend: str | None, weights: str,
         experts: str, kv: str | None, activations: str = "",
     ) -> Setup:
-        """Resolve the model and the engine constants; the engine defaults to the first that runs on
+        """The engine constants for ``arch`` on the part; the engine defaults to the first that runs on
         the part (:func:`serving_engine`), the KV precision to the engine's, the activation precision to
         the weights' own."""
-        arch = resolve_model(cat, model)
         backend = serving_engine(cat, acc, backend, field="--backend")
         k = constants_from_catalog(cat, backend)
         kv_prec = kv or ("fp8" if k.kv_fp8_default and weights != "bf16" else "bf16")
