@@ -296,7 +296,8 @@ def check_references(scenario: Scenario, catalog: Catalog, *, where: str = "scen
     """Ids the scenario names must exist in the catalog (region, hardware, assumptions, jurisdictions)."""
     if scenario.region not in catalog.regions:
         raise unknown("region", scenario.region, catalog.regions, where=where, field="region", cls=ScenarioError)
-    hardware_ids = set(catalog.accelerators) | set(catalog.systems)
+    aliases = (n for a in catalog.accelerators.values() for n in a.aliases)
+    hardware_ids = {*catalog.accelerators, *catalog.systems, *aliases}
     for i, hw in enumerate(scenario.hardware):
         if catalog.hardware_id(hw) is None:
             raise unknown("hardware", hw, hardware_ids, where=where, field=f"hardware[{i}]", cls=ScenarioError)
