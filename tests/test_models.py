@@ -36,6 +36,8 @@ CATALOG_CONFIGS = {
     "qwen3-8b": "Qwen--Qwen3-8B_config.json",
     "qwen3-14b": "Qwen--Qwen3-14B_config.json",
     "qwen3-4b": "Qwen--Qwen3-4B_config.json",
+    "qwen3-1.7b": "Qwen--Qwen3-1.7B_config.json",
+    "qwen3-0.6b": "Qwen--Qwen3-0.6B_config.json",
     "qwen2.5-72b": "Qwen--Qwen2.5-72B-Instruct_config.json",
     "qwen2.5-7b": "Qwen--Qwen2.5-7B-Instruct_config.json",
     "qwen2.5-32b": "Qwen--Qwen2.5-32B-Instruct_config.json",

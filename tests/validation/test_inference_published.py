@@ -241,6 +241,15 @@ def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
     ("Qwen/QwQ-32B", "qwen2.5-32b"),
     ("Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b"),
     ("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", None),  # Qwen2.5-14B, not in the catalog
+    ("Qwen/Qwen3-0.6B", "qwen3-0.6b"),
+    ("Qwen/Qwen3-1.7B-FP8", "qwen3-1.7b"),
+    ("Qwen/Qwen3-32B-FP8-Static-PerTensor", "qwen3-32b"),  # a quantization recipe, the same layers
+    ("Qwen/Qwen3-VL-2B-Instruct", "qwen3-1.7b"),  # Qwen3-VL's text models: the Qwen3 shapes
+    ("Qwen/Qwen3-VL-8B-Instruct", "qwen3-8b"),
+    ("Qwen/Qwen3-VL-32B-Thinking", "qwen3-32b"),
+    ("Qwen/Qwen3-VL-30B-A3B-Instruct", "qwen3-30b-a3b"),
+    ("Qwen/Qwen3-VL-235B-A22B-Instruct-FP8", "qwen3-235b-a22b"),
+    ("MiniMaxAI/MiniMax-M3", None),  # a new architecture
 ])
 def test_repository_names_map_to_catalog_architectures(repo: str, expected: str | None) -> None:
     """A data set's model repository maps onto the catalog entry with its architecture (variant

@@ -500,7 +500,7 @@ MODEL_IDS = {
 # checkpoints, revisions, dates): stripped one at a time until a catalog id matches.
 _VARIANT_SUFFIX = re.compile(
     r"-(instruct|chat|hf|it|base|thinking|fp8|fp4|nvfp4|mxfp4|bf16|fp16|int4|int8|awq|gptq|w4a16|w4a8|w8a8|"
-    r"dynamic|block|terminus|preview|v\d+(\.\d+)?|\d{4})$"
+    r"dynamic|static|pertensor|block|terminus|preview|v\d+(\.\d+)?|\d{4})$"
 )
 # Releases whose text model has the architecture of a catalog entry (same config.json shapes).
 ARCH_EQUIVALENT = {
@@ -516,6 +516,12 @@ ARCH_EQUIVALENT = {
     "deepseek-r1-distill-qwen-32b": "qwen2.5-32b",  # fine-tuned from Qwen2.5-32B
     "deepseek-r1-distill-qwen-7b": "qwen2.5-7b",  # from Qwen2.5-Math-7B: Qwen2.5-7B's shapes
     "qwq-32b": "qwen2.5-32b",  # Qwen2.5-32B's layers (its own config.json gives its longer context)
+    # Qwen3-VL: the text model under text_config has the Qwen3 release's shapes (interleaved M-RoPE,
+    # 262,144 positions); the vision tower (0.4-0.6B) is not counted. 2B: 28 x 2048, 16 heads, FFN 6144,
+    # tied; 4B: 36 x 2560, tied; 8B: 36 x 4096, FFN 12288; 32B: 64 x 5120, FFN 25600; 30B-A3B: 48 x
+    # 2048, 128 experts of 768, top-8; 235B-A22B: 94 x 4096, 128 experts of 1536.
+    "qwen3-vl-2b": "qwen3-1.7b", "qwen3-vl-4b": "qwen3-4b", "qwen3-vl-8b": "qwen3-8b", "qwen3-vl-32b": "qwen3-32b",
+    "qwen3-vl-30b-a3b": "qwen3-30b-a3b", "qwen3-vl-235b-a22b": "qwen3-235b-a22b",
 }
 
 
