@@ -91,7 +91,7 @@ MODEL_COUNTS = frozenset(
         """layers hidden heads kv_heads head_dim ffn vocab max_context sliding_window sliding_layers
     position_embeddings published_params published_active_params experts active shared expert_ffn shared_ffn
     dense_layers layer_freq q_lora_rank kv_lora_rank qk_nope_head_dim qk_rope_head_dim v_head_dim
-    key_heads value_heads key_head_dim value_head_dim conv_kernel index_heads index_head_dim top_k"""
+    key_heads value_heads key_head_dim value_head_dim conv_kernel index_heads index_head_dim top_k ffn_layers"""
     )
 )
 BASES = {"spec", "measured", "derived", "assumption"}

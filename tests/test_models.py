@@ -58,6 +58,7 @@ CATALOG_CONFIGS = {
     "kimi-k2.5": "moonshotai--Kimi-K2.5_config.json",
     "qwen3.5-397b-a17b": "Qwen--Qwen3.5-397B-A17B_config.json",
     "qwen3-next-80b-a3b": "Qwen--Qwen3-Next-80B-A3B-Instruct_config.json",
+    "nemotron-3-nano-30b-a3b": "nvidia--NVIDIA-Nemotron-3-Nano-30B-A3B-BF16_config.json",
 }
 
 # Whether the authors' active count includes the input embedding table (see params_active).
@@ -319,7 +320,7 @@ def test_other_sparse_attention_is_refused_naming_the_field(extra: dict[str, obj
     ({"layer_types": ["linear_attention", "full_attention"] * 4}, "layer_types"),  # no Gated DeltaNet fields
     ({"layer_types": ["mamba", "full_attention"] * 4}, "layer_types"),
     ({"attn_type_list": [0, 1] * 4}, "attn_type_list"),  # MiniMax-01 lightning attention
-    ({"hybrid_override_pattern": "M-M-M-M*"}, "hybrid_override_pattern"),  # Nemotron-H
+    ({"mamba_d_state": 16, "attn_layer_period": 8}, "mamba_d_state"),  # Jamba / Falcon-H1 state-space layers
 ])
 def test_other_hybrid_layers_are_refused_naming_the_field(extra: dict[str, object], field: str) -> None:
     with pytest.raises(FactoryplanError, match=f"{field}: .*(does not model|not model)"):
@@ -506,11 +507,13 @@ def test_breakdown_sums_and_per_layer_helpers_agree(config: str) -> None:
     # the layers counted as softmax-attention layers, less what linear attention changes in L_lin of them
     mixer = m.dense_layer_params(arch) - m.dense_layer_params(arch, linear=True)
     assert mixer == m.moe_layer_params(arch) - m.moe_layer_params(arch, linear=True) or arch.moe is None
+    # mixer blocks without a feed-forward part of their own (Nemotron-H keeps them apart): L - F
+    lone = (arch.layers - m.ffn_blocks(arch)) * (m.dense_layer_params(arch) - m.dense_mlp_params(arch))
     layers = m.dense_layers(arch) * m.dense_layer_params(arch) + m.moe_layers(arch) * m.moe_layer_params(arch)
-    assert embed + layers - n_linear * mixer == m.params_total(arch)
+    assert embed + layers + lone - n_linear * mixer == m.params_total(arch)
     active_layers = m.dense_layers(arch) * m.dense_layer_params(arch)
     active_layers += m.moe_layers(arch) * m.moe_layer_active_params(arch)
-    assert embed + active_layers - n_linear * mixer == m.params_active(arch)
+    assert embed + active_layers + lone - n_linear * mixer == m.params_active(arch)
     assert (
         m.params_non_embedding(arch)
         == m.params_total(arch) - b["embedding"] - b["position_embedding"] - b["lm_head"]

@@ -6,10 +6,12 @@ It understands Llama, Mistral, Qwen2, Qwen3, Qwen3-MoE, Mixtral, DeepSeek-V2/V3/
 (MLA), DeepSeek-V3.2 (MLA with DeepSeek sparse attention: ``index_n_heads``, ``index_head_dim``,
 ``index_topk``), gpt-oss, MiniMax-M2, GPT-2 and GPT-NeoX/Pythia configs, the hybrid Gated DeltaNet
 models Qwen3-Next and Qwen3.5 (``linear_*`` fields, ``layer_types`` or ``full_attention_interval``),
-and configs that nest the text model under ``text_config`` (multimodal wrappers; the vision tower is
-not counted). A config with other layers than softmax, sparse or Gated DeltaNet attention (lightning
-attention, state-space layers, compressed or layer-shared sparse attention) is refused with the
-reason; one that lacks a needed field is refused with the list of fields it needs.
+Nemotron-H's Mamba-2, attention, MLP and MoE blocks (Nemotron Nano 2, Nemotron 3 Nano:
+``hybrid_override_pattern`` or ``layers_block_type``), and configs that nest the text model under
+``text_config`` (multimodal wrappers; the vision tower is not counted). A config with other layers
+than these (lightning attention, other state-space layers, compressed or layer-shared sparse
+attention, Nemotron 3's latent MoE) is refused with the reason; one that lacks a needed field is
+refused with the list of fields it needs.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ _WRAPPERS = ("text_config", "llm_config", "language_config")
 _NESTED = frozenset({"vision_config", "audio_config", "quantization_config", *_WRAPPERS})
 
 # What configs leave implicit, by model_type.
-_PLAIN_MLP = frozenset({"gpt2", "gpt_bigcode", "gpt_neox", "gptj", "codegen"})
+_PLAIN_MLP = frozenset({"gpt2", "gpt_bigcode", "gpt_neox", "gptj", "codegen", "nemotron_h"})  # nemotron_h: relu2
+_RMS_ONLY = frozenset({"nemotron_h"})  # RMSNorm though the config names its epsilon layer_norm_epsilon
 _ALL_BIASES = frozenset({"gpt2", "gpt_bigcode", "gpt_neox"})  # q/k/v, o and MLP biases
 _MLP_BIAS_ONLY = frozenset({"gptj", "codegen"})
 _QKV_BIAS_ONLY = frozenset({"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"})
@@ -57,13 +60,20 @@ _TIED_BY_DEFAULT = frozenset({"gpt2", "gpt_bigcode"})
 _SINKS = frozenset({"gpt_oss"})
 _LLAMA4 = frozenset({"llama4", "llama4_text"})  # a shared expert of intermediate_size in every MoE layer
 _EXPERT_BIAS = frozenset({"gpt_oss"})
-_ROUTER_BIAS = frozenset({"glm4_moe", "glm_moe_dsa"})  # e_score_correction_bias without a topk_method field
+_ROUTER_BIAS = frozenset({"glm4_moe", "glm_moe_dsa", "nemotron_h"})  # e_score_correction_bias, no topk_method field
 _QKV_FLAG = frozenset({"glm4_moe"})  # attention_bias covers q/k/v only: o_proj has no bias
 
-# Fields that announce layers factoryplan does not model.
+# Nemotron-H's block kinds (``hybrid_override_pattern`` letter, ``layers_block_type`` name): each
+# block is one Mamba-2 mixer, attention, dense MLP or MoE.
+_BLOCK_KINDS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
+_BLOCK_NAMES = {"mamba": "mamba", "attention": "attention", "full_attention": "attention", "mlp": "mlp", "moe": "moe"}
+_BLOCK_FIELDS = {  # Mamba-2: schema field -> config field
+    "key_heads": "n_groups", "key_head_dim": "ssm_state_size", "value_heads": "mamba_num_heads",
+    "value_head_dim": "mamba_head_dim", "conv_kernel": "conv_kernel",
+}
+# Fields that announce layers factoryplan does not model (Nemotron-H's are read, see _blocks).
 _NOVEL_FIELDS: dict[str, str] = {
     "attn_type_list": "linear (lightning) attention layers",
-    "hybrid_override_pattern": "Mamba state-space layers",
     "ssm_cfg": "state-space layers",
     "mamba_d_state": "Mamba state-space layers",
     "ssm_state_size": "state-space layers",
@@ -173,15 +183,21 @@ def _refuse_novel(cfg: Config, where: str) -> None:
                 field="layer_types",
                 allowed=", ".join(sorted(known)),
             )
+    blocks = "hybrid_override_pattern" in cfg or "layers_block_type" in cfg
     for key, what in _NOVEL_FIELDS.items():
-        if key in cfg:
+        if key in cfg and not (blocks and key == "ssm_state_size"):
             raise FactoryplanError(
                 f"uses {what}, which factoryplan does not model",
                 where=where,
                 field=key,
-                allowed="softmax attention (full, sliding-window, GQA/MQA or MLA), DeepSeek sparse attention "
-                "and Gated DeltaNet linear attention",
+                allowed="softmax attention (full, sliding-window, GQA/MQA or MLA), DeepSeek sparse attention, "
+                "Gated DeltaNet linear attention and Nemotron-H's Mamba-2 blocks",
             )
+    if cfg.get("moe_latent_size"):  # Nemotron 3 Super/Ultra: experts work in a down-projected latent space
+        raise FactoryplanError(
+            "uses a latent mixture of experts (tokens projected down before the experts), which factoryplan "
+            "does not model", where=where, field="moe_latent_size", value=cfg["moe_latent_size"],
+        )
     if cfg.get("is_encoder_decoder") is True:
         raise FactoryplanError(
             "encoder-decoder models are not supported", where=where, field="is_encoder_decoder"
@@ -255,11 +271,12 @@ def _layout(moe_set: set[int], layers: int, where: str) -> tuple[int, int]:
     return first, freq
 
 
-def _moe(cfg: Config, layers: int, where: str, notes: list[str]) -> MoE | None:
+def _moe(cfg: Config, layers: int, where: str, notes: list[str], moe_set: set[int] | None = None) -> MoE | None:
+    """The experts of a config, or None; ``moe_set`` gives the MoE layers (else read from the config)."""
     experts = _int(cfg, _EXPERTS, where)
     if not experts:
         return None
-    moe_set = _moe_layer_set(cfg, layers, where)
+    moe_set = _moe_layer_set(cfg, layers, where) if moe_set is None else moe_set
     if not moe_set:
         notes.append(f"{experts} experts configured but no layer uses them: read as dense")
         return None
@@ -274,8 +291,9 @@ def _moe(cfg: Config, layers: int, where: str, notes: list[str]) -> MoE | None:
         )
     shared, shared_ffn = 0, 0
     n_shared = _int(cfg, ("n_shared_experts",), where)
-    if n_shared:
-        shared, shared_ffn = n_shared, n_shared * expert_ffn
+    if n_shared:  # Nemotron-H sizes its shared expert apart from the routed ones
+        width = _int(cfg, ("moe_shared_expert_intermediate_size",), where) or expert_ffn
+        shared, shared_ffn = n_shared, n_shared * width
     else:
         size = _int(cfg, ("shared_expert_intermediate_size", "shared_intermediate_size"), where)
         if size:
@@ -403,6 +421,62 @@ def _linear_attention(cfg: Config, layers: int, where: str, notes: list[str]) ->
         ) from None
 
 
+def _blocks(cfg: Config, total: int, where: str) -> dict[str, int] | None:
+    """Nemotron-H's blocks by kind (``mamba``, ``attention``, ``mlp``, ``moe``), from
+    ``layers_block_type`` (one name per block) or ``hybrid_override_pattern`` (one letter per block:
+    M Mamba-2, * attention, - MLP, E MoE); None for a config without either. They must name each of
+    the ``num_hidden_layers`` blocks."""
+    types, pattern = cfg.get("layers_block_type"), cfg.get("hybrid_override_pattern")
+    if isinstance(types, list) and types:
+        field, kinds = "layers_block_type", [_BLOCK_NAMES.get(str(t), str(t)) for t in types]
+        allowed = ", ".join(_BLOCK_NAMES)
+    elif isinstance(pattern, str) and pattern:
+        field, kinds = "hybrid_override_pattern", [_BLOCK_KINDS.get(c, repr(c)) for c in pattern]
+        allowed = "a string of " + ", ".join(_BLOCK_KINDS)
+    elif types is None and pattern is None:
+        return None
+    else:
+        raise FactoryplanError("must list the model's blocks", where=where,
+                               field="layers_block_type" if types is not None else "hybrid_override_pattern",
+                               value=types if types is not None else pattern)
+    odd = sorted(set(kinds) - set(_BLOCK_NAMES.values()))
+    if odd:
+        raise FactoryplanError(f"has blocks of kind {', '.join(odd)}, which factoryplan does not model",
+                               where=where, field=field, allowed=allowed)
+    if len(kinds) != total:
+        raise FactoryplanError(f"names {len(kinds)} blocks for {total} layers (num_hidden_layers)", where=where,
+                               field=field)
+    counts = {kind: kinds.count(kind) for kind in ("mamba", "attention", "mlp", "moe")}
+    if counts["mamba"] + counts["attention"] == 0:
+        raise FactoryplanError("has no Mamba-2 or attention block", where=where, field=field)
+    return counts
+
+
+def _mamba2(cfg: Config, layers: int, where: str, notes: list[str]) -> LinearAttention | None:
+    """Nemotron-H's Mamba-2 blocks (``mamba_num_heads``, ``mamba_head_dim``, ``n_groups``,
+    ``ssm_state_size``, ``conv_kernel``) as state-keeping mixers, or None without one."""
+    if layers == 0:
+        return None
+    values = {name: _int(cfg, (key,), where) for name, key in _BLOCK_FIELDS.items()}
+    missing = [_BLOCK_FIELDS[n] for n, v in values.items() if not v]
+    if missing:
+        raise FactoryplanError(f"a Mamba-2 config is missing {', '.join(missing)}", where=where,
+                               allowed=", ".join(_BLOCK_FIELDS.values()))
+    dtype = str(cfg.get("mamba_ssm_cache_dtype") or "float32")
+    if dtype not in _DTYPE_BYTES:
+        raise FactoryplanError("unknown state dtype", where=where, field="mamba_ssm_cache_dtype", value=dtype,
+                               allowed=", ".join(_DTYPE_BYTES))
+    bias = _flag(cfg, "use_conv_bias")
+    try:
+        return LinearAttention(layers=layers, kind="mamba2", state_bytes=_DTYPE_BYTES[dtype],
+                               conv_bias=True if bias is None else bias,
+                               **{n: int(v or 0) for n, v in values.items()})
+    except ValidationError as exc:
+        raise FactoryplanError(
+            exc.errors()[0]["msg"].removeprefix("Value error, "), where=where, field="mamba_num_heads"
+        ) from None
+
+
 def _sliding(cfg: Config, layers: int, where: str) -> tuple[int, int]:
     """(window, sliding layers): ``layer_types`` when given; Qwen2's ``max_window_layers``;
     otherwise every layer (Mistral 7B v0.1). ``use_sliding_window: false`` turns it off.
@@ -480,7 +554,7 @@ def _head_dims(cfg: Config, where: str, mla: MLA | None, hidden: int, heads: int
     if mla is not None:
         head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
     else:
-        head_dim = _int(cfg, ("head_dim",), where) or 0
+        head_dim = _int(cfg, ("head_dim", "attention_head_dim"), where) or 0
         if not head_dim:
             if hidden % heads:
                 raise FactoryplanError(
@@ -495,19 +569,34 @@ def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
     """Everything but identity and provenance, read from the (text model's) config."""
     req = _required(cfg, where)
     model_type = str(cfg.get("model_type", "unknown"))
-    layers, hidden, heads = req["layers"], req["hidden"], req["heads"]
-    moe = _moe(cfg, layers, where, notes)
+    hidden, heads = req["hidden"], req["heads"]
+    blocks = _blocks(cfg, req["layers"], where)
+    if blocks is None:
+        layers, ffn_layers = req["layers"], None
+        moe = _moe(cfg, layers, where, notes)
+        has_dense = moe is None or moe.dense_layers > 0 or moe.layer_freq > 1
+    else:  # Nemotron-H: mixer blocks are the layers; MLP blocks, then MoE blocks, the feed-forward ones
+        layers, ffn_layers = blocks["mamba"] + blocks["attention"], blocks["mlp"] + blocks["moe"]
+        moe = _moe(cfg, ffn_layers, where, notes, moe_set=set(range(blocks["mlp"], ffn_layers)))
+        has_dense = blocks["mlp"] > 0
+        notes.append(
+            f"{blocks['mamba']} Mamba-2, {blocks['attention']} attention, {blocks['mlp']} MLP and {blocks['moe']} "
+            "MoE blocks; two norms counted per mixer block"
+        )
     mla = _mla(cfg, where)
-    has_dense = moe is None or moe.dense_layers > 0 or moe.layer_freq > 1
     ffn = _dense_ffn(cfg, where, model_type, hidden, has_dense)
     head_dim, kv_heads = _head_dims(cfg, where, mla, hidden, heads)
     window, sliding = _sliding(cfg, layers, where)
     qkv_bias, out_bias, mlp_bias = _biases(cfg, model_type)
     tied = _flag(cfg, "tie_word_embeddings")
-    layer_norm = "rms_norm_eps" not in cfg and ("layer_norm_epsilon" in cfg or "layer_norm_eps" in cfg)
+    layer_norm = model_type not in _RMS_ONLY and "rms_norm_eps" not in cfg and (
+        "layer_norm_epsilon" in cfg or "layer_norm_eps" in cfg
+    )
     qk_norm = bool(_flag(cfg, "use_qk_norm") or _flag(cfg, "qk_layernorm") or model_type in _QK_NORM)
     gate = _flag(cfg, "attn_output_gate")
-    linear = _linear_attention(cfg, layers, where, notes)
+    linear = _linear_attention(cfg, layers, where, notes) if blocks is None else _mamba2(
+        cfg, blocks["mamba"], where, notes
+    )
     if qk_norm and cfg.get("qk_norm_type") == "per_layer":
         notes.append(
             "q/k norms span all heads in this model; counted per head (undercounts "
@@ -542,6 +631,7 @@ def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
         "moe": moe,
         "mla": mla,
         "linear_attention": linear,
+        "ffn_layers": ffn_layers,
         "sparse_attention": _sparse_attention(cfg, where),
     }
 

@@ -44,6 +44,7 @@ FloatOrArray = float | npt.NDArray[np.float64]
 # SGLang and vLLM; only the recurrent state follows ``mamba_ssm_dtype`` (``state_bytes``).
 CONV_STATE_BYTES = 2
 DELTA_RULE_CHUNK = 64  # tokens per chunk of the chunked gated delta rule (FLA, SGLang and vLLM kernels)
+SSD_CHUNK = 128  # tokens per chunk of Mamba-2's chunked scan (the configs' chunk_size; mamba_ssm's default)
 # The lightning indexer caches its key in FP8 with one float32 scale per block of 128 elements
 # (DeepSeek-V3.2-Exp inference code: k_cache float8_e4m3fn, k_scale_cache float32 per 128; vLLM and
 # SGLang keep the same 132 bytes per token and layer), whatever the precision of the MLA cache.
@@ -66,16 +67,24 @@ def is_moe_layer(arch: ModelArch, index: int) -> bool:
     return (index - arch.moe.dense_layers) % arch.moe.layer_freq == 0
 
 
+def ffn_blocks(arch: ModelArch) -> int:
+    """Blocks with a feed-forward part, ``F``: every layer (``L``) unless the architecture keeps
+    mixer and feed-forward in separate blocks (``ffn_layers``; Nemotron-H)."""
+    return arch.layers if arch.ffn_layers is None else arch.ffn_layers
+
+
 def moe_layers(arch: ModelArch) -> int:
-    """Number of MoE layers: ``ceil((L - dense_layers) / layer_freq)``, 0 for a dense model."""
-    if arch.moe is None or arch.layers <= arch.moe.dense_layers:
+    """Number of MoE layers: ``ceil((F - dense_layers) / layer_freq)`` over the feed-forward blocks
+    ``F`` (:func:`ffn_blocks`), 0 for a dense model."""
+    blocks = ffn_blocks(arch)
+    if arch.moe is None or blocks <= arch.moe.dense_layers:
         return 0
-    return -(-(arch.layers - arch.moe.dense_layers) // arch.moe.layer_freq)
+    return -(-(blocks - arch.moe.dense_layers) // arch.moe.layer_freq)
 
 
 def dense_layers(arch: ModelArch) -> int:
-    """Number of layers with a dense MLP: ``L - moe_layers``."""
-    return arch.layers - moe_layers(arch)
+    """Number of layers with a dense MLP: ``F - moe_layers``."""
+    return ffn_blocks(arch) - moe_layers(arch)
 
 
 def linear_attention_layers(arch: ModelArch) -> int:
@@ -202,15 +211,29 @@ def linear_attention_params_per_layer(arch: ModelArch) -> int:
     ``in_proj_qkv`` and ``in_proj_z``), ``in_proj_ba h*2*H_v`` (``in_proj_b``, ``in_proj_a``),
     the depthwise ``conv1d`` without bias over the q/k/v channels ``(2*w_k + w_v)*K``, ``dt_bias``
     and ``A_log`` ``2*H_v``, the gated RMSNorm over one value head ``d_v`` and
-    ``out_proj w_v*h``. Qwen3.5-397B-A17B: 118,014,208 per layer.
+    ``out_proj w_v*h``. Qwen3.5-397B-A17B: 118,014,208 per layer. Mamba-2 layers: see
+    :func:`_mamba2_params`, with the same convolution over x, B and C (``w_v + 2*w_k`` channels;
+    ``+1`` per channel with ``conv_bias``).
     """
     la = arch.linear_attention
     if la is None:
         return 0
     h = arch.hidden
     wk, wv = _linear_widths(la)
+    conv = (2 * wk + wv) * (la.conv_kernel + (1 if la.conv_bias else 0))
+    if la.kind == "mamba2":
+        return _mamba2_params(h, la.value_heads, wk, wv) + conv
     projections = h * (2 * wk + 2 * wv) + h * 2 * la.value_heads + wv * h
-    return projections + (2 * wk + wv) * la.conv_kernel + 2 * la.value_heads + la.value_head_dim
+    return projections + conv + 2 * la.value_heads + la.value_head_dim
+
+
+def _mamba2_params(h: int, heads: int, wk: int, wv: int) -> int:
+    """A Mamba-2 mixer without its convolution, for ``wv = H*P`` channels (``d_inner``) and
+    ``wk = G*N`` (B and C of ``G`` groups of state size ``N``): ``in_proj h*(2*wv + 2*wk + H)``
+    (z, x, B, C and dt), ``dt_bias``, ``A_log`` and ``D`` ``3*H``, the gated RMSNorm over ``wv`` and
+    ``out_proj wv*h`` (transformers' ``NemotronHMamba2Mixer``). Nemotron 3 Nano (``h = 2688``,
+    ``H = P = 64``, ``G = 8``, ``N = 128``): 38,711,488, and 30,720 in its convolution with bias."""
+    return h * (2 * wv + 2 * wk + heads) + 3 * heads + wv + wv * h
 
 
 def linear_attention_flops(arch: ModelArch) -> tuple[float, float]:
@@ -225,13 +248,24 @@ def linear_attention_flops(arch: ModelArch) -> tuple[float, float]:
     inter-chunk state read and update (``2·C·d_k·d_v``) (Yang et al. 2024, "Parallelizing Linear
     Transformers with the Delta Rule over Sequence Length", Sec. 3; Gated DeltaNet,
     arXiv:2412.06464, Sec. 3.3). Both are linear in the context: no term grows with it.
+
+    Mamba-2 (Dao and Gu 2024, "Transformers are SSMs", arXiv:2405.21060, Sec. 6): decode decays the
+    ``P x N`` state of each of the ``H`` heads, adds ``dt·x·B^T`` and reads out ``C``, ``5·H·N·P``;
+    prefill runs the chunked scan (SSD) with chunks of ``Q = 128``: per token the chunk states and
+    their read-out, ``4·H·N·P``, and the causal intra-chunk products, ``Q·G·N`` for ``C·B^T`` (B and
+    C are shared by the ``G`` groups' heads) and ``Q·H·P`` for their product with x.
     """
     la = arch.linear_attention
     if la is None:
         return 0.0, 0.0
     wk, wv = _linear_widths(la)
     dkdv = la.key_head_dim * la.value_head_dim
-    decode = 7.0 * la.value_heads * dkdv + 2.0 * la.conv_kernel * (2 * wk + wv)
+    conv = 2.0 * la.conv_kernel * (2 * wk + wv)
+    if la.kind == "mamba2":
+        decode = 5.0 * la.value_heads * dkdv + conv
+        prefill = la.value_heads * (4.0 * dkdv + SSD_CHUNK * la.value_head_dim) + SSD_CHUNK * wk
+        return decode, prefill
+    decode = 7.0 * la.value_heads * dkdv + conv
     prefill = 2.0 * la.value_heads * (2.0 * dkdv + DELTA_RULE_CHUNK * (la.key_head_dim + la.value_head_dim))
     return decode, prefill
 
@@ -535,7 +569,8 @@ def repo_model_id(known: Container[str], repo: str) -> str | None:
     key = repo.strip().lower()
     if key in MODEL_IDS:
         return MODEL_IDS[key]
-    cand = key.split("/")[-1].removeprefix("meta-")  # Meta-Llama-3.1-8B: the releases' first names
+    # Meta-Llama-3.1-8B, NVIDIA-Nemotron-3-Nano-30B-A3B: the releases' first names
+    cand = key.split("/")[-1].removeprefix("meta-").removeprefix("nvidia-")
     while True:
         for name in (cand, ARCH_EQUIVALENT.get(cand, "")):
             if name in known:
@@ -606,6 +641,7 @@ __all__ = [
     "dense_layers",
     "dense_mlp_params",
     "expert_params",
+    "ffn_blocks",
     "indexer_flops_per_key",
     "indexer_key_bytes",
     "indexer_params_per_layer",

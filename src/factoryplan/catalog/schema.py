@@ -282,20 +282,26 @@ class MLA(BaseModel):
 
 
 class LinearAttention(BaseModel):
-    """Gated DeltaNet linear-attention layers (Yang, Kautz and Hatamizadeh 2024, arXiv:2412.06464),
-    as Qwen3-Next and Qwen3.5 interleave them with softmax attention. Names follow the config's
-    ``linear_*`` fields; query and key heads are ``key_heads``, each value head keeps one recurrent
-    state of ``key_head_dim x value_head_dim``."""
+    """Token mixers with a fixed recurrent state instead of a KV cache, interleaved with softmax
+    attention: Gated DeltaNet linear attention (Yang, Kautz and Hatamizadeh 2024, arXiv:2412.06464;
+    Qwen3-Next, Qwen3.5; names follow the config's ``linear_*`` fields) or Mamba-2 state-space layers
+    (Dao and Gu 2024, arXiv:2405.21060; Nemotron-H, Nemotron 3). Both keep per value head a state of
+    ``key_head_dim x value_head_dim``: for Gated DeltaNet query/key heads are ``key_heads``; for
+    Mamba-2 ``value_heads`` are its heads (``mamba_num_heads``) of ``value_head_dim`` channels
+    (``mamba_head_dim``), ``key_heads`` its B/C groups (``n_groups``) and ``key_head_dim`` the state
+    size (``ssm_state_size``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     layers: PositiveInt  # layers whose token mixer is linear attention (no KV cache)
-    key_heads: PositiveInt  # query/key heads (linear_num_key_heads)
-    value_heads: PositiveInt  # value heads, one recurrent state each (linear_num_value_heads)
-    key_head_dim: PositiveInt
-    value_head_dim: PositiveInt
+    key_heads: PositiveInt  # query/key heads (linear_num_key_heads); Mamba-2: B/C groups (n_groups)
+    value_heads: PositiveInt  # value heads, one recurrent state each (linear_num_value_heads; mamba_num_heads)
+    key_head_dim: PositiveInt  # Mamba-2: ssm_state_size
+    value_head_dim: PositiveInt  # Mamba-2: mamba_head_dim
     conv_kernel: PositiveInt  # width of the depthwise causal convolution over q/k/v (linear_conv_kernel_dim)
     state_bytes: PositiveFloat = 4.0  # bytes per element of the recurrent state (mamba_ssm_dtype float32: 4)
+    kind: Literal["gated_deltanet", "mamba2"] = "gated_deltanet"
+    conv_bias: bool = False  # the convolution has a bias (Mamba-2's use_conv_bias)
 
     @model_validator(mode="after")
     def _grouped_heads(self) -> LinearAttention:
@@ -348,6 +354,10 @@ class ModelArch(Entry):
     moe: MoE | None = None
     mla: MLA | None = None
     linear_attention: LinearAttention | None = None  # hybrid models: these layers replace softmax attention
+    # Blocks with a feed-forward part (dense MLP or experts), where mixer and feed-forward are separate
+    # blocks (Nemotron-H: a block is Mamba-2, attention, MLP or MoE; ``layers`` then counts the mixer
+    # blocks); None: every layer has one.
+    ffn_layers: NonNegInt | None = None
     sparse_attention: SparseAttention | None = None  # DeepSeek sparse attention: a top-k indexer in every layer
     published_params: PositiveFloat | None = None  # total, as published by the model's authors
     published_active_params: PositiveFloat | None = None
@@ -359,6 +369,14 @@ class ModelArch(Entry):
         if linear + sliding > self.layers:
             raise ValueError(
                 f"linear_attention.layers ({linear}) plus sliding_layers ({sliding}) exceed layers ({self.layers})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _ffn_blocks(self) -> ModelArch:
+        if self.ffn_layers is not None and self.moe is not None and self.moe.dense_layers > self.ffn_layers:
+            raise ValueError(
+                f"moe.dense_layers ({self.moe.dense_layers}) exceed ffn_layers ({self.ffn_layers})"
             )
         return self
 

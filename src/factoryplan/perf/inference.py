@@ -63,6 +63,7 @@ from factoryplan.catalog.models import (
     dense_layers,
     dense_mlp_params,
     expert_params,
+    ffn_blocks,
     indexer_flops_per_key,
     indexer_key_bytes,
     indexer_params_per_layer,
@@ -136,6 +137,9 @@ class ModelShape:
     index_key_bytes: float = 0.0  # sparse attention: the FP8 indexer key cached per token and layer
     index_flops: float = 0.0  # sparse attention: indexer FLOPs per (query, cached key) pair, 2·H_I·d_I
     indexer_params: float = 0.0  # sparse attention: indexer weights of one layer, replicated on every TP rank
+    # (mixer blocks + feed-forward blocks) / 2, the layers of a transformer with that many blocks: kernel
+    # launches and TP all-reduces go with the blocks (Nemotron-H keeps mixer and feed-forward apart); 0: layers
+    block_layers: float = 0.0
 
 
 def shape_of(arch: ModelArch) -> ModelShape:
@@ -196,6 +200,7 @@ def shape_of(arch: ModelArch) -> ModelShape:
         index_key_bytes=indexer_key_bytes(arch),
         index_flops=indexer_flops_per_key(arch.sparse_attention),
         indexer_params=float(indexer_params_per_layer(arch)),
+        block_layers=(arch.layers + ffn_blocks(arch)) / 2.0,
     )
 
 
@@ -572,7 +577,7 @@ def _communication(
         dest = group * (1.0 - (1.0 - 1.0 / np.maximum(group, 1.0)) ** s.active)
         a2a = 2.0 * alltoall_time(msg * dest * group / np.maximum(group - 1.0, 1.0), group, bw_ep, lat_ep, k)
         moe_comm = np.where(dp > 1.0, a2a, 0.0)
-    total = (s.layers * per_layer + s.moe_layers * moe_comm) / pp
+    total = ((s.block_layers or s.layers) * per_layer + s.moe_layers * moe_comm) / pp
     bw_pp, lat_pp = _collective_path(hw, tp * dp * pp, k)
     send = np.where(pp > 1.0, lat_pp + msg / (bw_pp * k.link_efficiency), 0.0)
     return total + send
@@ -602,7 +607,7 @@ def iteration(
     attn = _attention(s, hw, par, prec, rank_seqs, ctx, prompt_len, rank_prompts, k)
     comm = _communication(s, hw, par, tokens_rank, k)
     prompt = np.asarray(n_prompts > 0, dtype=float)  # the iteration runs outside the decode CUDA graphs
-    layers = (k.layer_overhead_s + k.prefill_layer_overhead_s * prompt) * s.layers
+    layers = (k.layer_overhead_s + k.prefill_layer_overhead_s * prompt) * (s.block_layers or s.layers)
     layers = layers + k.moe_layer_overhead_s * s.moe_layers
     overhead = (
         k.step_overhead_s + layers / np.asarray(par.pp, dtype=float)
