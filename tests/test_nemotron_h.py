@@ -26,15 +26,8 @@ from factoryplan.perf.inference import Parallel, kv_bytes_per_sequence_per_gpu, 
 
 CONFIGS = Path(__file__).parent / "data" / "hf_configs"
 NANO3 = CONFIGS / "nvidia--NVIDIA-Nemotron-3-Nano-30B-A3B-BF16_config.json"
-# Nemotron Nano 2 9B's layout (dense squared-ReLU MLP blocks, no experts), as its config.json gives it.
-NANO2_9B: dict[str, Any] = {
-    "architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", "num_hidden_layers": 56,
-    "hidden_size": 4480, "intermediate_size": 15680, "num_attention_heads": 40, "num_key_value_heads": 8,
-    "head_dim": 128, "vocab_size": 131072, "max_position_embeddings": 131072, "tie_word_embeddings": False,
-    "hybrid_override_pattern": "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-",
-    "ssm_state_size": 128, "conv_kernel": 4, "n_groups": 8, "mamba_num_heads": 128, "mamba_head_dim": 80,
-    "layer_norm_epsilon": 1e-5, "attention_bias": False, "mlp_bias": False, "use_conv_bias": True,
-}
+# Nemotron Nano 2 9B: dense squared-ReLU MLP blocks, no experts.
+NANO2_9B: dict[str, Any] = json.loads((CONFIGS / "nvidia--NVIDIA-Nemotron-Nano-9B-v2_config.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +75,7 @@ def test_dense_mlp_blocks_and_pattern_or_block_list() -> None:
     given as layers_block_type reads the same."""
     arch = parse_hf_config(NANO2_9B)
     assert (arch.layers, arch.ffn_layers, m.dense_layers(arch), arch.moe) == (31, 25, 25, None)
+    assert m.params_total(arch) == 8_888_254_208  # derived block by block; the card's "9B"
     assert m.dense_mlp_params(arch) == 2 * 4480 * 15680
     names = {"M": "mamba", "*": "attention", "-": "mlp"}
     listed = {k: v for k, v in NANO2_9B.items() if k != "hybrid_override_pattern"}
@@ -163,6 +157,8 @@ def test_serve_from_the_catalog_id_and_from_config_json(capsys: pytest.CaptureFi
     assert by_id["max_concurrency"] > 3 * qwen["max_concurrency"]
     by_repo = _json(capsys, "serve", "--model", "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-FP8", *args)
     assert by_repo["params_total"] == by_id["params_total"]
+    nano2 = _json(capsys, "serve", "--model", "nvidia/NVIDIA-Nemotron-Nano-9B-v2", *args)
+    assert nano2["model"] == "nemotron-nano-9b-v2" and nano2["fits"]
 
 
 def test_train_from_config_json(capsys: pytest.CaptureFixture[str]) -> None:
