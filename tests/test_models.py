@@ -322,6 +322,8 @@ def test_other_sparse_attention_is_refused_naming_the_field(extra: dict[str, obj
     ({"layer_types": ["mamba", "full_attention"] * 4}, "layer_types"),
     ({"attn_type_list": [0, 1] * 4}, "attn_type_list"),  # MiniMax-01 lightning attention
     ({"mamba_d_state": 16, "attn_layer_period": 8}, "mamba_d_state"),  # Jamba / Falcon-H1 state-space layers
+    ({"block_configs": [{"attention": {"n_heads_in_group": 8}, "ffn": {"ffn_mult": 2.625}}] * 8},
+     "block_configs"),  # Llama-3.3-Nemotron-Super-49B: layers of different shapes
 ])
 def test_other_hybrid_layers_are_refused_naming_the_field(extra: dict[str, object], field: str) -> None:
     with pytest.raises(FactoryplanError, match=f"{field}: .*(does not model|not model)"):

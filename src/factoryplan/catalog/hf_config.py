@@ -78,6 +78,8 @@ _NOVEL_FIELDS: dict[str, str] = {
     "mamba_d_state": "Mamba state-space layers",
     "ssm_state_size": "state-space layers",
     "compress_ratios": "compressed sparse attention (KV entries pooled over several tokens, DeepSeek-V4)",
+    "block_configs": "layers of different shapes (Nemotron NAS / DeciLM: per-layer attention groups and MLP "
+    "sizes, some removed)",
 }
 # DeepSeek sparse attention: schema field -> config field.
 _SPARSE_FIELDS = {"index_heads": "index_n_heads", "index_head_dim": "index_head_dim", "top_k": "index_topk"}
