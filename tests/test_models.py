@@ -523,6 +523,30 @@ def test_breakdown_sums_and_per_layer_helpers_agree(config: str) -> None:
     )
 
 
+GEMMA3_27B: dict[str, object] = {  # google/gemma-3-27b-it config.json, text model fields
+    "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "vision_config": {"hidden_size": 1152},
+    "text_config": {"model_type": "gemma3_text", "hidden_size": 5376, "intermediate_size": 21504,
+                    "num_hidden_layers": 62, "num_attention_heads": 32, "num_key_value_heads": 16, "head_dim": 128,
+                    "vocab_size": 262208, "sliding_window": 1024, "sliding_window_pattern": 6,
+                    "max_position_embeddings": 131072, "rms_norm_eps": 1e-6},
+}
+
+
+def test_gemma_local_and_global_layers() -> None:
+    """Gemma 3: five sliding-window layers to one global (sliding_window_pattern 6), q/k norms, the
+    LM head tied to the embedding (the family's default): 27.0B in the text model (the 27B card;
+    the checkpoint's 27.4B adds the SigLIP vision tower). Gemma 2 alternates local and global layers."""
+    g3 = parse_hf_config(GEMMA3_27B)
+    assert (g3.sliding_window, g3.sliding_layers, g3.tied_embeddings, g3.qk_norm) == (1024, 52, True, True)
+    assert abs(m.params_total(g3) - 27.0e9) < 0.05e9
+    g2 = parse_hf_config({"model_type": "gemma2", "hidden_size": 4608, "intermediate_size": 36864,
+                          "num_hidden_layers": 46, "num_attention_heads": 32, "num_key_value_heads": 16,
+                          "head_dim": 128, "vocab_size": 256000, "sliding_window": 4096,
+                          "max_position_embeddings": 8192})
+    assert (g2.sliding_layers, g2.tied_embeddings) == (23, True)
+    assert abs(m.params_total(g2) - 27.2e9) < 0.05e9  # Gemma 2 27B: 27.2B
+
+
 def test_llama4_layers() -> None:
     """Llama 4: a shared expert of intermediate_size beside the routed ones in every MoE layer, MoE
     every interleave_moe_layer_step-th layer, dense layers at intermediate_size_mlp, and chunked

@@ -4,14 +4,16 @@ The reader looks at fields first and at ``model_type`` only for what a config le
 (GPT-2's biases and tied embeddings, Qwen2's q/k/v bias, Qwen3's q/k norms, gpt-oss's sinks).
 It understands Llama, Mistral, Qwen2, Qwen3, Qwen3-MoE, Mixtral, DeepSeek-V2/V3/R1 and Kimi-K2
 (MLA), DeepSeek-V3.2 (MLA with DeepSeek sparse attention: ``index_n_heads``, ``index_head_dim``,
-``index_topk``), gpt-oss, MiniMax-M2, GPT-2 and GPT-NeoX/Pythia configs, the hybrid Gated DeltaNet
-models Qwen3-Next and Qwen3.5 (``linear_*`` fields, ``layer_types`` or ``full_attention_interval``),
-Nemotron-H's Mamba-2, attention, MLP and MoE blocks (Nemotron Nano 2, Nemotron 3 Nano:
-``hybrid_override_pattern`` or ``layers_block_type``), and configs that nest the text model under
-``text_config`` (multimodal wrappers; the vision tower is not counted). A config with other layers
-than these (lightning attention, other state-space layers, compressed or layer-shared sparse
-attention, Nemotron 3's latent MoE) is refused with the reason; one that lacks a needed field is
-refused with the list of fields it needs.
+``index_topk``), gpt-oss, MiniMax-M2, Gemma 2/3 (local and global layers by
+``sliding_window_pattern``; tied embeddings and Gemma 3's q/k norms as the family's defaults),
+GPT-2 and GPT-NeoX/Pythia configs, the hybrid Gated DeltaNet models Qwen3-Next and Qwen3.5
+(``linear_*`` fields, ``layer_types`` or ``full_attention_interval``), Nemotron-H's Mamba-2,
+attention, MLP and MoE blocks (Nemotron Nano 2, Nemotron 3 Nano: ``hybrid_override_pattern`` or
+``layers_block_type``), and configs that nest the text model under ``text_config`` (multimodal
+wrappers; the vision tower is not counted). A config with other layers than these (lightning
+attention, other state-space layers, compressed or layer-shared sparse attention, Nemotron 3's
+latent MoE, Nemotron NAS layers of different shapes) is refused with the reason; one that lacks a
+needed field is refused with the list of fields it needs.
 """
 
 from __future__ import annotations
@@ -52,11 +54,12 @@ _ALL_BIASES = frozenset({"gpt2", "gpt_bigcode", "gpt_neox"})  # q/k/v, o and MLP
 _MLP_BIAS_ONLY = frozenset({"gptj", "codegen"})
 _QKV_BIAS_ONLY = frozenset({"qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"})
 _QWEN_HYBRID = frozenset({"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"})
-_QK_NORM = frozenset({"qwen3", "qwen3_moe", "qwen3_vl", "qwen3_vl_moe", *_QWEN_HYBRID})
+_QK_NORM = frozenset({"qwen3", "qwen3_moe", "qwen3_vl", "qwen3_vl_moe", "gemma3", "gemma3_text", *_QWEN_HYBRID})
 _SHARED_GATE = frozenset({"qwen2_moe", *_QWEN_HYBRID})  # sigmoid gate h -> 1 on the shared expert
 _OUTPUT_GATE = frozenset({"qwen3_next"})  # gated attention without an attn_output_gate field
 _LEARNED_POSITIONS = frozenset({"gpt2", "gpt_bigcode"})
-_TIED_BY_DEFAULT = frozenset({"gpt2", "gpt_bigcode"})
+_TIED_BY_DEFAULT = frozenset({"gpt2", "gpt_bigcode", "gemma", "gemma2", "gemma3", "gemma3_text"})
+_SLIDING_EVERY_OTHER = frozenset({"gemma2"})  # local and global attention alternate
 _SINKS = frozenset({"gpt_oss"})
 _LLAMA4 = frozenset({"llama4", "llama4_text"})  # a shared expert of intermediate_size in every MoE layer
 _EXPERT_BIAS = frozenset({"gpt_oss"})
@@ -497,8 +500,13 @@ def _sliding(cfg: Config, layers: int, where: str) -> tuple[int, int]:
     if window == 0 or cfg.get("use_sliding_window") is False:
         return 0, 0
     layer_types = cfg.get("layer_types")
+    pattern = _int(cfg, ("sliding_window_pattern",), where) or (
+        2 if str(cfg.get("model_type", "")) in _SLIDING_EVERY_OTHER else 0
+    )
     if isinstance(layer_types, list):
         count = sum(1 for t in layer_types if t == "sliding_attention")
+    elif pattern:  # Gemma: every pattern-th layer attends globally, the others to the window
+        count = layers - layers // pattern
     elif "max_window_layers" in cfg:
         count = max(0, layers - (_int(cfg, ("max_window_layers",), where) or 0))
     else:
