@@ -7,9 +7,10 @@ It understands Llama, Mistral, Qwen2, Qwen3, Qwen3-MoE, Mixtral, DeepSeek-V2/V3/
 ``index_topk``), gpt-oss, MiniMax-M2, Gemma 2/3 (local and global layers by
 ``sliding_window_pattern``; tied embeddings and Gemma 3's q/k norms as the family's defaults),
 GPT-2 and GPT-NeoX/Pythia configs, the hybrid Gated DeltaNet models Qwen3-Next and Qwen3.5
-(``linear_*`` fields, ``layer_types`` or ``full_attention_interval``), Nemotron-H's Mamba-2,
-attention, MLP and MoE blocks (Nemotron Nano 2, Nemotron 3 Nano: ``hybrid_override_pattern`` or
-``layers_block_type``), and configs that nest the text model under ``text_config`` (multimodal
+(``linear_*`` fields, ``layer_types`` or ``full_attention_interval``), Mamba-2 hybrids (Nemotron-H's
+Mamba-2, attention, MLP and MoE blocks in Nemotron Nano 2 and Nemotron 3 Nano:
+``hybrid_override_pattern`` or ``layers_block_type``; Granite 4.0-H's Mamba-2 and attention layers:
+``layer_types``), and configs that nest the text model under ``text_config`` (multimodal
 wrappers; the vision tower is not counted). A config with other layers than these (lightning
 attention, other state-space layers, compressed or layer-shared sparse attention, Nemotron 3's
 latent MoE, Nemotron NAS layers of different shapes) is refused with the reason; one that lacks a
@@ -70,10 +71,12 @@ _QKV_FLAG = frozenset({"glm4_moe"})  # attention_bias covers q/k/v only: o_proj 
 # block is one Mamba-2 mixer, attention, dense MLP or MoE.
 _BLOCK_KINDS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
 _BLOCK_NAMES = {"mamba": "mamba", "attention": "attention", "full_attention": "attention", "mlp": "mlp", "moe": "moe"}
-_BLOCK_FIELDS = {  # Mamba-2: schema field -> config field
-    "key_heads": "n_groups", "key_head_dim": "ssm_state_size", "value_heads": "mamba_num_heads",
-    "value_head_dim": "mamba_head_dim", "conv_kernel": "conv_kernel",
+_BLOCK_FIELDS = {  # Mamba-2: schema field -> config fields (Nemotron-H's, Granite 4.0-H's)
+    "key_heads": ("n_groups", "mamba_n_groups"), "key_head_dim": ("ssm_state_size", "mamba_d_state"),
+    "value_heads": ("mamba_num_heads", "mamba_n_heads"), "value_head_dim": ("mamba_head_dim", "mamba_d_head"),
+    "conv_kernel": ("conv_kernel", "mamba_d_conv"),
 }
+_GRANITE_HYBRID = frozenset({"granitemoehybrid"})  # layer_types mamba/attention, each layer with its MLP or MoE
 # Fields that announce layers factoryplan does not model (Nemotron-H's are read, see _blocks).
 _NOVEL_FIELDS: dict[str, str] = {
     "attn_type_list": "linear (lightning) attention layers",
@@ -176,8 +179,10 @@ def _refuse_novel(cfg: Config, where: str) -> None:
     """Raise for layers that are neither softmax (dense or DeepSeek sparse) nor Gated DeltaNet
     attention (lightning attention, state-space layers, compressed sparse attention)."""
     layer_types = cfg.get("layer_types")
+    granite = _granite_mamba(cfg)
     if isinstance(layer_types, list):
         known = _KNOWN_LAYER_TYPES if "linear_num_value_heads" in cfg else _KNOWN_LAYER_TYPES - {"linear_attention"}
+        known = known | {"mamba", "attention"} if granite else known
         odd = sorted({str(t) for t in layer_types} - known)
         if odd:
             count = sum(1 for t in layer_types if t in odd)
@@ -190,7 +195,7 @@ def _refuse_novel(cfg: Config, where: str) -> None:
             )
     blocks = "hybrid_override_pattern" in cfg or "layers_block_type" in cfg
     for key, what in _NOVEL_FIELDS.items():
-        if key in cfg and not (blocks and key == "ssm_state_size"):
+        if key in cfg and not (blocks and key == "ssm_state_size") and not (granite and key == "mamba_d_state"):
             raise FactoryplanError(
                 f"uses {what}, which factoryplan does not model",
                 where=where,
@@ -457,21 +462,29 @@ def _blocks(cfg: Config, total: int, where: str) -> dict[str, int] | None:
     return counts
 
 
+def _granite_mamba(cfg: Config) -> bool:
+    """Whether the config is a Granite 4.0-H hybrid: ``layer_types`` of Mamba-2 and attention layers,
+    each followed by its own MLP or MoE (unlike Nemotron-H's separate blocks)."""
+    return str(cfg.get("model_type", "")) in _GRANITE_HYBRID and isinstance(cfg.get("layer_types"), list)
+
+
 def _mamba2(cfg: Config, layers: int, where: str, notes: list[str]) -> LinearAttention | None:
-    """Nemotron-H's Mamba-2 blocks (``mamba_num_heads``, ``mamba_head_dim``, ``n_groups``,
-    ``ssm_state_size``, ``conv_kernel``) as state-keeping mixers, or None without one."""
+    """Mamba-2 mixers (Nemotron-H: ``mamba_num_heads``, ``mamba_head_dim``, ``n_groups``,
+    ``ssm_state_size``, ``conv_kernel``; Granite 4.0-H: ``mamba_n_heads``, ``mamba_d_head``,
+    ``mamba_n_groups``, ``mamba_d_state``, ``mamba_d_conv``) as state-keeping mixers, or None without one."""
     if layers == 0:
         return None
-    values = {name: _int(cfg, (key,), where) for name, key in _BLOCK_FIELDS.items()}
-    missing = [_BLOCK_FIELDS[n] for n, v in values.items() if not v]
+    values = {name: _int(cfg, keys, where) for name, keys in _BLOCK_FIELDS.items()}
+    missing = [" or ".join(_BLOCK_FIELDS[n]) for n, v in values.items() if not v]
     if missing:
         raise FactoryplanError(f"a Mamba-2 config is missing {', '.join(missing)}", where=where,
-                               allowed=", ".join(_BLOCK_FIELDS.values()))
+                               allowed=", ".join(" or ".join(keys) for keys in _BLOCK_FIELDS.values()))
     dtype = str(cfg.get("mamba_ssm_cache_dtype") or "float32")
     if dtype not in _DTYPE_BYTES:
         raise FactoryplanError("unknown state dtype", where=where, field="mamba_ssm_cache_dtype", value=dtype,
                                allowed=", ".join(_DTYPE_BYTES))
     bias = _flag(cfg, "use_conv_bias")
+    bias = _flag(cfg, "mamba_conv_bias") if bias is None else bias
     try:
         return LinearAttention(layers=layers, kind="mamba2", state_bytes=_DTYPE_BYTES[dtype],
                                conv_bias=True if bias is None else bias,
@@ -604,9 +617,16 @@ def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
     )
     qk_norm = bool(_flag(cfg, "use_qk_norm") or _flag(cfg, "qk_layernorm") or model_type in _QK_NORM)
     gate = _flag(cfg, "attn_output_gate")
-    linear = _linear_attention(cfg, layers, where, notes) if blocks is None else _mamba2(
-        cfg, blocks["mamba"], where, notes
-    )
+    if blocks is not None:
+        linear = _mamba2(cfg, blocks["mamba"], where, notes)
+    elif _granite_mamba(cfg):
+        kinds = [str(t) for t in cfg["layer_types"]]
+        if len(kinds) != layers:
+            raise FactoryplanError(f"lists {len(kinds)} layer types for {layers} layers", where=where,
+                                   field="layer_types")
+        linear = _mamba2(cfg, kinds.count("mamba"), where, notes)
+    else:
+        linear = _linear_attention(cfg, layers, where, notes)
     if qk_norm and cfg.get("qk_norm_type") == "per_layer":
         notes.append(
             "q/k norms span all heads in this model; counted per head (undercounts "

@@ -1,4 +1,5 @@
-"""Nemotron-H blocks: Mamba-2, attention, MLP and MoE as separate blocks (Nemotron 3 Nano, Nemotron Nano 2).
+"""Mamba-2 hybrids: Nemotron-H's separate Mamba-2, attention, MLP and MoE blocks (Nemotron 3 Nano,
+Nemotron Nano 2), and Granite 4.0-H's Mamba-2 or attention layers each with its MoE.
 
 Parameter counts against the published totals and tensor by tensor, the block layout read from
 ``hybrid_override_pattern`` or ``layers_block_type``, the KV cache of the attention blocks only,
@@ -125,6 +126,32 @@ def test_malformed_layouts_are_refused(change: dict[str, Any], field: str, text:
     with pytest.raises(FactoryplanError, match=text) as exc:
         parse_hf_config({**NANO2_9B, **change})
     assert field in str(exc.value)
+
+
+# The transformers documentation's GraniteMoeHybrid example config: Mamba-2 and attention layers,
+# each followed by an MoE of 8 experts (top-2) and a shared expert.
+GRANITE_H: dict[str, Any] = {
+    "architectures": ["GraniteMoeHybridForCausalLM"], "model_type": "granitemoehybrid", "hidden_size": 512,
+    "intermediate_size": 1024, "layer_types": ["mamba", "mamba", "mamba", "attention"] * 2,
+    "mamba_conv_bias": True, "mamba_d_conv": 4, "mamba_d_head": 128, "mamba_d_state": 128, "mamba_expand": 2,
+    "mamba_n_groups": 1, "mamba_n_heads": 8, "max_position_embeddings": 4096, "num_attention_heads": 8,
+    "num_experts_per_tok": 2, "num_hidden_layers": 8, "num_key_value_heads": 8, "num_local_experts": 8,
+    "rms_norm_eps": 1e-5, "shared_intermediate_size": 512, "tie_word_embeddings": True, "vocab_size": 49152,
+}
+
+
+def test_granite_hybrid_layers_keep_their_moe() -> None:
+    """Granite 4.0-H: every layer is a Mamba-2 or attention mixer followed by its MoE, counted
+    tensor by tensor: tied embedding 49152 x 512; per Mamba-2 layer in_proj 512 x (2*1024 + 2*128
+    + 8), conv (1024 + 256) x 5, dt/A/D 24, gated norm 1024, out_proj 1024 x 512 and two norms; per
+    attention layer 4 x 512 x 512 and two norms; per layer a router 512 x 8, 8 gated experts of
+    1024 and a gated shared expert of 512; the final norm."""
+    arch = parse_hf_config(GRANITE_H)
+    assert (arch.layers, arch.ffn_layers, m.linear_attention_layers(arch), m.moe_layers(arch)) == (8, None, 6, 8)
+    mamba = 512 * (2 * 1024 + 2 * 128 + 8) + 1280 * 5 + 24 + 1024 + 1024 * 512 + 2 * 512
+    attention = 4 * 512 * 512 + 2 * 512
+    moe = 512 * 8 + 8 * 3 * 512 * 1024 + 3 * 512 * 512
+    assert m.params_total(arch) == 49152 * 512 + 6 * mamba + 2 * attention + 8 * moe + 512 == 144_552_080
 
 
 def test_latent_moe_is_refused_naming_the_field() -> None:
