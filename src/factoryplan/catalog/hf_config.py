@@ -176,8 +176,9 @@ def _text_model(cfg: Config, notes: list[str]) -> Config:
 
 
 def _refuse_novel(cfg: Config, where: str) -> None:
-    """Raise for layers that are neither softmax (dense or DeepSeek sparse) nor Gated DeltaNet
-    attention (lightning attention, state-space layers, compressed sparse attention)."""
+    """Raise for layers other than softmax (dense or DeepSeek sparse) attention, Gated DeltaNet and
+    the Mamba-2 hybrids' (lightning attention, other state-space layers, compressed sparse attention,
+    latent MoE, layers of different shapes)."""
     layer_types = cfg.get("layer_types")
     granite = _granite_mamba(cfg)
     if isinstance(layer_types, list):
@@ -201,7 +202,7 @@ def _refuse_novel(cfg: Config, where: str) -> None:
                 where=where,
                 field=key,
                 allowed="softmax attention (full, sliding-window, GQA/MQA or MLA), DeepSeek sparse attention, "
-                "Gated DeltaNet linear attention and Nemotron-H's Mamba-2 blocks",
+                "Gated DeltaNet linear attention, Nemotron-H's and Granite 4.0-H's Mamba-2 layers",
             )
     if cfg.get("moe_latent_size"):  # Nemotron 3 Super/Ultra: experts work in a down-projected latent space
         raise FactoryplanError(
