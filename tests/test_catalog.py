@@ -23,11 +23,11 @@ def _ids(text: str) -> set[str]:
 REQUIRED: dict[str, set[str]] = {
     "fx": {"krw", "eur", "jpy"},
     "accelerators": _ids(
-        """a100-sxm-40gb a100-sxm-80gb h100-sxm h100-pcie h200-sxm h800 h20 b200 b300 gb200 gb300
+        """a100-sxm-40gb a100-sxm-80gb h100-sxm h100-pcie l40s h200-sxm h800 h20 b200 b300 gb200 gb300
         mi300x mi325x mi355x gaudi3"""
     ),
     "systems": _ids(
-        """hgx-a100-40gb dgx-a100-80gb dgx-h100 hgx-h100-pcie hgx-h200 hgx-h800 hgx-h20 dgx-b200
+        """hgx-a100-40gb dgx-a100-80gb dgx-h100 hgx-h100-pcie l40s-server hgx-h200 hgx-h800 hgx-h20 dgx-b200
         dgx-b300 gb200-nvl72 gb300-nvl72 mi300x-platform mi325x-platform mi355x-platform gaudi3-server"""
     ),
     "switches": {"quantum-qm9700", "quantum-x800-q3400", "spectrum-x-sn5600"},

@@ -282,16 +282,16 @@ def test_validate_inference_points_csv(capsys: pytest.CaptureFixture[str], tmp_p
 
     src = Path(__file__).parents[1] / "src" / "factoryplan" / "validation" / "data" / "serving_measured_hopper.csv"
     lines = src.read_text(encoding="utf-8").splitlines()
-    unknown_gpu = lines[2].replace(",h200_sxm,", ",l40s,").replace(",h100_sxm,", ",l40s,")
+    unknown_gpu = lines[2].replace(",h200_sxm,", ",a30,").replace(",h100_sxm,", ",a30,")
     sample = tmp_path / "points.csv"
     sample.write_text("\n".join([lines[0], lines[1], unknown_gpu]) + "\n", encoding="utf-8")
     out = tmp_path / "out.csv"
     d = run_json(capsys, "validate", "inference", "--data", str(sample), "--out", str(out))
-    assert d["data"]["skipped_reasons"] == {"system l40s not in the catalog": 1}
+    assert d["data"]["skipped_reasons"] == {"system a30 not in the catalog": 1}
     assert set(d["data"]["by_gpu"]["tpot_ms"]) == {"h200-sxm"}
     with out.open(encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["skipped"] for r in rows] == ["", "system l40s not in the catalog"]
+    assert [r["skipped"] for r in rows] == ["", "system a30 not in the catalog"]
     first = rows[0]
     measured, predicted = float(first["tpot_ms"]), float(first["predicted_tpot_ms"])
     assert float(first["tpot_error_pct"]) == pytest.approx((predicted - measured) / measured * 100)

@@ -179,7 +179,8 @@ def test_data_set_model_names_map_to_architectures(repo: str, expected: str | No
 @pytest.mark.parametrize(("system", "expected"), [
     ("b200_sxm", ("b200", "dgx-b200")), ("gb200_sxm", ("gb200", "gb200-nvl72")),
     ("gb300_sxm", ("gb300", "gb300-nvl72")), ("b300_sxm", ("b300", "dgx-b300")),
-    ("a100_sxm", ("a100-sxm-80gb", "dgx-a100-80gb")), ("l40s", None),
+    ("a100_sxm", ("a100-sxm-80gb", "dgx-a100-80gb")), ("l40s", ("l40s", "l40s-server")),
+    ("rtx_pro_6000_server", None),
 ])
 def test_data_set_system_names_map_to_hardware(system: str, expected: tuple[str, str] | None) -> None:
     from factoryplan.validation.inference import hardware_id
