@@ -21,7 +21,9 @@ one forward pass. Its time on one GPU is the sum over layers of
   arXiv:2412.06464): no KV cache; each sequence keeps a fixed recurrent and convolution state per
   layer, which a decode step reads and writes once (memory-bound, at the KV-cache efficiency) with
   a few FLOPs per state element; a prompt runs the chunked delta rule, FLOPs linear in its length
-  (see :func:`shape_of`). Tensor parallelism splits the heads and so the state.
+  (see :func:`shape_of`). Tensor parallelism splits the heads and so the state. Mamba-2 mixers
+  (Nemotron-H, Granite 4.0-H) are the same kind of layer with their own parameter and FLOP counts
+  (:func:`~factoryplan.catalog.models.linear_attention_flops`).
 * **DeepSeek sparse attention** (DeepSeek-V3.2; DeepSeek-AI 2025, "DeepSeek-V3.2-Exp: Boosting
   Long-Context Efficiency with DeepSeek Sparse Attention", Sec. 2): MLA attends to the ``k_top``
   cached latents a lightning indexer picks, so decode reads ``min(ctx, k_top)`` latents per
@@ -39,7 +41,8 @@ one forward pass. Its time on one GPU is the sum over layers of
   per MoE layer (routing, token permutation, the experts' launches) and per running sequence
   (request bookkeeping, sampling), from the serving engine's calibrated profile. An iteration
   that carries prompt tokens runs outside the CUDA graphs captured for decode batches, so its
-  kernels are launched one by one: an extra cost per layer.
+  kernels are launched one by one: an extra cost per layer. Where mixer and feed-forward are
+  separate blocks (Nemotron-H), the per-layer costs and the TP all-reduces count blocks in pairs.
 
 Pipeline parallelism splits the layers into ``pp`` stages: one token passes every stage in turn
 (latency), while ``pp`` micro-batches keep the stages busy (throughput; see ``serving``).
