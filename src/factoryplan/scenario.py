@@ -78,6 +78,8 @@ class InferenceWorkload(_Workload):
     peak_to_average: Annotated[float, BeforeValidator(_number), Field(ge=1)] | None = None
     input_tokens: Annotated[int, Field(gt=0)] = 1000
     output_tokens: Annotated[int, Field(gt=0)] = 500
+    # share of each prompt the engine's prefix cache already holds (system prompt, earlier turns)
+    prefix_hit: Annotated[float, BeforeValidator(_number), Field(ge=0, lt=1)] = 0.0
     ttft_ms: PosNum = 2000
     tpot_ms: PosNum = 50
     precision: ServingPrecision = "fp8"  # weights

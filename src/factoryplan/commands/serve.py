@@ -165,6 +165,9 @@ def serve(
                                      "several separated by commas are compared.")],
     isl: Annotated[int, typer.Option("--isl", min=1, help="Input (prompt) tokens per request.")],
     osl: Annotated[int, typer.Option("--osl", min=1, help="Output tokens per request.")],
+    prefix_hit: Annotated[float, typer.Option("--prefix-hit", min=0, help="Share of each prompt the engine's "
+                                              "prefix cache already holds (a shared system prompt, earlier "
+                                              "turns): those tokens are not prefilled.")] = 0.0,
     tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel GPUs (attention, dense MLPs).")] = None,
     pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages.")] = 1,
     ep: Annotated[int, typer.Option("--ep", min=1, help="Expert-parallel GPUs (MoE models).")] = 1,
@@ -226,6 +229,10 @@ def serve(
     cat = serving_catalog(catalog, refs, model)
     arch = resolve_model(cat, model)  # once, for every GPU type compared
     check_context(arch, isl, osl, field="--isl/--osl")
+    if prefix_hit >= 1.0:
+        raise FactoryplanError("at least one token of each prompt is prefilled", field="--prefix-hit",
+                               value=prefix_hit, allowed="0 <= share < 1")
+    cached = min(round(prefix_hit * isl), isl - 1)
 
     def build(ref: str) -> eng.Setup:
         acc, system = resolve_gpu(cat, ref)
@@ -250,10 +257,11 @@ def serve(
         if peak <= 0:
             raise FactoryplanError("demand must be positive", field="--rps", value=peak)
         if len(refs) == 1:
-            data = eng.capacity(build(refs[0]), layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3, mode.value)
+            data = eng.capacity(build(refs[0]), layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3, mode.value,
+                                cached)
         else:  # a type that cannot take part (its engine, the model's fit, the targets) is listed with why
             data = eng.compare_hardware(refs, build, layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3,
-                                        mode.value)
+                                        mode.value, cached)
         _emit(data, fmt, f"capacity plan: {data['model']} on {data['system']}")
         if fmt is OutputFormat.table and "hardware_options" in data:
             _emit_options(data["hardware_options"])
@@ -266,13 +274,14 @@ def serve(
                                allowed="give --tp and --concurrency, or --rps to plan capacity")
     if prefill_tp is not None:
         prefill = eng.Layout(tp=prefill_tp, ep=prefill_ep, dp=prefill_attention_dp, side="prefill-")
-        data = eng.disaggregated_point(setup, layout, prefill, prefill_workers, decode_workers, concurrency, isl, osl)
+        data = eng.disaggregated_point(setup, layout, prefill, prefill_workers, decode_workers, concurrency, isl, osl,
+                                       cached)
         _emit(data, fmt, f"serving {setup.arch.id} disaggregated on {data['gpus']} x {acc.id} ({setup.backend})")
         return
     if disagg:
         raise FactoryplanError("describes a disaggregated deployment", field=", ".join(disagg),
                                allowed="give --prefill-tp with it, or leave it out")
-    data = eng.point(setup, layout, concurrency, isl, osl)
+    data = eng.point(setup, layout, concurrency, isl, osl, cached)
     _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {acc.id} ({setup.backend})")
 
 

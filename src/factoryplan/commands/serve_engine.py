@@ -143,10 +143,12 @@ def _needs(setup: Setup) -> str:
     return f"needs >= {need} x {setup.acc.id} at {setup.prec.weights}"
 
 
-def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int) -> dict[str, Any]:
-    """Serving figures of one replica at ``concurrency`` users (JSON-ready)."""
+def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int, cached: int = 0) -> dict[str, Any]:
+    """Serving figures of one replica at ``concurrency`` users (JSON-ready); ``cached`` prompt tokens
+    held by the prefix cache."""
     par = layout.parallel(setup.shape)
-    r = serve(setup.shape, setup.hw, par, setup.prec, setup.k, concurrency=concurrency, isl=isl, osl=osl)
+    r = serve(setup.shape, setup.hw, par, setup.prec, setup.k, concurrency=concurrency, isl=isl, osl=osl,
+              prefix=cached)
     _check_fits(setup, r.mem, layout)
     max_conc = float(np.asarray(r.mem.max_concurrency))
     gpus = layout.gpus()
@@ -157,7 +159,8 @@ def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int) ->
         "gpus": gpus, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep, "attention_dp": layout.dp,
         "precision": setup.prec.weights, "moe_precision": setup.prec.experts, "kv_precision": setup.prec.kv,
         "activation_precision": setup.prec.activation_format(),
-        "compute_precision": setup.compute_precision(), "isl": isl, "osl": osl, "concurrency": concurrency,
+        "compute_precision": setup.compute_precision(), "isl": isl, "osl": osl, "cached_prompt_tokens": cached,
+        "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
         "tokens_per_s_per_user": float(np.asarray(r.tokens_per_s_per_user)),
@@ -188,7 +191,7 @@ def queue_note(concurrency: int, max_concurrency: int, kv_precision: str) -> str
 
 def disaggregated_point(
     setup: Setup, decode: Layout, prefill: Layout, prefill_workers: int, decode_workers: int, concurrency: int,
-    isl: int, osl: int,
+    isl: int, osl: int, cached: int = 0,
 ) -> dict[str, Any]:
     """Serving figures of a given disaggregated deployment: ``prefill_workers`` replicas of the
     ``prefill`` layout and ``decode_workers`` of the ``decode`` one serving ``concurrency`` closed-loop
@@ -196,7 +199,8 @@ def disaggregated_point(
     dec, pre = decode.parallel(setup.shape), prefill.parallel(setup.shape)
     r = closed_loop_disaggregated(
         setup.shape, setup.hw, pre, dec, setup.prec, setup.k, concurrency=float(concurrency), isl=float(isl),
-        osl=float(osl), prefill_workers=float(prefill_workers), decode_workers=float(decode_workers))
+        osl=float(osl), prefill_workers=float(prefill_workers), decode_workers=float(decode_workers),
+        prefix=float(cached))
     _check_fits(setup, memory(setup.shape, setup.hw, pre, setup.prec, setup.k, float(isl), 1.0), prefill)
     mem_d = memory(setup.shape, setup.hw, dec, setup.prec, setup.k, float(isl), float(osl))
     _check_fits(setup, mem_d, decode)
@@ -214,7 +218,7 @@ def disaggregated_point(
         "tp": decode.tp, "pp": decode.pp, "ep": decode.ep, "attention_dp": decode.dp,
         "precision": setup.prec.weights, "moe_precision": setup.prec.experts, "kv_precision": setup.prec.kv,
         "activation_precision": setup.prec.activation_format(), "compute_precision": setup.compute_precision(),
-        "isl": isl, "osl": osl, "concurrency": concurrency,
+        "isl": isl, "osl": osl, "cached_prompt_tokens": cached, "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
         "tokens_per_s_per_user": 1.0 / float(np.asarray(r.tpot_s)),
@@ -230,7 +234,7 @@ def disaggregated_point(
 
 def compare_hardware(
     refs: list[str], build: Callable[[str], Setup], layout: Layout, peak_rps: float, isl: int, osl: int,
-    ttft_s: float, tpot_s: float, mode: str,
+    ttft_s: float, tpot_s: float, mode: str, cached: int = 0,
 ) -> dict[str, Any]:
     """The capacity plan on each GPU type (``build`` makes each one's :class:`Setup`); the one with the
     fewest GPUs (then the least power) is returned, with every type's outcome in ``hardware_options``
@@ -244,7 +248,7 @@ def compare_hardware(
             continue
         ids = (setup.acc.id, setup.system.id, setup.backend)
         try:
-            plans.append((ref, capacity(setup, layout, peak_rps, isl, osl, ttft_s, tpot_s, mode), "", ids))
+            plans.append((ref, capacity(setup, layout, peak_rps, isl, osl, ttft_s, tpot_s, mode, cached), "", ids))
         except FactoryplanError as exc:
             plans.append((ref, None, exc.render(), ids))
     feasible = [(d["gpus"], d["power_kw"], i) for i, (_, d, _, _) in enumerate(plans) if d is not None]
@@ -267,9 +271,11 @@ def compare_hardware(
 
 
 def capacity(
-    setup: Setup, layout: Layout, peak_rps: float, isl: int, osl: int, ttft_s: float, tpot_s: float, mode: str
+    setup: Setup, layout: Layout, peak_rps: float, isl: int, osl: int, ttft_s: float, tpot_s: float, mode: str,
+    cached: int = 0,
 ) -> dict[str, Any]:
-    """The fewest-GPU plan meeting the targets at ``peak_rps`` (JSON-ready), with its frontier."""
+    """The fewest-GPU plan meeting the targets at ``peak_rps`` (JSON-ready), with its frontier;
+    ``cached`` prompt tokens held by the prefix cache."""
     from factoryplan.perf.capacity import (
         Demand,
         disaggregated_frontier,
@@ -291,17 +297,18 @@ def capacity(
             raise FactoryplanError("no such layout on this system", field="--tp", value=layout.tp,
                                    allowed=f"powers of two up to the {setup.system.scaleup_domain_gpus}-GPU domain")
     modes = ("aggregated", "disaggregated") if mode == "auto" else (mode,)
-    d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s)
-    grid = evaluate_grid(s, hw, setup.prec, setup.k, lay, isl, osl)
+    d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s, prefix=float(cached))
+    grid = evaluate_grid(s, hw, setup.prec, setup.k, lay, isl, osl, prefix=d.prefix)
     plan = plan_capacity(s, hw, setup.prec, setup.k, d, modes=modes, lay=lay, grid=grid)
     frontier = pareto_frontier(grid, hw)
-    frontier_disagg = disaggregated_frontier(s, hw, setup.prec, setup.k, lay, isl, osl)
+    frontier_disagg = disaggregated_frontier(s, hw, setup.prec, setup.k, lay, isl, osl, prefix=d.prefix)
     return {
         "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
         "precision": setup.prec.weights, "kv_precision": setup.prec.kv,
         "activation_precision": setup.prec.activation_format(),
         "compute_precision": setup.compute_precision(), "peak_requests_per_s": peak_rps,
-        "isl": isl, "osl": osl, "ttft_target_ms": ttft_s * 1e3, "tpot_target_ms": tpot_s * 1e3,
+        "isl": isl, "osl": osl, "cached_prompt_tokens": cached, "ttft_target_ms": ttft_s * 1e3,
+        "tpot_target_ms": tpot_s * 1e3,
         "mode": plan.mode, "config": plan.config, "gpus": plan.gpus, "systems": plan.systems,
         "replicas": plan.replicas, "gpus_per_replica": plan.gpus_per_replica,
         "concurrency_per_replica": plan.concurrency_per_replica, "ttft_ms": plan.ttft_s * 1e3,

@@ -54,13 +54,15 @@ FRONTIER_PREFILL_LOAD = 0.7
 
 @dataclass(frozen=True)
 class Demand:
-    """Peak demand and the latency targets (seconds)."""
+    """Peak demand and the latency targets (seconds); ``prefix``: leading prompt tokens the prefix
+    cache already holds (not prefilled, see :func:`~factoryplan.perf.serving.serve`)."""
 
     requests_per_s: float
     isl: float
     osl: float
     ttft_s: float
     tpot_s: float
+    prefix: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -153,13 +155,14 @@ class Grid:
 
 def evaluate_grid(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
-    concurrency: Array = CONCURRENCY_GRID,
+    concurrency: Array = CONCURRENCY_GRID, prefix: float = 0.0,
 ) -> Grid:
-    """Serve every layout at every concurrency of the grid (one vectorized pass)."""
+    """Serve every layout at every concurrency of the grid (one vectorized pass); ``prefix`` cached
+    prompt tokens."""
     n = len(concurrency)
     rep = lay.repeat(n)
     conc = np.tile(concurrency, len(lay))
-    res = serve(s, hw, rep.par(), prec, k, concurrency=conc, isl=isl, osl=osl)
+    res = serve(s, hw, rep.par(), prec, k, concurrency=conc, isl=isl, osl=osl, prefix=prefix)
     gpus = np.asarray(rep.par().gpus(), dtype=float)
     ok = np.asarray(res.mem.fits, dtype=bool) & (conc <= np.asarray(res.mem.max_concurrency))
     return Grid(
@@ -247,17 +250,21 @@ def _decode_pool(
 
 
 def _prefill_passes(
-    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, prefix: float = 0.0
 ) -> tuple[Array, Callable[[FloatOrArray], Array], Array, BoolArray]:
     """(prompts of a full pass, pass time as a function of the prompts, KV transfer time, fits) of
-    each layout as a prefill replica: a full pass is the token budget's worth on each attention-DP
-    rank; the KV cache crosses the scale-out network to the decode pool."""
+    each layout as a prefill replica: a full pass is the token budget's worth of new (not cached)
+    prompt tokens on each attention-DP rank; the whole prompt's KV cache crosses the scale-out
+    network to the decode pool."""
     par = lay.par()
     pp = np.asarray(par.pp, dtype=float)
-    full = np.maximum(np.floor(k.token_budget / isl), 1.0) * np.asarray(par.dp, dtype=float)
+    cached = min(max(prefix, 0.0), isl - 1.0)
+    new = isl - cached
+    full = np.maximum(np.floor(k.token_budget / new), 1.0) * np.asarray(par.dp, dtype=float)
 
     def t_pass(b: FloatOrArray) -> Array:
-        t = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl, prompts=b, prompt_len=isl).total
+        t = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl, prompts=b, prompt_len=new,
+                      prompt_prefix=cached).total
         return np.asarray(np.asarray(t, dtype=np.float64) * pp, dtype=np.float64)
 
     transfer = np.asarray(kv_bytes_per_sequence_per_gpu(s, par, prec.kv, isl)) / np.asarray(hw.nic_bytes_s)
@@ -276,7 +283,7 @@ def _prefill_pool(
     TTFT adds the engine's per-request latency, as aggregated serving does, and the KV cache
     crossing the scale-out network to the decode pool.
     """
-    full, t_pass, transfer, fits = _prefill_passes(s, hw, prec, k, lay, d.isl)
+    full, t_pass, transfer, fits = _prefill_passes(s, hw, prec, k, lay, d.isl, d.prefix)
     u = DISAGG_PREFILL_UTILIZATION[:, None]
     replicas = np.maximum(np.ceil(d.requests_per_s * t_pass(full) / (full * u)), 1.0)
     t_p, wait = prefill_queue(t_pass, full, d.requests_per_s / replicas)
@@ -381,7 +388,7 @@ def plan_capacity(
     when the caller has it). InfeasibleError names the best latencies reachable when nothing meets
     the targets, or the GPUs the model needs when it fits nowhere."""
     lay = lay if lay is not None else layouts(s, int(np.asarray(hw.domain)), max_pp)
-    grid = grid if grid is not None else evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl)
+    grid = grid if grid is not None else evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix)
     if not grid.ok.any():
         need = min_gpus_to_fit(s, hw, prec, k)
         raise InfeasibleError(
@@ -438,7 +445,7 @@ def pareto_frontier(grid: Grid, hw: Hardware) -> list[dict[str, float]]:
 
 def disaggregated_frontier(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
-    prefill_load: float = FRONTIER_PREFILL_LOAD,
+    prefill_load: float = FRONTIER_PREFILL_LOAD, prefix: float = 0.0,
 ) -> list[dict[str, float]]:
     """Non-dominated (tokens/s per user, tokens/s per GPU) points of disaggregated serving, by rising
     speed: every decode layout at every batch of the grid, fed by the prefill layout that needs the
@@ -451,7 +458,7 @@ def disaggregated_frontier(
     replica's at that load (:func:`prefill_queue`) with the engine's per-request latency and the KV
     transfer, TPOT one decode iteration of the batch.
     """
-    full, t_pass, transfer, fits_p = _prefill_passes(s, hw, prec, k, lay, isl)
+    full, t_pass, transfer, fits_p = _prefill_passes(s, hw, prec, k, lay, isl, prefix)
     t_full = t_pass(full)
     g = np.asarray(lay.par().gpus(), dtype=float)
     per_rate_p = np.where(fits_p, g * t_full / (prefill_load * full), np.inf)  # prefill GPUs per request/s
@@ -490,7 +497,7 @@ def size_inference(
     """
     warnings: list[str] = []
     lay = layouts(s, int(np.asarray(hw.domain)))
-    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl)  # the plan's and the frontier's
+    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix)  # the plan's and the frontier's
     try:
         plan = plan_capacity(s, hw, prec, k, d, lay=lay, grid=grid)
     except InfeasibleError as exc:
@@ -507,7 +514,8 @@ def size_inference(
     details: dict[str, float | int | str] = {
         "mode": plan.mode, "config": plan.config, "backend": backend, "replicas": plan.replicas,
         "gpus_per_replica": plan.gpus_per_replica, "concurrency_per_replica": plan.concurrency_per_replica,
-        "peak_requests_per_s": d.requests_per_s, "ttft_ms": plan.ttft_s * 1e3, "tpot_ms": plan.tpot_s * 1e3,
+        "peak_requests_per_s": d.requests_per_s, "cached_prompt_tokens": int(d.prefix),
+        "ttft_ms": plan.ttft_s * 1e3, "tpot_ms": plan.tpot_s * 1e3,
         "tokens_per_s_per_user": plan.tokens_per_s_per_user,
         "output_tokens_per_s_per_gpu": plan.output_tokens_per_s_per_gpu,
         "output_tokens_per_s_per_mw": plan.output_tokens_per_s_per_mw, "kv_precision": prec.kv,
@@ -521,4 +529,5 @@ def size_inference(
         details["prefill_gpus"] = plan.prefill_gpus
         details["decode_gpus"] = plan.decode_gpus
     return Sized(gpus=plan.gpus, details=details, frontier=pareto_frontier(grid, hw), warnings=warnings,
-                 frontier_disaggregated=disaggregated_frontier(s, hw, prec, k, lay, d.isl, d.osl))
+                 frontier_disaggregated=disaggregated_frontier(s, hw, prec, k, lay, d.isl, d.osl,
+                                                               prefix=d.prefix))

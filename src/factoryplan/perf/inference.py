@@ -54,6 +54,7 @@ FLOP/s). Calibrated constants come from catalog entries of kind ``calibrations``
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -510,13 +511,26 @@ def _experts(
     return t * s.moe_layers / np.asarray(par.pp, dtype=float)
 
 
+def attended_pairs(prefix: FloatOrArray, length: FloatOrArray, window: float = math.inf) -> FloatOrArray:
+    """(query, key) pairs of ``length`` prompt tokens computed after ``prefix`` cached ones, each
+    attending causally to at most ``window`` earlier tokens: ``∫_P^{P+N} min(p, W) dp``,
+    ``N·(P + N/2)`` without a window, ``N·W - W²/2`` for a whole prompt longer than the window."""
+    p = np.asarray(prefix, dtype=float)
+    n = np.asarray(length, dtype=float)
+    a, b = np.minimum(p, window), np.minimum(p + n, window)
+    beyond = np.maximum(p + n - np.maximum(p, window), 0.0)
+    return np.asarray((b * b - a * a) / 2.0 + (window * beyond if math.isfinite(window) else 0.0), dtype=np.float64)
+
+
 def _attention(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, decode_seqs: FloatOrArray, ctx: FloatOrArray,
-    prompt_len: FloatOrArray, prompts: FloatOrArray, k: Constants,
+    prompt_len: FloatOrArray, prompts: FloatOrArray, k: Constants, prompt_prefix: FloatOrArray = 0.0,
 ) -> FloatOrArray:
-    """Decode attention (KV read, roofline with its FLOPs) plus causal prefill attention; linear
-    layers read and write each decoding sequence's state and run the chunked delta rule on prompts;
-    sparse attention caps the keys of a query at ``k_top`` and adds :func:`_indexer`."""
+    """Decode attention (KV read, roofline with its FLOPs) plus causal prefill attention of the
+    ``prompt_len`` new tokens of each prompt over its ``prompt_prefix`` cached ones and themselves
+    (:func:`attended_pairs`); linear layers read and write each decoding sequence's state and run the
+    chunked delta rule on the new tokens; sparse attention caps the keys of a query at ``k_top`` and
+    adds :func:`_indexer`."""
     tp = np.asarray(par.tp, dtype=float)
     heads = s.heads / tp
     kv_gpu = s.kv_elems * KV_BYTES[prec.kv] / np.minimum(tp, s.kv_split)
@@ -532,26 +546,26 @@ def _attention(
     n = k.roofline_sharpness
     t_dec = ((dec_flops / attn_peak) ** n + (dec_bytes / (hw.hbm_bytes_s * k.kv_efficiency)) ** n) ** (1.0 / n)
     length = np.asarray(prompt_len, dtype=float)
-    win = np.minimum(length, s.window) if s.window > 0 else 0.0
-    full_flops = length * length / 2.0 * s.prefill_attn_flops  # per head, one full layer
-    if s.top_k > 0:  # the cheaper of sparse MQA mode over Σ_pos min(pos, k) = S·k - k²/2 pairs and masked MHA
-        top = np.minimum(length, s.top_k)
-        full_flops = np.minimum(full_flops, (length * top - top * top / 2.0) * s.decode_attn_flops)
-    flops = s.full_layers * full_flops + sliding * (length * win - win * win / 2.0) * s.prefill_attn_flops
+    full_flops = attended_pairs(prompt_prefix, length) * s.prefill_attn_flops  # per head, one full layer
+    if s.top_k > 0:  # the cheaper of sparse MQA mode over Σ_pos min(pos, k) pairs and masked MHA
+        full_flops = np.minimum(full_flops, attended_pairs(prompt_prefix, length, s.top_k) * s.decode_attn_flops)
+    win_flops = attended_pairs(prompt_prefix, length, s.window) * s.prefill_attn_flops if s.window > 0 else 0.0
+    flops = s.full_layers * full_flops + sliding * win_flops
     linear = length * s.linear_layers * s.linear_prefill_flops / lin_split
     t_pre = prompts * (flops * heads + linear) / attn_peak
-    t_idx = _indexer(s, hw, decode_seqs, ctx, length, prompts, k)
+    t_idx = _indexer(s, hw, decode_seqs, ctx, length, prompts, k, prompt_prefix)
     return np.asarray((t_dec + t_pre + t_idx) / np.asarray(par.pp, dtype=float), dtype=np.float64)
 
 
 def _indexer(
     s: ModelShape, hw: Hardware, decode_seqs: FloatOrArray, ctx: FloatOrArray, length: FloatOrArray,
-    prompts: FloatOrArray, k: Constants,
+    prompts: FloatOrArray, k: Constants, prefix: FloatOrArray = 0.0,
 ) -> FloatOrArray:
     """The lightning indexer of sparse attention in all layers; 0 without. It scores every cached
     token, so it keeps the context's full length: a decoding sequence reads ``ctx`` FP8 keys of
     ``key_I`` bytes per layer (at the KV-cache efficiency) and does ``2·H_I·d_I`` FLOPs per key, a
-    roofline; a prompt of ``S`` tokens scores ``S²/2`` causal pairs. The FLOPs run on FP8 tensor
+    roofline; a prompt of ``S`` tokens scores ``S²/2`` causal pairs (its new tokens after a cached
+    prefix, :func:`attended_pairs`). The FLOPs run on FP8 tensor
     cores (DeepGEMM's FP8 MQA-logits kernels) at the attention efficiency, not split by TP (vLLM and
     SGLang replicate the indexer on every TP rank)."""
     if s.top_k <= 0:
@@ -560,7 +574,7 @@ def _indexer(
     keys = decode_seqs * s.layers * np.asarray(ctx, dtype=float)
     n = k.roofline_sharpness
     t_c, t_m = keys * s.index_flops / peak, keys * s.index_key_bytes / (hw.hbm_bytes_s * k.kv_efficiency)
-    t_pre = prompts * s.layers * length * length / 2.0 * s.index_flops / peak
+    t_pre = prompts * s.layers * attended_pairs(prefix, length) * s.index_flops / peak
     return np.asarray((t_c**n + t_m**n) ** (1.0 / n) + t_pre, dtype=np.float64)
 
 
@@ -589,11 +603,13 @@ def _communication(
 def iteration(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, *,
     decode_seqs: FloatOrArray, ctx: FloatOrArray, prompts: FloatOrArray = 0.0, prompt_len: FloatOrArray = 0.0,
+    prompt_prefix: FloatOrArray = 0.0,
 ) -> Step:
     """One forward pass of one pipeline stage on its busiest GPU.
 
     ``decode_seqs`` sequences of the replica decode one token each at mean context ``ctx``;
-    ``prompts`` new requests of ``prompt_len`` tokens are prefilled in the same pass. Decoding
+    ``prompts`` new requests of ``prompt_len`` tokens are prefilled in the same pass, after
+    ``prompt_prefix`` tokens of each that the prefix cache already holds (they cost attention only). Decoding
     sequences spread over the ``dp`` attention ranks; a prompt sits on one rank, so a rank's
     attention GEMMs see at least one whole prompt. All ``dp`` ranks' tokens meet in the experts.
     """
@@ -607,7 +623,7 @@ def iteration(
     all_tokens = np.asarray(decode_seqs, dtype=float) + prompt_tokens
     gemm = _dense_gemms(s, hw, par, prec, tokens_rank, rank_seqs + rank_prompts, k)
     moe = _experts(s, hw, par, prec, all_tokens, k)
-    attn = _attention(s, hw, par, prec, rank_seqs, ctx, prompt_len, rank_prompts, k)
+    attn = _attention(s, hw, par, prec, rank_seqs, ctx, prompt_len, rank_prompts, k, prompt_prefix)
     comm = _communication(s, hw, par, tokens_rank, k)
     prompt = np.asarray(n_prompts > 0, dtype=float)  # the iteration runs outside the decode CUDA graphs
     layers = (k.layer_overhead_s + k.prefill_layer_overhead_s * prompt) * (s.block_layers or s.layers)

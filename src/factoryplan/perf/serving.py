@@ -152,17 +152,23 @@ def _prefill_passes(
 def serve(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, *,
     concurrency: FloatOrArray, isl: FloatOrArray, osl: FloatOrArray, burst: bool | FloatOrArray = False,
+    prefix: FloatOrArray = 0.0,
 ) -> Serving:
     """TTFT, TPOT and throughput of one replica serving ``concurrency`` users (module docstring).
 
     ``burst``: the users start together and the figures average over a benchmark run
-    (measurement harnesses); default the steady state.
+    (measurement harnesses); default the steady state. ``prefix``: leading tokens of each prompt
+    that the engine's prefix cache already holds (a shared system prompt, the earlier turns of a
+    conversation): only the other ``isl - prefix`` are prefilled, attending to the whole prompt;
+    each sequence still holds its whole context in the KV cache.
     """
     mem = memory(s, hw, par, prec, k, isl, osl)
     conc = np.maximum(np.asarray(concurrency, dtype=float), 1.0)
     run = np.maximum(np.minimum(conc, mem.max_concurrency), 1.0)
     pp, dp = np.asarray(par.pp, dtype=float), np.asarray(par.dp, dtype=float)
     isl_f, osl_f = np.asarray(isl, dtype=float), np.maximum(np.asarray(osl, dtype=float), 1.0)
+    cached = np.clip(np.asarray(prefix, dtype=float), 0.0, isl_f - 1.0)
+    new = isl_f - cached  # prompt tokens each request prefills
     ctx = isl_f + osl_f / 2.0
     micro = run / pp  # pipeline stages work on pp micro-batches at once
     dec_stage = iteration(s, hw, par, prec, k, decode_seqs=micro, ctx=ctx).total
@@ -171,11 +177,11 @@ def serve(
     steps = np.maximum(osl_f - 1.0, 1.0)
     mixed = k.mixes_prefill
     free = np.maximum(k.token_budget - (c if mixed else 0.0), k.token_budget / 4.0)
-    chunks = np.maximum(np.ceil(isl_f / free - 1e-9), 1.0)
-    passes = _prefill_passes(c, chunks, steps, isl_f, free)
+    chunks = np.maximum(np.ceil(new / free - 1e-9), 1.0)
+    passes = _prefill_passes(c, chunks, steps, new, free)
     per_pass = c * chunks / passes
     t_p = iteration(s, hw, par, prec, k, decode_seqs=micro if mixed else 0.0, ctx=ctx,
-                    prompts=per_pass / chunks * dp, prompt_len=isl_f).total
+                    prompts=per_pass / chunks * dp, prompt_len=new, prompt_prefix=cached).total
     added = np.maximum(t_p - (dec_stage if mixed else 0.0), 0.0)
     own = chunks * t_p + (pp - 1.0) * t_p
     base = k.request_overhead_s + k.first_token_steps * t_dec
@@ -188,17 +194,18 @@ def serve(
     share = np.asarray(burst, dtype=float) * k.burst_share
     ttft, tpot = ttft_s, tpot_s
     if np.any(share > 0.0):  # the first wave: c prompts at once, per_iter of them per iteration
-        per_iter = np.maximum(np.floor(k.token_budget / isl_f), 1.0)
-        waves = np.ceil(c / per_iter) * np.maximum(np.ceil(isl_f / k.token_budget - 1e-9), 1.0)
+        per_iter = np.maximum(np.floor(k.token_budget / new), 1.0)
+        waves = np.ceil(c / per_iter) * np.maximum(np.ceil(new / k.token_budget - 1e-9), 1.0)
         t_b = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=c / waves * dp,
-                        prompt_len=isl_f).total
+                        prompt_len=new, prompt_prefix=cached).total
         ttft = (1.0 - share) * ttft_s + share * (base + t_b * ((waves + 1.0) / 2.0 + pp - 1.0))
         tpot = (1.0 - share) * tpot_s + share * (t_dec + (waves - 1.0) / 2.0 * t_b / steps)
     cycle = ttft + steps * tpot
     rate = run / cycle
     wait = (conc - run) / run * cycle
     out = rate * osl_f
-    alone = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=1.0, prompt_len=isl_f).total
+    alone = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=1.0, prompt_len=new,
+                      prompt_prefix=cached).total
     kv_used = run / (dp * pp) * mem.kv_per_sequence_bytes
     return Serving(
         ttft_s=ttft + wait, tpot_s=tpot, requests_per_s=rate, output_tokens_per_s=out,
@@ -247,7 +254,7 @@ def closed_loop_disaggregated(
     s: ModelShape, hw: Hardware, prefill_par: Parallel, decode_par: Parallel, prec: Precision, k: Constants, *,
     concurrency: FloatOrArray, isl: FloatOrArray, osl: FloatOrArray, prefill_workers: FloatOrArray,
     decode_workers: FloatOrArray, decode_batch_max: FloatOrArray = np.inf, burst: bool | FloatOrArray = False,
-    prefill_batch_max: FloatOrArray = np.inf, iterations: int = 40,
+    prefill_batch_max: FloatOrArray = np.inf, iterations: int = 40, prefix: FloatOrArray = 0.0,
 ) -> DisaggregatedLoop:
     """TTFT, TPOT and throughput of ``n_p`` prefill and ``n_d`` decode workers serving ``C`` users
     who each send their next request when the last one ends (a measured disaggregated point).
@@ -267,7 +274,9 @@ def closed_loop_disaggregated(
       its KV capacity and batch limit; the others wait for a slot); ``TPOT = t_dec(b_d)`` with no
       prompt in the iterations, plus the KV-cache transfer over the GPU's NIC spread over the output;
     * burst-started runs (measurement harnesses) blend in the first wave, ``C`` prompts queueing at
-      the prefill workers, with the calibrated ``burst_share``.
+      the prefill workers, with the calibrated ``burst_share``;
+    * ``prefix`` cached prompt tokens are not prefilled (as :func:`serve`); the whole prompt's KV
+      cache still crosses to the decode worker.
 
     Checked against an event-by-event simulation of the same workers
     (:mod:`factoryplan.perf.disagg_sim`, ``benchmarks/disagg_sim.py``, 1,536 deployments): throughput
@@ -281,16 +290,19 @@ def closed_loop_disaggregated(
     n_p, n_d = np.maximum(np.asarray(prefill_workers, dtype=float), 1.0), np.maximum(
         np.asarray(decode_workers, dtype=float), 1.0)
     steps = np.maximum(osl_f - 1.0, 1.0)
+    cached = np.clip(np.asarray(prefix, dtype=float), 0.0, isl_f - 1.0)
+    new = isl_f - cached
     mem_p = memory(s, hw, prefill_par, prec, k, isl_f, 1.0)
     mem_d = memory(s, hw, decode_par, prec, k, isl_f, osl_f)
     cap = np.maximum(np.minimum(mem_d.max_concurrency, np.asarray(decode_batch_max, dtype=float)
                                 * np.asarray(decode_par.dp, dtype=float)), 1.0)
-    per_rank = np.minimum(np.maximum(np.floor(k.token_budget / isl_f), 1.0), np.asarray(prefill_batch_max, dtype=float))
+    per_rank = np.minimum(np.maximum(np.floor(k.token_budget / new), 1.0), np.asarray(prefill_batch_max, dtype=float))
     per_pass = np.maximum(per_rank, 1.0) * np.asarray(prefill_par.dp, dtype=float)
     pp_p, pp_d = np.asarray(prefill_par.pp, dtype=float), np.asarray(decode_par.pp, dtype=float)
 
     def prefill(b: FloatOrArray) -> Array:
-        t = iteration(s, hw, prefill_par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=b, prompt_len=isl_f).total
+        t = iteration(s, hw, prefill_par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=b, prompt_len=new,
+                      prompt_prefix=cached).total
         return np.asarray(t * pp_p, dtype=np.float64)
 
     def decode(b: FloatOrArray) -> Array:

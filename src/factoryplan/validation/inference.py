@@ -17,6 +17,8 @@ Mapping rules (the same for every row, stated here once):
   weight-only); a ``wXaY`` mode names the activations too (``w4a8_mxfp4_fp8``: FP4 weights times
   FP8 activations, at the FP8 tensor-core rate); the KV cache follows the engine's default
   (:class:`~factoryplan.perf.inference.Constants`).
+* prefix caching: an optional ``prefix`` column gives the leading prompt tokens the engine's prefix
+  cache already held (not prefilled; 0 when absent).
 * concurrency: ``silicon_concurrency`` from the source column when given, else
   ``batch_size x attention_dp_size`` (the batch is per attention-DP rank).
 * parallelism: ``tp_size`` attention TP, ``attention_dp_size`` attention DP (blank = 1),
@@ -107,6 +109,7 @@ class Point:
     version: str = ""
     disagg: Disagg | None = None  # a disaggregated deployment; ``par`` is then its decode workers'
     activations: str = ""  # what the GEMMs multiply with ("": the weights' own)
+    prefix: float = 0.0  # leading prompt tokens the prefix cache held (not prefilled)
 
 
 def implied_output_tokens_per_s(p: Point) -> float | None:
@@ -325,6 +328,10 @@ def _measured_point(
             return None, f"{name} {text!r} is not a whole number"
     if values["isl"] is None or values["osl"] is None:
         return None, "isl and osl must be given"
+    text = (row.get("prefix") or "").strip()  # cached prompt tokens, when the file gives them
+    prefix = _number(text) if text else 0.0
+    if prefix is None or not math.isfinite(prefix) or prefix < 0 or prefix != int(prefix) or prefix >= values["isl"]:
+        return None, f"prefix {text!r} is not a whole number of cached tokens below isl"
     if values["silicon_ttft_ms"] is None and values["silicon_tpot_ms"] is None:
         return None, "neither silicon_ttft_ms nor silicon_tpot_ms is given"
     arch = resolve_model(catalog, ref)
@@ -341,6 +348,7 @@ def _measured_point(
         activations=activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]),
         isl=float(values["isl"]), osl=float(values["osl"]), concurrency=conc, ttft_ms=values["silicon_ttft_ms"],
         tpot_ms=values["silicon_tpot_ms"], repair=repair, version=row.get("backend_version", ""), disagg=disagg,
+        prefix=prefix,
     ), ""
 
 
@@ -447,10 +455,11 @@ def predict(
                 out[i] = pred
             continue
         batch_mode = _as_array(1.0 if p.e2e_ms is not None else 0.0 for p in pts)
-        full = serve(shape, hw, par, prec, k, concurrency=np.full_like(conc, 1e9), isl=isl, osl=osl)
+        prefix = _as_array(p.prefix for p in pts)
+        full = serve(shape, hw, par, prec, k, concurrency=np.full_like(conc, 1e9), isl=isl, osl=osl, prefix=prefix)
         conc = np.where(conc > 0, conc, full.mem.max_concurrency)
         burst = _as_array(1.0 if p.source != "published" else 0.0 for p in pts)
-        res = serve(shape, hw, par, prec, k, concurrency=conc, isl=isl, osl=osl, burst=burst)
+        res = serve(shape, hw, par, prec, k, concurrency=conc, isl=isl, osl=osl, burst=burst, prefix=prefix)
         e2e = _batch_latency(shape, hw, par, prec, k, conc, isl, osl)
         ttft, tpot = np.asarray(res.ttft_s) * 1e3, np.asarray(res.tpot_s) * 1e3
         tps, fits = np.asarray(res.output_tokens_per_s), np.asarray(res.mem.fits)
@@ -475,6 +484,7 @@ def _predict_disaggregated(
         decode_batch_max=_as_array(d.decode_batch for d in sides),
         prefill_batch_max=_as_array(d.prefill_batch for d in sides),
         burst=_as_array(1.0 if p.source != "published" else 0.0 for p in pts),
+        prefix=_as_array(p.prefix for p in pts),
     )
     ttft, tpot = np.asarray(res.ttft_s) * 1e3, np.asarray(res.tpot_s) * 1e3
     tps, fits = np.asarray(res.output_tokens_per_s), np.asarray(res.fits)
