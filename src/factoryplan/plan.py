@@ -210,7 +210,8 @@ def _size_inference(
     peak = peak_requests_per_s(w, asm) / (1.0 - asm.get("serving_headroom"))
     cached = min(round(w.prefix_hit * w.input_tokens), w.input_tokens - 1)
     demand = capacity.Demand(requests_per_s=peak, isl=w.input_tokens, osl=w.output_tokens,
-                             ttft_s=w.ttft_ms / 1e3, tpot_s=w.tpot_ms / 1e3, prefix=float(cached))
+                             ttft_s=w.ttft_ms / 1e3, tpot_s=w.tpot_ms / 1e3, prefix=float(cached),
+                             draft_tokens=float(w.draft_tokens), acceptance=w.draft_acceptance or 0.0)
     return capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
                                    backend=backend)
 

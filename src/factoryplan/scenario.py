@@ -80,6 +80,9 @@ class InferenceWorkload(_Workload):
     output_tokens: Annotated[int, Field(gt=0)] = 500
     # share of each prompt the engine's prefix cache already holds (system prompt, earlier turns)
     prefix_hit: Annotated[float, BeforeValidator(_number), Field(ge=0, lt=1)] = 0.0
+    # speculative decoding: draft tokens per step (MTP module, EAGLE head) and their acceptance rate
+    draft_tokens: Annotated[int, Field(ge=0)] = 0
+    draft_acceptance: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)] | None = None
     ttft_ms: PosNum = 2000
     tpot_ms: PosNum = 50
     precision: ServingPrecision = "fp8"  # weights
@@ -93,6 +96,10 @@ class InferenceWorkload(_Workload):
     def _one_demand(self) -> InferenceWorkload:
         if (self.requests_per_s is None) == (self.tokens_per_day is None):
             raise ValueError("give exactly one of requests_per_s or tokens_per_day")
+        if self.draft_tokens and self.draft_acceptance is None:
+            raise ValueError("draft_tokens needs draft_acceptance (0-1, as measured for the model and its draft)")
+        if self.draft_acceptance is not None and not self.draft_tokens:
+            raise ValueError("draft_acceptance describes speculative decoding: give draft_tokens with it")
         return self
 
     def average_requests_per_s(self) -> float:

@@ -168,6 +168,12 @@ def serve(
     prefix_hit: Annotated[float, typer.Option("--prefix-hit", min=0, help="Share of each prompt the engine's "
                                               "prefix cache already holds (a shared system prompt, earlier "
                                               "turns): those tokens are not prefilled.")] = 0.0,
+    draft_tokens: Annotated[int, typer.Option("--draft-tokens", min=0, help="Speculative decoding: tokens a "
+                                              "one-layer draft (MTP module, EAGLE head) proposes per step, "
+                                              "verified together (with --acceptance).")] = 0,
+    acceptance: Annotated[float | None, typer.Option("--acceptance", min=0, max=1, help="Speculative "
+                                                     "decoding: chance each draft token is accepted after the "
+                                                     "ones before it (measured for the model and draft).")] = None,
     tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel GPUs (attention, dense MLPs).")] = None,
     pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages.")] = 1,
     ep: Annotated[int, typer.Option("--ep", min=1, help="Expert-parallel GPUs (MoE models).")] = 1,
@@ -233,6 +239,14 @@ def serve(
         raise FactoryplanError("at least one token of each prompt is prefilled", field="--prefix-hit",
                                value=prefix_hit, allowed="0 <= share < 1")
     cached = min(round(prefix_hit * isl), isl - 1)
+    if draft_tokens and acceptance is None:
+        raise FactoryplanError("speculative decoding needs the drafts' acceptance rate", field="--acceptance",
+                               allowed="0-1, as measured for the model and its draft (DeepSeek-V3's MTP module: "
+                               "0.85-0.9 for its one draft token)")
+    if acceptance is not None and not draft_tokens:
+        raise FactoryplanError("describes speculative decoding", field="--acceptance", value=acceptance,
+                               allowed="give --draft-tokens with it, or leave it out")
+    spec = (draft_tokens, acceptance or 0.0)
 
     def build(ref: str) -> eng.Setup:
         acc, system = resolve_gpu(cat, ref)
@@ -258,10 +272,10 @@ def serve(
             raise FactoryplanError("demand must be positive", field="--rps", value=peak)
         if len(refs) == 1:
             data = eng.capacity(build(refs[0]), layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3, mode.value,
-                                cached)
+                                cached, spec)
         else:  # a type that cannot take part (its engine, the model's fit, the targets) is listed with why
             data = eng.compare_hardware(refs, build, layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3,
-                                        mode.value, cached)
+                                        mode.value, cached, spec)
         _emit(data, fmt, f"capacity plan: {data['model']} on {data['system']}")
         if fmt is OutputFormat.table and "hardware_options" in data:
             _emit_options(data["hardware_options"])
@@ -275,13 +289,13 @@ def serve(
     if prefill_tp is not None:
         prefill = eng.Layout(tp=prefill_tp, ep=prefill_ep, dp=prefill_attention_dp, side="prefill-")
         data = eng.disaggregated_point(setup, layout, prefill, prefill_workers, decode_workers, concurrency, isl, osl,
-                                       cached)
+                                       cached, spec)
         _emit(data, fmt, f"serving {setup.arch.id} disaggregated on {data['gpus']} x {acc.id} ({setup.backend})")
         return
     if disagg:
         raise FactoryplanError("describes a disaggregated deployment", field=", ".join(disagg),
                                allowed="give --prefill-tp with it, or leave it out")
-    data = eng.point(setup, layout, concurrency, isl, osl, cached)
+    data = eng.point(setup, layout, concurrency, isl, osl, cached, spec)
     _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {acc.id} ({setup.backend})")
 
 

@@ -143,12 +143,23 @@ def _needs(setup: Setup) -> str:
     return f"needs >= {need} x {setup.acc.id} at {setup.prec.weights}"
 
 
-def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int, cached: int = 0) -> dict[str, Any]:
+def _speculation(spec: tuple[int, float]) -> dict[str, Any]:
+    """The JSON keys of speculative decoding: draft tokens, their acceptance, tokens per iteration."""
+    from factoryplan.perf.serving import tokens_per_step
+
+    return {"draft_tokens": spec[0], "acceptance": spec[1],
+            "tokens_per_step": float(np.asarray(tokens_per_step(spec[0], spec[1])))}
+
+
+def point(
+    setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int, cached: int = 0,
+    spec: tuple[int, float] = (0, 0.0),
+) -> dict[str, Any]:
     """Serving figures of one replica at ``concurrency`` users (JSON-ready); ``cached`` prompt tokens
-    held by the prefix cache."""
+    held by the prefix cache; ``spec``: (draft tokens, acceptance) of speculative decoding."""
     par = layout.parallel(setup.shape)
     r = serve(setup.shape, setup.hw, par, setup.prec, setup.k, concurrency=concurrency, isl=isl, osl=osl,
-              prefix=cached)
+              prefix=cached, draft_tokens=spec[0], acceptance=spec[1])
     _check_fits(setup, r.mem, layout)
     max_conc = float(np.asarray(r.mem.max_concurrency))
     gpus = layout.gpus()
@@ -160,7 +171,7 @@ def point(setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int, ca
         "precision": setup.prec.weights, "moe_precision": setup.prec.experts, "kv_precision": setup.prec.kv,
         "activation_precision": setup.prec.activation_format(),
         "compute_precision": setup.compute_precision(), "isl": isl, "osl": osl, "cached_prompt_tokens": cached,
-        "concurrency": concurrency,
+        **_speculation(spec), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
         "tokens_per_s_per_user": float(np.asarray(r.tokens_per_s_per_user)),
@@ -191,7 +202,7 @@ def queue_note(concurrency: int, max_concurrency: int, kv_precision: str) -> str
 
 def disaggregated_point(
     setup: Setup, decode: Layout, prefill: Layout, prefill_workers: int, decode_workers: int, concurrency: int,
-    isl: int, osl: int, cached: int = 0,
+    isl: int, osl: int, cached: int = 0, spec: tuple[int, float] = (0, 0.0),
 ) -> dict[str, Any]:
     """Serving figures of a given disaggregated deployment: ``prefill_workers`` replicas of the
     ``prefill`` layout and ``decode_workers`` of the ``decode`` one serving ``concurrency`` closed-loop
@@ -200,7 +211,7 @@ def disaggregated_point(
     r = closed_loop_disaggregated(
         setup.shape, setup.hw, pre, dec, setup.prec, setup.k, concurrency=float(concurrency), isl=float(isl),
         osl=float(osl), prefill_workers=float(prefill_workers), decode_workers=float(decode_workers),
-        prefix=float(cached))
+        prefix=float(cached), draft_tokens=float(spec[0]), acceptance=spec[1])
     _check_fits(setup, memory(setup.shape, setup.hw, pre, setup.prec, setup.k, float(isl), 1.0), prefill)
     mem_d = memory(setup.shape, setup.hw, dec, setup.prec, setup.k, float(isl), float(osl))
     _check_fits(setup, mem_d, decode)
@@ -218,7 +229,7 @@ def disaggregated_point(
         "tp": decode.tp, "pp": decode.pp, "ep": decode.ep, "attention_dp": decode.dp,
         "precision": setup.prec.weights, "moe_precision": setup.prec.experts, "kv_precision": setup.prec.kv,
         "activation_precision": setup.prec.activation_format(), "compute_precision": setup.compute_precision(),
-        "isl": isl, "osl": osl, "cached_prompt_tokens": cached, "concurrency": concurrency,
+        "isl": isl, "osl": osl, "cached_prompt_tokens": cached, **_speculation(spec), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
         "tokens_per_s_per_user": 1.0 / float(np.asarray(r.tpot_s)),
@@ -234,7 +245,7 @@ def disaggregated_point(
 
 def compare_hardware(
     refs: list[str], build: Callable[[str], Setup], layout: Layout, peak_rps: float, isl: int, osl: int,
-    ttft_s: float, tpot_s: float, mode: str, cached: int = 0,
+    ttft_s: float, tpot_s: float, mode: str, cached: int = 0, spec: tuple[int, float] = (0, 0.0),
 ) -> dict[str, Any]:
     """The capacity plan on each GPU type (``build`` makes each one's :class:`Setup`); the one with the
     fewest GPUs (then the least power) is returned, with every type's outcome in ``hardware_options``
@@ -248,7 +259,8 @@ def compare_hardware(
             continue
         ids = (setup.acc.id, setup.system.id, setup.backend)
         try:
-            plans.append((ref, capacity(setup, layout, peak_rps, isl, osl, ttft_s, tpot_s, mode, cached), "", ids))
+            plans.append((ref, capacity(setup, layout, peak_rps, isl, osl, ttft_s, tpot_s, mode, cached, spec), "",
+                          ids))
         except FactoryplanError as exc:
             plans.append((ref, None, exc.render(), ids))
     feasible = [(d["gpus"], d["power_kw"], i) for i, (_, d, _, _) in enumerate(plans) if d is not None]
@@ -272,7 +284,7 @@ def compare_hardware(
 
 def capacity(
     setup: Setup, layout: Layout, peak_rps: float, isl: int, osl: int, ttft_s: float, tpot_s: float, mode: str,
-    cached: int = 0,
+    cached: int = 0, spec: tuple[int, float] = (0, 0.0),
 ) -> dict[str, Any]:
     """The fewest-GPU plan meeting the targets at ``peak_rps`` (JSON-ready), with its frontier;
     ``cached`` prompt tokens held by the prefix cache."""
@@ -297,17 +309,20 @@ def capacity(
             raise FactoryplanError("no such layout on this system", field="--tp", value=layout.tp,
                                    allowed=f"powers of two up to the {setup.system.scaleup_domain_gpus}-GPU domain")
     modes = ("aggregated", "disaggregated") if mode == "auto" else (mode,)
-    d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s, prefix=float(cached))
-    grid = evaluate_grid(s, hw, setup.prec, setup.k, lay, isl, osl, prefix=d.prefix)
+    d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s, prefix=float(cached),
+               draft_tokens=float(spec[0]), acceptance=spec[1])
+    grid = evaluate_grid(s, hw, setup.prec, setup.k, lay, isl, osl, prefix=d.prefix, draft_tokens=d.draft_tokens,
+                         acceptance=d.acceptance)
     plan = plan_capacity(s, hw, setup.prec, setup.k, d, modes=modes, lay=lay, grid=grid)
     frontier = pareto_frontier(grid, hw)
-    frontier_disagg = disaggregated_frontier(s, hw, setup.prec, setup.k, lay, isl, osl, prefix=d.prefix)
+    frontier_disagg = disaggregated_frontier(s, hw, setup.prec, setup.k, lay, isl, osl, prefix=d.prefix,
+                                             draft_tokens=d.draft_tokens, acceptance=d.acceptance)
     return {
         "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
         "precision": setup.prec.weights, "kv_precision": setup.prec.kv,
         "activation_precision": setup.prec.activation_format(),
         "compute_precision": setup.compute_precision(), "peak_requests_per_s": peak_rps,
-        "isl": isl, "osl": osl, "cached_prompt_tokens": cached, "ttft_target_ms": ttft_s * 1e3,
+        "isl": isl, "osl": osl, "cached_prompt_tokens": cached, **_speculation(spec), "ttft_target_ms": ttft_s * 1e3,
         "tpot_target_ms": tpot_s * 1e3,
         "mode": plan.mode, "config": plan.config, "gpus": plan.gpus, "systems": plan.systems,
         "replicas": plan.replicas, "gpus_per_replica": plan.gpus_per_replica,

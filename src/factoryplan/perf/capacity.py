@@ -43,7 +43,7 @@ from factoryplan.perf.inference import (
     kv_bytes_per_sequence_per_gpu,
     splits_evenly,
 )
-from factoryplan.perf.serving import batched_prefill_wait, memory, serve
+from factoryplan.perf.serving import batched_prefill_wait, decode_iteration, memory, serve, tokens_per_step
 
 CONCURRENCY_GRID = np.unique(np.round(np.geomspace(1, 4096, 49)))
 DISAGG_PREFILL_UTILIZATION = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
@@ -55,7 +55,8 @@ FRONTIER_PREFILL_LOAD = 0.7
 @dataclass(frozen=True)
 class Demand:
     """Peak demand and the latency targets (seconds); ``prefix``: leading prompt tokens the prefix
-    cache already holds (not prefilled, see :func:`~factoryplan.perf.serving.serve`)."""
+    cache already holds (not prefilled); ``draft_tokens`` and ``acceptance``: speculative decoding
+    (see :func:`~factoryplan.perf.serving.serve`)."""
 
     requests_per_s: float
     isl: float
@@ -63,6 +64,8 @@ class Demand:
     ttft_s: float
     tpot_s: float
     prefix: float = 0.0
+    draft_tokens: float = 0.0
+    acceptance: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -155,14 +158,15 @@ class Grid:
 
 def evaluate_grid(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
-    concurrency: Array = CONCURRENCY_GRID, prefix: float = 0.0,
+    concurrency: Array = CONCURRENCY_GRID, prefix: float = 0.0, draft_tokens: float = 0.0, acceptance: float = 0.0,
 ) -> Grid:
     """Serve every layout at every concurrency of the grid (one vectorized pass); ``prefix`` cached
-    prompt tokens."""
+    prompt tokens, ``draft_tokens``/``acceptance`` speculative decoding."""
     n = len(concurrency)
     rep = lay.repeat(n)
     conc = np.tile(concurrency, len(lay))
-    res = serve(s, hw, rep.par(), prec, k, concurrency=conc, isl=isl, osl=osl, prefix=prefix)
+    res = serve(s, hw, rep.par(), prec, k, concurrency=conc, isl=isl, osl=osl, prefix=prefix,
+                draft_tokens=draft_tokens, acceptance=acceptance)
     gpus = np.asarray(rep.par().gpus(), dtype=float)
     ok = np.asarray(res.mem.fits, dtype=bool) & (conc <= np.asarray(res.mem.max_concurrency))
     return Grid(
@@ -224,14 +228,17 @@ def _aggregated(grid: Grid, d: Demand, hw: Hardware) -> CapacityPlan | None:
 
 
 def _decode_grid(
-    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
+    draft_tokens: float = 0.0, acceptance: float = 0.0,
 ) -> tuple[Parallel, Array, Array, BoolArray]:
-    """(parallelism, batch, decode iteration time, fits) of every layout at every batch of the
-    grid (layout-major, ``len(CONCURRENCY_GRID)`` batches each), iterations without prompts."""
+    """(parallelism, batch, decode time per output token, fits) of every layout at every batch of the
+    grid (layout-major, ``len(CONCURRENCY_GRID)`` batches each), iterations without prompts (with
+    speculative decoding an iteration yields :func:`tokens_per_step` tokens)."""
     par = lay.repeat(len(CONCURRENCY_GRID)).par()
     batch = np.tile(CONCURRENCY_GRID, len(lay))
     pp = np.asarray(par.pp, dtype=float)
-    t_dec = np.asarray(iteration(s, hw, par, prec, k, decode_seqs=batch / pp, ctx=isl + osl / 2.0).total) * pp
+    t_dec = np.asarray(decode_iteration(s, hw, par, prec, k, seqs=batch / pp, ctx=isl + osl / 2.0,
+                                        draft_tokens=draft_tokens)) * pp / tokens_per_step(draft_tokens, acceptance)
     mem = memory(s, hw, par, prec, k, isl, osl)
     ok = np.asarray(mem.fits, dtype=bool) & (batch <= np.asarray(mem.max_concurrency))
     return par, batch, t_dec, ok
@@ -241,7 +248,7 @@ def _decode_pool(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, d: Demand
 ) -> tuple[float, int, float, float]:
     """(GPUs, layout index, batch, TPOT) of the smallest decode pool meeting the TPOT target."""
-    par, batch, t_dec, ok = _decode_grid(s, hw, prec, k, lay, d.isl, d.osl)
+    par, batch, t_dec, ok = _decode_grid(s, hw, prec, k, lay, d.isl, d.osl, d.draft_tokens, d.acceptance)
     ok &= t_dec <= d.tpot_s
     replicas = np.maximum(np.ceil(d.requests_per_s * d.osl * t_dec / batch), 1.0)
     gpus = np.where(ok, replicas * np.asarray(par.gpus(), dtype=float), np.inf)
@@ -388,7 +395,8 @@ def plan_capacity(
     when the caller has it). InfeasibleError names the best latencies reachable when nothing meets
     the targets, or the GPUs the model needs when it fits nowhere."""
     lay = lay if lay is not None else layouts(s, int(np.asarray(hw.domain)), max_pp)
-    grid = grid if grid is not None else evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix)
+    grid = grid if grid is not None else evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix,
+                                                       draft_tokens=d.draft_tokens, acceptance=d.acceptance)
     if not grid.ok.any():
         need = min_gpus_to_fit(s, hw, prec, k)
         raise InfeasibleError(
@@ -445,7 +453,8 @@ def pareto_frontier(grid: Grid, hw: Hardware) -> list[dict[str, float]]:
 
 def disaggregated_frontier(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
-    prefill_load: float = FRONTIER_PREFILL_LOAD, prefix: float = 0.0,
+    prefill_load: float = FRONTIER_PREFILL_LOAD, prefix: float = 0.0, draft_tokens: float = 0.0,
+    acceptance: float = 0.0,
 ) -> list[dict[str, float]]:
     """Non-dominated (tokens/s per user, tokens/s per GPU) points of disaggregated serving, by rising
     speed: every decode layout at every batch of the grid, fed by the prefill layout that needs the
@@ -467,7 +476,7 @@ def disaggregated_frontier(
         return []
     t_p, wait = prefill_queue(t_pass, full, prefill_load * full / t_full)
     ttft = k.request_overhead_s + float(t_p[j] + wait[j] + transfer[j])
-    dpar, batch, t_dec, ok = _decode_grid(s, hw, prec, k, lay, isl, osl)
+    dpar, batch, t_dec, ok = _decode_grid(s, hw, prec, k, lay, isl, osl, draft_tokens, acceptance)
     gd = np.asarray(dpar.gpus(), dtype=float)
     per_rate_d = gd * osl * t_dec / batch  # decode GPUs per request/s
     return _frontier(1.0 / t_dec, osl / (per_rate_d + per_rate_p[j]), ok, hw, lambda i: {
@@ -497,7 +506,8 @@ def size_inference(
     """
     warnings: list[str] = []
     lay = layouts(s, int(np.asarray(hw.domain)))
-    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix)  # the plan's and the frontier's
+    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix, draft_tokens=d.draft_tokens,
+                         acceptance=d.acceptance)  # the plan's and the frontier's
     try:
         plan = plan_capacity(s, hw, prec, k, d, lay=lay, grid=grid)
     except InfeasibleError as exc:
@@ -515,6 +525,7 @@ def size_inference(
         "mode": plan.mode, "config": plan.config, "backend": backend, "replicas": plan.replicas,
         "gpus_per_replica": plan.gpus_per_replica, "concurrency_per_replica": plan.concurrency_per_replica,
         "peak_requests_per_s": d.requests_per_s, "cached_prompt_tokens": int(d.prefix),
+        "draft_tokens": int(d.draft_tokens), "tokens_per_step": float(tokens_per_step(d.draft_tokens, d.acceptance)),
         "ttft_ms": plan.ttft_s * 1e3, "tpot_ms": plan.tpot_s * 1e3,
         "tokens_per_s_per_user": plan.tokens_per_s_per_user,
         "output_tokens_per_s_per_gpu": plan.output_tokens_per_s_per_gpu,
@@ -530,4 +541,5 @@ def size_inference(
         details["decode_gpus"] = plan.decode_gpus
     return Sized(gpus=plan.gpus, details=details, frontier=pareto_frontier(grid, hw), warnings=warnings,
                  frontier_disaggregated=disaggregated_frontier(s, hw, prec, k, lay, d.isl, d.osl,
-                                                               prefix=d.prefix))
+                                                               prefix=d.prefix, draft_tokens=d.draft_tokens,
+                                                               acceptance=d.acceptance))

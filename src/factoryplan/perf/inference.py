@@ -525,12 +525,14 @@ def attended_pairs(prefix: FloatOrArray, length: FloatOrArray, window: float = m
 def _attention(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, decode_seqs: FloatOrArray, ctx: FloatOrArray,
     prompt_len: FloatOrArray, prompts: FloatOrArray, k: Constants, prompt_prefix: FloatOrArray = 0.0,
+    decode_tokens: FloatOrArray = 1.0,
 ) -> FloatOrArray:
     """Decode attention (KV read, roofline with its FLOPs) plus causal prefill attention of the
     ``prompt_len`` new tokens of each prompt over its ``prompt_prefix`` cached ones and themselves
     (:func:`attended_pairs`); linear layers read and write each decoding sequence's state and run the
     chunked delta rule on the new tokens; sparse attention caps the keys of a query at ``k_top`` and
-    adds :func:`_indexer`."""
+    adds :func:`_indexer`. ``decode_tokens`` tokens of each decoding sequence (speculative decoding
+    verifies its drafts together) read the sequence's cache once and each do the attention FLOPs."""
     tp = np.asarray(par.tp, dtype=float)
     heads = s.heads / tp
     kv_gpu = s.kv_elems * KV_BYTES[prec.kv] / np.minimum(tp, s.kv_split)
@@ -541,7 +543,7 @@ def _attention(
     ctx_layers = s.full_layers * attended + sliding * ctx_win
     dec_bytes = decode_seqs * (ctx_layers * kv_gpu + s.linear_layers * 2.0 * s.state_bytes / lin_split)
     lin_flops = s.linear_layers * s.linear_decode_flops / lin_split
-    dec_flops = decode_seqs * (ctx_layers * heads * s.decode_attn_flops + lin_flops)
+    dec_flops = decode_seqs * decode_tokens * (ctx_layers * heads * s.decode_attn_flops + lin_flops)
     attn_peak = hw.bf16_flops * k.attention_efficiency
     n = k.roofline_sharpness
     t_dec = ((dec_flops / attn_peak) ** n + (dec_bytes / (hw.hbm_bytes_s * k.kv_efficiency)) ** n) ** (1.0 / n)
@@ -553,13 +555,13 @@ def _attention(
     flops = s.full_layers * full_flops + sliding * win_flops
     linear = length * s.linear_layers * s.linear_prefill_flops / lin_split
     t_pre = prompts * (flops * heads + linear) / attn_peak
-    t_idx = _indexer(s, hw, decode_seqs, ctx, length, prompts, k, prompt_prefix)
+    t_idx = _indexer(s, hw, decode_seqs, ctx, length, prompts, k, prompt_prefix, decode_tokens)
     return np.asarray((t_dec + t_pre + t_idx) / np.asarray(par.pp, dtype=float), dtype=np.float64)
 
 
 def _indexer(
     s: ModelShape, hw: Hardware, decode_seqs: FloatOrArray, ctx: FloatOrArray, length: FloatOrArray,
-    prompts: FloatOrArray, k: Constants, prefix: FloatOrArray = 0.0,
+    prompts: FloatOrArray, k: Constants, prefix: FloatOrArray = 0.0, decode_tokens: FloatOrArray = 1.0,
 ) -> FloatOrArray:
     """The lightning indexer of sparse attention in all layers; 0 without. It scores every cached
     token, so it keeps the context's full length: a decoding sequence reads ``ctx`` FP8 keys of
@@ -573,7 +575,8 @@ def _indexer(
     peak = gemm_peak(hw, "fp8", k) * k.attention_efficiency
     keys = decode_seqs * s.layers * np.asarray(ctx, dtype=float)
     n = k.roofline_sharpness
-    t_c, t_m = keys * s.index_flops / peak, keys * s.index_key_bytes / (hw.hbm_bytes_s * k.kv_efficiency)
+    t_c = keys * decode_tokens * s.index_flops / peak  # each verified token scores the keys, read once
+    t_m = keys * s.index_key_bytes / (hw.hbm_bytes_s * k.kv_efficiency)
     t_pre = prompts * s.layers * attended_pairs(prefix, length) * s.index_flops / peak
     return np.asarray((t_c**n + t_m**n) ** (1.0 / n) + t_pre, dtype=np.float64)
 
@@ -603,11 +606,12 @@ def _communication(
 def iteration(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, *,
     decode_seqs: FloatOrArray, ctx: FloatOrArray, prompts: FloatOrArray = 0.0, prompt_len: FloatOrArray = 0.0,
-    prompt_prefix: FloatOrArray = 0.0,
+    prompt_prefix: FloatOrArray = 0.0, decode_tokens: FloatOrArray = 1.0,
 ) -> Step:
     """One forward pass of one pipeline stage on its busiest GPU.
 
-    ``decode_seqs`` sequences of the replica decode one token each at mean context ``ctx``;
+    ``decode_seqs`` sequences of the replica decode ``decode_tokens`` tokens each (1; with speculative
+    decoding the token and its drafts, verified together) at mean context ``ctx``;
     ``prompts`` new requests of ``prompt_len`` tokens are prefilled in the same pass, after
     ``prompt_prefix`` tokens of each that the prefix cache already holds (they cost attention only). Decoding
     sequences spread over the ``dp`` attention ranks; a prompt sits on one rank, so a rank's
@@ -619,11 +623,12 @@ def iteration(
     rank_prompt = np.maximum(prompt_tokens / dp, np.minimum(prompt_tokens, prompt_len))
     rank_prompts = np.maximum(n_prompts / dp, np.minimum(n_prompts, 1.0))
     rank_seqs = np.asarray(decode_seqs, dtype=float) / dp
-    tokens_rank = rank_seqs + rank_prompt
-    all_tokens = np.asarray(decode_seqs, dtype=float) + prompt_tokens
-    gemm = _dense_gemms(s, hw, par, prec, tokens_rank, rank_seqs + rank_prompts, k)
+    rank_decode = rank_seqs * decode_tokens
+    tokens_rank = rank_decode + rank_prompt
+    all_tokens = np.asarray(decode_seqs, dtype=float) * decode_tokens + prompt_tokens
+    gemm = _dense_gemms(s, hw, par, prec, tokens_rank, rank_decode + rank_prompts, k)
     moe = _experts(s, hw, par, prec, all_tokens, k)
-    attn = _attention(s, hw, par, prec, rank_seqs, ctx, prompt_len, rank_prompts, k, prompt_prefix)
+    attn = _attention(s, hw, par, prec, rank_seqs, ctx, prompt_len, rank_prompts, k, prompt_prefix, decode_tokens)
     comm = _communication(s, hw, par, tokens_rank, k)
     prompt = np.asarray(n_prompts > 0, dtype=float)  # the iteration runs outside the decode CUDA graphs
     layers = (k.layer_overhead_s + k.prefill_layer_overhead_s * prompt) * (s.block_layers or s.layers)

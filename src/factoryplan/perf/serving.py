@@ -34,6 +34,11 @@ decoding).
   then replaces the M/D/1 wait (checked against the iteration-by-iteration simulation of
   :mod:`factoryplan.perf.serving_sim`).
 
+**Prefix cache and speculative decoding.** Tokens of a prompt the prefix cache holds are not
+prefilled (the others attend to them); with ``d`` draft tokens an iteration verifies ``1 + d``
+tokens a sequence and runs the draft ``d`` times, and yields ``E = 1 + a + ... + a^d`` tokens
+(:func:`tokens_per_step`): ``S/E`` iterations a request, TPOT the iteration time over ``E``.
+
 **Burst harness.** Benchmark clients that start all ``C`` users at ``t = 0`` and average over a run
 of a few requests per user measure a blend: the first wave queues its prompts in
 ``Kb = ceil(c / floor(budget/ISL))`` full iterations (a staircase: mean ``(Kb + 1)/2`` iterations
@@ -60,7 +65,7 @@ capacity planner sizes the pools for a request rate (:mod:`factoryplan.perf.capa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -149,10 +154,53 @@ def _prefill_passes(
     return np.asarray(np.clip(n, 1.0, m), dtype=np.float64)
 
 
+def tokens_per_step(draft_tokens: FloatOrArray, acceptance: FloatOrArray) -> FloatOrArray:
+    """Output tokens a decode iteration yields with ``d`` draft tokens, each accepted with
+    probability ``a`` when the ones before it were: ``1 + a + ... + a^d`` (the verified token is
+    always kept; Leviathan, Kalman and Matias 2023, "Fast Inference from Transformers via
+    Speculative Decoding", Sec. 3.1). 1 without drafts."""
+    d = np.asarray(draft_tokens, dtype=float)
+    a = np.clip(np.asarray(acceptance, dtype=float), 0.0, 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        geometric = (1.0 - a ** (d + 1.0)) / (1.0 - a)
+    return np.asarray(np.where(a >= 1.0, d + 1.0, geometric), dtype=np.float64)
+
+
+def draft_shape(s: ModelShape) -> ModelShape:
+    """The draft of speculative decoding: one layer of the model with its LM head (DeepSeek-V3's
+    multi-token-prediction module, arXiv:2412.19437 Sec. 2.2; EAGLE's one-layer head): an MoE layer
+    for MoE models, full attention."""
+    moe = 1 if s.moe_layers else 0
+    return replace(s, layers=1, dense_layers=1 - moe, moe_layers=moe, full_layers=1, linear_layers=0,
+                   block_layers=1.0)
+
+
+def decode_iteration(
+    s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, *, seqs: FloatOrArray,
+    ctx: FloatOrArray, draft_tokens: FloatOrArray = 0.0, prompts: FloatOrArray = 0.0,
+    prompt_len: FloatOrArray = 0.0, prompt_prefix: FloatOrArray = 0.0,
+) -> Array:
+    """One iteration of one pipeline stage decoding ``seqs`` sequences (with ``prompts`` prompt
+    chunks when given): the model verifies each sequence's token and its ``d`` drafts together, and
+    the draft proposes the next ``d``, one pass of :func:`draft_shape` each, on the last stage (its
+    time is spread over the stages here, so ``pp`` stages add up to one iteration)."""
+    d = np.asarray(draft_tokens, dtype=float)
+    t = iteration(s, hw, par, prec, k, decode_seqs=seqs, ctx=ctx, prompts=prompts, prompt_len=prompt_len,
+                  prompt_prefix=prompt_prefix, decode_tokens=1.0 + d).total
+    if not np.any(d > 0):
+        return np.asarray(t, dtype=np.float64)
+    pp = np.asarray(par.pp, dtype=float)
+    draft = iteration(draft_shape(s), hw, replace(par, pp=1.0), prec, k, decode_seqs=np.asarray(seqs) * pp,
+                      ctx=ctx)
+    one = draft.gemm + draft.moe + draft.attention + draft.comm + k.layer_overhead_s + k.moe_layer_overhead_s * (
+        1.0 if s.moe_layers else 0.0)
+    return np.asarray(t + np.where(np.asarray(seqs) > 0, d * one / pp, 0.0), dtype=np.float64)
+
+
 def serve(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, *,
     concurrency: FloatOrArray, isl: FloatOrArray, osl: FloatOrArray, burst: bool | FloatOrArray = False,
-    prefix: FloatOrArray = 0.0,
+    prefix: FloatOrArray = 0.0, draft_tokens: FloatOrArray = 0.0, acceptance: FloatOrArray = 0.0,
 ) -> Serving:
     """TTFT, TPOT and throughput of one replica serving ``concurrency`` users (module docstring).
 
@@ -160,7 +208,10 @@ def serve(
     (measurement harnesses); default the steady state. ``prefix``: leading tokens of each prompt
     that the engine's prefix cache already holds (a shared system prompt, the earlier turns of a
     conversation): only the other ``isl - prefix`` are prefilled, attending to the whole prompt;
-    each sequence still holds its whole context in the KV cache.
+    each sequence still holds its whole context in the KV cache. ``draft_tokens`` ``d`` and
+    ``acceptance`` ``a``: speculative decoding (:func:`decode_iteration`); an iteration yields
+    :func:`tokens_per_step` tokens, so a request decodes in ``(OSL - 1)/E`` iterations and TPOT is
+    the iteration time over ``E``.
     """
     mem = memory(s, hw, par, prec, k, isl, osl)
     conc = np.maximum(np.asarray(concurrency, dtype=float), 1.0)
@@ -171,25 +222,27 @@ def serve(
     new = isl_f - cached  # prompt tokens each request prefills
     ctx = isl_f + osl_f / 2.0
     micro = run / pp  # pipeline stages work on pp micro-batches at once
-    dec_stage = iteration(s, hw, par, prec, k, decode_seqs=micro, ctx=ctx).total
+    dec_stage = decode_iteration(s, hw, par, prec, k, seqs=micro, ctx=ctx, draft_tokens=draft_tokens)
     t_dec = dec_stage * pp
+    gain = tokens_per_step(draft_tokens, acceptance)  # output tokens per decode iteration
     c = np.maximum(run / dp, 1.0)
     steps = np.maximum(osl_f - 1.0, 1.0)
+    iters = np.maximum(steps / gain, 1.0)  # decode iterations of one request
     mixed = k.mixes_prefill
     free = np.maximum(k.token_budget - (c if mixed else 0.0), k.token_budget / 4.0)
     chunks = np.maximum(np.ceil(new / free - 1e-9), 1.0)
-    passes = _prefill_passes(c, chunks, steps, new, free)
+    passes = _prefill_passes(c, chunks, iters, new, free)
     per_pass = c * chunks / passes
-    t_p = iteration(s, hw, par, prec, k, decode_seqs=micro if mixed else 0.0, ctx=ctx,
-                    prompts=per_pass / chunks * dp, prompt_len=new, prompt_prefix=cached).total
+    t_p = decode_iteration(s, hw, par, prec, k, seqs=micro if mixed else 0.0, ctx=ctx, draft_tokens=draft_tokens,
+                           prompts=per_pass / chunks * dp, prompt_len=new, prompt_prefix=cached)
     added = np.maximum(t_p - (dec_stage if mixed else 0.0), 0.0)
     own = chunks * t_p + (pp - 1.0) * t_p
     base = k.request_overhead_s + k.first_token_steps * t_dec
     # a request decodes through at most S of the prompt iterations; beyond S a cycle (prefill-bound
     # load) it waits for the others in the queue instead
-    tpot_s = t_dec + np.minimum(passes, steps) * added * (c - 1.0) / c / steps
+    tpot_s = (t_dec + np.minimum(passes, iters) * added * (c - 1.0) / c / iters) / gain
     rho = np.clip(passes * t_p / (base + own + steps * tpot_s), 0.0, 0.95)
-    queue = np.maximum(k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - rho)), (passes - steps) * t_p)
+    queue = np.maximum(k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - rho)), (passes - iters) * t_p)
     ttft_s = base + own + queue
     share = np.asarray(burst, dtype=float) * k.burst_share
     ttft, tpot = ttft_s, tpot_s
@@ -199,7 +252,7 @@ def serve(
         t_b = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=c / waves * dp,
                         prompt_len=new, prompt_prefix=cached).total
         ttft = (1.0 - share) * ttft_s + share * (base + t_b * ((waves + 1.0) / 2.0 + pp - 1.0))
-        tpot = (1.0 - share) * tpot_s + share * (t_dec + (waves - 1.0) / 2.0 * t_b / steps)
+        tpot = (1.0 - share) * tpot_s + share * (t_dec / gain + (waves - 1.0) / 2.0 * t_b / steps)
     cycle = ttft + steps * tpot
     rate = run / cycle
     wait = (conc - run) / run * cycle
@@ -255,6 +308,7 @@ def closed_loop_disaggregated(
     concurrency: FloatOrArray, isl: FloatOrArray, osl: FloatOrArray, prefill_workers: FloatOrArray,
     decode_workers: FloatOrArray, decode_batch_max: FloatOrArray = np.inf, burst: bool | FloatOrArray = False,
     prefill_batch_max: FloatOrArray = np.inf, iterations: int = 40, prefix: FloatOrArray = 0.0,
+    draft_tokens: FloatOrArray = 0.0, acceptance: FloatOrArray = 0.0,
 ) -> DisaggregatedLoop:
     """TTFT, TPOT and throughput of ``n_p`` prefill and ``n_d`` decode workers serving ``C`` users
     who each send their next request when the last one ends (a measured disaggregated point).
@@ -276,7 +330,8 @@ def closed_loop_disaggregated(
     * burst-started runs (measurement harnesses) blend in the first wave, ``C`` prompts queueing at
       the prefill workers, with the calibrated ``burst_share``;
     * ``prefix`` cached prompt tokens are not prefilled (as :func:`serve`); the whole prompt's KV
-      cache still crosses to the decode worker.
+      cache still crosses to the decode worker; ``draft_tokens`` and ``acceptance``: speculative
+      decoding on the decode workers (as :func:`serve`).
 
     Checked against an event-by-event simulation of the same workers
     (:mod:`factoryplan.perf.disagg_sim`, ``benchmarks/disagg_sim.py``, 1,536 deployments): throughput
@@ -305,10 +360,13 @@ def closed_loop_disaggregated(
                       prompt_prefix=cached).total
         return np.asarray(t * pp_p, dtype=np.float64)
 
-    def decode(b: FloatOrArray) -> Array:
+    gain = tokens_per_step(draft_tokens, acceptance)
+
+    def decode(b: FloatOrArray) -> Array:  # one decode iteration's time per output token
         micro = np.maximum(b, 1.0) / pp_d
-        t = iteration(s, hw, decode_par, prec, k, decode_seqs=micro, ctx=isl_f + osl_f / 2.0).total
-        return np.asarray(t * pp_d, dtype=np.float64)
+        t = decode_iteration(s, hw, decode_par, prec, k, seqs=micro, ctx=isl_f + osl_f / 2.0,
+                             draft_tokens=draft_tokens)
+        return np.asarray(t * pp_d / gain, dtype=np.float64)
 
     transfer = kv_bytes_per_sequence_per_gpu(s, prefill_par, prec.kv, isl_f) / hw.nic_bytes_s
     alone, full = prefill(1.0), prefill(per_pass)
