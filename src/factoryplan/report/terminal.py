@@ -27,6 +27,10 @@ def _workloads(plan: Plan) -> Table:
                 f"{_n(d.get('replicas'))} x TP{_n(d.get('gpus_per_replica'))}, TPOT {_n(d.get('tpot_ms'))} ms, "
                 f"TTFT {_n(d.get('ttft_ms'))} ms, {usd(w.usd_per_million_tokens)}/Mtok"
             )
+            if d.get("cached_prompt_tokens"):
+                figures += f", {_n(d.get('cached_prompt_tokens'))} prompt tokens cached"
+            if d.get("draft_tokens"):
+                figures += f", {_n(d.get('draft_tokens'))} draft tokens ({_n(d.get('tokens_per_step'))} a step)"
         t.add_row(w.name, w.kind, w.model, f"{w.accelerator} ({w.system})", num(w.gpus), figures, w.method)
     return t
 
