@@ -81,8 +81,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from factoryplan.errors import FactoryplanError
-from factoryplan.perf.inference import Constants, Hardware, ModelShape, Parallel, Precision, iteration
-from factoryplan.perf.serving import serve
+from factoryplan.perf.inference import Constants, Hardware, ModelShape, Parallel, Precision
+from factoryplan.perf.serving import decode_iteration, serve, tokens_per_step
 
 
 @dataclass(frozen=True)
@@ -104,17 +104,21 @@ class SimResult:
 
 class StepTable:
     """Iteration times of one configuration, cached by (decoding sequences, context bucket): each
-    entry is a row over prompt-token buckets, filled by one vectorized :func:`iteration` call."""
+    entry is a row over prompt-token buckets, filled by one vectorized
+    :func:`~factoryplan.perf.serving.decode_iteration` call (``prefix`` cached prompt tokens,
+    ``draft_tokens`` of speculative decoding, as :func:`~factoryplan.perf.serving.serve`)."""
 
     def __init__(
         self, s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, isl: int,
-        token_round: int = 64, ctx_round: int = 64,
+        token_round: int = 64, ctx_round: int = 64, prefix: int = 0, draft_tokens: int = 0,
     ) -> None:
         self._args = (s, hw, par, prec, k)
         self._isl, self._dp = float(isl), float(np.asarray(par.dp))
+        self._prefix, self._drafts = float(min(max(prefix, 0), isl - 1)), float(draft_tokens)
+        self._new = self._isl - self._prefix
         self._tr, self._cr = token_round, ctx_round
         buckets = math.ceil(k.token_budget / token_round) + 1
-        self._prompts = np.arange(buckets, dtype=float) * token_round / self._isl * self._dp
+        self._prompts = np.arange(buckets, dtype=float) * token_round / self._new * self._dp
         self._rows: dict[tuple[int, int], list[float]] = {}
 
     def time(self, decoding: int, prompt_tokens: int, ctx: float) -> float:
@@ -125,9 +129,9 @@ class StepTable:
         row = self._rows.get((decoding, cb))
         if row is None:
             s, hw, par, prec, k = self._args
-            t = iteration(s, hw, par, prec, k, decode_seqs=decoding * self._dp,
-                          ctx=cb * self._cr if decoding else self._isl, prompts=self._prompts,
-                          prompt_len=self._isl).total
+            t = decode_iteration(s, hw, par, prec, k, seqs=decoding * self._dp,
+                                 ctx=cb * self._cr if decoding else self._isl, prompts=self._prompts,
+                                 prompt_len=self._new, prompt_prefix=self._prefix, draft_tokens=self._drafts)
             row = np.asarray(t, dtype=float).tolist()
             self._rows[(decoding, cb)] = row
         return row[pb]
@@ -141,6 +145,8 @@ class _Run:
     slots: int
     isl: int
     osl: int
+    new: int  # prompt tokens prefilled (the rest are in the prefix cache)
+    decode_iterations: int  # decoding iterations after the first token (OSL - 1 over the tokens an iteration yields)
     latency: float
     burst: bool
     per_user: int  # burst: requests each user sends
@@ -218,7 +224,7 @@ class _Engine:
                 st.pending += 1
             st.waiting.append(rid)
         while st.waiting and st.used < self.run.slots:
-            st.prompts.append([st.waiting.popleft(), self.run.isl])
+            st.prompts.append([st.waiting.popleft(), self.run.new])
             st.used += 1
 
     def _take(self, room: int) -> tuple[int, list[int]]:
@@ -267,7 +273,7 @@ class _Engine:
         st.decoding += 1
         st.start[rid] = st.decode_count
         st.start_sum += st.decode_count
-        st.finishing.setdefault(st.decode_count + self.run.osl - 1, []).append(rid)
+        st.finishing.setdefault(st.decode_count + self.run.decode_iterations, []).append(rid)
 
     def _finish(self, rid: int) -> None:
         st = self.st
@@ -299,7 +305,7 @@ def simulate(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, *, concurrency: int, isl: int,
     osl: int, burst: bool = False, requests_per_user: int = 8, warmup_cycles: float = 3.0, cycles: float = 5.0,
     latency_s: float | None = None, jitter: float = 0.0, seed: int = 0, table: StepTable | None = None,
-    requests_per_s: float | None = None,
+    requests_per_s: float | None = None, prefix: int = 0, draft_tokens: int = 0, acceptance: float = 0.0,
 ) -> SimResult:
     """Simulate ``concurrency`` closed-loop users of one replica (module docstring).
 
@@ -309,7 +315,10 @@ def simulate(
     ``table``: a :class:`StepTable` of the same configuration to share between runs.
     ``requests_per_s``: an open loop instead, Poisson arrivals at this rate on the replica (as
     production traffic), admitted up to the KV cache's capacity; ``concurrency`` then only sets the
-    warm-up and measurement window (in cycles of that many closed-loop users).
+    warm-up and measurement window (in cycles of that many closed-loop users). ``prefix`` cached
+    prompt tokens are not prefilled; with ``draft_tokens`` each iteration verifies drafts and yields
+    :func:`~factoryplan.perf.serving.tokens_per_step` tokens on average, so a sequence finishes after
+    ``ceil((OSL - 1)/E)`` decoding iterations (the mean, not drawn per iteration).
     """
     dp = float(np.asarray(par.dp))
     if float(np.asarray(par.pp)) != 1.0:
@@ -321,7 +330,8 @@ def simulate(
     if concurrency % dp:
         raise FactoryplanError("concurrency must divide over the attention-DP ranks", field="concurrency",
                                value=concurrency, allowed=f"a multiple of dp = {dp:g}")
-    ref = serve(s, hw, par, prec, k, concurrency=float(concurrency), isl=float(isl), osl=float(osl))
+    ref = serve(s, hw, par, prec, k, concurrency=float(concurrency), isl=float(isl), osl=float(osl),
+                prefix=float(prefix), draft_tokens=float(draft_tokens), acceptance=acceptance)
     if not bool(np.asarray(ref.mem.fits)):
         raise FactoryplanError("the model does not fit this parallelism", field="par", value=par)
     base = k.request_overhead_s + k.first_token_steps * float(np.asarray(ref.decode_step_s))
@@ -335,11 +345,15 @@ def simulate(
     slots = max(int(cap / dp), 1)
     cycle = concurrency / float(np.asarray(ref.requests_per_s))  # one user's cycle, the wait for a slot included
     start = latency + warmup_cycles * cycle
-    run = _Run(users=users, slots=slots, isl=isl, osl=osl, latency=latency, burst=burst,
+    new = isl - min(max(prefix, 0), isl - 1)
+    iters = max(math.ceil((osl - 1) / float(tokens_per_step(draft_tokens, acceptance)) - 1e-9), 1) if osl > 1 else 0
+    run = _Run(users=users, slots=slots, isl=isl, osl=osl, new=new, decode_iterations=iters, latency=latency,
+               burst=burst,
                per_user=requests_per_user, window=(start, start + cycles * cycle), stagger=cycle,
                jitter=jitter, rng=np.random.default_rng(seed),
                rate=(requests_per_s or 0.0) / dp if open_loop else 0.0)
-    st = _Engine(table or StepTable(s, hw, par, prec, k, isl), k, run).run_all()
+    st = _Engine(table or StepTable(s, hw, par, prec, k, isl, prefix=prefix, draft_tokens=draft_tokens), k,
+                 run).run_all()
     return _summarise(st, run, base, dp)
 
 
