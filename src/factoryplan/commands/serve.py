@@ -145,7 +145,14 @@ def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     rows: list[tuple[str, str]] = []
+    hidden = set()  # features not asked for (the JSON keeps every key)
+    if not data.get("draft_tokens"):
+        hidden |= {"draft_tokens", "acceptance", "tokens_per_step"}
+    if not data.get("cached_prompt_tokens"):
+        hidden.add("cached_prompt_tokens")
     for key, value in data.items():
+        if key in hidden:
+            continue
         if isinstance(value, float):
             text = f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
         elif isinstance(value, list | dict):
