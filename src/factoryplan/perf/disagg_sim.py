@@ -46,7 +46,7 @@ from factoryplan.perf.inference import (
     iteration,
     kv_bytes_per_sequence_per_gpu,
 )
-from factoryplan.perf.serving import closed_loop_disaggregated, memory
+from factoryplan.perf.serving import closed_loop_disaggregated, decode_iteration, memory, tokens_per_step
 
 
 @dataclass(frozen=True)
@@ -75,16 +75,20 @@ class _Times:
 
 def _times(
     s: ModelShape, hw: Hardware, pre: Parallel, dec: Parallel, prec: Precision, k: Constants, isl: int, osl: int,
-    decode_batch_max: float, prefill_batch_max: float = math.inf,
+    decode_batch_max: float, prefill_batch_max: float = math.inf, prefix: int = 0, draft_tokens: int = 0,
 ) -> _Times:
-    per_rank = max(min(int(k.token_budget // isl), prefill_batch_max), 1)
+    cached = min(max(prefix, 0), isl - 1)
+    new = isl - cached
+    per_rank = max(min(int(k.token_budget // new), prefill_batch_max), 1)
     per_pass = int(per_rank) * int(np.asarray(pre.dp))
     mem_d = memory(s, hw, dec, prec, k, float(isl), float(osl))
     cap = int(max(min(float(np.asarray(mem_d.max_concurrency)), decode_batch_max * float(np.asarray(dec.dp))), 1.0))
     b = np.arange(per_pass + 1, dtype=float)
-    t_p = iteration(s, hw, pre, prec, k, decode_seqs=0.0, ctx=float(isl), prompts=b, prompt_len=float(isl)).total
+    t_p = iteration(s, hw, pre, prec, k, decode_seqs=0.0, ctx=float(isl), prompts=b, prompt_len=float(new),
+                    prompt_prefix=float(cached)).total
     n = np.arange(cap + 1, dtype=float)
-    t_d = iteration(s, hw, dec, prec, k, decode_seqs=np.maximum(n, 1.0), ctx=isl + osl / 2.0).total
+    t_d = decode_iteration(s, hw, dec, prec, k, seqs=np.maximum(n, 1.0), ctx=isl + osl / 2.0,
+                           draft_tokens=float(draft_tokens))
     transfer = float(np.asarray(kv_bytes_per_sequence_per_gpu(s, pre, prec.kv, float(isl)) / hw.nic_bytes_s))
     return _Times(prefill=np.asarray(t_p, dtype=float).tolist(), decode=np.asarray(t_d, dtype=float).tolist(),
                   transfer=transfer, per_pass=per_pass, cap=cap)
@@ -94,8 +98,10 @@ class _Deployment:
     """Prefill and decode workers driven by one event queue."""
 
     def __init__(self, times: _Times, users: int, osl: int, latency: float, window: tuple[float, float],
-                 stagger: float, jitter: float, prefill_workers: int, decode_workers: int, seed: int) -> None:
+                 stagger: float, jitter: float, prefill_workers: int, decode_workers: int, seed: int,
+                 decode_iterations: int) -> None:
         self.tm, self.osl, self.latency, self.window, self.jitter = times, osl, latency, window, jitter
+        self.iterations = decode_iterations  # a sequence's decode iterations (OSL - 1 over the tokens each yields)
         self.rng = np.random.default_rng(seed)
         self.events: list[tuple[float, int, str, int]] = []
         self.order = 0
@@ -167,7 +173,7 @@ class _Deployment:
                 self._push(t + self.tm.transfer, "ready", what)
         elif kind == "ready":
             w = min(range(len(self.running)), key=lambda i: len(self.running[i]) + len(self.waiting[i]))
-            self.tokens[what] = self.osl - 1
+            self.tokens[what] = self.iterations
             self.waiting[w].append(what)
             if not self.stepping[w]:
                 self._step(w, t)
@@ -201,10 +207,14 @@ def simulate_disaggregated(
     s: ModelShape, hw: Hardware, prefill_par: Parallel, decode_par: Parallel, prec: Precision, k: Constants, *,
     concurrency: int, isl: int, osl: int, prefill_workers: int, decode_workers: int,
     decode_batch_max: float = math.inf, prefill_batch_max: float = math.inf, warmup_cycles: float = 3.0,
-    cycles: float = 5.0, jitter: float = 0.0, seed: int = 0,
+    cycles: float = 5.0, jitter: float = 0.0, seed: int = 0, prefix: int = 0, draft_tokens: int = 0,
+    acceptance: float = 0.0,
 ) -> DisaggSimResult:
     """Simulate ``concurrency`` closed-loop users of a disaggregated deployment (module docstring);
-    ``decode_batch_max``/``prefill_batch_max``: the workers' batch limits per attention-DP rank."""
+    ``decode_batch_max``/``prefill_batch_max``: the workers' batch limits per attention-DP rank;
+    ``prefix`` cached prompt tokens are not prefilled; with ``draft_tokens`` a decode iteration
+    verifies drafts and a sequence ends after ``ceil((OSL - 1)/E)`` of them (the mean tokens an
+    iteration yields, :func:`~factoryplan.perf.serving.tokens_per_step`)."""
     for name, value in (("concurrency", concurrency), ("isl", isl), ("osl", osl),
                         ("prefill_workers", prefill_workers), ("decode_workers", decode_workers)):
         if value < 1:
@@ -216,14 +226,17 @@ def simulate_disaggregated(
     ref = closed_loop_disaggregated(
         s, hw, prefill_par, decode_par, prec, k, concurrency=float(concurrency), isl=float(isl), osl=float(osl),
         prefill_workers=float(prefill_workers), decode_workers=float(decode_workers),
-        decode_batch_max=decode_batch_max, prefill_batch_max=prefill_batch_max)
+        decode_batch_max=decode_batch_max, prefill_batch_max=prefill_batch_max, prefix=float(prefix),
+        draft_tokens=float(draft_tokens), acceptance=acceptance)
     if not bool(np.asarray(ref.fits)):
         raise FactoryplanError("the model does not fit the prefill or decode workers", field="par")
-    times = _times(s, hw, prefill_par, decode_par, prec, k, isl, osl, decode_batch_max, prefill_batch_max)
+    times = _times(s, hw, prefill_par, decode_par, prec, k, isl, osl, decode_batch_max, prefill_batch_max, prefix,
+                   draft_tokens)
+    iters = max(math.ceil((osl - 1) / float(tokens_per_step(draft_tokens, acceptance)) - 1e-9), 1)
     cycle = concurrency * osl / float(np.asarray(ref.output_tokens_per_s))
     start = k.request_overhead_s + warmup_cycles * cycle
     dep = _Deployment(times, concurrency, osl, k.request_overhead_s, (start, start + cycles * cycle), cycle, jitter,
-                      prefill_workers, decode_workers, seed)
+                      prefill_workers, decode_workers, seed, iters)
     end = dep.run()
     arrival, first, finish = np.asarray(dep.arrival), np.asarray(dep.first), np.asarray(dep.finish)
     sel = (arrival >= start) & (arrival < start + cycles * cycle) & np.isfinite(finish)
