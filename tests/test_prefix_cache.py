@@ -128,6 +128,10 @@ def test_scenario_prefix_hit(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         workload = _json(capsys, "plan", str(path))["workloads"][0]
         gpus.append(workload["gpus"])
     assert gpus[1] < 0.5 * gpus[0]
+    report = tmp_path / "r.html"
+    assert main(["plan", str(tmp_path / "s0.9.yaml"), "--out", str(report)]) == 0
+    capsys.readouterr()
+    assert "27,000 prompt tokens of each request in the prefix cache" in report.read_text(encoding="utf-8")
     bad = tmp_path / "bad.yaml"
     bad.write_text(scenario + "    prefix_hit: 1.2\n")
     assert main(["plan", str(bad)]) == 2
