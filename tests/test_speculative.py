@@ -123,3 +123,11 @@ def test_scenario_draft_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str
         bad.write_text(scenario + extra)
         assert main(["plan", str(bad)]) == 2
         assert text in capsys.readouterr().err
+
+
+def test_a_short_answer_still_takes_an_iteration(catalog: Catalog) -> None:
+    """Two output tokens with three drafts: the one token after the first takes a whole iteration;
+    TPOT is not divided by the tokens the iteration could have yielded."""
+    s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
+    r = serve(s, hw, Parallel(tp=4), FP8, k, concurrency=1.0, isl=1000.0, osl=2.0, draft_tokens=3.0, acceptance=0.8)
+    assert float(np.asarray(r.tpot_s)) == pytest.approx(float(np.asarray(r.decode_step_s)), rel=1e-6)

@@ -43,7 +43,14 @@ from factoryplan.perf.inference import (
     kv_bytes_per_sequence_per_gpu,
     splits_evenly,
 )
-from factoryplan.perf.serving import batched_prefill_wait, decode_iteration, memory, serve, tokens_per_step
+from factoryplan.perf.serving import (
+    batched_prefill_wait,
+    decode_iteration,
+    iterations_per_token,
+    memory,
+    serve,
+    tokens_per_step,
+)
 
 CONCURRENCY_GRID = np.unique(np.round(np.geomspace(1, 4096, 49)))
 DISAGG_PREFILL_UTILIZATION = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
@@ -238,7 +245,8 @@ def _decode_grid(
     batch = np.tile(CONCURRENCY_GRID, len(lay))
     pp = np.asarray(par.pp, dtype=float)
     t_dec = np.asarray(decode_iteration(s, hw, par, prec, k, seqs=batch / pp, ctx=isl + osl / 2.0,
-                                        draft_tokens=draft_tokens)) * pp / tokens_per_step(draft_tokens, acceptance)
+                                        draft_tokens=draft_tokens)) * pp * iterations_per_token(osl, draft_tokens,
+                                                                                                 acceptance)
     mem = memory(s, hw, par, prec, k, isl, osl)
     ok = np.asarray(mem.fits, dtype=bool) & (batch <= np.asarray(mem.max_concurrency))
     return par, batch, t_dec, ok

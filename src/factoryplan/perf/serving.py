@@ -166,6 +166,14 @@ def tokens_per_step(draft_tokens: FloatOrArray, acceptance: FloatOrArray) -> Flo
     return np.asarray(np.where(a >= 1.0, d + 1.0, geometric), dtype=np.float64)
 
 
+def iterations_per_token(osl: FloatOrArray, draft_tokens: FloatOrArray, acceptance: FloatOrArray) -> FloatOrArray:
+    """Decode iterations per output token after the first: ``max((OSL - 1)/E, 1)/(OSL - 1)``, ``1/E``
+    for long outputs (:func:`tokens_per_step`), 1 without drafts; a request needs at least one
+    iteration however many tokens it could yield."""
+    steps = np.maximum(np.asarray(osl, dtype=float) - 1.0, 1.0)
+    return np.asarray(np.maximum(steps / tokens_per_step(draft_tokens, acceptance), 1.0) / steps, dtype=np.float64)
+
+
 def draft_shape(s: ModelShape) -> ModelShape:
     """The draft of speculative decoding: one layer of the model with its LM head (DeepSeek-V3's
     multi-token-prediction module, arXiv:2412.19437 Sec. 2.2; EAGLE's one-layer head): an MoE layer
@@ -224,10 +232,9 @@ def serve(
     micro = run / pp  # pipeline stages work on pp micro-batches at once
     dec_stage = decode_iteration(s, hw, par, prec, k, seqs=micro, ctx=ctx, draft_tokens=draft_tokens)
     t_dec = dec_stage * pp
-    gain = tokens_per_step(draft_tokens, acceptance)  # output tokens per decode iteration
     c = np.maximum(run / dp, 1.0)
     steps = np.maximum(osl_f - 1.0, 1.0)
-    iters = np.maximum(steps / gain, 1.0)  # decode iterations of one request
+    iters = steps * iterations_per_token(osl_f, draft_tokens, acceptance)  # decode iterations of one request
     mixed = k.mixes_prefill
     free = np.maximum(k.token_budget - (c if mixed else 0.0), k.token_budget / 4.0)
     chunks = np.maximum(np.ceil(new / free - 1e-9), 1.0)
@@ -240,7 +247,7 @@ def serve(
     base = k.request_overhead_s + k.first_token_steps * t_dec
     # a request decodes through at most S of the prompt iterations; beyond S a cycle (prefill-bound
     # load) it waits for the others in the queue instead
-    tpot_s = (t_dec + np.minimum(passes, iters) * added * (c - 1.0) / c / iters) / gain
+    tpot_s = (iters * t_dec + np.minimum(passes, iters) * added * (c - 1.0) / c) / steps
     rho = np.clip(passes * t_p / (base + own + steps * tpot_s), 0.0, 0.95)
     queue = np.maximum(k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - rho)), (passes - iters) * t_p)
     ttft_s = base + own + queue
@@ -252,7 +259,7 @@ def serve(
         t_b = iteration(s, hw, par, prec, k, decode_seqs=0.0, ctx=isl_f, prompts=c / waves * dp,
                         prompt_len=new, prompt_prefix=cached).total
         ttft = (1.0 - share) * ttft_s + share * (base + t_b * ((waves + 1.0) / 2.0 + pp - 1.0))
-        tpot = (1.0 - share) * tpot_s + share * (t_dec / gain + (waves - 1.0) / 2.0 * t_b / steps)
+        tpot = (1.0 - share) * tpot_s + share * ((iters * t_dec + (waves - 1.0) / 2.0 * t_b) / steps)
     cycle = ttft + steps * tpot
     rate = run / cycle
     wait = (conc - run) / run * cycle
@@ -360,13 +367,13 @@ def closed_loop_disaggregated(
                       prompt_prefix=cached).total
         return np.asarray(t * pp_p, dtype=np.float64)
 
-    gain = tokens_per_step(draft_tokens, acceptance)
+    per_token = iterations_per_token(osl_f, draft_tokens, acceptance)
 
-    def decode(b: FloatOrArray) -> Array:  # one decode iteration's time per output token
+    def decode(b: FloatOrArray) -> Array:  # decoding time per output token
         micro = np.maximum(b, 1.0) / pp_d
         t = decode_iteration(s, hw, decode_par, prec, k, seqs=micro, ctx=isl_f + osl_f / 2.0,
                              draft_tokens=draft_tokens)
-        return np.asarray(t * pp_d / gain, dtype=np.float64)
+        return np.asarray(t * pp_d * per_token, dtype=np.float64)
 
     transfer = kv_bytes_per_sequence_per_gpu(s, prefill_par, prec.kv, isl_f) / hw.nic_bytes_s
     alone, full = prefill(1.0), prefill(per_pass)
