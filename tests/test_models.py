@@ -57,6 +57,7 @@ CATALOG_CONFIGS = {
     "minimax-m2.5": "MiniMaxAI--MiniMax-M2.5_config.json",
     "kimi-k2.5": "moonshotai--Kimi-K2.5_config.json",
     "qwen3.5-397b-a17b": "Qwen--Qwen3.5-397B-A17B_config.json",
+    "qwen3.5-27b": "Qwen--Qwen3.5-27B_config.json",
     "qwen3-next-80b-a3b": "Qwen--Qwen3-Next-80B-A3B-Instruct_config.json",
     "nemotron-3-nano-30b-a3b": "nvidia--NVIDIA-Nemotron-3-Nano-30B-A3B-BF16_config.json",
     "nemotron-nano-9b-v2": "nvidia--NVIDIA-Nemotron-Nano-9B-v2_config.json",

@@ -251,6 +251,8 @@ def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
     ("Qwen/Qwen3-VL-30B-A3B-Instruct", "qwen3-30b-a3b"),
     ("Qwen/Qwen3-VL-235B-A22B-Instruct-FP8", "qwen3-235b-a22b"),
     ("MiniMaxAI/MiniMax-M3", None),  # a new architecture
+    ("Qwen/Qwen3.5-27B-FP8", "qwen3.5-27b"),
+    ("nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-NVFP4", "nemotron-3-nano-30b-a3b"),
 ])
 def test_repository_names_map_to_catalog_architectures(repo: str, expected: str | None) -> None:
     """A data set's model repository maps onto the catalog entry with its architecture (variant
