@@ -19,7 +19,7 @@ from factoryplan.catalog.load import Catalog
 from factoryplan.cli import main
 from factoryplan.perf import capacity
 from factoryplan.perf.inference import Parallel, Precision, attended_pairs, iteration
-from factoryplan.perf.serving import closed_loop_disaggregated, serve
+from factoryplan.perf.serving import cached_prompt, cached_tokens, closed_loop_disaggregated, serve
 
 from .conftest import serving_setup
 
@@ -162,3 +162,10 @@ def test_measured_rows_with_a_prefix_column(tmp_path: Path, capsys: pytest.Captu
     assert [reason.split(" is ")[0] for _, reason in loaded.skipped] == ["prefix '8192'", "prefix '12.5'"]
     cold, warm = predict(cat, loaded.points)
     assert warm.ttft_ms < cold.ttft_ms
+
+
+def test_at_least_one_prompt_token_is_prefilled() -> None:
+    assert cached_tokens(0.5, 1000) == 500
+    assert cached_tokens(0.9999, 1000) == 999  # rounds to 1000, kept one short
+    assert cached_tokens(0.0, 1000) == 0
+    assert cached_prompt(np.array([-5.0, 300.0, 5000.0]), 1000).tolist() == [0.0, 300.0, 999.0]

@@ -18,7 +18,13 @@ from factoryplan.catalog.load import Catalog
 from factoryplan.cli import main
 from factoryplan.perf import capacity
 from factoryplan.perf.inference import Parallel, Precision, iteration
-from factoryplan.perf.serving import closed_loop_disaggregated, decode_iteration, serve, tokens_per_step
+from factoryplan.perf.serving import (
+    closed_loop_disaggregated,
+    decode_iteration,
+    decode_iterations,
+    serve,
+    tokens_per_step,
+)
 
 from .conftest import serving_setup
 
@@ -131,3 +137,11 @@ def test_a_short_answer_still_takes_an_iteration(catalog: Catalog) -> None:
     s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
     r = serve(s, hw, Parallel(tp=4), FP8, k, concurrency=1.0, isl=1000.0, osl=2.0, draft_tokens=3.0, acceptance=0.8)
     assert float(np.asarray(r.tpot_s)) == pytest.approx(float(np.asarray(r.decode_step_s)), rel=1e-6)
+
+
+def test_whole_decode_iterations_of_a_request() -> None:
+    assert decode_iterations(1, 3, 0.8) == 0  # the first token comes from the prompt pass
+    assert decode_iterations(2, 3, 0.8) == 1  # however many tokens the one iteration could yield
+    assert decode_iterations(1001, 0, 0.0) == 1000
+    assert decode_iterations(1001, 1, 1.0) == 500  # two tokens an iteration, exactly
+    assert decode_iterations(1001, 1, 0.5) == 667  # ceil(1000 / 1.5)

@@ -31,6 +31,7 @@ from factoryplan.infra.site import Cooling
 from factoryplan.perf import capacity, inference, training, training_plan, training_run
 from factoryplan.perf.goodput import RunAssumptions
 from factoryplan.perf.inference_constants import serving_engine
+from factoryplan.perf.serving import cached_tokens
 from factoryplan.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, check_references
 from factoryplan.sovereignty.policy import Verdict, WorkloadData, assess_all
 from factoryplan.sovereignty.premium import Premium, premium
@@ -208,7 +209,7 @@ def _size_inference(
     prec = inference.Precision(weights=w.precision, experts=w.precision, kv=kv,
                                activations=w.activation_precision or "")
     peak = peak_requests_per_s(w, asm) / (1.0 - asm.get("serving_headroom"))
-    cached = min(round(w.prefix_hit * w.input_tokens), w.input_tokens - 1)
+    cached = cached_tokens(w.prefix_hit, w.input_tokens)
     demand = capacity.Demand(requests_per_s=peak, isl=w.input_tokens, osl=w.output_tokens,
                              ttft_s=w.ttft_ms / 1e3, tpot_s=w.tpot_ms / 1e3, prefix=float(cached),
                              draft_tokens=float(w.draft_tokens), acceptance=w.draft_acceptance or 0.0)

@@ -233,6 +233,7 @@ def serve(
     """
     from factoryplan.catalog.models import check_context, resolve_model
     from factoryplan.commands import serve_engine as eng
+    from factoryplan.perf.serving import cached_tokens
 
     refs = [g.strip() for g in gpu.split(",") if g.strip()]
     capacity_mode = rps is not None or tokens_per_day is not None
@@ -245,7 +246,7 @@ def serve(
     if prefix_hit >= 1.0:
         raise FactoryplanError("at least one token of each prompt is prefilled", field="--prefix-hit",
                                value=prefix_hit, allowed="0 <= share < 1")
-    cached = min(round(prefix_hit * isl), isl - 1)
+    cached = cached_tokens(prefix_hit, isl)
     if draft_tokens and acceptance is None:
         raise FactoryplanError("speculative decoding needs the drafts' acceptance rate", field="--acceptance",
                                allowed="0-1, as measured for the model and its draft (DeepSeek-V3's MTP module: "

@@ -45,6 +45,7 @@ from factoryplan.perf.inference import (
 )
 from factoryplan.perf.serving import (
     batched_prefill_wait,
+    cached_prompt,
     decode_iteration,
     iterations_per_token,
     memory,
@@ -273,7 +274,7 @@ def _prefill_passes(
     network to the decode pool."""
     par = lay.par()
     pp = np.asarray(par.pp, dtype=float)
-    cached = min(max(prefix, 0.0), isl - 1.0)
+    cached = float(cached_prompt(prefix, isl))
     new = isl - cached
     full = np.maximum(np.floor(k.token_budget / new), 1.0) * np.asarray(par.dp, dtype=float)
 

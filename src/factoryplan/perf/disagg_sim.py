@@ -46,7 +46,13 @@ from factoryplan.perf.inference import (
     iteration,
     kv_bytes_per_sequence_per_gpu,
 )
-from factoryplan.perf.serving import closed_loop_disaggregated, decode_iteration, memory, tokens_per_step
+from factoryplan.perf.serving import (
+    cached_prompt,
+    closed_loop_disaggregated,
+    decode_iteration,
+    decode_iterations,
+    memory,
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def _times(
     s: ModelShape, hw: Hardware, pre: Parallel, dec: Parallel, prec: Precision, k: Constants, isl: int, osl: int,
     decode_batch_max: float, prefill_batch_max: float = math.inf, prefix: int = 0, draft_tokens: int = 0,
 ) -> _Times:
-    cached = min(max(prefix, 0), isl - 1)
+    cached = int(cached_prompt(prefix, isl))
     new = isl - cached
     per_rank = max(min(int(k.token_budget // new), prefill_batch_max), 1)
     per_pass = int(per_rank) * int(np.asarray(pre.dp))
@@ -232,7 +238,7 @@ def simulate_disaggregated(
         raise FactoryplanError("the model does not fit the prefill or decode workers", field="par")
     times = _times(s, hw, prefill_par, decode_par, prec, k, isl, osl, decode_batch_max, prefill_batch_max, prefix,
                    draft_tokens)
-    iters = max(math.ceil((osl - 1) / float(tokens_per_step(draft_tokens, acceptance)) - 1e-9), 1)
+    iters = decode_iterations(osl, draft_tokens, acceptance)
     cycle = concurrency * osl / float(np.asarray(ref.output_tokens_per_s))
     start = k.request_overhead_s + warmup_cycles * cycle
     dep = _Deployment(times, concurrency, osl, k.request_overhead_s, (start, start + cycles * cycle), cycle, jitter,

@@ -65,6 +65,7 @@ capacity planner sizes the pools for a request rate (:mod:`factoryplan.perf.capa
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -174,6 +175,27 @@ def iterations_per_token(osl: FloatOrArray, draft_tokens: FloatOrArray, acceptan
     return np.asarray(np.maximum(steps / tokens_per_step(draft_tokens, acceptance), 1.0) / steps, dtype=np.float64)
 
 
+def decode_iterations(osl: int, draft_tokens: float, acceptance: float) -> int:
+    """Whole decode iterations a request of ``osl`` output tokens takes after its first token:
+    ``ceil((OSL - 1)/E)`` (:func:`tokens_per_step`), at least one; none for a one-token answer."""
+    if osl <= 1:
+        return 0
+    return max(math.ceil((osl - 1) / float(tokens_per_step(draft_tokens, acceptance)) - 1e-9), 1)
+
+
+def cached_prompt(prefix: FloatOrArray, isl: FloatOrArray) -> Array:
+    """Prompt tokens the prefix cache serves: ``prefix`` within ``[0, ISL - 1]`` (at least one
+    token of each prompt is prefilled, the one whose logits give the first output token)."""
+    top = np.asarray(isl, dtype=float) - 1.0
+    return np.asarray(np.clip(np.asarray(prefix, dtype=float), 0.0, top), dtype=np.float64)
+
+
+def cached_tokens(hit: float, isl: int) -> int:
+    """Whole prompt tokens a prefix-cache hit share ``hit`` of an ``isl``-token prompt serves
+    (:func:`cached_prompt`'s bounds)."""
+    return int(cached_prompt(round(hit * isl), isl))
+
+
 def draft_shape(s: ModelShape) -> ModelShape:
     """The draft of speculative decoding: one layer of the model with its LM head (DeepSeek-V3's
     multi-token-prediction module, arXiv:2412.19437 Sec. 2.2; EAGLE's one-layer head): an MoE layer
@@ -226,7 +248,7 @@ def serve(
     run = np.maximum(np.minimum(conc, mem.max_concurrency), 1.0)
     pp, dp = np.asarray(par.pp, dtype=float), np.asarray(par.dp, dtype=float)
     isl_f, osl_f = np.asarray(isl, dtype=float), np.maximum(np.asarray(osl, dtype=float), 1.0)
-    cached = np.clip(np.asarray(prefix, dtype=float), 0.0, isl_f - 1.0)
+    cached = cached_prompt(prefix, isl_f)
     new = isl_f - cached  # prompt tokens each request prefills
     ctx = isl_f + osl_f / 2.0
     micro = run / pp  # pipeline stages work on pp micro-batches at once
@@ -352,7 +374,7 @@ def closed_loop_disaggregated(
     n_p, n_d = np.maximum(np.asarray(prefill_workers, dtype=float), 1.0), np.maximum(
         np.asarray(decode_workers, dtype=float), 1.0)
     steps = np.maximum(osl_f - 1.0, 1.0)
-    cached = np.clip(np.asarray(prefix, dtype=float), 0.0, isl_f - 1.0)
+    cached = cached_prompt(prefix, isl_f)
     new = isl_f - cached
     mem_p = memory(s, hw, prefill_par, prec, k, isl_f, 1.0)
     mem_d = memory(s, hw, decode_par, prec, k, isl_f, osl_f)

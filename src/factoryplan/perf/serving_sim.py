@@ -82,7 +82,7 @@ import numpy as np
 
 from factoryplan.errors import FactoryplanError
 from factoryplan.perf.inference import Constants, Hardware, ModelShape, Parallel, Precision
-from factoryplan.perf.serving import decode_iteration, serve, tokens_per_step
+from factoryplan.perf.serving import cached_prompt, decode_iteration, decode_iterations, serve
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class StepTable:
     ) -> None:
         self._args = (s, hw, par, prec, k)
         self._isl, self._dp = float(isl), float(np.asarray(par.dp))
-        self._prefix, self._drafts = float(min(max(prefix, 0), isl - 1)), float(draft_tokens)
+        self._prefix, self._drafts = float(cached_prompt(prefix, isl)), float(draft_tokens)
         self._new = self._isl - self._prefix
         self._tr, self._cr = token_round, ctx_round
         buckets = math.ceil(k.token_budget / token_round) + 1
@@ -345,8 +345,8 @@ def simulate(
     slots = max(int(cap / dp), 1)
     cycle = concurrency / float(np.asarray(ref.requests_per_s))  # one user's cycle, the wait for a slot included
     start = latency + warmup_cycles * cycle
-    new = isl - min(max(prefix, 0), isl - 1)
-    iters = max(math.ceil((osl - 1) / float(tokens_per_step(draft_tokens, acceptance)) - 1e-9), 1) if osl > 1 else 0
+    new = isl - int(cached_prompt(prefix, isl))
+    iters = decode_iterations(osl, draft_tokens, acceptance)
     run = _Run(users=users, slots=slots, isl=isl, osl=osl, new=new, decode_iterations=iters, latency=latency,
                burst=burst,
                per_user=requests_per_user, window=(start, start + cycles * cycle), stagger=cycle,
