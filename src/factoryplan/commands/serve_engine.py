@@ -30,7 +30,7 @@ from factoryplan.perf.inference import (
     splits_evenly,
 )
 from factoryplan.perf.inference_constants import serving_engine
-from factoryplan.perf.serving import Memory, closed_loop_disaggregated, memory, memory_gib, serve
+from factoryplan.perf.serving import Memory, closed_loop_disaggregated, memory, memory_gib, serve, tokens_per_step
 from factoryplan.units import GIB
 
 
@@ -70,6 +70,15 @@ class Setup:
         if native.get(fmt):
             return fmt
         return f"bf16 (weight-only {self.prec.weights})"
+
+    def names(self) -> dict[str, str]:
+        """The JSON keys naming what serves: model, GPU, system, engine."""
+        return {"model": self.arch.id, "gpu": self.acc.id, "system": self.system.id, "backend": self.backend}
+
+    def precisions(self) -> dict[str, str]:
+        """The JSON keys of the number formats: weights, experts, KV cache, activations, the GEMMs'."""
+        return {"precision": self.prec.weights, "moe_precision": self.prec.experts, "kv_precision": self.prec.kv,
+                "activation_precision": self.prec.activation_format(), "compute_precision": self.compute_precision()}
 
 
 @dataclass(frozen=True)
@@ -143,11 +152,10 @@ def _needs(setup: Setup) -> str:
     return f"needs >= {need} x {setup.acc.id} at {setup.prec.weights}"
 
 
-def _speculation(spec: tuple[int, float]) -> dict[str, Any]:
-    """The JSON keys of speculative decoding: draft tokens, their acceptance, tokens per iteration."""
-    from factoryplan.perf.serving import tokens_per_step
-
-    return {"draft_tokens": spec[0], "acceptance": spec[1],
+def _request(isl: int, osl: int, cached: int, spec: tuple[int, float]) -> dict[str, Any]:
+    """The JSON keys of a request: its lengths, the prompt tokens the prefix cache holds, and
+    speculative decoding's draft tokens, their acceptance and the tokens an iteration yields."""
+    return {"isl": isl, "osl": osl, "cached_prompt_tokens": cached, "draft_tokens": spec[0], "acceptance": spec[1],
             "tokens_per_step": float(np.asarray(tokens_per_step(spec[0], spec[1])))}
 
 
@@ -166,12 +174,8 @@ def point(
     out_tps = float(np.asarray(r.output_tokens_per_s))
     power_w = gpus * setup.system.power_w / setup.system.gpus
     out = {
-        "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
-        "gpus": gpus, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep, "attention_dp": layout.dp,
-        "precision": setup.prec.weights, "moe_precision": setup.prec.experts, "kv_precision": setup.prec.kv,
-        "activation_precision": setup.prec.activation_format(),
-        "compute_precision": setup.compute_precision(), "isl": isl, "osl": osl, "cached_prompt_tokens": cached,
-        **_speculation(spec), "concurrency": concurrency,
+        **setup.names(), "gpus": gpus, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep, "attention_dp": layout.dp,
+        **setup.precisions(), **_request(isl, osl, cached, spec), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
         "tokens_per_s_per_user": float(np.asarray(r.tokens_per_s_per_user)),
@@ -222,14 +226,11 @@ def disaggregated_point(
     out_tps = float(np.asarray(r.output_tokens_per_s))
     power_w = gpus * setup.system.power_w / setup.system.gpus
     return {
-        "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
-        "mode": "disaggregated", "gpus": gpus, "prefill_gpus": p_gpus, "decode_gpus": d_gpus,
+        **setup.names(), "mode": "disaggregated", "gpus": gpus, "prefill_gpus": p_gpus, "decode_gpus": d_gpus,
         "prefill_workers": prefill_workers, "decode_workers": decode_workers,
         "prefill_tp": prefill.tp, "prefill_ep": prefill.ep, "prefill_attention_dp": prefill.dp,
         "tp": decode.tp, "pp": decode.pp, "ep": decode.ep, "attention_dp": decode.dp,
-        "precision": setup.prec.weights, "moe_precision": setup.prec.experts, "kv_precision": setup.prec.kv,
-        "activation_precision": setup.prec.activation_format(), "compute_precision": setup.compute_precision(),
-        "isl": isl, "osl": osl, "cached_prompt_tokens": cached, **_speculation(spec), "concurrency": concurrency,
+        **setup.precisions(), **_request(isl, osl, cached, spec), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
         "tokens_per_s_per_user": 1.0 / float(np.asarray(r.tpot_s)),
@@ -318,12 +319,8 @@ def capacity(
     frontier_disagg = disaggregated_frontier(s, hw, setup.prec, setup.k, lay, isl, osl, prefix=d.prefix,
                                              draft_tokens=d.draft_tokens, acceptance=d.acceptance)
     return {
-        "model": setup.arch.id, "gpu": setup.acc.id, "system": setup.system.id, "backend": setup.backend,
-        "precision": setup.prec.weights, "kv_precision": setup.prec.kv,
-        "activation_precision": setup.prec.activation_format(),
-        "compute_precision": setup.compute_precision(), "peak_requests_per_s": peak_rps,
-        "isl": isl, "osl": osl, "cached_prompt_tokens": cached, **_speculation(spec), "ttft_target_ms": ttft_s * 1e3,
-        "tpot_target_ms": tpot_s * 1e3,
+        **setup.names(), **setup.precisions(), "peak_requests_per_s": peak_rps, **_request(isl, osl, cached, spec),
+        "ttft_target_ms": ttft_s * 1e3, "tpot_target_ms": tpot_s * 1e3,
         "mode": plan.mode, "config": plan.config, "gpus": plan.gpus, "systems": plan.systems,
         "replicas": plan.replicas, "gpus_per_replica": plan.gpus_per_replica,
         "concurrency_per_replica": plan.concurrency_per_replica, "ttft_ms": plan.ttft_s * 1e3,
