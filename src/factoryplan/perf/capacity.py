@@ -265,7 +265,7 @@ def _decode_pool(
     return float(gpus[i]), i // len(CONCURRENCY_GRID), float(batch[i]), float(t_dec[i])
 
 
-def _prefill_passes(
+def _prefill_replica(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, prefix: float = 0.0
 ) -> tuple[Array, Callable[[FloatOrArray], Array], Array, BoolArray]:
     """(prompts of a full pass, pass time as a function of the prompts, KV transfer time, fits) of
@@ -299,7 +299,7 @@ def _prefill_pool(
     TTFT adds the engine's per-request latency, as aggregated serving does, and the KV cache
     crossing the scale-out network to the decode pool.
     """
-    full, t_pass, transfer, fits = _prefill_passes(s, hw, prec, k, lay, d.isl, d.prefix)
+    full, t_pass, transfer, fits = _prefill_replica(s, hw, prec, k, lay, d.isl, d.prefix)
     u = DISAGG_PREFILL_UTILIZATION[:, None]
     replicas = np.maximum(np.ceil(d.requests_per_s * t_pass(full) / (full * u)), 1.0)
     t_p, wait = prefill_queue(t_pass, full, d.requests_per_s / replicas)
@@ -476,7 +476,7 @@ def disaggregated_frontier(
     replica's at that load (:func:`prefill_queue`) with the engine's per-request latency and the KV
     transfer, TPOT one decode iteration of the batch.
     """
-    full, t_pass, transfer, fits_p = _prefill_passes(s, hw, prec, k, lay, isl, prefix)
+    full, t_pass, transfer, fits_p = _prefill_replica(s, hw, prec, k, lay, isl, prefix)
     t_full = t_pass(full)
     g = np.asarray(lay.par().gpus(), dtype=float)
     per_rate_p = np.where(fits_p, g * t_full / (prefill_load * full), np.inf)  # prefill GPUs per request/s
