@@ -303,8 +303,8 @@ def _measured_point(
 ) -> tuple[Point | None, str]:
     ref, reason = _model_ref(catalog, row["model_path"], configs)
     hw = hardware_id(catalog, row["system"])
-    mode = {"aggregated": "agg", "disaggregated": "disagg"}.get(
-        (row.get("mode") or "agg").strip().lower(), (row.get("mode") or "agg").strip().lower())
+    named = (row.get("mode") or "agg").strip().lower()
+    mode = {"aggregated": "agg", "disaggregated": "disagg"}.get(named, named)
     if mode not in ("agg", "disagg"):
         return None, f"serving mode {mode!r} (agg or disagg)"
     if ref is None:
