@@ -130,11 +130,14 @@ def split_suffix(field: str) -> tuple[str, str] | None:
 
     A bare unit name (``"w"``, ``"usd"``) splits into ("", unit).
     """
-    for suffix in _SUFFIXES:
-        if field == suffix:
-            return "", suffix
-        if field.endswith("_" + suffix):
-            return field[: -len(suffix) - 1], suffix
+    if field in _UNITS:
+        return "", field
+    # the longest known suffix is the tail after the leftmost underscore that leaves a unit name
+    start = field.find("_")
+    while start >= 0:
+        if field[start + 1 :] in _UNITS:
+            return field[:start], field[start + 1 :]
+        start = field.find("_", start + 1)
     return None
 
 
