@@ -255,13 +255,14 @@ def test_validate_inference_unusable_measurements(capsys: pytest.CaptureFixture[
 
     src = Path(__file__).parents[1] / "src" / "factoryplan" / "validation" / "data" / "serving_measured_hopper.csv"
     with src.open(encoding="utf-8", newline="") as fh:
-        rows = list(csv.reader(fh))[:7]
+        rows = list(csv.reader(fh))[:8]
     rows[1][-2:] = ["", "12.5"]  # TPOT only
     rows[2][-2:] = ["-5", "10"]
     rows[3][-2:] = ["300", "nan"]
     rows[4][-2:] = ["", ""]
     rows[5][rows[0].index("isl")] = "long"
     rows[6][rows[0].index("tp_size")] = "2.5"
+    rows[7][rows[0].index("moe_quant_mode")] = "awq_marlin"  # a kernel, not a format: not guessed
     sample = tmp_path / "points.csv"
     with sample.open("w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows(rows)
@@ -273,6 +274,8 @@ def test_validate_inference_unusable_measurements(capsys: pytest.CaptureFixture[
         "neither silicon_ttft_ms nor silicon_tpot_ms is given": 1,
         "isl 'long' is not a positive number": 1,
         "tp_size '2.5' is not a whole number": 1,
+        "moe_quant_mode 'awq_marlin' names no known format (bf16/fp16/none, fp8, fp8_block, nvfp4, mxfp4, int4_wo, "
+        "w4aN_*)": 1,
     }
 
 

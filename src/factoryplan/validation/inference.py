@@ -13,9 +13,10 @@ Two sources, both copied under ``validation/data`` with their provenance:
 Mapping rules (the same for every row, stated here once):
 
 * precision: ``gemm_quant_mode`` gives the dense linear layers, ``moe_quant_mode`` the experts
-  (empty: BF16; ``fp8``/``fp8_block``: FP8; ``nvfp4``/``mxfp4``: FP4; ``int4_wo``: INT4
-  weight-only); a ``wXaY`` mode names the activations too (``w4a8_mxfp4_fp8``: FP4 weights times
-  FP8 activations, at the FP8 tensor-core rate); the KV cache follows the engine's default
+  (empty, ``none``, ``float16``: BF16; ``fp8``/``fp8_block``: FP8; ``nvfp4``/``mxfp4``: FP4; ``int4_wo``:
+  INT4 weight-only; a mode naming no format skips the row with the reason); a ``wXaY`` mode names
+  the activations too (``w4a8_mxfp4_fp8``: FP4 weights times FP8 activations, at the FP8 tensor-core
+  rate); the KV cache follows the engine's default
   (:class:`~factoryplan.perf.inference.Constants`).
 * prefix caching: an optional ``prefix`` column gives the leading prompt tokens the engine's prefix
   cache already held (not prefilled; 0 when absent).
@@ -224,16 +225,23 @@ def engine_name(text: str) -> str | None:
     return next((name for name in BACKENDS if any(t in key for t in spellings.get(name, (name,)))), None)
 
 
-def quant(mode: str) -> str:
+# Spellings of "not quantized" in data sets (an empty cell, or a None/NaN written out by a script).
+_UNQUANTIZED = frozenset({"", "none", "null", "nan", "n/a", "na", "unquantized", "bf16", "fp16", "half"})
+
+
+def quant(mode: str) -> str | None:
     """The engine precision of a data set's quantization mode (``fp8_block`` -> ``fp8``,
-    ``w4a8_mxfp4_fp8`` -> ``fp4``, ``int4_wo`` -> ``int4``, ``float16`` and empty -> ``bf16``)."""
+    ``w4a8_mxfp4_fp8`` -> ``fp4``, ``int4_wo`` -> ``int4``, ``float16``, ``none`` and empty -> ``bf16``);
+    None for a mode that names no known format (the row is then skipped with the reason)."""
     key = mode.strip().lower()
     if key in QUANT:
         return QUANT[key]
+    if key in _UNQUANTIZED:
+        return "bf16"
     for token, prec in (("fp4", "fp4"), ("int4", "int4"), ("w4", "int4"), ("fp8", "fp8"), ("16", "bf16")):
         if token in key:
             return prec
-    return "fp8"
+    return None
 
 
 def activations_of(*modes: str) -> str:
@@ -334,6 +342,12 @@ def _measured_point(
         return None, f"prefix {text!r} is not a whole number of cached tokens below isl"
     if values["silicon_ttft_ms"] is None and values["silicon_tpot_ms"] is None:
         return None, "neither silicon_ttft_ms nor silicon_tpot_ms is given"
+    weights, experts = quant(row["gemm_quant_mode"]), quant(row["moe_quant_mode"])
+    if weights is None or experts is None:
+        name, text = (("gemm_quant_mode", row["gemm_quant_mode"]) if weights is None
+                      else ("moe_quant_mode", row["moe_quant_mode"]))
+        return None, (f"{name} {text!r} names no known format (bf16/fp16/none, fp8, fp8_block, nvfp4, mxfp4, "
+                      "int4_wo, w4aN_*)")
     arch = resolve_model(catalog, ref)
     domain = catalog.systems[hw[1]].scaleup_domain_gpus
     disagg = None
@@ -344,7 +358,7 @@ def _measured_point(
         par, repair = _parallel(row, arch.moe is not None, domain, conc)
     return Point(
         id=row["id"], source=source, model=ref, accelerator=hw[0], system=hw[1], backend=backend,
-        weights=quant(row["gemm_quant_mode"]), experts=quant(row["moe_quant_mode"]), par=par,
+        weights=weights, experts=experts, par=par,
         activations=activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]),
         isl=float(values["isl"]), osl=float(values["osl"]), concurrency=conc, ttft_ms=values["silicon_ttft_ms"],
         tpot_ms=values["silicon_tpot_ms"], repair=repair, version=row.get("backend_version", ""), disagg=disagg,
