@@ -37,6 +37,7 @@ from factoryplan.perf.inference import BACKENDS, YAML_NAMES, Constants, constant
 from factoryplan.validation.inference import (
     Point,
     Prediction,
+    error_bands,
     implied_output_tokens_per_s,
     load_measured,
     load_published,
@@ -249,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="write the fitted constants to the catalog file")
     ap.add_argument("--no-holdout", action="store_true", help="skip the hold-out fits")
+    ap.add_argument("--write-bands", action="store_true",
+                    help="only write each engine's error band (measured/predicted percentiles), catalog constants")
     ap.add_argument("--no-throughput", action="store_true", help="do not fit the measured points' implied throughput")
     ap.add_argument("--error", choices=("log", "relative"), default=None, help="residual form (default log)")
     ap.add_argument("--group-power", type=float, default=None, help="campaign weighting exponent (0: per point)")
@@ -271,6 +274,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibration set: {len(measured.points)} measured, {len(published.points)} published points; skipped "
           f"{sum(reasons.values())}: " + "; ".join(f"{n} x {r}" for r, n in reasons.items()))
     start = {b: constants_from_catalog(catalog, b) for b in BACKENDS}
+    if args.write_bands:
+        bands = error_bands(points, predict(catalog, points, start))
+        for b, values in bands.items():
+            print(f"  {b:7s} " + "  ".join(f"{k.removesuffix('_ratio')} {v:.4g}" for k, v in values.items()))
+        write_bands(bands)
+        return 0
     t0 = time.time()
     consts = fit(catalog, points, start)
     print(f"fit: {time.time() - t0:.0f} s")
@@ -289,7 +298,30 @@ def main(argv: list[str] | None = None) -> int:
         by_backend = spread(points, preds, lambda p: p.backend)
         spreads.update({b: f"{b} points, MAPE: {by_backend[b]}" for b in BACKENDS if b in by_backend})
         write_yaml(consts, spreads, f"{len(measured.points)} measured + {len(published.points)} published points")
+        write_bands(error_bands(points, preds))
     return 0
+
+
+def write_bands(bands: dict[str, dict[str, float]]) -> None:
+    """Rewrite each engine's ``*_measured_p10/p90_ratio`` lines in ``calibrations.inference.yaml``."""
+    path = DATA_DIR / "calibrations.inference.yaml"
+    out = []
+    section: str | None = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        stripped = line.strip()
+        if stripped.startswith("- id: inference-engine-"):
+            section = stripped.rsplit("-", 1)[1]
+        elif stripped.startswith("- id: "):
+            section = None
+        name = stripped.split(":", 1)[0]
+        if section in bands and name in bands[section] and line.startswith("    "):
+            comment = line[line.index("#"):] if "#" in line else ""
+            value = bands[section][name]
+            text = f"{value:.0f}" if name.endswith("_count") else f"{value:.3g}"
+            line = f"    {name}: {text}".ljust(39) + " " + comment
+        out.append(line.rstrip())
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    print(f"wrote the error bands to {path}")
 
 
 def write_yaml(consts: dict[str, Constants], spreads: dict[str, str], fitted_on: str) -> None:

@@ -34,6 +34,44 @@ def test_point_estimate_keys(capsys: pytest.CaptureFixture[str]) -> None:
     assert 0 < d["memory_per_gpu_gib"] < 141e9 / 2**30
 
 
+def test_figures_come_with_the_calibration_band(capsys: pytest.CaptureFixture[str]) -> None:
+    """A point estimate, a disaggregated deployment and a capacity plan each give the range in which 8
+    in 10 of the engine's calibration measurements fell around such a prediction; the table shows it."""
+    args = ("--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500")
+    d = run_json(capsys, "serve", *args, "--tp", "2", "--concurrency", "32")
+    for key in ("ttft_ms", "tpot_ms", "output_tokens_per_s"):
+        lo, hi = d[f"{key}_range"]
+        assert lo < d[key] < hi
+    assert d["range_basis"].startswith("8 in 10 measurements of the 760 trtllm calibration points")
+    sg = run_json(capsys, "serve", *args, "--tp", "2", "--concurrency", "32", "--backend", "sglang")
+    # SGLang's measured TTFT spread far above its predictions (first waves queued in lockstep)
+    assert sg["ttft_ms_range"][1] / sg["ttft_ms"] > d["ttft_ms_range"][1] / d["ttft_ms"]
+    dis = run_json(capsys, "serve", *args, "--concurrency", "64", "--prefill-tp", "2", "--tp", "2")
+    assert dis["tpot_ms_range"][0] < dis["tpot_ms"] < dis["tpot_ms_range"][1]
+    plan = run_json(capsys, "serve", *args, "--rps", "4", "--ttft-ms", "1500", "--tpot-ms", "40")
+    lo, hi = plan["output_tokens_per_s_per_gpu_range"]
+    assert lo < plan["output_tokens_per_s_per_gpu"] < hi and plan["tpot_ms_range"][1] > plan["tpot_ms"]
+    assert main(["serve", *args, "--tp", "2", "--concurrency", "32"]) == 0
+    table = capsys.readouterr().out
+    assert f"{d['tpot_ms_range'][0]:,.4g} - {d['tpot_ms_range'][1]:,.4g}" in table
+
+
+def test_no_band_where_the_calibration_entry_gives_none() -> None:
+    """An overlay that refits an engine without its band: no range is reported rather than a stale one."""
+    from types import SimpleNamespace
+
+    from factoryplan.catalog.load import load_catalog
+    from factoryplan.perf.inference_constants import error_band
+
+    cal = load_catalog().calibrations
+    bare = {i: (c.model_copy(update={"values": {k: v for k, v in c.values.items() if "_measured_p" not in k}})
+                if c.backend == "vllm" else c) for i, c in cal.items()}
+    cat = SimpleNamespace(calibrations=bare)
+    assert error_band(cat, "vllm") is None  # type: ignore[arg-type]
+    band = error_band(cat, "trtllm")  # type: ignore[arg-type]
+    assert band is not None and band.tpot[0] < 1 < band.tpot[1]
+
+
 def test_accelerator_implies_its_system(capsys: pytest.CaptureFixture[str]) -> None:
     d = run_json(capsys, "serve", "-m", "deepseek-r1", "-g", "gb200", "--tp", "8", "--ep", "8", "--isl", "1024",
                  "--osl", "1024", "-c", "64", "--precision", "fp4")

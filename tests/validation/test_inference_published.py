@@ -37,6 +37,7 @@ from factoryplan.catalog.load import load_catalog
 from factoryplan.validation.inference import (
     Point,
     Prediction,
+    error_bands,
     implied_output_tokens_per_s,
     load_measured,
     load_published,
@@ -124,6 +125,27 @@ def test_measured_hopper_overall() -> None:
     implied = [replace(p, output_tokens_per_s=implied_output_tokens_per_s(p)) for p in pts if p.ttft_ms and p.tpot_ms]
     thr = ape(list(zip(implied, preds, strict=True)), "output_tokens_per_s")
     assert thr.mean() <= 16.0 and np.median(thr) <= 10.5
+
+
+def test_error_bands_are_the_calibration_sets() -> None:
+    """The band each engine's calibration entry carries (and `serve` reports) is what the calibration
+    set shows with the shipped constants: measured / predicted at the 10th and 90th percentile, over
+    the measured points (throughput: what their TTFT and TPOT imply) and the published rows. A refit
+    that does not rewrite the band fails here."""
+    from factoryplan.perf.inference_constants import error_band
+
+    (m_pts, m_preds), (p_pts, p_preds) = measured(), published()
+    implied = [replace(p, output_tokens_per_s=implied_output_tokens_per_s(p)) for p in m_pts]
+    bands = error_bands(implied + p_pts, m_preds + p_preds)
+    cat = load_catalog()
+    assert set(bands) == {"trtllm", "vllm", "sglang"}
+    for backend, values in bands.items():
+        band = error_band(cat, backend)
+        assert band is not None and band.basis.startswith(f"{values['band_points_count']:,.0f} {backend}")
+        for name, (lo, hi) in (("ttft", band.ttft), ("tpot", band.tpot), ("throughput", band.throughput)):
+            assert lo == pytest.approx(values[f"{name}_measured_p10_ratio"], rel=5e-3)
+            assert hi == pytest.approx(values[f"{name}_measured_p90_ratio"], rel=5e-3)
+            assert 0.5 < lo < 1.0 < hi  # the prediction sits inside the band of every engine and figure
 
 
 @pytest.mark.parametrize(("group", "tpot_limit", "ttft_limit"), [

@@ -138,6 +138,10 @@ def resolve_gpu(cat: Catalog, ref: str) -> tuple[Accelerator, System]:
     return cat.hardware(ref, field_name="--gpu")
 
 
+def _number(value: float) -> str:
+    return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
 def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:
     """JSON, or the figures as two aligned columns under a title (plain text: a one-shot estimate
     does not pay rich's ~25 ms import for a two-column list; lists and dicts are in the JSON)."""
@@ -154,7 +158,9 @@ def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:
         if key in hidden:
             continue
         if isinstance(value, float):
-            text = f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+            text = _number(value)
+        elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value):
+            text = f"{_number(value[0])} - {_number(value[1])}"  # a range
         elif isinstance(value, list | dict):
             continue
         else:

@@ -29,7 +29,7 @@ from factoryplan.perf.inference import (
     shape_of,
     splits_evenly,
 )
-from factoryplan.perf.inference_constants import serving_engine
+from factoryplan.perf.inference_constants import ErrorBand, error_band, serving_engine
 from factoryplan.perf.serving import Memory, closed_loop_disaggregated, memory, memory_gib, serve, tokens_per_step
 from factoryplan.units import GIB
 
@@ -46,6 +46,7 @@ class Setup:
     backend: str
     k: Constants
     prec: Precision
+    band: ErrorBand | None = None
 
     @classmethod
     def build(
@@ -60,7 +61,8 @@ class Setup:
         kv_prec = kv or ("fp8" if k.kv_fp8_default and weights != "bf16" else "bf16")
         return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),
                    backend=backend, k=k,
-                   prec=Precision(weights=weights, experts=experts, kv=kv_prec, activations=activations))
+                   prec=Precision(weights=weights, experts=experts, kv=kv_prec, activations=activations),
+                   band=error_band(cat, backend))
 
     def compute_precision(self) -> str:
         """What the GEMMs multiply in: the wider of weights and activations where the part has those
@@ -74,6 +76,20 @@ class Setup:
     def names(self) -> dict[str, str]:
         """The JSON keys naming what serves: model, GPU, system, engine."""
         return {"model": self.arch.id, "gpu": self.acc.id, "system": self.system.id, "backend": self.backend}
+
+    def ranges(
+        self, ttft_ms: float, tpot_ms: float, throughput: float, throughput_key: str = "output_tokens_per_s",
+    ) -> dict[str, Any]:
+        """The JSON keys of the band around the figures in which 8 in 10 of the engine's calibration
+        measurements fell (:class:`ErrorBand`), ``throughput`` under ``throughput_key``; none when the
+        catalog gives no band."""
+        if self.band is None:
+            return {}
+        b = self.band
+        return {"ttft_ms_range": [ttft_ms * b.ttft[0], ttft_ms * b.ttft[1]],
+                "tpot_ms_range": [tpot_ms * b.tpot[0], tpot_ms * b.tpot[1]],
+                f"{throughput_key}_range": [throughput * b.throughput[0], throughput * b.throughput[1]],
+                "range_basis": f"8 in 10 measurements of the {b.basis} fell in these ranges around the prediction"}
 
     def precisions(self) -> dict[str, str]:
         """The JSON keys of the number formats: weights, experts, KV cache, activations, the GEMMs'."""
@@ -191,6 +207,7 @@ def point(
         "peak_tflops": float(np.asarray(peak_flops(
             setup.hw, compute_precision(setup.prec.weights, setup.prec.activations)))) / 1e12,
     }
+    out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps)
     if concurrency > max_conc:
         out["note"] = queue_note(concurrency, int(max_conc), setup.prec.kv)
     return out
@@ -240,7 +257,8 @@ def disaggregated_point(
         "max_concurrency": int(float(np.asarray(mem_d.max_concurrency)) * decode_workers),
         "fits": bool(np.asarray(r.fits)), "power_kw": power_w / 1e3,
         "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
-    } | ({} if bool(np.asarray(r.fits)) else {"note": queue_note(
+    } | setup.ranges(float(np.asarray(r.ttft_s)) * 1e3, float(np.asarray(r.tpot_s)) * 1e3, out_tps) | (
+        {} if bool(np.asarray(r.fits)) else {"note": queue_note(
         concurrency, int(float(np.asarray(mem_d.max_concurrency)) * decode_workers), setup.prec.kv)})
 
 
@@ -329,5 +347,7 @@ def capacity(
         "output_tokens_per_s_per_mw": plan.output_tokens_per_s_per_mw, "prefill_gpus": plan.prefill_gpus,
         "decode_gpus": plan.decode_gpus,
         "prefill_to_decode_gpus": plan.prefill_gpus / plan.decode_gpus if plan.decode_gpus else 0.0,
+        **setup.ranges(plan.ttft_s * 1e3, plan.tpot_s * 1e3, plan.output_tokens_per_s_per_gpu,
+                       "output_tokens_per_s_per_gpu"),
         "alternatives": plan.alternatives, "frontier": frontier, "frontier_disaggregated": frontier_disagg,
     }

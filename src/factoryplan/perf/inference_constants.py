@@ -117,6 +117,34 @@ def constants_from_catalog(catalog: Catalog, backend: str) -> Constants:
     return constants_from_values(glob[0].values, eng.values)
 
 
+@dataclass(frozen=True)
+class ErrorBand:
+    """How far measurements fell from an engine's predictions on its calibration points: measured /
+    predicted at the 10th and 90th percentile (8 in 10 measurements between the two), for TTFT,
+    TPOT and output throughput."""
+
+    ttft: tuple[float, float]
+    tpot: tuple[float, float]
+    throughput: tuple[float, float]
+    basis: str  # the points the percentiles are taken over
+
+
+def error_band(catalog: Catalog, backend: str) -> ErrorBand | None:
+    """The :class:`ErrorBand` of ``backend``'s calibration entry; None when the entry gives none (an
+    overlay that refits the constants without the band)."""
+    entry = _engine_entry(catalog, backend)
+    figures = ("ttft", "tpot", "throughput")
+    keys = [f"{f}_measured_p{pct}_ratio" for f in figures for pct in (10, 90)]
+    if not all(k in entry.values for k in keys):
+        return None
+    lo_hi = {f: (float(entry.values[f"{f}_measured_p10_ratio"]), float(entry.values[f"{f}_measured_p90_ratio"]))
+             for f in figures}
+    count = int(entry.values.get("band_points_count", 0))
+    points = f"{count:,} " if count else ""
+    return ErrorBand(ttft=lo_hi["ttft"], tpot=lo_hi["tpot"], throughput=lo_hi["throughput"],
+                     basis=f"{points}{backend} calibration points")
+
+
 def _engine_entry(catalog: Catalog, backend: str) -> Calibration:
     if backend not in BACKENDS:
         raise FactoryplanError("unknown serving backend", field="backend", value=backend, allowed=", ".join(BACKENDS))

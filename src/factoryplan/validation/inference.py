@@ -514,3 +514,22 @@ def _batch_latency(
     pre = iteration(shape, hw, par, prec, k, decode_seqs=0.0, ctx=isl, prompts=conc, prompt_len=isl).total
     dec = iteration(shape, hw, par, prec, k, decode_seqs=conc, ctx=isl + osl / 2.0).total
     return np.asarray(pre + (osl - 1.0) * dec, dtype=np.float64)
+
+
+def error_bands(points: Sequence[Point], preds: Sequence[Prediction]) -> dict[str, dict[str, float]]:
+    """Per serving engine, the 10th and 90th percentile of measured / predicted TTFT, TPOT and output
+    throughput over ``points`` (give measured points the throughput their TTFT and TPOT imply,
+    :func:`implied_output_tokens_per_s`), and how many points: the band the calibration entries
+    carry (``ttft_measured_p10_ratio`` ..., ``band_points_count``) and ``serve`` reports."""
+    ratios: dict[str, dict[str, list[float]]] = {}
+    for p, q in zip(points, preds, strict=True):
+        for name, pr, me in (("ttft", q.ttft_ms, p.ttft_ms), ("tpot", q.tpot_ms, p.tpot_ms),
+                             ("throughput", q.output_tokens_per_s, p.output_tokens_per_s)):
+            if me and math.isfinite(pr) and pr > 0:
+                ratios.setdefault(p.backend, {}).setdefault(name, []).append(me / pr)
+    out: dict[str, dict[str, float]] = {}
+    for backend, by in ratios.items():
+        out[backend] = {"band_points_count": float(max(len(v) for v in by.values()))}
+        out[backend] |= {f"{name}_measured_p{pct}_ratio": float(np.percentile(v, pct))
+                         for name, v in by.items() for pct in (10, 90)}
+    return out
