@@ -78,7 +78,14 @@ ENGINE = [
     ("request_overhead_s", 1e-4, 0.5, True, 0.03, 1.5),
     ("moe_kernel_efficiency", 0.2, 2.0, True, 1.0, 0.3),
 ]
-PRIOR_WEIGHT = 0.15
+# How hard the priors pull against the data. Chosen on the four hold-outs below (mean hold-out MAPE,
+# TTFT / TPOT / throughput): 0.15 41.1 / 23.1 / 22.8%; 0.6 41.3 / 21.1 / 21.0%; 1.5 39.3 / 20.7 /
+# 20.7%; 4 41.7 / 19.4 / 20.7%. In sample the same weights give 28.7 / 16.4 / 15.0%, 29.0 / 17.3 /
+# 15.6%, 30.0 / 17.8 / 16.9% and 31.2 / 18.8 / 18.9%: a looser fit follows the campaigns it was
+# given and predicts the others worse. At 1.5 the microbenchmark priors hold (GEMM 0.70 of peak,
+# HBM 0.85, NVLink 0.75, ...) and the data set what they alone can: grouped-GEMM efficiency, the
+# engines' per-request, per-MoE-layer and prompt-iteration overheads, the harness's first wave.
+PRIOR_WEIGHT = 1.5
 # The residuals of the published rows (TensorRT-LLM, NIM and vLLM results from documented, warmed-up
 # harnesses) are scaled by five: 16 of 1,579 rows would otherwise steer nothing, though they are the
 # cleanest rows and the ones `validate inference` reports. Measured: published MAPE 9.3/7.5/23.0% -> 7.1/6.2/21.6%
@@ -255,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-throughput", action="store_true", help="do not fit the measured points' implied throughput")
     ap.add_argument("--error", choices=("log", "relative"), default=None, help="residual form (default log)")
     ap.add_argument("--group-power", type=float, default=None, help="campaign weighting exponent (0: per point)")
+    ap.add_argument("--prior-weight", type=float, default=None,
+                    help=f"pull of the physical priors against the data (default {PRIOR_WEIGHT})")
     ap.add_argument("--pool-width", type=float, default=None,
                     help="pull of each engine's constants towards the engines' mean (0: none, the default)")
     args = ap.parse_args(argv)
@@ -266,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         globals()["GROUP_POWER"] = args.group_power
     if args.pool_width is not None:
         globals()["POOL_WIDTH"] = args.pool_width
+    if args.prior_weight is not None:
+        globals()["PRIOR_WEIGHT"] = args.prior_weight
     catalog = load_catalog()
     measured = load_measured(catalog)
     published = load_published(catalog)

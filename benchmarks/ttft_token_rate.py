@@ -10,12 +10,13 @@ What it shows (and why no constant follows from it): above ~6,000 streamed token
 TTFT rises far above the prediction (median x1.4 at 6-8k, x4.8 at 10-13k tokens/s) in TensorRT-LLM,
 vLLM and SGLang runs alike, while the end-to-end time stays within a few percent of the
 prediction: time moves from the decode phase to the first token without the run getting slower.
-Three harness models were tried against it and rejected (mean TTFT MAPE over the 1,593 points,
-28.7% as shipped): a CPU-bound API server whose queue grows with the streamed rate (fitted
-per-request time and token capacity: 28.4% at best), a client that keeps at most 100 requests
-in flight (aiohttp's default connection limit; 1,108% on the 222 points above 100 users), and a
-first wave that is a fixed share of a fixed request count (29.4% at best); the burst-started
-lockstep simulation is ``benchmarks/lockstep_campaigns.py``.
+Three harness models were tried against it and rejected (mean TTFT MAPE over the 1,593 points, 28.7%
+with the constants of the time; 30.0% with today's, fitted for the hold-outs): a CPU-bound API
+server whose queue grows with the streamed rate (fitted per-request time and token capacity: 28.4%
+at best), a client that keeps at most 100 requests in flight (aiohttp's default connection limit;
+1,108% on the 222 points above 100 users), and a first wave that is a fixed share of a fixed request
+count (29.4% at best); the burst-started lockstep simulation is
+``benchmarks/lockstep_campaigns.py``.
 
 Run by hand (a few seconds):
 

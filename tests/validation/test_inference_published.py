@@ -111,20 +111,22 @@ def test_vllm_ci_latency() -> None:
 
 
 def test_measured_hopper_overall() -> None:
-    """The 1,593 measured points: TPOT 16.4% MAPE (median 10.9%), TTFT 28.7% (median 21.2%), and
-    the throughput their TTFT and TPOT imply 15.1% (median 9.7%). The 45 Qwen3.5 points were first
-    predicted out of sample (constants fitted without them: TPOT 21.3%, TTFT 18.8%, throughput
-    30.1%), the 30 GLM-5 points too (TPOT 24%, TTFT 32%, every TPOT too fast by 12-45%); both are
-    part of the calibration set now (TPOT/TTFT: Qwen3.5 12.3%/14.3%, GLM-5 20.3%/30.5%)."""
+    """The 1,593 measured points: TPOT 17.8% MAPE (median 12.0%), TTFT 30.0% (median 23.2%), and
+    the throughput their TTFT and TPOT imply 17.0% (median 10.5%): the fit holds the microbenchmark
+    priors firmly, which costs about a point in sample and gains about two on every hold-out
+    (benchmarks/calibrate_inference.py, PRIOR_WEIGHT). The 45 Qwen3.5 points were first predicted
+    out of sample (constants fitted without them: TPOT 21.3%, TTFT 18.8%, throughput 30.1%), the 30
+    GLM-5 points too (TPOT 24%, TTFT 32%, every TPOT too fast by 12-45%); both are part of the
+    calibration set now (TPOT/TTFT: Qwen3.5 14.4%/17.0%, GLM-5 22.6%/31.7%)."""
     pts, preds = measured()
     pairs = list(zip(pts, preds, strict=True))
     assert len(pairs) == 1593
     tpot, ttft = ape(pairs, "tpot_ms"), ape(pairs, "ttft_ms")
-    assert tpot.mean() <= 17.0 and np.median(tpot) <= 11.5
-    assert ttft.mean() <= 30.0 and np.median(ttft) <= 23.0
+    assert tpot.mean() <= 18.5 and np.median(tpot) <= 12.5
+    assert ttft.mean() <= 31.0 and np.median(ttft) <= 24.0
     implied = [replace(p, output_tokens_per_s=implied_output_tokens_per_s(p)) for p in pts if p.ttft_ms and p.tpot_ms]
     thr = ape(list(zip(implied, preds, strict=True)), "output_tokens_per_s")
-    assert thr.mean() <= 16.0 and np.median(thr) <= 10.5
+    assert thr.mean() <= 17.5 and np.median(thr) <= 11.0
 
 
 def test_error_bands_are_the_calibration_sets() -> None:
@@ -149,9 +151,9 @@ def test_error_bands_are_the_calibration_sets() -> None:
 
 
 @pytest.mark.parametrize(("group", "tpot_limit", "ttft_limit"), [
-    ("trtllm", 14.0, 31.0), ("vllm", 22.0, 25.0), ("sglang", 18.5, 42.0),
-    ("bf16", 15.0, 41.0), ("fp8", 16.0, 30.0), ("fp4", 27.5, 20.0), ("int4", 14.5, 16.0),
-    ("h100-sxm", 19.0, 30.5), ("h200-sxm", 16.0, 31.0),
+    ("trtllm", 14.0, 31.0), ("vllm", 23.0, 26.0), ("sglang", 22.0, 40.0),
+    ("bf16", 16.0, 38.5), ("fp8", 17.0, 31.0), ("fp4", 29.5, 21.0), ("int4", 11.5, 18.5),
+    ("h100-sxm", 18.5, 30.0), ("h200-sxm", 18.5, 31.5),
 ])
 def test_measured_hopper_by_group(group: str, tpot_limit: float, ttft_limit: float) -> None:
     """TPOT and TTFT MAPE by serving engine, weight precision and GPU (FP4 is weight-only on
@@ -164,9 +166,9 @@ def test_measured_hopper_by_group(group: str, tpot_limit: float, ttft_limit: flo
 
 
 def test_measured_hopper_dense_models_tighter() -> None:
-    """Dense Llama 3.1 70B and Qwen3-32B, the best-conditioned families: TPOT within 9% and 14%."""
+    """Dense Llama 3.1 70B and Qwen3-32B, the best-conditioned families: TPOT within 9% and 15%."""
     pts, preds = measured()
-    for model, limit in (("llama-3.1-70b", 9.0), ("qwen3-32b", 14.0)):
+    for model, limit in (("llama-3.1-70b", 9.0), ("qwen3-32b", 15.0)):
         pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.model == model]
         assert ape(pairs, "tpot_ms").mean() <= limit, model
 
