@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -313,31 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_bands(bands: dict[str, dict[str, float]]) -> None:
-    """Rewrite each engine's ``*_measured_p10/p90_ratio`` lines in ``calibrations.inference.yaml``."""
-    path = DATA_DIR / "calibrations.inference.yaml"
-    out = []
-    section: str | None = None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        stripped = line.strip()
-        if stripped.startswith("- id: inference-engine-"):
-            section = stripped.rsplit("-", 1)[1]
-        elif stripped.startswith("- id: "):
-            section = None
-        name = stripped.split(":", 1)[0]
-        if section in bands and name in bands[section] and line.startswith("    "):
-            comment = line[line.index("#"):] if "#" in line else ""
-            value = bands[section][name]
-            text = f"{value:.0f}" if name.endswith("_count") else f"{value:.3g}"
-            line = f"    {name}: {text}".ljust(39) + " " + comment
-        out.append(line.rstrip())
-    path.write_text("\n".join(out) + "\n", encoding="utf-8")
-    print(f"wrote the error bands to {path}")
-
-
-def write_yaml(consts: dict[str, Constants], spreads: dict[str, str], fitted_on: str) -> None:
-    """Rewrite the fitted values, ``fitted_on`` and ``spread`` in ``calibrations.inference.yaml``
-    (comments and every other line unchanged). ``spreads`` maps ``*`` and each backend to a line."""
+def _rewrite_catalog(edit: Callable[[str | None, str, str], str]) -> Path:
+    """Rewrite ``calibrations.inference.yaml`` line by line: ``edit(section, name, line)`` returns each
+    line to write, ``section`` being ``*`` inside the physics entry, the engine's name inside an
+    engine entry (None elsewhere) and ``name`` the key the line starts with."""
     path = DATA_DIR / "calibrations.inference.yaml"
     out = []
     section: str | None = None
@@ -347,19 +327,47 @@ def write_yaml(consts: dict[str, Constants], spreads: dict[str, str], fitted_on:
             section = "*"
         elif stripped.startswith("- id: inference-engine-"):
             section = stripped.rsplit("-", 1)[1]
-        name = stripped.split(":", 1)[0]
-        fitted = {YAML_NAMES.get(row[0], row[0]): row[0] for row in (GLOBAL if section == "*" else ENGINE)}
-        if section and name in fitted and line.startswith("    ") and ":" in stripped:
-            c = consts[BACKENDS[0] if section == "*" else section]
-            comment = line[line.index("#"):] if "#" in line else ""
-            line = f"    {name}: {getattr(c, fitted[name]):.4g}".ljust(39) + " " + comment
-        elif section and stripped.startswith("spread:"):
-            line = f'  spread: "{spreads[section]}"'
-        elif section and stripped.startswith("fitted_on:"):
-            line = f'  fitted_on: "{fitted_on}"'
-        out.append(line.rstrip())
+        elif stripped.startswith("- id: "):
+            section = None
+        out.append(edit(section, stripped.split(":", 1)[0], line).rstrip())
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
-    print(f"wrote {path}")
+    return path
+
+
+def _value_line(name: str, text: str, line: str) -> str:
+    """A ``values`` line with a new value and the old line's comment."""
+    comment = line[line.index("#"):] if "#" in line else ""
+    return f"    {name}: {text}".ljust(39) + " " + comment
+
+
+def write_bands(bands: dict[str, dict[str, float]]) -> None:
+    """Rewrite each engine's ``*_measured_p10/p90_ratio`` and ``band_points_count`` lines."""
+    def edit(section: str | None, name: str, line: str) -> str:
+        if section not in bands or name not in bands[section] or not line.startswith("    "):
+            return line
+        value = bands[section][name]
+        return _value_line(name, f"{value:.0f}" if name.endswith("_count") else f"{value:.3g}", line)
+
+    print(f"wrote the error bands to {_rewrite_catalog(edit)}")
+
+
+def write_yaml(consts: dict[str, Constants], spreads: dict[str, str], fitted_on: str) -> None:
+    """Rewrite the fitted values, ``fitted_on`` and ``spread`` in ``calibrations.inference.yaml``
+    (comments and every other line unchanged). ``spreads`` maps ``*`` and each backend to a line."""
+    def edit(section: str | None, name: str, line: str) -> str:
+        if section is None:
+            return line
+        fitted = {YAML_NAMES.get(row[0], row[0]): row[0] for row in (GLOBAL if section == "*" else ENGINE)}
+        if name in fitted and line.startswith("    ") and ":" in line:
+            c = consts[BACKENDS[0] if section == "*" else section]
+            return _value_line(name, f"{getattr(c, fitted[name]):.4g}", line)
+        if name == "spread":
+            return f'  spread: "{spreads[section]}"'
+        if name == "fitted_on":
+            return f'  fitted_on: "{fitted_on}"'
+        return line
+
+    print(f"wrote {_rewrite_catalog(edit)}")
 
 
 if __name__ == "__main__":
