@@ -173,10 +173,44 @@ def test_disaggregated_point_estimate(capsys: pytest.CaptureFixture[str], catalo
     assert (d["gpus"], d["prefill_gpus"], d["decode_gpus"]) == (8, 4, 4)
     s = shape_of(catalog.models["llama-3.1-70b"])
     hw = hardware_of(catalog.accelerators["h200-sxm"], catalog.systems["hgx-h200"])
-    r = closed_loop_disaggregated(s, hw, Parallel(tp=2), Parallel(tp=4), Precision(), constants_from_catalog(
-        catalog, "trtllm"), concurrency=64, isl=2000, osl=500, prefill_workers=2, decode_workers=1)
+    def loop(burst: bool) -> Any:
+        return closed_loop_disaggregated(s, hw, Parallel(tp=2), Parallel(tp=4), Precision(), constants_from_catalog(
+            catalog, "trtllm"), concurrency=64, isl=2000, osl=500, prefill_workers=2, decode_workers=1, burst=burst)
+
+    r, steady = loop(True), loop(False)  # users start together (a benchmark run) unless --start steady
+    assert d["start"] == "together"
     assert d["ttft_ms"] == pytest.approx(float(r.ttft_s) * 1e3) and d["tpot_ms"] == pytest.approx(float(r.tpot_s) * 1e3)
     assert d["output_tokens_per_s_per_gpu"] == pytest.approx(float(r.output_tokens_per_s) / 8)
+    assert d["ttft_ms_steady"] == pytest.approx(float(steady.ttft_s) * 1e3)
+    assert d["ttft_ms_steady"] < d["ttft_ms"]
+    assert d["tpot_ms_steady"] == pytest.approx(float(steady.tpot_s) * 1e3)
+
+
+def test_users_start_together_unless_asked(capsys: pytest.CaptureFixture[str], catalog: Catalog) -> None:
+    """A point estimate answers what a benchmark run at that concurrency measures (the users start
+    together, the first wave queues; the regime of every measured calibration point) and gives the
+    steady state beside it; --start steady gives the steady state alone. A capacity plan sizes a
+    running service, so --start is refused there."""
+    from factoryplan.perf.inference import Parallel, Precision, constants_from_catalog, hardware_of, shape_of
+    from factoryplan.perf.serving import serve
+
+    args = ("serve", "-m", "llama-3.1-70b", "-g", "h200-sxm", "--tp", "4", "--isl", "4000", "--osl", "500", "-c", "64")
+    d, st = run_json(capsys, *args), run_json(capsys, *args, "--start", "steady")
+    s = shape_of(catalog.models["llama-3.1-70b"])
+    hw = hardware_of(catalog.accelerators["h200-sxm"], catalog.systems["hgx-h200"])
+    k = constants_from_catalog(catalog, "trtllm")
+    for data, burst in ((d, True), (st, False)):
+        r = serve(s, hw, Parallel(tp=4), Precision(), k, concurrency=64, isl=4000, osl=500, burst=burst)
+        assert data["ttft_ms"] == pytest.approx(float(r.ttft_s) * 1e3)
+        assert data["tpot_ms"] == pytest.approx(float(r.tpot_s) * 1e3)
+    assert d["start"] == "together" and st["start"] == "steady" and "ttft_ms_steady" not in st
+    assert (d["ttft_ms_steady"], d["tpot_ms_steady"]) == pytest.approx((st["ttft_ms"], st["tpot_ms"]))
+    assert d["ttft_ms"] > 1.2 * st["ttft_ms"]  # 64 prompts of 4,000 tokens queue in the first wave
+    assert "started their users together" in st["range_basis"]
+    assert main(["serve", "-m", "llama-3.1-70b", "-g", "h200-sxm", "--isl", "4000", "--osl", "500", "--rps", "5",
+                 "--start", "steady"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--start" in err and "steady" in err
 
 
 def test_backend_defaults_to_the_vendors_engine(capsys: pytest.CaptureFixture[str]) -> None:

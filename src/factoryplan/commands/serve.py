@@ -65,6 +65,13 @@ class Mode(StrEnum):
     disaggregated = "disaggregated"
 
 
+class Start(StrEnum):
+    """How the users of a point estimate start."""
+
+    together = "together"
+    steady = "steady"
+
+
 class OutputFormat(StrEnum):
     """Output format (as the other commands)."""
 
@@ -203,6 +210,11 @@ def serve(
                                                     "NVIDIA GPUs, vllm on others).")] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Users served at once "
                                                     "by one replica (closed loop).")] = None,
+    start: Annotated[Start | None, typer.Option("--start", help="How those users start: together (the "
+                                                "default: as benchmark clients do, all at once, the figures "
+                                                "averaged over a run of several requests each, the first wave "
+                                                "queueing; what the calibration measured), or steady (a running "
+                                                "service, users long since spread out).")] = None,
     rps: Annotated[float | None, typer.Option("--rps", min=0, help="Plan capacity for this peak request rate "
                                               "(requests/s).")] = None,
     tokens_per_day: Annotated[float | None, typer.Option("--tokens-per-day", min=0, help="Plan capacity for this "
@@ -272,6 +284,9 @@ def serve(
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
     if capacity_mode:
+        if start is not None:
+            raise FactoryplanError("the planner sizes a running service (steady state, Poisson arrivals)",
+                                   field="--start", value=start.value, allowed="omit it with --rps/--tokens-per-day")
         if concurrency is not None:
             raise FactoryplanError("the planner chooses the concurrency", field="--concurrency",
                                    allowed="omit it with --rps/--tokens-per-day")
@@ -303,13 +318,13 @@ def serve(
     if prefill_tp is not None:
         prefill = eng.Layout(tp=prefill_tp, ep=prefill_ep, dp=prefill_attention_dp, side="prefill-")
         data = eng.disaggregated_point(setup, layout, prefill, prefill_workers, decode_workers, concurrency, isl, osl,
-                                       cached, spec)
+                                       cached, spec, together=start is not Start.steady)
         _emit(data, fmt, f"serving {setup.arch.id} disaggregated on {data['gpus']} x {acc.id} ({setup.backend})")
         return
     if disagg:
         raise FactoryplanError("describes a disaggregated deployment", field=", ".join(disagg),
                                allowed="give --prefill-tp with it, or leave it out")
-    data = eng.point(setup, layout, concurrency, isl, osl, cached, spec)
+    data = eng.point(setup, layout, concurrency, isl, osl, cached, spec, together=start is not Start.steady)
     _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {acc.id} ({setup.backend})")
 
 

@@ -18,6 +18,7 @@ from factoryplan.catalog.schema import Accelerator, ModelArch, System
 from factoryplan.errors import FactoryplanError, InfeasibleError
 from factoryplan.perf.inference import (
     Constants,
+    FloatOrArray,
     Hardware,
     ModelShape,
     Parallel,
@@ -30,7 +31,16 @@ from factoryplan.perf.inference import (
     splits_evenly,
 )
 from factoryplan.perf.inference_constants import ErrorBand, error_band, serving_engine
-from factoryplan.perf.serving import Memory, closed_loop_disaggregated, memory, memory_gib, serve, tokens_per_step
+from factoryplan.perf.serving import (
+    DisaggregatedLoop,
+    Memory,
+    Serving,
+    closed_loop_disaggregated,
+    memory,
+    memory_gib,
+    serve,
+    tokens_per_step,
+)
 from factoryplan.units import GIB
 
 
@@ -175,15 +185,29 @@ def _request(isl: int, osl: int, cached: int, spec: tuple[int, float]) -> dict[s
             "tokens_per_step": float(np.asarray(tokens_per_step(spec[0], spec[1])))}
 
 
+def _start(together: bool, ttft_steady_s: FloatOrArray, tpot_steady_s: FloatOrArray) -> dict[str, Any]:
+    """The JSON keys of how the users started; started together, also the steady state's figures."""
+    if not together:
+        return {"start": "steady"}
+    return {"start": "together", "ttft_ms_steady": float(np.asarray(ttft_steady_s)) * 1e3,
+            "tpot_ms_steady": float(np.asarray(tpot_steady_s)) * 1e3}
+
+
 def point(
     setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int, cached: int = 0,
-    spec: tuple[int, float] = (0, 0.0),
+    spec: tuple[int, float] = (0, 0.0), together: bool = True,
 ) -> dict[str, Any]:
     """Serving figures of one replica at ``concurrency`` users (JSON-ready); ``cached`` prompt tokens
-    held by the prefix cache; ``spec``: (draft tokens, acceptance) of speculative decoding."""
+    held by the prefix cache; ``spec``: (draft tokens, acceptance) of speculative decoding;
+    ``together``: the users start at once, as in a benchmark run (else the steady state)."""
     par = layout.parallel(setup.shape)
-    r = serve(setup.shape, setup.hw, par, setup.prec, setup.k, concurrency=concurrency, isl=isl, osl=osl,
-              prefix=cached, draft_tokens=spec[0], acceptance=spec[1])
+
+    def run(burst: bool) -> Serving:
+        return serve(setup.shape, setup.hw, par, setup.prec, setup.k, concurrency=concurrency, isl=isl, osl=osl,
+                     prefix=cached, draft_tokens=spec[0], acceptance=spec[1], burst=burst)
+
+    r = run(together)
+    steady = run(False) if together else r
     _check_fits(setup, r.mem, layout)
     max_conc = float(np.asarray(r.mem.max_concurrency))
     gpus = layout.gpus()
@@ -193,6 +217,7 @@ def point(
         **setup.names(), "gpus": gpus, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep, "attention_dp": layout.dp,
         **setup.precisions(), **_request(isl, osl, cached, spec), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
+        **_start(together, steady.ttft_s, steady.tpot_s),
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
         "tokens_per_s_per_user": float(np.asarray(r.tokens_per_s_per_user)),
         "requests_per_s": float(np.asarray(r.requests_per_s)),
@@ -208,6 +233,8 @@ def point(
             setup.hw, compute_precision(setup.prec.weights, setup.prec.activations)))) / 1e12,
     }
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps)
+    if "range_basis" in out and not together:
+        out["range_basis"] += " (those measurements started their users together)"
     if concurrency > max_conc:
         out["note"] = queue_note(concurrency, int(max_conc), setup.prec.kv)
     return out
@@ -223,16 +250,22 @@ def queue_note(concurrency: int, max_concurrency: int, kv_precision: str) -> str
 
 def disaggregated_point(
     setup: Setup, decode: Layout, prefill: Layout, prefill_workers: int, decode_workers: int, concurrency: int,
-    isl: int, osl: int, cached: int = 0, spec: tuple[int, float] = (0, 0.0),
+    isl: int, osl: int, cached: int = 0, spec: tuple[int, float] = (0, 0.0), together: bool = True,
 ) -> dict[str, Any]:
     """Serving figures of a given disaggregated deployment: ``prefill_workers`` replicas of the
     ``prefill`` layout and ``decode_workers`` of the ``decode`` one serving ``concurrency`` closed-loop
-    users (:func:`~factoryplan.perf.serving.closed_loop_disaggregated`), JSON-ready."""
+    users (:func:`~factoryplan.perf.serving.closed_loop_disaggregated`), JSON-ready; ``together`` as
+    in :func:`point`."""
     dec, pre = decode.parallel(setup.shape), prefill.parallel(setup.shape)
-    r = closed_loop_disaggregated(
-        setup.shape, setup.hw, pre, dec, setup.prec, setup.k, concurrency=float(concurrency), isl=float(isl),
-        osl=float(osl), prefill_workers=float(prefill_workers), decode_workers=float(decode_workers),
-        prefix=float(cached), draft_tokens=float(spec[0]), acceptance=spec[1])
+
+    def run(burst: bool) -> DisaggregatedLoop:
+        return closed_loop_disaggregated(
+            setup.shape, setup.hw, pre, dec, setup.prec, setup.k, concurrency=float(concurrency), isl=float(isl),
+            osl=float(osl), prefill_workers=float(prefill_workers), decode_workers=float(decode_workers),
+            prefix=float(cached), draft_tokens=float(spec[0]), acceptance=spec[1], burst=burst)
+
+    r = run(together)
+    steady = run(False) if together else r
     _check_fits(setup, memory(setup.shape, setup.hw, pre, setup.prec, setup.k, float(isl), 1.0), prefill)
     mem_d = memory(setup.shape, setup.hw, dec, setup.prec, setup.k, float(isl), float(osl))
     _check_fits(setup, mem_d, decode)
@@ -249,6 +282,7 @@ def disaggregated_point(
         "tp": decode.tp, "pp": decode.pp, "ep": decode.ep, "attention_dp": decode.dp,
         **setup.precisions(), **_request(isl, osl, cached, spec), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
+        **_start(together, steady.ttft_s, steady.tpot_s),
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
         "tokens_per_s_per_user": 1.0 / float(np.asarray(r.tpot_s)),
         "decode_batch": batch, "prefill_utilization": float(np.asarray(r.prefill_utilization)),
