@@ -51,6 +51,8 @@ def test_figures_come_with_the_calibration_band(capsys: pytest.CaptureFixture[st
     plan = run_json(capsys, "serve", *args, "--rps", "4", "--ttft-ms", "1500", "--tpot-ms", "40")
     lo, hi = plan["output_tokens_per_s_per_gpu_range"]
     assert lo < plan["output_tokens_per_s_per_gpu"] < hi and plan["tpot_ms_range"][1] > plan["tpot_ms"]
+    assert "started their users together" in plan["range_basis"]  # a plan sizes a running service
+    assert "started their users together" not in d["range_basis"]
     assert main(["serve", *args, "--tp", "2", "--concurrency", "32"]) == 0
     table = capsys.readouterr().out
     assert f"{d['tpot_ms_range'][0]:,.4g} - {d['tpot_ms_range'][1]:,.4g}" in table

@@ -89,17 +89,21 @@ class Setup:
 
     def ranges(
         self, ttft_ms: float, tpot_ms: float, throughput: float, throughput_key: str = "output_tokens_per_s",
+        steady: bool = False,
     ) -> dict[str, Any]:
         """The JSON keys of the band around the figures in which 8 in 10 of the engine's calibration
         measurements fell (:class:`ErrorBand`), ``throughput`` under ``throughput_key``; none when the
-        catalog gives no band."""
+        catalog gives no band. ``steady``: the figures describe a running service, the measurements
+        benchmark runs whose users started together (their TTFT spread is mostly the first wave's)."""
         if self.band is None:
             return {}
         b = self.band
+        note = " (those measurements started their users together)" if steady else ""
         return {"ttft_ms_range": [ttft_ms * b.ttft[0], ttft_ms * b.ttft[1]],
                 "tpot_ms_range": [tpot_ms * b.tpot[0], tpot_ms * b.tpot[1]],
                 f"{throughput_key}_range": [throughput * b.throughput[0], throughput * b.throughput[1]],
-                "range_basis": f"8 in 10 measurements of the {b.basis} fell in these ranges around the prediction"}
+                "range_basis": f"8 in 10 measurements of the {b.basis} fell in these ranges around the "
+                               f"prediction{note}"}
 
     def precisions(self) -> dict[str, str]:
         """The JSON keys of the number formats: weights, experts, KV cache, activations, the GEMMs'."""
@@ -232,9 +236,7 @@ def point(
         "peak_tflops": float(np.asarray(peak_flops(
             setup.hw, compute_precision(setup.prec.weights, setup.prec.activations)))) / 1e12,
     }
-    out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps)
-    if "range_basis" in out and not together:
-        out["range_basis"] += " (those measurements started their users together)"
+    out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     if concurrency > max_conc:
         out["note"] = queue_note(concurrency, int(max_conc), setup.prec.kv)
     return out
@@ -291,7 +293,8 @@ def disaggregated_point(
         "max_concurrency": int(float(np.asarray(mem_d.max_concurrency)) * decode_workers),
         "fits": bool(np.asarray(r.fits)), "power_kw": power_w / 1e3,
         "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
-    } | setup.ranges(float(np.asarray(r.ttft_s)) * 1e3, float(np.asarray(r.tpot_s)) * 1e3, out_tps) | (
+    } | setup.ranges(float(np.asarray(r.ttft_s)) * 1e3, float(np.asarray(r.tpot_s)) * 1e3, out_tps,
+                     steady=not together) | (
         {} if bool(np.asarray(r.fits)) else {"note": queue_note(
         concurrency, int(float(np.asarray(mem_d.max_concurrency)) * decode_workers), setup.prec.kv)})
 
@@ -382,6 +385,6 @@ def capacity(
         "decode_gpus": plan.decode_gpus,
         "prefill_to_decode_gpus": plan.prefill_gpus / plan.decode_gpus if plan.decode_gpus else 0.0,
         **setup.ranges(plan.ttft_s * 1e3, plan.tpot_s * 1e3, plan.output_tokens_per_s_per_gpu,
-                       "output_tokens_per_s_per_gpu"),
+                       "output_tokens_per_s_per_gpu", steady=True),
         "alternatives": plan.alternatives, "frontier": frontier, "frontier_disaggregated": frontier_disagg,
     }
