@@ -316,10 +316,22 @@ def test_validate_inference_data_file(capsys: pytest.CaptureFixture[str], tmp_pa
     thr = d["data"]["mape"]["output_tokens_per_s"]
     assert thr["n"] == 39 and 0 < thr["median_ape_pct"] <= 2 * thr["mape_pct"]
     assert set(d["data"]["by_gpu"]) == {"ttft_ms", "tpot_ms", "output_tokens_per_s"}
+    band = d["data"]["within_band"]  # how many measurements fall inside the band serve reports
+    assert set(band) == {"ttft_ms", "tpot_ms", "output_tokens_per_s"}
+    assert all(v["n"] == 39 and 0 <= v["share_pct"] <= 100 for v in band.values())
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n", encoding="utf-8")
     assert main(["validate", "inference", "--data", str(bad)]) == 2
     assert "not a measured-points file" in " ".join(capsys.readouterr().err.split())
+
+
+def test_validate_inference_band_coverage(capsys: pytest.CaptureFixture[str]) -> None:
+    """On the calibration set the band serve reports holds 8 in 10 measurements by construction
+    (its engine's 10th-90th percentile); the summary says so, so that on another file it shows
+    whether the band still holds."""
+    d = run_json(capsys, "validate", "inference", "--measured")["measured"]["within_band"]
+    assert {m: v["n"] for m, v in d.items()} == {"ttft_ms": 1593, "tpot_ms": 1593, "output_tokens_per_s": 1593}
+    assert all(77.0 <= v["share_pct"] <= 83.0 for v in d.values())
 
 
 def test_validate_inference_unusable_measurements(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

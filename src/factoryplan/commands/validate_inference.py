@@ -121,6 +121,24 @@ def _mape(rows: list[dict[str, Any]], key: str = "metric") -> dict[str, dict[str
             for g, v in sorted(groups.items())}
 
 
+def _within_band(cat: Any, rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per figure, the share of measurements inside the error band ``serve`` reports around the
+    prediction (their engine's 10th-90th percentile of measured/predicted on the calibration set, so
+    about 80% there); on other data it says whether that band holds."""
+    from factoryplan.perf.inference_constants import error_band
+
+    bands = {b: error_band(cat, b) for b in {str(r["backend"]) for r in rows}}
+    figure = {"ttft_ms": "ttft", "tpot_ms": "tpot", "output_tokens_per_s": "throughput"}
+    inside: dict[str, list[bool]] = {}
+    for r in rows:
+        band = bands[str(r["backend"])]
+        if band is None or r["metric"] not in figure:
+            continue
+        lo, hi = getattr(band, figure[r["metric"]])
+        inside.setdefault(r["metric"], []).append(lo <= r["published"] / r["predicted"] <= hi)
+    return {m: {"share_pct": 100.0 * sum(v) / len(v), "n": len(v)} for m, v in inside.items()}
+
+
 def inference(
     measured: Annotated[bool, typer.Option("--measured", help="Add the measured H100/H200 points (summary).")] = False,
     data: Annotated[Path | None, typer.Option("--data", help="A CSV of measured points in the same layout "
@@ -158,7 +176,7 @@ def inference(
         predicted.append((name, loaded, preds))
         mrows = _rows(loaded.points, preds, implied=True)
         result[name] = {
-            "points": len(loaded.points), "mape": _mape(mrows),
+            "points": len(loaded.points), "mape": _mape(mrows), "within_band": _within_band(cat, mrows),
             **{f"by_{key}": {m: _mape([r for r in mrows if r["metric"] == m], key)
                              for m in ("ttft_ms", "tpot_ms", "output_tokens_per_s")}
                for key in ("backend", "gpu", "model", "mode")},
@@ -190,6 +208,9 @@ def _print(result: dict[str, Any]) -> None:
         summary = ", ".join(f"{m} {v['mape_pct']:.1f}% (median {v['median_ape_pct']:.1f}%, n={v['n']})"
                             for m, v in block["mape"].items())
         console.print(f"{name} MAPE: {summary}")
+        if block.get("within_band"):
+            shares = ", ".join(f"{m} {v['share_pct']:.0f}%" for m, v in block["within_band"].items())
+            console.print(f"  inside the error band serve reports (8 in 10 on the calibration set): {shares}")
         for label in ("by_backend", "by_gpu", "by_model", "by_mode"):
             for metric, groups in block.get(label, {}).items():
                 text = ", ".join(f"{g} {v['mape_pct']:.0f}%" for g, v in groups.items())
