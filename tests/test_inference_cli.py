@@ -215,6 +215,17 @@ def test_users_start_together_unless_asked(capsys: pytest.CaptureFixture[str], c
     assert "--start" in err and "steady" in err
 
 
+@pytest.mark.parametrize(("gpu", "system"), [
+    ("b200_sxm", "dgx-b200"), ("gb200_sxm", "gb200-nvl72"), ("gb300_sxm", "gb300-nvl72"), ("b300_sxm", "dgx-b300"),
+    ("h200_sxm", "hgx-h200"), ("h100_sxm", "dgx-h100"), ("h20_sxm", "hgx-h20"),
+])
+def test_gpu_named_as_measured_data_sets_name_it(capsys: pytest.CaptureFixture[str], gpu: str, system: str) -> None:
+    """--gpu takes the system column of a measured-serving data set as written (b200_sxm, gb200_sxm)."""
+    d = run_json(capsys, "serve", "-m", "llama-3.1-8b", "-g", gpu, "--tp", "1", "--isl", "100", "--osl", "10",
+                 "-c", "4")
+    assert d["system"] == system
+
+
 def test_backend_defaults_to_the_vendors_engine(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["-m", "llama-3.1-8b", "--tp", "1", "--isl", "1000", "--osl", "100", "-c", "8"]
     assert run_json(capsys, "serve", "-g", "mi300x", *args)["backend"] == "vllm"
