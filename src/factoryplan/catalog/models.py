@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from factoryplan.catalog.hf_config import parse_hf_config
 from factoryplan.catalog.schema import MLA, Entry, LinearAttention, ModelArch, SparseAttention
 from factoryplan.errors import FactoryplanError, unknown
 
@@ -594,6 +593,9 @@ def resolve_model(catalog: Catalog, ref: str) -> ModelArch:
     if ref in catalog.models:
         return catalog.models[ref]
     path = Path(ref).expanduser()
+    # the config.json reader loads only when a model is given as one (a catalog id does not need it)
+    from factoryplan.catalog.hf_config import parse_hf_config
+
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FactoryplanError("directory has no config.json", where=str(path), field="model")
