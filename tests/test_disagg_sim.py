@@ -154,3 +154,17 @@ def test_closed_form_with_a_prefix_cache_and_drafts(
             assert float(cf.tpot_s) == pytest.approx(sim.tpot_s, rel=0.02), (c, prefix, drafts)
             assert float(cf.output_tokens_per_s) == pytest.approx(sim.output_tokens_per_s, rel=0.03)
             assert float(cf.ttft_s) == pytest.approx(sim.ttft_s, rel=0.5)
+
+
+def test_burst_start_lengthens_the_runs_cycle(catalog: Catalog) -> None:
+    """Users started together queue their first prompts as a wave: TTFT rises by the blended wait and
+    the run's mean cycle with it, so throughput falls by exactly that (Little's law over the run)."""
+    s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
+    kw = dict(concurrency=64.0, isl=4000.0, osl=500.0, prefill_workers=2.0, decode_workers=1.0)
+    steady = closed_loop_disaggregated(s, hw, Parallel(tp=2), Parallel(tp=4), FP8, k, **kw)
+    burst = closed_loop_disaggregated(s, hw, Parallel(tp=2), Parallel(tp=4), FP8, k, burst=True, **kw)
+    added = float(burst.ttft_s) - float(steady.ttft_s)
+    assert added > 0 and float(burst.tpot_s) == pytest.approx(float(steady.tpot_s))
+    tokens = 64.0 * 500.0
+    assert float(burst.output_tokens_per_s) == pytest.approx(
+        tokens / (tokens / float(steady.output_tokens_per_s) + added))

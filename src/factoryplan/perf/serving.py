@@ -357,7 +357,8 @@ def closed_loop_disaggregated(
       its KV capacity and batch limit; the others wait for a slot); ``TPOT = t_dec(b_d)`` with no
       prompt in the iterations, plus the KV-cache transfer over the GPU's NIC spread over the output;
     * burst-started runs (measurement harnesses) blend in the first wave, ``C`` prompts queueing at
-      the prefill workers, with the calibrated ``burst_share``;
+      the prefill workers, with the calibrated ``burst_share``; the run's mean cycle grows by what
+      the first wave adds to TTFT, so its throughput falls with it (as :func:`serve`'s);
     * ``prefix`` cached prompt tokens are not prefilled (as :func:`serve`); the whole prompt's KV
       cache still crosses to the decode worker; ``draft_tokens`` and ``acceptance``: speculative
       decoding on the decode workers (as :func:`serve`).
@@ -428,8 +429,9 @@ def closed_loop_disaggregated(
     share = np.asarray(burst, dtype=float) * k.burst_share
     waves = np.ceil(conc / (n_p * per_pass))
     first = k.request_overhead_s + prefill(np.minimum(conc / n_p, per_pass)) * (waves + 1.0) / 2.0
-    ttft = (1.0 - share) * ttft + share * np.maximum(first, ttft)
+    blended = (1.0 - share) * ttft + share * np.maximum(first, ttft)
+    cycle = cycle + (blended - ttft)  # the first wave's wait lengthens the run's mean cycle
     return DisaggregatedLoop(
-        ttft_s=ttft, tpot_s=tpot, output_tokens_per_s=conc * osl_f / cycle, decode_batch=batch,
+        ttft_s=blended, tpot_s=tpot, output_tokens_per_s=conc * osl_f / cycle, decode_batch=batch,
         prefill_utilization=rho, fits=np.asarray(mem_p.fits & mem_d.fits, dtype=np.bool_),
     )
