@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from factoryplan.catalog.load import Catalog, load_catalog
 from factoryplan.catalog.models import resolve_model
-from factoryplan.perf.inference import Constants, Hardware, ModelShape, constants_from_catalog, hardware_of, shape_of
+from factoryplan.cli import main
+from factoryplan.perf.inference import (
+    Constants,
+    Hardware,
+    ModelShape,
+    Precision,
+    constants_from_catalog,
+    hardware_of,
+    shape_of,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -26,3 +37,13 @@ def serving_setup(
     a = catalog.accelerators[acc]
     return (shape_of(resolve_model(catalog, model)), hardware_of(a, catalog.systems[a.default_system]),
             constants_from_catalog(catalog, backend))
+
+
+FP8 = Precision("fp8", "fp8", "fp8")  # weights, experts and KV cache
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    """Run the command line with ``--format json``; it must succeed; its parsed output."""
+    assert main([*args, "--format", "json"]) == 0
+    out: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return out

@@ -11,12 +11,11 @@ from factoryplan.catalog.load import Catalog
 from factoryplan.errors import FactoryplanError
 from factoryplan.perf.capacity import prefill_queue
 from factoryplan.perf.disagg_sim import simulate_disaggregated, simulate_prefill_replica
-from factoryplan.perf.inference import Parallel, Precision, iteration, kv_bytes_per_sequence_per_gpu
+from factoryplan.perf.inference import Parallel, iteration, kv_bytes_per_sequence_per_gpu
 from factoryplan.perf.serving import batched_prefill_wait, closed_loop_disaggregated
 
-from .conftest import serving_setup
+from .conftest import FP8, serving_setup
 
-FP8 = Precision("fp8", "fp8", "fp8")
 PRE, DEC = Parallel(tp=2), Parallel(tp=4)
 
 

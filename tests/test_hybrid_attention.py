@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +20,6 @@ from factoryplan.catalog import models as m
 from factoryplan.catalog.hf_config import parse_hf_config
 from factoryplan.catalog.load import load_catalog
 from factoryplan.catalog.schema import ModelArch
-from factoryplan.cli import main
 from factoryplan.errors import FactoryplanError
 from factoryplan.perf import flops
 from factoryplan.perf.inference import (
@@ -34,6 +32,8 @@ from factoryplan.perf.inference import (
     shape_of,
 )
 from factoryplan.validation.inference import implied_output_tokens_per_s, load_measured, predict
+
+from .conftest import cli_json
 
 CONFIGS = Path(__file__).parent / "data" / "hf_configs"
 QWEN35 = CONFIGS / "Qwen--Qwen3.5-397B-A17B_config.json"
@@ -49,12 +49,6 @@ def qwen35() -> ModelArch:
 def _softmax_everywhere(arch: ModelArch) -> ModelArch:
     """The same model with gated softmax attention in all its layers."""
     return arch.model_copy(update={"linear_attention": None})
-
-
-def _json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
-    assert main([*args, "--format", "json"]) == 0
-    out: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return out
 
 
 # ---------------------------------------------------------------- parameters
@@ -180,19 +174,19 @@ def test_linear_layers_cost_the_same_per_token_at_any_length(qwen35: ModelArch) 
 def test_serve_from_the_catalog_id_and_from_config_json(capsys: pytest.CaptureFixture[str]) -> None:
     args = ("--gpu", "h200-sxm", "--tp", "8", "--ep", "8", "--isl", "8192", "--osl", "1024", "-c", "32",
             "--backend", "sglang")
-    by_id = _json(capsys, "serve", "--model", "qwen3.5-397b-a17b", *args)
-    by_path = _json(capsys, "serve", "--model", str(QWEN35), *args)
+    by_id = cli_json(capsys, "serve", "--model", "qwen3.5-397b-a17b", *args)
+    by_path = cli_json(capsys, "serve", "--model", str(QWEN35), *args)
     assert by_id["params_total"] == by_path["params_total"] == 396_346_350_336
     assert by_id["fits"] and by_id["tpot_ms"] == pytest.approx(by_path["tpot_ms"])
     assert by_id["ttft_ms"] == pytest.approx(by_path["ttft_ms"])
-    nxt = _json(capsys, "serve", "--model", str(QWEN_NEXT), "--gpu", "h100-sxm", "--tp", "4", "--isl", "1000",
-                "--osl", "200", "-c", "16")
+    nxt = cli_json(capsys, "serve", "--model", str(QWEN_NEXT), "--gpu", "h100-sxm", "--tp", "4", "--isl", "1000",
+                   "--osl", "200", "-c", "16")
     assert nxt["fits"] and nxt["tpot_ms"] > 0 and nxt["params_total"] == m.params_total(parse_hf_config(QWEN_NEXT))
 
 
 def test_train_from_config_json(capsys: pytest.CaptureFixture[str]) -> None:
-    r = _json(capsys, "train", "--model", str(QWEN_NEXT), "--gpu", "h100-sxm", "--gpus", "64", "--seq-len", "4096",
-              "--global-batch", "256", "--search")
+    r = cli_json(capsys, "train", "--model", str(QWEN_NEXT), "--gpu", "h100-sxm", "--gpus", "64", "--seq-len", "4096",
+                 "--global-batch", "256", "--search")
     assert r["fits"] and 0.05 < r["mfu"] < 0.6
     assert r["params"] == m.params_total(load_catalog().models["qwen3-next-80b-a3b"])
 

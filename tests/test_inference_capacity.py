@@ -31,9 +31,7 @@ from factoryplan.perf.inference import (
 )
 from factoryplan.perf.serving import serve
 
-from .conftest import serving_setup
-
-FP8 = Precision("fp8", "fp8", "fp8")
+from .conftest import FP8, serving_setup
 
 
 def setup(catalog: Catalog, model: str, acc: str) -> tuple[ModelShape, Hardware, Constants]:

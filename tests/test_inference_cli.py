@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,8 @@ import pytest
 from factoryplan.catalog.load import Catalog
 from factoryplan.cli import main
 
+from .conftest import cli_json
+
 CONFIGS = Path(__file__).parent / "data" / "hf_configs"
 POINT_KEYS = {"ttft_ms", "tpot_ms", "output_tokens_per_s", "output_tokens_per_s_per_gpu", "tokens_per_s_per_user",
               "memory_per_gpu_gib", "max_concurrency", "fits"}
@@ -18,14 +19,8 @@ PLAN_KEYS = {"gpus", "replicas", "config", "ttft_ms", "tpot_ms", "systems", "pow
              "frontier_disaggregated"}
 
 
-def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
-    assert main([*args, "--format", "json"]) == 0
-    out: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return out
-
-
 def test_point_estimate_keys(capsys: pytest.CaptureFixture[str]) -> None:
-    d = run_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--tp", "2", "--isl", "2000",
+    d = cli_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--tp", "2", "--isl", "2000",
                  "--osl", "500", "--concurrency", "32")
     assert set(d) >= POINT_KEYS
     assert d["fits"] is True and d["max_concurrency"] > 32 and d["gpus"] == 2
@@ -38,17 +33,17 @@ def test_figures_come_with_the_calibration_band(capsys: pytest.CaptureFixture[st
     """A point estimate, a disaggregated deployment and a capacity plan each give the range in which 8
     in 10 of the engine's calibration measurements fell around such a prediction; the table shows it."""
     args = ("--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500")
-    d = run_json(capsys, "serve", *args, "--tp", "2", "--concurrency", "32")
+    d = cli_json(capsys, "serve", *args, "--tp", "2", "--concurrency", "32")
     for key in ("ttft_ms", "tpot_ms", "output_tokens_per_s"):
         lo, hi = d[f"{key}_range"]
         assert lo < d[key] < hi
     assert d["range_basis"].startswith("8 in 10 measurements of the 760 trtllm calibration points")
-    sg = run_json(capsys, "serve", *args, "--tp", "2", "--concurrency", "32", "--backend", "sglang")
+    sg = cli_json(capsys, "serve", *args, "--tp", "2", "--concurrency", "32", "--backend", "sglang")
     # SGLang's measured TTFT spread far above its predictions (first waves queued in lockstep)
     assert sg["ttft_ms_range"][1] / sg["ttft_ms"] > d["ttft_ms_range"][1] / d["ttft_ms"]
-    dis = run_json(capsys, "serve", *args, "--concurrency", "64", "--prefill-tp", "2", "--tp", "2")
+    dis = cli_json(capsys, "serve", *args, "--concurrency", "64", "--prefill-tp", "2", "--tp", "2")
     assert dis["tpot_ms_range"][0] < dis["tpot_ms"] < dis["tpot_ms_range"][1]
-    plan = run_json(capsys, "serve", *args, "--rps", "4", "--ttft-ms", "1500", "--tpot-ms", "40")
+    plan = cli_json(capsys, "serve", *args, "--rps", "4", "--ttft-ms", "1500", "--tpot-ms", "40")
     lo, hi = plan["output_tokens_per_s_per_gpu_range"]
     assert lo < plan["output_tokens_per_s_per_gpu"] < hi and plan["tpot_ms_range"][1] > plan["tpot_ms"]
     assert "started their users together" in plan["range_basis"]  # a plan sizes a running service
@@ -75,16 +70,16 @@ def test_no_band_where_the_calibration_entry_gives_none() -> None:
 
 
 def test_accelerator_implies_its_system(capsys: pytest.CaptureFixture[str]) -> None:
-    d = run_json(capsys, "serve", "-m", "deepseek-r1", "-g", "gb200", "--tp", "8", "--ep", "8", "--isl", "1024",
+    d = cli_json(capsys, "serve", "-m", "deepseek-r1", "-g", "gb200", "--tp", "8", "--ep", "8", "--isl", "1024",
                  "--osl", "1024", "-c", "64", "--precision", "fp4")
     assert d["system"] == "gb200-nvl72" and d["compute_precision"] == "fp4"
-    h = run_json(capsys, "serve", "-m", "gpt-oss-120b", "-g", "hgx-h200", "--tp", "1", "--isl", "1024",
+    h = cli_json(capsys, "serve", "-m", "gpt-oss-120b", "-g", "hgx-h200", "--tp", "1", "--isl", "1024",
                  "--osl", "1024", "-c", "8", "--precision", "fp4", "--backend", "vllm")
     assert h["gpu"] == "h200-sxm" and h["compute_precision"] == "bf16 (weight-only fp4)"
     # the names people type: an alias and a data set's spelling give the part they mean, said in the output
-    a = run_json(capsys, "serve", "-m", "llama-3.1-8b", "-g", "h100", "--tp", "1", "--isl", "1000", "--osl", "200",
+    a = cli_json(capsys, "serve", "-m", "llama-3.1-8b", "-g", "h100", "--tp", "1", "--isl", "1000", "--osl", "200",
                  "-c", "8")
-    b = run_json(capsys, "serve", "-m", "llama-3.1-8b", "-g", "H100_SXM", "--tp", "1", "--isl", "1000", "--osl",
+    b = cli_json(capsys, "serve", "-m", "llama-3.1-8b", "-g", "H100_SXM", "--tp", "1", "--isl", "1000", "--osl",
                  "200", "-c", "8")
     assert a["gpu"] == b["gpu"] == "h100-sxm" and a["system"] == "dgx-h100" and a["tpot_ms"] == b["tpot_ms"]
 
@@ -97,16 +92,16 @@ def test_accelerator_implies_its_system(capsys: pytest.CaptureFixture[str]) -> N
     "openai--gpt-oss-120b_config.json",
 ])
 def test_hugging_face_configs(capsys: pytest.CaptureFixture[str], config: str) -> None:
-    d = run_json(capsys, "serve", "--model", str(CONFIGS / config), "--gpu", "h200-sxm", "--tp", "8", "--isl", "1000",
+    d = cli_json(capsys, "serve", "--model", str(CONFIGS / config), "--gpu", "h200-sxm", "--tp", "8", "--isl", "1000",
                  "--osl", "200", "--concurrency", "16")
     assert d["ttft_ms"] > 0 and d["tpot_ms"] > 0 and d["fits"]
 
 
 def test_repository_names_of_catalog_architectures(capsys: pytest.CaptureFixture[str]) -> None:
     base = ["serve", "-g", "b200", "--isl", "1000", "--osl", "100", "--tp", "8", "-c", "8"]
-    by_repo = run_json(capsys, *base, "-m", "meta-llama/Llama-3.1-70B-Instruct")
-    assert by_repo == run_json(capsys, *base, "-m", "llama-3.1-70b")  # the same architecture, named by its id
-    assert run_json(capsys, *base, "-m", "nvidia/DeepSeek-R1-0528-FP4-v2", "--ep", "8")["model"] == "deepseek-r1"
+    by_repo = cli_json(capsys, *base, "-m", "meta-llama/Llama-3.1-70B-Instruct")
+    assert by_repo == cli_json(capsys, *base, "-m", "llama-3.1-70b")  # the same architecture, named by its id
+    assert cli_json(capsys, *base, "-m", "nvidia/DeepSeek-R1-0528-FP4-v2", "--ep", "8")["model"] == "deepseek-r1"
     assert main([*base, "-m", "meta-llama/Llama-9-70B"]) == 2
     assert "repository name of a catalog architecture" in " ".join(capsys.readouterr().err.split())
 
@@ -118,13 +113,13 @@ def test_requests_longer_than_the_context_window_are_refused(capsys: pytest.Capt
     assert "--isl/--osl" in err and "40,000 prompt + 1,000 output" in err and "context of 40,960" in err
     assert main([*base, "--isl", "40000", "--rps", "1"]) == 2  # the capacity planner too
     assert "context of 40,960" in " ".join(capsys.readouterr().err.split())
-    assert run_json(capsys, *base, "--isl", "39960", "--tp", "2", "-c", "4")["fits"]
+    assert cli_json(capsys, *base, "--isl", "39960", "--tp", "2", "-c", "4")["fits"]
 
 
 def test_capacity_plan_compares_gpu_types(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["serve", "-m", "llama-3.3-70b", "--isl", "2000", "--osl", "500", "--rps", "20", "--ttft-ms", "1000",
             "--tpot-ms", "40"]
-    d = run_json(capsys, *args, "-g", "h200,b200,mi300x")
+    d = cli_json(capsys, *args, "-g", "h200,b200,mi300x")
     opts = {o["gpu"]: o for o in d["hardware_options"]}
     assert set(opts) == {"h200-sxm", "b200", "mi300x"} and all(o["feasible"] for o in opts.values())
     assert opts["mi300x"]["backend"] == "vllm" and opts["b200"]["backend"] == "trtllm"  # each vendor's engine
@@ -132,10 +127,10 @@ def test_capacity_plan_compares_gpu_types(capsys: pytest.CaptureFixture[str]) ->
     assert len(chosen) == 1 and chosen[0]["gpu"] == d["gpu"]
     assert d["gpus"] == min(o["gpus"] for o in opts.values())
     for gpu in ("h200-sxm", "b200"):  # each type's plan is the plan that type gets alone
-        alone = run_json(capsys, *args, "-g", gpu)
+        alone = cli_json(capsys, *args, "-g", gpu)
         assert (alone["gpus"], alone["config"]) == (opts[gpu]["gpus"], opts[gpu]["config"])
     # a type that cannot take part says why; the others still compete
-    d = run_json(capsys, *args, "-g", "mi300x,h200", "--backend", "trtllm")  # first in the list, too
+    d = cli_json(capsys, *args, "-g", "mi300x,h200", "--backend", "trtllm")  # first in the list, too
     bad = [o for o in d["hardware_options"] if not o["feasible"]]
     assert [o["gpu"] for o in bad] == ["mi300x"] and "does not run on AMD" in bad[0]["reason"]
     assert main([*args, "-g", "h200,b200", "--format", "table"]) == 0
@@ -147,17 +142,17 @@ def test_capacity_plan_compares_gpu_types(capsys: pytest.CaptureFixture[str]) ->
 
 def test_users_beyond_the_kv_cache_queue_and_are_told_so(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["serve", "-m", "llama-3.1-70b", "-g", "h100-sxm", "--tp", "2", "--isl", "8000", "--osl", "1000"]
-    d = run_json(capsys, *args, "-c", "400")
+    d = cli_json(capsys, *args, "-c", "400")
     assert d["fits"] is False and d["running"] == d["max_concurrency"] < 400
     assert f"holds {d['max_concurrency']} of the 400 users" in d["note"] and "FP8 KV" not in d["note"]
     assert d["ttft_ms"] > 60_000  # the queued users wait for running ones to finish
-    assert "note" not in run_json(capsys, *args, "-c", str(d["max_concurrency"]))
+    assert "note" not in cli_json(capsys, *args, "-c", str(d["max_concurrency"]))
 
 
 def test_attention_dp_and_expert_parallel(capsys: pytest.CaptureFixture[str]) -> None:
-    tp = run_json(capsys, "serve", "-m", "deepseek-r1", "-g", "h200-sxm", "--tp", "8", "--ep", "8", "--isl", "1024",
+    tp = cli_json(capsys, "serve", "-m", "deepseek-r1", "-g", "h200-sxm", "--tp", "8", "--ep", "8", "--isl", "1024",
                   "--osl", "1024", "-c", "256")
-    dp = run_json(capsys, "serve", "-m", "deepseek-r1", "-g", "h200-sxm", "--tp", "1", "--attention-dp", "8", "--ep",
+    dp = cli_json(capsys, "serve", "-m", "deepseek-r1", "-g", "h200-sxm", "--tp", "1", "--attention-dp", "8", "--ep",
                   "8", "--isl", "1024", "--osl", "1024", "-c", "256")
     assert tp["gpus"] == dp["gpus"] == 8
     assert dp["max_concurrency"] > tp["max_concurrency"]  # MLA's latent is not split by TP: DP holds more
@@ -169,7 +164,7 @@ def test_disaggregated_point_estimate(capsys: pytest.CaptureFixture[str], catalo
     from factoryplan.perf.inference import Parallel, Precision, constants_from_catalog, hardware_of, shape_of
     from factoryplan.perf.serving import closed_loop_disaggregated
 
-    d = run_json(capsys, "serve", "-m", "llama-3.1-70b", "-g", "h200-sxm", "--isl", "2000", "--osl", "500", "-c", "64",
+    d = cli_json(capsys, "serve", "-m", "llama-3.1-70b", "-g", "h200-sxm", "--isl", "2000", "--osl", "500", "-c", "64",
                  "--prefill-tp", "2", "--prefill-workers", "2", "--tp", "4", "--decode-workers", "1")
     assert set(d) >= POINT_KEYS and d["mode"] == "disaggregated"
     assert (d["gpus"], d["prefill_gpus"], d["decode_gpus"]) == (8, 4, 4)
@@ -197,7 +192,7 @@ def test_users_start_together_unless_asked(capsys: pytest.CaptureFixture[str], c
     from factoryplan.perf.serving import serve
 
     args = ("serve", "-m", "llama-3.1-70b", "-g", "h200-sxm", "--tp", "4", "--isl", "4000", "--osl", "500", "-c", "64")
-    d, st = run_json(capsys, *args), run_json(capsys, *args, "--start", "steady")
+    d, st = cli_json(capsys, *args), cli_json(capsys, *args, "--start", "steady")
     s = shape_of(catalog.models["llama-3.1-70b"])
     hw = hardware_of(catalog.accelerators["h200-sxm"], catalog.systems["hgx-h200"])
     k = constants_from_catalog(catalog, "trtllm")
@@ -221,29 +216,29 @@ def test_users_start_together_unless_asked(capsys: pytest.CaptureFixture[str], c
 ])
 def test_gpu_named_as_measured_data_sets_name_it(capsys: pytest.CaptureFixture[str], gpu: str, system: str) -> None:
     """--gpu takes the system column of a measured-serving data set as written (b200_sxm, gb200_sxm)."""
-    d = run_json(capsys, "serve", "-m", "llama-3.1-8b", "-g", gpu, "--tp", "1", "--isl", "100", "--osl", "10",
+    d = cli_json(capsys, "serve", "-m", "llama-3.1-8b", "-g", gpu, "--tp", "1", "--isl", "100", "--osl", "10",
                  "-c", "4")
     assert d["system"] == system
 
 
 def test_backend_defaults_to_the_vendors_engine(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["-m", "llama-3.1-8b", "--tp", "1", "--isl", "1000", "--osl", "100", "-c", "8"]
-    assert run_json(capsys, "serve", "-g", "mi300x", *args)["backend"] == "vllm"
-    assert run_json(capsys, "serve", "-g", "h100-sxm", *args)["backend"] == "trtllm"
+    assert cli_json(capsys, "serve", "-g", "mi300x", *args)["backend"] == "vllm"
+    assert cli_json(capsys, "serve", "-g", "h100-sxm", *args)["backend"] == "trtllm"
 
 
 def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
-    d = run_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500",
+    d = cli_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500",
                  "--rps", "20", "--ttft-ms", "1500", "--tpot-ms", "40")
     assert set(d) >= PLAN_KEYS
     assert d["ttft_ms"] <= 1500 and d["tpot_ms"] <= 40 and d["gpus"] >= 1
     assert d["systems"] == -(-d["gpus"] // 8)
-    agg = run_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500",
+    agg = cli_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500",
                    "--tokens-per-day", str(20 * 500 * 86400 / 1.5), "--ttft-ms", "1500", "--tpot-ms", "40",
                    "--mode", "aggregated")
     assert agg["mode"] == "aggregated" and agg["peak_requests_per_s"] == pytest.approx(20)
     assert agg["gpus"] >= d["gpus"]
-    fixed = run_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500",
+    fixed = cli_json(capsys, "serve", "--model", "llama-3.3-70b", "--gpu", "h200-sxm", "--isl", "2000", "--osl", "500",
                      "--rps", "20", "--tp", "4", "--mode", "aggregated")
     assert fixed["config"] == "tp4" and fixed["gpus_per_replica"] == 4
 
@@ -306,7 +301,7 @@ def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_validate_inference(capsys: pytest.CaptureFixture[str]) -> None:
-    d = run_json(capsys, "validate", "inference")
+    d = cli_json(capsys, "validate", "inference")
     mape = d["published"]["mape"]
     assert set(mape) >= {"output_tokens_per_s", "ttft_ms", "tpot_ms", "e2e_ms"}
     assert mape["output_tokens_per_s"]["n"] >= 10
@@ -321,7 +316,7 @@ def test_validate_inference_data_file(capsys: pytest.CaptureFixture[str], tmp_pa
     lines = src.read_text(encoding="utf-8").splitlines()
     sample = tmp_path / "points.csv"
     sample.write_text("\n".join(lines[:40]) + "\n", encoding="utf-8")
-    d = run_json(capsys, "validate", "inference", "--data", str(sample))
+    d = cli_json(capsys, "validate", "inference", "--data", str(sample))
     assert d["data"]["points"] == 39 and d["data"]["mape"]["tpot_ms"]["n"] == 39
     # the throughput each point's TTFT and TPOT imply is scored too, and every figure has its median
     thr = d["data"]["mape"]["output_tokens_per_s"]
@@ -340,7 +335,7 @@ def test_validate_inference_band_coverage(capsys: pytest.CaptureFixture[str]) ->
     """On the calibration set the band serve reports holds 8 in 10 measurements by construction
     (its engine's 10th-90th percentile); the summary says so, so that on another file it shows
     whether the band still holds."""
-    d = run_json(capsys, "validate", "inference", "--measured")["measured"]["within_band"]
+    d = cli_json(capsys, "validate", "inference", "--measured")["measured"]["within_band"]
     assert {m: v["n"] for m, v in d.items()} == {"ttft_ms": 1593, "tpot_ms": 1593, "output_tokens_per_s": 1593}
     assert all(77.0 <= v["share_pct"] <= 83.0 for v in d.values())
 
@@ -363,7 +358,7 @@ def test_validate_inference_unusable_measurements(capsys: pytest.CaptureFixture[
     sample = tmp_path / "points.csv"
     with sample.open("w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows(rows)
-    d = run_json(capsys, "validate", "inference", "--data", str(sample))["data"]
+    d = cli_json(capsys, "validate", "inference", "--data", str(sample))["data"]
     assert d["points"] == 1 and d["mape"]["tpot_ms"]["n"] == 1 and "ttft_ms" not in d["mape"]
     assert d["skipped_reasons"] == {
         "silicon_ttft_ms '-5' is not a positive number": 1,
@@ -386,7 +381,7 @@ def test_validate_inference_points_csv(capsys: pytest.CaptureFixture[str], tmp_p
     sample = tmp_path / "points.csv"
     sample.write_text("\n".join([lines[0], lines[1], unknown_gpu]) + "\n", encoding="utf-8")
     out = tmp_path / "out.csv"
-    d = run_json(capsys, "validate", "inference", "--data", str(sample), "--out", str(out))
+    d = cli_json(capsys, "validate", "inference", "--data", str(sample), "--out", str(out))
     assert d["data"]["skipped_reasons"] == {"system a30 not in the catalog": 1}
     assert set(d["data"]["by_gpu"]["tpot_ms"]) == {"h200-sxm"}
     with out.open(encoding="utf-8") as fh:
@@ -411,9 +406,9 @@ def test_validate_inference_models_from_config_files(capsys: pytest.CaptureFixtu
     configs.mkdir()
     (configs / "Qwen--Qwen2-72B_config.json").write_text(
         (CONFIGS / "Qwen--Qwen2-72B_config.json").read_text(encoding="utf-8"), encoding="utf-8")
-    without = run_json(capsys, "validate", "inference", "--data", str(sample))
+    without = cli_json(capsys, "validate", "inference", "--data", str(sample))
     assert without["data"]["points"] == 0 and without["data"]["skipped"] == 5
-    d = run_json(capsys, "validate", "inference", "--data", str(sample), "--configs", str(configs))
+    d = cli_json(capsys, "validate", "inference", "--data", str(sample), "--configs", str(configs))
     assert d["data"]["points"] == 5 and d["data"]["mape"]["tpot_ms"]["n"] == 5
 
 
@@ -435,7 +430,7 @@ def test_validate_inference_disaggregated_rows(capsys: pytest.CaptureFixture[str
         w.writeheader()
         w.writerows([dis, odd])
     out = tmp_path / "out.csv"
-    d = run_json(capsys, "validate", "inference", "--data", str(sample), "--out", str(out))
+    d = cli_json(capsys, "validate", "inference", "--data", str(sample), "--out", str(out))
     assert d["data"]["points"] == 1 and d["data"]["skipped_reasons"] == {"serving mode 'spec' (agg or disagg)": 1}
     with out.open(encoding="utf-8") as fh:
         first = next(csv.DictReader(fh))
@@ -450,8 +445,8 @@ def test_activation_precision_option(capsys: pytest.CaptureFixture[str]) -> None
     """W4A8 on Blackwell: FP4 weights, FP8 activations, the FP8 tensor-core rate; the JSON says so."""
     base = ["serve", "-m", "gpt-oss-120b", "-g", "b200", "--tp", "1", "--precision", "fp4", "--isl", "8000",
             "--osl", "500", "-c", "64"]
-    w4a4 = run_json(capsys, *base)
-    w4a8 = run_json(capsys, *base, "--activation-precision", "fp8")
+    w4a4 = cli_json(capsys, *base)
+    w4a8 = cli_json(capsys, *base, "--activation-precision", "fp8")
     assert (w4a4["activation_precision"], w4a4["compute_precision"]) == ("fp4", "fp4")
     assert (w4a8["activation_precision"], w4a8["compute_precision"]) == ("fp8", "fp8")
     assert w4a4["peak_tflops"] == pytest.approx(2 * w4a8["peak_tflops"])  # B200: FP4 9,000, FP8 4,500 dense

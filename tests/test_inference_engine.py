@@ -33,7 +33,7 @@ from factoryplan.perf.inference import (
     weight_bytes_per_gpu,
 )
 
-FP8 = Precision("fp8", "fp8", "fp8")
+from .conftest import FP8
 
 
 @pytest.fixture(scope="module")

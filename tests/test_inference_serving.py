@@ -13,16 +13,14 @@ from factoryplan.perf.inference import (
     Hardware,
     ModelShape,
     Parallel,
-    Precision,
     constants_from_catalog,
     kv_bytes_per_sequence_per_gpu,
     weight_bytes_per_gpu,
 )
 from factoryplan.perf.serving import _prefill_passes, memory, serve
 
-from .conftest import serving_setup
+from .conftest import FP8, serving_setup
 
-FP8 = Precision("fp8", "fp8", "fp8")
 CONC = np.array([1, 2, 4, 8, 16, 32, 64, 128], dtype=float)
 
 

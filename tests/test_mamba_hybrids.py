@@ -20,10 +20,11 @@ from factoryplan.catalog import models as m
 from factoryplan.catalog.hf_config import parse_hf_config
 from factoryplan.catalog.load import load_catalog
 from factoryplan.catalog.schema import ModelArch
-from factoryplan.cli import main
 from factoryplan.errors import FactoryplanError
 from factoryplan.perf import flops
 from factoryplan.perf.inference import Parallel, kv_bytes_per_sequence_per_gpu, shape_of
+
+from .conftest import cli_json
 
 CONFIGS = Path(__file__).parent / "data" / "hf_configs"
 NANO3 = CONFIGS / "nvidia--NVIDIA-Nemotron-3-Nano-30B-A3B-BF16_config.json"
@@ -34,12 +35,6 @@ NANO2_9B: dict[str, Any] = json.loads((CONFIGS / "nvidia--NVIDIA-Nemotron-Nano-9
 @pytest.fixture(scope="module")
 def nano3() -> ModelArch:
     return parse_hf_config(NANO3)
-
-
-def _json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
-    assert main([*args, "--format", "json"]) == 0
-    out: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return out
 
 
 # ---------------------------------------------------------------- layout and parameters
@@ -176,19 +171,19 @@ def test_serve_from_the_catalog_id_and_from_config_json(capsys: pytest.CaptureFi
     prompts cost the hybrid little KV cache: more users fit than in a same-size transformer."""
     assert m.arch_fields(load_catalog().models["nemotron-3-nano-30b-a3b"]) == m.arch_fields(parse_hf_config(NANO3))
     args = ("--gpu", "h100-sxm", "--tp", "2", "--isl", "32768", "--osl", "1024", "-c", "32", "--backend", "vllm")
-    by_id = _json(capsys, "serve", "--model", "nemotron-3-nano-30b-a3b", *args)
-    by_path = _json(capsys, "serve", "--model", str(NANO3), *args)
+    by_id = cli_json(capsys, "serve", "--model", "nemotron-3-nano-30b-a3b", *args)
+    by_path = cli_json(capsys, "serve", "--model", str(NANO3), *args)
     assert by_id["fits"] and by_id["tpot_ms"] == pytest.approx(by_path["tpot_ms"])
     assert by_id["ttft_ms"] == pytest.approx(by_path["ttft_ms"])
-    qwen = _json(capsys, "serve", "--model", "qwen3-30b-a3b", *args)
+    qwen = cli_json(capsys, "serve", "--model", "qwen3-30b-a3b", *args)
     assert by_id["max_concurrency"] > 3 * qwen["max_concurrency"]
-    by_repo = _json(capsys, "serve", "--model", "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-FP8", *args)
+    by_repo = cli_json(capsys, "serve", "--model", "nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-FP8", *args)
     assert by_repo["params_total"] == by_id["params_total"]
-    nano2 = _json(capsys, "serve", "--model", "nvidia/NVIDIA-Nemotron-Nano-9B-v2", *args)
+    nano2 = cli_json(capsys, "serve", "--model", "nvidia/NVIDIA-Nemotron-Nano-9B-v2", *args)
     assert nano2["model"] == "nemotron-nano-9b-v2" and nano2["fits"]
 
 
 def test_train_from_config_json(capsys: pytest.CaptureFixture[str]) -> None:
-    r = _json(capsys, "train", "--model", str(NANO3), "--gpu", "h100-sxm", "--gpus", "64", "--seq-len", "8192",
-              "--global-batch", "512", "--search")
+    r = cli_json(capsys, "train", "--model", str(NANO3), "--gpu", "h100-sxm", "--gpus", "64", "--seq-len", "8192",
+                 "--global-batch", "512", "--search")
     assert r["fits"] and 0.02 < r["mfu"] < 0.6 and r["params"] == m.params_total(parse_hf_config(NANO3))

@@ -7,7 +7,6 @@ capacity plan, the CLI flag and the scenario field.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,10 @@ import pytest
 from factoryplan.catalog.load import Catalog
 from factoryplan.cli import main
 from factoryplan.perf import capacity
-from factoryplan.perf.inference import Parallel, Precision, attended_pairs, iteration
+from factoryplan.perf.inference import Parallel, attended_pairs, iteration
 from factoryplan.perf.serving import cached_prompt, cached_tokens, closed_loop_disaggregated, serve
 
-from .conftest import serving_setup
-
-FP8 = Precision("fp8", "fp8", "fp8")
-
-
-def _json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
-    assert main([*args, "--format", "json"]) == 0
-    out: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return out
+from .conftest import FP8, cli_json, serving_setup
 
 
 def test_attended_pairs() -> None:
@@ -107,12 +98,12 @@ def test_capacity_needs_fewer_gpus_with_a_warm_cache(catalog: Catalog) -> None:
 
 def test_cli_prefix_hit(capsys: pytest.CaptureFixture[str]) -> None:
     args = ("serve", "-m", "llama-3.3-70b", "-g", "h200", "--isl", "8000", "--osl", "500")
-    cold = _json(capsys, *args, "--tp", "2", "-c", "32")
-    warm = _json(capsys, *args, "--tp", "2", "-c", "32", "--prefix-hit", "0.9")
+    cold = cli_json(capsys, *args, "--tp", "2", "-c", "32")
+    warm = cli_json(capsys, *args, "--tp", "2", "-c", "32", "--prefix-hit", "0.9")
     assert (cold["cached_prompt_tokens"], warm["cached_prompt_tokens"]) == (0, 7200)
     assert warm["ttft_ms"] < 0.5 * cold["ttft_ms"] and warm["fits"]
-    plan = _json(capsys, *args, "--rps", "10", "--prefix-hit", "0.9")
-    assert plan["cached_prompt_tokens"] == 7200 and plan["gpus"] < _json(capsys, *args, "--rps", "10")["gpus"]
+    plan = cli_json(capsys, *args, "--rps", "10", "--prefix-hit", "0.9")
+    assert plan["cached_prompt_tokens"] == 7200 and plan["gpus"] < cli_json(capsys, *args, "--rps", "10")["gpus"]
     assert main([*args, "--tp", "2", "-c", "32", "--prefix-hit", "1"]) == 2
     assert "--prefix-hit" in capsys.readouterr().err
 
@@ -125,7 +116,7 @@ def test_scenario_prefix_hit(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     for hit in ("0", "0.9"):
         path = tmp_path / f"s{hit}.yaml"
         path.write_text(scenario + f"    prefix_hit: {hit}\n")
-        workload = _json(capsys, "plan", str(path))["workloads"][0]
+        workload = cli_json(capsys, "plan", str(path))["workloads"][0]
         gpus.append(workload["gpus"])
     assert gpus[1] < 0.5 * gpus[0]
     report = tmp_path / "r.html"

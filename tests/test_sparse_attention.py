@@ -13,7 +13,6 @@ import json
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +21,6 @@ from factoryplan.catalog import models as m
 from factoryplan.catalog.hf_config import parse_hf_config
 from factoryplan.catalog.load import Catalog, load_catalog
 from factoryplan.catalog.schema import ModelArch
-from factoryplan.cli import main
 from factoryplan.errors import FactoryplanError
 from factoryplan.perf import flops
 from factoryplan.perf.inference import (
@@ -40,6 +38,8 @@ from factoryplan.perf.memory import attention_activation_bytes
 from factoryplan.plan import build_plan
 from factoryplan.scenario import parse_scenario
 from factoryplan.validation.inference import MEASURED, load_measured, model_id, predict
+
+from .conftest import cli_json
 
 CONFIGS = Path(__file__).parent / "data" / "hf_configs"
 V32 = CONFIGS / "deepseek-ai--DeepSeek-V3.2_config.json"
@@ -62,12 +62,6 @@ def v32(cat: Catalog) -> ModelArch:
 @pytest.fixture(scope="module")
 def v3(cat: Catalog) -> ModelArch:
     return cat.models["deepseek-v3"]
-
-
-def _json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
-    assert main([*args, "--format", "json"]) == 0
-    out: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return out
 
 
 # ---------------------------------------------------------------- parameters
@@ -204,18 +198,18 @@ def test_training_flops_cap_the_keys_and_add_the_indexer(v32: ModelArch, v3: Mod
 def test_serve_from_the_catalog_id_and_from_config_json(capsys: pytest.CaptureFixture[str]) -> None:
     args = ("--gpu", "h200-sxm", "--tp", "1", "--attention-dp", "8", "--ep", "8", "--isl", "32768", "--osl", "1024",
             "-c", "64", "--backend", "sglang")
-    by_id = _json(capsys, "serve", "--model", "deepseek-v3.2", *args)
-    by_path = _json(capsys, "serve", "--model", str(V32), *args)
+    by_id = cli_json(capsys, "serve", "--model", "deepseek-v3.2", *args)
+    by_path = cli_json(capsys, "serve", "--model", str(V32), *args)
     assert by_id["params_total"] == by_path["params_total"] == 671_877_944_064
     assert by_id["fits"] and by_id["tpot_ms"] == pytest.approx(by_path["tpot_ms"])
     assert by_id["ttft_ms"] == pytest.approx(by_path["ttft_ms"])
-    dense = _json(capsys, "serve", "--model", "deepseek-v3", *args)
+    dense = cli_json(capsys, "serve", "--model", "deepseek-v3", *args)
     assert dense["tpot_ms"] > 1.2 * by_id["tpot_ms"] and dense["ttft_ms"] > by_id["ttft_ms"]
 
 
 def test_train_and_plan_take_the_model(capsys: pytest.CaptureFixture[str], cat: Catalog) -> None:
-    r = _json(capsys, "train", "--model", str(V32), "--gpu", "h800", "--gpus", "2048", "--seq-len", "4096",
-              "--global-batch", "15360", "--search")
+    r = cli_json(capsys, "train", "--model", str(V32), "--gpu", "h800", "--gpus", "2048", "--seq-len", "4096",
+                 "--global-batch", "15360", "--search")
     assert r["fits"] and 0.05 < r["mfu"] < 0.6 and r["params"] == 671_877_944_064
     workload = {"name": "agents", "kind": "inference", "model": "deepseek-v3.2", "requests_per_s": 2,
                 "input_tokens": 32000, "output_tokens": 1000, "ttft_ms": 10000, "tpot_ms": 60, "precision": "fp8"}

@@ -7,7 +7,6 @@ scenario fields with their refusals.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,7 @@ from factoryplan.perf.serving import (
     tokens_per_step,
 )
 
-from .conftest import serving_setup
-
-FP8 = Precision("fp8", "fp8", "fp8")
-
-
-def _json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
-    assert main([*args, "--format", "json"]) == 0
-    out: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return out
+from .conftest import FP8, cli_json, serving_setup
 
 
 def test_tokens_per_step() -> None:
@@ -103,8 +94,8 @@ def test_capacity_at_a_tight_tpot(catalog: Catalog) -> None:
 def test_cli_draft_tokens(capsys: pytest.CaptureFixture[str]) -> None:
     args = ("serve", "-m", "deepseek-r1", "-g", "b200", "--precision", "fp4", "--tp", "8", "--ep", "8",
             "--isl", "1024", "--osl", "2048", "-c", "1")
-    plain = _json(capsys, *args)
-    mtp = _json(capsys, *args, "--draft-tokens", "3", "--acceptance", "0.8")
+    plain = cli_json(capsys, *args)
+    mtp = cli_json(capsys, *args, "--draft-tokens", "3", "--acceptance", "0.8")
     assert (plain["tokens_per_step"], plain["draft_tokens"]) == (1.0, 0)
     assert mtp["tokens_per_step"] == pytest.approx(2.952) and mtp["tpot_ms"] < 0.5 * plain["tpot_ms"]
     assert main([*args, "--draft-tokens", "3"]) == 2
@@ -121,7 +112,7 @@ def test_scenario_draft_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str
     for extra in ("", "    draft_tokens: 3\n    draft_acceptance: 0.8\n"):
         path = tmp_path / f"s{len(extra)}.yaml"
         path.write_text(scenario + extra)
-        workload = _json(capsys, "plan", str(path))["workloads"][0]
+        workload = cli_json(capsys, "plan", str(path))["workloads"][0]
         gpus.append(workload["gpus"])
     assert gpus[1] < 0.5 * gpus[0]
     for extra, text in (("    draft_tokens: 3\n", "draft_acceptance"), ("    draft_acceptance: 0.8\n", "draft_tokens")):
