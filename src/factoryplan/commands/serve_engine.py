@@ -277,7 +277,7 @@ def disaggregated_point(
     gpus = p_gpus + d_gpus
     out_tps = float(np.asarray(r.output_tokens_per_s))
     power_w = gpus * setup.system.power_w / setup.system.gpus
-    return {
+    out = {
         **setup.names(), "mode": "disaggregated", "gpus": gpus, "prefill_gpus": p_gpus, "decode_gpus": d_gpus,
         "prefill_workers": prefill_workers, "decode_workers": decode_workers,
         "prefill_tp": prefill.tp, "prefill_ep": prefill.ep, "prefill_attention_dp": prefill.dp,
@@ -293,10 +293,11 @@ def disaggregated_point(
         "max_concurrency": int(float(np.asarray(mem_d.max_concurrency)) * decode_workers),
         "fits": bool(np.asarray(r.fits)), "power_kw": power_w / 1e3,
         "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
-    } | setup.ranges(float(np.asarray(r.ttft_s)) * 1e3, float(np.asarray(r.tpot_s)) * 1e3, out_tps,
-                     steady=not together) | (
-        {} if bool(np.asarray(r.fits)) else {"note": queue_note(
-        concurrency, int(float(np.asarray(mem_d.max_concurrency)) * decode_workers), setup.prec.kv)})
+    }
+    out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
+    if not out["fits"]:
+        out["note"] = queue_note(concurrency, out["max_concurrency"], setup.prec.kv)
+    return out
 
 
 def compare_hardware(

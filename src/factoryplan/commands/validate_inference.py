@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from factoryplan.catalog.load import Catalog
     from factoryplan.validation.inference import Point, Prediction
 
 METRICS = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "e2e_ms")
@@ -121,7 +122,7 @@ def _mape(rows: list[dict[str, Any]], key: str = "metric") -> dict[str, dict[str
             for g, v in sorted(groups.items())}
 
 
-def _within_band(cat: Any, rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def _within_band(cat: Catalog, rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per figure, the share of measurements inside the error band ``serve`` reports around the
     prediction (their engine's 10th-90th percentile of measured/predicted on the calibration set, so
     about 80% there); on other data it says whether that band holds."""
