@@ -149,6 +149,24 @@ def test_users_beyond_the_kv_cache_queue_and_are_told_so(capsys: pytest.CaptureF
     assert "note" not in cli_json(capsys, *args, "-c", str(d["max_concurrency"]))
 
 
+def test_fp4_kv_cache_on_blackwell_only(capsys: pytest.CaptureFixture[str]) -> None:
+    """--kv-precision fp4 (NVFP4) holds ~1.78x FP8's sequences on B200, so users FP8 would queue run; a
+    queue note on a Blackwell part suggests it; a part without FP4 units refuses it, naming the option."""
+    args = ["serve", "-m", "llama-3.1-70b", "-g", "b200", "--tp", "2", "--precision", "fp4", "--isl", "8000",
+            "--osl", "1000", "-c", "300"]
+    fp8 = cli_json(capsys, *args)
+    fp4 = cli_json(capsys, *args, "--kv-precision", "fp4")
+    assert (fp8["kv_precision"], fp4["kv_precision"]) == ("fp8", "fp4")
+    assert fp8["max_concurrency"] < 300 <= fp4["max_concurrency"] and "note" not in fp4
+    assert fp4["max_concurrency"] > 1.7 * fp8["max_concurrency"]
+    assert "an FP4 KV cache" in fp8["note"]
+    assert fp4["ttft_ms"] < fp8["ttft_ms"] / 3  # nobody waits for a free slot
+    assert main(["serve", "-m", "llama-3.1-70b", "-g", "h200", "--tp", "2", "--kv-precision", "fp4", "--isl", "8000",
+                 "--osl", "1000", "-c", "8"]) == 3
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--kv-precision: an FP4 KV cache needs FP4 hardware; h200-sxm has none" in err and "bf16 or fp8" in err
+
+
 def test_attention_dp_and_expert_parallel(capsys: pytest.CaptureFixture[str]) -> None:
     tp = cli_json(capsys, "serve", "-m", "deepseek-r1", "-g", "h200-sxm", "--tp", "8", "--ep", "8", "--isl", "1024",
                   "--osl", "1024", "-c", "256")

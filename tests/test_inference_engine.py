@@ -10,8 +10,9 @@ import pytest
 
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import kv_cache_bytes_per_token, params_total
-from factoryplan.errors import FactoryplanError
+from factoryplan.errors import FactoryplanError, InfeasibleError
 from factoryplan.perf.inference import (
+    KV_BYTES,
     WEIGHT_BYTES,
     Constants,
     Hardware,
@@ -19,6 +20,7 @@ from factoryplan.perf.inference import (
     Precision,
     allreduce_time,
     alltoall_time,
+    check_kv_hardware,
     check_precision,
     constants_from_catalog,
     constants_from_values,
@@ -32,6 +34,7 @@ from factoryplan.perf.inference import (
     shape_of,
     weight_bytes_per_gpu,
 )
+from factoryplan.perf.serving import memory
 
 from .conftest import FP8
 
@@ -158,7 +161,31 @@ def test_precision_and_hopper_fp4(catalog: Catalog) -> None:
     assert float(peak_flops(b200, "fp4")) == pytest.approx(catalog.accelerators["b200"].fp4_dense_flops)
     assert WEIGHT_BYTES["fp4"] == pytest.approx(0.5625)  # NVFP4: 4-bit values + an FP8 scale per 16
     with pytest.raises(FactoryplanError, match="kv_precision"):
-        check_precision(Precision("fp8", "fp8", "fp4"))
+        check_precision(Precision("fp8", "fp8", "int4"))
+
+
+def test_fp4_kv_cache_holds_more_and_reads_less(catalog: Catalog, k: Constants) -> None:
+    """NVFP4 KV cache (4-bit values and an FP8 scale per 16): 0.5625 of FP8's bytes, so the same room
+    holds 1/0.5625 = 1.78x the sequences and a long-context decode step reads less; Blackwell only."""
+    assert KV_BYTES["fp4"] == pytest.approx(0.5625)
+    check_precision(Precision("fp4", "fp4", "fp4"))
+    s = shape_of(catalog.models["llama-3.1-70b"])
+    b200 = hw_of(catalog, "b200")
+    fp8_kv, fp4_kv = Precision("fp4", "fp4", "fp8"), Precision("fp4", "fp4", "fp4")
+    m8 = memory(s, b200, Parallel(tp=2), fp8_kv, k, 8000.0, 1000.0)
+    m4 = memory(s, b200, Parallel(tp=2), fp4_kv, k, 8000.0, 1000.0)
+    assert float(m8.kv_per_sequence_bytes) / float(m4.kv_per_sequence_bytes) == pytest.approx(1.0 / 0.5625)
+    assert float(m4.kv_room_bytes) == pytest.approx(float(m8.kv_room_bytes))  # the weights are the same
+    assert float(m4.max_concurrency) == pytest.approx(math.floor(float(m4.kv_room_bytes) /
+                                                                 float(m4.kv_per_sequence_bytes)))
+    assert float(m4.max_concurrency) > 1.7 * float(m8.max_concurrency)
+    step8 = float(iteration(s, b200, Parallel(tp=2), fp8_kv, k, decode_seqs=128.0, ctx=32000.0).total)
+    step4 = float(iteration(s, b200, Parallel(tp=2), fp4_kv, k, decode_seqs=128.0, ctx=32000.0).total)
+    assert step4 < 0.85 * step8  # 128 x 32k tokens of KV dominate the step
+    check_kv_hardware("fp4", catalog.accelerators["gb300"], field="kv_precision")
+    check_kv_hardware("fp8", catalog.accelerators["h100-sxm"], field="kv_precision")
+    with pytest.raises(InfeasibleError, match="kv_precision: an FP4 KV cache needs FP4 hardware; h100-sxm"):
+        check_kv_hardware("fp4", catalog.accelerators["h100-sxm"], field="kv_precision")
 
 
 def test_decode_is_memory_bound_at_batch_one(catalog: Catalog, k: Constants) -> None:

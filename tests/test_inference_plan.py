@@ -76,6 +76,21 @@ def test_scenario_precisions_reach_the_engine(catalog: Catalog) -> None:
     assert int(w4a16["gpus"]) > int(w4a4["gpus"])  # type: ignore[call-overload]
 
 
+def test_fp4_kv_cache_rules_out_parts_without_fp4(catalog: Catalog) -> None:
+    """A workload asking for an FP4 KV cache is planned on the candidates that have FP4 units; the
+    others are listed as infeasible with the field and the reason."""
+    sc = scenario(1500, 40, rps=20)
+    sc["hardware"] = ["h200-sxm", "b200"]
+    sc["workloads"][0].update(kv_precision="fp4")  # type: ignore[index]
+    plan = build_plan(parse_scenario(sc), catalog)
+    assert plan.workloads[0].accelerator == "b200" and plan.workloads[0].details["kv_precision"] == "fp4"
+    h200 = next(o for o in plan.hardware_options if o.accelerator == "h200-sxm")
+    assert not h200.feasible and "kv_precision: an FP4 KV cache needs FP4 hardware" in h200.reason
+    sc["hardware"] = ["h200-sxm"]
+    with pytest.raises(InfeasibleError, match="kv_precision"):
+        build_plan(parse_scenario(sc), catalog)
+
+
 def test_scenario_serving_engine_profile(catalog: Catalog) -> None:
     """serving_engine picks the calibrated profile the workload is sized with, and the plan says which."""
     sized = {}

@@ -206,6 +206,7 @@ def _size_inference(
     backend = serving_engine(asm.catalog, acc, w.serving_engine, field="serving_engine")
     k = inference.constants_from_catalog(asm.catalog, backend)
     kv = w.kv_precision or ("fp8" if k.kv_fp8_default and w.precision != "bf16" else "bf16")
+    inference.check_kv_hardware(kv, acc, field="kv_precision")
     prec = inference.Precision(weights=w.precision, experts=w.precision, kv=kv,
                                activations=w.activation_precision or "")
     peak = peak_requests_per_s(w, asm) / (1.0 - asm.get("serving_headroom"))

@@ -86,7 +86,7 @@ class InferenceWorkload(_Workload):
     ttft_ms: PosNum = 2000
     tpot_ms: PosNum = 50
     precision: ServingPrecision = "fp8"  # weights
-    kv_precision: Literal["bf16", "fp8"] | None = None  # None: the serving engine's default
+    kv_precision: Literal["bf16", "fp8", "fp4"] | None = None  # None: the serving engine's default
     activation_precision: Literal["bf16", "fp8", "fp4"] | None = None  # None: the weights' own
     # the calibrated engine profile; None: trtllm on NVIDIA parts, vllm on others
     serving_engine: Literal["trtllm", "vllm", "sglang"] | None = None

@@ -39,6 +39,7 @@ class KvPrecision(StrEnum):
 
     bf16 = "bf16"
     fp8 = "fp8"
+    fp4 = "fp4"
 
 
 class ActivationPrecision(StrEnum):
@@ -202,7 +203,8 @@ def serve(
     moe_precision: Annotated[Precision | None, typer.Option("--moe-precision", help="Expert weights (default: "
                                                             "--precision).")] = None,
     kv_precision: Annotated[KvPrecision | None, typer.Option("--kv-precision", help="KV cache (default: the "
-                                                             "engine's: FP8 with FP8 or narrower weights).")] = None,
+                                                             "engine's: FP8 with FP8 or narrower weights; fp4: "
+                                                             "NVFP4, on parts with FP4 units).")] = None,
     activation_precision: Annotated[ActivationPrecision | None, typer.Option(
         "--activation-precision", help="Activations the GEMMs multiply with; the tensor cores run at the wider "
         "operand (default: the weights' own; INT4 weight-only at BF16).")] = None,

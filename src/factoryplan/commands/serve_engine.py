@@ -23,6 +23,7 @@ from factoryplan.perf.inference import (
     ModelShape,
     Parallel,
     Precision,
+    check_kv_hardware,
     compute_precision,
     constants_from_catalog,
     hardware_of,
@@ -69,6 +70,7 @@ class Setup:
         backend = serving_engine(cat, acc, backend, field="--backend")
         k = constants_from_catalog(cat, backend)
         kv_prec = kv or ("fp8" if k.kv_fp8_default and weights != "bf16" else "bf16")
+        check_kv_hardware(kv_prec, acc, field="--kv-precision")
         return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),
                    backend=backend, k=k,
                    prec=Precision(weights=weights, experts=experts, kv=kv_prec, activations=activations),
@@ -238,16 +240,17 @@ def point(
     }
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     if concurrency > max_conc:
-        out["note"] = queue_note(concurrency, int(max_conc), setup.prec.kv)
+        out["note"] = queue_note(concurrency, int(max_conc), setup.prec.kv, bool(setup.acc.fp4_dense_flops))
     return out
 
 
-def queue_note(concurrency: int, max_concurrency: int, kv_precision: str) -> str:
-    """What happens to the users whose sequences the KV cache cannot hold."""
-    fp8 = ", an FP8 KV cache" if kv_precision != "fp8" else ""
+def queue_note(concurrency: int, max_concurrency: int, kv_precision: str, fp4_part: bool = False) -> str:
+    """What happens to the users whose sequences the KV cache cannot hold, and what would hold more
+    (a narrower KV cache where the part has one: FP8, or FP4 on parts with FP4 units)."""
+    narrower = {"bf16": ", an FP8 KV cache", "fp8": ", an FP4 KV cache" if fp4_part else ""}.get(kv_precision, "")
     return (f"the KV cache holds {max_concurrency:,} of the {concurrency:,} users' sequences: the other "
             f"{concurrency - max_concurrency:,} wait in the engine's queue (ttft_ms includes the wait); more GPUs a "
-            f"replica (--tp, --attention-dp){fp8} or more replicas serve them all")
+            f"replica (--tp, --attention-dp){narrower} or more replicas serve them all")
 
 
 def disaggregated_point(
@@ -296,7 +299,8 @@ def disaggregated_point(
     }
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     if not out["fits"]:
-        out["note"] = queue_note(concurrency, out["max_concurrency"], setup.prec.kv)
+        out["note"] = queue_note(concurrency, out["max_concurrency"], setup.prec.kv,
+                                 bool(setup.acc.fp4_dense_flops))
     return out
 
 

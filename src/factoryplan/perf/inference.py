@@ -80,7 +80,7 @@ from factoryplan.catalog.models import (
     router_params,
     shared_expert_params,
 )
-from factoryplan.errors import FactoryplanError
+from factoryplan.errors import FactoryplanError, InfeasibleError
 from factoryplan.perf.inference_constants import BACKENDS as BACKENDS  # re-exported: callers import them here
 from factoryplan.perf.inference_constants import ENGINE_FIELDS as ENGINE_FIELDS
 from factoryplan.perf.inference_constants import GLOBAL_FIELDS as GLOBAL_FIELDS
@@ -97,13 +97,15 @@ BoolArray = npt.NDArray[np.bool_]
 FloatOrArray = float | Array
 
 PRECISIONS = ("bf16", "fp8", "fp4", "int4")
-KV_PRECISIONS = ("bf16", "fp8")
+KV_PRECISIONS = ("bf16", "fp8", "fp4")
 ACTIVATION_PRECISIONS = ("bf16", "fp8", "fp4")
 _WIDTH = {"fp4": 0, "int4": 0, "fp8": 1, "bf16": 2}
 # Bytes per weight, block scales included: NVFP4 one FP8 scale per 16 values, MXFP4 one E8M0 per 32,
 # INT4 (AWQ/GPTQ) one BF16 scale per group of 128; FP8 per-tensor or 128x128-block scales are negligible.
 WEIGHT_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5 + 1.0 / 16.0, "int4": 0.5 + 2.0 / 128.0}
-KV_BYTES = {"bf16": 2.0, "fp8": 1.0}
+# NVFP4 KV cache: 4-bit values and an FP8 (E4M3) scale per 16, dequantized to FP8 inside the attention
+# kernel; quantizing needs Blackwell's FP4 conversion instructions (FlashInfer nvfp4_kv_quantize: SM100+)
+KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5 + 1.0 / 16.0}
 ACTIVATION_BYTES = 2.0  # activations and collectives travel in BF16
 
 
@@ -417,6 +419,15 @@ def check_precision(p: Precision) -> None:
     ):
         if value not in allowed:
             raise FactoryplanError("unknown precision", field=field_name, value=value, allowed=", ".join(allowed))
+
+
+def check_kv_hardware(kv: str, acc: Accelerator, *, field: str) -> None:
+    """An FP4 (NVFP4) KV cache needs a part with FP4 units (its quantize and dequantize
+    instructions; NVIDIA Blackwell, AMD MI355X); name the field and what the part allows otherwise."""
+    if kv == "fp4" and not acc.fp4_dense_flops:
+        raise InfeasibleError(f"an FP4 KV cache needs FP4 hardware; {acc.id} has none", field=field, value=kv,
+                              allowed=f"bf16 or fp8 on {acc.id}; fp4 on parts with FP4 tensor cores (NVIDIA "
+                              "Blackwell: b200, b300, gb200, gb300; AMD MI355X)")
 
 
 # ---------------------------------------------------------------- memory
