@@ -29,6 +29,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -283,3 +284,40 @@ def test_repository_names_map_to_catalog_architectures(repo: str, expected: str 
     """A data set's model repository maps onto the catalog entry with its architecture (variant
     suffixes stripped, releases of the same architecture mapped), or to none."""
     assert model_id(load_catalog().models, repo) == expected
+
+
+def test_kv_cache_column_of_a_data_set_is_used(tmp_path: Path) -> None:
+    """A ``kv_cache_quant_mode`` column sets each row's KV precision (blank/auto: the engine's default);
+    an FP4 cache on a part without FP4 units, or a format the engine does not know, skips the row with the
+    column and value; the written points name the KV precision."""
+    import csv
+
+    from factoryplan.commands.validate_inference import write_points_csv
+    from factoryplan.validation.inference import MEASURED, load_measured, predict
+
+    with MEASURED.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = [*(reader.fieldnames or []), "kv_cache_quant_mode"]
+        row = next(r for r in reader if r["model_path"] == "meta-llama/Llama-3.1-70B" and r["isl"] == "8192"
+                   and r["mode"] == "agg" and r["system"] == "h200_sxm")
+    path = tmp_path / "points.csv"
+    cases = [("h200_sxm", ""), ("h200_sxm", "bfloat16"), ("h200_sxm", "auto"), ("b200_sxm", "fp8"),
+             ("b200_sxm", "nvfp4"), ("h200_sxm", "nvfp4"), ("h200_sxm", "int2")]
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for i, (system, kv) in enumerate(cases):
+            writer.writerow({**row, "id": f"r{i}", "system": system, "kv_cache_quant_mode": kv})
+    cat = load_catalog()
+    loaded = load_measured(cat, path)
+    assert [p.kv for p in loaded.points] == ["", "bf16", "", "fp8", "fp4"]
+    assert [(i, r.split(":")[0].split(" names")[0]) for i, r in loaded.skipped] == [
+        ("r5", "kv_cache_quant_mode 'nvfp4'"), ("r6", "kv_cache_quant_mode 'int2'")]
+    default, bf16, auto, b200_fp8, b200_fp4 = predict(cat, loaded.points)
+    assert (auto.ttft_ms, auto.tpot_ms) == (default.ttft_ms, default.tpot_ms)
+    assert bf16.tpot_ms > default.tpot_ms  # the default is FP8 with FP8 weights
+    assert b200_fp4.tpot_ms < b200_fp8.tpot_ms
+    out = tmp_path / "out.csv"
+    write_points_csv(out, [("data", loaded, [default, bf16, auto, b200_fp8, b200_fp4])])
+    with out.open(encoding="utf-8", newline="") as fh:
+        assert [r["kv"] for r in csv.DictReader(fh)][:5] == ["default", "bf16", "default", "fp8", "fp4"]

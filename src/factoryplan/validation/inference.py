@@ -17,7 +17,9 @@ Mapping rules (the same for every row, stated here once):
   INT4 weight-only; a mode naming no format skips the row with the reason); a ``wXaY`` mode names
   the activations too (``w4a8_mxfp4_fp8``: FP4 weights times FP8 activations, at the FP8 tensor-core
   rate); the KV cache follows the engine's default
-  (:class:`~factoryplan.perf.inference.Constants`).
+  (:class:`~factoryplan.perf.inference.Constants`) unless an optional ``kv_cache_quant_mode`` (or
+  ``kv_cache_dtype``) column names it (``bfloat16``/``fp16``: BF16; ``fp8``, ``fp8_e4m3``, ``int8``:
+  8-bit; ``nvfp4``/``fp4_e2m1``: FP4, on parts with FP4 units; ``auto`` or blank: the default).
 * prefix caching: an optional ``prefix`` column gives the leading prompt tokens the engine's prefix
   cache already held (not prefilled; 0 when absent).
 * concurrency: ``silicon_concurrency`` from the source column when given, else
@@ -111,6 +113,7 @@ class Point:
     disagg: Disagg | None = None  # a disaggregated deployment; ``par`` is then its decode workers'
     activations: str = ""  # what the GEMMs multiply with ("": the weights' own)
     prefix: float = 0.0  # leading prompt tokens the prefix cache held (not prefilled)
+    kv: str = ""  # KV-cache precision ("": the engine's default)
 
 
 def implied_output_tokens_per_s(p: Point) -> float | None:
@@ -244,6 +247,22 @@ def quant(mode: str) -> str | None:
     return None
 
 
+# KV-cache columns a data set may carry, and their spellings (8-bit integer caches take FP8's bytes).
+KV_COLUMNS = ("kv_cache_quant_mode", "kv_cache_dtype")
+_KV_MODES = {"bf16": "bf16", "bfloat16": "bf16", "fp16": "bf16", "float16": "bf16", "half": "bf16", "fp8": "fp8",
+             "fp8_e4m3": "fp8", "fp8_e5m2": "fp8", "int8": "fp8", "nvfp4": "fp4", "fp4": "fp4", "fp4_e2m1": "fp4"}
+
+
+def kv_of(row: dict[str, str]) -> tuple[str | None, str]:
+    """(KV-cache precision, the column and value it came from) of a measured row: "" (the engine's
+    default) when no KV column is given or it says ``auto``; None for a value naming no format."""
+    for name in KV_COLUMNS:
+        text = (row.get(name) or "").strip()
+        if text and text.lower() not in ("auto", "none", "nan"):
+            return _KV_MODES.get(text.lower()), f"{name} {text!r}"
+    return "", ""
+
+
 def activations_of(*modes: str) -> str:
     """The activation precision a quantization mode names (``w4a8_*`` and ``w4afp8`` -> ``fp8``, ``w4a16_*`` and
     ``int4_wo`` -> ``bf16``); "" when it names none (the weights' own), from the first mode that does."""
@@ -348,6 +367,11 @@ def _measured_point(
                       else ("moe_quant_mode", row["moe_quant_mode"]))
         return None, (f"{name} {text!r} names no known format (bf16/fp16/none, fp8, fp8_block, nvfp4, mxfp4, "
                       "int4_wo, w4aN_*)")
+    kv, kv_given = kv_of(row)
+    if kv is None:
+        return None, f"{kv_given} names no known KV-cache format (bfloat16, fp8, int8, nvfp4, auto)"
+    if kv == "fp4" and not catalog.accelerators[hw[0]].fp4_dense_flops:
+        return None, f"{kv_given}: an FP4 KV cache needs FP4 hardware; {hw[0]} has none"
     arch = resolve_model(catalog, ref)
     domain = catalog.systems[hw[1]].scaleup_domain_gpus
     disagg = None
@@ -362,7 +386,7 @@ def _measured_point(
         activations=activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]),
         isl=float(values["isl"]), osl=float(values["osl"]), concurrency=conc, ttft_ms=values["silicon_ttft_ms"],
         tpot_ms=values["silicon_tpot_ms"], repair=repair, version=row.get("backend_version", ""), disagg=disagg,
-        prefix=prefix,
+        prefix=prefix, kv=kv,
     ), ""
 
 
@@ -423,8 +447,8 @@ class Prediction:
     fits: bool
 
 
-def _group_key(p: Point) -> tuple[str, str, str, str, str, str, str, str]:
-    return (p.model, p.accelerator, p.system, p.backend, p.weights, p.experts, p.activations,
+def _group_key(p: Point) -> tuple[str, str, str, str, str, str, str, str, str]:
+    return (p.model, p.accelerator, p.system, p.backend, p.weights, p.experts, p.activations, p.kv,
             "disagg" if p.disagg else "agg")
 
 
@@ -454,12 +478,12 @@ def predict(
     for i, p in enumerate(points):
         groups.setdefault(_group_key(p), []).append(i)
     for key, idx in groups.items():
-        model, acc, system, backend, weights, experts, activations, mode = key
+        model, acc, system, backend, weights, experts, activations, kv_given, mode = key
         k = consts.get(backend) or constants_from_catalog(catalog, backend)
         shape = shape_of(resolve_model(catalog, model))
         hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
         pts = [points[i] for i in idx]
-        kv = "fp8" if (k.kv_fp8_default and weights != "bf16") else "bf16"
+        kv = kv_given or ("fp8" if (k.kv_fp8_default and weights != "bf16") else "bf16")
         prec = Precision(weights=weights, experts=experts, kv=kv, activations=activations)
         par = _parallel_arrays(p.par for p in pts)
         isl, osl = _as_array(p.isl for p in pts), _as_array(p.osl for p in pts)
