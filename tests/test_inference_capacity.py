@@ -11,6 +11,7 @@ from factoryplan.catalog.load import Catalog
 from factoryplan.errors import InfeasibleError
 from factoryplan.perf.capacity import (
     Demand,
+    band_gpus,
     disaggregated_frontier,
     evaluate_grid,
     layouts,
@@ -72,6 +73,24 @@ def test_plan_meets_targets_with_fewest_gpus(catalog: Catalog) -> None:
     meets = grid.ok & (grid.ttft_s <= d.ttft_s) & (grid.tpot_s <= d.tpot_s)
     gpus = np.ceil(d.requests_per_s / grid.requests_per_s) * grid.gpus
     assert plan.gpus == int(np.min(gpus[meets]))
+
+
+def test_error_band_edges_bracket_the_plan(catalog: Catalog) -> None:
+    """The plan redone at the fast and slow edges of an error band brackets its GPUs; a slow edge is
+    the plan for a demand scaled by the throughput ratio and a target divided by the TPOT ratio; no
+    band (ratios 1) gives the plan itself; an edge where nothing meets TPOT gives None."""
+    s, hw, k = setup(catalog, "llama-3.1-70b", "h200-sxm")
+    d = Demand(requests_per_s=10, isl=2000, osl=400, ttft_s=1.5, tpot_s=0.040)
+    lay = layouts(s, 8)
+    grid = evaluate_grid(s, hw, FP8, k, lay, 2000, 400)
+    gpus = plan_capacity(s, hw, FP8, k, d, lay=lay, grid=grid).gpus
+    assert band_gpus(s, hw, FP8, k, d, (1.0, 1.0), (1.0, 1.0), lay=lay, grid=grid) == (gpus, gpus)
+    lo, hi = band_gpus(s, hw, FP8, k, d, (0.8, 1.25), (0.8, 1.25), lay=lay, grid=grid)
+    assert lo is not None and hi is not None and lo < gpus < hi
+    slow = plan_capacity(s, hw, FP8, k, Demand(10 / 0.8, 2000, 400, 1.5, 0.040 / 1.25), lay=lay, grid=grid)
+    assert hi == slow.gpus
+    best_tpot = float(np.min(grid.tpot_s[grid.ok]))
+    assert band_gpus(s, hw, FP8, k, d, (1.0, 0.040 / best_tpot * 1.1), (1.0, 1.0), lay=lay, grid=grid)[1] is None
 
 
 def test_tighter_latency_costs_gpus(catalog: Catalog) -> None:

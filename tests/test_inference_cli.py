@@ -149,6 +149,19 @@ def test_users_beyond_the_kv_cache_queue_and_are_told_so(capsys: pytest.CaptureF
     assert "note" not in cli_json(capsys, *args, "-c", str(d["max_concurrency"]))
 
 
+def test_capacity_plan_gives_its_gpus_across_the_error_band(capsys: pytest.CaptureFixture[str]) -> None:
+    """A capacity plan gives the GPUs it would need at the two edges of the engine's error band, with
+    the ratios it used; the table shows the range."""
+    args = ["serve", "-m", "llama-3.3-70b", "-g", "h200", "--isl", "2000", "--osl", "400", "--rps", "40",
+            "--ttft-ms", "1500", "--tpot-ms", "40"]
+    d = cli_json(capsys, *args)
+    lo, hi = d["gpus_range"]
+    assert lo < d["gpus"] < hi
+    assert "TPOT runs x0.82 to x1.24" in d["gpus_range_basis"] and "760 trtllm" in d["gpus_range_basis"]
+    assert main(args) == 0
+    assert f"gpus_range                         {lo} - {hi}" in capsys.readouterr().out
+
+
 def test_fp4_kv_cache_on_blackwell_only(capsys: pytest.CaptureFixture[str]) -> None:
     """--kv-precision fp4 (NVFP4) holds ~1.78x FP8's sequences on B200, so users FP8 would queue run; a
     queue note on a Blackwell part suggests it; a part without FP4 units refuses it, naming the option."""

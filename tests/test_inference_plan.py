@@ -36,6 +36,13 @@ def test_inference_workload_meets_targets(catalog: Catalog) -> None:
     assert len(w.frontier) >= 5 and all(p["tokens_per_s_per_mw"] > 0 for p in w.frontier)
 
 
+def test_inference_workload_gives_gpus_across_the_error_band(catalog: Catalog) -> None:
+    """The plan's inference sizing also gives the GPUs at the edges of its engine's error band."""
+    w = build_plan(parse_scenario(scenario(1500, 40, rps=20)), catalog).workloads[0]
+    low, high = w.details["gpus_low"], w.details["gpus_high"]
+    assert isinstance(low, int) and isinstance(high, int) and low < w.gpus < high
+
+
 def test_tighter_targets_and_more_demand_cost_gpus(catalog: Catalog) -> None:
     base = build_plan(parse_scenario(scenario(1500, 40)), catalog).workloads[0].gpus
     tight = build_plan(parse_scenario(scenario(400, 15)), catalog).workloads[0].gpus

@@ -30,7 +30,7 @@ from factoryplan.infra.fabric import Fabric
 from factoryplan.infra.site import Cooling
 from factoryplan.perf import capacity, inference, training, training_plan, training_run
 from factoryplan.perf.goodput import RunAssumptions
-from factoryplan.perf.inference_constants import serving_engine
+from factoryplan.perf.inference_constants import error_band, serving_engine
 from factoryplan.perf.serving import cached_tokens
 from factoryplan.scenario import InferenceWorkload, Scenario, TrainingWorkload, Workload, check_references
 from factoryplan.sovereignty.policy import Verdict, WorkloadData, assess_all
@@ -215,7 +215,7 @@ def _size_inference(
                              ttft_s=w.ttft_ms / 1e3, tpot_s=w.tpot_ms / 1e3, prefix=float(cached),
                              draft_tokens=float(w.draft_tokens), acceptance=w.draft_acceptance or 0.0)
     return capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
-                                   backend=backend)
+                                   backend=backend, band=error_band(asm.catalog, backend))
 
 
 def _mw(value: float | None) -> str:

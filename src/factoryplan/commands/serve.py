@@ -169,6 +169,8 @@ def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:
             text = _number(value)
         elif isinstance(value, list) and len(value) == 2 and all(isinstance(v, float) for v in value):
             text = f"{_number(value[0])} - {_number(value[1])}"  # a range
+        elif key == "gpus_range":  # whole GPUs; None: the slow edge meets no target
+            text = f"{value[0]} - {value[1] if value[1] is not None else 'none meets the targets'}"
         elif isinstance(value, list | dict):
             continue
         else:

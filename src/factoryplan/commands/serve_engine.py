@@ -351,6 +351,8 @@ def capacity(
     ``cached`` prompt tokens held by the prefix cache."""
     from factoryplan.perf.capacity import (
         Demand,
+        band_gpus,
+        disagg_tables,
         disaggregated_frontier,
         evaluate_grid,
         layouts,
@@ -374,10 +376,17 @@ def capacity(
                draft_tokens=float(spec[0]), acceptance=spec[1])
     grid = evaluate_grid(s, hw, setup.prec, setup.k, lay, isl, osl, prefix=d.prefix, draft_tokens=d.draft_tokens,
                          acceptance=d.acceptance)
-    plan = plan_capacity(s, hw, setup.prec, setup.k, d, modes=modes, lay=lay, grid=grid)
+    tables = disagg_tables(s, hw, setup.prec, setup.k, lay, isl, osl, d.prefix, d.draft_tokens, d.acceptance)
+    plan = plan_capacity(s, hw, setup.prec, setup.k, d, modes=modes, lay=lay, grid=grid, tables=tables)
     frontier = pareto_frontier(grid, hw)
     frontier_disagg = disaggregated_frontier(s, hw, setup.prec, setup.k, lay, isl, osl, prefix=d.prefix,
-                                             draft_tokens=d.draft_tokens, acceptance=d.acceptance)
+                                             draft_tokens=d.draft_tokens, acceptance=d.acceptance, tables=tables)
+    spread: dict[str, Any] = {}
+    if setup.band is not None:
+        b = setup.band
+        lo, hi = band_gpus(s, hw, setup.prec, setup.k, d, b.tpot, b.throughput, modes=modes, lay=lay, grid=grid,
+                           tables=tables)
+        spread = {"gpus_range": [lo, hi], "gpus_range_basis": gpus_range_basis(b, hi is None)}
     return {
         **setup.names(), **setup.precisions(), "peak_requests_per_s": peak_rps, **_request(isl, osl, cached, spec),
         "ttft_target_ms": ttft_s * 1e3, "tpot_target_ms": tpot_s * 1e3,
@@ -391,5 +400,13 @@ def capacity(
         "prefill_to_decode_gpus": plan.prefill_gpus / plan.decode_gpus if plan.decode_gpus else 0.0,
         **setup.ranges(plan.ttft_s * 1e3, plan.tpot_s * 1e3, plan.output_tokens_per_s_per_gpu,
                        "output_tokens_per_s_per_gpu", steady=True),
-        "alternatives": plan.alternatives, "frontier": frontier, "frontier_disaggregated": frontier_disagg,
+        **spread, "alternatives": plan.alternatives, "frontier": frontier, "frontier_disaggregated": frontier_disagg,
     }
+
+
+def gpus_range_basis(b: ErrorBand, slow_unreachable: bool) -> str:
+    """What a plan's GPU range means: the plan redone at the two edges of the engine's error band."""
+    unreachable = "; at the slow edge no layout meets the targets" if slow_unreachable else ""
+    return (f"the GPUs the plan needs if TPOT runs x{b.tpot[0]:.2f} to x{b.tpot[1]:.2f} and throughput "
+            f"x{b.throughput[1]:.2f} to x{b.throughput[0]:.2f} of the prediction, the band 8 in 10 measurements "
+            f"of the {b.basis} fell in; TTFT as predicted{unreachable}")

@@ -43,6 +43,7 @@ from factoryplan.perf.inference import (
     kv_bytes_per_sequence_per_gpu,
     splits_evenly,
 )
+from factoryplan.perf.inference_constants import ErrorBand
 from factoryplan.perf.serving import (
     batched_prefill_wait,
     cached_prompt,
@@ -253,12 +254,10 @@ def _decode_grid(
     return par, batch, t_dec, ok
 
 
-def _decode_pool(
-    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, d: Demand
-) -> tuple[float, int, float, float]:
+def _decode_pool(d: Demand, tab: DisaggTables) -> tuple[float, int, float, float]:
     """(GPUs, layout index, batch, TPOT) of the smallest decode pool meeting the TPOT target."""
-    par, batch, t_dec, ok = _decode_grid(s, hw, prec, k, lay, d.isl, d.osl, d.draft_tokens, d.acceptance)
-    ok &= t_dec <= d.tpot_s
+    par, batch, t_dec, fits = tab.decode
+    ok = fits & (t_dec <= d.tpot_s)
     replicas = np.maximum(np.ceil(d.requests_per_s * d.osl * t_dec / batch), 1.0)
     gpus = np.where(ok, replicas * np.asarray(par.gpus(), dtype=float), np.inf)
     i = int(np.argmin(gpus))
@@ -288,9 +287,40 @@ def _prefill_replica(
     return full, t_pass, np.asarray(transfer, dtype=np.float64), fits
 
 
-def _prefill_pool(
-    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, d: Demand
-) -> tuple[float, int, float]:
+@dataclass(frozen=True)
+class DisaggTables:
+    """What disaggregated sizing reads that no demand rate or target changes, computed once for the
+    plans of one workload (the plan, its error-band edges, the frontier): every layout's decode time
+    per output token at every batch of the grid (:func:`_decode_grid`) and every layout as a prefill
+    replica (:func:`_prefill_replica`; its pass times remembered by batch)."""
+
+    decode: tuple[Parallel, Array, Array, BoolArray]  # parallelism, batch, time per output token, fits
+    full: Array  # prompts of a full prefill pass
+    t_pass: Callable[[FloatOrArray], Array]
+    transfer: Array  # KV transfer time of one prompt
+    prefill_fits: BoolArray
+
+
+def disagg_tables(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
+    prefix: float = 0.0, draft_tokens: float = 0.0, acceptance: float = 0.0,
+) -> DisaggTables:
+    """The :class:`DisaggTables` of ``lay`` at these lengths."""
+    full, t_pass, transfer, fits = _prefill_replica(s, hw, prec, k, lay, isl, prefix)
+    seen: dict[tuple[bytes, tuple[int, ...]], Array] = {}
+
+    def remembered(b: FloatOrArray) -> Array:
+        arr = np.asarray(b, dtype=float)
+        key = (arr.tobytes(), arr.shape)
+        if key not in seen:
+            seen[key] = t_pass(arr)
+        return seen[key]
+
+    return DisaggTables(decode=_decode_grid(s, hw, prec, k, lay, isl, osl, draft_tokens, acceptance), full=full,
+                        t_pass=remembered, transfer=transfer, prefill_fits=fits)
+
+
+def _prefill_pool(k: Constants, lay: Layouts, d: Demand, tab: DisaggTables) -> tuple[float, int, float]:
     """(GPUs, layout index, TTFT) of the smallest prefill pool meeting the TTFT target.
 
     A pass carries up to ``B`` prompts (the token budget's worth on each attention-DP rank), ``t_p(b)``
@@ -299,7 +329,7 @@ def _prefill_pool(
     TTFT adds the engine's per-request latency, as aggregated serving does, and the KV cache
     crossing the scale-out network to the decode pool.
     """
-    full, t_pass, transfer, fits = _prefill_replica(s, hw, prec, k, lay, d.isl, d.prefix)
+    full, t_pass, transfer, fits = tab.full, tab.t_pass, tab.transfer, tab.prefill_fits
     u = DISAGG_PREFILL_UTILIZATION[:, None]
     replicas = np.maximum(np.ceil(d.requests_per_s * t_pass(full) / (full * u)), 1.0)
     t_p, wait = prefill_queue(t_pass, full, d.requests_per_s / replicas)
@@ -361,11 +391,14 @@ def prefill_queue(
 
 
 def _disaggregated(
-    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, d: Demand
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, d: Demand,
+    tables: DisaggTables | None = None,
 ) -> CapacityPlan | None:
     """The smallest prefill pool plus the smallest decode pool (the pools are independent)."""
-    d_gpus, di, batch, tpot = _decode_pool(s, hw, prec, k, lay, d)
-    p_gpus, pi, ttft = _prefill_pool(s, hw, prec, k, lay, d)
+    tab = tables if tables is not None else disagg_tables(s, hw, prec, k, lay, d.isl, d.osl, d.prefix,
+                                                          d.draft_tokens, d.acceptance)
+    d_gpus, di, batch, tpot = _decode_pool(d, tab)
+    p_gpus, pi, ttft = _prefill_pool(k, lay, d, tab)
     if not (math.isfinite(d_gpus) and math.isfinite(p_gpus)):
         return None
     total = int(d_gpus + p_gpus)
@@ -397,12 +430,13 @@ def min_gpus_to_fit(s: ModelShape, hw: Hardware, prec: Precision, k: Constants) 
 def plan_capacity(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, d: Demand, *,
     modes: tuple[str, ...] = ("aggregated", "disaggregated"), lay: Layouts | None = None, max_pp: int = 8,
-    grid: Grid | None = None,
+    grid: Grid | None = None, tables: DisaggTables | None = None,
 ) -> CapacityPlan:
     """The fewest-GPU deployment of ``s`` on ``hw`` meeting ``d`` among ``modes`` (and the given
-    layouts, default all of :func:`layouts`; ``grid``: their :func:`evaluate_grid` at ``d``'s lengths
-    when the caller has it). InfeasibleError names the best latencies reachable when nothing meets
-    the targets, or the GPUs the model needs when it fits nowhere."""
+    layouts, default all of :func:`layouts`; ``grid`` and ``tables``: their :func:`evaluate_grid` and
+    :func:`disagg_tables` at ``d``'s lengths when the caller has them). InfeasibleError names the best
+    latencies reachable when nothing meets the targets, or the GPUs the model needs when it fits
+    nowhere."""
     lay = lay if lay is not None else layouts(s, int(np.asarray(hw.domain)), max_pp)
     grid = grid if grid is not None else evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix,
                                                        draft_tokens=d.draft_tokens, acceptance=d.acceptance)
@@ -413,7 +447,7 @@ def plan_capacity(
             allowed=f"needs >= {need} x {hw.name.split('/')[0]} at {prec.weights}",
         )
     agg = _aggregated(grid, d, hw) if "aggregated" in modes else None
-    dis = _disaggregated(s, hw, prec, k, lay, d) if "disaggregated" in modes else None
+    dis = _disaggregated(s, hw, prec, k, lay, d, tables) if "disaggregated" in modes else None
     plans = [p for p in (agg, dis) if p is not None]
     if not plans:
         best_ttft = float(np.min(grid.ttft_s[grid.ok])) * 1e3
@@ -424,6 +458,30 @@ def plan_capacity(
         )
     best = min(plans, key=lambda p: (p.gpus, p.systems, -p.output_tokens_per_s_per_gpu))
     return replace(best, alternatives={p.mode: p.gpus for p in plans})
+
+
+def band_gpus(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, d: Demand, tpot_ratio: tuple[float, float],
+    throughput_ratio: tuple[float, float], *, modes: tuple[str, ...] = ("aggregated", "disaggregated"),
+    lay: Layouts | None = None, grid: Grid | None = None, tables: DisaggTables | None = None,
+) -> tuple[int | None, int | None]:
+    """The GPUs :func:`plan_capacity` needs if the engine runs at the two edges of its error band:
+    every layout's TPOT at ``tpot_ratio[0]`` and its throughput at ``throughput_ratio[1]`` of the
+    prediction (the fast edge), then at ``tpot_ratio[1]`` and ``throughput_ratio[0]`` (the slow edge).
+    A layout whose TPOT is ``r`` times the prediction meets a target ``T`` when its prediction meets
+    ``T/r``; one serving ``q`` times the predicted requests/s needs ``1/q`` times the replicas: the
+    demand is scaled, not the grid. TTFT keeps its prediction. None where no layout meets the targets
+    at that edge."""
+    out: list[int | None] = []
+    for tpot_r, thr_r in ((tpot_ratio[0], throughput_ratio[1]), (tpot_ratio[1], throughput_ratio[0])):
+        edge = replace(d, tpot_s=d.tpot_s / tpot_r, requests_per_s=d.requests_per_s / thr_r)
+        try:
+            out.append(plan_capacity(s, hw, prec, k, edge, modes=modes, lay=lay, grid=grid, tables=tables).gpus)
+        except InfeasibleError as exc:
+            if exc.field != "sla":
+                raise
+            out.append(None)
+    return out[0], out[1]
 
 
 def _non_dominated(x: Array, y: Array) -> Array:
@@ -463,7 +521,7 @@ def pareto_frontier(grid: Grid, hw: Hardware) -> list[dict[str, float]]:
 def disaggregated_frontier(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
     prefill_load: float = FRONTIER_PREFILL_LOAD, prefix: float = 0.0, draft_tokens: float = 0.0,
-    acceptance: float = 0.0,
+    acceptance: float = 0.0, tables: DisaggTables | None = None,
 ) -> list[dict[str, float]]:
     """Non-dominated (tokens/s per user, tokens/s per GPU) points of disaggregated serving, by rising
     speed: every decode layout at every batch of the grid, fed by the prefill layout that needs the
@@ -476,7 +534,9 @@ def disaggregated_frontier(
     replica's at that load (:func:`prefill_queue`) with the engine's per-request latency and the KV
     transfer, TPOT one decode iteration of the batch.
     """
-    full, t_pass, transfer, fits_p = _prefill_replica(s, hw, prec, k, lay, isl, prefix)
+    tab = tables if tables is not None else disagg_tables(s, hw, prec, k, lay, isl, osl, prefix, draft_tokens,
+                                                          acceptance)
+    full, t_pass, transfer, fits_p = tab.full, tab.t_pass, tab.transfer, tab.prefill_fits
     t_full = t_pass(full)
     g = np.asarray(lay.par().gpus(), dtype=float)
     per_rate_p = np.where(fits_p, g * t_full / (prefill_load * full), np.inf)  # prefill GPUs per request/s
@@ -485,7 +545,7 @@ def disaggregated_frontier(
         return []
     t_p, wait = prefill_queue(t_pass, full, prefill_load * full / t_full)
     ttft = k.request_overhead_s + float(t_p[j] + wait[j] + transfer[j])
-    dpar, batch, t_dec, ok = _decode_grid(s, hw, prec, k, lay, isl, osl, draft_tokens, acceptance)
+    dpar, batch, t_dec, ok = tab.decode
     gd = np.asarray(dpar.gpus(), dtype=float)
     per_rate_d = gd * osl * t_dec / batch  # decode GPUs per request/s
     return _frontier(1.0 / t_dec, osl / (per_rate_d + per_rate_p[j]), ok, hw, lambda i: {
@@ -506,26 +566,32 @@ class Sized:
 
 
 def size_inference(
-    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, d: Demand, *, backend: str
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, d: Demand, *, backend: str,
+    band: ErrorBand | None = None,
 ) -> Sized:
     """The fewest GPUs serving ``d`` (the plan's inference sizing).
 
     When no layout meets both targets the plan keeps the fastest layouts' latencies as targets
     (the best reachable, 5% slack) and says so in a warning; a model that fits nowhere raises.
+    ``band``: the engine's error band; the details then give ``gpus_low`` and ``gpus_high``, the
+    GPUs at its two edges (:func:`band_gpus`; ``gpus_high`` absent, with a warning, where no layout
+    meets the targets at the slow edge).
     """
     warnings: list[str] = []
     lay = layouts(s, int(np.asarray(hw.domain)))
     grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix, draft_tokens=d.draft_tokens,
                          acceptance=d.acceptance)  # the plan's and the frontier's
+    tables = disagg_tables(s, hw, prec, k, lay, d.isl, d.osl, d.prefix, d.draft_tokens, d.acceptance)
+    target = d  # the targets planned for: the demand's, or the best reachable
     try:
-        plan = plan_capacity(s, hw, prec, k, d, lay=lay, grid=grid)
+        plan = plan_capacity(s, hw, prec, k, d, lay=lay, grid=grid, tables=tables)
     except InfeasibleError as exc:
         if exc.field != "sla":
             raise
         best_tpot = float(np.min(grid.tpot_s[grid.ok]))
         ttft_at = float(np.min(grid.ttft_s[grid.ok & (grid.tpot_s <= best_tpot * 1.05)]))
-        relaxed = replace(d, ttft_s=max(d.ttft_s, ttft_at * 1.05), tpot_s=max(d.tpot_s, best_tpot * 1.05))
-        plan = plan_capacity(s, hw, prec, k, relaxed, lay=lay, grid=grid)
+        target = replace(d, ttft_s=max(d.ttft_s, ttft_at * 1.05), tpot_s=max(d.tpot_s, best_tpot * 1.05))
+        plan = plan_capacity(s, hw, prec, k, target, lay=lay, grid=grid, tables=tables)
         warnings.append(
             f"TTFT {d.ttft_s * 1e3:g} ms / TPOT {d.tpot_s * 1e3:g} ms unreachable on {hw.name}; "
             f"planned at TTFT {plan.ttft_s * 1e3:.0f} ms, TPOT {plan.tpot_s * 1e3:.1f} ms"
@@ -548,7 +614,16 @@ def size_inference(
     if plan.mode == "disaggregated":
         details["prefill_gpus"] = plan.prefill_gpus
         details["decode_gpus"] = plan.decode_gpus
+    if band is not None:
+        lo, hi = band_gpus(s, hw, prec, k, target, band.tpot, band.throughput, lay=lay, grid=grid, tables=tables)
+        if lo is not None:
+            details["gpus_low"] = lo
+        if hi is not None:
+            details["gpus_high"] = hi
+        else:
+            warnings.append(f"if TPOT runs x{band.tpot[1]:.2f} of the prediction (the slow edge of the {backend} "
+                            f"error band) no layout on {hw.name} meets the targets")
     return Sized(gpus=plan.gpus, details=details, frontier=pareto_frontier(grid, hw), warnings=warnings,
                  frontier_disaggregated=disaggregated_frontier(s, hw, prec, k, lay, d.isl, d.osl,
                                                                prefix=d.prefix, draft_tokens=d.draft_tokens,
-                                                               acceptance=d.acceptance))
+                                                               acceptance=d.acceptance, tables=tables))

@@ -27,6 +27,9 @@ def _workloads(plan: Plan) -> Table:
                 f"{_n(d.get('replicas'))} x TP{_n(d.get('gpus_per_replica'))}, TPOT {_n(d.get('tpot_ms'))} ms, "
                 f"TTFT {_n(d.get('ttft_ms'))} ms, {usd(w.usd_per_million_tokens)}/Mtok"
             )
+            if d.get("gpus_low") is not None:
+                high = _n(d.get("gpus_high")) if d.get("gpus_high") is not None else "none"
+                figures += f", {_n(d.get('gpus_low'))}-{high} GPUs across the engine's error band"
             if d.get("cached_prompt_tokens"):
                 figures += f", {_n(d.get('cached_prompt_tokens'))} prompt tokens cached"
             if d.get("draft_tokens"):
