@@ -19,7 +19,6 @@ from factoryplan.perf.inference import (
     Parallel,
     Precision,
     allreduce_time,
-    alltoall_time,
     check_kv_hardware,
     check_precision,
     constants_from_catalog,
@@ -32,6 +31,7 @@ from factoryplan.perf.inference import (
     kv_bytes_per_sequence_per_gpu,
     peak_flops,
     shape_of,
+    spread_alltoall_time,
     weight_bytes_per_gpu,
 )
 from factoryplan.perf.serving import memory
@@ -104,7 +104,23 @@ def test_collectives(k: Constants) -> None:
     t8 = float(allreduce_time(1e8, 8, 450e9, 1e-5, k))
     assert t8 == pytest.approx(1e-5 + 2 * 7 / 8 * 1e8 / (450e9 * k.link_efficiency))
     assert float(allreduce_time(1e8, 2, 450e9, 1e-5, k)) < t8  # 2(r-1)/r grows with r
-    assert float(alltoall_time(1e8, 8, 450e9, 1e-5, k)) < t8
+
+
+def test_expert_all_to_all_across_domains_splits_nvlink_and_nic(catalog: Catalog, k: Constants) -> None:
+    """Inside an 8-GPU domain an all-to-all crosses NVLink alone; over 16 GPUs of two domains the 7 of
+    15 peers in the GPU's own domain are reached over NVLink while the other 8 take the NIC, in
+    parallel: the NIC share sets the time, about 8/15 of sending everything through the NIC."""
+    hw = hw_of(catalog, "h200-sxm")
+    link, nic = float(hw.link_bytes_s), float(hw.nic_bytes_s)
+    x = 1e8
+    assert float(spread_alltoall_time(x, 1.0, hw, k)) == 0.0
+    inside = float(spread_alltoall_time(x, 8.0, hw, k))
+    assert inside == pytest.approx(k.allreduce_latency_s + x / (link * k.link_efficiency))
+    across = float(spread_alltoall_time(x, 16.0, hw, k))
+    assert across == pytest.approx(k.network_latency_s + 8 / 15 * x / (nic * k.link_efficiency))
+    gb200 = hw_of(catalog, "gb200")  # 72 GPUs behind one NVLink switch: 64 stay on NVLink
+    assert float(spread_alltoall_time(x, 64.0, gb200, k)) == pytest.approx(
+        k.allreduce_latency_s + x / (float(gb200.link_bytes_s) * k.link_efficiency))
 
 
 def test_shape_of_mla_and_gqa(catalog: Catalog) -> None:

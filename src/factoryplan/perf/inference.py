@@ -36,7 +36,9 @@ one forward pass. Its time on one GPU is the sum over layers of
 * **collectives** over the scale-up domain: two all-reduces per layer under tensor parallelism
   (``α + 2(t-1)/t · bytes / (BW_link·e_link)``, the bandwidth-optimal bound of Patarasuk and
   Yuan 2009), and an all-to-all dispatch and combine per MoE layer under attention data
-  parallelism. Beyond the scale-up domain the NICs carry the traffic.
+  parallelism. Beyond the scale-up domain the NICs carry the traffic; an expert all-to-all that
+  spans domains reaches the peers in the GPU's own domain over NVLink while the rest goes through
+  its NIC, the two in parallel.
 * **engine overheads**: a fixed time per iteration (scheduling, launch), per layer (kernel gaps),
   per MoE layer (routing, token permutation, the experts' launches) and per running sequence
   (request bookkeeping, sampling), from the serving engine's calibrated profile. An iteration
@@ -343,14 +345,23 @@ def allreduce_time(
     return np.where(r > 1.0, t, 0.0)
 
 
-def alltoall_time(
-    message_bytes: FloatOrArray, ranks: FloatOrArray, link_bytes_s: FloatOrArray, latency_s: FloatOrArray,
-    k: Constants,
-) -> FloatOrArray:
-    """All-to-all where each GPU sends ``(r-1)/r`` of ``message_bytes`` to its peers."""
-    r = np.maximum(ranks, 1.0)
-    t = latency_s + (r - 1.0) / r * message_bytes / (link_bytes_s * k.link_efficiency)
-    return np.where(r > 1.0, t, 0.0)
+def spread_alltoall_time(send_bytes: FloatOrArray, ranks: FloatOrArray, hw: Hardware, k: Constants) -> FloatOrArray:
+    """All-to-all where each of ``ranks`` GPUs sends ``send_bytes`` spread evenly over the others.
+
+    Inside one scale-up domain all of it crosses NVLink. A group spanning domains (whole domains of
+    ``g`` GPUs) sends the share bound for its own domain, ``(g-1)/(r-1)``, over NVLink while the rest
+    leaves through the GPU's own NIC (every GPU sends at once, so NICs are not shared); the two run in
+    parallel, the slower sets the time, plus the network's latency (as the training engine's
+    hierarchical all-to-all, :func:`factoryplan.perf.comm.alltoall_time`). 0 for one rank.
+    """
+    r = np.maximum(np.asarray(ranks, dtype=float), 1.0)
+    x = np.asarray(send_bytes, dtype=float)
+    g = np.minimum(np.asarray(hw.domain, dtype=float), r)
+    others = np.maximum(r - 1.0, 1.0)
+    intra = x * (g - 1.0) / others / (hw.link_bytes_s * k.link_efficiency)
+    inter = x * (r - g) / others / (hw.nic_bytes_s * k.link_efficiency)
+    lat = np.where(r > g, k.network_latency_s, k.allreduce_latency_s)
+    return np.where(r > 1.0, lat + np.maximum(intra, inter), 0.0)
 
 
 def _collective_path(hw: Hardware, group: FloatOrArray, k: Constants) -> tuple[FloatOrArray, FloatOrArray]:
@@ -603,10 +614,10 @@ def _communication(
     moe_comm: FloatOrArray = 0.0
     if s.moe_layers:
         group = tp * dp
-        bw_ep, lat_ep = _collective_path(hw, group, k)
-        # a token goes once to each GPU that holds one of its k experts: r·(1 - (1 - 1/r)^k) GPUs
+        # a token goes once to each GPU that holds one of its k experts: r·(1 - (1 - 1/r)^k) GPUs;
+        # dispatch there and combine back
         dest = group * (1.0 - (1.0 - 1.0 / np.maximum(group, 1.0)) ** s.active)
-        a2a = 2.0 * alltoall_time(msg * dest * group / np.maximum(group - 1.0, 1.0), group, bw_ep, lat_ep, k)
+        a2a = 2.0 * spread_alltoall_time(msg * dest, group, hw, k)
         moe_comm = np.where(dp > 1.0, a2a, 0.0)
     total = ((s.block_layers or s.layers) * per_layer + s.moe_layers * moe_comm) / pp
     bw_pp, lat_pp = _collective_path(hw, tp * dp * pp, k)
