@@ -13,7 +13,6 @@ import collections
 import csv
 import json
 import math
-import statistics
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -116,6 +115,8 @@ def write_points_csv(path: Path, sets: list[tuple[str, Any, list[Prediction]]]) 
 
 
 def _mape(rows: list[dict[str, Any]], key: str = "metric") -> dict[str, dict[str, float]]:
+    import statistics  # here, not at import: every command's start-up would pay for it
+
     groups: dict[str, list[float]] = {}
     for r in rows:
         groups.setdefault(str(r[key]), []).append(abs(r["error_pct"]))
