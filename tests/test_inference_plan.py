@@ -64,6 +64,8 @@ def test_html_report_has_the_frontier(catalog: Catalog, tmp_path: Path) -> None:
     served = [w for w in plan.workloads if w.kind == "inference"]
     assert served and all(w.frontier_disaggregated for w in served)
     assert ", disaggregated</h3>" in html and "prefill : decode GPUs" in html
+    w = served[0]
+    assert f"{w.details['gpus_low']}&ndash;{w.details['gpus_high']} across the error band" in html
 
 
 def test_scenario_precisions_reach_the_engine(catalog: Catalog) -> None:
