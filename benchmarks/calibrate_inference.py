@@ -97,6 +97,13 @@ GROUP_POWER = 0.0  # see group_weights()
 ERROR = "relative"  # see _err(): the targets are mean absolute percentage errors
 THROUGHPUT_MEASURED = True  # fit the throughput the measured TTFT and TPOT imply as well
 HELD_MODELS = ("qwen3-32b", "deepseek-r1", "deepseek-v3")
+# The H200 hold-out (throughput 32%, TPOT 23% MAPE against 21% and 18% for the same points in the full
+# fit) tests MoE more than hardware: the H100 points hold two MoE models, so a fit on them leaves the
+# grouped-GEMM efficiency at its prior (0.60; 0.41 with the H200 MoE campaigns) and SGLang's per-request
+# latency at what its lockstep Qwen3-32B campaign shows (0.38 s; 0.22 s on all points). Its worst
+# campaigns are the H200 MoE ones (Qwen3.5-397B SGLang 20 -> 61%, Kimi-K2.5 vLLM 17 -> 43%, GLM-5 SGLang
+# 36 -> 73% throughput), while Llama-3.1-70B (9%) and gpt-oss vLLM (9%) predict as well as in the full
+# fit; on the 89 configurations measured on both GPUs the full fit's H200/H100 TPOT ratio is within 7%.
 HOLD_OUTS: list[tuple[str, Callable[[Point], bool]]] = [
     ("hold out H100 (fit on H200 and published rows)", lambda p: p.accelerator == "h100-sxm"),
     ("hold out H200 (fit on H100 and published rows)", lambda p: p.accelerator == "h200-sxm"),
