@@ -349,16 +349,7 @@ def capacity(
 ) -> dict[str, Any]:
     """The fewest-GPU plan meeting the targets at ``peak_rps`` (JSON-ready), with its frontier;
     ``cached`` prompt tokens held by the prefix cache."""
-    from factoryplan.perf.capacity import (
-        Demand,
-        band_gpus,
-        disagg_tables,
-        disaggregated_frontier,
-        evaluate_grid,
-        layouts,
-        pareto_frontier,
-        plan_capacity,
-    )
+    from factoryplan.perf.capacity import Demand, layouts, plan_demand
 
     s, hw = setup.shape, setup.hw
     lay = layouts(s, int(setup.system.scaleup_domain_gpus))
@@ -374,19 +365,12 @@ def capacity(
     modes = ("aggregated", "disaggregated") if mode == "auto" else (mode,)
     d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s, prefix=float(cached),
                draft_tokens=float(spec[0]), acceptance=spec[1])
-    grid = evaluate_grid(s, hw, setup.prec, setup.k, lay, isl, osl, prefix=d.prefix, draft_tokens=d.draft_tokens,
-                         acceptance=d.acceptance)
-    tables = disagg_tables(s, hw, setup.prec, setup.k, lay, isl, osl, d.prefix, d.draft_tokens, d.acceptance)
-    plan = plan_capacity(s, hw, setup.prec, setup.k, d, modes=modes, lay=lay, grid=grid, tables=tables)
-    frontier = pareto_frontier(grid, hw)
-    frontier_disagg = disaggregated_frontier(s, hw, setup.prec, setup.k, lay, isl, osl, prefix=d.prefix,
-                                             draft_tokens=d.draft_tokens, acceptance=d.acceptance, tables=tables)
+    planned = plan_demand(s, hw, setup.prec, setup.k, d, lay=lay, modes=modes, band=setup.band)
+    plan = planned.plan
     spread: dict[str, Any] = {}
-    if setup.band is not None:
-        b = setup.band
-        lo, hi = band_gpus(s, hw, setup.prec, setup.k, d, b.tpot, b.throughput, modes=modes, lay=lay, grid=grid,
-                           tables=tables)
-        spread = {"gpus_range": [lo, hi], "gpus_range_basis": gpus_range_basis(b, hi is None)}
+    if setup.band is not None and planned.gpus_band is not None:
+        lo, hi = planned.gpus_band
+        spread = {"gpus_range": [lo, hi], "gpus_range_basis": gpus_range_basis(setup.band, hi is None)}
     return {
         **setup.names(), **setup.precisions(), "peak_requests_per_s": peak_rps, **_request(isl, osl, cached, spec),
         "ttft_target_ms": ttft_s * 1e3, "tpot_target_ms": tpot_s * 1e3,
@@ -400,7 +384,8 @@ def capacity(
         "prefill_to_decode_gpus": plan.prefill_gpus / plan.decode_gpus if plan.decode_gpus else 0.0,
         **setup.ranges(plan.ttft_s * 1e3, plan.tpot_s * 1e3, plan.output_tokens_per_s_per_gpu,
                        "output_tokens_per_s_per_gpu", steady=True),
-        **spread, "alternatives": plan.alternatives, "frontier": frontier, "frontier_disaggregated": frontier_disagg,
+        **spread, "alternatives": plan.alternatives, "frontier": planned.frontier,
+        "frontier_disaggregated": planned.frontier_disaggregated,
     }
 
 

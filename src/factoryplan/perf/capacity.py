@@ -565,6 +565,45 @@ class Sized:
     frontier_disaggregated: list[dict[str, float]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A demand planned with everything its reports show: the plan, the targets it was planned for
+    (the demand's, or the best reachable), its GPUs at the error band's edges and both frontiers."""
+
+    plan: CapacityPlan
+    target: Demand
+    gpus_band: tuple[int | None, int | None] | None  # :func:`band_gpus`; None without a band
+    frontier: list[dict[str, float]]  # aggregated serving
+    frontier_disaggregated: list[dict[str, float]]
+
+
+def plan_demand(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, d: Demand, *, lay: Layouts | None = None,
+    modes: tuple[str, ...] = ("aggregated", "disaggregated"), band: ErrorBand | None = None, relax: bool = False,
+) -> Planned:
+    """:func:`plan_capacity` over ``lay`` (default all :func:`layouts`) with the grid and tables its
+    band edges and frontiers share. ``relax``: when no layout meets both targets, plan for the fastest
+    layouts' latencies (the best reachable, 5% slack) instead of raising."""
+    lay = lay if lay is not None else layouts(s, int(np.asarray(hw.domain)))
+    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix, draft_tokens=d.draft_tokens,
+                         acceptance=d.acceptance)
+    tables = disagg_tables(s, hw, prec, k, lay, d.isl, d.osl, d.prefix, d.draft_tokens, d.acceptance)
+    target = d
+    try:
+        plan = plan_capacity(s, hw, prec, k, d, modes=modes, lay=lay, grid=grid, tables=tables)
+    except InfeasibleError as exc:
+        if not relax or exc.field != "sla":
+            raise
+        best_tpot = float(np.min(grid.tpot_s[grid.ok]))
+        ttft_at = float(np.min(grid.ttft_s[grid.ok & (grid.tpot_s <= best_tpot * 1.05)]))
+        target = replace(d, ttft_s=max(d.ttft_s, ttft_at * 1.05), tpot_s=max(d.tpot_s, best_tpot * 1.05))
+        plan = plan_capacity(s, hw, prec, k, target, modes=modes, lay=lay, grid=grid, tables=tables)
+    gpus_band = None if band is None else band_gpus(s, hw, prec, k, target, band.tpot, band.throughput,
+                                                    modes=modes, lay=lay, grid=grid, tables=tables)
+    return Planned(plan=plan, target=target, gpus_band=gpus_band, frontier=pareto_frontier(grid, hw),
+                   frontier_disaggregated=disaggregated_frontier(s, hw, prec, k, lay, d.isl, d.osl, tables=tables))
+
+
 def size_inference(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, d: Demand, *, backend: str,
     band: ErrorBand | None = None,
@@ -578,20 +617,9 @@ def size_inference(
     meets the targets at the slow edge).
     """
     warnings: list[str] = []
-    lay = layouts(s, int(np.asarray(hw.domain)))
-    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix, draft_tokens=d.draft_tokens,
-                         acceptance=d.acceptance)  # the plan's and the frontier's
-    tables = disagg_tables(s, hw, prec, k, lay, d.isl, d.osl, d.prefix, d.draft_tokens, d.acceptance)
-    target = d  # the targets planned for: the demand's, or the best reachable
-    try:
-        plan = plan_capacity(s, hw, prec, k, d, lay=lay, grid=grid, tables=tables)
-    except InfeasibleError as exc:
-        if exc.field != "sla":
-            raise
-        best_tpot = float(np.min(grid.tpot_s[grid.ok]))
-        ttft_at = float(np.min(grid.ttft_s[grid.ok & (grid.tpot_s <= best_tpot * 1.05)]))
-        target = replace(d, ttft_s=max(d.ttft_s, ttft_at * 1.05), tpot_s=max(d.tpot_s, best_tpot * 1.05))
-        plan = plan_capacity(s, hw, prec, k, target, lay=lay, grid=grid, tables=tables)
+    planned = plan_demand(s, hw, prec, k, d, band=band, relax=True)
+    plan = planned.plan
+    if planned.target is not d:
         warnings.append(
             f"TTFT {d.ttft_s * 1e3:g} ms / TPOT {d.tpot_s * 1e3:g} ms unreachable on {hw.name}; "
             f"planned at TTFT {plan.ttft_s * 1e3:.0f} ms, TPOT {plan.tpot_s * 1e3:.1f} ms"
@@ -614,8 +642,8 @@ def size_inference(
     if plan.mode == "disaggregated":
         details["prefill_gpus"] = plan.prefill_gpus
         details["decode_gpus"] = plan.decode_gpus
-    if band is not None:
-        lo, hi = band_gpus(s, hw, prec, k, target, band.tpot, band.throughput, lay=lay, grid=grid, tables=tables)
+    if band is not None and planned.gpus_band is not None:
+        lo, hi = planned.gpus_band
         if lo is not None:
             details["gpus_low"] = lo
         if hi is not None:
@@ -623,7 +651,5 @@ def size_inference(
         else:
             warnings.append(f"if TPOT runs x{band.tpot[1]:.2f} of the prediction (the slow edge of the {backend} "
                             f"error band) no layout on {hw.name} meets the targets")
-    return Sized(gpus=plan.gpus, details=details, frontier=pareto_frontier(grid, hw), warnings=warnings,
-                 frontier_disaggregated=disaggregated_frontier(s, hw, prec, k, lay, d.isl, d.osl,
-                                                               prefix=d.prefix, draft_tokens=d.draft_tokens,
-                                                               acceptance=d.acceptance, tables=tables))
+    return Sized(gpus=plan.gpus, details=details, frontier=planned.frontier, warnings=warnings,
+                 frontier_disaggregated=planned.frontier_disaggregated)
