@@ -107,6 +107,29 @@ class Setup:
                 "range_basis": f"8 in 10 measurements of the {b.basis} fell in these ranges around the "
                                f"prediction{note}"}
 
+    def gpus_range(self, gpus_band: tuple[int | None, int | None] | None) -> dict[str, Any]:
+        """The JSON keys of a plan's GPUs at the two edges of the engine's error band
+        (:func:`~factoryplan.perf.capacity.band_gpus`; None at an edge where no layout meets the
+        targets); none without a band."""
+        if self.band is None or gpus_band is None:
+            return {}
+        b, (lo, hi) = self.band, gpus_band
+        unreachable = "; at the slow edge no layout meets the targets" if hi is None else ""
+        return {"gpus_range": [lo, hi],
+                "gpus_range_basis": f"the GPUs the plan needs if TPOT runs x{b.tpot[0]:.2f} to x{b.tpot[1]:.2f} "
+                                    f"and throughput x{b.throughput[1]:.2f} to x{b.throughput[0]:.2f} of the "
+                                    f"prediction, the band 8 in 10 measurements of the {b.basis} fell in; TTFT as "
+                                    f"predicted{unreachable}"}
+
+    def queue_note(self, concurrency: int, max_concurrency: int) -> str:
+        """What happens to the users whose sequences the KV cache cannot hold, and what would hold more
+        (a narrower KV cache where the part has one: FP8, or FP4 on parts with FP4 units)."""
+        fp4 = ", an FP4 KV cache" if self.acc.fp4_dense_flops else ""
+        narrower = {"bf16": ", an FP8 KV cache", "fp8": fp4}.get(self.prec.kv, "")
+        return (f"the KV cache holds {max_concurrency:,} of the {concurrency:,} users' sequences: the other "
+                f"{concurrency - max_concurrency:,} wait in the engine's queue (ttft_ms includes the wait); more "
+                f"GPUs a replica (--tp, --attention-dp){narrower} or more replicas serve them all")
+
     def precisions(self) -> dict[str, str]:
         """The JSON keys of the number formats: weights, experts, KV cache, activations, the GEMMs'."""
         return {"precision": self.prec.weights, "moe_precision": self.prec.experts, "kv_precision": self.prec.kv,
@@ -240,17 +263,9 @@ def point(
     }
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     if concurrency > max_conc:
-        out["note"] = queue_note(concurrency, int(max_conc), setup.prec.kv, bool(setup.acc.fp4_dense_flops))
+        out["note"] = setup.queue_note(concurrency, int(max_conc))
     return out
 
-
-def queue_note(concurrency: int, max_concurrency: int, kv_precision: str, fp4_part: bool = False) -> str:
-    """What happens to the users whose sequences the KV cache cannot hold, and what would hold more
-    (a narrower KV cache where the part has one: FP8, or FP4 on parts with FP4 units)."""
-    narrower = {"bf16": ", an FP8 KV cache", "fp8": ", an FP4 KV cache" if fp4_part else ""}.get(kv_precision, "")
-    return (f"the KV cache holds {max_concurrency:,} of the {concurrency:,} users' sequences: the other "
-            f"{concurrency - max_concurrency:,} wait in the engine's queue (ttft_ms includes the wait); more GPUs a "
-            f"replica (--tp, --attention-dp){narrower} or more replicas serve them all")
 
 
 def disaggregated_point(
@@ -299,8 +314,7 @@ def disaggregated_point(
     }
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     if not out["fits"]:
-        out["note"] = queue_note(concurrency, out["max_concurrency"], setup.prec.kv,
-                                 bool(setup.acc.fp4_dense_flops))
+        out["note"] = setup.queue_note(concurrency, out["max_concurrency"])
     return out
 
 
@@ -367,10 +381,6 @@ def capacity(
                draft_tokens=float(spec[0]), acceptance=spec[1])
     planned = plan_demand(s, hw, setup.prec, setup.k, d, lay=lay, modes=modes, band=setup.band)
     plan = planned.plan
-    spread: dict[str, Any] = {}
-    if setup.band is not None and planned.gpus_band is not None:
-        lo, hi = planned.gpus_band
-        spread = {"gpus_range": [lo, hi], "gpus_range_basis": gpus_range_basis(setup.band, hi is None)}
     return {
         **setup.names(), **setup.precisions(), "peak_requests_per_s": peak_rps, **_request(isl, osl, cached, spec),
         "ttft_target_ms": ttft_s * 1e3, "tpot_target_ms": tpot_s * 1e3,
@@ -384,14 +394,7 @@ def capacity(
         "prefill_to_decode_gpus": plan.prefill_gpus / plan.decode_gpus if plan.decode_gpus else 0.0,
         **setup.ranges(plan.ttft_s * 1e3, plan.tpot_s * 1e3, plan.output_tokens_per_s_per_gpu,
                        "output_tokens_per_s_per_gpu", steady=True),
-        **spread, "alternatives": plan.alternatives, "frontier": planned.frontier,
+        **setup.gpus_range(planned.gpus_band), "alternatives": plan.alternatives, "frontier": planned.frontier,
         "frontier_disaggregated": planned.frontier_disaggregated,
     }
 
-
-def gpus_range_basis(b: ErrorBand, slow_unreachable: bool) -> str:
-    """What a plan's GPU range means: the plan redone at the two edges of the engine's error band."""
-    unreachable = "; at the slow edge no layout meets the targets" if slow_unreachable else ""
-    return (f"the GPUs the plan needs if TPOT runs x{b.tpot[0]:.2f} to x{b.tpot[1]:.2f} and throughput "
-            f"x{b.throughput[1]:.2f} to x{b.throughput[0]:.2f} of the prediction, the band 8 in 10 measurements "
-            f"of the {b.basis} fell in; TTFT as predicted{unreachable}")
