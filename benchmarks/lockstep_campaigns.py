@@ -30,7 +30,7 @@ import sys
 from factoryplan.catalog.load import load_catalog
 from factoryplan.catalog.models import resolve_model
 from factoryplan.errors import FactoryplanError
-from factoryplan.perf.inference import Precision, constants_from_catalog, hardware_of, shape_of
+from factoryplan.perf.inference import Precision, constants_from_catalog, hardware_of, kv_precision, shape_of
 from factoryplan.perf.serving_sim import simulate
 from factoryplan.validation.inference import load_measured, predict
 
@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         k = constants_from_catalog(cat, p.backend)
         shape = shape_of(resolve_model(cat, p.model))
         hw = hardware_of(cat.accelerators[p.accelerator], cat.systems[p.system])
-        kv = "fp8" if (k.kv_fp8_default and p.weights != "bf16") else "bf16"
-        prec = Precision(weights=p.weights, experts=p.experts, kv=kv, activations=p.activations)
+        prec = Precision(weights=p.weights, experts=p.experts, kv=kv_precision(k, p.weights, p.kv),
+                         activations=p.activations)
         try:
             sim = simulate(shape, hw, p.par, prec, k, concurrency=int(p.concurrency), isl=int(p.isl),
                            osl=int(p.osl), burst=True, requests_per_user=args.requests_per_user)

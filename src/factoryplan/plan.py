@@ -205,7 +205,7 @@ def _size_inference(
     kept free at peak) and latency targets, on the workload's serving-engine profile."""
     backend = serving_engine(asm.catalog, acc, w.serving_engine, field="serving_engine")
     k = inference.constants_from_catalog(asm.catalog, backend)
-    kv = w.kv_precision or ("fp8" if k.kv_fp8_default and w.precision != "bf16" else "bf16")
+    kv = inference.kv_precision(k, w.precision, w.kv_precision)
     inference.check_kv_hardware(kv, acc, field="kv_precision")
     prec = inference.Precision(weights=w.precision, experts=w.precision, kv=kv,
                                activations=w.activation_precision or "")

@@ -27,6 +27,7 @@ from factoryplan.perf.inference import (
     compute_precision,
     constants_from_catalog,
     hardware_of,
+    kv_precision,
     peak_flops,
     shape_of,
     splits_evenly,
@@ -69,7 +70,7 @@ class Setup:
         the weights' own."""
         backend = serving_engine(cat, acc, backend, field="--backend")
         k = constants_from_catalog(cat, backend)
-        kv_prec = kv or ("fp8" if k.kv_fp8_default and weights != "bf16" else "bf16")
+        kv_prec = kv_precision(k, weights, kv)
         check_kv_hardware(kv_prec, acc, field="--kv-precision")
         return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),
                    backend=backend, k=k,

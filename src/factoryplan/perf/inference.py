@@ -432,6 +432,12 @@ def check_precision(p: Precision) -> None:
             raise FactoryplanError("unknown precision", field=field_name, value=value, allowed=", ".join(allowed))
 
 
+def kv_precision(k: Constants, weights: str, given: str | None = None) -> str:
+    """The KV-cache precision: the one given, else the engine's default (FP8 with FP8 or narrower
+    weights where the engine quantizes the cache by default, else BF16)."""
+    return given or ("fp8" if k.kv_fp8_default and weights != "bf16" else "bf16")
+
+
 def check_kv_hardware(kv: str, acc: Accelerator, *, field: str) -> None:
     """An FP4 (NVFP4) KV cache needs a part with FP4 units (its quantize and dequantize
     instructions; NVIDIA Blackwell, AMD MI355X); name the field and what the part allows otherwise."""

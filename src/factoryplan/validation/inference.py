@@ -74,6 +74,7 @@ from factoryplan.perf.inference import (
     constants_from_catalog,
     hardware_of,
     iteration,
+    kv_precision,
     shape_of,
 )
 from factoryplan.perf.serving import closed_loop_disaggregated, serve
@@ -483,8 +484,8 @@ def predict(
         shape = shape_of(resolve_model(catalog, model))
         hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
         pts = [points[i] for i in idx]
-        kv = kv_given or ("fp8" if (k.kv_fp8_default and weights != "bf16") else "bf16")
-        prec = Precision(weights=weights, experts=experts, kv=kv, activations=activations)
+        prec = Precision(weights=weights, experts=experts, kv=kv_precision(k, weights, kv_given),
+                         activations=activations)
         par = _parallel_arrays(p.par for p in pts)
         isl, osl = _as_array(p.isl for p in pts), _as_array(p.osl for p in pts)
         conc = _as_array(p.concurrency for p in pts)
