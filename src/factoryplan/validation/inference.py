@@ -145,14 +145,12 @@ class Loaded:
 
 
 def hardware_id(catalog: Catalog, name: str) -> tuple[str, str] | None:
-    """(accelerator, system) of a data set's system name (``h200_sxm``, ``gb200``, ``b200_sxm``)."""
-    key = name.strip().lower().replace("_", "-")
-    # the data sets' a100_sxm is the 80 GB part
-    for cand in (key, key.removesuffix("-sxm"), key.replace("-nvl72", ""), key + "-sxm", key + "-80gb"):
-        if catalog.hardware_id(cand) is not None:
-            acc, system = catalog.hardware(cand)
-            return acc.id, system.id
-    return None
+    """(accelerator, system) of a data set's system name (``h200_sxm``, ``gb200``, ``b200_sxm``): the
+    catalog's ids and aliases, in any case, with '_' for '-' (:meth:`Catalog.hardware_id`)."""
+    if catalog.hardware_id(name.strip()) is None:
+        return None
+    acc, system = catalog.hardware(name.strip())
+    return acc.id, system.id
 
 
 def _int(text: str, default: int = 1) -> int:
