@@ -305,8 +305,7 @@ def check_references(scenario: Scenario, catalog: Catalog, *, where: str = "scen
     """Ids the scenario names must exist in the catalog (region, hardware, assumptions, jurisdictions)."""
     if scenario.region not in catalog.regions:
         raise unknown("region", scenario.region, catalog.regions, where=where, field="region", cls=ScenarioError)
-    aliases = (n for a in catalog.accelerators.values() for n in a.aliases)
-    hardware_ids = {*catalog.accelerators, *catalog.systems, *aliases}
+    hardware_ids = catalog.hardware_names()
     for i, hw in enumerate(scenario.hardware):
         if catalog.hardware_id(hw) is None:
             raise unknown("hardware", hw, hardware_ids, where=where, field=f"hardware[{i}]", cls=ScenarioError)

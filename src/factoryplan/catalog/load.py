@@ -143,8 +143,11 @@ class Catalog:
         if hw_id in self.accelerators:
             acc = self.accelerators[hw_id]
             return acc, self.systems[acc.default_system]
-        aliases = [n for a in self.accelerators.values() for n in a.aliases]
-        raise unknown("accelerator or system", ref, [*self.accelerators, *self.systems, *aliases], field=field_name)
+        raise unknown("accelerator or system", ref, self.hardware_names(), field=field_name)
+
+    def hardware_names(self) -> list[str]:
+        """Every name :meth:`hardware` takes as written: accelerator and system ids, accelerators' aliases."""
+        return [*self.accelerators, *self.systems, *(n for a in self.accelerators.values() for n in a.aliases)]
 
     def hardware_id(self, ref: str) -> str | None:
         """The accelerator or system id ``ref`` names (see :meth:`hardware`), or None."""
