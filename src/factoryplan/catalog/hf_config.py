@@ -469,7 +469,7 @@ def _granite_mamba(cfg: Config) -> bool:
     return str(cfg.get("model_type", "")) in _GRANITE_HYBRID and isinstance(cfg.get("layer_types"), list)
 
 
-def _mamba2(cfg: Config, layers: int, where: str, notes: list[str]) -> LinearAttention | None:
+def _mamba2(cfg: Config, layers: int, where: str) -> LinearAttention | None:
     """Mamba-2 mixers (Nemotron-H: ``mamba_num_heads``, ``mamba_head_dim``, ``n_groups``,
     ``ssm_state_size``, ``conv_kernel``; Granite 4.0-H: ``mamba_n_heads``, ``mamba_d_head``,
     ``mamba_n_groups``, ``mamba_d_state``, ``mamba_d_conv``) as state-keeping mixers, or None without one."""
@@ -619,13 +619,13 @@ def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
     qk_norm = bool(_flag(cfg, "use_qk_norm") or _flag(cfg, "qk_layernorm") or model_type in _QK_NORM)
     gate = _flag(cfg, "attn_output_gate")
     if blocks is not None:
-        linear = _mamba2(cfg, blocks["mamba"], where, notes)
+        linear = _mamba2(cfg, blocks["mamba"], where)
     elif _granite_mamba(cfg):
         kinds = [str(t) for t in cfg["layer_types"]]
         if len(kinds) != layers:
             raise FactoryplanError(f"lists {len(kinds)} layer types for {layers} layers", where=where,
                                    field="layer_types")
-        linear = _mamba2(cfg, kinds.count("mamba"), where, notes)
+        linear = _mamba2(cfg, kinds.count("mamba"), where)
     else:
         linear = _linear_attention(cfg, layers, where, notes)
     if qk_norm and cfg.get("qk_norm_type") == "per_layer":
