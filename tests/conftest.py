@@ -47,3 +47,10 @@ def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     assert main([*args, "--format", "json"]) == 0
     out: dict[str, Any] = json.loads(capsys.readouterr().out)
     return out
+
+
+def plan_workload(capsys: pytest.CaptureFixture[str], path: Path, scenario: str) -> dict[str, Any]:
+    """Write ``scenario`` to ``path`` and plan it with ``--format json``; its first workload."""
+    path.write_text(scenario, encoding="utf-8")
+    workload: dict[str, Any] = cli_json(capsys, "plan", str(path))["workloads"][0]
+    return workload

@@ -20,7 +20,7 @@ from factoryplan.perf import capacity
 from factoryplan.perf.inference import Parallel, attended_pairs, iteration
 from factoryplan.perf.serving import cached_prompt, cached_tokens, closed_loop_disaggregated, serve
 
-from .conftest import FP8, cli_json, serving_setup
+from .conftest import FP8, cli_json, plan_workload, serving_setup
 
 
 def test_attended_pairs() -> None:
@@ -112,12 +112,8 @@ def test_scenario_prefix_hit(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     scenario = ("name: agents\nregion: kr\nhardware: [h200-sxm]\nworkloads:\n  - name: coding\n    kind: inference\n"
                 "    model: llama-3.3-70b\n    requests_per_s: 10\n    input_tokens: 30000\n    output_tokens: 800\n"
                 "    ttft_ms: 3000\n    tpot_ms: 40\n")
-    gpus = []
-    for hit in ("0", "0.9"):
-        path = tmp_path / f"s{hit}.yaml"
-        path.write_text(scenario + f"    prefix_hit: {hit}\n")
-        workload = cli_json(capsys, "plan", str(path))["workloads"][0]
-        gpus.append(workload["gpus"])
+    gpus = [plan_workload(capsys, tmp_path / f"s{hit}.yaml", scenario + f"    prefix_hit: {hit}\n")["gpus"]
+            for hit in ("0", "0.9")]
     assert gpus[1] < 0.5 * gpus[0]
     report = tmp_path / "r.html"
     assert main(["plan", str(tmp_path / "s0.9.yaml"), "--out", str(report)]) == 0

@@ -25,7 +25,7 @@ from factoryplan.perf.serving import (
     tokens_per_step,
 )
 
-from .conftest import FP8, cli_json, serving_setup
+from .conftest import FP8, cli_json, plan_workload, serving_setup
 
 
 def test_tokens_per_step() -> None:
@@ -108,12 +108,8 @@ def test_scenario_draft_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str
     scenario = ("name: fast\nregion: kr\nhardware: [b200]\nworkloads:\n  - name: chat\n    kind: inference\n"
                 "    model: deepseek-r1\n    requests_per_s: 20\n    input_tokens: 2000\n    output_tokens: 1000\n"
                 "    ttft_ms: 2000\n    tpot_ms: 10\n    precision: fp4\n")
-    gpus = []
-    for extra in ("", "    draft_tokens: 3\n    draft_acceptance: 0.8\n"):
-        path = tmp_path / f"s{len(extra)}.yaml"
-        path.write_text(scenario + extra)
-        workload = cli_json(capsys, "plan", str(path))["workloads"][0]
-        gpus.append(workload["gpus"])
+    gpus = [plan_workload(capsys, tmp_path / f"s{len(extra)}.yaml", scenario + extra)["gpus"]
+            for extra in ("", "    draft_tokens: 3\n    draft_acceptance: 0.8\n")]
     assert gpus[1] < 0.5 * gpus[0]
     for extra, text in (("    draft_tokens: 3\n", "draft_acceptance"), ("    draft_acceptance: 0.8\n", "draft_tokens")):
         bad = tmp_path / "bad.yaml"
