@@ -351,8 +351,11 @@ def spread_alltoall_time(send_bytes: FloatOrArray, ranks: FloatOrArray, hw: Hard
     Inside one scale-up domain all of it crosses NVLink. A group spanning domains (whole domains of
     ``g`` GPUs) sends the share bound for its own domain, ``(g-1)/(r-1)``, over NVLink while the rest
     leaves through the GPU's own NIC (every GPU sends at once, so NICs are not shared); the two run in
-    parallel, the slower sets the time, plus the network's latency (as the training engine's
-    hierarchical all-to-all, :func:`factoryplan.perf.comm.alltoall_time`). 0 for one rank.
+    parallel, the slower sets the time, plus the network's latency. The physics of the training
+    engine's hierarchical all-to-all (:func:`factoryplan.perf.comm.alltoall_time`), whose placement
+    rule does not fit here: training tiles many groups, so a group stays on NVLink only if its span
+    divides the domain; a serving replica is placed whole, so 64 GPUs of a 72-GPU NVL72 rack do. 0 for
+    one rank.
     """
     r = np.maximum(np.asarray(ranks, dtype=float), 1.0)
     x = np.asarray(send_bytes, dtype=float)
