@@ -17,7 +17,9 @@ Then the capacity planner's prefill replica under Poisson arrivals (``capacity.p
 wait of :func:`factoryplan.perf.serving.batched_prefill_wait`) against an event-by-event simulation
 of one replica (``disagg_sim.simulate_prefill_replica``, 20,000 prompts): ``log(formula/sim)`` of a
 prompt's wait plus pass, by the replica's load against full passes (0.1-0.9), over five layouts of
-three models and ISL 256-8192 (1 to 256 prompts a pass). About three minutes on two cores in all:
+three models and ISL 256-8192 (1 to 256 prompts a pass); and the 90th and 99th percentile of the
+simulated prompts' wait plus pass against ``prefill_queue(..., percentile)`` (what a percentile TTFT
+target of a disaggregated plan is checked on). About three minutes on two cores in all:
 
     .venv/bin/python benchmarks/disagg_sim.py [--jitter 0.5] [--worst 8] [--open-only]
 """
@@ -36,7 +38,7 @@ import numpy as np
 from factoryplan.catalog.load import Catalog, load_catalog
 from factoryplan.catalog.models import resolve_model
 from factoryplan.perf.capacity import prefill_queue
-from factoryplan.perf.disagg_sim import simulate_disaggregated, simulate_prefill_replica
+from factoryplan.perf.disagg_sim import prefill_replica_percentiles, simulate_disaggregated, simulate_prefill_replica
 from factoryplan.perf.inference import (
     FloatOrArray,
     Parallel,
@@ -118,6 +120,7 @@ def open_loop(cat: Catalog) -> None:
              ("deepseek-r1", Parallel(tp=8, moe_tp=1, ep=8)), ("deepseek-r1", Parallel(tp=1, dp=8, moe_tp=1, ep=8)),
              ("qwen3-32b", Parallel(tp=1)))
     by_load: dict[float, list[float]] = defaultdict(list)
+    tails: dict[float, list[tuple[float, float]]] = defaultdict(list)
     for model, par in cases:
         s = shape_of(resolve_model(cat, model))
         for isl in (256, 1024, 2048, 4096, 8192):
@@ -134,10 +137,19 @@ def open_loop(cat: Catalog) -> None:
                 t_p, wait = prefill_queue(t_pass, float(full), rate)
                 w_sim, p_sim, _ = simulate_prefill_replica(table.tolist(), full, rate, seed=1)
                 by_load[load].append(float(np.log(float(t_p + wait) / (w_sim + p_sim))))
+                sim_q = prefill_replica_percentiles(table.tolist(), full, rate, (90.0, 99.0), seed=1)
+                tails[load].append(tuple(  # type: ignore[arg-type]
+                    float(np.log(sim_q[q] / float(np.sum(prefill_queue(t_pass, float(full), rate, q)))))
+                    for q in (90.0, 99.0)))
     every = np.concatenate([np.asarray(v) for v in by_load.values()])
     print(f"prefill replica, Poisson arrivals: {len(every)} points, log(formula/sim) of wait + pass "
           f"{every.mean():+.3f} (sd {every.std():.3f}, largest {np.abs(every).max():.2f})")
     print("  " + "  ".join(f"load {u:.1f}: {np.mean(v):+.3f} ({np.std(v):.3f})" for u, v in by_load.items()))
+    print("  the 90th and 99th percentile of wait + pass, log(simulated/formula): mean (sd, highest)")
+    for u, v in tails.items():
+        arr = np.asarray(v)
+        print(f"  load {u:.1f}: " + "  ".join(f"P{q:g} {m:+.3f} ({sd:.3f}, {mx:+.2f})" for q, m, sd, mx in
+                                              zip((90, 99), arr.mean(0), arr.std(0), arr.max(0), strict=True)))
 
 
 def _lay(p: Parallel) -> str:

@@ -213,7 +213,8 @@ def _size_inference(
     cached = cached_tokens(w.prefix_hit, w.input_tokens)
     demand = capacity.Demand(requests_per_s=peak, isl=w.input_tokens, osl=w.output_tokens,
                              ttft_s=w.ttft_ms / 1e3, tpot_s=w.tpot_ms / 1e3, prefix=float(cached),
-                             draft_tokens=float(w.draft_tokens), acceptance=w.draft_acceptance or 0.0)
+                             draft_tokens=float(w.draft_tokens), acceptance=w.draft_acceptance or 0.0,
+                             ttft_percentile=w.ttft_percentile)
     return capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
                                    backend=backend, band=error_band(asm.catalog, backend))
 

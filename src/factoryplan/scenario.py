@@ -85,6 +85,8 @@ class InferenceWorkload(_Workload):
     draft_acceptance: Annotated[float, BeforeValidator(_number), Field(ge=0, le=1)] | None = None
     ttft_ms: PosNum = 2000
     tpot_ms: PosNum = 50
+    # the share of requests (per cent, e.g. 90 or 99) the TTFT target holds for; None: their mean
+    ttft_percentile: Annotated[float, BeforeValidator(_number), Field(gt=0, lt=100)] | None = None
     precision: ServingPrecision = "fp8"  # weights
     kv_precision: Literal["bf16", "fp8", "fp4"] | None = None  # None: the serving engine's default
     activation_precision: Literal["bf16", "fp8", "fp4"] | None = None  # None: the weights' own

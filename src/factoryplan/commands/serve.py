@@ -227,6 +227,10 @@ def serve(
                                                    "(with --tokens-per-day).")] = 1.5,
     ttft_ms: Annotated[float, typer.Option("--ttft-ms", min=0, help="Time-to-first-token target (capacity).")] = 2000,
     tpot_ms: Annotated[float, typer.Option("--tpot-ms", min=0, help="Time-per-output-token target (capacity).")] = 50,
+    ttft_percentile: Annotated[float | None, typer.Option("--ttft-percentile", help="The share of requests (per "
+                                                          "cent, e.g. 90 or 99) the TTFT target holds for, "
+                                                          "arriving as a Poisson process at peak (capacity; "
+                                                          "default: their mean).")] = None,
     mode: Annotated[Mode, typer.Option("--mode", help="Deployment modes the planner may use.")] = Mode.auto,
     prefill_tp: Annotated[int | None, typer.Option("--prefill-tp", min=1, help="A disaggregated deployment: "
                                                    "tensor-parallel GPUs of a prefill worker (--tp, --ep, "
@@ -300,19 +304,24 @@ def serve(
                                    allowed="omit it with --rps/--tokens-per-day (--mode disaggregated)")
         if rps is not None and tokens_per_day is not None:
             raise FactoryplanError("give one demand", field="--rps/--tokens-per-day")
+        if ttft_percentile is not None and not 0.0 < ttft_percentile < 100.0:
+            raise FactoryplanError("a share of the requests, in per cent", field="--ttft-percentile",
+                                   value=ttft_percentile, allowed="more than 0 and less than 100 (e.g. 90, 99)")
         peak = rps if rps is not None else float(tokens_per_day or 0.0) / 86_400.0 / osl * peak_to_average
         if peak <= 0:
             raise FactoryplanError("demand must be positive", field="--rps", value=peak)
+        target = eng.Target(ttft_ms / 1e3, tpot_ms / 1e3, ttft_percentile)
         if len(refs) == 1:
-            data = eng.capacity(build(refs[0]), layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3, mode.value,
-                                cached, spec)
+            data = eng.capacity(build(refs[0]), layout, peak, isl, osl, target, mode.value, cached, spec)
         else:  # a type that cannot take part (its engine, the model's fit, the targets) is listed with why
-            data = eng.compare_hardware(refs, build, layout, peak, isl, osl, ttft_ms / 1e3, tpot_ms / 1e3,
-                                        mode.value, cached, spec)
+            data = eng.compare_hardware(refs, build, layout, peak, isl, osl, target, mode.value, cached, spec)
         _emit(data, fmt, f"capacity plan: {data['model']} on {data['system']}")
         if fmt is OutputFormat.table and "hardware_options" in data:
             _emit_options(data["hardware_options"])
         return
+    if ttft_percentile is not None:
+        raise FactoryplanError("a latency target of capacity planning", field="--ttft-percentile",
+                               value=ttft_percentile, allowed="give it with --rps/--tokens-per-day")
     setup = build(refs[0])
     acc = setup.acc
     if tp is None or concurrency is None:

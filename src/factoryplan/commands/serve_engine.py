@@ -45,6 +45,9 @@ from factoryplan.perf.serving import (
 )
 from factoryplan.units import GIB
 
+PERCENTILES_BASIS = ("requests arriving as a Poisson process at the planned peak rate: the wait behind other "
+                     "prompts of an M/D/1 queue (aggregated) or of a batching prefill replica (disaggregated)")
+
 
 @dataclass(frozen=True)
 class Setup:
@@ -319,9 +322,19 @@ def disaggregated_point(
     return out
 
 
+@dataclass(frozen=True)
+class Target:
+    """A capacity plan's latency targets (seconds); ``ttft_percentile``: the share of requests (per
+    cent) the TTFT target holds for, None for their mean."""
+
+    ttft_s: float
+    tpot_s: float
+    ttft_percentile: float | None = None
+
+
 def compare_hardware(
     refs: list[str], build: Callable[[str], Setup], layout: Layout, peak_rps: float, isl: int, osl: int,
-    ttft_s: float, tpot_s: float, mode: str, cached: int = 0, spec: tuple[int, float] = (0, 0.0),
+    target: Target, mode: str, cached: int = 0, spec: tuple[int, float] = (0, 0.0),
 ) -> dict[str, Any]:
     """The capacity plan on each GPU type (``build`` makes each one's :class:`Setup`); the one with the
     fewest GPUs (then the least power) is returned, with every type's outcome in ``hardware_options``
@@ -335,8 +348,7 @@ def compare_hardware(
             continue
         ids = (setup.acc.id, setup.system.id, setup.backend)
         try:
-            plans.append((ref, capacity(setup, layout, peak_rps, isl, osl, ttft_s, tpot_s, mode, cached, spec), "",
-                          ids))
+            plans.append((ref, capacity(setup, layout, peak_rps, isl, osl, target, mode, cached, spec), "", ids))
         except FactoryplanError as exc:
             plans.append((ref, None, exc.render(), ids))
     feasible = [(d["gpus"], d["power_kw"], i) for i, (_, d, _, _) in enumerate(plans) if d is not None]
@@ -349,9 +361,11 @@ def compare_hardware(
         row: dict[str, Any] = {"gpu": acc_id or ref, "system": system_id, "backend": backend,
                                "feasible": d is not None, "chosen": i == best, "reason": reason}
         if d is not None:
-            row.update({key: d[key] for key in ("gpus", "systems", "replicas", "mode", "config", "ttft_ms", "tpot_ms",
-                                                "power_kw", "output_tokens_per_s_per_gpu",
-                                                "output_tokens_per_s_per_mw")})
+            keys = ["gpus", "systems", "replicas", "mode", "config", "ttft_ms", "tpot_ms", "power_kw",
+                    "output_tokens_per_s_per_gpu", "output_tokens_per_s_per_mw"]
+            if target.ttft_percentile is not None:
+                keys.insert(6, f"ttft_p{target.ttft_percentile:g}_ms")
+            row.update({key: d[key] for key in keys})
         options.append(row)
     chosen = plans[best][1]
     assert chosen is not None  # best indexes a feasible plan
@@ -359,12 +373,12 @@ def compare_hardware(
 
 
 def capacity(
-    setup: Setup, layout: Layout, peak_rps: float, isl: int, osl: int, ttft_s: float, tpot_s: float, mode: str,
+    setup: Setup, layout: Layout, peak_rps: float, isl: int, osl: int, target: Target, mode: str,
     cached: int = 0, spec: tuple[int, float] = (0, 0.0),
 ) -> dict[str, Any]:
     """The fewest-GPU plan meeting the targets at ``peak_rps`` (JSON-ready), with its frontier;
     ``cached`` prompt tokens held by the prefix cache."""
-    from factoryplan.perf.capacity import Demand, layouts, plan_demand
+    from factoryplan.perf.capacity import Demand, layouts, plan_demand, ttft_percentile_fields
 
     s, hw = setup.shape, setup.hw
     lay = layouts(s, int(setup.system.scaleup_domain_gpus))
@@ -378,16 +392,19 @@ def capacity(
             raise FactoryplanError("no such layout on this system", field="--tp", value=layout.tp,
                                    allowed=f"powers of two up to the {setup.system.scaleup_domain_gpus}-GPU domain")
     modes = ("aggregated", "disaggregated") if mode == "auto" else (mode,)
-    d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=ttft_s, tpot_s=tpot_s, prefix=float(cached),
-               draft_tokens=float(spec[0]), acceptance=spec[1])
+    d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=target.ttft_s, tpot_s=target.tpot_s,
+               prefix=float(cached), draft_tokens=float(spec[0]), acceptance=spec[1],
+               ttft_percentile=target.ttft_percentile)
     planned = plan_demand(s, hw, setup.prec, setup.k, d, lay=lay, modes=modes, band=setup.band)
     plan = planned.plan
     return {
         **setup.names(), **setup.precisions(), "peak_requests_per_s": peak_rps, **_request(isl, osl, cached, spec),
-        "ttft_target_ms": ttft_s * 1e3, "tpot_target_ms": tpot_s * 1e3,
+        "ttft_target_ms": target.ttft_s * 1e3, "ttft_target_percentile": target.ttft_percentile,
+        "tpot_target_ms": target.tpot_s * 1e3,
         "mode": plan.mode, "config": plan.config, "gpus": plan.gpus, "systems": plan.systems,
         "replicas": plan.replicas, "gpus_per_replica": plan.gpus_per_replica,
         "concurrency_per_replica": plan.concurrency_per_replica, "ttft_ms": plan.ttft_s * 1e3,
+        **ttft_percentile_fields(plan), "ttft_percentiles_basis": PERCENTILES_BASIS,
         "tpot_ms": plan.tpot_s * 1e3, "tokens_per_s_per_user": plan.tokens_per_s_per_user,
         "output_tokens_per_s_per_gpu": plan.output_tokens_per_s_per_gpu, "power_kw": plan.power_w / 1e3,
         "output_tokens_per_s_per_mw": plan.output_tokens_per_s_per_mw, "prefill_gpus": plan.prefill_gpus,

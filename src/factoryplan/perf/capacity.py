@@ -14,6 +14,16 @@ concurrencies, and evaluated in one vectorized pass of :func:`factoryplan.perf.s
   is the form :func:`factoryplan.perf.serving.closed_loop_disaggregated` uses (checked against an
   event-by-event simulation, ``benchmarks/disagg_sim.py``), for open-loop (Poisson) arrivals.
 
+A TTFT target holds for the mean by default (aggregated: the closed loop's at the concurrency,
+whose request rate each replica then carries). With a percentile (``Demand.ttft_percentile``, e.g.
+99) it holds for that share of requests arriving as a Poisson process, as production traffic does:
+each aggregated replica carries the largest share of its closed-loop rate (at most
+:data:`OPEN_LOOP_MAX_LOAD`) at which :func:`~factoryplan.perf.serving.open_loop_ttft` meets the
+target (an M/D/1 tail of the wait behind other prompts); a disaggregated prefill pool is sized so
+that :func:`prefill_queue`'s wait at that percentile does. Every plan reports TTFT at the 50th,
+90th and 99th percentile at its peak load. TPOT is checked on the closed loop's mean at the
+concurrency, which the simulation's 99th-percentile request exceeds by 5% on average at 90% load.
+
 The plan with the fewest GPUs wins (ties: fewer systems, then higher tokens/s per GPU). Power is
 the systems' maximum power per GPU; tokens/s per MW divides by it.
 
@@ -45,16 +55,24 @@ from factoryplan.perf.inference import (
 )
 from factoryplan.perf.inference_constants import ErrorBand
 from factoryplan.perf.serving import (
+    Serving,
     batched_prefill_wait,
     cached_prompt,
     decode_iteration,
+    exponential_wait_quantile,
     iterations_per_token,
     memory,
+    open_loop_ttft,
     serve,
     tokens_per_step,
 )
 
 CONCURRENCY_GRID = np.unique(np.round(np.geomspace(1, 4096, 49)))
+# Poisson arrivals load an aggregated replica planned for a TTFT percentile at most this share of its
+# closed-loop request rate: up to 0.9 the simulated percentiles follow open_loop_ttft (P90 within
+# +16%, P99 within +8% at worst) and the 99th-percentile TPOT stays within 25% of the closed loop's;
+# at the full rate the open-loop queue runs away (benchmarks/serving_open_loop.py).
+OPEN_LOOP_MAX_LOAD = 0.9
 DISAGG_PREFILL_UTILIZATION = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
 # The disaggregated frontier's prefill load against full passes: a prompt then waits about one pass
 # (batched_prefill_wait: 1.2 passes with one prompt a pass, 0.7 with four).
@@ -65,7 +83,9 @@ FRONTIER_PREFILL_LOAD = 0.7
 class Demand:
     """Peak demand and the latency targets (seconds); ``prefix``: leading prompt tokens the prefix
     cache already holds (not prefilled); ``draft_tokens`` and ``acceptance``: speculative decoding
-    (see :func:`~factoryplan.perf.serving.serve`)."""
+    (see :func:`~factoryplan.perf.serving.serve`); ``ttft_percentile``: the TTFT target holds for
+    that share (per cent) of the requests arriving as a Poisson process at peak
+    (:func:`~factoryplan.perf.serving.open_loop_ttft`), None: for the mean of the closed loop."""
 
     requests_per_s: float
     isl: float
@@ -75,6 +95,7 @@ class Demand:
     prefix: float = 0.0
     draft_tokens: float = 0.0
     acceptance: float = 0.0
+    ttft_percentile: float | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +184,41 @@ class Grid:
     requests_per_s: Array  # one replica
     gpus: Array
     ok: BoolArray  # fits and runs without queueing
+    serving: Serving  # the steady state of every point (its prefill queue: open-loop TTFT percentiles)
+
+    def open_loop_ttft(self, load: FloatOrArray, percentile: float) -> Array:
+        """TTFT at ``percentile`` of every point under Poisson arrivals at ``load`` times its request rate."""
+        return open_loop_ttft(self.serving, load, percentile)
+
+    def at(self, i: int) -> Serving:
+        """The steady state of point ``i`` alone (what :func:`open_loop_ttft` reads)."""
+        res = self.serving
+        shape = np.shape(res.ttft_s)
+
+        def pick(x: FloatOrArray) -> float:
+            return float(np.broadcast_to(np.asarray(x, dtype=float), shape)[i])
+
+        return replace(res, ttft_s=pick(res.ttft_s), queue_s=pick(res.queue_s), prefill_busy=pick(res.prefill_busy),
+                       prefill_pass_s=pick(res.prefill_pass_s), prompts_per_pass=pick(res.prompts_per_pass))
+
+    def reachable_ttft(self, percentile: float | None) -> Array:
+        """The TTFT each point can reach: its closed-loop mean (None), or at ``percentile`` as its load
+        goes to zero (no wait behind other prompts)."""
+        return self.ttft_s if percentile is None else self.open_loop_ttft(0.0, percentile)
+
+    def max_load(self, ttft_s: float, percentile: float) -> Array:
+        """The largest share (at most :data:`OPEN_LOOP_MAX_LOAD`) of each point's closed-loop request
+        rate at which ``percentile`` of the requests, arriving as a Poisson process, see a TTFT within
+        ``ttft_s``; 0 where none do (the latency outside the queue alone exceeds it). Bisection: the
+        TTFT rises with the load."""
+        lo = np.zeros(len(self.concurrency))
+        hi = np.full(len(self.concurrency), OPEN_LOOP_MAX_LOAD)
+        top = self.open_loop_ttft(OPEN_LOOP_MAX_LOAD, percentile) <= ttft_s
+        for _ in range(24):
+            mid = (lo + hi) / 2.0
+            good = self.open_loop_ttft(mid, percentile) <= ttft_s
+            lo, hi = np.where(good, mid, lo), np.where(good, hi, mid)
+        return np.where(top, OPEN_LOOP_MAX_LOAD, lo)
 
 
 def evaluate_grid(
@@ -182,7 +238,7 @@ def evaluate_grid(
         lay=rep, concurrency=conc, ttft_s=np.asarray(res.ttft_s), tpot_s=np.asarray(res.tpot_s),
         tokens_per_s_per_gpu=np.asarray(res.output_tokens_per_s_per_gpu),
         tokens_per_s_per_user=np.asarray(res.tokens_per_s_per_user), requests_per_s=np.asarray(res.requests_per_s),
-        gpus=gpus, ok=ok,
+        gpus=gpus, ok=ok, serving=res,
     )
 
 
@@ -206,17 +262,37 @@ class CapacityPlan:
     prefill_gpus: int = 0
     decode_gpus: int = 0
     alternatives: dict[str, int] = field(default_factory=dict)  # mode -> GPUs of its best plan
+    # percentile -> TTFT of the requests arriving as a Poisson process at the planned peak load
+    ttft_percentiles_s: dict[float, float] = field(default_factory=dict)
 
 
 def _power_per_gpu(hw: Hardware) -> float:
     return float(np.asarray(hw.system_w)) / float(np.asarray(hw.system_gpus))
 
 
+REPORTED_PERCENTILES = (50.0, 90.0, 99.0)  # of TTFT under Poisson arrivals, in every plan
+
+
+def _percentiles(d: Demand) -> list[float]:
+    return sorted({*REPORTED_PERCENTILES, *([d.ttft_percentile] if d.ttft_percentile is not None else [])})
+
+
 def _aggregated(grid: Grid, d: Demand, hw: Hardware) -> CapacityPlan | None:
-    meets = grid.ok & (grid.ttft_s <= d.ttft_s) & (grid.tpot_s <= d.tpot_s)
+    """The aggregated plan: the mean target on the closed loop at the point's concurrency (a replica
+    then runs at its closed-loop rate); a percentile target on Poisson arrivals, each replica loaded
+    no more than :meth:`Grid.max_load` allows (at most its closed-loop rate, whose TPOT is the one
+    checked)."""
+    meets = grid.ok & (grid.tpot_s <= d.tpot_s)
+    if d.ttft_percentile is None:
+        meets &= grid.ttft_s <= d.ttft_s
+        usable = np.ones(len(grid.concurrency))
+    else:
+        usable = np.where(meets, grid.max_load(d.ttft_s, d.ttft_percentile), 0.0)
+        meets &= usable > 0.0
     if not meets.any():
         return None
-    replicas = np.where(meets, np.ceil(d.requests_per_s / np.maximum(grid.requests_per_s, 1e-12)), np.inf)
+    capacity = grid.requests_per_s * usable
+    replicas = np.where(meets, np.ceil(d.requests_per_s / np.maximum(capacity, 1e-12)), np.inf)
     replicas = np.maximum(replicas, 1.0)
     gpus = replicas * grid.gpus
     systems = np.ceil(gpus / float(np.asarray(hw.system_gpus)))
@@ -226,13 +302,15 @@ def _aggregated(grid: Grid, d: Demand, hw: Hardware) -> CapacityPlan | None:
     load = d.requests_per_s / (replicas[i] * grid.requests_per_s[i])  # share of replica capacity used at peak
     tps_gpu = float(grid.tokens_per_s_per_gpu[i] * load)
     power = total * _power_per_gpu(hw)
+    point = grid.at(i)
+    tails = {p: float(open_loop_ttft(point, load, p)) for p in _percentiles(d)}
     return CapacityPlan(
         mode="aggregated", config=grid.lay.describe(i), gpus=total, systems=int(systems[i]),
         replicas=int(replicas[i]), gpus_per_replica=int(grid.gpus[i]),
         concurrency_per_replica=float(grid.concurrency[i]),
         ttft_s=float(grid.ttft_s[i]), tpot_s=float(grid.tpot_s[i]), output_tokens_per_s_per_gpu=tps_gpu,
         tokens_per_s_per_user=float(grid.tokens_per_s_per_user[i]), power_w=power,
-        output_tokens_per_s_per_mw=d.requests_per_s * d.osl / (power / 1e6),
+        output_tokens_per_s_per_mw=d.requests_per_s * d.osl / (power / 1e6), ttft_percentiles_s=tails,
     )
 
 
@@ -320,8 +398,11 @@ def disagg_tables(
                         t_pass=remembered, transfer=transfer, prefill_fits=fits)
 
 
-def _prefill_pool(k: Constants, lay: Layouts, d: Demand, tab: DisaggTables) -> tuple[float, int, float]:
-    """(GPUs, layout index, TTFT) of the smallest prefill pool meeting the TTFT target.
+def _prefill_pool(
+    k: Constants, lay: Layouts, d: Demand, tab: DisaggTables
+) -> tuple[float, int, float, dict[float, float]]:
+    """(GPUs, layout index, mean TTFT, TTFT percentiles) of the smallest prefill pool meeting the TTFT
+    target (the mean, or at the demand's percentile).
 
     A pass carries up to ``B`` prompts (the token budget's worth on each attention-DP rank), ``t_p(b)``
     for ``b``; a pool is sized so that its replicas are ``u`` busy against full passes,
@@ -332,12 +413,21 @@ def _prefill_pool(k: Constants, lay: Layouts, d: Demand, tab: DisaggTables) -> t
     full, t_pass, transfer, fits = tab.full, tab.t_pass, tab.transfer, tab.prefill_fits
     u = DISAGG_PREFILL_UTILIZATION[:, None]
     replicas = np.maximum(np.ceil(d.requests_per_s * t_pass(full) / (full * u)), 1.0)
-    t_p, wait = prefill_queue(t_pass, full, d.requests_per_s / replicas)
-    ttft = k.request_overhead_s + t_p + wait + transfer
-    gpus = np.where(fits & (ttft <= d.ttft_s), replicas * np.asarray(lay.par().gpus(), dtype=float), np.inf)
+    rate = d.requests_per_s / replicas
+
+    def ttft_at(percentile: float | None) -> Array:
+        t_p, wait = prefill_queue(t_pass, full, rate, percentile)
+        return np.asarray(k.request_overhead_s + t_p + wait + transfer, dtype=np.float64)
+
+    ttft = ttft_at(None)
+    checked = ttft if d.ttft_percentile is None else ttft_at(d.ttft_percentile)
+    gpus = np.where(fits & (checked <= d.ttft_s), replicas * np.asarray(lay.par().gpus(), dtype=float), np.inf)
     flat = int(np.argmin(gpus))
     ui, li = divmod(flat, len(lay))
-    return float(gpus[ui, li]), li, float(ttft[ui, li])
+    if not math.isfinite(float(gpus[ui, li])):
+        return math.inf, li, float(ttft[ui, li]), {}
+    tails = {p: float(ttft_at(p)[ui, li]) for p in _percentiles(d)}
+    return float(gpus[ui, li]), li, float(ttft[ui, li]), tails
 
 
 # where the gated batch is looked for: b = 1 + (B - 1)·q (one vectorized call tabulates the passes)
@@ -345,12 +435,14 @@ _BATCH_FRACTIONS = np.array([0.0, 1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4,
 
 
 def prefill_queue(
-    t_pass: Callable[[FloatOrArray], Array], full: FloatOrArray, rate: FloatOrArray
+    t_pass: Callable[[FloatOrArray], Array], full: FloatOrArray, rate: FloatOrArray, percentile: float | None = None,
 ) -> tuple[Array, Array]:
-    """(pass time, mean wait before the pass) of one prefill replica under Poisson arrivals of
-    ``rate`` prompts/s, each pass taking the prompts that arrived during the last one, up to ``full``:
-    the batch is ``b = rate·t_p(b)`` (at least 1, at most ``full``), the replica busy ``ρ =
-    rate·t_p(b)/b`` of the time, the wait :func:`~factoryplan.perf.serving.batched_prefill_wait`.
+    """(pass time, wait before the pass) of one prefill replica under Poisson arrivals of ``rate``
+    prompts/s, each pass taking the prompts that arrived during the last one, up to ``full``: the
+    batch is ``b = rate·t_p(b)`` (at least 1, at most ``full``), the replica busy ``ρ = rate·t_p(b)/b``
+    of the time, the mean wait :func:`~factoryplan.perf.serving.batched_prefill_wait`; with
+    ``percentile`` the wait that share of the prompts does not exceed instead
+    (:func:`~factoryplan.perf.serving.exponential_wait_quantile` of that mean and ``ρ``).
     ``t_pass`` is tabulated once at a few batch sizes (its leading axis) and the fixed point solved
     on the table (piecewise linear between them).
     """
@@ -387,7 +479,8 @@ def prefill_queue(
     b = np.clip(b, 1.0, top)
     t_p = at(b)
     rho = np.minimum(lam_b * t_p / b, 1.0)
-    return t_p, batched_prefill_wait(t_p, rows[-1], rho, lam_b * rows[-1] / top, top)
+    wait = batched_prefill_wait(t_p, rows[-1], rho, lam_b * rows[-1] / top, top)
+    return t_p, wait if percentile is None else exponential_wait_quantile(wait, rho, percentile)
 
 
 def _disaggregated(
@@ -398,7 +491,7 @@ def _disaggregated(
     tab = tables if tables is not None else disagg_tables(s, hw, prec, k, lay, d.isl, d.osl, d.prefix,
                                                           d.draft_tokens, d.acceptance)
     d_gpus, di, batch, tpot = _decode_pool(d, tab)
-    p_gpus, pi, ttft = _prefill_pool(k, lay, d, tab)
+    p_gpus, pi, ttft, tails = _prefill_pool(k, lay, d, tab)
     if not (math.isfinite(d_gpus) and math.isfinite(p_gpus)):
         return None
     total = int(d_gpus + p_gpus)
@@ -410,7 +503,7 @@ def _disaggregated(
         gpus_per_replica=gpr, concurrency_per_replica=batch, ttft_s=ttft, tpot_s=tpot,
         output_tokens_per_s_per_gpu=d.requests_per_s * d.osl / total, tokens_per_s_per_user=1.0 / tpot,
         power_w=power, output_tokens_per_s_per_mw=d.requests_per_s * d.osl / (power / 1e6),
-        prefill_gpus=int(p_gpus), decode_gpus=int(d_gpus),
+        prefill_gpus=int(p_gpus), decode_gpus=int(d_gpus), ttft_percentiles_s=tails,
     )
 
 
@@ -450,11 +543,13 @@ def plan_capacity(
     dis = _disaggregated(s, hw, prec, k, lay, d, tables) if "disaggregated" in modes else None
     plans = [p for p in (agg, dis) if p is not None]
     if not plans:
-        best_ttft = float(np.min(grid.ttft_s[grid.ok])) * 1e3
+        best_ttft = float(np.min(grid.reachable_ttft(d.ttft_percentile)[grid.ok])) * 1e3
         best_tpot = float(np.min(grid.tpot_s[grid.ok])) * 1e3
+        which = "" if d.ttft_percentile is None else f" (P{d.ttft_percentile:g})"
         raise InfeasibleError(
-            f"no layout of {s.name} on {hw.name} meets TTFT {d.ttft_s * 1e3:g} ms and TPOT {d.tpot_s * 1e3:g} ms",
-            field="sla", allowed=f"best reachable: TTFT {best_ttft:.0f} ms, TPOT {best_tpot:.1f} ms",
+            f"no layout of {s.name} on {hw.name} meets TTFT{which} {d.ttft_s * 1e3:g} ms and TPOT "
+            f"{d.tpot_s * 1e3:g} ms", field="sla",
+            allowed=f"best reachable: TTFT{which} {best_ttft:.0f} ms, TPOT {best_tpot:.1f} ms",
         )
     best = min(plans, key=lambda p: (p.gpus, p.systems, -p.output_tokens_per_s_per_gpu))
     return replace(best, alternatives={p.mode: p.gpus for p in plans})
@@ -554,6 +649,11 @@ def disaggregated_frontier(
         "tpot_ms": float(t_dec[i] * 1e3)})
 
 
+def ttft_percentile_fields(plan: CapacityPlan) -> dict[str, float]:
+    """``ttft_p90_ms`` style figures of a plan's TTFT percentiles under Poisson arrivals at its peak."""
+    return {f"ttft_p{p:g}_ms": v * 1e3 for p, v in sorted(plan.ttft_percentiles_s.items())}
+
+
 @dataclass(frozen=True)
 class Sized:
     """An inference workload sized for a plan: figures, the frontier and any warnings."""
@@ -595,7 +695,7 @@ def plan_demand(
         if not relax or exc.field != "sla":
             raise
         best_tpot = float(np.min(grid.tpot_s[grid.ok]))
-        ttft_at = float(np.min(grid.ttft_s[grid.ok & (grid.tpot_s <= best_tpot * 1.05)]))
+        ttft_at = float(np.min(grid.reachable_ttft(d.ttft_percentile)[grid.ok & (grid.tpot_s <= best_tpot * 1.05)]))
         target = replace(d, ttft_s=max(d.ttft_s, ttft_at * 1.05), tpot_s=max(d.tpot_s, best_tpot * 1.05))
         plan = plan_capacity(s, hw, prec, k, target, modes=modes, lay=lay, grid=grid, tables=tables)
     gpus_band = None if band is None else band_gpus(s, hw, prec, k, target, band.tpot, band.throughput,
@@ -620,9 +720,11 @@ def size_inference(
     planned = plan_demand(s, hw, prec, k, d, band=band, relax=True)
     plan = planned.plan
     if planned.target is not d:
+        which = "" if d.ttft_percentile is None else f" (P{d.ttft_percentile:g})"
+        reached = plan.ttft_s if d.ttft_percentile is None else plan.ttft_percentiles_s[d.ttft_percentile]
         warnings.append(
-            f"TTFT {d.ttft_s * 1e3:g} ms / TPOT {d.tpot_s * 1e3:g} ms unreachable on {hw.name}; "
-            f"planned at TTFT {plan.ttft_s * 1e3:.0f} ms, TPOT {plan.tpot_s * 1e3:.1f} ms"
+            f"TTFT{which} {d.ttft_s * 1e3:g} ms / TPOT {d.tpot_s * 1e3:g} ms unreachable on {hw.name}; "
+            f"planned at TTFT{which} {reached * 1e3:.0f} ms, TPOT {plan.tpot_s * 1e3:.1f} ms"
         )
     details: dict[str, float | int | str] = {
         "mode": plan.mode, "config": plan.config, "backend": backend, "replicas": plan.replicas,
@@ -639,6 +741,9 @@ def size_inference(
             f"in-flight batching, fewest GPUs meeting TTFT/TPOT at peak ({plan.mode})"
         ),
     }
+    if d.ttft_percentile is not None:
+        details["ttft_percentile"] = d.ttft_percentile
+    details |= ttft_percentile_fields(plan)
     if plan.mode == "disaggregated":
         details["prefill_gpus"] = plan.prefill_gpus
         details["decode_gpus"] = plan.decode_gpus

@@ -266,6 +266,24 @@ def simulate_prefill_replica(
     pass, mean pass time, busy share). A free replica takes every waiting prompt, up to ``full``, into
     a pass of ``pass_s[b]`` seconds; an idle one starts on the next arrival. The first tenth of the
     requests is discarded as warm-up. The open-loop check of the capacity planner's prefill queue."""
+    waits, passes, busy = _prefill_replica_run(pass_s, full, rate, requests, seed)
+    return float(np.mean(waits)), float(np.mean(passes)), busy
+
+
+def prefill_replica_percentiles(
+    pass_s: Sequence[float], full: int, rate: float, percentiles: Sequence[float], *, requests: int = 20_000,
+    seed: int = 0,
+) -> dict[float, float]:
+    """Percentile (per cent) -> the wait plus pass that share of the prompts of
+    :func:`simulate_prefill_replica`'s replica does not exceed."""
+    waits, passes, _ = _prefill_replica_run(pass_s, full, rate, requests, seed)
+    return {p: float(np.percentile(waits + passes, p)) for p in percentiles}
+
+
+def _prefill_replica_run(
+    pass_s: Sequence[float], full: int, rate: float, requests: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(wait, pass) of each measured prompt and the busy share of :func:`simulate_prefill_replica`'s run."""
     if rate <= 0 or full < 1 or requests < 10:
         raise FactoryplanError("a positive rate, batch limit and at least 10 requests", field="rate", value=rate)
     rng = np.random.default_rng(seed)
@@ -288,4 +306,4 @@ def simulate_prefill_replica(
         busy += dt
         t += dt
     skip = requests // 10
-    return float(np.mean(waits[skip:])), float(np.mean(passes[skip:])), busy / t
+    return np.asarray(waits[skip:]), np.asarray(passes[skip:]), busy / t

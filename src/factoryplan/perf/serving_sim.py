@@ -84,6 +84,8 @@ from factoryplan.errors import FactoryplanError
 from factoryplan.perf.inference import Constants, Hardware, ModelShape, Parallel, Precision
 from factoryplan.perf.serving import cached_prompt, decode_iteration, decode_iterations, serve
 
+PERCENTILES = (50.0, 90.0, 95.0, 99.0)  # of each request's TTFT and TPOT a run reports
+
 
 @dataclass(frozen=True)
 class SimResult:
@@ -100,6 +102,8 @@ class SimResult:
     iterations: int  # iterations simulated
     prompt_iterations_per_cycle: float  # prompt-carrying iterations per c requests (serve()'s n_p; nan open loop)
     mean_decoding: float  # time-mean decoding sequences on the rank (serve() takes all c)
+    ttft_percentiles_s: dict[float, float] = field(default_factory=dict)  # percentile -> TTFT of the requests
+    tpot_percentiles_s: dict[float, float] = field(default_factory=dict)  # percentile -> TPOT of the requests
 
 
 class StepTable:
@@ -388,4 +392,6 @@ def _summarise(st: _State, run: _Run, base: float, dp: float) -> SimResult:
         iterations=st.iterations,
         prompt_iterations_per_cycle=st.prompt_iterations / max(prefilled, 1.0) * run.users if run.users else math.nan,
         mean_decoding=st.decoding_time / st.t if st.t > 0 else 0.0,
+        ttft_percentiles_s={q: base + float(np.percentile(engine, q)) for q in PERCENTILES},
+        tpot_percentiles_s={q: float(np.percentile(tpot, q)) for q in PERCENTILES},
     )

@@ -27,6 +27,9 @@ def _workloads(plan: Plan) -> Table:
                 f"{_n(d.get('replicas'))} x TP{_n(d.get('gpus_per_replica'))}, TPOT {_n(d.get('tpot_ms'))} ms, "
                 f"TTFT {_n(d.get('ttft_ms'))} ms, {usd(w.usd_per_million_tokens)}/Mtok"
             )
+            if d.get("ttft_percentile") is not None:
+                pct = f"{float(d['ttft_percentile']):g}"
+                figures += f", TTFT P{pct} {_n(d.get(f'ttft_p{pct}_ms'))} ms at peak"
             if d.get("gpus_low") is not None:
                 high = _n(d.get("gpus_high")) if d.get("gpus_high") is not None else "none"
                 figures += f", {_n(d.get('gpus_low'))}-{high} GPUs across the engine's error band"
