@@ -482,3 +482,14 @@ def test_activation_precision_option(capsys: pytest.CaptureFixture[str]) -> None
     assert (w4a8["activation_precision"], w4a8["compute_precision"]) == ("fp8", "fp8")
     assert w4a4["peak_tflops"] == pytest.approx(2 * w4a8["peak_tflops"])  # B200: FP4 9,000, FP8 4,500 dense
     assert w4a8["ttft_ms"] > w4a4["ttft_ms"] and w4a8["memory_per_gpu_gib"] == w4a4["memory_per_gpu_gib"]
+
+
+def test_attention_dp_balance_wait_is_reported(capsys: pytest.CaptureFixture[str]) -> None:
+    """TensorRT-LLM holds an attention-DP rank's prompts until every rank has one: the point estimate
+    says how long; vLLM, which does not, has no such figure."""
+    args = ("serve", "-m", "deepseek-r1", "-g", "h200", "--tp", "1", "--attention-dp", "8", "--ep", "8",
+            "--isl", "1024", "--osl", "1024", "-c", "128")
+    trt = cli_json(capsys, *args)
+    assert 0 < trt["attention_dp_balance_wait_ms"] < trt["ttft_ms_steady"]
+    assert "attention_dp_balance_wait_ms" not in cli_json(capsys, *args, "--backend", "vllm")
+    assert "attention_dp_balance_wait_ms" not in cli_json(capsys, *args[:5], "--tp", "8", "--ep", "8", *args[11:])

@@ -195,3 +195,31 @@ def test_closed_loop_disaggregated_beats_aggregated_tpot(catalog: Catalog) -> No
                                     osl=500, prefill_workers=2, decode_workers=1)
     assert np.all(np.asarray(dis.tpot_s) < np.asarray(agg.tpot_s))
     assert np.all(np.diff(np.asarray(dis.ttft_s)) >= 0)
+
+
+def test_attention_dp_balancing_holds_prompts(catalog: Catalog) -> None:
+    """TensorRT-LLM's attention-DP balancing: a prompt waits for every rank to have one, or for the
+    counter's release every T iterations: on average half of min(G, T·t_iter); TPOT and the first wave
+    (prompts on every rank at once) are unchanged, and an engine that does not balance adds nothing."""
+    import dataclasses
+
+    s, hw, k = setup(catalog, "deepseek-r1", "h200-sxm")
+    assert k.adp_timeout_iterations == 60
+    par = Parallel(tp=1, dp=8, moe_tp=1, ep=8)
+    kw = {"concurrency": np.array([64.0, 256.0]), "isl": 1024.0, "osl": 1024.0}
+    held = serve(s, hw, par, FP8, k, **kw)
+    free = serve(s, hw, par, FP8, dataclasses.replace(k, adp_timeout_iterations=0.0), **kw)
+    wait = np.asarray(held.balance_s)
+    assert np.all(wait > 0) and np.allclose(np.asarray(held.ttft_s) - np.asarray(free.ttft_s), wait)
+    assert np.allclose(np.asarray(held.tpot_s), np.asarray(free.tpot_s))
+    cycle = np.asarray(free.ttft_s) + 1023 * np.asarray(free.tpot_s)
+    gather = 7 * cycle / kw["concurrency"]
+    assert np.all(wait <= 0.5 * np.minimum(gather, 60 * np.asarray(held.decode_step_s)) + 1e-12)
+    burst_held = serve(s, hw, par, FP8, k, burst=True, **kw)
+    burst_free = serve(s, hw, par, FP8, dataclasses.replace(k, adp_timeout_iterations=0.0), burst=True, **kw)
+    assert np.allclose(np.asarray(burst_held.ttft_s) - np.asarray(burst_free.ttft_s), (1 - k.burst_share) * wait)
+    one_rank = serve(s, hw, Parallel(tp=8, moe_tp=1, ep=8), FP8, k, **kw)
+    assert np.all(np.asarray(one_rank.balance_s) == 0)
+    vllm = constants_from_catalog(catalog, "vllm")
+    assert vllm.adp_timeout_iterations == 0
+    assert np.all(np.asarray(serve(s, hw, par, FP8, vllm, **kw).balance_s) == 0)

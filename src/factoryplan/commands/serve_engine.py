@@ -265,6 +265,9 @@ def point(
         "peak_tflops": float(np.asarray(peak_flops(
             setup.hw, compute_precision(setup.prec.weights, setup.prec.activations)))) / 1e12,
     }
+    balance = float(np.asarray(steady.balance_s))
+    if balance > 0:  # the engine holds prompts until every attention-DP rank has one (steady state)
+        out["attention_dp_balance_wait_ms"] = balance * 1e3
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     if concurrency > max_conc:
         out["note"] = setup.queue_note(concurrency, int(max_conc))

@@ -199,7 +199,8 @@ class Grid:
             return float(np.broadcast_to(np.asarray(x, dtype=float), shape)[i])
 
         return replace(res, ttft_s=pick(res.ttft_s), queue_s=pick(res.queue_s), prefill_busy=pick(res.prefill_busy),
-                       prefill_pass_s=pick(res.prefill_pass_s), prompts_per_pass=pick(res.prompts_per_pass))
+                       prefill_pass_s=pick(res.prefill_pass_s), prompts_per_pass=pick(res.prompts_per_pass),
+                       balance_s=pick(res.balance_s))
 
     def reachable_ttft(self, percentile: float | None) -> Array:
         """The TTFT each point can reach: its closed-loop mean (None), or at ``percentile`` as its load

@@ -50,6 +50,7 @@ class Constants:
     reserved_bytes: float  # engine: activations, CUDA graphs and workspace per GPU
     max_batch: float  # engine: most sequences one replica (or attention-DP rank) runs at once
     kv_reserve: float  # engine: share of the output length reserved in the KV cache at admission
+    adp_timeout_iterations: float  # engine: attention-DP balancing, iterations a prompt waits at most (0: none)
     mixes_prefill: bool  # engine: prompt chunks share iterations with decodes (else they pause them)
     fraction_of_free: bool  # engine: the memory fraction applies to what the weights leave free
     kv_fp8_default: bool  # engine: FP8 KV cache by default when weights are FP8 or narrower
@@ -63,7 +64,8 @@ GLOBAL_FIELDS = (
 ENGINE_FIELDS = (
     "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "moe_layer_overhead_s", "prefill_layer_overhead_s",
     "request_overhead_s", "moe_kernel_efficiency", "prefill_queue_factor", "token_budget", "memory_fraction",
-    "reserved_bytes", "max_batch", "kv_reserve", "mixes_prefill", "fraction_of_free", "kv_fp8_default",
+    "reserved_bytes", "max_batch", "kv_reserve", "adp_timeout_iterations", "mixes_prefill", "fraction_of_free",
+    "kv_fp8_default",
 )
 
 
@@ -77,6 +79,7 @@ YAML_NAMES: dict[str, str] = {
     "routing_concentration": "routing_concentration_ratio", "prefill_queue_factor": "prefill_queue_factor_ratio",
     "moe_kernel_efficiency": "moe_kernel_efficiency_ratio", "burst_share": "burst_share_fraction",
     "token_budget": "token_budget_tokens", "max_batch": "max_batch_count", "kv_reserve": "kv_reserve_fraction",
+    "adp_timeout_iterations": "adp_timeout_iterations_count",
 }
 
 

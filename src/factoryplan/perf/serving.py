@@ -32,7 +32,9 @@ decoding).
   through (``n_p > S``: prefill-bound, e.g. 8k-token prompts, 128-token answers, hundreds of users),
   a request sees at most ``S`` of them while decoding and waits out the rest in the queue, which
   then replaces the M/D/1 wait (checked against the iteration-by-iteration simulation of
-  :mod:`factoryplan.perf.serving_sim`).
+  :mod:`factoryplan.perf.serving_sim`). With attention data parallelism the ranks' prompt
+  iterations are counted aligned (all ranks prefill together); an engine that aligns them by
+  holding prompts (TensorRT-LLM's attention-DP balancing) adds that hold (:func:`_balance_wait`).
 
 **Prefix cache and speculative decoding.** Tokens of a prompt the prefix cache holds are not
 prefilled (the others attend to them); with ``d`` draft tokens an iteration verifies ``1 + d``
@@ -145,6 +147,7 @@ class Serving:
     prefill_busy: FloatOrArray = 0.0  # steady state: share of time the engine is prefilling (rho)
     prefill_pass_s: FloatOrArray = 0.0  # steady state: one iteration carrying prompt chunks (t_p)
     prompts_per_pass: FloatOrArray = 1.0  # steady state: prompts such an iteration carries
+    balance_s: FloatOrArray = 0.0  # steady state: mean wait for the attention-DP ranks to prefill together
 
 
 def _prefill_passes(
@@ -276,7 +279,8 @@ def serve(
     tpot_s = (iters * t_dec + np.minimum(passes, iters) * added * (c - 1.0) / c) / steps
     rho = np.clip(passes * t_p / (base + own + steps * tpot_s), 0.0, 0.95)
     queue = np.maximum(k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - rho)), (passes - iters) * t_p)
-    ttft_s = base + own + queue
+    align = _balance_wait(k, dp, run, base + own + queue + steps * tpot_s, dec_stage)
+    ttft_s = base + own + queue + align
     share = np.asarray(burst, dtype=float) * k.burst_share
     ttft, tpot = ttft_s, tpot_s
     if np.any(share > 0.0):  # the first wave: c prompts at once, per_iter of them per iteration
@@ -298,8 +302,29 @@ def serve(
         output_tokens_per_s_per_gpu=out / par.gpus(), tokens_per_s_per_user=1.0 / tpot, running=run,
         decode_step_s=t_dec, prefill_s=alone * pp,
         memory_per_gpu_bytes=mem.weights_bytes + kv_used + k.reserved_bytes, mem=mem, queue_s=queue, prefill_busy=rho,
-        prefill_pass_s=t_p, prompts_per_pass=per_pass / chunks,
+        prefill_pass_s=t_p, prompts_per_pass=per_pass / chunks, balance_s=align,
     )
+
+
+def _balance_wait(
+    k: Constants, dp: FloatOrArray, running: FloatOrArray, cycle: FloatOrArray, t_iter: FloatOrArray
+) -> Array:
+    """Mean wait of a prompt for the attention-DP ranks to take prompts together (steady state).
+
+    Engines that balance prompts across attention-DP ranks (``adp_timeout_iterations`` ``T`` > 0:
+    TensorRT-LLM with ``enable_balance``) hold a rank's prompts until every rank has one, or until a
+    counter that runs every iteration reaches ``T``: a prompt waits for the other ``dp - 1`` ranks'
+    next arrivals, ``G = (dp - 1)/λ`` at the replica's request rate ``λ = C/cycle``, or for the
+    counter's next release, whichever comes first; on average half of ``min(G, T·t_iter)``. The
+    ranks then prefill together, as :func:`serve` counts their prompt iterations. A burst's first
+    wave has prompts on every rank at once and does not wait; neither do prefill-only workers.
+    """
+    dp_a = np.asarray(dp, dtype=float)
+    if k.adp_timeout_iterations <= 0:
+        return np.zeros(np.broadcast(dp_a, np.asarray(running)).shape)
+    gather = (dp_a - 1.0) * np.asarray(cycle, dtype=float) / np.maximum(np.asarray(running, dtype=float), 1.0)
+    wait = 0.5 * np.minimum(gather, k.adp_timeout_iterations * np.asarray(t_iter, dtype=float))
+    return np.asarray(np.where(dp_a > 1.0, wait, 0.0), dtype=np.float64)
 
 
 def md1_wait_quantile(busy: FloatOrArray, service_s: FloatOrArray, percentile: FloatOrArray) -> Array:
@@ -351,8 +376,11 @@ def open_loop_ttft(res: Serving, load: FloatOrArray, percentile: FloatOrArray) -
     busy = np.asarray(load, dtype=float) * np.asarray(res.prefill_busy, dtype=float)
     share = np.asarray(res.prefill_pass_s, dtype=float) / np.maximum(np.asarray(res.prompts_per_pass, dtype=float),
                                                                     1.0)
-    outside = np.asarray(res.ttft_s, dtype=float) - np.asarray(res.queue_s, dtype=float)
-    return np.asarray(outside + md1_wait_quantile(busy, share, percentile), dtype=np.float64)
+    balance = np.asarray(res.balance_s, dtype=float)
+    outside = np.asarray(res.ttft_s, dtype=float) - np.asarray(res.queue_s, dtype=float) - balance
+    # the attention-DP balancing wait is uniform on [0, 2·mean]: its percentile added to the queue's
+    spread = 2.0 * balance * np.asarray(percentile, dtype=float) / 100.0
+    return np.asarray(outside + spread + md1_wait_quantile(busy, share, percentile), dtype=np.float64)
 
 
 def memory_gib(x: FloatOrArray) -> FloatOrArray:

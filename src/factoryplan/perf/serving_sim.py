@@ -338,7 +338,10 @@ def simulate(
                 prefix=float(prefix), draft_tokens=float(draft_tokens), acceptance=acceptance)
     if not bool(np.asarray(ref.mem.fits)):
         raise FactoryplanError("the model does not fit this parallelism", field="par", value=par)
-    base = k.request_overhead_s + k.first_token_steps * float(np.asarray(ref.decode_step_s))
+    # with it the attention-DP balancing wait (engines that hold prompts until every rank has one), a
+    # plain latency here: the simulated ranks take their prompts in step, as serve() counts them
+    base = (k.request_overhead_s + k.first_token_steps * float(np.asarray(ref.decode_step_s))
+            + float(np.asarray(ref.balance_s)))
     latency = base if latency_s is None else latency_s
     open_loop = requests_per_s is not None
     if open_loop and not (requests_per_s or 0.0) > 0:
