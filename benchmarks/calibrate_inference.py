@@ -99,7 +99,7 @@ THROUGHPUT_MEASURED = True  # fit the throughput the measured TTFT and TPOT impl
 HELD_MODELS = ("qwen3-32b", "deepseek-r1", "deepseek-v3")
 # The H200 hold-out (throughput 32%, TPOT 23% MAPE against 21% and 18% for the same points in the full
 # fit) tests MoE more than hardware: the H100 points hold two MoE models, so a fit on them leaves the
-# grouped-GEMM efficiency at its prior (0.60; 0.41 with the H200 MoE campaigns) and SGLang's per-request
+# grouped-GEMM efficiency at its prior (0.60; 0.40 with the H200 MoE campaigns) and SGLang's per-request
 # latency at what its lockstep Qwen3-32B campaign shows (0.38 s; 0.22 s on all points). Its worst
 # campaigns are the H200 MoE ones (Qwen3.5-397B SGLang 20 -> 61%, Kimi-K2.5 vLLM 17 -> 43%, GLM-5 SGLang
 # 36 -> 73% throughput), while Llama-3.1-70B (9%) and gpt-oss vLLM (9%) predict as well as in the full

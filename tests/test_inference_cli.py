@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from factoryplan.catalog.load import Catalog
+from factoryplan.catalog.load import Catalog, load_catalog
 from factoryplan.cli import main
+from factoryplan.perf.inference_constants import error_band
 
 from .conftest import cli_json
 
@@ -157,7 +158,10 @@ def test_capacity_plan_gives_its_gpus_across_the_error_band(capsys: pytest.Captu
     d = cli_json(capsys, *args)
     lo, hi = d["gpus_range"]
     assert lo < d["gpus"] < hi
-    assert "TPOT runs x0.82 to x1.24" in d["gpus_range_basis"] and "760 trtllm" in d["gpus_range_basis"]
+    band = error_band(load_catalog(), "trtllm")
+    assert band is not None
+    assert f"TPOT runs x{band.tpot[0]:.2f} to x{band.tpot[1]:.2f}" in d["gpus_range_basis"]
+    assert "760 trtllm" in d["gpus_range_basis"]
     assert main(args) == 0
     assert f"gpus_range                         {lo} - {hi}" in capsys.readouterr().out
 

@@ -208,7 +208,8 @@ def test_attention_dp_balancing_holds_prompts(catalog: Catalog) -> None:
     par = Parallel(tp=1, dp=8, moe_tp=1, ep=8)
     kw = {"concurrency": np.array([64.0, 256.0]), "isl": 1024.0, "osl": 1024.0}
     held = serve(s, hw, par, FP8, k, **kw)
-    free = serve(s, hw, par, FP8, dataclasses.replace(k, adp_timeout_iterations=0.0), **kw)
+    at_once = dataclasses.replace(k, adp_timeout_iterations=1e-12)  # aligned, released at once
+    free = serve(s, hw, par, FP8, at_once, **kw)
     wait = np.asarray(held.balance_s)
     assert np.all(wait > 0) and np.allclose(np.asarray(held.ttft_s) - np.asarray(free.ttft_s), wait)
     assert np.allclose(np.asarray(held.tpot_s), np.asarray(free.tpot_s))
@@ -216,10 +217,30 @@ def test_attention_dp_balancing_holds_prompts(catalog: Catalog) -> None:
     gather = 7 * cycle / kw["concurrency"]
     assert np.all(wait <= 0.5 * np.minimum(gather, 60 * np.asarray(held.decode_step_s)) + 1e-12)
     burst_held = serve(s, hw, par, FP8, k, burst=True, **kw)
-    burst_free = serve(s, hw, par, FP8, dataclasses.replace(k, adp_timeout_iterations=0.0), burst=True, **kw)
+    burst_free = serve(s, hw, par, FP8, at_once, burst=True, **kw)
     assert np.allclose(np.asarray(burst_held.ttft_s) - np.asarray(burst_free.ttft_s), (1 - k.burst_share) * wait)
     one_rank = serve(s, hw, Parallel(tp=8, moe_tp=1, ep=8), FP8, k, **kw)
     assert np.all(np.asarray(one_rank.balance_s) == 0)
     vllm = constants_from_catalog(catalog, "vllm")
     assert vllm.adp_timeout_iterations == 0
     assert np.all(np.asarray(serve(s, hw, par, FP8, vllm, **kw).balance_s) == 0)
+
+
+def test_ranks_scheduling_alone_share_each_others_prompt_iterations(catalog: Catalog) -> None:
+    """Attention-DP ranks that schedule their prompts on their own (vLLM, SGLang) still step together
+    (the experts' collectives): an iteration carries prompts when any rank has one, so a decode is
+    slowed by every rank's prompts, not its own rank's alone; balanced ranks prefill together."""
+    import dataclasses
+
+    s, hw, k = setup(catalog, "qwen3-235b-a22b", "h200-sxm", "vllm")
+    kw = {"concurrency": np.array([8.0, 32.0, 128.0]), "isl": 2000.0, "osl": 500.0}
+    par = Parallel(tp=1, dp=4, moe_tp=4)
+    alone = serve(s, hw, par, FP8, k, **kw)
+    aligned = serve(s, hw, par, FP8, dataclasses.replace(k, adp_timeout_iterations=1e-12), **kw)
+    assert np.all(np.asarray(alone.tpot_s) > np.asarray(aligned.tpot_s))
+    assert np.all(np.asarray(alone.prefill_busy) >= np.asarray(aligned.prefill_busy))
+    # one rank: nothing to align
+    one = Parallel(tp=4, moe_tp=4)
+    assert np.allclose(np.asarray(serve(s, hw, one, FP8, k, **kw).tpot_s),
+                       np.asarray(serve(s, hw, one, FP8, dataclasses.replace(k, adp_timeout_iterations=60.0),
+                                        **kw).tpot_s))

@@ -50,7 +50,7 @@ class Constants:
     reserved_bytes: float  # engine: activations, CUDA graphs and workspace per GPU
     max_batch: float  # engine: most sequences one replica (or attention-DP rank) runs at once
     kv_reserve: float  # engine: share of the output length reserved in the KV cache at admission
-    adp_timeout_iterations: float  # engine: attention-DP balancing, iterations a prompt waits at most (0: none)
+    adp_timeout_iterations: float  # engine: attention-DP balancing, iterations a prompt waits at most (0: ranks alone)
     mixes_prefill: bool  # engine: prompt chunks share iterations with decodes (else they pause them)
     fraction_of_free: bool  # engine: the memory fraction applies to what the weights leave free
     kv_fp8_default: bool  # engine: FP8 KV cache by default when weights are FP8 or narrower
