@@ -200,8 +200,7 @@ class Grid:
             return float(np.broadcast_to(np.asarray(x, dtype=float), shape)[i])
 
         return replace(res, ttft_s=pick(res.ttft_s), queue_s=pick(res.queue_s), prefill_busy=pick(res.prefill_busy),
-                       prefill_pass_s=pick(res.prefill_pass_s), prompts_per_pass=pick(res.prompts_per_pass),
-                       balance_s=pick(res.balance_s))
+                       prefill_service_s=pick(res.prefill_service_s), balance_s=pick(res.balance_s))
 
     def reachable_ttft(self, percentile: float | None) -> Array:
         """The TTFT each point can reach: its closed-loop mean (None), or at ``percentile`` as its load
@@ -282,8 +281,8 @@ def _percentiles(d: Demand) -> list[float]:
 def _aggregated(grid: Grid, d: Demand, hw: Hardware) -> CapacityPlan | None:
     """The aggregated plan: the mean target on the closed loop at the point's concurrency (a replica
     then runs at its closed-loop rate); a percentile target on Poisson arrivals, each replica loaded
-    no more than :meth:`Grid.max_load` allows (at most its closed-loop rate, whose TPOT is the one
-    checked)."""
+    no more than :meth:`Grid.max_load` allows (at most :data:`OPEN_LOOP_MAX_LOAD` of its closed-loop
+    rate, whose TPOT is the one checked)."""
     meets = grid.ok & (grid.tpot_s <= d.tpot_s)
     if d.ttft_percentile is None:
         meets &= grid.ttft_s <= d.ttft_s

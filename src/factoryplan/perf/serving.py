@@ -152,8 +152,7 @@ class Serving:
     mem: Memory
     queue_s: FloatOrArray = 0.0  # steady state: mean wait behind other prompts (within ttft_s)
     prefill_busy: FloatOrArray = 0.0  # steady state: share of time the engine is prefilling (rho)
-    prefill_pass_s: FloatOrArray = 0.0  # steady state: one iteration carrying prompt chunks (t_p)
-    prompts_per_pass: FloatOrArray = 1.0  # steady state: prompts such an iteration carries
+    prefill_service_s: FloatOrArray = 0.0  # steady state: prompt iterations' time per prompt (rho = arrivals x this)
     balance_s: FloatOrArray = 0.0  # steady state: mean wait for the attention-DP ranks to prefill together
 
 
@@ -315,7 +314,7 @@ def serve(
         output_tokens_per_s_per_gpu=out / par.gpus(), tokens_per_s_per_user=1.0 / tpot, running=run,
         decode_step_s=t_dec, prefill_s=alone * pp,
         memory_per_gpu_bytes=mem.weights_bytes + kv_used + k.reserved_bytes, mem=mem, queue_s=queue, prefill_busy=rho,
-        prefill_pass_s=t_p, prompts_per_pass=per_pass / chunks, balance_s=align,
+        prefill_service_s=passes * t_p / np.where(alone_ranks, c * dp, c), balance_s=align,
     )
 
 
@@ -382,13 +381,13 @@ def open_loop_ttft(res: Serving, load: FloatOrArray, percentile: FloatOrArray) -
 
     The latency outside the queue (per-request overhead, first-token iterations, the prompt's own
     iterations) is ``res``'s; the wait behind other prompts is :func:`md1_wait_quantile`'s at busy
-    ``load·ρ`` with a prompt's share of a prompt iteration (``t_p`` over the prompts it carries) as
-    the service time: prompts that share an iteration are served together. Checked against the
+    ``load·ρ`` with a prompt's share of the prompt iterations as the service time (``ρ`` over the
+    arrival rate: prompts that share an iteration are served together). ``res`` is a steady state
+    within the KV cache's capacity (no burst, no users queueing for a slot). Checked against the
     iteration-by-iteration simulation under Poisson arrivals (``benchmarks/serving_open_loop.py``).
     """
     busy = np.asarray(load, dtype=float) * np.asarray(res.prefill_busy, dtype=float)
-    share = np.asarray(res.prefill_pass_s, dtype=float) / np.maximum(np.asarray(res.prompts_per_pass, dtype=float),
-                                                                    1.0)
+    share = np.asarray(res.prefill_service_s, dtype=float)
     balance = np.asarray(res.balance_s, dtype=float)
     outside = np.asarray(res.ttft_s, dtype=float) - np.asarray(res.queue_s, dtype=float) - balance
     # the attention-DP balancing wait is uniform on [0, 2·mean]: its percentile added to the queue's
