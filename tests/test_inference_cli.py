@@ -357,6 +357,11 @@ def test_validate_inference_data_file(capsys: pytest.CaptureFixture[str], tmp_pa
     thr = d["data"]["mape"]["output_tokens_per_s"]
     assert thr["n"] == 39 and 0 < thr["median_ape_pct"] <= 2 * thr["mape_pct"]
     assert set(d["data"]["by_gpu"]) == {"ttft_ms", "tpot_ms", "output_tokens_per_s"}
+    # by how the replica splits its work and by weight precision: the first 39 rows are DeepSeek-V3
+    # and MiniMax-M2.5 FP8 points without attention data parallelism
+    assert set(d["data"]["by_layout"]["tpot_ms"]) == {"tensor"}
+    assert d["data"]["by_layout"]["tpot_ms"]["tensor"]["n"] == 39
+    assert set(d["data"]["by_weights"]["tpot_ms"]) == {"fp8"}
     band = d["data"]["within_band"]  # how many measurements fall inside the band serve reports
     assert set(band) == {"ttft_ms", "tpot_ms", "output_tokens_per_s"}
     assert all(v["n"] == 39 and 0 <= v["share_pct"] <= 100 for v in band.values())
@@ -473,7 +478,30 @@ def test_validate_inference_disaggregated_rows(capsys: pytest.CaptureFixture[str
     assert (first["mode"], first["prefill_tp"], first["prefill_workers"], first["decode_workers"]) == (
         "disagg", "2", "2", "1")
     assert set(d["data"]["by_mode"]["tpot_ms"]) == {"disagg"}
+    assert set(d["data"]["by_layout"]["tpot_ms"]) == {"disaggregated"}
     assert 0 < float(first["predicted_ttft_ms"]) < 5_000 and 0 < float(first["predicted_tpot_ms"]) < 100
+
+
+def test_validate_inference_by_layout(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The data set's errors by how each replica splits its work: attention data parallelism (DeepSeek
+    rows with eight attention ranks) apart from tensor parallelism."""
+    import csv
+
+    src = Path(__file__).parents[1] / "src" / "factoryplan" / "validation" / "data" / "serving_measured_hopper.csv"
+    with src.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+        rows = [r for r in reader if "DeepSeek-R1" in r["model_path"] and r["backend"] == "trtllm"]
+    sample = tmp_path / "points.csv"
+    with sample.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    d = cli_json(capsys, "validate", "inference", "--data", str(sample))
+    layouts = d["data"]["by_layout"]["ttft_ms"]
+    adp = sum(1 for r in rows if int(r["attention_dp_size"] or 1) > 1)
+    assert 0 < adp < len(rows) and layouts["attention-dp"]["n"] == adp
+    assert layouts["tensor"]["n"] == len(rows) - adp
 
 
 def test_activation_precision_option(capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,6 +49,7 @@ def _rows(points: list[Point], preds: list[Prediction], implied: bool = False) -
             if meas and pred is not None and math.isfinite(pred):
                 out.append({
                     "id": p.id, "model": p.model, "gpu": p.accelerator, "backend": p.backend, "mode": _mode(p),
+                    "layout": _layout(p), "weights": p.weights,
                     "tp": p.par.tp, "isl": p.isl, "osl": p.osl, "concurrency": p.concurrency or "max",
                     "metric": metric, "published": meas, "predicted": pred, "error_pct": (pred - meas) / meas * 100,
                 })
@@ -58,6 +59,16 @@ def _rows(points: list[Point], preds: list[Prediction], implied: bool = False) -
 def _mode(p: Point) -> str:
     """``agg`` or, for a prefill/decode deployment, ``disagg``."""
     return "disagg" if p.disagg is not None else "agg"
+
+
+def _layout(p: Point) -> str:
+    """How a point's replica splits its work: ``disaggregated``, ``attention-dp`` (aggregated, several
+    attention data-parallel ranks), ``pipeline`` or ``tensor`` (one rank of tensor-parallel GPUs)."""
+    if p.disagg is not None:
+        return "disaggregated"
+    if float(p.par.dp) > 1:
+        return "attention-dp"
+    return "pipeline" if float(p.par.pp) > 1 else "tensor"
 
 
 POINT_COLUMNS = (
@@ -182,7 +193,7 @@ def inference(
             "points": len(loaded.points), "mape": _mape(mrows), "within_band": _within_band(cat, mrows),
             **{f"by_{key}": {m: _mape([r for r in mrows if r["metric"] == m], key)
                              for m in ("ttft_ms", "tpot_ms", "output_tokens_per_s")}
-               for key in ("backend", "gpu", "model", "mode")},
+               for key in ("backend", "gpu", "model", "mode", "layout", "weights")},
             "skipped": len(loaded.skipped),
             "skipped_reasons": dict(collections.Counter(reason for _, reason in loaded.skipped).most_common()),
         }
@@ -214,7 +225,7 @@ def _print(result: dict[str, Any]) -> None:
         if block.get("within_band"):
             shares = ", ".join(f"{m} {v['share_pct']:.0f}%" for m, v in block["within_band"].items())
             console.print(f"  inside the error band serve reports (8 in 10 on the calibration set): {shares}")
-        for label in ("by_backend", "by_gpu", "by_model", "by_mode"):
+        for label in ("by_backend", "by_gpu", "by_model", "by_mode", "by_layout", "by_weights"):
             for metric, groups in block.get(label, {}).items():
                 text = ", ".join(f"{g} {v['mape_pct']:.0f}%" for g, v in groups.items())
                 console.print(f"  {metric} {label.replace('_', ' ')}: {text}")
