@@ -159,6 +159,9 @@ def test_serve_plans_for_a_percentile(capsys: pytest.CaptureFixture[str]) -> Non
     assert p99["ttft_p99_ms"] <= 450 < mean["ttft_p99_ms"] and p99["gpus"] > mean["gpus"]
     both = cli_json(capsys, *args[:4], "h200,b200", *args[5:], "--ttft-percentile", "90")
     assert all("ttft_p90_ms" in o for o in both["hardware_options"] if o["feasible"])
+    assert main([*args[:4], "h200,b200", *args[5:], "--ttft-percentile", "90"]) == 0
+    compared = capsys.readouterr().out.split("hardware compared")[1]
+    assert compared.count("TTFT P90") == sum(o["feasible"] for o in both["hardware_options"])
 
 
 @pytest.mark.parametrize(("extra", "message"), [

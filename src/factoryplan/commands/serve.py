@@ -349,8 +349,10 @@ def _emit_options(options: list[dict[str, Any]]) -> None:
         head = f"  {'*' if o['chosen'] else ' '} {o['gpu']}{where}"
         if o["feasible"]:
             systems = f"{o['systems']:,} system{'s' if o['systems'] != 1 else ''}"
+            tails = "".join(f", TTFT {key[5:-3].upper()} {value:,.0f} ms" for key, value in o.items()
+                            if key.startswith("ttft_p") and key.endswith("_ms"))  # the percentile asked for
             lines.append(f"{head}: {o['gpus']:,} GPUs in {systems}, {o['power_kw']:,.1f} kW, "
-                         f"{o['mode']} {o['config']}, TTFT {o['ttft_ms']:,.0f} ms, TPOT {o['tpot_ms']:.1f} ms")
+                         f"{o['mode']} {o['config']}, TTFT {o['ttft_ms']:,.0f} ms{tails}, TPOT {o['tpot_ms']:.1f} ms")
         else:
             lines.append(f"{head}: {o['reason']}")
     sys.stdout.write("\n".join(lines) + "\n")
