@@ -29,7 +29,7 @@ def _workloads(plan: Plan) -> Table:
             )
             if d.get("ttft_percentile") is not None:
                 pct = f"{float(d['ttft_percentile']):g}"
-                figures += f", TTFT P{pct} {_n(d.get(f'ttft_p{pct}_ms'))} ms at peak"
+                figures += f", TTFT P{pct} {_n(d.get(f'ttft_p{pct}_ms'))} ms at peak plus headroom"
             if d.get("gpus_low") is not None:
                 high = _n(d.get("gpus_high")) if d.get("gpus_high") is not None else "none"
                 figures += f", {_n(d.get('gpus_low'))}-{high} GPUs across the engine's error band"
