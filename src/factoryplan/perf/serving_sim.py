@@ -10,7 +10,9 @@ capacity (:func:`~factoryplan.perf.serving.memory`), so that only the scheduling
 approximations differ.
 
 **Engine.** One attention-data-parallel rank serves ``c = C/dp`` users; the other ``dp - 1`` ranks
-are taken to do the same at the same time (serve()'s symmetric treatment of ``dp``), so an
+are taken to do the same at the same time (serve()'s treatment of ranks that prefill together,
+as an engine that balances prompts over them makes them; serve() counts the prompt iterations of
+every rank for engines whose ranks schedule alone, which this simulation does not follow), so an
 iteration of ``n`` decodes and ``P`` prompt tokens on the rank costs
 ``iteration(decode_seqs = n·dp, prompts = P/ISL·dp, prompt_len = ISL, ctx = mean context)``.
 Pipeline parallelism is not simulated (``pp = 1`` only). At most ``min(c, C_max/dp)`` requests
