@@ -64,3 +64,16 @@ def test_markdown_and_terminal_cost_parts(plan: Plan) -> None:
     text = out.getvalue()
     assert "P10/P50/P90 usd_per_gpu_hour" in text
     assert "biggest levers" in text
+
+
+def test_markdown_and_terminal_give_the_same_key_figures(plan: Plan) -> None:
+    """Each workload's key figures (a service's replicas, TTFT, TPOT and $/Mtok; a training run's days
+    and MFU) read the same in the Markdown report as in the terminal table."""
+    from factoryplan.report.summary import key_figures
+
+    md = render_markdown(plan)
+    assert "| key figures |" in md
+    for w in plan.workloads:
+        line = key_figures(w)
+        assert line in md
+        assert ("TTFT" in line and "/Mtok" in line) if w.kind == "inference" else ("days, MFU" in line)

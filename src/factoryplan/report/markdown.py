@@ -25,8 +25,8 @@ def render_markdown(plan: Plan) -> str:
     lines += _phases(plan)
     lines += ["## Workloads", ""]
     lines += _table(
-        ["workload", "kind", "model", "hardware", "GPUs", "$/Mtok", "method"],
-        [[w.name, w.kind, w.model, w.accelerator, num(w.gpus), usd(w.usd_per_million_tokens), w.method]
+        ["workload", "kind", "model", "hardware", "GPUs", "key figures", "method"],
+        [[w.name, w.kind, w.model, w.accelerator, num(w.gpus), summary.key_figures(w), w.method]
          for w in plan.workloads],
     )
     lines += ["## Power", ""]

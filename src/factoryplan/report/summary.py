@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from factoryplan.plan import Plan
+from factoryplan.plan import Plan, WorkloadResult
 from factoryplan.report.fmt import mw, num, usd
 from factoryplan.sovereignty.policy import LEVEL_NAMES
 
@@ -21,6 +21,34 @@ class Kpi:
     label: str
     value: str
     detail: str
+
+
+def _n(value: float | int | str | None) -> str:
+    return value if isinstance(value, str) else num(value)
+
+
+def key_figures(w: WorkloadResult) -> str:
+    """A workload's figures in one line: days and MFU of a training run; a service's replicas,
+    latencies (the TTFT percentile it was planned for, at the rate it is sized for), $/Mtok, its GPUs
+    across the engine's error band and the prefix cache and speculative decoding it uses."""
+    d = w.details
+    if w.kind == "training":
+        return f"{_n(d.get('wall_clock_days'))} days, MFU {_n(d.get('mfu'))}"
+    figures = (
+        f"{_n(d.get('replicas'))} x TP{_n(d.get('gpus_per_replica'))}, TPOT {_n(d.get('tpot_ms'))} ms, "
+        f"TTFT {_n(d.get('ttft_ms'))} ms, {usd(w.usd_per_million_tokens)}/Mtok"
+    )
+    if d.get("ttft_percentile") is not None:
+        pct = f"{float(d['ttft_percentile']):g}"
+        figures += f", TTFT P{pct} {_n(d.get(f'ttft_p{pct}_ms'))} ms at peak plus headroom"
+    if d.get("gpus_low") is not None:
+        high = _n(d.get("gpus_high")) if d.get("gpus_high") is not None else "none"
+        figures += f", {_n(d.get('gpus_low'))}-{high} GPUs across the engine's error band"
+    if d.get("cached_prompt_tokens"):
+        figures += f", {_n(d.get('cached_prompt_tokens'))} prompt tokens cached"
+    if d.get("draft_tokens"):
+        figures += f", {_n(d.get('draft_tokens'))} draft tokens ({_n(d.get('tokens_per_step'))} a step)"
+    return figures
 
 
 def _mix(by_system: dict[str, int]) -> str:

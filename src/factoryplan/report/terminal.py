@@ -10,34 +10,13 @@ from factoryplan.report import summary
 from factoryplan.report.fmt import mw, num, usd
 
 
-def _n(value: float | int | str | None) -> str:
-    return value if isinstance(value, str) else num(value)
-
-
 def _workloads(plan: Plan) -> Table:
     t = Table(title="Workloads", title_justify="left")
     for col in ("workload", "kind", "model", "hardware", "GPUs", "key figures", "method"):
         t.add_column(col, overflow="fold")
     for w in plan.workloads:
-        d = w.details
-        if w.kind == "training":
-            figures = f"{_n(d.get('wall_clock_days'))} days, MFU {_n(d.get('mfu'))}"
-        else:
-            figures = (
-                f"{_n(d.get('replicas'))} x TP{_n(d.get('gpus_per_replica'))}, TPOT {_n(d.get('tpot_ms'))} ms, "
-                f"TTFT {_n(d.get('ttft_ms'))} ms, {usd(w.usd_per_million_tokens)}/Mtok"
-            )
-            if d.get("ttft_percentile") is not None:
-                pct = f"{float(d['ttft_percentile']):g}"
-                figures += f", TTFT P{pct} {_n(d.get(f'ttft_p{pct}_ms'))} ms at peak plus headroom"
-            if d.get("gpus_low") is not None:
-                high = _n(d.get("gpus_high")) if d.get("gpus_high") is not None else "none"
-                figures += f", {_n(d.get('gpus_low'))}-{high} GPUs across the engine's error band"
-            if d.get("cached_prompt_tokens"):
-                figures += f", {_n(d.get('cached_prompt_tokens'))} prompt tokens cached"
-            if d.get("draft_tokens"):
-                figures += f", {_n(d.get('draft_tokens'))} draft tokens ({_n(d.get('tokens_per_step'))} a step)"
-        t.add_row(w.name, w.kind, w.model, f"{w.accelerator} ({w.system})", num(w.gpus), figures, w.method)
+        t.add_row(w.name, w.kind, w.model, f"{w.accelerator} ({w.system})", num(w.gpus), summary.key_figures(w),
+                  w.method)
     return t
 
 
