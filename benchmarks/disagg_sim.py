@@ -121,6 +121,7 @@ def open_loop(cat: Catalog) -> None:
              ("qwen3-32b", Parallel(tp=1)))
     by_load: dict[float, list[float]] = defaultdict(list)
     tails: dict[float, list[tuple[float, float]]] = defaultdict(list)
+    varied: dict[tuple[float, float], list[tuple[float, float]]] = defaultdict(list)
     for model, par in cases:
         s = shape_of(resolve_model(cat, model))
         for isl in (256, 1024, 2048, 4096, 8192):
@@ -141,6 +142,11 @@ def open_loop(cat: Catalog) -> None:
                 tails[load].append(tuple(  # type: ignore[arg-type]
                     float(np.log(sim_q[q] / float(np.sum(prefill_queue(t_pass, float(full), rate, q)))))
                     for q in (90.0, 99.0)))
+                for cv in (0.5, 1.0):  # prompt lengths drawn from a gamma distribution of this CV
+                    sim_q = prefill_replica_percentiles(table.tolist(), full, rate, (90.0, 99.0), seed=1, isl_cv=cv)
+                    varied[(cv, load)].append(tuple(  # type: ignore[arg-type]
+                        float(np.log(sim_q[q] / float(np.sum(prefill_queue(t_pass, float(full), rate, q, cv)))))
+                        for q in (90.0, 99.0)))
     every = np.concatenate([np.asarray(v) for v in by_load.values()])
     print(f"prefill replica, Poisson arrivals: {len(every)} points, log(formula/sim) of wait + pass "
           f"{every.mean():+.3f} (sd {every.std():.3f}, largest {np.abs(every).max():.2f})")
@@ -150,6 +156,12 @@ def open_loop(cat: Catalog) -> None:
         arr = np.asarray(v)
         print(f"  load {u:.1f}: " + "  ".join(f"P{q:g} {m:+.3f} ({sd:.3f}, {mx:+.2f})" for q, m, sd, mx in
                                               zip((90, 99), arr.mean(0), arr.std(0), arr.max(0), strict=True)))
+    print("  the same with prompt lengths varying (gamma, coefficient of variation 0.5 and 1)")
+    for (cv, u), v in sorted(varied.items()):
+        arr = np.asarray(v)
+        print(f"  CV {cv:.1f} load {u:.1f}: " + "  ".join(
+            f"P{q:g} {m:+.3f} ({sd:.3f}, {mx:+.2f})" for q, m, sd, mx in
+            zip((90, 99), arr.mean(0), arr.std(0), arr.max(0), strict=True)))
 
 
 def _lay(p: Parallel) -> str:

@@ -15,6 +15,10 @@ low end; 1.0: the closed-loop rate), as ``log(simulated/closed form)``: mean, sp
 * the simulated 99th percentile of the requests' TPOT with the closed form's mean at ``C`` (the TPOT
   every target is checked on: above 0 where one request in a hundred decodes slower than that).
 
+Then prompts of varying length (``--isl-cv``: gamma-distributed, coefficient of variation 0.5 and 1,
+drawn per request in the simulation): the simulated 90th and 99th percentile TTFT against
+``open_loop_ttft`` of ``serve(..., isl_cv=...)`` at loads 0.8 and 0.9.
+
 Grid: llama-3.1-8b (H100, TP1), llama-3.1-70b (H200, TP4), qwen3-32b (H100, TP2), qwen3-235b-a22b
 (H200, TP8 EP8) at FP8; trtllm, vllm, sglang; ISL/OSL 1000/200 and 4000/500; C 8/32/128/256 (those the
 KV cache holds). Seconds on two cores:
@@ -75,7 +79,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                     float(np.log(sim.ttft_percentiles_s[99.0] / float(open_loop_ttft(ref, u, 99.0)))),
                     float(np.log(sim.tpot_percentiles_s[99.0] / tpot)),
                 ))
-    print(f"{sum(len(v) for v in ratios.values())} runs, {time.perf_counter() - t0:.0f} s")
+    varied: dict[tuple[float, float, str], list[tuple[float, float]]] = defaultdict(list)
+    for (model, acc, par), backend, (isl, osl) in itertools.product(CASES, ("trtllm", "vllm", "sglang"),
+                                                                   ((1000, 200), (4000, 500))):
+        s = shape_of(resolve_model(cat, model))
+        a = cat.accelerators[acc]
+        hw = hardware_of(a, cat.systems[a.default_system])
+        k = constants_from_catalog(cat, backend)
+        table = StepTable(s, hw, par, FP8, k, isl)
+        for c, cv in itertools.product((32, 128), (0.5, 1.0)):
+            ref = serve(s, hw, par, FP8, k, concurrency=float(c), isl=float(isl), osl=float(osl), isl_cv=cv)
+            if c > float(np.asarray(ref.mem.max_concurrency)):
+                continue
+            for u in LOADS[:2]:
+                sim = simulate(s, hw, par, FP8, k, concurrency=c, isl=isl, osl=osl, table=table, isl_cv=cv,
+                               requests_per_s=u * float(np.asarray(ref.requests_per_s)), cycles=args.cycles, seed=1)
+                varied[(cv, u, backend)].append(tuple(  # type: ignore[arg-type]
+                    float(np.log(sim.ttft_percentiles_s[p] / float(open_loop_ttft(ref, u, p)))) for p in (90.0, 99.0)))
+    print(f"{sum(len(v) for v in ratios.values()) + sum(len(v) for v in varied.values())} runs, "
+          f"{time.perf_counter() - t0:.0f} s")
     print("log(simulated/closed form): mean (sd, highest)")
     print("engine  load   n   " + "  ".join(f"{c:22s}" for c in COLUMNS))
     for u in LOADS:
@@ -86,6 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             cols = "  ".join(f"{m:+.3f} ({sd:.3f}, {mx:+.2f})  " for m, sd, mx in
                              zip(arr.mean(0), arr.std(0), arr.max(0), strict=True))
             print(f"{name:7s} {u:.1f} {len(arr):4d}   {cols}")
+    print("prompt lengths varying: log(simulated/closed form) of TTFT P90 and P99, mean (sd, highest)")
+    for (cv, u, backend), vals in sorted(varied.items()):
+        arr = np.asarray(vals)
+        cols = "  ".join(f"{m:+.3f} ({sd:.3f}, {mx:+.2f})" for m, sd, mx in
+                         zip(arr.mean(0), arr.std(0), arr.max(0), strict=True))
+        print(f"CV {cv:.1f} load {u:.1f} {backend:7s} {len(arr):3d}   {cols}")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""TTFT percentiles under Poisson arrivals: the queue tails, their check against simulation, and
-capacity plans whose TTFT target holds for a share of the requests."""
+"""TTFT percentiles under Poisson arrivals: the queue tails, their check against simulation, capacity
+plans whose TTFT target holds for a share of the requests, and prompts whose lengths vary."""
 
 from __future__ import annotations
 
@@ -22,20 +22,30 @@ from factoryplan.perf.capacity import (
 )
 from factoryplan.perf.disagg_sim import prefill_replica_percentiles, simulate_prefill_replica
 from factoryplan.perf.inference import Parallel, iteration
-from factoryplan.perf.serving import exponential_wait_quantile, md1_wait_quantile, open_loop_ttft, serve
+from factoryplan.perf.serving import (
+    _mg1_tail,
+    exponential_wait_quantile,
+    length_nodes,
+    md1_wait_quantile,
+    open_loop_ttft,
+    serve,
+)
 from factoryplan.perf.serving_sim import simulate
 
 from .conftest import FP8, cli_json, plan_workload, serving_setup
 
 
-def _md1_waits(rho: float, n: int = 200_000, seed: int = 3) -> np.ndarray:
-    """Waits of an M/D/1 queue (service 1 s) by Lindley's recursion, the first tenth dropped."""
-    gaps = np.random.default_rng(seed).exponential(1.0 / rho, n)
+def _md1_waits(rho: float, n: int = 200_000, seed: int = 3, cv: float = 0.0) -> np.ndarray:
+    """Waits of an M/G/1 queue (mean service 1 s; fixed, or gamma of coefficient of variation ``cv``)
+    by Lindley's recursion, the first tenth dropped."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(1.0 / rho, n)
+    service = rng.gamma(1.0 / cv**2, cv**2, n) if cv > 0 else np.ones(n)
     waits = np.empty(n)
     w = 0.0
-    for i, a in enumerate(gaps):
+    for i, (a, s) in enumerate(zip(gaps, service, strict=True)):
         waits[i] = w
-        w = max(0.0, w + 1.0 - a)
+        w = max(0.0, w + s - a)
     return waits[n // 10:]
 
 
@@ -210,3 +220,76 @@ def test_scenario_refuses_a_percentile_out_of_range(capsys: pytest.CaptureFixtur
     assert main(["plan", str(path)]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "ttft_percentile" in err and "150" in err
+
+
+def test_gamma_service_tail(catalog: Catalog) -> None:
+    """The M/G/1 tail with gamma service times: exponential service (CV 1) gives M/M/1's exact
+    P(W > t) = rho·e^{-(1-rho)t/D}; a CV near 0 gives M/D/1's; CV 0.5 against Lindley's recursion."""
+    rho = np.array([0.3, 0.6, 0.9])
+    _, c, theta = _mg1_tail(rho, 2.0, 1.0)
+    assert np.allclose(c, rho) and np.allclose(theta, (1 - rho) / 2.0)
+    assert np.allclose(_mg1_tail(rho, 1.0, 1e-3)[1:], _mg1_tail(rho, 1.0, 0.0)[1:], rtol=1e-3)
+    waits = _md1_waits(0.7, cv=0.5)
+    _, c, theta = _mg1_tail(0.7, 1.0, 0.5)
+    for pct in (90.0, 99.0):
+        assert float(np.log(c / (1 - pct / 100)) / theta) == pytest.approx(float(np.percentile(waits, pct)), rel=0.08)
+    nodes = length_nodes(np.array([0.5, 1.0]))
+    assert nodes.shape == (2, 64) and np.allclose(nodes.mean(axis=-1), 1.0)
+    assert np.allclose(nodes.std(axis=-1), [0.5, 1.0], rtol=0.05)
+
+
+def test_varying_prompt_lengths_lengthen_the_wait_and_its_tail(catalog: Catalog) -> None:
+    """Prompts of varying length: the mean wait behind other prompts is (1 + CV²) times the fixed
+    one's (Pollaczek-Khinchine), the percentiles follow the iteration simulation with drawn lengths."""
+    s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
+    par, kw = Parallel(tp=4), {"concurrency": 64.0, "isl": 4000.0, "osl": 500.0}
+    fixed = serve(s, hw, par, FP8, k, **kw)
+    varied = serve(s, hw, par, FP8, k, isl_cv=0.5, **kw)
+    assert float(np.asarray(varied.queue_s)) == pytest.approx(1.25 * float(np.asarray(fixed.queue_s)))
+    assert np.asarray(varied.tpot_s) == pytest.approx(np.asarray(fixed.tpot_s))
+    rate = 0.8 * float(np.asarray(varied.requests_per_s))
+    sim = simulate(s, hw, par, FP8, k, concurrency=64, isl=4000, osl=500, requests_per_s=rate, cycles=30, seed=1,
+                   isl_cv=0.5)
+    for pct in (90.0, 99.0):
+        assert sim.ttft_percentiles_s[pct] == pytest.approx(float(open_loop_ttft(varied, 0.8, pct)), rel=0.25)
+        assert float(open_loop_ttft(varied, 0.8, pct)) > float(open_loop_ttft(fixed, 0.8, pct))
+
+
+def test_prefill_replica_with_varying_prompts_follows_its_simulation(catalog: Catalog) -> None:
+    s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
+    par, isl = Parallel(tp=8), 1024
+    full = int(k.token_budget // isl)
+    sizes = np.arange(full + 1, dtype=float)
+    table = np.asarray(iteration(s, hw, par, FP8, k, decode_seqs=0.0, ctx=float(isl), prompts=sizes,
+                                 prompt_len=float(isl)).total, dtype=float)
+    rate = 0.5 * full / table[full]
+    sim = prefill_replica_percentiles(table.tolist(), full, rate, (90.0, 99.0), seed=1, isl_cv=0.5)
+    for pct in (90.0, 99.0):
+        t_p, wait = prefill_queue(lambda b: np.asarray(np.interp(b, sizes, table)), float(full), rate, pct, 0.5)
+        assert float(t_p + wait) == pytest.approx(sim[pct], rel=0.35)
+
+
+def test_plans_for_varying_prompts(catalog: Catalog, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A percentile target with prompts of varying length needs more GPUs; the CLI and the scenario
+    carry the coefficient of variation and refuse what they cannot use."""
+    s, hw, k = serving_setup(catalog, "llama-3.3-70b", "h200-sxm")
+    base = {"requests_per_s": 40.0, "isl": 2000.0, "osl": 400.0, "ttft_s": 0.6, "tpot_s": 0.05,
+            "ttft_percentile": 99.0}
+    gpus = [plan_capacity(s, hw, FP8, k, Demand(**base, isl_cv=cv)).gpus for cv in (0.0, 0.5, 1.0)]
+    assert gpus[0] <= gpus[1] <= gpus[2] and gpus[2] > gpus[0]
+    args = ("serve", "-m", "llama-3.3-70b", "-g", "h200", "--isl", "2000", "--osl", "400", "--rps", "40",
+            "--ttft-ms", "600", "--tpot-ms", "50", "--ttft-percentile", "99")
+    d = cli_json(capsys, *args, "--isl-cv", "1")
+    assert d["isl_cv"] == 1.0 and d["gpus"] == gpus[2] and d["ttft_p99_ms"] <= 600
+    assert main(["serve", "-m", "llama-3.3-70b", "-g", "h200", "--isl", "2000", "--osl", "400", "-c", "8",
+                 "--tp", "2", "--prefill-tp", "2", "--isl-cv", "0.5"]) == 2
+    assert "--isl-cv" in capsys.readouterr().err
+    assert main([*args, "--isl-cv", "2.5"]) == 2
+    capsys.readouterr()
+    extra = "    input_tokens_cv: 1\n    ttft_percentile: 99"
+    w = plan_workload(capsys, tmp_path / "cv.yaml", SCENARIO.format(extra=extra))
+    assert w["details"]["input_tokens_cv"] == 1.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SCENARIO.format(extra="    input_tokens_cv: 5"), encoding="utf-8")
+    assert main(["plan", str(bad)]) == 2
+    assert "input_tokens_cv" in capsys.readouterr().err

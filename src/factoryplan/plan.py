@@ -214,7 +214,7 @@ def _size_inference(
     demand = capacity.Demand(requests_per_s=peak, isl=w.input_tokens, osl=w.output_tokens,
                              ttft_s=w.ttft_ms / 1e3, tpot_s=w.tpot_ms / 1e3, prefix=float(cached),
                              draft_tokens=float(w.draft_tokens), acceptance=w.draft_acceptance or 0.0,
-                             ttft_percentile=w.ttft_percentile)
+                             ttft_percentile=w.ttft_percentile, isl_cv=w.input_tokens_cv)
     return capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
                                    backend=backend, band=error_band(asm.catalog, backend))
 

@@ -77,6 +77,8 @@ class InferenceWorkload(_Workload):
     tokens_per_day: PosNum | None = None  # output tokens per day (average)
     peak_to_average: Annotated[float, BeforeValidator(_number), Field(ge=1)] | None = None
     input_tokens: Annotated[int, Field(gt=0)] = 1000
+    # prompts' lengths vary around input_tokens: their coefficient of variation (gamma); 0: all alike
+    input_tokens_cv: Annotated[float, BeforeValidator(_number), Field(ge=0, le=2)] = 0.0
     output_tokens: Annotated[int, Field(gt=0)] = 500
     # share of each prompt the engine's prefix cache already holds (system prompt, earlier turns)
     prefix_hit: Annotated[float, BeforeValidator(_number), Field(ge=0, lt=1)] = 0.0

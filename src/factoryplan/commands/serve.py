@@ -162,6 +162,8 @@ def _emit(data: dict[str, Any], fmt: OutputFormat, title: str) -> None:
         hidden |= {"draft_tokens", "acceptance", "tokens_per_step"}
     if not data.get("cached_prompt_tokens"):
         hidden.add("cached_prompt_tokens")
+    if not data.get("isl_cv"):
+        hidden.add("isl_cv")
     for key, value in data.items():
         if key in hidden:
             continue
@@ -227,6 +229,9 @@ def serve(
                                                    "(with --tokens-per-day).")] = 1.5,
     ttft_ms: Annotated[float, typer.Option("--ttft-ms", min=0, help="Time-to-first-token target (capacity).")] = 2000,
     tpot_ms: Annotated[float, typer.Option("--tpot-ms", min=0, help="Time-per-output-token target (capacity).")] = 50,
+    isl_cv: Annotated[float, typer.Option("--isl-cv", min=0, max=2, help="Prompt lengths vary: their coefficient of "
+                                          "variation (standard deviation over the mean --isl; a gamma "
+                                          "distribution). 0: all --isl long, as benchmarks send them.")] = 0.0,
     ttft_percentile: Annotated[float | None, typer.Option("--ttft-percentile", help="The share of requests (per "
                                                           "cent, e.g. 90 or 99) the TTFT target holds for, "
                                                           "arriving as a Poisson process at peak (capacity; "
@@ -312,9 +317,10 @@ def serve(
             raise FactoryplanError("demand must be positive", field="--rps", value=peak)
         target = eng.Target(ttft_ms / 1e3, tpot_ms / 1e3, ttft_percentile)
         if len(refs) == 1:
-            data = eng.capacity(build(refs[0]), layout, peak, isl, osl, target, mode.value, cached, spec)
+            data = eng.capacity(build(refs[0]), layout, peak, isl, osl, target, mode.value, cached, spec, isl_cv)
         else:  # a type that cannot take part (its engine, the model's fit, the targets) is listed with why
-            data = eng.compare_hardware(refs, build, layout, peak, isl, osl, target, mode.value, cached, spec)
+            data = eng.compare_hardware(refs, build, layout, peak, isl, osl, target, mode.value, cached, spec,
+                                        isl_cv)
         _emit(data, fmt, f"capacity plan: {data['model']} on {data['system']}")
         if fmt is OutputFormat.table and "hardware_options" in data:
             _emit_options(data["hardware_options"])
@@ -329,6 +335,10 @@ def serve(
         raise FactoryplanError("a point estimate needs a layout and a load", field=missing,
                                allowed="give --tp and --concurrency, or --rps to plan capacity")
     if prefill_tp is not None:
+        if isl_cv > 0:
+            raise FactoryplanError("prompt-length variation is modelled for aggregated serving and capacity "
+                                   "plans, not for a given prefill/decode deployment", field="--isl-cv",
+                                   value=isl_cv, allowed="omit it with --prefill-tp")
         prefill = eng.Layout(tp=prefill_tp, ep=prefill_ep, dp=prefill_attention_dp, side="prefill-")
         data = eng.disaggregated_point(setup, layout, prefill, prefill_workers, decode_workers, concurrency, isl, osl,
                                        cached, spec, together=start is not Start.steady)
@@ -337,7 +347,8 @@ def serve(
     if disagg:
         raise FactoryplanError("describes a disaggregated deployment", field=", ".join(disagg),
                                allowed="give --prefill-tp with it, or leave it out")
-    data = eng.point(setup, layout, concurrency, isl, osl, cached, spec, together=start is not Start.steady)
+    data = eng.point(setup, layout, concurrency, isl, osl, cached, spec, together=start is not Start.steady,
+                     isl_cv=isl_cv)
     _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {acc.id} ({setup.backend})")
 
 

@@ -211,11 +211,12 @@ def _needs(setup: Setup) -> str:
     return f"needs >= {need} x {setup.acc.id} at {setup.prec.weights}"
 
 
-def _request(isl: int, osl: int, cached: int, spec: tuple[int, float]) -> dict[str, Any]:
-    """The JSON keys of a request: its lengths, the prompt tokens the prefix cache holds, and
-    speculative decoding's draft tokens, their acceptance and the tokens an iteration yields."""
-    return {"isl": isl, "osl": osl, "cached_prompt_tokens": cached, "draft_tokens": spec[0], "acceptance": spec[1],
-            "tokens_per_step": float(np.asarray(tokens_per_step(spec[0], spec[1])))}
+def _request(isl: int, osl: int, cached: int, spec: tuple[int, float], isl_cv: float = 0.0) -> dict[str, Any]:
+    """The JSON keys of a request: its lengths (and the prompts' lengths' coefficient of variation),
+    the prompt tokens the prefix cache holds, and speculative decoding's draft tokens, their
+    acceptance and the tokens an iteration yields."""
+    return {"isl": isl, "isl_cv": isl_cv, "osl": osl, "cached_prompt_tokens": cached, "draft_tokens": spec[0],
+            "acceptance": spec[1], "tokens_per_step": float(np.asarray(tokens_per_step(spec[0], spec[1])))}
 
 
 def _start(together: bool, ttft_steady_s: FloatOrArray, tpot_steady_s: FloatOrArray) -> dict[str, Any]:
@@ -228,16 +229,17 @@ def _start(together: bool, ttft_steady_s: FloatOrArray, tpot_steady_s: FloatOrAr
 
 def point(
     setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int, cached: int = 0,
-    spec: tuple[int, float] = (0, 0.0), together: bool = True,
+    spec: tuple[int, float] = (0, 0.0), together: bool = True, isl_cv: float = 0.0,
 ) -> dict[str, Any]:
     """Serving figures of one replica at ``concurrency`` users (JSON-ready); ``cached`` prompt tokens
     held by the prefix cache; ``spec``: (draft tokens, acceptance) of speculative decoding;
-    ``together``: the users start at once, as in a benchmark run (else the steady state)."""
+    ``together``: the users start at once, as in a benchmark run (else the steady state); ``isl_cv``:
+    the prompts' lengths' coefficient of variation."""
     par = layout.parallel(setup.shape)
 
     def run(burst: bool) -> Serving:
         return serve(setup.shape, setup.hw, par, setup.prec, setup.k, concurrency=concurrency, isl=isl, osl=osl,
-                     prefix=cached, draft_tokens=spec[0], acceptance=spec[1], burst=burst)
+                     prefix=cached, draft_tokens=spec[0], acceptance=spec[1], burst=burst, isl_cv=isl_cv)
 
     r = run(together)
     steady = run(False) if together else r
@@ -248,7 +250,7 @@ def point(
     power_w = gpus * setup.system.power_w / setup.system.gpus
     out = {
         **setup.names(), "gpus": gpus, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep, "attention_dp": layout.dp,
-        **setup.precisions(), **_request(isl, osl, cached, spec), "concurrency": concurrency,
+        **setup.precisions(), **_request(isl, osl, cached, spec, isl_cv), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         **_start(together, steady.ttft_s, steady.tpot_s),
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
@@ -337,7 +339,7 @@ class Target:
 
 def compare_hardware(
     refs: list[str], build: Callable[[str], Setup], layout: Layout, peak_rps: float, isl: int, osl: int,
-    target: Target, mode: str, cached: int = 0, spec: tuple[int, float] = (0, 0.0),
+    target: Target, mode: str, cached: int = 0, spec: tuple[int, float] = (0, 0.0), isl_cv: float = 0.0,
 ) -> dict[str, Any]:
     """The capacity plan on each GPU type (``build`` makes each one's :class:`Setup`); the one with the
     fewest GPUs (then the least power) is returned, with every type's outcome in ``hardware_options``
@@ -351,7 +353,8 @@ def compare_hardware(
             continue
         ids = (setup.acc.id, setup.system.id, setup.backend)
         try:
-            plans.append((ref, capacity(setup, layout, peak_rps, isl, osl, target, mode, cached, spec), "", ids))
+            plans.append((ref, capacity(setup, layout, peak_rps, isl, osl, target, mode, cached, spec, isl_cv), "",
+                          ids))
         except FactoryplanError as exc:
             plans.append((ref, None, exc.render(), ids))
     feasible = [(d["gpus"], d["power_kw"], i) for i, (_, d, _, _) in enumerate(plans) if d is not None]
@@ -377,10 +380,11 @@ def compare_hardware(
 
 def capacity(
     setup: Setup, layout: Layout, peak_rps: float, isl: int, osl: int, target: Target, mode: str,
-    cached: int = 0, spec: tuple[int, float] = (0, 0.0),
+    cached: int = 0, spec: tuple[int, float] = (0, 0.0), isl_cv: float = 0.0,
 ) -> dict[str, Any]:
     """The fewest-GPU plan meeting the targets at ``peak_rps`` (JSON-ready), with its frontier;
-    ``cached`` prompt tokens held by the prefix cache."""
+    ``cached`` prompt tokens held by the prefix cache; ``isl_cv`` the prompts' lengths' coefficient
+    of variation."""
     from factoryplan.perf.capacity import Demand, layouts, plan_demand, ttft_percentile_fields
 
     s, hw = setup.shape, setup.hw
@@ -397,11 +401,12 @@ def capacity(
     modes = ("aggregated", "disaggregated") if mode == "auto" else (mode,)
     d = Demand(requests_per_s=peak_rps, isl=isl, osl=osl, ttft_s=target.ttft_s, tpot_s=target.tpot_s,
                prefix=float(cached), draft_tokens=float(spec[0]), acceptance=spec[1],
-               ttft_percentile=target.ttft_percentile)
+               ttft_percentile=target.ttft_percentile, isl_cv=isl_cv)
     planned = plan_demand(s, hw, setup.prec, setup.k, d, lay=lay, modes=modes, band=setup.band)
     plan = planned.plan
     return {
-        **setup.names(), **setup.precisions(), "peak_requests_per_s": peak_rps, **_request(isl, osl, cached, spec),
+        **setup.names(), **setup.precisions(), "peak_requests_per_s": peak_rps,
+        **_request(isl, osl, cached, spec, isl_cv),
         "ttft_target_ms": target.ttft_s * 1e3, "ttft_target_percentile": target.ttft_percentile,
         "tpot_target_ms": target.tpot_s * 1e3,
         "mode": plan.mode, "config": plan.config, "gpus": plan.gpus, "systems": plan.systems,

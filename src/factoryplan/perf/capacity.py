@@ -23,7 +23,9 @@ target (an M/D/1 tail of the wait behind other prompts); a disaggregated prefill
 that :func:`prefill_queue`'s wait at that percentile does. Every plan reports TTFT at the 50th,
 90th and 99th percentile at its peak load. TPOT is checked on the closed loop's mean at the
 concurrency, which the simulation's 99th-percentile request exceeds by 5% on average at 90% load
-(27% at most).
+(27% at most). Prompts of varying length (``Demand.isl_cv``) wait longer and spread the
+percentiles wider (:func:`~factoryplan.perf.serving.open_loop_ttft`, :func:`prefill_queue`); a
+replica planned for a percentile is then loaded at most :data:`VARIED_MAX_LOAD`.
 
 The plan with the fewest GPUs wins (ties: fewer systems, then higher tokens/s per GPU). Power is
 the systems' maximum power per GPU; tokens/s per MW divides by it.
@@ -62,8 +64,10 @@ from factoryplan.perf.serving import (
     decode_iteration,
     exponential_wait_quantile,
     iterations_per_token,
+    length_sum_quantile,
     memory,
     open_loop_ttft,
+    open_loop_ttft_exceeds,
     serve,
     tokens_per_step,
 )
@@ -75,6 +79,12 @@ CONCURRENCY_GRID = np.unique(np.round(np.geomspace(1, 4096, 49)))
 # at the full rate the open-loop queue runs away (benchmarks/serving_open_loop.py).
 OPEN_LOOP_MAX_LOAD = 0.9
 DISAGG_PREFILL_UTILIZATION = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
+# With prompts of varying length a replica planned for a TTFT percentile is loaded at most this share
+# of its closed-loop rate (aggregated) or of its full passes (a disaggregated prefill replica): at 0.9
+# the simulated queues can run away (at CV 1 the 99th-percentile TTFT up to 2 x open_loop_ttft's, the
+# prefill replica's 90th up to 10 x prefill_queue's; long prompts cut passes short), up to 0.8 they
+# stay within 1.5 x (benchmarks/serving_open_loop.py, benchmarks/disagg_sim.py).
+VARIED_MAX_LOAD = 0.8
 # The disaggregated frontier's prefill load against full passes: a prompt then waits about one pass
 # (batched_prefill_wait: 1.2 passes with one prompt a pass, 0.7 with four).
 FRONTIER_PREFILL_LOAD = 0.7
@@ -86,7 +96,8 @@ class Demand:
     cache already holds (not prefilled); ``draft_tokens`` and ``acceptance``: speculative decoding
     (see :func:`~factoryplan.perf.serving.serve`); ``ttft_percentile``: the TTFT target holds for
     that share (per cent) of the requests arriving as a Poisson process at peak
-    (:func:`~factoryplan.perf.serving.open_loop_ttft`), None: for the mean of the closed loop."""
+    (:func:`~factoryplan.perf.serving.open_loop_ttft`), None: for the mean of the closed loop;
+    ``isl_cv``: the prompts' lengths vary, a gamma distribution of this coefficient of variation."""
 
     requests_per_s: float
     isl: float
@@ -97,6 +108,7 @@ class Demand:
     draft_tokens: float = 0.0
     acceptance: float = 0.0
     ttft_percentile: float | None = None
+    isl_cv: float = 0.0  # the prompts' lengths' coefficient of variation (0: all isl long)
 
 
 @dataclass(frozen=True)
@@ -191,48 +203,68 @@ class Grid:
         """TTFT at ``percentile`` of every point under Poisson arrivals at ``load`` times its request rate."""
         return open_loop_ttft(self.serving, load, percentile)
 
-    def at(self, i: int) -> Serving:
-        """The steady state of point ``i`` alone (what :func:`open_loop_ttft` reads)."""
-        res = self.serving
-        shape = np.shape(res.ttft_s)
-
-        def pick(x: FloatOrArray) -> float:
-            return float(np.broadcast_to(np.asarray(x, dtype=float), shape)[i])
-
-        return replace(res, ttft_s=pick(res.ttft_s), queue_s=pick(res.queue_s), prefill_busy=pick(res.prefill_busy),
-                       prefill_service_s=pick(res.prefill_service_s), balance_s=pick(res.balance_s))
-
     def reachable_ttft(self, percentile: float | None) -> Array:
         """The TTFT each point can reach: its closed-loop mean (None), or at ``percentile`` as its load
         goes to zero (no wait behind other prompts)."""
         return self.ttft_s if percentile is None else self.open_loop_ttft(0.0, percentile)
 
-    def max_load(self, ttft_s: float, percentile: float) -> Array:
-        """The largest share (at most :data:`OPEN_LOOP_MAX_LOAD`) of each point's closed-loop request
-        rate at which ``percentile`` of the requests, arriving as a Poisson process, see a TTFT within
-        ``ttft_s``; 0 where none do (the latency outside the queue alone exceeds it). Bisection: the
-        TTFT rises with the load."""
-        lo = np.zeros(len(self.concurrency))
-        hi = np.full(len(self.concurrency), OPEN_LOOP_MAX_LOAD)
-        top = self.open_loop_ttft(OPEN_LOOP_MAX_LOAD, percentile) <= ttft_s
-        for _ in range(24):
+    def max_load(self, ttft_s: float, percentile: float, where: BoolArray | None = None) -> Array:
+        """The largest share (at most :data:`OPEN_LOOP_MAX_LOAD`; :data:`VARIED_MAX_LOAD` when prompt
+        lengths vary) of each point's closed-loop request rate at which ``percentile`` of the
+        requests, arriving as a Poisson process, see a TTFT within ``ttft_s``; 0 where none do (the
+        latency outside the queue alone exceeds it) and outside
+        ``where`` (the points worth the search). Bisection: the TTFT rises with the load."""
+        out = np.zeros(len(self.concurrency))
+        idx = np.flatnonzero(where) if where is not None else np.arange(len(self.concurrency))
+        top = OPEN_LOOP_MAX_LOAD if self.serving.isl_cv <= 0.0 else VARIED_MAX_LOAD
+        # those that meet the target at the highest load are done; those that miss it with no load at
+        # all never meet it; the rest are searched
+        for load, keep in ((top, True), (0.0, False)):
+            if len(idx) == 0:
+                return out
+            miss = open_loop_ttft_exceeds(self.subset(idx), load, percentile, ttft_s)
+            if keep:
+                out[idx[~miss]] = top
+                idx = idx[miss]
+            else:
+                idx = idx[~miss]
+        if len(idx) == 0:
+            return out
+        res = self.subset(idx)
+        lo, hi = np.zeros(len(idx)), np.full(len(idx), top)
+        for _ in range(16):  # to 1/2^16 of the highest load
             mid = (lo + hi) / 2.0
-            good = self.open_loop_ttft(mid, percentile) <= ttft_s
+            good = ~open_loop_ttft_exceeds(res, mid, percentile, ttft_s)
             lo, hi = np.where(good, mid, lo), np.where(good, hi, mid)
-        return np.where(top, OPEN_LOOP_MAX_LOAD, lo)
+        out[idx] = lo
+        return out
+
+    def subset(self, idx: np.ndarray) -> Serving:
+        """The steady state of the points ``idx`` (what :func:`open_loop_ttft` reads)."""
+        res = self.serving
+        shape = np.shape(res.ttft_s)
+
+        def pick(x: FloatOrArray) -> Array:
+            return np.asarray(np.broadcast_to(np.asarray(x, dtype=float), shape)[idx], dtype=np.float64)
+
+        return replace(res, ttft_s=pick(res.ttft_s), queue_s=pick(res.queue_s), prefill_busy=pick(res.prefill_busy),
+                       prefill_service_s=pick(res.prefill_service_s), balance_s=pick(res.balance_s),
+                       prompt_s=pick(res.prompt_s), prompt_variable_s=pick(res.prompt_variable_s))
 
 
 def evaluate_grid(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
     concurrency: Array = CONCURRENCY_GRID, prefix: float = 0.0, draft_tokens: float = 0.0, acceptance: float = 0.0,
+    isl_cv: float = 0.0,
 ) -> Grid:
     """Serve every layout at every concurrency of the grid (one vectorized pass); ``prefix`` cached
-    prompt tokens, ``draft_tokens``/``acceptance`` speculative decoding."""
+    prompt tokens, ``draft_tokens``/``acceptance`` speculative decoding, ``isl_cv`` prompt lengths'
+    coefficient of variation."""
     n = len(concurrency)
     rep = lay.repeat(n)
     conc = np.tile(concurrency, len(lay))
     res = serve(s, hw, rep.par(), prec, k, concurrency=conc, isl=isl, osl=osl, prefix=prefix,
-                draft_tokens=draft_tokens, acceptance=acceptance)
+                draft_tokens=draft_tokens, acceptance=acceptance, isl_cv=isl_cv)
     gpus = np.asarray(rep.par().gpus(), dtype=float)
     ok = np.asarray(res.mem.fits, dtype=bool) & (conc <= np.asarray(res.mem.max_concurrency))
     return Grid(
@@ -288,7 +320,7 @@ def _aggregated(grid: Grid, d: Demand, hw: Hardware) -> CapacityPlan | None:
         meets &= grid.ttft_s <= d.ttft_s
         usable = np.ones(len(grid.concurrency))
     else:
-        usable = np.where(meets, grid.max_load(d.ttft_s, d.ttft_percentile), 0.0)
+        usable = grid.max_load(d.ttft_s, d.ttft_percentile, where=meets)
         meets &= usable > 0.0
     if not meets.any():
         return None
@@ -303,8 +335,8 @@ def _aggregated(grid: Grid, d: Demand, hw: Hardware) -> CapacityPlan | None:
     load = d.requests_per_s / (replicas[i] * grid.requests_per_s[i])  # share of replica capacity used at peak
     tps_gpu = float(grid.tokens_per_s_per_gpu[i] * load)
     power = total * _power_per_gpu(hw)
-    point = grid.at(i)
-    tails = {p: float(open_loop_ttft(point, load, p)) for p in _percentiles(d)}
+    point = grid.subset(np.array([i]))
+    tails = {p: float(open_loop_ttft(point, load, p)[0]) for p in _percentiles(d)}
     return CapacityPlan(
         mode="aggregated", config=grid.lay.describe(i), gpus=total, systems=int(systems[i]),
         replicas=int(replicas[i]), gpus_per_replica=int(grid.gpus[i]),
@@ -412,12 +444,14 @@ def _prefill_pool(
     crossing the scale-out network to the decode pool.
     """
     full, t_pass, transfer, fits = tab.full, tab.t_pass, tab.transfer, tab.prefill_fits
-    u = DISAGG_PREFILL_UTILIZATION[:, None]
+    loads = DISAGG_PREFILL_UTILIZATION if d.isl_cv <= 0.0 else DISAGG_PREFILL_UTILIZATION[
+        DISAGG_PREFILL_UTILIZATION <= VARIED_MAX_LOAD]
+    u = loads[:, None]
     replicas = np.maximum(np.ceil(d.requests_per_s * t_pass(full) / (full * u)), 1.0)
     rate = d.requests_per_s / replicas
 
-    def ttft_at(percentile: float | None) -> Array:
-        t_p, wait = prefill_queue(t_pass, full, rate, percentile)
+    def ttft_at(percentile: float | None, at: Array = rate) -> Array:
+        t_p, wait = prefill_queue(t_pass, full, at, percentile, d.isl_cv)
         return np.asarray(k.request_overhead_s + t_p + wait + transfer, dtype=np.float64)
 
     ttft = ttft_at(None)
@@ -427,7 +461,7 @@ def _prefill_pool(
     ui, li = divmod(flat, len(lay))
     if not math.isfinite(float(gpus[ui, li])):
         return math.inf, li, float(ttft[ui, li]), {}
-    tails = {p: float(ttft_at(p)[ui, li]) for p in _percentiles(d)}
+    tails = {p: float(ttft_at(p, rate[ui:ui + 1])[0, li]) for p in _percentiles(d)}  # the chosen load's row
     return float(gpus[ui, li]), li, float(ttft[ui, li]), tails
 
 
@@ -437,13 +471,20 @@ _BATCH_FRACTIONS = np.array([0.0, 1 / 128, 1 / 64, 1 / 32, 1 / 16, 1 / 8, 1 / 4,
 
 def prefill_queue(
     t_pass: Callable[[FloatOrArray], Array], full: FloatOrArray, rate: FloatOrArray, percentile: float | None = None,
+    isl_cv: float = 0.0,
 ) -> tuple[Array, Array]:
     """(pass time, wait before the pass) of one prefill replica under Poisson arrivals of ``rate``
     prompts/s, each pass taking the prompts that arrived during the last one, up to ``full``: the
     batch is ``b = rate·t_p(b)`` (at least 1, at most ``full``), the replica busy ``ρ = rate·t_p(b)/b``
     of the time, the mean wait :func:`~factoryplan.perf.serving.batched_prefill_wait`; with
     ``percentile`` the wait that share of the prompts does not exceed instead
-    (:func:`~factoryplan.perf.serving.exponential_wait_quantile` of that mean and ``ρ``).
+    (:func:`~factoryplan.perf.serving.exponential_wait_quantile` of that mean and ``ρ``). Prompts whose
+    lengths vary (``isl_cv``) make passes vary as the sum of their ``b`` prompts' lengths does
+    (coefficient of variation ``CV/√b``): they wait ``1 + CV²/b`` times as long on average
+    (Pollaczek-Khinchine), and a percentile is that of the pass (its part beyond a pass without
+    prompt tokens) and the wait together, the wait's tail exponential
+    (:func:`~factoryplan.perf.serving.length_sum_quantile`); the wait returned is that percentile
+    less the mean pass.
     ``t_pass`` is tabulated once at a few batch sizes (its leading axis) and the fixed point solved
     on the table (piecewise linear between them).
     """
@@ -480,8 +521,16 @@ def prefill_queue(
     b = np.clip(b, 1.0, top)
     t_p = at(b)
     rho = np.minimum(lam_b * t_p / b, 1.0)
-    wait = batched_prefill_wait(t_p, rows[-1], rho, lam_b * rows[-1] / top, top)
-    return t_p, wait if percentile is None else exponential_wait_quantile(wait, rho, percentile)
+    cv = isl_cv / np.sqrt(b)  # a pass's length: the sum of its b prompts'
+    wait = batched_prefill_wait(t_p, rows[-1], rho, lam_b * rows[-1] / top, top) * (1.0 + cv**2)
+    if percentile is None:
+        return t_p, wait
+    if isl_cv <= 0.0:
+        return t_p, exponential_wait_quantile(wait, rho, percentile)
+    busy = np.clip(rho, 1e-9, 1.0)
+    tail = (busy, busy, busy / np.maximum(wait, 1e-12))  # P(W > w) = ρ·e^{-ρw/W}
+    fixed = np.minimum(np.asarray(t_pass(np.zeros_like(np.asarray(big, dtype=float))), dtype=float), t_p)
+    return t_p, fixed + length_sum_quantile(t_p - fixed, tail, cv, percentile) - t_p
 
 
 def _disaggregated(
@@ -533,6 +582,7 @@ def plan_capacity(
     nowhere."""
     lay = lay if lay is not None else layouts(s, int(np.asarray(hw.domain)), max_pp)
     grid = grid if grid is not None else evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix,
+                                                       isl_cv=d.isl_cv,
                                                        draft_tokens=d.draft_tokens, acceptance=d.acceptance)
     if not grid.ok.any():
         need = min_gpus_to_fit(s, hw, prec, k)
@@ -617,7 +667,7 @@ def pareto_frontier(grid: Grid, hw: Hardware) -> list[dict[str, float]]:
 def disaggregated_frontier(
     s: ModelShape, hw: Hardware, prec: Precision, k: Constants, lay: Layouts, isl: float, osl: float,
     prefill_load: float = FRONTIER_PREFILL_LOAD, prefix: float = 0.0, draft_tokens: float = 0.0,
-    acceptance: float = 0.0, tables: DisaggTables | None = None,
+    acceptance: float = 0.0, tables: DisaggTables | None = None, isl_cv: float = 0.0,
 ) -> list[dict[str, float]]:
     """Non-dominated (tokens/s per user, tokens/s per GPU) points of disaggregated serving, by rising
     speed: every decode layout at every batch of the grid, fed by the prefill layout that needs the
@@ -639,7 +689,7 @@ def disaggregated_frontier(
     j = int(np.argmin(per_rate_p))
     if not math.isfinite(per_rate_p[j]):
         return []
-    t_p, wait = prefill_queue(t_pass, full, prefill_load * full / t_full)
+    t_p, wait = prefill_queue(t_pass, full, prefill_load * full / t_full, isl_cv=isl_cv)
     ttft = k.request_overhead_s + float(t_p[j] + wait[j] + transfer[j])
     dpar, batch, t_dec, ok = tab.decode
     gd = np.asarray(dpar.gpus(), dtype=float)
@@ -686,7 +736,8 @@ def plan_demand(
     band edges and frontiers share. ``relax``: when no layout meets both targets, plan for the fastest
     layouts' latencies (the best reachable, 5% slack) instead of raising."""
     lay = lay if lay is not None else layouts(s, int(np.asarray(hw.domain)))
-    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix, draft_tokens=d.draft_tokens,
+    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix, isl_cv=d.isl_cv,
+                         draft_tokens=d.draft_tokens,
                          acceptance=d.acceptance)
     tables = disagg_tables(s, hw, prec, k, lay, d.isl, d.osl, d.prefix, d.draft_tokens, d.acceptance)
     target = d
@@ -702,7 +753,8 @@ def plan_demand(
     gpus_band = None if band is None else band_gpus(s, hw, prec, k, target, band.tpot, band.throughput,
                                                     modes=modes, lay=lay, grid=grid, tables=tables)
     return Planned(plan=plan, target=target, gpus_band=gpus_band, frontier=pareto_frontier(grid, hw),
-                   frontier_disaggregated=disaggregated_frontier(s, hw, prec, k, lay, d.isl, d.osl, tables=tables))
+                   frontier_disaggregated=disaggregated_frontier(s, hw, prec, k, lay, d.isl, d.osl, tables=tables,
+                                                                         isl_cv=d.isl_cv))
 
 
 def size_inference(
@@ -744,6 +796,8 @@ def size_inference(
     }
     if d.ttft_percentile is not None:
         details["ttft_percentile"] = d.ttft_percentile
+    if d.isl_cv > 0:
+        details["input_tokens_cv"] = d.isl_cv
     details |= ttft_percentile_fields(plan)
     if plan.mode == "disaggregated":
         details["prefill_gpus"] = plan.prefill_gpus

@@ -272,37 +272,52 @@ def simulate_prefill_replica(
 
 def prefill_replica_percentiles(
     pass_s: Sequence[float], full: int, rate: float, percentiles: Sequence[float], *, requests: int = 20_000,
-    seed: int = 0,
+    seed: int = 0, isl_cv: float = 0.0,
 ) -> dict[float, float]:
     """Percentile (per cent) -> the wait plus pass that share of the prompts of
-    :func:`simulate_prefill_replica`'s replica does not exceed."""
-    waits, passes, _ = _prefill_replica_run(pass_s, full, rate, requests, seed)
+    :func:`simulate_prefill_replica`'s replica does not exceed. ``isl_cv``: the prompts' lengths are
+    drawn from a gamma distribution of mean 1 (in units of the mean prompt) and this coefficient of
+    variation; a pass then takes waiting prompts first come first served while their lengths add up
+    to at most ``full`` (at least one prompt), and lasts ``pass_s`` at that sum (interpolated; a
+    prompt longer than ``full`` takes that many full passes' time)."""
+    waits, passes, _ = _prefill_replica_run(pass_s, full, rate, requests, seed, isl_cv)
     return {p: float(np.percentile(waits + passes, p)) for p in percentiles}
 
 
 def _prefill_replica_run(
-    pass_s: Sequence[float], full: int, rate: float, requests: int, seed: int
+    pass_s: Sequence[float], full: int, rate: float, requests: int, seed: int, isl_cv: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """(wait, pass) of each measured prompt and the busy share of :func:`simulate_prefill_replica`'s run."""
     if rate <= 0 or full < 1 or requests < 10:
         raise FactoryplanError("a positive rate, batch limit and at least 10 requests", field="rate", value=rate)
     rng = np.random.default_rng(seed)
     arrivals = np.cumsum(rng.exponential(1.0 / rate, requests)).tolist()
-    queue: deque[float] = deque()
+    shape = 1.0 / isl_cv**2 if isl_cv > 0 else 0.0
+    sizes = (rng.gamma(shape, 1.0 / shape, requests) if isl_cv > 0 else np.ones(requests)).tolist()
+    table = np.asarray(pass_s, dtype=float)
+    queue: deque[int] = deque()
     waits, passes = [0.0] * requests, [0.0] * requests
     t = busy = 0.0
-    i = served = 0  # arrivals queued, prompts served (first come, first served)
+    i = 0  # arrivals queued; served first come, first served
     while i < requests or queue:
         if not queue:
             t = max(t, arrivals[i])
         while i < requests and arrivals[i] <= t:
-            queue.append(arrivals[i])
+            queue.append(i)
             i += 1
-        b = min(len(queue), full)
-        dt = pass_s[b]
-        for _ in range(b):
-            waits[served], passes[served] = t - queue.popleft(), dt
-            served += 1
+        batch, load = [queue.popleft()], 0.0
+        load = sizes[batch[0]]
+        while queue and len(batch) < full and load + sizes[queue[0]] <= full:
+            load += sizes[queue[0]]
+            batch.append(queue.popleft())
+        if isl_cv <= 0:
+            dt = float(table[len(batch)])
+        elif load <= len(table) - 1:
+            dt = float(np.interp(load, np.arange(len(table)), table))
+        else:  # one prompt longer than a full pass: as many full passes as it fills
+            dt = float(table[-1]) * load / (len(table) - 1)
+        for r in batch:
+            waits[r], passes[r] = t - arrivals[r], dt
         busy += dt
         t += dt
     skip = requests // 10

@@ -74,6 +74,7 @@ capacity planner sizes the pools for a request rate (:mod:`factoryplan.perf.capa
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, replace
 
@@ -153,6 +154,9 @@ class Serving:
     queue_s: FloatOrArray = 0.0  # steady state: mean wait behind other prompts (within ttft_s)
     prefill_busy: FloatOrArray = 0.0  # steady state: share of time the engine is prefilling (rho)
     prefill_service_s: FloatOrArray = 0.0  # steady state: prompt iterations' time per prompt (rho = arrivals x this)
+    prompt_s: FloatOrArray = 0.0  # steady state: a prompt's own iterations (within ttft_s)
+    prompt_variable_s: FloatOrArray = 0.0  # steady state: the part of prompt_s that grows with its length
+    isl_cv: float = 0.0  # the prompts' lengths' coefficient of variation (0: fixed)
     balance_s: FloatOrArray = 0.0  # steady state: mean wait for the attention-DP ranks to prefill together
 
 
@@ -244,6 +248,7 @@ def serve(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, *,
     concurrency: FloatOrArray, isl: FloatOrArray, osl: FloatOrArray, burst: bool | FloatOrArray = False,
     prefix: FloatOrArray = 0.0, draft_tokens: FloatOrArray = 0.0, acceptance: FloatOrArray = 0.0,
+    isl_cv: float = 0.0,
 ) -> Serving:
     """TTFT, TPOT and throughput of one replica serving ``concurrency`` users (module docstring).
 
@@ -254,7 +259,10 @@ def serve(
     each sequence still holds its whole context in the KV cache. ``draft_tokens`` ``d`` and
     ``acceptance`` ``a``: speculative decoding (:func:`decode_iteration`); an iteration yields
     :func:`tokens_per_step` tokens, so a request decodes in ``(OSL - 1)/E`` iterations and TPOT is
-    the iteration time over ``E``.
+    the iteration time over ``E``. ``isl_cv``: the prompts' lengths vary (a gamma distribution of
+    mean ``isl`` and this coefficient of variation; 0: all ``isl`` long, as benchmarks send them):
+    the wait behind other prompts is the Pollaczek-Khinchine mean for service times that vary as the
+    prompts do, ``(1 + CV²)`` times the fixed-length one; the other figures are the mean length's.
     """
     mem = memory(s, hw, par, prec, k, isl, osl)
     conc = np.maximum(np.asarray(concurrency, dtype=float), 1.0)
@@ -284,13 +292,18 @@ def serve(
                            prompts=per_pass / chunks * dp, prompt_len=new, prompt_prefix=cached)
     added = np.maximum(t_p - (dec_stage if mixed else 0.0), 0.0)
     own = chunks * t_p + (pp - 1.0) * t_p
+    # the part of a prompt's own iterations that grows with its length: over what the same iteration
+    # costs without prompt tokens (the decodes it carries, or the step's fixed costs)
+    floor = dec_stage if mixed else decode_iteration(s, hw, par, prec, k, seqs=0.0, ctx=ctx)
+    own_variable = np.maximum(t_p - floor, 0.0) * (chunks + pp - 1.0)
     base = k.request_overhead_s + k.first_token_steps * t_dec
     # a request decodes through at most S of the prompt iterations; beyond S a cycle (prefill-bound
     # load) it waits for the others in the queue instead
     others = np.where(alone_ranks, (c * dp - 1.0) / (c * dp), (c - 1.0) / c)  # prompts not one's own
     tpot_s = (iters * t_dec + np.minimum(passes, iters) * added * others) / steps
     rho = np.clip(passes * t_p / (base + own + steps * tpot_s), 0.0, 0.95)
-    queue = np.maximum(k.prefill_queue_factor * rho * t_p / (2.0 * (1.0 - rho)), (passes - iters) * t_p)
+    queue = np.maximum(k.prefill_queue_factor * rho * t_p * (1.0 + isl_cv**2) / (2.0 * (1.0 - rho)),
+                       (passes - iters) * t_p)
     align = _balance_wait(k, dp, run, base + own + queue + steps * tpot_s, dec_stage)
     ttft_s = base + own + queue + align
     share = np.asarray(burst, dtype=float) * k.burst_share
@@ -314,7 +327,8 @@ def serve(
         output_tokens_per_s_per_gpu=out / par.gpus(), tokens_per_s_per_user=1.0 / tpot, running=run,
         decode_step_s=t_dec, prefill_s=alone * pp,
         memory_per_gpu_bytes=mem.weights_bytes + kv_used + k.reserved_bytes, mem=mem, queue_s=queue, prefill_busy=rho,
-        prefill_service_s=passes * t_p / np.where(alone_ranks, c * dp, c), balance_s=align,
+        prefill_service_s=passes * t_p / np.where(alone_ranks, c * dp, c), balance_s=align, prompt_s=own,
+        prompt_variable_s=own_variable, isl_cv=isl_cv,
     )
 
 
@@ -339,27 +353,78 @@ def _balance_wait(
     return np.asarray(np.where(dp_a > 1.0, wait, 0.0), dtype=np.float64)
 
 
+def _mg1_tail(busy: FloatOrArray, service_s: FloatOrArray, cv: float) -> tuple[Array, Array, Array]:
+    """(busy share ``ρ`` held in [1e-9, 0.98], residue ``C``, decay rate ``θ``) of the exponential tail
+    ``P(W > t) ≈ C·e^{-θt}`` of the Pollaczek-Khinchine waiting time of an M/G/1 queue whose service
+    times have mean ``D`` and follow a gamma distribution of coefficient of variation ``cv`` (0: fixed,
+    M/D/1): ``x = θD > 0`` solves ``ρ(M(x) - 1) = x`` with ``M`` the service time's moment-generating
+    function in units of ``D`` (``e^x`` when fixed, ``(1 - x·cv²)^(-1/cv²)`` for the gamma), and
+    ``C = (1 - ρ)/(ρ·M'(x) - 1)`` (Cramér-Lundberg). Fixed: Newton's steps from the right of the root
+    (where the convex function is positive) descend to it. Gamma: bisection below the fixed root
+    (the gamma's ``M`` is the larger, so its root the smaller); where none lies short of the pole
+    ``1/cv²`` (very spread lengths at light load) the wait's tail is the service time's own, of rate
+    ``1/(cv²·D)``, its residue taken as ``ρ``."""
+    rho = np.clip(np.asarray(busy, dtype=float), 1e-9, 0.98)
+    c = float(cv) ** 2
+    x = 2.0 * np.log(1.0 / rho) + 2.0
+    for _ in range(40):
+        ex = np.exp(x)
+        x = x - (rho * (ex - 1.0) - x) / (rho * ex - 1.0)
+    if c <= 0.0:
+        residue = (1.0 - rho) / (rho * np.exp(x) - 1.0)
+        return rho, residue, x / np.asarray(service_s, dtype=float)
+    pole = 1.0 / c
+
+    def f(v: Array) -> Array:
+        return np.asarray(rho * ((1.0 - v * c) ** (-pole) - 1.0) - v, dtype=np.float64)
+
+    hi = np.minimum(x, pole * (1.0 - 1e-9))
+    found = f(hi) >= 0.0
+    lo = np.zeros_like(hi) + 1e-12
+    for _ in range(60):
+        mid = (lo + hi) / 2.0
+        right = f(mid) >= 0.0
+        lo, hi = np.where(right, lo, mid), np.where(right, mid, hi)
+    x = np.where(found, hi, pole)
+    slope = (1.0 - np.minimum(x, pole * (1.0 - 1e-9)) * c) ** (-pole - 1.0)
+    residue = np.where(found, (1.0 - rho) / (rho * slope - 1.0), rho)
+    return rho, np.clip(residue, 0.0, 1.0), x / np.asarray(service_s, dtype=float)
+
+
 def md1_wait_quantile(busy: FloatOrArray, service_s: FloatOrArray, percentile: FloatOrArray) -> Array:
     """The wait that ``percentile`` per cent of the customers of an M/D/1 queue (Poisson arrivals, service
     time ``D``, busy ``ρ`` of the time) do not exceed.
 
     ``P(W > t) ≈ C·e^{-θt}``, the exact exponential tail of the Pollaczek-Khinchine waiting time
-    (Cramér-Lundberg): ``θ = x/D`` with ``x > 0`` solving ``ρ(e^x - 1) = x`` and ``C = (1 - ρ)/(x + ρ - 1)``
-    the residue at that pole; no wait at all when ``ρ <= 1 - p`` (a share ``1 - ρ`` of arrivals finds the
+    (:func:`_mg1_tail`); no wait at all when ``ρ <= 1 - p`` (a share ``1 - ρ`` of arrivals finds the
     server idle). Against a Lindley-recursion simulation of M/D/1 the 90th and 99th percentiles are
     within 3% for ``ρ`` 0.3-0.9 (7% low at ``ρ`` = 0.95, P99). Just above ``ρ = 1 - p`` the tail's
     ``C > ρ`` starts the quantile at up to half a service time where the true one starts at zero
     (conservative). ``ρ`` is held below 0.98.
     """
-    rho = np.clip(np.asarray(busy, dtype=float), 1e-9, 0.98)
+    rho, c, theta = _mg1_tail(busy, service_s, 0.0)
     q = np.asarray(percentile, dtype=float) / 100.0
-    x = 2.0 * np.log(1.0 / rho) + 2.0  # right of the root, where Newton's steps on the convex f descend to it
-    for _ in range(40):
-        ex = np.exp(x)
-        x = x - (rho * (ex - 1.0) - x) / (rho * ex - 1.0)
-    c = (1.0 - rho) / (x + rho - 1.0)
-    t = np.log(c / (1.0 - q)) * np.asarray(service_s, dtype=float) / x
+    t = np.log(c / (1.0 - q)) / theta
     return np.asarray(np.where(rho <= 1.0 - q, 0.0, np.maximum(t, 0.0)), dtype=np.float64)
+
+
+@functools.cache
+def _normal_nodes(nodes: int) -> Array:
+    """Standard normal quantiles at the midpoints of ``nodes`` equally likely slices."""
+    from statistics import NormalDist  # here: only variable prompt lengths need it
+
+    return np.array([NormalDist().inv_cdf((i + 0.5) / nodes) for i in range(nodes)])
+
+
+def length_nodes(cv: FloatOrArray, nodes: int = 64) -> Array:
+    """Prompt lengths over their mean at the midpoints of ``nodes`` equally likely slices of a gamma
+    distribution of coefficient of variation ``cv`` (Wilson-Hilferty's cube of a normal quantile,
+    scaled to mean 1), along a last axis added to ``cv``'s: an average over them is an expectation
+    over the prompts. All 1 where the lengths are fixed."""
+    z = _normal_nodes(nodes)
+    v = np.maximum(np.asarray(cv, dtype=float), 1e-6)[..., None]
+    x = np.maximum(1.0 - v**2 / 9.0 + z * v / 3.0, 0.0) ** 3  # shape k = 1/cv²: 1/(9k) = cv²/9, 1/(3√k) = cv/3
+    return np.asarray(x / x.mean(axis=-1, keepdims=True), dtype=np.float64)
 
 
 def exponential_wait_quantile(mean_s: FloatOrArray, busy: FloatOrArray, percentile: FloatOrArray) -> Array:
@@ -382,17 +447,75 @@ def open_loop_ttft(res: Serving, load: FloatOrArray, percentile: FloatOrArray) -
     The latency outside the queue (per-request overhead, first-token iterations, the prompt's own
     iterations) is ``res``'s; the wait behind other prompts is :func:`md1_wait_quantile`'s at busy
     ``load·ρ`` with a prompt's share of the prompt iterations as the service time (``ρ`` over the
-    arrival rate: prompts that share an iteration are served together). ``res`` is a steady state
+    arrival rate: prompts that share an iteration are served together). When the prompts' lengths
+    vary (``res.isl_cv``) so do their own iterations' length-dependent part and the service times:
+    the percentile is that of the sum, the own part's distribution (:func:`length_nodes`) convolved
+    with the M/G/1 wait's tail (:func:`_mg1_tail`), found by bisection. ``res`` is a steady state
     within the KV cache's capacity (no burst, no users queueing for a slot). Checked against the
     iteration-by-iteration simulation under Poisson arrivals (``benchmarks/serving_open_loop.py``).
     """
+    fixed, spread = _outside_queue(res, percentile)
     busy = np.asarray(load, dtype=float) * np.asarray(res.prefill_busy, dtype=float)
-    share = np.asarray(res.prefill_service_s, dtype=float)
+    service = np.asarray(res.prefill_service_s, dtype=float)
+    if res.isl_cv <= 0.0:
+        return np.asarray(fixed + spread + md1_wait_quantile(busy, service, percentile), dtype=np.float64)
+    own = np.asarray(res.prompt_variable_s, dtype=float)
+    tail = _mg1_tail(busy, service, res.isl_cv)
+    return np.asarray(fixed + spread + length_sum_quantile(own, tail, res.isl_cv, percentile), dtype=np.float64)
+
+
+def open_loop_ttft_exceeds(res: Serving, load: FloatOrArray, percentile: float, ttft_s: float) -> BoolArray:
+    """Whether more than ``100 - percentile`` per cent of the requests see a TTFT above ``ttft_s`` at
+    ``load`` (:func:`open_loop_ttft`'s model, without its bisection when the prompts' lengths vary)."""
+    if res.isl_cv <= 0.0:
+        return np.asarray(open_loop_ttft(res, load, percentile) > ttft_s, dtype=bool)
+    fixed, spread = _outside_queue(res, percentile)
+    busy = np.asarray(load, dtype=float) * np.asarray(res.prefill_busy, dtype=float)
+    left = ttft_s - fixed - spread
+    tail = _mg1_tail(busy, np.asarray(res.prefill_service_s, dtype=float), res.isl_cv)
+    surv = _sum_survival(left, np.asarray(res.prompt_variable_s, dtype=float), tail, length_nodes(res.isl_cv))
+    return np.asarray((left < 0.0) | (surv > 1.0 - percentile / 100.0), dtype=bool)
+
+
+def _outside_queue(res: Serving, percentile: FloatOrArray) -> tuple[Array, Array]:
+    """(TTFT less the wait behind other prompts, the balancing wait and, when the prompts' lengths
+    vary, their own iterations' length-dependent part; the attention-DP balancing wait at
+    ``percentile``: uniform on [0, 2·mean])."""
     balance = np.asarray(res.balance_s, dtype=float)
-    outside = np.asarray(res.ttft_s, dtype=float) - np.asarray(res.queue_s, dtype=float) - balance
-    # the attention-DP balancing wait is uniform on [0, 2·mean]: its percentile added to the queue's
-    spread = 2.0 * balance * np.asarray(percentile, dtype=float) / 100.0
-    return np.asarray(outside + spread + md1_wait_quantile(busy, share, percentile), dtype=np.float64)
+    fixed = np.asarray(res.ttft_s, dtype=float) - np.asarray(res.queue_s, dtype=float) - balance
+    if res.isl_cv > 0.0:
+        fixed = fixed - np.asarray(res.prompt_variable_s, dtype=float)
+    return fixed, 2.0 * balance * np.asarray(percentile, dtype=float) / 100.0
+
+
+def length_sum_quantile(
+    own: FloatOrArray, tail: tuple[Array, Array, Array], cv: FloatOrArray, percentile: FloatOrArray
+) -> Array:
+    """The ``percentile`` of ``own·L + W``: a prompt's length-dependent time (``own`` at the mean length,
+    ``L`` a gamma of coefficient of variation ``cv``, :func:`length_nodes`) plus a wait whose tail is
+    ``P(W > w) = min(ρ, C·e^{-θw})`` (``tail`` = (ρ, C, θ)); by bisection on the survival function."""
+    q = np.asarray(percentile, dtype=float) / 100.0
+    nodes = length_nodes(cv)
+    rho, c, theta = tail
+    shape = np.broadcast(np.asarray(own), rho, c, theta, q).shape
+    lo = np.zeros(shape)
+    hi = np.asarray(own, dtype=float) * nodes.max(axis=-1) + np.maximum(
+        np.log(np.maximum(c, 1e-12) / (1.0 - q)), 0.0) / theta
+    hi = np.broadcast_to(hi, shape).copy()
+    for _ in range(30):  # to 1e-9 of the upper bound
+        mid = (lo + hi) / 2.0
+        above = _sum_survival(mid, own, tail, nodes) > 1.0 - q
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return hi
+
+
+def _sum_survival(t: FloatOrArray, own: FloatOrArray, tail: tuple[Array, Array, Array], nodes: Array) -> Array:
+    """P(own·L + W > t) of :func:`length_sum_quantile`, averaged over the lengths ``nodes``
+    (:func:`length_nodes`, along the last axis)."""
+    rho, c, theta = (np.asarray(a, dtype=float)[..., None] for a in tail)
+    w = np.asarray(t, dtype=float)[..., None] - np.asarray(own, dtype=float)[..., None] * nodes
+    above = np.minimum(rho, c * np.exp(-theta * np.maximum(w, 0.0)))
+    return np.asarray(np.where(w < 0.0, 1.0, above).mean(axis=-1), dtype=np.float64)
 
 
 def memory_gib(x: FloatOrArray) -> FloatOrArray:

@@ -161,6 +161,14 @@ class _Run:
     jitter: float  # each request's latency is latency·(1 + jitter·U(-1, 1))
     rng: np.random.Generator
     rate: float = 0.0  # open loop: Poisson arrivals per second on the rank (0: closed-loop users)
+    isl_cv: float = 0.0  # prompt lengths drawn from a gamma distribution of mean ``new`` and this CV (0: fixed)
+
+    def prompt_tokens(self) -> int:
+        """Tokens one request prefills: ``new``, or a gamma draw of mean ``new`` and CV ``isl_cv``."""
+        if self.isl_cv <= 0:
+            return self.new
+        shape = 1.0 / self.isl_cv**2
+        return max(1, round(float(self.rng.gamma(shape, self.new / shape))))
 
 
 @dataclass
@@ -230,7 +238,7 @@ class _Engine:
                 st.pending += 1
             st.waiting.append(rid)
         while st.waiting and st.used < self.run.slots:
-            st.prompts.append([st.waiting.popleft(), self.run.new])
+            st.prompts.append([st.waiting.popleft(), self.run.prompt_tokens()])
             st.used += 1
 
     def _take(self, room: int) -> tuple[int, list[int]]:
@@ -312,6 +320,7 @@ def simulate(
     osl: int, burst: bool = False, requests_per_user: int = 8, warmup_cycles: float = 3.0, cycles: float = 5.0,
     latency_s: float | None = None, jitter: float = 0.0, seed: int = 0, table: StepTable | None = None,
     requests_per_s: float | None = None, prefix: int = 0, draft_tokens: int = 0, acceptance: float = 0.0,
+    isl_cv: float = 0.0,
 ) -> SimResult:
     """Simulate ``concurrency`` closed-loop users of one replica (module docstring).
 
@@ -322,7 +331,9 @@ def simulate(
     ``requests_per_s``: an open loop instead, Poisson arrivals at this rate on the replica (as
     production traffic), admitted up to the KV cache's capacity; ``concurrency`` then only sets the
     warm-up and measurement window (in cycles of that many closed-loop users). ``prefix`` cached
-    prompt tokens are not prefilled; with ``draft_tokens`` each iteration verifies drafts and yields
+    prompt tokens are not prefilled; ``isl_cv``: each request's tokens to prefill are drawn from a gamma
+    distribution of that mean and coefficient of variation (an iteration costed by its prompt tokens,
+    the attention at the mean length); with ``draft_tokens`` each iteration verifies drafts and yields
     :func:`~factoryplan.perf.serving.tokens_per_step` tokens on average, so a sequence finishes after
     ``ceil((OSL - 1)/E)`` decoding iterations (the mean, not drawn per iteration).
     """
@@ -360,7 +371,7 @@ def simulate(
                burst=burst,
                per_user=requests_per_user, window=(start, start + cycles * cycle), stagger=cycle,
                jitter=jitter, rng=np.random.default_rng(seed),
-               rate=(requests_per_s or 0.0) / dp if open_loop else 0.0)
+               rate=(requests_per_s or 0.0) / dp if open_loop else 0.0, isl_cv=isl_cv)
     st = _Engine(table or StepTable(s, hw, par, prec, k, isl, prefix=prefix, draft_tokens=draft_tokens), k,
                  run).run_all()
     return _summarise(st, run, base, dp)
