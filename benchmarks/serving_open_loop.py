@@ -33,11 +33,12 @@ import itertools
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from factoryplan.catalog.load import load_catalog
+from factoryplan.catalog.load import Catalog, load_catalog
 from factoryplan.catalog.models import resolve_model
 from factoryplan.perf.inference import Parallel, Precision, constants_from_catalog, hardware_of, shape_of
 from factoryplan.perf.serving import open_loop_ttft, serve
@@ -50,6 +51,17 @@ LOADS = (0.8, 0.9, 1.0)
 COLUMNS = ("TTFT mean", "TPOT mean", "TTFT P90", "TTFT P99", "TPOT P99")
 
 
+def _cases(cat: Catalog) -> Iterator[tuple[Any, ...]]:
+    """(engine, model shape, hardware, layout, constants, step table, ISL, OSL) of every case of the grid."""
+    for (model, acc, par), backend, (isl, osl) in itertools.product(CASES, ("trtllm", "vllm", "sglang"),
+                                                                   ((1000, 200), (4000, 500))):
+        s = shape_of(resolve_model(cat, model))
+        a = cat.accelerators[acc]
+        hw = hardware_of(a, cat.systems[a.default_system])
+        k = constants_from_catalog(cat, backend)
+        yield backend, s, hw, par, k, StepTable(s, hw, par, FP8, k, isl), isl, osl
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     ap.add_argument("--cycles", type=float, default=20.0, help="closed-loop cycles of arrivals measured")
@@ -57,13 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cat = load_catalog()
     t0 = time.perf_counter()
     ratios: dict[tuple[str, float], list[tuple[float, ...]]] = defaultdict(list)
-    for (model, acc, par), backend, (isl, osl) in itertools.product(CASES, ("trtllm", "vllm", "sglang"),
-                                                                   ((1000, 200), (4000, 500))):
-        s = shape_of(resolve_model(cat, model))
-        a = cat.accelerators[acc]
-        hw = hardware_of(a, cat.systems[a.default_system])
-        k = constants_from_catalog(cat, backend)
-        table = StepTable(s, hw, par, FP8, k, isl)
+    for backend, s, hw, par, k, table, isl, osl in _cases(cat):
         for c in (8, 32, 128, 256):
             ref = serve(s, hw, par, FP8, k, concurrency=float(c), isl=float(isl), osl=float(osl))
             if c > float(np.asarray(ref.mem.max_concurrency)):
@@ -80,13 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     float(np.log(sim.tpot_percentiles_s[99.0] / tpot)),
                 ))
     varied: dict[tuple[float, float, str], list[tuple[float, float]]] = defaultdict(list)
-    for (model, acc, par), backend, (isl, osl) in itertools.product(CASES, ("trtllm", "vllm", "sglang"),
-                                                                   ((1000, 200), (4000, 500))):
-        s = shape_of(resolve_model(cat, model))
-        a = cat.accelerators[acc]
-        hw = hardware_of(a, cat.systems[a.default_system])
-        k = constants_from_catalog(cat, backend)
-        table = StepTable(s, hw, par, FP8, k, isl)
+    for backend, s, hw, par, k, table, isl, osl in _cases(cat):
         for c, cv in itertools.product((32, 128), (0.5, 1.0)):
             ref = serve(s, hw, par, FP8, k, concurrency=float(c), isl=float(isl), osl=float(osl), isl_cv=cv)
             if c > float(np.asarray(ref.mem.max_concurrency)):

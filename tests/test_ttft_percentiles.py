@@ -99,13 +99,19 @@ def test_open_loop_percentiles_follow_the_iteration_simulation(
     assert sim.ttft_percentiles_s[50.0] <= sim.ttft_percentiles_s[90.0] <= sim.ttft_percentiles_s[99.0]
 
 
-def test_prefill_replica_percentiles_follow_its_simulation(catalog: Catalog) -> None:
+def _prefill_table(catalog: Catalog) -> tuple[int, np.ndarray, np.ndarray]:
+    """(prompts of a full pass, batch sizes 0..full, their pass times) of a Llama-3.1-70B TP8 prefill
+    replica on H200, 1,024-token prompts."""
     s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
-    par, isl = Parallel(tp=8), 1024
-    full = int(k.token_budget // isl)
+    full = int(k.token_budget // 1024)
     sizes = np.arange(full + 1, dtype=float)
-    table = np.asarray(iteration(s, hw, par, FP8, k, decode_seqs=0.0, ctx=float(isl), prompts=sizes,
-                                 prompt_len=float(isl)).total, dtype=float)
+    table = np.asarray(iteration(s, hw, Parallel(tp=8), FP8, k, decode_seqs=0.0, ctx=1024.0, prompts=sizes,
+                                 prompt_len=1024.0).total, dtype=float)
+    return full, sizes, table
+
+
+def test_prefill_replica_percentiles_follow_its_simulation(catalog: Catalog) -> None:
+    full, sizes, table = _prefill_table(catalog)
     rate = 0.7 * full / table[full]
     sim = prefill_replica_percentiles(table.tolist(), full, rate, (90.0, 99.0), seed=1)
     for pct in (90.0, 99.0):
@@ -256,12 +262,7 @@ def test_varying_prompt_lengths_lengthen_the_wait_and_its_tail(catalog: Catalog)
 
 
 def test_prefill_replica_with_varying_prompts_follows_its_simulation(catalog: Catalog) -> None:
-    s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
-    par, isl = Parallel(tp=8), 1024
-    full = int(k.token_budget // isl)
-    sizes = np.arange(full + 1, dtype=float)
-    table = np.asarray(iteration(s, hw, par, FP8, k, decode_seqs=0.0, ctx=float(isl), prompts=sizes,
-                                 prompt_len=float(isl)).total, dtype=float)
+    full, sizes, table = _prefill_table(catalog)
     rate = 0.5 * full / table[full]
     sim = prefill_replica_percentiles(table.tolist(), full, rate, (90.0, 99.0), seed=1, isl_cv=0.5)
     for pct in (90.0, 99.0):
