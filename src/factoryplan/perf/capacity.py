@@ -212,8 +212,8 @@ class Grid:
         """The largest share (at most :data:`OPEN_LOOP_MAX_LOAD`; :data:`VARIED_MAX_LOAD` when prompt
         lengths vary) of each point's closed-loop request rate at which ``percentile`` of the
         requests, arriving as a Poisson process, see a TTFT within ``ttft_s``; 0 where none do (the
-        latency outside the queue alone exceeds it) and outside
-        ``where`` (the points worth the search). Bisection: the TTFT rises with the load."""
+        latency outside the queue alone exceeds it) and outside ``where`` (the points worth the
+        search). Bisection: the TTFT rises with the load."""
         out = np.zeros(len(self.concurrency))
         idx = np.flatnonzero(where) if where is not None else np.arange(len(self.concurrency))
         top = OPEN_LOOP_MAX_LOAD if self.serving.isl_cv <= 0.0 else VARIED_MAX_LOAD
@@ -249,7 +249,7 @@ class Grid:
 
         return replace(res, ttft_s=pick(res.ttft_s), queue_s=pick(res.queue_s), prefill_busy=pick(res.prefill_busy),
                        prefill_service_s=pick(res.prefill_service_s), balance_s=pick(res.balance_s),
-                       prompt_s=pick(res.prompt_s), prompt_variable_s=pick(res.prompt_variable_s))
+                       prompt_variable_s=pick(res.prompt_variable_s))
 
 
 def evaluate_grid(
@@ -582,8 +582,8 @@ def plan_capacity(
     nowhere."""
     lay = lay if lay is not None else layouts(s, int(np.asarray(hw.domain)), max_pp)
     grid = grid if grid is not None else evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix,
-                                                       isl_cv=d.isl_cv,
-                                                       draft_tokens=d.draft_tokens, acceptance=d.acceptance)
+                                                       draft_tokens=d.draft_tokens, acceptance=d.acceptance,
+                                                       isl_cv=d.isl_cv)
     if not grid.ok.any():
         need = min_gpus_to_fit(s, hw, prec, k)
         raise InfeasibleError(
@@ -736,9 +736,8 @@ def plan_demand(
     band edges and frontiers share. ``relax``: when no layout meets both targets, plan for the fastest
     layouts' latencies (the best reachable, 5% slack) instead of raising."""
     lay = lay if lay is not None else layouts(s, int(np.asarray(hw.domain)))
-    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix, isl_cv=d.isl_cv,
-                         draft_tokens=d.draft_tokens,
-                         acceptance=d.acceptance)
+    grid = evaluate_grid(s, hw, prec, k, lay, d.isl, d.osl, prefix=d.prefix, draft_tokens=d.draft_tokens,
+                         acceptance=d.acceptance, isl_cv=d.isl_cv)
     tables = disagg_tables(s, hw, prec, k, lay, d.isl, d.osl, d.prefix, d.draft_tokens, d.acceptance)
     target = d
     try:

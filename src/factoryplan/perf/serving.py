@@ -154,8 +154,8 @@ class Serving:
     queue_s: FloatOrArray = 0.0  # steady state: mean wait behind other prompts (within ttft_s)
     prefill_busy: FloatOrArray = 0.0  # steady state: share of time the engine is prefilling (rho)
     prefill_service_s: FloatOrArray = 0.0  # steady state: prompt iterations' time per prompt (rho = arrivals x this)
-    prompt_s: FloatOrArray = 0.0  # steady state: a prompt's own iterations (within ttft_s)
-    prompt_variable_s: FloatOrArray = 0.0  # steady state: the part of prompt_s that grows with its length
+    prompt_variable_s: FloatOrArray = 0.0  # steady state, prompts of varying length: the part of a prompt's own
+    # iterations (within ttft_s) that grows with its length
     isl_cv: float = 0.0  # the prompts' lengths' coefficient of variation (0: fixed)
     balance_s: FloatOrArray = 0.0  # steady state: mean wait for the attention-DP ranks to prefill together
 
@@ -292,10 +292,11 @@ def serve(
                            prompts=per_pass / chunks * dp, prompt_len=new, prompt_prefix=cached)
     added = np.maximum(t_p - (dec_stage if mixed else 0.0), 0.0)
     own = chunks * t_p + (pp - 1.0) * t_p
-    # the part of a prompt's own iterations that grows with its length: over what the same iteration
-    # costs without prompt tokens (the decodes it carries, or the step's fixed costs)
-    floor = dec_stage if mixed else decode_iteration(s, hw, par, prec, k, seqs=0.0, ctx=ctx)
-    own_variable = np.maximum(t_p - floor, 0.0) * (chunks + pp - 1.0)
+    own_variable: FloatOrArray = 0.0
+    if isl_cv > 0.0:  # the part of a prompt's own iterations that grows with its length: over what the same
+        # iteration costs without prompt tokens (the decodes it carries, or the step's fixed costs)
+        floor = dec_stage if mixed else decode_iteration(s, hw, par, prec, k, seqs=0.0, ctx=ctx)
+        own_variable = np.maximum(t_p - floor, 0.0) * (chunks + pp - 1.0)
     base = k.request_overhead_s + k.first_token_steps * t_dec
     # a request decodes through at most S of the prompt iterations; beyond S a cycle (prefill-bound
     # load) it waits for the others in the queue instead
@@ -327,7 +328,7 @@ def serve(
         output_tokens_per_s_per_gpu=out / par.gpus(), tokens_per_s_per_user=1.0 / tpot, running=run,
         decode_step_s=t_dec, prefill_s=alone * pp,
         memory_per_gpu_bytes=mem.weights_bytes + kv_used + k.reserved_bytes, mem=mem, queue_s=queue, prefill_busy=rho,
-        prefill_service_s=passes * t_p / np.where(alone_ranks, c * dp, c), balance_s=align, prompt_s=own,
+        prefill_service_s=passes * t_p / np.where(alone_ranks, c * dp, c), balance_s=align,
         prompt_variable_s=own_variable, isl_cv=isl_cv,
     )
 
