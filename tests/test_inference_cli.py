@@ -191,6 +191,10 @@ def test_attention_dp_and_expert_parallel(capsys: pytest.CaptureFixture[str]) ->
                   "8", "--isl", "1024", "--osl", "1024", "-c", "256")
     assert tp["gpus"] == dp["gpus"] == 8
     assert dp["max_concurrency"] > tp["max_concurrency"]  # MLA's latent is not split by TP: DP holds more
+    # --attention-dp without --tp: one GPU per rank, the same estimate
+    implied = cli_json(capsys, "serve", "-m", "deepseek-r1", "-g", "h200-sxm", "--attention-dp", "8", "--ep", "8",
+                       "--isl", "1024", "--osl", "1024", "-c", "256")
+    assert implied["tp"] == 1 and implied["tpot_ms"] == dp["tpot_ms"] and implied["ttft_ms"] == dp["ttft_ms"]
 
 
 def test_disaggregated_point_estimate(capsys: pytest.CaptureFixture[str], catalog: Catalog) -> None:

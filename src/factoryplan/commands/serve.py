@@ -199,7 +199,8 @@ def serve(
     acceptance: Annotated[float | None, typer.Option("--acceptance", min=0, max=1, help="Speculative "
                                                      "decoding: chance each draft token is accepted after the "
                                                      "ones before it (measured for the model and draft).")] = None,
-    tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel GPUs (attention, dense MLPs).")] = None,
+    tp: Annotated[int | None, typer.Option("--tp", min=1, help="Tensor-parallel GPUs (attention, dense MLPs); "
+                                           "with --attention-dp and no --tp, 1 per rank.")] = None,
     pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages.")] = 1,
     ep: Annotated[int, typer.Option("--ep", min=1, help="Expert-parallel GPUs (MoE models).")] = 1,
     attention_dp: Annotated[int, typer.Option("--attention-dp", min=1, help="Attention data-parallel ranks.")] = 1,
@@ -330,6 +331,9 @@ def serve(
                                value=ttft_percentile, allowed="give it with --rps/--tokens-per-day")
     setup = build(refs[0])
     acc = setup.acc
+    if tp is None and attention_dp > 1:  # attention data parallelism: one GPU per rank unless --tp says more
+        tp = 1
+        layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
     if tp is None or concurrency is None:
         missing = ", ".join(n for n, v in (("--tp", tp), ("--concurrency", concurrency)) if v is None)
         raise FactoryplanError("a point estimate needs a layout and a load", field=missing,
