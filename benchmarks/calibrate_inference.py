@@ -38,6 +38,7 @@ from factoryplan.perf.inference import BACKENDS, YAML_NAMES, Constants, constant
 from factoryplan.validation.inference import (
     Point,
     Prediction,
+    band_gpus,
     error_bands,
     implied_output_tokens_per_s,
     load_measured,
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         bands = error_bands(points, predict(catalog, points, start))
         for b, values in bands.items():
             print(f"  {b:7s} " + "  ".join(f"{k.removesuffix('_ratio')} {v:.4g}" for k, v in values.items()))
-        write_bands(bands)
+        write_bands(bands, band_gpus(points))
         return 0
     t0 = time.time()
     consts = fit(catalog, points, start)
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         by_backend = spread(points, preds, lambda p: p.backend)
         spreads.update({b: f"{b} points, MAPE: {by_backend[b]}" for b in BACKENDS if b in by_backend})
         write_yaml(consts, spreads, f"{len(measured.points)} measured + {len(published.points)} published points")
-        write_bands(error_bands(points, preds))
+        write_bands(error_bands(points, preds), band_gpus(points))
     return 0
 
 
@@ -347,9 +348,13 @@ def _value_line(name: str, text: str, line: str) -> str:
     return f"    {name}: {text}".ljust(39) + " " + comment
 
 
-def write_bands(bands: dict[str, dict[str, float]]) -> None:
-    """Rewrite each engine's ``*_measured_p10/p90_ratio`` and ``band_points_count`` lines."""
+def write_bands(bands: dict[str, dict[str, float]], gpus: dict[str, list[str]]) -> None:
+    """Rewrite each engine's ``*_measured_p10/p90_ratio`` and ``band_points_count`` lines, and its
+    ``measured_on`` line (the GPUs of those points)."""
     def edit(section: str | None, name: str, line: str) -> str:
+        if section in gpus and name == "measured_on" and line.startswith("  measured_on:"):
+            comment = line[line.index("#"):] if "#" in line else ""
+            return f"  measured_on: [{', '.join(gpus[section])}]  {comment}"
         if section not in bands or name not in bands[section] or not line.startswith("    "):
             return line
         value = bands[section][name]

@@ -49,6 +49,11 @@ def test_figures_come_with_the_calibration_band(capsys: pytest.CaptureFixture[st
     assert lo < plan["output_tokens_per_s_per_gpu"] < hi and plan["tpot_ms_range"][1] > plan["tpot_ms"]
     assert "started their users together" in plan["range_basis"]  # a plan sizes a running service
     assert "started their users together" not in d["range_basis"]
+    assert "measured on" not in d["range_basis"]  # H200 is among the calibration GPUs
+    # on a part the calibration never measured, the band says where it comes from
+    bw = cli_json(capsys, "serve", *args[:2], "--gpu", "b200", *args[4:], "--tp", "2", "--concurrency", "32")
+    assert bw["range_basis"].endswith("; measured on h100-sxm and h200-sxm only: on b200 the band assumes the "
+                                      "engine errs as it does there")
     assert main(["serve", *args, "--tp", "2", "--concurrency", "32"]) == 0
     table = capsys.readouterr().out
     assert f"{d['tpot_ms_range'][0]:,.4g} - {d['tpot_ms_range'][1]:,.4g}" in table
@@ -161,7 +166,9 @@ def test_capacity_plan_gives_its_gpus_across_the_error_band(capsys: pytest.Captu
     band = error_band(load_catalog(), "trtllm")
     assert band is not None
     assert f"TPOT runs x{band.tpot[0]:.2f} to x{band.tpot[1]:.2f}" in d["gpus_range_basis"]
-    assert "760 trtllm" in d["gpus_range_basis"]
+    assert "760 trtllm" in d["gpus_range_basis"] and "measured on" not in d["gpus_range_basis"]
+    gb = cli_json(capsys, *[("gb200" if a == "h200" else a) for a in args])
+    assert "measured on h100-sxm and h200-sxm only: on gb200" in gb["gpus_range_basis"]
     assert main(args) == 0
     assert f"gpus_range                         {lo} - {hi}" in capsys.readouterr().out
 

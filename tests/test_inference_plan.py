@@ -41,6 +41,12 @@ def test_inference_workload_gives_gpus_across_the_error_band(catalog: Catalog) -
     w = build_plan(parse_scenario(scenario(1500, 40, rps=20)), catalog).workloads[0]
     low, high = w.details["gpus_low"], w.details["gpus_high"]
     assert isinstance(low, int) and isinstance(high, int) and low < w.gpus < high
+    assert "trtllm calibration points" in str(w.details["gpus_band_basis"])
+    assert "measured on" not in str(w.details["gpus_band_basis"])  # the band's points include H200
+    sc = scenario(1500, 40, rps=20)
+    sc["hardware"] = ["gb200"]
+    gb = build_plan(parse_scenario(sc), catalog).workloads[0]
+    assert "measured on h100-sxm and h200-sxm only: on gb200" in str(gb.details["gpus_band_basis"])
 
 
 def test_tighter_targets_and_more_demand_cost_gpus(catalog: Catalog) -> None:
@@ -66,6 +72,7 @@ def test_html_report_has_the_frontier(catalog: Catalog, tmp_path: Path) -> None:
     assert ", disaggregated</h3>" in html and "prefill : decode GPUs" in html
     w = served[0]
     assert f"{w.details['gpus_low']}&ndash;{w.details['gpus_high']} across the error band" in html
+    assert f'title="{w.details["gpus_band_basis"]}"' in html  # where the band comes from, on hover
 
 
 def test_scenario_precisions_reach_the_engine(catalog: Catalog) -> None:

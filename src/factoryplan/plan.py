@@ -9,6 +9,7 @@ budget is chosen. Every assumption read on the way is listed in the plan with it
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 
@@ -215,8 +216,14 @@ def _size_inference(
                              ttft_s=w.ttft_ms / 1e3, tpot_s=w.tpot_ms / 1e3, prefix=float(cached),
                              draft_tokens=float(w.draft_tokens), acceptance=w.draft_acceptance or 0.0,
                              ttft_percentile=w.ttft_percentile, isl_cv=w.input_tokens_cv)
-    return capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
-                                   backend=backend, band=error_band(asm.catalog, backend))
+    band = error_band(asm.catalog, backend)
+    sized = capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
+                                    backend=backend, band=band)
+    if band is None or "gpus_low" not in sized.details:
+        return sized
+    basis = (f"the GPUs if the engine runs at the edges of the band 8 in 10 measurements of the {band.basis} "
+             f"fell in{band.caveat(acc.id)}")
+    return dataclasses.replace(sized, details={**sized.details, "gpus_band_basis": basis})
 
 
 def _mw(value: float | None) -> str:

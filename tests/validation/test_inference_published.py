@@ -38,6 +38,7 @@ from factoryplan.catalog.load import load_catalog
 from factoryplan.validation.inference import (
     Point,
     Prediction,
+    band_gpus,
     error_bands,
     implied_output_tokens_per_s,
     load_measured,
@@ -140,11 +141,13 @@ def test_error_bands_are_the_calibration_sets() -> None:
     (m_pts, m_preds), (p_pts, p_preds) = measured(), published()
     implied = [replace(p, output_tokens_per_s=implied_output_tokens_per_s(p)) for p in m_pts]
     bands = error_bands(implied + p_pts, m_preds + p_preds)
+    gpus = band_gpus(implied + p_pts)
     cat = load_catalog()
     assert set(bands) == {"trtllm", "vllm", "sglang"}
     for backend, values in bands.items():
         band = error_band(cat, backend)
         assert band is not None and band.basis.startswith(f"{values['band_points_count']:,.0f} {backend}")
+        assert list(band.gpus) == gpus[backend] == ["h100-sxm", "h200-sxm"]  # measured_on: where the band holds
         for name, (lo, hi) in (("ttft", band.ttft), ("tpot", band.tpot), ("throughput", band.throughput)):
             assert lo == pytest.approx(values[f"{name}_measured_p10_ratio"], rel=5e-3)
             assert hi == pytest.approx(values[f"{name}_measured_p90_ratio"], rel=5e-3)

@@ -418,6 +418,7 @@ class Calibration(Entry):
     fitted_on: str = ""
     spread: str = ""
     runs_on: list[str] = Field(default_factory=list)  # accelerator vendors a serving engine supports; empty: any
+    measured_on: list[str] = Field(default_factory=list)  # accelerator ids of the measurements behind its error band
 
 
 KINDS: dict[str, type[Entry]] = {

@@ -109,7 +109,7 @@ class Setup:
                 "tpot_ms_range": [tpot_ms * b.tpot[0], tpot_ms * b.tpot[1]],
                 f"{throughput_key}_range": [throughput * b.throughput[0], throughput * b.throughput[1]],
                 "range_basis": f"8 in 10 measurements of the {b.basis} fell in these ranges around the "
-                               f"prediction{note}"}
+                               f"prediction{note}{b.caveat(self.acc.id)}"}
 
     def gpus_range(self, gpus_band: tuple[int | None, int | None] | None) -> dict[str, Any]:
         """The JSON keys of a plan's GPUs at the two edges of the engine's error band
@@ -123,7 +123,7 @@ class Setup:
                 "gpus_range_basis": f"the GPUs the plan needs if TPOT runs x{b.tpot[0]:.2f} to x{b.tpot[1]:.2f} "
                                     f"and throughput x{b.throughput[1]:.2f} to x{b.throughput[0]:.2f} of the "
                                     f"prediction, the band 8 in 10 measurements of the {b.basis} fell in; TTFT as "
-                                    f"predicted{unreachable}"}
+                                    f"predicted{unreachable}{b.caveat(self.acc.id)}"}
 
     def queue_note(self, concurrency: int, max_concurrency: int) -> str:
         """What happens to the users whose sequences the KV cache cannot hold, and what would hold more

@@ -130,6 +130,16 @@ class ErrorBand:
     tpot: tuple[float, float]
     throughput: tuple[float, float]
     basis: str  # the points the percentiles are taken over
+    gpus: tuple[str, ...] = ()  # accelerator ids those points were measured on (empty: not stated)
+
+    def caveat(self, accelerator: str) -> str:
+        """What a user of the band on ``accelerator`` must know: "" when the band's points include it
+        (or do not say where they were measured), else that it carries over the engine's errors from
+        the parts that were measured."""
+        if not self.gpus or accelerator in self.gpus:
+            return ""
+        return (f"; measured on {' and '.join(self.gpus)} only: on {accelerator} the band assumes the engine errs "
+                "as it does there")
 
 
 def error_band(catalog: Catalog, backend: str) -> ErrorBand | None:
@@ -145,7 +155,7 @@ def error_band(catalog: Catalog, backend: str) -> ErrorBand | None:
     count = int(entry.values.get("band_points_count", 0))
     points = f"{count:,} " if count else ""
     return ErrorBand(ttft=lo_hi["ttft"], tpot=lo_hi["tpot"], throughput=lo_hi["throughput"],
-                     basis=f"{points}{backend} calibration points")
+                     basis=f"{points}{backend} calibration points", gpus=tuple(entry.measured_on))
 
 
 def _engine_entry(catalog: Catalog, backend: str) -> Calibration:

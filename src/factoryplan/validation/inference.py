@@ -539,6 +539,15 @@ def _batch_latency(
     return np.asarray(pre + (osl - 1.0) * dec, dtype=np.float64)
 
 
+def band_gpus(points: Sequence[Point]) -> dict[str, list[str]]:
+    """Per serving engine, the accelerators ``points`` were measured on (sorted): the calibration
+    entry's ``measured_on``, which ``serve`` names when it reports the band for another part."""
+    out: dict[str, set[str]] = {}
+    for p in points:
+        out.setdefault(p.backend, set()).add(p.accelerator)
+    return {b: sorted(a) for b, a in out.items()}
+
+
 def error_bands(points: Sequence[Point], preds: Sequence[Prediction]) -> dict[str, dict[str, float]]:
     """Per serving engine, the 10th and 90th percentile of measured / predicted TTFT, TPOT and output
     throughput over ``points`` (give measured points the throughput their TTFT and TPOT imply,
