@@ -315,6 +315,10 @@ def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
      "--decode-workers: the planner chooses the prefill and decode pools"),
     (["-m", "llama-3.1-405b", "-g", "h100-sxm", "--tp", "8", "--prefill-tp", "2"],
      "--prefill-tp: llama-3.1-405b at fp8 does not fit 2 x h100-sxm"),
+    (["-m", "llama-3.1-8b", "-g", "h100", "--rps", "0"],
+     "--rps: demand must be positive (got 0.0; allowed: more than 0)"),
+    (["-m", "llama-3.1-8b", "-g", "h100", "--tokens-per-day", "0"],
+     "--tokens-per-day: demand must be positive (got 0.0; allowed: more than 0)"),
     (["-m", "llama-3.1-8b", "-g", "mi300x", "--tp", "1", "--backend", "trtllm"],
      "--backend: trtllm does not run on AMD mi300x (got 'trtllm'; allowed: vllm, sglang)"),
 ])

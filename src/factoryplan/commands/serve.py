@@ -315,7 +315,8 @@ def serve(
                                    value=ttft_percentile, allowed="more than 0 and less than 100 (e.g. 90, 99)")
         peak = rps if rps is not None else float(tokens_per_day or 0.0) / 86_400.0 / osl * peak_to_average
         if peak <= 0:
-            raise FactoryplanError("demand must be positive", field="--rps", value=peak)
+            given = ("--rps", rps) if rps is not None else ("--tokens-per-day", tokens_per_day)
+            raise FactoryplanError("demand must be positive", field=given[0], value=given[1], allowed="more than 0")
         target = eng.Target(ttft_ms / 1e3, tpot_ms / 1e3, ttft_percentile)
         if len(refs) == 1:
             data = eng.capacity(build(refs[0]), layout, peak, isl, osl, target, mode.value, cached, spec, isl_cv)
