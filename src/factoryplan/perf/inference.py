@@ -305,9 +305,16 @@ def gemm_time(
     m = np.maximum(tokens, 1e-9)
     t_c = flops * (m + k.gemm_m_half) / (m * peak * k.gemm_efficiency * compute_scale)
     t_m = weight_bytes / (bandwidth * k.hbm_efficiency * bandwidth_scale)
-    n = k.roofline_sharpness
-    t = (t_c**n + t_m**n) ** (1.0 / n)
+    t = smooth_roofline(t_c, t_m, k.roofline_sharpness)
     return np.where(np.asarray(tokens) > 0, t, 0.0)
+
+
+def smooth_roofline(t_c: FloatOrArray, t_m: FloatOrArray, n: float) -> FloatOrArray:
+    """``(t_c^n + t_m^n)^(1/n)``: the compute and memory times of one kernel overlapping imperfectly
+    (``n -> inf`` is the hard roofline ``max``); ``n = 2``, the catalog's, is ``hypot``."""
+    if n == 2.0:
+        return np.hypot(t_c, t_m)
+    return (np.asarray(t_c) ** n + np.asarray(t_m) ** n) ** (1.0 / n)
 
 
 def experts_touched(
@@ -548,6 +555,8 @@ def attended_pairs(prefix: FloatOrArray, length: FloatOrArray, window: float = m
     ``N·(P + N/2)`` without a window, ``N·W - W²/2`` for a whole prompt longer than the window."""
     p = np.asarray(prefix, dtype=float)
     n = np.asarray(length, dtype=float)
+    if not math.isfinite(window):
+        return np.asarray(n * (p + n / 2.0), dtype=np.float64)
     a, b = np.minimum(p, window), np.minimum(p + n, window)
     beyond = np.maximum(p + n - np.maximum(p, window), 0.0)
     return np.asarray((b * b - a * a) / 2.0 + (window * beyond if math.isfinite(window) else 0.0), dtype=np.float64)
@@ -576,8 +585,8 @@ def _attention(
     lin_flops = s.linear_layers * s.linear_decode_flops / lin_split
     dec_flops = decode_seqs * decode_tokens * (ctx_layers * heads * s.decode_attn_flops + lin_flops)
     attn_peak = hw.bf16_flops * k.attention_efficiency
-    n = k.roofline_sharpness
-    t_dec = ((dec_flops / attn_peak) ** n + (dec_bytes / (hw.hbm_bytes_s * k.kv_efficiency)) ** n) ** (1.0 / n)
+    t_dec = smooth_roofline(dec_flops / attn_peak, dec_bytes / (hw.hbm_bytes_s * k.kv_efficiency),
+                            k.roofline_sharpness)
     length = np.asarray(prompt_len, dtype=float)
     full_flops = attended_pairs(prompt_prefix, length) * s.prefill_attn_flops  # per head, one full layer
     if s.top_k > 0:  # the cheaper of sparse MQA mode over Σ_pos min(pos, k) pairs and masked MHA
@@ -605,11 +614,10 @@ def _indexer(
         return 0.0
     peak = gemm_peak(hw, "fp8", k) * k.attention_efficiency
     keys = decode_seqs * s.layers * np.asarray(ctx, dtype=float)
-    n = k.roofline_sharpness
     t_c = keys * decode_tokens * s.index_flops / peak  # each verified token scores the keys, read once
     t_m = keys * s.index_key_bytes / (hw.hbm_bytes_s * k.kv_efficiency)
     t_pre = prompts * s.layers * attended_pairs(prefix, length) * s.index_flops / peak
-    return np.asarray((t_c**n + t_m**n) ** (1.0 / n) + t_pre, dtype=np.float64)
+    return np.asarray(smooth_roofline(t_c, t_m, k.roofline_sharpness) + t_pre, dtype=np.float64)
 
 
 def _communication(
