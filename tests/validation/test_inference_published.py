@@ -26,7 +26,9 @@ aiohttp's default connection limit does), so most of the 512 users waited outsid
 
 from __future__ import annotations
 
+import csv
 import functools
+import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -35,7 +37,9 @@ import numpy as np
 import pytest
 
 from factoryplan.catalog.load import load_catalog
+from factoryplan.cli import main
 from factoryplan.validation.inference import (
+    PUBLISHED,
     Point,
     Prediction,
     band_gpus,
@@ -72,6 +76,49 @@ def test_published_rows_are_all_used() -> None:
     loaded = load_published(load_catalog())
     assert len(loaded.points) == 16
     assert {r for _, r in loaded.skipped} == {"lengths not given (ShareGPT (200 prompts)): a length distribution"}
+
+
+def test_published_layout_reads_other_gpus_models_and_precisions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rows of the published table's layout for GPUs, models and precisions beyond the calibration
+    rows (the sources' Blackwell tables) are read with the same rules, not skipped; a row the rules
+    cannot read says why."""
+    cat = load_catalog()
+    with PUBLISHED.open(encoding="utf-8", newline="") as fh:
+        columns = next(csv.reader(fh))
+    rows = [("1", "Llama 3.3 70B", "B200 180GB", "FP4", "1", "", "", "1000", "1000", "max load", "12000"),
+            ("2", "DeepSeek R1", "GB200-192GB", "FP4", "8", "", "8", "1024", "2048", "max load", "20000"),
+            ("3", "Llama 4 Maverick", "H200 SXM 141GB", "FP8", "8", "", "8", "1000", "1000", "max load", "9000"),
+            ("4", "Qwen3 235B A22B", "B200", "NVFP4", "4", "", "4", "1000", "1000", "64", "5000"),
+            ("5", "Llama 3.1 8B", "H100-SXM-80GB", "FP8", "1", "", "", "1000", "1000", "dynamic", "9000"),
+            ("6", "Llama 3.1 8B", "H100 NVL", "FP8", "1", "", "", "1000", "1000", "8", "900")]
+    path = tmp_path / "published.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns)
+        w.writeheader()
+        for rid, model, gpu, prec, tp, pp, ep, isl, osl, conc, thr in rows:
+            w.writerow({c: "" for c in columns} | {
+                "row_id": rid, "category": "inference", "model": model, "gpu_type": gpu, "precision": prec, "TP": tp,
+                "PP": pp, "EP": ep, "input_len": isl, "output_len": osl, "concurrency_or_batch": conc,
+                "output_throughput_tok_s": thr, "framework": "TensorRT-LLM (PyTorch backend, trtllm-bench)"})
+    loaded = load_published(cat, path)
+    got = {p.id: p for p in loaded.points}
+    assert sorted(got) == ["published-1", "published-2", "published-3", "published-4"]
+    assert (got["published-1"].accelerator, got["published-1"].weights) == ("b200", "fp4")
+    r1 = got["published-2"]
+    assert (r1.model, r1.accelerator, r1.system) == ("deepseek-r1", "gb200", "gb200-nvl72")
+    assert (r1.par.tp, r1.par.ep, r1.par.moe_tp) == (8, 8, 1)
+    assert got["published-3"].model == "llama-4-maverick-17b-128e" and got["published-3"].accelerator == "h200-sxm"
+    assert got["published-4"].concurrency == 64 and got["published-4"].par.tp == 4  # not read as attention DP
+    reasons = dict(loaded.skipped)
+    assert "users 'dynamic'" in reasons["published-5"] and "'H100 NVL' not in the catalog" in reasons["published-6"]
+    preds = predict(cat, loaded.points)
+    assert all(q.fits and q.output_tokens_per_s > 0 for q in preds)
+    # the command reads such a file in place of the bundled table
+    assert main(["validate", "inference", "--published", str(path), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)["published"]
+    assert {r["id"] for r in out["rows"]} == set(got) and len(out["skipped"]) == 2
 
 
 def test_trtllm_max_throughput_tables() -> None:

@@ -157,6 +157,9 @@ def inference(
     measured: Annotated[bool, typer.Option("--measured", help="Add the measured H100/H200 points (summary).")] = False,
     data: Annotated[Path | None, typer.Option("--data", help="A CSV of measured points in the same layout "
                                               "(TTFT/TPOT per row).")] = None,
+    published_file: Annotated[Path | None, typer.Option("--published", help="A CSV of published results in "
+                                                        "published_runs.csv's layout (its inference rows), "
+                                                        "instead of the bundled one.")] = None,
     configs: Annotated[Path | None, typer.Option("--configs", help="Folder of <org>--<name>_config.json files "
                                                  "for --data models the catalog lacks.")] = None,
     fmt: Annotated[OutputFormat, typer.Option("--format", "-f", help="table (default) or json.")] = OutputFormat.table,
@@ -172,7 +175,7 @@ def inference(
     from factoryplan.validation.inference import load_measured, load_published, predict
 
     cat = load_catalog(catalog or [])
-    published = load_published(cat)
+    published = load_published(cat, published_file) if published_file is not None else load_published(cat)
     rows = _rows(published.points, predict(cat, published.points))
     result: dict[str, Any] = {
         "published": {

@@ -9,6 +9,8 @@ Two sources, both copied under ``validation/data`` with their provenance:
   tokens/s at full load), a NIM concurrency sweep (TTFT, inter-token latency, throughput) and
   vLLM CI latency tests (end-to-end latency of one batch). vLLM's ShareGPT throughput rows give
   requests/s for a length distribution the row does not state; they are listed as skipped.
+  :func:`load_published` reads any table of that layout (other GPUs, models and precisions by
+  the same rules).
 
 Mapping rules (the same for every row, stated here once):
 
@@ -389,9 +391,11 @@ def _measured_point(
     ), ""
 
 
-_PUBLISHED_MODELS = {"llama 3.3 70b": "llama-3.3-70b", "llama-3.3-70b-instruct": "llama-3.3-70b",
-                     "llama 3.1 8b": "llama-3.1-8b", "llama 3 70b": "llama-3.1-70b"}
-_PUBLISHED_GPUS = {"h200": "h200-sxm", "h100-sxm-80gb": "h100-sxm", "h100-80gb": "h100-sxm"}
+# The columns a published-results file must have (the others are read when present).
+PUBLISHED_COLUMNS = ("row_id", "category", "model", "gpu_type", "input_len", "output_len")
+# Names the published tables give that no repository-name rule reads (the family without its size).
+_PUBLISHED_MODELS = {"llama 3 70b": "llama-3.1-70b", "llama 4 maverick": "llama-4-maverick-17b-128e",
+                     "llama 4 scout": "llama-4-scout-17b-16e"}
 
 
 def _number(text: str) -> float | None:
@@ -401,33 +405,89 @@ def _number(text: str) -> float | None:
         return None
 
 
+def published_model(catalog: Catalog, name: str) -> str | None:
+    """The catalog model a published table's name gives (``Llama 3.3 70B``, ``Llama-3.3-70B-Instruct``,
+    ``DeepSeek R1``, ``Qwen3 235B A22B``, ``Llama 4 Maverick``): as a repository name with its spaces
+    read as hyphens, else the family names of :data:`_PUBLISHED_MODELS`; None when neither matches."""
+    text = " ".join(name.strip().lower().split())
+    return (model_id(catalog.models, text.replace(" ", "-")) or model_id(catalog.models, text)
+            or _PUBLISHED_MODELS.get(text))
+
+
+def published_gpu(catalog: Catalog, name: str) -> str | None:
+    """The accelerator a published table's GPU names (``H200``, ``H100-SXM-80GB``, ``B200 180GB``,
+    ``GB200-192GB``, ``GB200 NVL72``): the name with its memory size dropped, as an accelerator id,
+    alias or system id (a system gives its accelerator); None when nothing matches."""
+    text = re.sub(r"[\s_-]*\d+\s*gb$", "", " ".join(name.strip().lower().split())).replace(" ", "-")
+    for ref in (text, text.removesuffix("-sxm")):
+        hid = catalog.hardware_id(ref) if ref else None
+        if hid is None:
+            continue
+        if hid in catalog.accelerators:
+            return hid
+        return next((a.id for a in catalog.accelerators.values() if a.default_system == hid), None)
+    return None
+
+
+def _published_concurrency(text: str) -> float | None:
+    """Users of a published row: 0 for a full-load (max throughput) run, else the number it gives;
+    None when it gives neither."""
+    low = text.lower()
+    if "max" in low:
+        return 0.0
+    numbers = re.findall(r"\d+", low)
+    return float(numbers[0]) if numbers else None
+
+
 def load_published(catalog: Catalog, path: Path = PUBLISHED) -> Loaded:
-    """The inference rows of ``published_runs.csv`` that name lengths, GPUs and a figure."""
+    """The inference rows of ``published_runs.csv`` that name lengths, GPUs and a figure.
+
+    Any row of that layout is read the same way: the model by its name (:func:`published_model`),
+    the GPU by its name (:func:`published_gpu`, the system its usual one), the weights by
+    ``precision`` (:func:`quant`: FP8, FP4/NVFP4, INT4, blank BF16), the engine by ``framework``
+    (NIM runs TensorRT-LLM), the layout by ``TP``, ``PP`` and ``EP`` (experts split as a measured
+    row's), the load by ``concurrency_or_batch`` (a full-load run: the users the KV cache holds).
+    Rows it cannot read are listed in ``skipped`` with the reason."""
     out = Loaded()
+    if not path.is_file():
+        raise FactoryplanError("file not found", where=str(path))
     with path.open(encoding="utf-8", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["category"] == "inference"]
+        reader = csv.DictReader(fh)
+        missing = [c for c in PUBLISHED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise FactoryplanError("not a published-results file", where=str(path), field=", ".join(missing),
+                                   allowed="the columns of published_runs.csv")
+        rows = [{k: v or "" for k, v in r.items()} for r in reader if r["category"] == "inference"]
     for r in rows:
         rid = f"published-{r['row_id']}"
         isl, osl = _number(r["input_len"]), _number(r["output_len"])
-        mid = _PUBLISHED_MODELS.get(r["model"].strip().lower())
-        acc = _PUBLISHED_GPUS.get(r["gpu_type"].strip().lower())
+        mid, acc = published_model(catalog, r["model"]), published_gpu(catalog, r["gpu_type"])
+        conc = _published_concurrency(r.get("concurrency_or_batch", ""))
+        weights = quant(r.get("precision", ""))
         if isl is None or osl is None:
             out.skipped.append((rid, f"lengths not given ({r['input_len']}): a length distribution"))
             continue
         if mid is None or acc is None:
-            out.skipped.append((rid, f"model {r['model']!r} or GPU {r['gpu_type']!r} not mapped"))
+            out.skipped.append((rid, f"model {r['model']!r} or GPU {r['gpu_type']!r} not in the catalog"))
             continue
-        framework = r["framework"].lower()
-        backend = "vllm" if "vllm" in framework else "trtllm"  # NIM runs TensorRT-LLM
-        precision = "fp8" if "fp8" in r["precision"].lower() else "bf16"
-        conc_text = r["concurrency_or_batch"].lower()
-        conc = 0.0 if "max" in conc_text else float(re.findall(r"\d+", conc_text)[0])
-        e2e = _number(r["e2e_latency_ms"])
+        if conc is None or weights is None:
+            out.skipped.append((rid, f"users {r.get('concurrency_or_batch')!r} or precision {r.get('precision')!r} "
+                                     "not read (a number or 'max'; bf16/fp8/fp4/int4)"))
+            continue
+        framework = r.get("framework", "")
+        backend = engine_name(framework) or "trtllm"  # NIM runs TensorRT-LLM
+        arch = resolve_model(catalog, mid)
+        system = catalog.accelerators[acc].default_system
+        layout = {"tp_size": r.get("TP", ""), "pp_size": r.get("PP", ""), "moe_ep_size": r.get("EP", ""),
+                  "attention_dp_size": "", "moe_tp_size": "", "batch_size": str(int(conc)) if conc else ""}
+        par, repair = _parallel(layout, arch.moe is not None, catalog.systems[system].scaleup_domain_gpus, conc)
         out.points.append(Point(
-            id=rid, source="published", model=mid, accelerator=acc, system=catalog.accelerators[acc].default_system,
-            backend=backend, weights=precision, experts=precision, par=Parallel(tp=_int(r["TP"])), isl=isl, osl=osl,
-            concurrency=conc, ttft_ms=_number(r["ttft_ms"]), tpot_ms=_number(r["tpot_or_itl_ms"]),
-            output_tokens_per_s=_number(r["output_throughput_tok_s"]), e2e_ms=e2e, version=r["framework"],
+            id=rid, source="published", model=mid, accelerator=acc, system=system, backend=backend,
+            weights=weights, experts=weights, par=par, isl=isl, osl=osl, concurrency=conc,
+            ttft_ms=_number(r.get("ttft_ms", "")), tpot_ms=_number(r.get("tpot_or_itl_ms", "")),
+            output_tokens_per_s=_number(r.get("output_throughput_tok_s", "")),
+            e2e_ms=_number(r.get("e2e_latency_ms", "")),
+            version=framework, repair=repair, activations=activations_of(r.get("precision", "")),
         ))
     return out
 
