@@ -92,7 +92,8 @@ def test_published_layout_reads_other_gpus_models_and_precisions(
             ("3", "Llama 4 Maverick", "H200 SXM 141GB", "FP8", "8", "", "8", "1000", "1000", "max load", "9000"),
             ("4", "Qwen3 235B A22B", "B200", "NVFP4", "4", "", "4", "1000", "1000", "64", "5000"),
             ("5", "Llama 3.1 8B", "H100-SXM-80GB", "FP8", "1", "", "", "1000", "1000", "dynamic", "9000"),
-            ("6", "Llama 3.1 8B", "H100 NVL", "FP8", "1", "", "", "1000", "1000", "8", "900")]
+            ("6", "Llama 3.1 8B", "H100 NVL", "FP8", "1", "", "", "1000", "1000", "8", "900"),
+            ("7", "Llama 3.1 8B", "H200", "FP8", "1", "", "", "1000", "1000", "8", "")]
     path = tmp_path / "published.csv"
     with path.open("w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns)
@@ -102,9 +103,15 @@ def test_published_layout_reads_other_gpus_models_and_precisions(
                 "row_id": rid, "category": "inference", "model": model, "gpu_type": gpu, "precision": prec, "TP": tp,
                 "PP": pp, "EP": ep, "input_len": isl, "output_len": osl, "concurrency_or_batch": conc,
                 "output_throughput_tok_s": thr, "framework": "TensorRT-LLM (PyTorch backend, trtllm-bench)"})
+    with path.open("a", encoding="utf-8", newline="") as fh:  # a table giving tokens/s per GPU only
+        csv.DictWriter(fh, fieldnames=columns).writerow({c: "" for c in columns} | {
+            "row_id": "8", "category": "inference", "model": "Llama 3.3 70B", "gpu_type": "H100-SXM-80GB",
+            "precision": "FP8", "TP": "2", "input_len": "1000", "output_len": "1000",
+            "concurrency_or_batch": "max load", "tokens_per_s_per_gpu": "1500", "framework": "TensorRT-LLM"})
     loaded = load_published(cat, path)
     got = {p.id: p for p in loaded.points}
-    assert sorted(got) == ["published-1", "published-2", "published-3", "published-4"]
+    assert sorted(got) == ["published-1", "published-2", "published-3", "published-4", "published-8"]
+    assert got["published-8"].output_tokens_per_s == 3000.0  # 1,500 a GPU on the replica's two
     assert (got["published-1"].accelerator, got["published-1"].weights) == ("b200", "fp4")
     r1 = got["published-2"]
     assert (r1.model, r1.accelerator, r1.system) == ("deepseek-r1", "gb200", "gb200-nvl72")
@@ -113,12 +120,13 @@ def test_published_layout_reads_other_gpus_models_and_precisions(
     assert got["published-4"].concurrency == 64 and got["published-4"].par.tp == 4  # not read as attention DP
     reasons = dict(loaded.skipped)
     assert "users 'dynamic'" in reasons["published-5"] and "'H100 NVL' not in the catalog" in reasons["published-6"]
+    assert reasons["published-7"].startswith("no serving figure")
     preds = predict(cat, loaded.points)
     assert all(q.fits and q.output_tokens_per_s > 0 for q in preds)
     # the command reads such a file in place of the bundled table
     assert main(["validate", "inference", "--published", str(path), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)["published"]
-    assert {r["id"] for r in out["rows"]} == set(got) and len(out["skipped"]) == 2
+    assert {r["id"] for r in out["rows"]} == set(got) and len(out["skipped"]) == 3
 
 
 def test_trtllm_max_throughput_tables() -> None:

@@ -481,12 +481,19 @@ def load_published(catalog: Catalog, path: Path = PUBLISHED) -> Loaded:
         layout = {"tp_size": r.get("TP", ""), "pp_size": r.get("PP", ""), "moe_ep_size": r.get("EP", ""),
                   "attention_dp_size": "", "moe_tp_size": "", "batch_size": str(int(conc)) if conc else ""}
         par, repair = _parallel(layout, arch.moe is not None, catalog.systems[system].scaleup_domain_gpus, conc)
+        throughput = _number(r.get("output_throughput_tok_s", ""))
+        per_gpu = _number(r.get("tokens_per_s_per_gpu", ""))
+        if throughput is None and per_gpu is not None:  # a table that gives it per GPU: the replica's GPUs
+            throughput = per_gpu * float(np.asarray(par.gpus()))
+        figures = (throughput, *(_number(r.get(c, "")) for c in ("ttft_ms", "tpot_or_itl_ms", "e2e_latency_ms")))
+        if all(f is None for f in figures):
+            out.skipped.append((rid, "no serving figure (output_throughput_tok_s, tokens_per_s_per_gpu, ttft_ms, "
+                                     "tpot_or_itl_ms or e2e_latency_ms)"))
+            continue
         out.points.append(Point(
             id=rid, source="published", model=mid, accelerator=acc, system=system, backend=backend,
             weights=weights, experts=weights, par=par, isl=isl, osl=osl, concurrency=conc,
-            ttft_ms=_number(r.get("ttft_ms", "")), tpot_ms=_number(r.get("tpot_or_itl_ms", "")),
-            output_tokens_per_s=_number(r.get("output_throughput_tok_s", "")),
-            e2e_ms=_number(r.get("e2e_latency_ms", "")),
+            ttft_ms=figures[1], tpot_ms=figures[2], output_tokens_per_s=throughput, e2e_ms=figures[3],
             version=framework, repair=repair, activations=activations_of(r.get("precision", "")),
         ))
     return out
