@@ -19,8 +19,11 @@ import typer
 from factoryplan.errors import FactoryplanError, InfeasibleError, unknown
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from factoryplan.catalog.load import Catalog
     from factoryplan.catalog.schema import Accelerator, System
+    from factoryplan.commands.serve_engine import Layout, Setup
 
 SERVING_KINDS = ("fx", "accelerators", "systems", "models", "calibrations")
 
@@ -297,64 +300,92 @@ def serve(
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
-    if capacity_mode:
-        if start is not None:
-            raise FactoryplanError("the planner sizes a running service (steady state, Poisson arrivals)",
-                                   field="--start", value=start.value, allowed="omit it with --rps/--tokens-per-day")
-        if concurrency is not None:
-            raise FactoryplanError("the planner chooses the concurrency", field="--concurrency",
-                                   allowed="omit it with --rps/--tokens-per-day")
-        if prefill_tp is not None or disagg:
-            raise FactoryplanError("the planner chooses the prefill and decode pools",
-                                   field=", ".join(["--prefill-tp"] * (prefill_tp is not None) + disagg),
-                                   allowed="omit it with --rps/--tokens-per-day (--mode disaggregated)")
-        if rps is not None and tokens_per_day is not None:
-            raise FactoryplanError("give one demand", field="--rps/--tokens-per-day")
-        if ttft_percentile is not None and not 0.0 < ttft_percentile < 100.0:
-            raise FactoryplanError("a share of the requests, in per cent", field="--ttft-percentile",
-                                   value=ttft_percentile, allowed="more than 0 and less than 100 (e.g. 90, 99)")
-        peak = rps if rps is not None else float(tokens_per_day or 0.0) / 86_400.0 / osl * peak_to_average
-        if peak <= 0:
-            given = ("--rps", rps) if rps is not None else ("--tokens-per-day", tokens_per_day)
-            raise FactoryplanError("demand must be positive", field=given[0], value=given[1], allowed="more than 0")
-        target = eng.Target(ttft_ms / 1e3, tpot_ms / 1e3, ttft_percentile)
-        if len(refs) == 1:
-            data = eng.capacity(build(refs[0]), layout, peak, isl, osl, target, mode.value, cached, spec, isl_cv)
-        else:  # a type that cannot take part (its engine, the model's fit, the targets) is listed with why
-            data = eng.compare_hardware(refs, build, layout, peak, isl, osl, target, mode.value, cached, spec,
-                                        isl_cv)
-        _emit(data, fmt, f"capacity plan: {data['model']} on {data['system']}")
-        if fmt is OutputFormat.table and "hardware_options" in data:
-            _emit_options(data["hardware_options"])
+    if rps is not None or tokens_per_day is not None:
+        given = {"--start": start, "--concurrency": concurrency, "--prefill-tp": prefill_tp}
+        _plan(refs, build, layout, isl, osl, cached, spec, isl_cv, fmt, given=given, disagg=disagg, rps=rps,
+              tokens_per_day=tokens_per_day, peak_to_average=peak_to_average, mode=mode.value,
+              target=(ttft_ms, tpot_ms, ttft_percentile))
         return
     if ttft_percentile is not None:
         raise FactoryplanError("a latency target of capacity planning", field="--ttft-percentile",
                                value=ttft_percentile, allowed="give it with --rps/--tokens-per-day")
-    setup = build(refs[0])
-    acc = setup.acc
     if tp is None and attention_dp > 1:  # attention data parallelism: one GPU per rank unless --tp says more
-        tp = 1
-        layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
-    if tp is None or concurrency is None:
-        missing = ", ".join(n for n, v in (("--tp", tp), ("--concurrency", concurrency)) if v is None)
+        layout = eng.Layout(tp=1, pp=pp, ep=ep, dp=attention_dp)
+    if layout.tp is None or concurrency is None:
+        missing = ", ".join(n for n, v in (("--tp", layout.tp), ("--concurrency", concurrency)) if v is None)
         raise FactoryplanError("a point estimate needs a layout and a load", field=missing,
                                allowed="give --tp and --concurrency, or --rps to plan capacity")
-    if prefill_tp is not None:
+    prefill = None if prefill_tp is None else eng.Layout(tp=prefill_tp, ep=prefill_ep, dp=prefill_attention_dp,
+                                                         side="prefill-")
+    _point(build(refs[0]), layout, concurrency, isl, osl, cached, spec, isl_cv, fmt,
+           together=start is not Start.steady, prefill=prefill, workers=(prefill_workers, decode_workers),
+           disagg=disagg)
+
+
+def _plan(
+    refs: list[str], build: Callable[[str], Setup], layout: Layout, isl: int, osl: int, cached: int,
+    spec: tuple[int, float], isl_cv: float, fmt: OutputFormat, *, given: dict[str, Any], disagg: list[str],
+    rps: float | None, tokens_per_day: float | None, peak_to_average: float, mode: str,
+    target: tuple[float, float, float | None],
+) -> None:
+    """``serve --rps/--tokens-per-day``: the capacity plan on one GPU type, or the types compared;
+    ``given``: the point-estimate options, refused here; ``target``: TTFT and TPOT (ms), percentile."""
+    from factoryplan.commands import serve_engine as eng
+
+    for name, why in (("--start", "the planner sizes a running service (steady state, Poisson arrivals)"),
+                      ("--concurrency", "the planner chooses the concurrency")):
+        value = given[name]
+        if value is not None:
+            raise FactoryplanError(why, field=name, value=getattr(value, "value", value),
+                                   allowed="omit it with --rps/--tokens-per-day")
+    if given["--prefill-tp"] is not None or disagg:
+        raise FactoryplanError("the planner chooses the prefill and decode pools",
+                               field=", ".join(["--prefill-tp"] * (given["--prefill-tp"] is not None) + disagg),
+                               allowed="omit it with --rps/--tokens-per-day (--mode disaggregated)")
+    if rps is not None and tokens_per_day is not None:
+        raise FactoryplanError("give one demand", field="--rps/--tokens-per-day")
+    ttft_ms, tpot_ms, percentile = target
+    if percentile is not None and not 0.0 < percentile < 100.0:
+        raise FactoryplanError("a share of the requests, in per cent", field="--ttft-percentile",
+                               value=percentile, allowed="more than 0 and less than 100 (e.g. 90, 99)")
+    peak = rps if rps is not None else float(tokens_per_day or 0.0) / 86_400.0 / osl * peak_to_average
+    if peak <= 0:
+        demand = ("--rps", rps) if rps is not None else ("--tokens-per-day", tokens_per_day)
+        raise FactoryplanError("demand must be positive", field=demand[0], value=demand[1], allowed="more than 0")
+    goal = eng.Target(ttft_ms / 1e3, tpot_ms / 1e3, percentile)
+    if len(refs) == 1:
+        data = eng.capacity(build(refs[0]), layout, peak, isl, osl, goal, mode, cached, spec, isl_cv)
+    else:  # a type that cannot take part (its engine, the model's fit, the targets) is listed with why
+        data = eng.compare_hardware(refs, build, layout, peak, isl, osl, goal, mode, cached, spec, isl_cv)
+    _emit(data, fmt, f"capacity plan: {data['model']} on {data['system']}")
+    if fmt is OutputFormat.table and "hardware_options" in data:
+        _emit_options(data["hardware_options"])
+
+
+def _point(
+    setup: Setup, layout: Layout, concurrency: int, isl: int, osl: int, cached: int, spec: tuple[int, float],
+    isl_cv: float, fmt: OutputFormat, *, together: bool, prefill: Layout | None, workers: tuple[int, int],
+    disagg: list[str],
+) -> None:
+    """``serve --tp ... --concurrency C``: one aggregated configuration, or with ``prefill`` (from
+    ``--prefill-tp``) a given prefill/decode deployment of ``workers`` (prefill, decode) workers."""
+    from factoryplan.commands import serve_engine as eng
+
+    if prefill is not None:
         if isl_cv > 0:
             raise FactoryplanError("prompt-length variation is modelled for aggregated serving and capacity "
                                    "plans, not for a given prefill/decode deployment", field="--isl-cv",
                                    value=isl_cv, allowed="omit it with --prefill-tp")
-        prefill = eng.Layout(tp=prefill_tp, ep=prefill_ep, dp=prefill_attention_dp, side="prefill-")
-        data = eng.disaggregated_point(setup, layout, prefill, prefill_workers, decode_workers, concurrency, isl, osl,
-                                       cached, spec, together=start is not Start.steady)
-        _emit(data, fmt, f"serving {setup.arch.id} disaggregated on {data['gpus']} x {acc.id} ({setup.backend})")
+        data = eng.disaggregated_point(setup, layout, prefill, workers[0], workers[1], concurrency, isl, osl,
+                                       cached, spec, together=together)
+        _emit(data, fmt, f"serving {setup.arch.id} disaggregated on {data['gpus']} x {setup.acc.id} "
+                         f"({setup.backend})")
         return
     if disagg:
         raise FactoryplanError("describes a disaggregated deployment", field=", ".join(disagg),
                                allowed="give --prefill-tp with it, or leave it out")
-    data = eng.point(setup, layout, concurrency, isl, osl, cached, spec, together=start is not Start.steady,
-                     isl_cv=isl_cv)
-    _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {acc.id} ({setup.backend})")
+    data = eng.point(setup, layout, concurrency, isl, osl, cached, spec, together=together, isl_cv=isl_cv)
+    _emit(data, fmt, f"serving {setup.arch.id} on {layout.gpus()} x {setup.acc.id} ({setup.backend})")
 
 
 def _emit_options(options: list[dict[str, Any]]) -> None:
