@@ -12,7 +12,8 @@ from factoryplan.errors import FactoryplanError
 from factoryplan.perf.capacity import prefill_queue
 from factoryplan.perf.disagg_sim import simulate_disaggregated, simulate_prefill_replica
 from factoryplan.perf.inference import Parallel, iteration, kv_bytes_per_sequence_per_gpu
-from factoryplan.perf.serving import batched_prefill_wait, closed_loop_disaggregated
+from factoryplan.perf.queueing import batched_prefill_wait
+from factoryplan.perf.serving import closed_loop_disaggregated
 
 from .conftest import FP8, serving_setup
 

@@ -22,14 +22,8 @@ from factoryplan.perf.capacity import (
 )
 from factoryplan.perf.disagg_sim import prefill_replica_percentiles, simulate_prefill_replica
 from factoryplan.perf.inference import Parallel, iteration
-from factoryplan.perf.serving import (
-    _mg1_tail,
-    exponential_wait_quantile,
-    length_nodes,
-    md1_wait_quantile,
-    open_loop_ttft,
-    serve,
-)
+from factoryplan.perf.queueing import exponential_wait_quantile, length_nodes, md1_wait_quantile, mg1_tail
+from factoryplan.perf.serving import open_loop_ttft, serve
 from factoryplan.perf.serving_sim import simulate
 
 from .conftest import FP8, cli_json, plan_workload, serving_setup
@@ -232,11 +226,11 @@ def test_gamma_service_tail(catalog: Catalog) -> None:
     """The M/G/1 tail with gamma service times: exponential service (CV 1) gives M/M/1's exact
     P(W > t) = rho·e^{-(1-rho)t/D}; a CV near 0 gives M/D/1's; CV 0.5 against Lindley's recursion."""
     rho = np.array([0.3, 0.6, 0.9])
-    _, c, theta = _mg1_tail(rho, 2.0, 1.0)
+    _, c, theta = mg1_tail(rho, 2.0, 1.0)
     assert np.allclose(c, rho) and np.allclose(theta, (1 - rho) / 2.0)
-    assert np.allclose(_mg1_tail(rho, 1.0, 1e-3)[1:], _mg1_tail(rho, 1.0, 0.0)[1:], rtol=1e-3)
+    assert np.allclose(mg1_tail(rho, 1.0, 1e-3)[1:], mg1_tail(rho, 1.0, 0.0)[1:], rtol=1e-3)
     waits = _md1_waits(0.7, cv=0.5)
-    _, c, theta = _mg1_tail(0.7, 1.0, 0.5)
+    _, c, theta = mg1_tail(0.7, 1.0, 0.5)
     for pct in (90.0, 99.0):
         assert float(np.log(c / (1 - pct / 100)) / theta) == pytest.approx(float(np.percentile(waits, pct)), rel=0.08)
     nodes = length_nodes(np.array([0.5, 1.0]))

@@ -38,15 +38,8 @@ from factoryplan.perf.inference import (
     iteration,
     kv_bytes_per_sequence_per_gpu,
 )
-from factoryplan.perf.serving import (
-    batched_prefill_wait,
-    cached_prompt,
-    decode_iteration,
-    exponential_wait_quantile,
-    iterations_per_token,
-    length_sum_quantile,
-    memory,
-)
+from factoryplan.perf.queueing import batched_prefill_wait, exponential_wait_quantile, length_sum_quantile
+from factoryplan.perf.serving import cached_prompt, decode_iteration, iterations_per_token, memory
 
 DISAGG_PREFILL_UTILIZATION = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
 # The disaggregated frontier's prefill load against full passes: a prompt then waits about one pass
