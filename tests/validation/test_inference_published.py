@@ -93,13 +93,14 @@ def test_published_layout_reads_other_gpus_models_and_precisions(
             ("4", "Qwen3 235B A22B", "B200", "NVFP4", "4", "", "4", "1000", "1000", "64", "5000"),
             ("5", "Llama 3.1 8B", "H100-SXM-80GB", "FP8", "1", "", "", "1000", "1000", "dynamic", "9000"),
             ("6", "Llama 3.1 8B", "H100 NVL", "FP8", "1", "", "", "1000", "1000", "8", "900"),
-            ("7", "Llama 3.1 8B", "H200", "FP8", "1", "", "", "1000", "1000", "8", "")]
+            ("7", "Llama 3.1 8B", "H200", "FP8", "1", "", "", "1000", "1000", "8", ""),
+            ("9", "Llama 3.1 405B", "GB200", "FP4", "", "", "", "1000", "1000", "max load", "3000")]
     path = tmp_path / "published.csv"
     with path.open("w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns)
         w.writeheader()
         for rid, model, gpu, prec, tp, pp, ep, isl, osl, conc, thr in rows:
-            w.writerow({c: "" for c in columns} | {
+            w.writerow({c: "" for c in columns} | {"gpu_count": "4" if rid == "9" else ""} | {
                 "row_id": rid, "category": "inference", "model": model, "gpu_type": gpu, "precision": prec, "TP": tp,
                 "PP": pp, "EP": ep, "input_len": isl, "output_len": osl, "concurrency_or_batch": conc,
                 "output_throughput_tok_s": thr, "framework": "TensorRT-LLM (PyTorch backend, trtllm-bench)"})
@@ -110,7 +111,8 @@ def test_published_layout_reads_other_gpus_models_and_precisions(
             "concurrency_or_batch": "max load", "tokens_per_s_per_gpu": "1500", "framework": "TensorRT-LLM"})
     loaded = load_published(cat, path)
     got = {p.id: p for p in loaded.points}
-    assert sorted(got) == ["published-1", "published-2", "published-3", "published-4", "published-8"]
+    assert sorted(got) == ["published-1", "published-2", "published-3", "published-4", "published-8", "published-9"]
+    assert got["published-9"].par.tp == 4  # no TP given: the row's four GPUs
     assert got["published-8"].output_tokens_per_s == 3000.0  # 1,500 a GPU on the replica's two
     assert (got["published-1"].accelerator, got["published-1"].weights) == ("b200", "fp4")
     r1 = got["published-2"]

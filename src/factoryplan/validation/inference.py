@@ -446,7 +446,8 @@ def load_published(catalog: Catalog, path: Path = PUBLISHED) -> Loaded:
     the GPU by its name (:func:`published_gpu`, the system its usual one), the weights by
     ``precision`` (:func:`quant`: FP8, FP4/NVFP4, INT4, blank BF16), the engine by ``framework``
     (NIM runs TensorRT-LLM), the layout by ``TP``, ``PP`` and ``EP`` (experts split as a measured
-    row's), the load by ``concurrency_or_batch`` (a full-load run: the users the KV cache holds).
+    row's; no ``TP``: ``gpu_count`` over the stages), the load by ``concurrency_or_batch`` (a
+    full-load run: the users the KV cache holds).
     Rows it cannot read are listed in ``skipped`` with the reason."""
     out = Loaded()
     if not path.is_file():
@@ -478,7 +479,10 @@ def load_published(catalog: Catalog, path: Path = PUBLISHED) -> Loaded:
         backend = engine_name(framework) or "trtllm"  # NIM runs TensorRT-LLM
         arch = resolve_model(catalog, mid)
         system = catalog.accelerators[acc].default_system
-        layout = {"tp_size": r.get("TP", ""), "pp_size": r.get("PP", ""), "moe_ep_size": r.get("EP", ""),
+        tp_text = r.get("TP", "")
+        if not tp_text.strip() and _int(r.get("gpu_count", "")) > 1:  # no TP given: the row's GPUs, over its stages
+            tp_text = str(max(_int(r.get("gpu_count", "")) // _int(r.get("PP", "")), 1))
+        layout = {"tp_size": tp_text, "pp_size": r.get("PP", ""), "moe_ep_size": r.get("EP", ""),
                   "attention_dp_size": "", "moe_tp_size": "", "batch_size": str(int(conc)) if conc else ""}
         par, repair = _parallel(layout, arch.moe is not None, catalog.systems[system].scaleup_domain_gpus, conc)
         throughput = _number(r.get("output_throughput_tok_s", ""))
