@@ -460,47 +460,51 @@ def load_published(catalog: Catalog, path: Path = PUBLISHED) -> Loaded:
                                    allowed="the columns of published_runs.csv")
         rows = [{k: v or "" for k, v in r.items()} for r in reader if r["category"] == "inference"]
     for r in rows:
-        rid = f"published-{r['row_id']}"
-        isl, osl = _number(r["input_len"]), _number(r["output_len"])
-        mid, acc = published_model(catalog, r["model"]), published_gpu(catalog, r["gpu_type"])
-        conc = _published_concurrency(r.get("concurrency_or_batch", ""))
-        weights = quant(r.get("precision", ""))
-        if isl is None or osl is None:
-            out.skipped.append((rid, f"lengths not given ({r['input_len']}): a length distribution"))
-            continue
-        if mid is None or acc is None:
-            out.skipped.append((rid, f"model {r['model']!r} or GPU {r['gpu_type']!r} not in the catalog"))
-            continue
-        if conc is None or weights is None:
-            out.skipped.append((rid, f"users {r.get('concurrency_or_batch')!r} or precision {r.get('precision')!r} "
-                                     "not read (a number or 'max'; bf16/fp8/fp4/int4)"))
-            continue
-        framework = r.get("framework", "")
-        backend = engine_name(framework) or "trtllm"  # NIM runs TensorRT-LLM
-        arch = resolve_model(catalog, mid)
-        system = catalog.accelerators[acc].default_system
-        tp_text = r.get("TP", "")
-        if not tp_text.strip() and _int(r.get("gpu_count", "")) > 1:  # no TP given: the row's GPUs, over its stages
-            tp_text = str(max(_int(r.get("gpu_count", "")) // _int(r.get("PP", "")), 1))
-        layout = {"tp_size": tp_text, "pp_size": r.get("PP", ""), "moe_ep_size": r.get("EP", ""),
-                  "attention_dp_size": "", "moe_tp_size": "", "batch_size": str(int(conc)) if conc else ""}
-        par, repair = _parallel(layout, arch.moe is not None, catalog.systems[system].scaleup_domain_gpus, conc)
-        throughput = _number(r.get("output_throughput_tok_s", ""))
-        per_gpu = _number(r.get("tokens_per_s_per_gpu", ""))
-        if throughput is None and per_gpu is not None:  # a table that gives it per GPU: the replica's GPUs
-            throughput = per_gpu * float(np.asarray(par.gpus()))
-        figures = (throughput, *(_number(r.get(c, "")) for c in ("ttft_ms", "tpot_or_itl_ms", "e2e_latency_ms")))
-        if all(f is None for f in figures):
-            out.skipped.append((rid, "no serving figure (output_throughput_tok_s, tokens_per_s_per_gpu, ttft_ms, "
-                                     "tpot_or_itl_ms or e2e_latency_ms)"))
-            continue
-        out.points.append(Point(
-            id=rid, source="published", model=mid, accelerator=acc, system=system, backend=backend,
-            weights=weights, experts=weights, par=par, isl=isl, osl=osl, concurrency=conc,
-            ttft_ms=figures[1], tpot_ms=figures[2], output_tokens_per_s=throughput, e2e_ms=figures[3],
-            version=framework, repair=repair, activations=activations_of(r.get("precision", "")),
-        ))
+        point, reason = _published_point(catalog, r)
+        if point is None:
+            out.skipped.append((f"published-{r['row_id']}", reason))
+        else:
+            out.points.append(point)
     return out
+
+
+def _published_point(catalog: Catalog, r: dict[str, str]) -> tuple[Point | None, str]:
+    """One published row as a :class:`Point` (the rules of :func:`load_published`), or the reason not."""
+    isl, osl = _number(r["input_len"]), _number(r["output_len"])
+    mid, acc = published_model(catalog, r["model"]), published_gpu(catalog, r["gpu_type"])
+    conc = _published_concurrency(r.get("concurrency_or_batch", ""))
+    weights = quant(r.get("precision", ""))
+    if isl is None or osl is None:
+        return None, f"lengths not given ({r['input_len']}): a length distribution"
+    if mid is None or acc is None:
+        return None, f"model {r['model']!r} or GPU {r['gpu_type']!r} not in the catalog"
+    if conc is None or weights is None:
+        return None, (f"users {r.get('concurrency_or_batch')!r} or precision {r.get('precision')!r} not read "
+                      "(a number or 'max'; bf16/fp8/fp4/int4)")
+    system = catalog.accelerators[acc].default_system
+    tp_text = r.get("TP", "")
+    if not tp_text.strip() and _int(r.get("gpu_count", "")) > 1:  # no TP given: the row's GPUs, over its stages
+        tp_text = str(max(_int(r.get("gpu_count", "")) // _int(r.get("PP", "")), 1))
+    layout = {"tp_size": tp_text, "pp_size": r.get("PP", ""), "moe_ep_size": r.get("EP", ""),
+              "attention_dp_size": "", "moe_tp_size": "", "batch_size": str(int(conc)) if conc else ""}
+    par, repair = _parallel(layout, resolve_model(catalog, mid).moe is not None,
+                            catalog.systems[system].scaleup_domain_gpus, conc)
+    throughput = _number(r.get("output_throughput_tok_s", ""))
+    per_gpu = _number(r.get("tokens_per_s_per_gpu", ""))
+    if throughput is None and per_gpu is not None:  # a table that gives it per GPU: the replica's GPUs
+        throughput = per_gpu * float(np.asarray(par.gpus()))
+    ttft, tpot, e2e = (_number(r.get(c, "")) for c in ("ttft_ms", "tpot_or_itl_ms", "e2e_latency_ms"))
+    if throughput is None and ttft is None and tpot is None and e2e is None:
+        return None, ("no serving figure (output_throughput_tok_s, tokens_per_s_per_gpu, ttft_ms, tpot_or_itl_ms "
+                      "or e2e_latency_ms)")
+    framework = r.get("framework", "")
+    return Point(
+        id=f"published-{r['row_id']}", source="published", model=mid, accelerator=acc, system=system,
+        backend=engine_name(framework) or "trtllm",  # NIM runs TensorRT-LLM
+        weights=weights, experts=weights, par=par, isl=isl, osl=osl, concurrency=conc, ttft_ms=ttft, tpot_ms=tpot,
+        output_tokens_per_s=throughput, e2e_ms=e2e, version=framework, repair=repair,
+        activations=activations_of(r.get("precision", "")),
+    ), ""
 
 
 # ---------------------------------------------------------------- predictions
