@@ -13,7 +13,7 @@ layer, sequence, prompt-carrying layer and request, and its MoE-kernel efficienc
 engine settings that are documented defaults (token budget, memory fraction, batch limit, KV
 reservation), each engine's prefill queue factor (from the scheduler simulation) and the smooth
 roofline's sharpness, 2 (fitted from its prior 2 with width 0.5 it stayed at 2.001: the data do
-not inform it, and at 2 the roofline is a hypot, the sweep's costliest operation made cheap).
+not inform it, and at 2 the roofline is a square root of squares, cheaper than three powers).
 
 Run by hand (about a minute per fit on two cores; the four hold-out fits take five more):
 

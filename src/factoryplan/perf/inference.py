@@ -311,10 +311,13 @@ def gemm_time(
 
 def smooth_roofline(t_c: FloatOrArray, t_m: FloatOrArray, n: float) -> FloatOrArray:
     """``(t_c^n + t_m^n)^(1/n)``: the compute and memory times of one kernel overlapping imperfectly
-    (``n -> inf`` is the hard roofline ``max``); ``n = 2``, the catalog's, is ``hypot``."""
+    (``n -> inf`` is the hard roofline ``max``); ``n = 2``, the catalog's, is a square root of
+    squares (times of seconds neither overflow nor underflow there; ``np.hypot``, which guards
+    against both, is three times slower over a million configurations)."""
+    c, m = np.asarray(t_c, dtype=float), np.asarray(t_m, dtype=float)
     if n == 2.0:
-        return np.hypot(t_c, t_m)
-    return (np.asarray(t_c) ** n + np.asarray(t_m) ** n) ** (1.0 / n)
+        return np.asarray(np.sqrt(c * c + m * m), dtype=np.float64)
+    return np.asarray((c**n + m**n) ** (1.0 / n), dtype=np.float64)
 
 
 def experts_touched(
