@@ -44,9 +44,9 @@ from factoryplan.validation.inference import (
     error_bands,
     implied_output_tokens_per_s,
     load_measured,
-    load_published,
     predict,
 )
+from factoryplan.validation.published import load_published
 
 # (name, low, high, log-scaled, prior centre, prior width) of every fitted constant. The priors are
 # what microbenchmarks of the parts say (cuBLAS FP8/BF16 GEMMs reach ~70% of dense peak, GEMV

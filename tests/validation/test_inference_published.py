@@ -39,17 +39,16 @@ import pytest
 from factoryplan.catalog.load import load_catalog
 from factoryplan.cli import main
 from factoryplan.validation.inference import (
-    PUBLISHED,
     Point,
     Prediction,
     band_gpus,
     error_bands,
     implied_output_tokens_per_s,
     load_measured,
-    load_published,
     model_id,
     predict,
 )
+from factoryplan.validation.published import PUBLISHED, load_published
 
 
 @functools.cache
@@ -306,7 +305,7 @@ def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
         row = next(r for r in csv.DictReader(fh)
                    if r["model_path"] == "Qwen/Qwen3-235B-A22B-FP8" and r["tp_size"] == "4")
     row = {**row, "moe_tp_size": "", "moe_ep_size": ""}
-    par, repair = vi._parallel(row, True, 8, vi._concurrency(row))
+    par, repair = vi.row_parallel(row, True, 8, vi._concurrency(row))
     assert (par.tp * par.dp, par.moe_tp * par.ep) == (4, 4) and repair.startswith("(e)")
 
 

@@ -172,7 +172,8 @@ def inference(
     Example: factoryplan validate inference --measured --out points.csv
     """
     from factoryplan.catalog.load import load_catalog
-    from factoryplan.validation.inference import load_measured, load_published, predict
+    from factoryplan.validation.inference import load_measured, predict
+    from factoryplan.validation.published import load_published
 
     cat = load_catalog(catalog or [])
     published = load_published(cat, published_file) if published_file is not None else load_published(cat)

@@ -9,8 +9,8 @@ Two sources, both copied under ``validation/data`` with their provenance:
   tokens/s at full load), a NIM concurrency sweep (TTFT, inter-token latency, throughput) and
   vLLM CI latency tests (end-to-end latency of one batch). vLLM's ShareGPT throughput rows give
   requests/s for a length distribution the row does not state; they are listed as skipped.
-  :func:`load_published` reads any table of that layout (other GPUs, models and precisions by
-  the same rules).
+  :mod:`factoryplan.validation.published` reads them, and any other table of that layout (other
+  GPUs, models and precisions by the same rules).
 
 Mapping rules (the same for every row, stated here once):
 
@@ -83,7 +83,6 @@ from factoryplan.perf.serving import closed_loop_disaggregated, serve
 
 DATA = Path(__file__).parent / "data"
 MEASURED = DATA / "serving_measured_hopper.csv"
-PUBLISHED = DATA / "published_runs.csv"
 
 MEASURED_COLUMNS = ("id", "model_path", "system", "backend", "isl", "osl", "gemm_quant_mode", "moe_quant_mode",
                     "batch_size", "tp_size", "silicon_ttft_ms", "silicon_tpot_ms")
@@ -155,7 +154,8 @@ def hardware_id(catalog: Catalog, name: str) -> tuple[str, str] | None:
     return acc.id, system.id
 
 
-def _int(text: str, default: int = 1) -> int:
+def whole(text: str, default: int = 1) -> int:
+    """A count written in a data set; ``default`` when blank, unreadable or not positive."""
     try:
         value = int(float(text))
     except ValueError:
@@ -163,11 +163,19 @@ def _int(text: str, default: int = 1) -> int:
     return value if value > 0 else default
 
 
-def _parallel(row: dict[str, str], moe: bool, domain: int, conc: float) -> tuple[Parallel, str]:
+def number(text: str) -> float | None:
+    """A number written in a data set (thousands separators allowed), or None."""
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def row_parallel(row: dict[str, str], moe: bool, domain: int, conc: float) -> tuple[Parallel, str]:
     """Parallelism of a measured row with the repairs the module docstring lists."""
-    tp, dp = _int(row["tp_size"]), _int(row.get("attention_dp_size", ""))
-    mtp, ep = _int(row.get("moe_tp_size", "")), _int(row.get("moe_ep_size", ""))
-    batch, pp = _int(row["batch_size"]), _int(row.get("pp_size", ""))
+    tp, dp = whole(row["tp_size"]), whole(row.get("attention_dp_size", ""))
+    mtp, ep = whole(row.get("moe_tp_size", "")), whole(row.get("moe_ep_size", ""))
+    batch, pp = whole(row["batch_size"]), whole(row.get("pp_size", ""))
     repair = ""
     if not moe:
         return Parallel(tp=tp, dp=dp, pp=pp), repair
@@ -201,15 +209,15 @@ def _disaggregated(
     """(decode parallelism, prefill side, concurrency, repairs) of a disaggregated row. Concurrency:
     ``silicon_concurrency`` when the source gives it, else every decode slot (batch x dp x workers)."""
     dec_row, pre_row = _side(row, "decode"), _side(row, "prefill")
-    dec_dp = _int(dec_row["attention_dp_size"])
-    workers = _int(row.get("decode_num_workers", ""))
+    dec_dp = whole(dec_row["attention_dp_size"])
+    workers = whole(row.get("decode_num_workers", ""))
     m = re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source", ""))
-    conc = float(m.group(1)) if m else float(_int(dec_row["batch_size"]) * dec_dp * workers)
-    dec, r1 = _parallel(dec_row, moe, domain, conc / workers)
-    pre, r2 = _parallel(pre_row, moe, domain, float(_int(pre_row["batch_size"])))
-    disagg = Disagg(prefill=pre, prefill_workers=_int(row.get("prefill_num_workers", "")), decode_workers=workers,
-                    decode_batch=_int(dec_row["batch_size"]),
-                    prefill_batch=float(_int(pre_row["batch_size"])) if pre_row["batch_size"].strip() else float("inf"))
+    conc = float(m.group(1)) if m else float(whole(dec_row["batch_size"]) * dec_dp * workers)
+    dec, r1 = row_parallel(dec_row, moe, domain, conc / workers)
+    pre, r2 = row_parallel(pre_row, moe, domain, float(whole(pre_row["batch_size"])))
+    prefill_batch = float(whole(pre_row["batch_size"])) if pre_row["batch_size"].strip() else float("inf")
+    disagg = Disagg(prefill=pre, prefill_workers=whole(row.get("prefill_num_workers", "")), decode_workers=workers,
+                    decode_batch=whole(dec_row["batch_size"]), prefill_batch=prefill_batch)
     repair = "; ".join(f"{side}: {r}" for side, r in (("decode", r1), ("prefill", r2)) if r)
     return dec, disagg, conc, repair
 
@@ -218,7 +226,7 @@ def _concurrency(row: dict[str, str]) -> float:
     m = re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source", ""))
     if m:
         return float(m.group(1))
-    return float(_int(row["batch_size"]) * _int(row.get("attention_dp_size", "")))
+    return float(whole(row["batch_size"]) * whole(row.get("attention_dp_size", "")))
 
 
 def engine_name(text: str) -> str | None:
@@ -345,19 +353,19 @@ def _measured_point(
     values: dict[str, float | None] = {}
     for name in ("isl", "osl", "silicon_ttft_ms", "silicon_tpot_ms"):
         text = (row.get(name) or "").strip()
-        value = _number(text) if text else None
+        value = number(text) if text else None
         if text and (value is None or not math.isfinite(value) or value <= 0):
             return None, f"{name} {text!r} is not a positive number"
         values[name] = value
     for name in _INT_COLUMNS:
         text = (row.get(name) or "").strip()
-        number = _number(text) if text else 0.0
-        if number is None or not math.isfinite(number) or number < 0 or number != int(number):
+        count = number(text) if text else 0.0
+        if count is None or not math.isfinite(count) or count < 0 or count != int(count):
             return None, f"{name} {text!r} is not a whole number"
     if values["isl"] is None or values["osl"] is None:
         return None, "isl and osl must be given"
     text = (row.get("prefix") or "").strip()  # cached prompt tokens, when the file gives them
-    prefix = _number(text) if text else 0.0
+    prefix = number(text) if text else 0.0
     if prefix is None or not math.isfinite(prefix) or prefix < 0 or prefix != int(prefix) or prefix >= values["isl"]:
         return None, f"prefix {text!r} is not a whole number of cached tokens below isl"
     if values["silicon_ttft_ms"] is None and values["silicon_tpot_ms"] is None:
@@ -380,7 +388,7 @@ def _measured_point(
         par, disagg, conc, repair = _disaggregated(row, arch.moe is not None, domain)
     else:
         conc = _concurrency(row)
-        par, repair = _parallel(row, arch.moe is not None, domain, conc)
+        par, repair = row_parallel(row, arch.moe is not None, domain, conc)
     return Point(
         id=row["id"], source=source, model=ref, accelerator=hw[0], system=hw[1], backend=backend,
         weights=weights, experts=experts, par=par,
@@ -388,122 +396,6 @@ def _measured_point(
         isl=float(values["isl"]), osl=float(values["osl"]), concurrency=conc, ttft_ms=values["silicon_ttft_ms"],
         tpot_ms=values["silicon_tpot_ms"], repair=repair, version=row.get("backend_version", ""), disagg=disagg,
         prefix=prefix, kv=kv,
-    ), ""
-
-
-# The columns a published-results file must have (the others are read when present).
-PUBLISHED_COLUMNS = ("row_id", "category", "model", "gpu_type", "input_len", "output_len")
-# Names the published tables give that no repository-name rule reads (the family without its size).
-_PUBLISHED_MODELS = {"llama 3 70b": "llama-3.1-70b", "llama 4 maverick": "llama-4-maverick-17b-128e",
-                     "llama 4 scout": "llama-4-scout-17b-16e"}
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text.replace(",", ""))
-    except ValueError:
-        return None
-
-
-def published_model(catalog: Catalog, name: str) -> str | None:
-    """The catalog model a published table's name gives (``Llama 3.3 70B``, ``Llama-3.3-70B-Instruct``,
-    ``DeepSeek R1``, ``Qwen3 235B A22B``, ``Llama 4 Maverick``): as a repository name with its spaces
-    read as hyphens, else the family names of :data:`_PUBLISHED_MODELS`; None when neither matches."""
-    text = " ".join(name.strip().lower().split())
-    return (model_id(catalog.models, text.replace(" ", "-")) or model_id(catalog.models, text)
-            or _PUBLISHED_MODELS.get(text))
-
-
-def published_gpu(catalog: Catalog, name: str) -> str | None:
-    """The accelerator a published table's GPU names (``H200``, ``H100-SXM-80GB``, ``B200 180GB``,
-    ``GB200-192GB``, ``GB200 NVL72``): the name with its memory size dropped, as an accelerator id,
-    alias or system id (a system gives its accelerator); None when nothing matches."""
-    text = re.sub(r"[\s_-]*\d+\s*gb$", "", " ".join(name.strip().lower().split())).replace(" ", "-")
-    for ref in (text, text.removesuffix("-sxm")):
-        hid = catalog.hardware_id(ref) if ref else None
-        if hid is None:
-            continue
-        if hid in catalog.accelerators:
-            return hid
-        return next((a.id for a in catalog.accelerators.values() if a.default_system == hid), None)
-    return None
-
-
-def _published_concurrency(text: str) -> float | None:
-    """Users of a published row: 0 for a full-load (max throughput) run, else the number it gives;
-    None when it gives neither."""
-    low = text.lower()
-    if "max" in low:
-        return 0.0
-    numbers = re.findall(r"\d+", low)
-    return float(numbers[0]) if numbers else None
-
-
-def load_published(catalog: Catalog, path: Path = PUBLISHED) -> Loaded:
-    """The inference rows of ``published_runs.csv`` that name lengths, GPUs and a figure.
-
-    Any row of that layout is read the same way: the model by its name (:func:`published_model`),
-    the GPU by its name (:func:`published_gpu`, the system its usual one), the weights by
-    ``precision`` (:func:`quant`: FP8, FP4/NVFP4, INT4, blank BF16), the engine by ``framework``
-    (NIM runs TensorRT-LLM), the layout by ``TP``, ``PP`` and ``EP`` (experts split as a measured
-    row's; no ``TP``: ``gpu_count`` over the stages), the load by ``concurrency_or_batch`` (a
-    full-load run: the users the KV cache holds).
-    Rows it cannot read are listed in ``skipped`` with the reason."""
-    out = Loaded()
-    if not path.is_file():
-        raise FactoryplanError("file not found", where=str(path))
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in PUBLISHED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise FactoryplanError("not a published-results file", where=str(path), field=", ".join(missing),
-                                   allowed="the columns of published_runs.csv")
-        rows = [{k: v or "" for k, v in r.items()} for r in reader if r["category"] == "inference"]
-    for r in rows:
-        point, reason = _published_point(catalog, r)
-        if point is None:
-            out.skipped.append((f"published-{r['row_id']}", reason))
-        else:
-            out.points.append(point)
-    return out
-
-
-def _published_point(catalog: Catalog, r: dict[str, str]) -> tuple[Point | None, str]:
-    """One published row as a :class:`Point` (the rules of :func:`load_published`), or the reason not."""
-    isl, osl = _number(r["input_len"]), _number(r["output_len"])
-    mid, acc = published_model(catalog, r["model"]), published_gpu(catalog, r["gpu_type"])
-    conc = _published_concurrency(r.get("concurrency_or_batch", ""))
-    weights = quant(r.get("precision", ""))
-    if isl is None or osl is None:
-        return None, f"lengths not given ({r['input_len']}): a length distribution"
-    if mid is None or acc is None:
-        return None, f"model {r['model']!r} or GPU {r['gpu_type']!r} not in the catalog"
-    if conc is None or weights is None:
-        return None, (f"users {r.get('concurrency_or_batch')!r} or precision {r.get('precision')!r} not read "
-                      "(a number or 'max'; bf16/fp8/fp4/int4)")
-    system = catalog.accelerators[acc].default_system
-    tp_text = r.get("TP", "")
-    if not tp_text.strip() and _int(r.get("gpu_count", "")) > 1:  # no TP given: the row's GPUs, over its stages
-        tp_text = str(max(_int(r.get("gpu_count", "")) // _int(r.get("PP", "")), 1))
-    layout = {"tp_size": tp_text, "pp_size": r.get("PP", ""), "moe_ep_size": r.get("EP", ""),
-              "attention_dp_size": "", "moe_tp_size": "", "batch_size": str(int(conc)) if conc else ""}
-    par, repair = _parallel(layout, resolve_model(catalog, mid).moe is not None,
-                            catalog.systems[system].scaleup_domain_gpus, conc)
-    throughput = _number(r.get("output_throughput_tok_s", ""))
-    per_gpu = _number(r.get("tokens_per_s_per_gpu", ""))
-    if throughput is None and per_gpu is not None:  # a table that gives it per GPU: the replica's GPUs
-        throughput = per_gpu * float(np.asarray(par.gpus()))
-    ttft, tpot, e2e = (_number(r.get(c, "")) for c in ("ttft_ms", "tpot_or_itl_ms", "e2e_latency_ms"))
-    if throughput is None and ttft is None and tpot is None and e2e is None:
-        return None, ("no serving figure (output_throughput_tok_s, tokens_per_s_per_gpu, ttft_ms, tpot_or_itl_ms "
-                      "or e2e_latency_ms)")
-    framework = r.get("framework", "")
-    return Point(
-        id=f"published-{r['row_id']}", source="published", model=mid, accelerator=acc, system=system,
-        backend=engine_name(framework) or "trtllm",  # NIM runs TensorRT-LLM
-        weights=weights, experts=weights, par=par, isl=isl, osl=osl, concurrency=conc, ttft_ms=ttft, tpot_ms=tpot,
-        output_tokens_per_s=throughput, e2e_ms=e2e, version=framework, repair=repair,
-        activations=activations_of(r.get("precision", "")),
     ), ""
 
 
