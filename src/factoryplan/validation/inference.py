@@ -312,21 +312,27 @@ def load_measured(
     model, system or serving engine is unknown are listed in ``skipped`` with the reason.
     """
     out = Loaded()
+    for row in read_table(path, MEASURED_COLUMNS, "measured-points", "serving_measured_hopper.csv"):
+        point, reason = _measured_point(catalog, row, source, configs)
+        if point is None:
+            out.skipped.append((row["id"], reason))
+        else:
+            out.points.append(point)
+    return out
+
+
+def read_table(path: Path, columns: Sequence[str], what: str, example: str) -> list[dict[str, str]]:
+    """The rows of a CSV file that has ``columns`` (blank cells as ""); refused naming the file and
+    the columns it lacks (``what``: the kind of file, ``example``: the file whose columns it needs)."""
     if not path.is_file():
         raise FactoryplanError("file not found", where=str(path))
     with path.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
-        missing = [c for c in MEASURED_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
         if missing:
-            raise FactoryplanError("not a measured-points file", where=str(path), field=", ".join(missing),
-                                   allowed="the columns of serving_measured_hopper.csv")
-        for row in reader:
-            point, reason = _measured_point(catalog, row, source, configs)
-            if point is None:
-                out.skipped.append((row["id"], reason))
-            else:
-                out.points.append(point)
-    return out
+            raise FactoryplanError(f"not a {what} file", where=str(path), field=", ".join(missing),
+                                   allowed=f"the columns of {example}")
+        return [{k: v or "" for k, v in r.items() if isinstance(k, str)} for r in reader]
 
 
 # Whole-number columns of a measured row (blank: not given, read as 1 where a count is needed).

@@ -8,7 +8,6 @@ and error bands are :mod:`factoryplan.validation.inference`'s.
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
@@ -17,7 +16,6 @@ import numpy as np
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import repo_model_id as model_id
 from factoryplan.catalog.models import resolve_model
-from factoryplan.errors import FactoryplanError
 from factoryplan.validation.inference import (
     DATA,
     Loaded,
@@ -26,6 +24,7 @@ from factoryplan.validation.inference import (
     engine_name,
     number,
     quant,
+    read_table,
     row_parallel,
     whole,
 )
@@ -83,16 +82,8 @@ def load_published(catalog: Catalog, path: Path = PUBLISHED) -> Loaded:
     full-load run: the users the KV cache holds).
     Rows it cannot read are listed in ``skipped`` with the reason."""
     out = Loaded()
-    if not path.is_file():
-        raise FactoryplanError("file not found", where=str(path))
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in PUBLISHED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise FactoryplanError("not a published-results file", where=str(path), field=", ".join(missing),
-                                   allowed="the columns of published_runs.csv")
-        rows = [{k: v or "" for k, v in r.items()} for r in reader if r["category"] == "inference"]
-    for r in rows:
+    rows = read_table(path, PUBLISHED_COLUMNS, "published-results", "published_runs.csv")
+    for r in (r for r in rows if r["category"] == "inference"):
         point, reason = _published_point(catalog, r)
         if point is None:
             out.skipped.append((f"published-{r['row_id']}", reason))
