@@ -51,38 +51,18 @@ Pipeline parallelism splits the layers into ``pp`` stages: one token passes ever
 
 Inputs are plain floats or numpy arrays (broadcast together), in internal units (s, bytes,
 FLOP/s). Calibrated constants come from catalog entries of kind ``calibrations`` with
-``engine: inference`` (see :func:`constants_from_catalog`).
+``engine: inference`` (see :func:`constants_from_catalog`). The inputs (the model's shape, the
+hardware, the layout, the precisions, the bytes a GPU holds) are built in
+:mod:`factoryplan.perf.inference_inputs` and re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-import numpy.typing as npt
 
-from factoryplan.catalog.models import (
-    attention_layers,
-    attention_params_total,
-    dense_layers,
-    dense_mlp_params,
-    expert_params,
-    ffn_blocks,
-    indexer_flops_per_key,
-    indexer_key_bytes,
-    indexer_params_per_layer,
-    kv_elements_per_token_per_layer,
-    linear_attention_flops,
-    linear_attention_layers,
-    linear_state_bytes_per_layer,
-    moe_layers,
-    norm_params_per_layer,
-    router_params,
-    shared_expert_params,
-)
-from factoryplan.errors import FactoryplanError, InfeasibleError
 from factoryplan.perf.inference_constants import BACKENDS as BACKENDS  # re-exported: callers import them here
 from factoryplan.perf.inference_constants import ENGINE_FIELDS as ENGINE_FIELDS
 from factoryplan.perf.inference_constants import GLOBAL_FIELDS as GLOBAL_FIELDS
@@ -90,180 +70,28 @@ from factoryplan.perf.inference_constants import YAML_NAMES as YAML_NAMES
 from factoryplan.perf.inference_constants import Constants as Constants
 from factoryplan.perf.inference_constants import constants_from_catalog as constants_from_catalog
 from factoryplan.perf.inference_constants import constants_from_values as constants_from_values
-
-if TYPE_CHECKING:
-    from factoryplan.catalog.schema import Accelerator, ModelArch, System
-
-Array = npt.NDArray[np.float64]
-BoolArray = npt.NDArray[np.bool_]
-FloatOrArray = float | Array
-
-PRECISIONS = ("bf16", "fp8", "fp4", "int4")
-KV_PRECISIONS = ("bf16", "fp8", "fp4")
-ACTIVATION_PRECISIONS = ("bf16", "fp8", "fp4")
-_WIDTH = {"fp4": 0, "int4": 0, "fp8": 1, "bf16": 2}
-# Bytes per weight, block scales included: NVFP4 one FP8 scale per 16 values, MXFP4 one E8M0 per 32,
-# INT4 (AWQ/GPTQ) one BF16 scale per group of 128; FP8 per-tensor or 128x128-block scales are negligible.
-WEIGHT_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5 + 1.0 / 16.0, "int4": 0.5 + 2.0 / 128.0}
-# NVFP4 KV cache: 4-bit values and an FP8 (E4M3) scale per 16, dequantized to FP8 inside the attention
-# kernel; quantizing needs Blackwell's FP4 conversion instructions (FlashInfer nvfp4_kv_quantize: SM100+)
-KV_BYTES = {"bf16": 2.0, "fp8": 1.0, "fp4": 0.5 + 1.0 / 16.0}
-ACTIVATION_BYTES = 2.0  # activations and collectives travel in BF16
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the step-time model needs of an architecture, as plain numbers (see ``shape_of``)."""
-
-    name: str
-    layers: int
-    hidden: float
-    heads: float
-    kv_split: float  # how many ways the KV cache can be split across TP ranks (KV heads; 1 for MLA)
-    dense_layers: int
-    moe_layers: int
-    attn_params: float  # attention projections + norms of one layer (mean over softmax and linear layers)
-    mlp_params: float  # dense MLP of one dense layer
-    shared_params: float  # shared experts + router of one MoE layer
-    expert_params: float  # one routed expert
-    experts: float
-    active: float
-    vocab_params: float  # V*h: one embedding table or LM head
-    tied: bool
-    kv_elems: float  # cached elements per token per layer
-    full_layers: int  # layers attending to the whole context
-    window: float  # sliding window (tokens) of the softmax layers that are not full; 0 = none
-    decode_attn_flops: float  # FLOPs per head per cached token in decode
-    prefill_attn_flops: float  # FLOPs per head per (query, key) pair in prefill
-    mla: bool
-    linear_layers: int = 0  # linear-attention (Gated DeltaNet) layers: no KV cache
-    state_bytes: float = 0.0  # fixed state of one sequence in one linear layer (recurrent + convolution)
-    state_split: float = 1.0  # how many ways TP can split that state (value heads)
-    linear_decode_flops: float = 0.0  # FLOPs of one decoded token in one linear layer
-    linear_prefill_flops: float = 0.0  # FLOPs per prompt token in one linear layer (chunked delta rule)
-    top_k: float = 0.0  # sparse attention: cached latents a query attends to in a layer (0: the whole context)
-    index_key_bytes: float = 0.0  # sparse attention: the FP8 indexer key cached per token and layer
-    index_flops: float = 0.0  # sparse attention: indexer FLOPs per (query, cached key) pair, 2·H_I·d_I
-    indexer_params: float = 0.0  # sparse attention: indexer weights of one layer, replicated on every TP rank
-    # (mixer blocks + feed-forward blocks) / 2, the layers of a transformer with that many blocks: kernel
-    # launches and TP all-reduces go with the blocks (Nemotron-H keeps mixer and feed-forward apart); 0: layers
-    block_layers: float = 0.0
-
-
-def shape_of(arch: ModelArch) -> ModelShape:
-    """Derive the :class:`ModelShape` of an architecture from the catalog's parameter formulas.
-
-    Decode attention FLOPs per head and cached token: ``4·d`` for GQA/MHA (``q·k`` and ``p·v``);
-    ``2·(r_kv + d_r) + 2·r_kv`` for MLA with absorbed projections (attention runs in the latent
-    space). Prefill: ``2·(d_qk + d_v)`` per (query, key) pair, ``d_qk = d_n + d_r`` for MLA.
-    ``attn_params`` is the mean over the layers of a hybrid model (softmax and linear attention
-    layers differ), so that ``L·attn_params`` is every layer's projections.
-
-    Linear-attention layers: :func:`~factoryplan.catalog.models.linear_attention_flops` per token
-    (decode and chunked prefill) and ``linear_state_bytes_per_layer`` per sequence. Sparse attention:
-    ``index_topk``, the indexer key of ``indexer_key_bytes`` (132 bytes for DeepSeek-V3.2), its
-    ``2·H_I·d_I`` FLOPs per scored key and its weights (part of ``attn_params`` too).
-    """
-    sliding = arch.sliding_layers if arch.sliding_window > 0 else 0
-    if arch.mla is not None:
-        m = arch.mla
-        decode = 2.0 * (m.kv_lora_rank + m.qk_rope_head_dim) + 2.0 * m.kv_lora_rank
-        prefill = 2.0 * (m.qk_nope_head_dim + m.qk_rope_head_dim) + 2.0 * m.v_head_dim
-        kv_split = 1.0
-    else:
-        decode = prefill = 4.0 * arch.head_dim
-        kv_split = float(arch.kv_heads)
-    moe, la = arch.moe, arch.linear_attention
-    n_linear = linear_attention_layers(arch)
-    norms = attention_layers(arch) * norm_params_per_layer(arch) + n_linear * norm_params_per_layer(arch, linear=True)
-    lin_dec, lin_pre = linear_attention_flops(arch)
-    return ModelShape(
-        name=arch.id,
-        layers=arch.layers,
-        hidden=float(arch.hidden),
-        heads=float(arch.heads),
-        kv_split=kv_split,
-        dense_layers=dense_layers(arch),
-        moe_layers=moe_layers(arch),
-        attn_params=float(attention_params_total(arch) + norms) / arch.layers,
-        mlp_params=float(dense_mlp_params(arch)),
-        shared_params=float(shared_expert_params(arch) + router_params(arch)),
-        expert_params=float(expert_params(arch)),
-        experts=float(moe.experts) if moe else 0.0,
-        active=float(moe.active) if moe else 0.0,
-        vocab_params=float(arch.vocab * arch.hidden),
-        tied=arch.tied_embeddings,
-        kv_elems=float(kv_elements_per_token_per_layer(arch)),
-        full_layers=attention_layers(arch) - sliding,
-        window=float(arch.sliding_window if sliding else 0),
-        decode_attn_flops=decode,
-        prefill_attn_flops=prefill,
-        mla=arch.mla is not None,
-        linear_layers=n_linear,
-        state_bytes=linear_state_bytes_per_layer(arch),
-        state_split=float(la.value_heads) if la is not None else 1.0,
-        linear_decode_flops=lin_dec,
-        linear_prefill_flops=lin_pre,
-        top_k=float(arch.sparse_attention.top_k) if arch.sparse_attention is not None else 0.0,
-        index_key_bytes=indexer_key_bytes(arch),
-        index_flops=indexer_flops_per_key(arch.sparse_attention),
-        indexer_params=float(indexer_params_per_layer(arch)),
-        block_layers=(arch.layers + ffn_blocks(arch)) / 2.0,
-    )
-
-
-@dataclass(frozen=True)
-class Hardware:
-    """One GPU and its scale-up domain, in internal units (fields may be arrays of several parts)."""
-
-    name: str
-    bf16_flops: FloatOrArray
-    fp8_flops: FloatOrArray  # 0 where the part has no FP8 tensor cores
-    fp4_flops: FloatOrArray  # 0 where the part has no FP4 tensor cores
-    hbm_bytes: FloatOrArray
-    hbm_bytes_s: FloatOrArray
-    link_bytes_s: FloatOrArray  # scale-up bandwidth per GPU, one direction
-    nic_bytes_s: FloatOrArray  # scale-out bandwidth per GPU, one direction
-    domain: FloatOrArray  # GPUs in one scale-up (NVLink) domain
-    system_gpus: FloatOrArray
-    tdp_w: FloatOrArray
-    system_w: FloatOrArray
-
-
-def hardware_of(acc: Accelerator, system: System) -> Hardware:
-    """The :class:`Hardware` of an accelerator in a system (NVLink domain, NICs, power)."""
-    return Hardware(
-        name=f"{acc.id}/{system.id}",
-        bf16_flops=acc.bf16_dense_flops,
-        fp8_flops=acc.fp8_dense_flops or 0.0,
-        fp4_flops=acc.fp4_dense_flops or 0.0,
-        hbm_bytes=acc.hbm_bytes,
-        hbm_bytes_s=acc.hbm_bytes_s,
-        link_bytes_s=acc.scaleup_bidir_bytes_s / 2.0,
-        nic_bytes_s=system.nic_bit_s * system.nics_per_gpu / 8.0,
-        domain=float(system.scaleup_domain_gpus),
-        system_gpus=float(system.gpus),
-        tdp_w=acc.tdp_w,
-        system_w=system.power_w,
-    )
-
-
-def splits_evenly(
-    s: ModelShape, tp: FloatOrArray, ep: FloatOrArray = 1.0, pp: FloatOrArray = 1.0
-) -> BoolArray:
-    """Whether a layout splits the model as serving engines require (vLLM, SGLang, TensorRT-LLM):
-    ``tp`` divides the attention heads (and a linear-attention layer's value heads); GQA key/value
-    heads are split over ``tp`` or replicated in whole copies (``kv % tp == 0`` or ``tp % kv == 0``;
-    MLA's latent is replicated whatever ``tp``); ``ep`` divides the routed experts (1 for a dense
-    model); ``pp`` stages hold at least one layer each."""
-    tp_a, ep_a, pp_a = (np.asarray(x, dtype=float) for x in (tp, ep, pp))
-    kv = s.kv_split
-    ok = (np.mod(s.heads, tp_a) == 0) & ((np.mod(kv, tp_a) == 0) | (np.mod(tp_a, kv) == 0))
-    if s.linear_layers:
-        ok &= np.mod(s.state_split, tp_a) == 0
-    ok &= np.mod(s.experts, ep_a) == 0 if s.moe_layers else ep_a == 1
-    return np.asarray(ok & (pp_a >= 1) & (pp_a <= s.layers), dtype=bool)
-
+from factoryplan.perf.inference_inputs import ACTIVATION_BYTES as ACTIVATION_BYTES
+from factoryplan.perf.inference_inputs import ACTIVATION_PRECISIONS as ACTIVATION_PRECISIONS
+from factoryplan.perf.inference_inputs import KV_BYTES as KV_BYTES
+from factoryplan.perf.inference_inputs import KV_PRECISIONS as KV_PRECISIONS
+from factoryplan.perf.inference_inputs import PRECISIONS as PRECISIONS
+from factoryplan.perf.inference_inputs import WEIGHT_BYTES as WEIGHT_BYTES
+from factoryplan.perf.inference_inputs import Array as Array
+from factoryplan.perf.inference_inputs import BoolArray as BoolArray
+from factoryplan.perf.inference_inputs import FloatOrArray as FloatOrArray
+from factoryplan.perf.inference_inputs import Hardware as Hardware
+from factoryplan.perf.inference_inputs import ModelShape as ModelShape
+from factoryplan.perf.inference_inputs import Parallel as Parallel
+from factoryplan.perf.inference_inputs import Precision as Precision
+from factoryplan.perf.inference_inputs import check_kv_hardware as check_kv_hardware
+from factoryplan.perf.inference_inputs import check_precision as check_precision
+from factoryplan.perf.inference_inputs import compute_precision as compute_precision
+from factoryplan.perf.inference_inputs import hardware_of as hardware_of
+from factoryplan.perf.inference_inputs import kv_bytes_per_sequence_per_gpu as kv_bytes_per_sequence_per_gpu
+from factoryplan.perf.inference_inputs import kv_precision as kv_precision
+from factoryplan.perf.inference_inputs import shape_of as shape_of
+from factoryplan.perf.inference_inputs import splits_evenly as splits_evenly
+from factoryplan.perf.inference_inputs import weight_bytes_per_gpu as weight_bytes_per_gpu
 
 # ---------------------------------------------------------------- small physics functions
 
@@ -384,119 +212,6 @@ def _collective_path(hw: Hardware, group: FloatOrArray, k: Constants) -> tuple[F
     bw = np.where(inside, hw.link_bytes_s, hw.nic_bytes_s)
     lat = np.where(inside, k.allreduce_latency_s, k.network_latency_s)
     return bw, lat
-
-
-# ---------------------------------------------------------------- configuration
-
-
-@dataclass(frozen=True)
-class Parallel:
-    """Parallelism of one replica. ``tp·dp = moe_tp·ep`` GPUs per pipeline stage.
-
-    ``tp`` splits attention (and dense MLPs) across GPUs; ``dp`` (attention data parallelism)
-    gives each group of ``tp`` GPUs its own sequences; ``moe_tp``/``ep`` split each expert / the
-    set of experts; ``pp`` splits the layers into stages.
-    """
-
-    tp: FloatOrArray = 1.0
-    dp: FloatOrArray = 1.0
-    moe_tp: FloatOrArray = 1.0
-    ep: FloatOrArray = 1.0
-    pp: FloatOrArray = 1.0
-
-    def gpus(self) -> FloatOrArray:
-        """GPUs of one replica."""
-        return np.asarray(np.asarray(self.tp) * np.asarray(self.dp) * np.asarray(self.pp), dtype=np.float64)
-
-
-@dataclass(frozen=True)
-class Precision:
-    """Precisions: dense linear weights, expert weights, KV cache (LM head stays BF16), and the
-    activations the GEMMs multiply them with ("": the weights' own, BF16 for INT4 weight-only)."""
-
-    weights: str = "fp8"
-    experts: str = "fp8"
-    kv: str = "fp8"
-    activations: str = ""
-
-    def activation_format(self) -> str:
-        """The activation precision to report: the given one, else the weights' own."""
-        return self.activations or self.weights
-
-
-def compute_precision(weights: str, activations: str) -> str:
-    """The tensor-core format a GEMM of ``weights`` x ``activations`` runs at: the wider operand's
-    (W4A16 at BF16, W4A8 and W8A8 at FP8, NVFP4 W4A4 at FP4). No activation precision given: the
-    weights' own (INT4 then runs weight-only at BF16, see :func:`peak_flops`)."""
-    if not activations or _WIDTH[activations] <= _WIDTH[weights]:
-        return weights
-    return activations
-
-
-def check_precision(p: Precision) -> None:
-    """Reject a precision the engine does not know, naming the field and what is allowed."""
-    for field_name, value, allowed in (
-        ("precision", p.weights, PRECISIONS),
-        ("moe_precision", p.experts, PRECISIONS),
-        ("kv_precision", p.kv, KV_PRECISIONS),
-        ("activation_precision", p.activations or "bf16", ACTIVATION_PRECISIONS),
-    ):
-        if value not in allowed:
-            raise FactoryplanError("unknown precision", field=field_name, value=value, allowed=", ".join(allowed))
-
-
-def kv_precision(k: Constants, weights: str, given: str | None = None) -> str:
-    """The KV-cache precision: the one given, else the engine's default (FP8 with FP8 or narrower
-    weights where the engine quantizes the cache by default, else BF16)."""
-    return given or ("fp8" if k.kv_fp8_default and weights != "bf16" else "bf16")
-
-
-def check_kv_hardware(kv: str, acc: Accelerator, *, field: str) -> None:
-    """An FP4 (NVFP4) KV cache needs a part with FP4 units (its quantize and dequantize
-    instructions; NVIDIA Blackwell, AMD MI355X); name the field and what the part allows otherwise."""
-    if kv == "fp4" and not acc.fp4_dense_flops:
-        raise InfeasibleError(f"an FP4 KV cache needs FP4 hardware; {acc.id} has none", field=field, value=kv,
-                              allowed=f"bf16 or fp8 on {acc.id}; fp4 on parts with FP4 tensor cores (NVIDIA "
-                              "Blackwell: b200, b300, gb200, gb300; AMD MI355X)")
-
-
-# ---------------------------------------------------------------- memory
-
-
-def weight_bytes_per_gpu(s: ModelShape, par: Parallel, prec: Precision) -> FloatOrArray:
-    """Weights one GPU holds: attention and dense MLPs split ``tp`` ways (a sparse-attention
-    indexer is replicated), experts ``moe_tp·ep`` ways, embedding and LM head vocabulary-parallel
-    over ``tp`` (BF16), layers over ``pp``."""
-    wb, eb = WEIGHT_BYTES[prec.weights], WEIGHT_BYTES[prec.experts]
-    tp, pp = np.asarray(par.tp, dtype=float), np.asarray(par.pp, dtype=float)
-    per_layer = (
-        s.layers * (s.attn_params / tp + s.indexer_params * (1.0 - 1.0 / tp)) * wb
-        + s.dense_layers * s.mlp_params * wb / tp
-        + s.moe_layers * (s.shared_params * wb / tp + s.experts * s.expert_params * eb / (par.moe_tp * par.ep))
-    )
-    vocab = (1.0 if s.tied else 2.0) * s.vocab_params * 2.0 / tp
-    return np.asarray(per_layer / pp + vocab / np.minimum(pp, 2.0), dtype=np.float64)
-
-
-def kv_bytes_per_sequence_per_gpu(s: ModelShape, par: Parallel, kv: str, context: FloatOrArray) -> FloatOrArray:
-    """KV-cache bytes of one sequence holding ``context`` tokens on the GPU that serves it.
-
-    GQA heads split over up to ``kv_heads`` TP ranks; MLA's latent is replicated on every TP
-    rank; layers split over ``pp`` stages; sliding-window layers hold at most the window.
-    Linear-attention layers add their fixed state, whatever the context, split over up to
-    ``H_v`` TP ranks (its KV-cache precision does not apply: the state keeps its own dtype).
-    Sparse attention adds the FP8 indexer key of every token in every layer, ``L·key_I·ctx``,
-    replicated on every TP rank like the latent.
-    """
-    pp = np.asarray(par.pp, dtype=float)
-    split = np.minimum(par.tp, s.kv_split) * pp
-    capped = np.minimum(context, s.window) if s.window > 0 else 0.0
-    per_elem = s.kv_elems * KV_BYTES[kv] / split
-    full = s.full_layers * np.asarray(context, dtype=float)
-    sliding = s.layers - s.full_layers - s.linear_layers
-    state = s.linear_layers * s.state_bytes / (np.minimum(par.tp, s.state_split) * pp)
-    index = s.layers * s.index_key_bytes * np.asarray(context, dtype=float) / pp
-    return np.asarray(per_elem * (full + sliding * capped) + state + index, dtype=np.float64)
 
 
 # ---------------------------------------------------------------- one iteration
