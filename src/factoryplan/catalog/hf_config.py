@@ -28,10 +28,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from factoryplan.catalog.schema import MLA, LinearAttention, ModelArch, MoE, SparseAttention
+from factoryplan.catalog.hf_fields import Config, bool_field, int_field
+from factoryplan.catalog.hf_hybrid import block_counts, granite_mamba, linear_attention, mamba2
+from factoryplan.catalog.schema import MLA, ModelArch, MoE, SparseAttention
 from factoryplan.errors import FactoryplanError
-
-Config = dict[str, Any]
 
 # The fields every config must give, by meaning, with the names families use for them.
 _REQUIRED: dict[str, tuple[str, ...]] = {
@@ -67,17 +67,7 @@ _EXPERT_BIAS = frozenset({"gpt_oss"})
 _ROUTER_BIAS = frozenset({"glm4_moe", "glm_moe_dsa", "nemotron_h"})  # e_score_correction_bias, no topk_method field
 _QKV_FLAG = frozenset({"glm4_moe"})  # attention_bias covers q/k/v only: o_proj has no bias
 
-# Nemotron-H's block kinds (``hybrid_override_pattern`` letter, ``layers_block_type`` name): each
-# block is one Mamba-2 mixer, attention, dense MLP or MoE.
-_BLOCK_KINDS = {"M": "mamba", "*": "attention", "-": "mlp", "E": "moe"}
-_BLOCK_NAMES = {"mamba": "mamba", "attention": "attention", "full_attention": "attention", "mlp": "mlp", "moe": "moe"}
-_BLOCK_FIELDS = {  # Mamba-2: schema field -> config fields (Nemotron-H's, Granite 4.0-H's)
-    "key_heads": ("n_groups", "mamba_n_groups"), "key_head_dim": ("ssm_state_size", "mamba_d_state"),
-    "value_heads": ("mamba_num_heads", "mamba_n_heads"), "value_head_dim": ("mamba_head_dim", "mamba_d_head"),
-    "conv_kernel": ("conv_kernel", "mamba_d_conv"),
-}
-_GRANITE_HYBRID = frozenset({"granitemoehybrid"})  # layer_types mamba/attention, each layer with its MLP or MoE
-# Fields that announce layers factoryplan does not model (Nemotron-H's are read, see _blocks).
+# Fields that announce layers factoryplan does not model (Nemotron-H's are read, see hf_hybrid.block_counts).
 _NOVEL_FIELDS: dict[str, str] = {
     "attn_type_list": "linear (lightning) attention layers",
     "ssm_cfg": "state-space layers",
@@ -90,15 +80,6 @@ _NOVEL_FIELDS: dict[str, str] = {
 # DeepSeek sparse attention: schema field -> config field.
 _SPARSE_FIELDS = {"index_heads": "index_n_heads", "index_head_dim": "index_head_dim", "top_k": "index_topk"}
 _KNOWN_LAYER_TYPES = frozenset({"full_attention", "sliding_attention", "linear_attention"})
-# Gated DeltaNet (Qwen3-Next, Qwen3.5): schema field -> config field.
-_LINEAR_FIELDS = {
-    "key_heads": "linear_num_key_heads",
-    "value_heads": "linear_num_value_heads",
-    "key_head_dim": "linear_key_head_dim",
-    "value_head_dim": "linear_value_head_dim",
-    "conv_kernel": "linear_conv_kernel_dim",
-}
-_DTYPE_BYTES = {"float32": 4.0, "fp32": 4.0, "bfloat16": 2.0, "bf16": 2.0, "float16": 2.0, "fp16": 2.0}
 
 NEEDS = (
     "num_hidden_layers (or n_layer), hidden_size (or n_embd), num_attention_heads (or n_head), "
@@ -110,31 +91,6 @@ NEEDS = (
     "linear_conv_kernel_dim with layer_types or full_attention_interval (Gated DeltaNet); "
     "index_n_heads/index_head_dim/index_topk (DeepSeek sparse attention)"
 )
-
-
-def _first(cfg: Config, names: tuple[str, ...]) -> tuple[str, Any] | None:
-    """(name, value) of the first of ``names`` that the config gives (not null)."""
-    for name in names:
-        if cfg.get(name) is not None:
-            return name, cfg[name]
-    return None
-
-
-def _as_int(name: str, value: Any, where: str) -> int:
-    """A non-negative integer field; a float with no fraction passes (``4096.0``)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value) or value < 0:
-        raise FactoryplanError("must be a non-negative integer", where=where, field=name, value=value)
-    return int(value)
-
-
-def _int(cfg: Config, names: tuple[str, ...], where: str) -> int | None:
-    found = _first(cfg, names)
-    return None if found is None else _as_int(found[0], found[1], where)
-
-
-def _flag(cfg: Config, name: str) -> bool | None:
-    value = cfg.get(name)
-    return value if isinstance(value, bool) else None
 
 
 def _load(source: str | Path | Mapping[str, Any]) -> tuple[Config, str, str, str]:
@@ -180,7 +136,7 @@ def _refuse_novel(cfg: Config, where: str) -> None:
     the Mamba-2 hybrids' (lightning attention, other state-space layers, compressed sparse attention,
     latent MoE, layers of different shapes)."""
     layer_types = cfg.get("layer_types")
-    granite = _granite_mamba(cfg)
+    granite = granite_mamba(cfg)
     if isinstance(layer_types, list):
         known = _KNOWN_LAYER_TYPES if "linear_num_value_heads" in cfg else _KNOWN_LAYER_TYPES - {"linear_attention"}
         known = known | {"mamba", "attention"} if granite else known
@@ -220,7 +176,7 @@ def _required(cfg: Config, where: str) -> dict[str, int]:
     found: dict[str, int] = {}
     missing: list[str] = []
     for meaning, names in _REQUIRED.items():
-        value = _int(cfg, names, where)
+        value = int_field(cfg, names, where)
         if value is None:
             missing.append(" or ".join(names[:2]))
         else:
@@ -251,14 +207,14 @@ def _moe_layer_set(cfg: Config, layers: int, where: str) -> set[int]:
             )
         return {i for i, k in enumerate(kinds) if k == "sparse"}
     if "interleave_moe_layer_step" in cfg:  # Llama 4: layers step-1, 2·step-1, ...
-        step = _int(cfg, ("interleave_moe_layer_step",), where) or 1
+        step = int_field(cfg, ("interleave_moe_layer_step",), where) or 1
         return {i for i in range(layers) if (i + 1) % step == 0}
     if "first_k_dense_replace" in cfg or "moe_layer_freq" in cfg:
-        first = _int(cfg, ("first_k_dense_replace",), where) or 0
-        freq = _int(cfg, ("moe_layer_freq",), where) or 1
+        first = int_field(cfg, ("first_k_dense_replace",), where) or 0
+        freq = int_field(cfg, ("moe_layer_freq",), where) or 1
         return {i for i in range(layers) if i >= first and i % freq == 0}
     if "decoder_sparse_step" in cfg or "mlp_only_layers" in cfg:
-        step = _int(cfg, ("decoder_sparse_step",), where) or 1
+        step = int_field(cfg, ("decoder_sparse_step",), where) or 1
         only = cfg.get("mlp_only_layers") or []
         if not isinstance(only, list):
             raise FactoryplanError(
@@ -284,15 +240,15 @@ def _layout(moe_set: set[int], layers: int, where: str) -> tuple[int, int]:
 
 def _moe(cfg: Config, layers: int, where: str, notes: list[str], moe_set: set[int] | None = None) -> MoE | None:
     """The experts of a config, or None; ``moe_set`` gives the MoE layers (else read from the config)."""
-    experts = _int(cfg, _EXPERTS, where)
+    experts = int_field(cfg, _EXPERTS, where)
     if not experts:
         return None
     moe_set = _moe_layer_set(cfg, layers, where) if moe_set is None else moe_set
     if not moe_set:
         notes.append(f"{experts} experts configured but no layer uses them: read as dense")
         return None
-    active = _int(cfg, _TOP_K, where)
-    expert_ffn = _int(cfg, ("moe_intermediate_size", *_FFN), where)
+    active = int_field(cfg, _TOP_K, where)
+    expert_ffn = int_field(cfg, ("moe_intermediate_size", *_FFN), where)
     if not active or not expert_ffn:
         raise FactoryplanError(
             "a mixture-of-experts config needs the experts per token and the expert size",
@@ -301,12 +257,12 @@ def _moe(cfg: Config, layers: int, where: str, notes: list[str], moe_set: set[in
             allowed=f"{' or '.join(_TOP_K)}; moe_intermediate_size or intermediate_size",
         )
     shared, shared_ffn = 0, 0
-    n_shared = _int(cfg, ("n_shared_experts",), where)
+    n_shared = int_field(cfg, ("n_shared_experts",), where)
     if n_shared:  # Nemotron-H sizes its shared expert apart from the routed ones
-        width = _int(cfg, ("moe_shared_expert_intermediate_size",), where) or expert_ffn
+        width = int_field(cfg, ("moe_shared_expert_intermediate_size",), where) or expert_ffn
         shared, shared_ffn = n_shared, n_shared * width
     else:
-        size = _int(cfg, ("shared_expert_intermediate_size", "shared_intermediate_size"), where)
+        size = int_field(cfg, ("shared_expert_intermediate_size", "shared_intermediate_size"), where)
         if size:
             shared, shared_ffn = 1, size
     model_type = str(cfg.get("model_type", ""))
@@ -337,7 +293,7 @@ def _mla(cfg: Config, where: str) -> MLA | None:
     if not cfg.get("kv_lora_rank"):
         return None
     names = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
-    values = {n: _int(cfg, (n,), where) for n in names}
+    values = {n: int_field(cfg, (n,), where) for n in names}
     missing = [n for n, v in values.items() if not v]
     if missing:
         raise FactoryplanError(
@@ -346,7 +302,7 @@ def _mla(cfg: Config, where: str) -> MLA | None:
             allowed="kv_lora_rank, q_lora_rank (null or 0: full-rank queries), " + ", ".join(names[1:]),
         )
     return MLA(
-        q_lora_rank=_int(cfg, ("q_lora_rank",), where) or 0, **{n: int(v or 0) for n, v in values.items()}
+        q_lora_rank=int_field(cfg, ("q_lora_rank",), where) or 0, **{n: int(v or 0) for n, v in values.items()}
     )
 
 
@@ -356,7 +312,7 @@ def _sparse_attention(cfg: Config, where: str) -> SparseAttention | None:
     with ``shared`` layers) is refused: its indexer count and FLOPs differ per layer."""
     if "index_topk" not in cfg:
         return None
-    values = {name: _int(cfg, (key,), where) for name, key in _SPARSE_FIELDS.items()}
+    values = {name: int_field(cfg, (key,), where) for name, key in _SPARSE_FIELDS.items()}
     missing = [_SPARSE_FIELDS[n] for n, v in values.items() if not v]
     if missing:
         raise FactoryplanError(
@@ -366,7 +322,7 @@ def _sparse_attention(cfg: Config, where: str) -> SparseAttention | None:
         )
     kinds = cfg.get("indexer_types")
     shared = isinstance(kinds, list) and any(str(t) != "full" for t in kinds)
-    if shared or (_int(cfg, ("index_topk_freq",), where) or 1) > 1:
+    if shared or (int_field(cfg, ("index_topk_freq",), where) or 1) > 1:
         raise FactoryplanError(
             "shares one lightning indexer's top-k across several layers, which factoryplan does not model",
             where=where,
@@ -376,145 +332,25 @@ def _sparse_attention(cfg: Config, where: str) -> SparseAttention | None:
     return SparseAttention(**{n: int(v or 0) for n, v in values.items()})
 
 
-def _linear_layers(cfg: Config, layers: int, where: str) -> int:
-    """Linear-attention layers: counted in ``layer_types``, else every layer but each
-    ``full_attention_interval``-th (transformers' Qwen3-Next rule: layer ``i`` is full attention
-    when ``(i + 1) % interval == 0``)."""
-    layer_types = cfg.get("layer_types")
-    if isinstance(layer_types, list):
-        if len(layer_types) != layers:
-            raise FactoryplanError(
-                f"lists {len(layer_types)} layer types for {layers} layers", where=where, field="layer_types"
-            )
-        return sum(1 for t in layer_types if t == "linear_attention")
-    interval = _int(cfg, ("full_attention_interval",), where)
-    if not interval:
-        raise FactoryplanError(
-            "a Gated DeltaNet config needs the layout of its linear-attention layers",
-            where=where,
-            field="layer_types",
-            allowed="layer_types (one of full_attention, linear_attention per layer) or full_attention_interval",
-        )
-    return layers - layers // interval
-
-
-def _linear_attention(cfg: Config, layers: int, where: str, notes: list[str]) -> LinearAttention | None:
-    """The Gated DeltaNet layers of a Qwen3-Next/Qwen3.5 config (``linear_*`` fields), or None."""
-    if "linear_num_value_heads" not in cfg and "linear_num_key_heads" not in cfg:
-        return None
-    values = {name: _int(cfg, (key,), where) for name, key in _LINEAR_FIELDS.items()}
-    missing = [_LINEAR_FIELDS[n] for n, v in values.items() if not v]
-    if missing:
-        raise FactoryplanError(
-            f"a Gated DeltaNet config is missing {', '.join(missing)}",
-            where=where,
-            allowed=", ".join(_LINEAR_FIELDS.values()),
-        )
-    count = _linear_layers(cfg, layers, where)
-    if count == 0:
-        return None
-    dtype = cfg.get("mamba_ssm_dtype")
-    if dtype is None:
-        state_bytes = 4.0
-        notes.append("recurrent state read as float32 (no mamba_ssm_dtype; SGLang's default)")
-    elif str(dtype) in _DTYPE_BYTES:
-        state_bytes = _DTYPE_BYTES[str(dtype)]
-    else:
-        raise FactoryplanError(
-            "unknown state dtype", where=where, field="mamba_ssm_dtype", value=dtype,
-            allowed=", ".join(_DTYPE_BYTES),
-        )
-    try:
-        return LinearAttention(layers=count, state_bytes=state_bytes, **{n: int(v or 0) for n, v in values.items()})
-    except ValidationError as exc:
-        raise FactoryplanError(
-            exc.errors()[0]["msg"].removeprefix("Value error, "), where=where, field="linear_num_value_heads"
-        ) from None
-
-
-def _blocks(cfg: Config, total: int, where: str) -> dict[str, int] | None:
-    """Nemotron-H's blocks by kind (``mamba``, ``attention``, ``mlp``, ``moe``), from
-    ``layers_block_type`` (one name per block) or ``hybrid_override_pattern`` (one letter per block:
-    M Mamba-2, * attention, - MLP, E MoE); None for a config without either. They must name each of
-    the ``num_hidden_layers`` blocks."""
-    types, pattern = cfg.get("layers_block_type"), cfg.get("hybrid_override_pattern")
-    if isinstance(types, list) and types:
-        field, kinds = "layers_block_type", [_BLOCK_NAMES.get(str(t), str(t)) for t in types]
-        allowed = ", ".join(_BLOCK_NAMES)
-    elif isinstance(pattern, str) and pattern:
-        field, kinds = "hybrid_override_pattern", [_BLOCK_KINDS.get(c, repr(c)) for c in pattern]
-        allowed = "a string of " + ", ".join(_BLOCK_KINDS)
-    elif types is None and pattern is None:
-        return None
-    else:
-        raise FactoryplanError("must list the model's blocks", where=where,
-                               field="layers_block_type" if types is not None else "hybrid_override_pattern",
-                               value=types if types is not None else pattern)
-    odd = sorted(set(kinds) - set(_BLOCK_NAMES.values()))
-    if odd:
-        raise FactoryplanError(f"has blocks of kind {', '.join(odd)}, which factoryplan does not model",
-                               where=where, field=field, allowed=allowed)
-    if len(kinds) != total:
-        raise FactoryplanError(f"names {len(kinds)} blocks for {total} layers (num_hidden_layers)", where=where,
-                               field=field)
-    counts = {kind: kinds.count(kind) for kind in ("mamba", "attention", "mlp", "moe")}
-    if counts["mamba"] + counts["attention"] == 0:
-        raise FactoryplanError("has no Mamba-2 or attention block", where=where, field=field)
-    return counts
-
-
-def _granite_mamba(cfg: Config) -> bool:
-    """Whether the config is a Granite 4.0-H hybrid: ``layer_types`` of Mamba-2 and attention layers,
-    each followed by its own MLP or MoE (unlike Nemotron-H's separate blocks)."""
-    return str(cfg.get("model_type", "")) in _GRANITE_HYBRID and isinstance(cfg.get("layer_types"), list)
-
-
-def _mamba2(cfg: Config, layers: int, where: str) -> LinearAttention | None:
-    """Mamba-2 mixers (Nemotron-H: ``mamba_num_heads``, ``mamba_head_dim``, ``n_groups``,
-    ``ssm_state_size``, ``conv_kernel``; Granite 4.0-H: ``mamba_n_heads``, ``mamba_d_head``,
-    ``mamba_n_groups``, ``mamba_d_state``, ``mamba_d_conv``) as state-keeping mixers, or None without one."""
-    if layers == 0:
-        return None
-    values = {name: _int(cfg, keys, where) for name, keys in _BLOCK_FIELDS.items()}
-    missing = [" or ".join(_BLOCK_FIELDS[n]) for n, v in values.items() if not v]
-    if missing:
-        raise FactoryplanError(f"a Mamba-2 config is missing {', '.join(missing)}", where=where,
-                               allowed=", ".join(" or ".join(keys) for keys in _BLOCK_FIELDS.values()))
-    dtype = str(cfg.get("mamba_ssm_cache_dtype") or "float32")
-    if dtype not in _DTYPE_BYTES:
-        raise FactoryplanError("unknown state dtype", where=where, field="mamba_ssm_cache_dtype", value=dtype,
-                               allowed=", ".join(_DTYPE_BYTES))
-    bias = _flag(cfg, "use_conv_bias")
-    bias = _flag(cfg, "mamba_conv_bias") if bias is None else bias
-    try:
-        return LinearAttention(layers=layers, kind="mamba2", state_bytes=_DTYPE_BYTES[dtype],
-                               conv_bias=True if bias is None else bias,
-                               **{n: int(v or 0) for n, v in values.items()})
-    except ValidationError as exc:
-        raise FactoryplanError(
-            exc.errors()[0]["msg"].removeprefix("Value error, "), where=where, field="mamba_num_heads"
-        ) from None
-
-
 def _sliding(cfg: Config, layers: int, where: str) -> tuple[int, int]:
     """(window, sliding layers): ``layer_types`` when given; Qwen2's ``max_window_layers``;
     otherwise every layer (Mistral 7B v0.1). ``use_sliding_window: false`` turns it off.
     Llama 4's chunked local attention (``attention_chunk_size``, on the RoPE layers; every
     ``no_rope_layer_interval``-th layer attends globally) is read as a window of the chunk: a token
     attends to at most that many earlier tokens, and engines cache at most a chunk for those layers."""
-    chunk = _int(cfg, ("attention_chunk_size",), where) or 0
+    chunk = int_field(cfg, ("attention_chunk_size",), where) or 0
     if chunk:
         flags = cfg.get("no_rope_layers")
         if isinstance(flags, list) and len(flags) == layers and set(flags) <= {0, 1}:
             count = sum(int(f) for f in flags)
         else:
-            count = layers - layers // (_int(cfg, ("no_rope_layer_interval",), where) or 4)
+            count = layers - layers // (int_field(cfg, ("no_rope_layer_interval",), where) or 4)
         return chunk, count
-    window = _int(cfg, ("sliding_window",), where) or 0
+    window = int_field(cfg, ("sliding_window",), where) or 0
     if window == 0 or cfg.get("use_sliding_window") is False:
         return 0, 0
     layer_types = cfg.get("layer_types")
-    pattern = _int(cfg, ("sliding_window_pattern",), where) or (
+    pattern = int_field(cfg, ("sliding_window_pattern",), where) or (
         2 if str(cfg.get("model_type", "")) in _SLIDING_EVERY_OTHER else 0
     )
     if isinstance(layer_types, list):
@@ -522,7 +358,7 @@ def _sliding(cfg: Config, layers: int, where: str) -> tuple[int, int]:
     elif pattern:  # Gemma: every pattern-th layer attends globally, the others to the window
         count = layers - layers // pattern
     elif "max_window_layers" in cfg:
-        count = max(0, layers - (_int(cfg, ("max_window_layers",), where) or 0))
+        count = max(0, layers - (int_field(cfg, ("max_window_layers",), where) or 0))
     else:
         count = layers
     return (window, count) if count else (0, 0)
@@ -532,13 +368,13 @@ def _biases(cfg: Config, model_type: str) -> tuple[bool, bool, bool]:
     """(q/k/v bias, o bias, MLP bias): ``attention_bias``/``mlp_bias`` fields first (Llama,
     Qwen3, gpt-oss, NeoX: one flag for q/k/v and o; GLM-4.5: q/k/v only), else the family's fixed
     layout."""
-    flag = _flag(cfg, "attention_bias")
+    flag = bool_field(cfg, "attention_bias")
     if flag is not None:
         qkv, out = flag, flag and model_type not in _QKV_FLAG
     else:
         qkv = model_type in _ALL_BIASES or model_type in _QKV_BIAS_ONLY
         out = model_type in _ALL_BIASES
-    mlp = _flag(cfg, "mlp_bias")
+    mlp = bool_field(cfg, "mlp_bias")
     mlp_bias = mlp if mlp is not None else (model_type in _ALL_BIASES or model_type in _MLP_BIAS_ONLY)
     return qkv, out, mlp_bias
 
@@ -560,7 +396,7 @@ def _dense_ffn(cfg: Config, where: str, model_type: str, hidden: int, has_dense:
     """The dense MLP size; 0 when every layer is MoE (the config's ``intermediate_size`` then
     sizes the experts, or is unused). GPT-2's ``n_inner: null`` means ``4 * n_embd``.
     Llama 4's dense layers use ``intermediate_size_mlp`` (its ``intermediate_size`` sizes the experts)."""
-    ffn = _int(cfg, ("intermediate_size_mlp", *_FFN), where)
+    ffn = int_field(cfg, ("intermediate_size_mlp", *_FFN), where)
     if ffn is None and model_type in _LEARNED_POSITIONS:
         ffn = 4 * hidden
     if has_dense and not ffn:
@@ -578,14 +414,14 @@ def _head_dims(cfg: Config, where: str, mla: MLA | None, hidden: int, heads: int
     if mla is not None:
         head_dim = mla.qk_nope_head_dim + mla.qk_rope_head_dim
     else:
-        head_dim = _int(cfg, ("head_dim", "attention_head_dim"), where) or 0
+        head_dim = int_field(cfg, ("head_dim", "attention_head_dim"), where) or 0
         if not head_dim:
             if hidden % heads:
                 raise FactoryplanError(
                     "hidden size is not a multiple of the heads; give head_dim", where=where, field="head_dim"
                 )
             head_dim = hidden // heads
-    kv_heads = _int(cfg, _KV_HEADS, where) or (1 if cfg.get("multi_query") is True else heads)
+    kv_heads = int_field(cfg, _KV_HEADS, where) or (1 if cfg.get("multi_query") is True else heads)
     return head_dim, kv_heads
 
 
@@ -594,7 +430,7 @@ def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
     req = _required(cfg, where)
     model_type = str(cfg.get("model_type", "unknown"))
     hidden, heads = req["hidden"], req["heads"]
-    blocks = _blocks(cfg, req["layers"], where)
+    blocks = block_counts(cfg, req["layers"], where)
     if blocks is None:
         layers, ffn_layers = req["layers"], None
         moe = _moe(cfg, layers, where, notes)
@@ -612,22 +448,22 @@ def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
     head_dim, kv_heads = _head_dims(cfg, where, mla, hidden, heads)
     window, sliding = _sliding(cfg, layers, where)
     qkv_bias, out_bias, mlp_bias = _biases(cfg, model_type)
-    tied = _flag(cfg, "tie_word_embeddings")
+    tied = bool_field(cfg, "tie_word_embeddings")
     layer_norm = model_type not in _RMS_ONLY and "rms_norm_eps" not in cfg and (
         "layer_norm_epsilon" in cfg or "layer_norm_eps" in cfg
     )
-    qk_norm = bool(_flag(cfg, "use_qk_norm") or _flag(cfg, "qk_layernorm") or model_type in _QK_NORM)
-    gate = _flag(cfg, "attn_output_gate")
+    qk_norm = bool(bool_field(cfg, "use_qk_norm") or bool_field(cfg, "qk_layernorm") or model_type in _QK_NORM)
+    gate = bool_field(cfg, "attn_output_gate")
     if blocks is not None:
-        linear = _mamba2(cfg, blocks["mamba"], where)
-    elif _granite_mamba(cfg):
+        linear = mamba2(cfg, blocks["mamba"], where)
+    elif granite_mamba(cfg):
         kinds = [str(t) for t in cfg["layer_types"]]
         if len(kinds) != layers:
             raise FactoryplanError(f"lists {len(kinds)} layer types for {layers} layers", where=where,
                                    field="layer_types")
-        linear = _mamba2(cfg, kinds.count("mamba"), where)
+        linear = mamba2(cfg, kinds.count("mamba"), where)
     else:
-        linear = _linear_attention(cfg, layers, where, notes)
+        linear = linear_attention(cfg, layers, where, notes)
     if qk_norm and cfg.get("qk_norm_type") == "per_layer":
         notes.append(
             "q/k norms span all heads in this model; counted per head (undercounts "
