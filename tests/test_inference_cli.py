@@ -393,6 +393,11 @@ def test_validate_inference_band_coverage(capsys: pytest.CaptureFixture[str]) ->
     d = cli_json(capsys, "validate", "inference", "--measured")["measured"]["within_band"]
     assert {m: v["n"] for m, v in d.items()} == {"ttft_ms": 1593, "tpot_ms": 1593, "output_tokens_per_s": 1593}
     assert all(77.0 <= v["share_pct"] <= 83.0 for v in d.values())
+    # and by GPU, which on a file of other parts says whether the Hopper band holds there
+    by_gpu = cli_json(capsys, "validate", "inference", "--measured")["measured"]["within_band_by_gpu"]
+    assert set(by_gpu) == {"h100-sxm", "h200-sxm"}
+    assert sum(g["tpot_ms"]["n"] for g in by_gpu.values()) == 1593
+    assert all(60.0 <= f["share_pct"] <= 95.0 for g in by_gpu.values() for f in g.values())
 
 
 def test_validate_inference_unusable_measurements(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -195,6 +195,9 @@ def inference(
         mrows = _rows(loaded.points, preds, implied=True)
         result[name] = {
             "points": len(loaded.points), "mape": _mape(mrows), "within_band": _within_band(cat, mrows),
+            # whether the band (measured on the calibration GPUs) holds on each GPU of the file
+            "within_band_by_gpu": {g: _within_band(cat, [r for r in mrows if r["gpu"] == g])
+                                   for g in sorted({str(r["gpu"]) for r in mrows})},
             **{f"by_{key}": {m: _mape([r for r in mrows if r["metric"] == m], key)
                              for m in ("ttft_ms", "tpot_ms", "output_tokens_per_s")}
                for key in ("backend", "gpu", "model", "mode", "layout", "weights")},
@@ -229,6 +232,10 @@ def _print(result: dict[str, Any]) -> None:
         if block.get("within_band"):
             shares = ", ".join(f"{m} {v['share_pct']:.0f}%" for m, v in block["within_band"].items())
             console.print(f"  inside the error band serve reports (8 in 10 on the calibration set): {shares}")
+            by_gpu = block.get("within_band_by_gpu", {})
+            for gpu, figures in by_gpu.items() if len(by_gpu) > 1 else ():
+                shares = ", ".join(f"{m} {v['share_pct']:.0f}%" for m, v in figures.items())
+                console.print(f"    on {gpu}: {shares}")
         for label in ("by_backend", "by_gpu", "by_model", "by_mode", "by_layout", "by_weights"):
             for metric, groups in block.get(label, {}).items():
                 text = ", ".join(f"{g} {v['mape_pct']:.0f}%" for g, v in groups.items())
