@@ -325,6 +325,9 @@ def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
     ("zai-org/GLM-4.5-Air", None),  # another architecture: 46 layers, 128 experts
     ("deepseek-ai/DeepSeek-R1-Distill-Qwen-32B", "qwen2.5-32b"),
     ("Qwen/QwQ-32B", "qwen2.5-32b"),
+    ("nvidia/Llama-3.1-Nemotron-70B-Instruct-HF", "llama-3.1-70b"),  # a fine-tune with the base's layers
+    ("nvidia/Llama-3.1-Nemotron-Nano-8B-v1", "llama-3.1-8b"),
+    ("nvidia/Llama-3_3-Nemotron-Super-49B-v1_5", None),  # pruned: layers of different shapes
     ("Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b"),
     ("deepseek-ai/DeepSeek-R1-Distill-Qwen-14B", None),  # Qwen2.5-14B, not in the catalog
     ("Qwen/Qwen3-0.6B", "qwen3-0.6b"),

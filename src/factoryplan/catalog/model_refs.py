@@ -64,6 +64,9 @@ ARCH_EQUIVALENT = {
     "deepseek-r1-distill-qwen-32b": "qwen2.5-32b",  # fine-tuned from Qwen2.5-32B
     "deepseek-r1-distill-qwen-7b": "qwen2.5-7b",  # from Qwen2.5-Math-7B: Qwen2.5-7B's shapes
     "qwq-32b": "qwen2.5-32b",  # Qwen2.5-32B's layers (its own config.json gives its longer context)
+    # NVIDIA's Llama fine-tunes that keep the base model's layers (LlamaForCausalLM, the same shapes); the
+    # Super-49B and Ultra-253B releases are pruned (DeciLM block_configs) and are not mapped
+    "llama-3.1-nemotron-70b": "llama-3.1-70b", "llama-3.1-nemotron-nano-8b": "llama-3.1-8b",
     # Qwen3-VL: the text model under text_config has the Qwen3 release's shapes (interleaved M-RoPE,
     # 262,144 positions); the vision tower (0.4-0.6B) is not counted. 2B: 28 x 2048, 16 heads, FFN 6144,
     # tied; 4B: 36 x 2560, tied; 8B: 36 x 4096, FFN 12288; 32B: 64 x 5120, FFN 25600; 30B-A3B: 48 x
