@@ -221,8 +221,7 @@ def _size_inference(
                                     backend=backend, band=band)
     if band is None or "gpus_low" not in sized.details:
         return sized
-    basis = (f"the GPUs if the engine runs at the edges of the band 8 in 10 measurements of the {band.basis} "
-             f"fell in{band.caveat(acc.id)}")
+    basis = band.gpus_basis(acc.id, reachable="gpus_high" in sized.details)
     return dataclasses.replace(sized, details={**sized.details, "gpus_band_basis": basis})
 
 

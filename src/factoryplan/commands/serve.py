@@ -301,10 +301,9 @@ def serve(
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
     if rps is not None or tokens_per_day is not None:
-        given = {"--start": start, "--concurrency": concurrency, "--prefill-tp": prefill_tp}
-        _plan(refs, build, layout, isl, osl, cached, spec, isl_cv, fmt, given=given, disagg=disagg, rps=rps,
-              tokens_per_day=tokens_per_day, peak_to_average=peak_to_average, mode=mode.value,
-              target=(ttft_ms, tpot_ms, ttft_percentile))
+        _plan(refs, build, layout, isl, osl, cached, spec, isl_cv, fmt, start=start, concurrency=concurrency,
+              prefill_tp=prefill_tp, disagg=disagg, rps=rps, tokens_per_day=tokens_per_day,
+              peak_to_average=peak_to_average, mode=mode.value, target=(ttft_ms, tpot_ms, ttft_percentile))
         return
     if ttft_percentile is not None:
         raise FactoryplanError("a latency target of capacity planning", field="--ttft-percentile",
@@ -324,23 +323,24 @@ def serve(
 
 def _plan(
     refs: list[str], build: Callable[[str], Setup], layout: Layout, isl: int, osl: int, cached: int,
-    spec: tuple[int, float], isl_cv: float, fmt: OutputFormat, *, given: dict[str, Any], disagg: list[str],
-    rps: float | None, tokens_per_day: float | None, peak_to_average: float, mode: str,
-    target: tuple[float, float, float | None],
+    spec: tuple[int, float], isl_cv: float, fmt: OutputFormat, *, start: Start | None, concurrency: int | None,
+    prefill_tp: int | None, disagg: list[str], rps: float | None, tokens_per_day: float | None,
+    peak_to_average: float, mode: str, target: tuple[float, float, float | None],
 ) -> None:
     """``serve --rps/--tokens-per-day``: the capacity plan on one GPU type, or the types compared;
-    ``given``: the point-estimate options, refused here; ``target``: TTFT and TPOT (ms), percentile."""
+    ``start``, ``concurrency``, ``prefill_tp`` and ``disagg`` (the point-estimate options) are refused
+    here; ``target``: TTFT and TPOT (ms), percentile."""
     from factoryplan.commands import serve_engine as eng
 
-    for name, why in (("--start", "the planner sizes a running service (steady state, Poisson arrivals)"),
-                      ("--concurrency", "the planner chooses the concurrency")):
-        value = given[name]
-        if value is not None:
-            raise FactoryplanError(why, field=name, value=getattr(value, "value", value),
-                                   allowed="omit it with --rps/--tokens-per-day")
-    if given["--prefill-tp"] is not None or disagg:
+    if start is not None:
+        raise FactoryplanError("the planner sizes a running service (steady state, Poisson arrivals)",
+                               field="--start", value=start.value, allowed="omit it with --rps/--tokens-per-day")
+    if concurrency is not None:
+        raise FactoryplanError("the planner chooses the concurrency", field="--concurrency", value=concurrency,
+                               allowed="omit it with --rps/--tokens-per-day")
+    if prefill_tp is not None or disagg:
         raise FactoryplanError("the planner chooses the prefill and decode pools",
-                               field=", ".join(["--prefill-tp"] * (given["--prefill-tp"] is not None) + disagg),
+                               field=", ".join(["--prefill-tp"] * (prefill_tp is not None) + disagg),
                                allowed="omit it with --rps/--tokens-per-day (--mode disaggregated)")
     if rps is not None and tokens_per_day is not None:
         raise FactoryplanError("give one demand", field="--rps/--tokens-per-day")

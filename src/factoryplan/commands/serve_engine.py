@@ -117,13 +117,8 @@ class Setup:
         targets); none without a band."""
         if self.band is None or gpus_band is None:
             return {}
-        b, (lo, hi) = self.band, gpus_band
-        unreachable = "; at the slow edge no layout meets the targets" if hi is None else ""
-        return {"gpus_range": [lo, hi],
-                "gpus_range_basis": f"the GPUs the plan needs if TPOT runs x{b.tpot[0]:.2f} to x{b.tpot[1]:.2f} "
-                                    f"and throughput x{b.throughput[1]:.2f} to x{b.throughput[0]:.2f} of the "
-                                    f"prediction, the band 8 in 10 measurements of the {b.basis} fell in; TTFT as "
-                                    f"predicted{unreachable}{b.caveat(self.acc.id)}"}
+        lo, hi = gpus_band
+        return {"gpus_range": [lo, hi], "gpus_range_basis": self.band.gpus_basis(self.acc.id, reachable=hi is not None)}
 
     def queue_note(self, concurrency: int, max_concurrency: int) -> str:
         """What happens to the users whose sequences the KV cache cannot hold, and what would hold more
@@ -423,4 +418,3 @@ def capacity(
         **setup.gpus_range(planned.gpus_band), "alternatives": plan.alternatives, "frontier": planned.frontier,
         "frontier_disaggregated": planned.frontier_disaggregated,
     }
-

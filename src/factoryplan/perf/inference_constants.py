@@ -141,6 +141,15 @@ class ErrorBand:
         return (f"; measured on {' and '.join(self.gpus)} only: on {accelerator} the band assumes the engine errs "
                 "as it does there")
 
+    def gpus_basis(self, accelerator: str, reachable: bool = True) -> str:
+        """How a plan's GPUs at the band's two edges are found (the plan redone with TPOT and
+        throughput at the band's ratios, TTFT as predicted), for a plan on ``accelerator``;
+        ``reachable`` False: no layout meets the targets at the slow edge."""
+        unreachable = "" if reachable else "; at the slow edge no layout meets the targets"
+        return (f"the GPUs the plan needs if TPOT runs x{self.tpot[0]:.2f} to x{self.tpot[1]:.2f} and throughput "
+                f"x{self.throughput[1]:.2f} to x{self.throughput[0]:.2f} of the prediction, the band 8 in 10 "
+                f"measurements of the {self.basis} fell in; TTFT as predicted{unreachable}{self.caveat(accelerator)}")
+
 
 def error_band(catalog: Catalog, backend: str) -> ErrorBand | None:
     """The :class:`ErrorBand` of ``backend``'s calibration entry; None when the entry gives none (an

@@ -64,7 +64,7 @@ import numpy as np
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import repo_model_id as model_id
 from factoryplan.catalog.models import resolve_model
-from factoryplan.errors import FactoryplanError
+from factoryplan.errors import FactoryplanError, InfeasibleError
 from factoryplan.perf.inference import (
     BACKENDS,
     Array,
@@ -73,6 +73,7 @@ from factoryplan.perf.inference import (
     ModelShape,
     Parallel,
     Precision,
+    check_kv_hardware,
     constants_from_catalog,
     hardware_of,
     iteration,
@@ -385,8 +386,10 @@ def _measured_point(
     kv, kv_given = kv_of(row)
     if kv is None:
         return None, f"{kv_given} names no known KV-cache format (bfloat16, fp8, int8, nvfp4, auto)"
-    if kv == "fp4" and not catalog.accelerators[hw[0]].fp4_dense_flops:
-        return None, f"{kv_given}: an FP4 KV cache needs FP4 hardware; {hw[0]} has none"
+    try:
+        check_kv_hardware(kv, catalog.accelerators[hw[0]], field=kv_given)
+    except InfeasibleError as exc:
+        return None, f"{kv_given}: {exc.message}"
     arch = resolve_model(catalog, ref)
     domain = catalog.systems[hw[1]].scaleup_domain_gpus
     disagg = None
