@@ -160,9 +160,10 @@ def size_workload(
         disagg = sized.frontier_disaggregated
     gpus = int(d.pop("gpus"))
     method = str(d.pop("method"))
+    precision = str(d.pop("precision", w.precision))
     return WorkloadResult(
         name=w.name, kind=w.kind, model=arch.id, params_total=params_total(arch), params_active=params_active(arch),
-        accelerator=acc.id, system=system.id, gpus=gpus, precision=w.precision, data_class=w.data_class,
+        accelerator=acc.id, system=system.id, gpus=gpus, precision=precision, data_class=w.data_class,
         sector=w.sector, method=method, details=d, warnings=warnings, frontier=frontier,
         frontier_disaggregated=disagg,
     )
@@ -206,10 +207,10 @@ def _size_inference(
     kept free at peak) and latency targets, on the workload's serving-engine profile."""
     backend = serving_engine(asm.catalog, acc, w.serving_engine, field="serving_engine")
     k = inference.constants_from_catalog(asm.catalog, backend)
-    kv = inference.kv_precision(k, w.precision, w.kv_precision)
+    weights, experts, basis = inference.serving_precision(arch, w.precision, w.moe_precision)
+    kv = inference.kv_precision(k, weights, w.kv_precision)
     inference.check_kv_hardware(kv, acc, field="kv_precision")
-    prec = inference.Precision(weights=w.precision, experts=w.precision, kv=kv,
-                               activations=w.activation_precision or "")
+    prec = inference.Precision(weights=weights, experts=experts, kv=kv, activations=w.activation_precision or "")
     peak = peak_requests_per_s(w, asm) / (1.0 - asm.get("serving_headroom"))
     cached = cached_tokens(w.prefix_hit, w.input_tokens)
     demand = capacity.Demand(requests_per_s=peak, isl=w.input_tokens, osl=w.output_tokens,
@@ -219,6 +220,7 @@ def _size_inference(
     band = error_band(asm.catalog, backend)
     sized = capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
                                     backend=backend, band=band)
+    sized = dataclasses.replace(sized, details={**sized.details, "precision": prec.label(), "precision_basis": basis})
     if band is None or "gpus_low" not in sized.details:
         return sized
     basis = band.gpus_basis(acc.id, reachable="gpus_high" in sized.details)

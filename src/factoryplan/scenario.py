@@ -89,7 +89,10 @@ class InferenceWorkload(_Workload):
     tpot_ms: PosNum = 50
     # the share of requests (per cent, e.g. 90 or 99) the TTFT target holds for; None: their mean
     ttft_percentile: Annotated[float, BeforeValidator(_number), Field(gt=0, lt=100)] | None = None
-    precision: ServingPrecision = "fp8"  # weights
+    # weights (attention, dense MLPs) and routed experts; None: as the model is published where its
+    # checkpoint is quantized (gpt-oss: BF16 with MXFP4 experts), else fp8; moe_precision None: as precision
+    precision: ServingPrecision | None = None
+    moe_precision: ServingPrecision | None = None
     kv_precision: Literal["bf16", "fp8", "fp4"] | None = None  # None: the serving engine's default
     activation_precision: Literal["bf16", "fp8", "fp4"] | None = None  # None: the weights' own
     # the calibrated engine profile; None: trtllm on NVIDIA parts, vllm on others

@@ -14,7 +14,9 @@ Mamba-2, attention, MLP and MoE blocks in Nemotron Nano 2 and Nemotron 3 Nano:
 wrappers; the vision tower is not counted). A config with other layers than these (lightning
 attention, other state-space layers, compressed or layer-shared sparse attention, Nemotron 3's
 latent MoE, Nemotron NAS layers of different shapes) is refused with the reason; one that lacks a
-needed field is refused with the list of fields it needs.
+needed field is refused with the list of fields it needs. The checkpoint's ``quantization_config``
+gives the entry's ``release`` (the formats its weights are published in, which serving defaults to;
+:mod:`factoryplan.catalog.hf_quant`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pydantic import ValidationError
 
 from factoryplan.catalog.hf_fields import Config, bool_field, int_field
 from factoryplan.catalog.hf_hybrid import block_counts, granite_mamba, linear_attention, mamba2
+from factoryplan.catalog.hf_quant import release_of
 from factoryplan.catalog.schema import MLA, ModelArch, MoE, SparseAttention
 from factoryplan.errors import FactoryplanError
 
@@ -518,6 +521,8 @@ def parse_hf_config(source: str | Path | Mapping[str, Any], *, model_id: str | N
     cfg = _text_model(raw, notes)
     _refuse_novel(cfg, where)
     fields = _arch_fields(cfg, where, notes)
+    quant = cfg if isinstance(cfg.get("quantization_config"), dict) else raw
+    fields["release"] = release_of(quant, notes, moe=fields["moe"] is not None)
     entry_id, name = _identity(where, raw, model_id)
     try:
         return ModelArch(

@@ -17,11 +17,11 @@ if TYPE_CHECKING:
     from factoryplan.catalog.load import Catalog
 
 
-_ENTRY_FIELDS = frozenset(Entry.model_fields) | {"published_params", "published_active_params"}
+_ENTRY_FIELDS = frozenset(Entry.model_fields) | {"published_params", "published_active_params", "release"}
 
 
 def arch_fields(arch: ModelArch) -> dict[str, object]:
-    """The architecture of an entry without its identity, provenance and published counts:
+    """The architecture of an entry without its identity, provenance, published counts and release formats:
     two entries with equal ``arch_fields`` have the same parameters and KV cache."""
     return {k: v for k, v in arch.model_dump().items() if k not in _ENTRY_FIELDS}
 

@@ -269,6 +269,28 @@ class MoE(BaseModel):
     shared_gate: bool = False  # the shared experts' output is scaled by a sigmoid gate, h -> 1 (Qwen2-MoE, Qwen3-Next)
 
 
+WeightFormat = Literal["bf16", "fp8", "fp4", "int4"]
+
+
+class Release(BaseModel):
+    """The number formats a model's weights are published in: its checkpoint's ``quantization_config``
+    (FP8 block scales, MXFP4 or NVFP4 experts, INT4 weight-only experts). Serving defaults to them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    weights: WeightFormat = "bf16"  # attention, dense MLPs, shared experts
+    experts: WeightFormat | None = None  # routed experts; None: as ``weights``
+    quantization: str = ""  # what the checkpoint says, e.g. "mxfp4 (attention, router, embeddings kept BF16)"
+
+    def experts_format(self) -> WeightFormat:
+        """The routed experts' format (the other weights' where the release does not set it apart)."""
+        return self.experts or self.weights
+
+    def quantized(self) -> bool:
+        """Whether any weight is published narrower than BF16."""
+        return self.weights != "bf16" or self.experts_format() != "bf16"
+
+
 class MLA(BaseModel):
     """Multi-head latent attention (DeepSeek-V2/V3)."""
 
@@ -361,6 +383,7 @@ class ModelArch(Entry):
     sparse_attention: SparseAttention | None = None  # DeepSeek sparse attention: a top-k indexer in every layer
     published_params: PositiveFloat | None = None  # total, as published by the model's authors
     published_active_params: PositiveFloat | None = None
+    release: Release | None = None  # the published checkpoint's number formats; None: BF16
 
     @model_validator(mode="after")
     def _layer_kinds(self) -> ModelArch:

@@ -207,9 +207,11 @@ def serve(
     pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages.")] = 1,
     ep: Annotated[int, typer.Option("--ep", min=1, help="Expert-parallel GPUs (MoE models).")] = 1,
     attention_dp: Annotated[int, typer.Option("--attention-dp", min=1, help="Attention data-parallel ranks.")] = 1,
-    precision: Annotated[Precision, typer.Option("--precision", help="Weight precision.")] = Precision.fp8,
+    precision: Annotated[Precision | None, typer.Option("--precision", help="Weight precision (default: as the "
+                                                        "model is published where its checkpoint is quantized, "
+                                                        "e.g. gpt-oss's MXFP4 experts; else fp8).")] = None,
     moe_precision: Annotated[Precision | None, typer.Option("--moe-precision", help="Expert weights (default: "
-                                                            "--precision).")] = None,
+                                                            "--precision, else as published).")] = None,
     kv_precision: Annotated[KvPrecision | None, typer.Option("--kv-precision", help="KV cache (default: the "
                                                              "engine's: FP8 with FP8 or narrower weights; fp4: "
                                                              "NVFP4, on parts with FP4 units).")] = None,
@@ -293,8 +295,9 @@ def serve(
 
     def build(ref: str) -> eng.Setup:
         acc, system = resolve_gpu(cat, ref)
-        return eng.Setup.build(cat, arch, acc, system, backend.value if backend else None, precision.value,
-                               (moe_precision or precision).value, kv_precision.value if kv_precision else None,
+        return eng.Setup.build(cat, arch, acc, system, backend.value if backend else None,
+                               precision.value if precision else None, moe_precision.value if moe_precision else None,
+                               kv_precision.value if kv_precision else None,
                                activation_precision.value if activation_precision else "")
 
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)

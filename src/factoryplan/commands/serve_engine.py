@@ -29,6 +29,7 @@ from factoryplan.perf.inference import (
     hardware_of,
     kv_precision,
     peak_flops,
+    serving_precision,
     shape_of,
     splits_evenly,
 )
@@ -62,23 +63,26 @@ class Setup:
     k: Constants
     prec: Precision
     band: ErrorBand | None = None
+    precision_basis: str = "as given"
 
     @classmethod
     def build(
-        cls, cat: Catalog, arch: ModelArch, acc: Accelerator, system: System, backend: str | None, weights: str,
-        experts: str, kv: str | None, activations: str = "",
+        cls, cat: Catalog, arch: ModelArch, acc: Accelerator, system: System, backend: str | None,
+        weights: str | None, experts: str | None, kv: str | None, activations: str = "",
     ) -> Setup:
         """The engine constants for ``arch`` on the part; the engine defaults to the first that runs on
-        the part (:func:`serving_engine`), the KV precision to the engine's, the activation precision to
-        the weights' own."""
+        the part (:func:`serving_engine`), the weights to the model's release or FP8
+        (:func:`serving_precision`), the KV precision to the engine's, the activation precision to the
+        weights' own."""
         backend = serving_engine(cat, acc, backend, field="--backend")
         k = constants_from_catalog(cat, backend)
+        weights, experts, basis = serving_precision(arch, weights, experts)
         kv_prec = kv_precision(k, weights, kv)
         check_kv_hardware(kv_prec, acc, field="--kv-precision")
         return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),
                    backend=backend, k=k,
                    prec=Precision(weights=weights, experts=experts, kv=kv_prec, activations=activations),
-                   band=error_band(cat, backend))
+                   band=error_band(cat, backend), precision_basis=basis)
 
     def compute_precision(self) -> str:
         """What the GEMMs multiply in: the wider of weights and activations where the part has those
@@ -132,7 +136,8 @@ class Setup:
     def precisions(self) -> dict[str, str]:
         """The JSON keys of the number formats: weights, experts, KV cache, activations, the GEMMs'."""
         return {"precision": self.prec.weights, "moe_precision": self.prec.experts, "kv_precision": self.prec.kv,
-                "activation_precision": self.prec.activation_format(), "compute_precision": self.compute_precision()}
+                "activation_precision": self.prec.activation_format(), "compute_precision": self.compute_precision(),
+                "precision_basis": self.precision_basis}
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,7 @@ def _check_fits(setup: Setup, mem: Memory, layout: Layout) -> None:
         return
     per_gpu = float(np.asarray(mem.weights_bytes)) / 1e9
     raise InfeasibleError(
-        f"{setup.arch.id} at {setup.prec.weights} does not fit {layout.gpus()} x {setup.acc.id} "
+        f"{setup.arch.id} at {setup.prec.label()} does not fit {layout.gpus()} x {setup.acc.id} "
         f"({per_gpu:,.1f} GB of weights per GPU, {setup.acc.hbm_bytes / 1e9:,.0f} GB HBM): {_needs(setup)}",
         field=f"--{layout.side}tp",
     )
@@ -203,7 +208,7 @@ def _needs(setup: Setup) -> str:
     from factoryplan.perf.capacity import min_gpus_to_fit
 
     need = min_gpus_to_fit(setup.shape, setup.hw, setup.prec, setup.k)
-    return f"needs >= {need} x {setup.acc.id} at {setup.prec.weights}"
+    return f"needs >= {need} x {setup.acc.id} at {setup.prec.label()}"
 
 
 def _request(isl: int, osl: int, cached: int, spec: tuple[int, float], isl_cv: float = 0.0) -> dict[str, Any]:

@@ -146,8 +146,8 @@ def plan_capacity(
     if not grid.ok.any():
         need = min_gpus_to_fit(s, hw, prec, k)
         raise InfeasibleError(
-            f"{s.name} does not fit these layouts of {hw.name} at {prec.weights}", field="model", value=s.name,
-            allowed=f"needs >= {need} x {hw.name.split('/')[0]} at {prec.weights}",
+            f"{s.name} does not fit these layouts of {hw.name} at {prec.label()}", field="model", value=s.name,
+            allowed=f"needs >= {need} x {hw.name.split('/')[0]} at {prec.label()}",
         )
     agg = _aggregated(grid, d, hw) if "aggregated" in modes else None
     dis = disaggregated(s, hw, prec, k, lay, d, tables) if "disaggregated" in modes else None

@@ -243,6 +243,36 @@ class Precision:
         """The activation precision to report: the given one, else the weights' own."""
         return self.activations or self.weights
 
+    def label(self) -> str:
+        """The weights' formats for messages: "fp8", or "bf16 with fp4 experts" where they differ."""
+        return self.weights if self.experts == self.weights else f"{self.weights} with {self.experts} experts"
+
+
+DEFAULT_WEIGHTS = "fp8"  # a BF16 release is served from FP8 weights unless told otherwise
+
+
+def serving_precision(arch: ModelArch, weights: str | None = None, experts: str | None = None) -> tuple[str, str, str]:
+    """(weights, experts, basis): the formats a model is served in.
+
+    Given ones stand (the experts default to the given weights' format); a format not given is the
+    release's where the checkpoint is published quantized (``arch.release``: what the engines load,
+    e.g. gpt-oss's MXFP4 experts beside BF16 attention, Kimi K2.5's INT4 experts, DeepSeek's FP8),
+    else FP8 (the FP8 checkpoints production serving uses for a BF16 release). ``basis`` says which.
+    """
+    release = arch.release if arch.release is not None and arch.release.quantized() else None
+    if weights is not None:
+        return weights, experts or weights, "as given"
+    if release is None:
+        w = DEFAULT_WEIGHTS
+        basis = f"{w} (the default for a model published in BF16; --precision sets another)"
+    else:
+        w = release.weights
+        basis = f"as {arch.id} is published: {release.quantization}" if release.quantization else \
+            f"as {arch.id} is published"
+    if experts is not None:
+        return w, experts, basis + "; experts as given"
+    return w, release.experts_format() if release is not None else w, basis
+
 
 def compute_precision(weights: str, activations: str) -> str:
     """The tensor-core format a GEMM of ``weights`` x ``activations`` runs at: the wider operand's

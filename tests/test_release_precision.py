@@ -1,0 +1,162 @@
+"""A model is served in the formats its checkpoint is published in, unless told otherwise.
+
+The release comes from the checkpoint's ``quantization_config`` (read from a config.json, or recorded
+in the catalog entry); a BF16 release is served at FP8 by default, as before.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factoryplan.catalog.hf_config import parse_hf_config
+from factoryplan.catalog.hf_quant import release_of
+from factoryplan.catalog.load import Catalog
+from factoryplan.catalog.schema import Release
+from factoryplan.cli import main
+from factoryplan.perf.inference import serving_precision
+from factoryplan.plan import build_plan
+from factoryplan.scenario import parse_scenario
+
+from .conftest import cli_json
+from .test_models import CATALOG_CONFIGS
+
+CONFIGS = Path(__file__).parent / "data" / "hf_configs"
+
+# config -> (weights, experts) as published; None: a BF16 checkpoint
+PUBLISHED = {
+    "openai--gpt-oss-120b_config.json": ("bf16", "fp4"),  # MXFP4 experts, attention and router BF16
+    "openai--gpt-oss-20b_config.json": ("bf16", "fp4"),
+    "moonshotai--Kimi-K2.5_config.json": ("bf16", "int4"),  # INT4 routed experts (text_config)
+    "deepseek-ai--DeepSeek-R1_config.json": ("fp8", "fp8"),
+    "deepseek-ai--DeepSeek-V3.2_config.json": ("fp8", "fp8"),
+    "MiniMaxAI--MiniMax-M2.5_config.json": ("fp8", "fp8"),
+    "Qwen--Qwen3-235B-A22B-FP8_config.json": ("fp8", "fp8"),
+    "Qwen--Qwen3-32B_config.json": None,
+    "meta-llama--Llama-3.1-70B_config.json": None,
+    "zai-org--GLM-5_config.json": None,
+}
+# Catalog entries whose config copy is another release than the one the entry names: the catalog's
+# qwen3-235b-a22b is Qwen's BF16 base; its architecture is checked against the FP8 variant's config.
+OTHER_RELEASE = {"qwen3-235b-a22b"}
+
+
+def formats(r: Release | None) -> tuple[str, str] | None:
+    return None if r is None else (r.weights, r.experts_format())
+
+
+@pytest.mark.parametrize(("config", "expected"), sorted(PUBLISHED.items()))
+def test_release_read_from_config(config: str, expected: tuple[str, str] | None) -> None:
+    assert formats(parse_hf_config(CONFIGS / config).release) == expected
+
+
+@pytest.mark.parametrize(("model_id", "config"), sorted(CATALOG_CONFIGS.items()))
+def test_catalog_release_matches_its_config(catalog: Catalog, model_id: str, config: str) -> None:
+    if model_id in OTHER_RELEASE:
+        pytest.skip("the config copy is another release of the same architecture")
+    assert formats(catalog.models[model_id].release) == formats(parse_hf_config(CONFIGS / config).release)
+
+
+def quant(q: dict[str, Any], moe: bool = True) -> tuple[tuple[str, str] | None, list[str]]:
+    notes: list[str] = []
+    return formats(release_of({"quantization_config": q}, notes, moe=moe)), notes
+
+
+@pytest.mark.parametrize(("q", "moe", "expected"), [
+    # NVFP4 experts through llm-compressor, attention kept
+    ({"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
+      "config_groups": {"g": {"weights": {"num_bits": 4, "type": "float", "group_size": 16}}},
+      "ignore": ["lm_head", "re:.*self_attn.*"]}, True, ("bf16", "fp4")),
+    # FP8 everywhere through llm-compressor
+    ({"quant_method": "compressed-tensors",
+      "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float"}}}, "ignore": ["lm_head"]},
+     False, ("fp8", "fp8")),
+    ({"quant_method": "modelopt", "quant_algo": "NVFP4", "exclude_modules": ["lm_head"]}, False, ("fp4", "fp4")),
+    ({"quant_method": "modelopt", "quant_algo": "NVFP4",
+      "exclude_modules": ["lm_head", "model.layers.*.self_attn*"]}, True, ("bf16", "fp4")),
+    ({"quant_method": "modelopt", "quant_algo": "FP8"}, False, ("fp8", "fp8")),
+    ({"quant_method": "awq", "bits": 4, "group_size": 128}, False, ("int4", "int4")),
+    ({"quant_method": "gptq", "bits": 4}, True, ("int4", "int4")),
+])
+def test_quantization_schemes(q: dict[str, Any], moe: bool, expected: tuple[str, str]) -> None:
+    assert quant(q, moe)[0] == expected
+
+
+def test_dense_model_with_attention_kept_reads_the_mlps_format() -> None:
+    got, notes = quant({"quant_method": "compressed-tensors", "ignore": ["re:.*self_attn.*"],
+                        "config_groups": {"g": {"weights": {"num_bits": 4, "type": "int"}}}}, moe=False)
+    assert got == ("int4", "int4") and "keeps attention BF16" in notes[0]
+
+
+@pytest.mark.parametrize(("q", "what"), [
+    ({"quant_method": "gptq", "bits": 8}, "gptq 8-bit"),
+    ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "bitsandbytes"),
+    ({"quant_method": "compressed-tensors", "config_groups": {}}, "compressed-tensors without weight groups"),
+    ({"quant_method": "compressed-tensors",
+      "config_groups": {"g": {"weights": {"num_bits": 8, "type": "int"}}}}, "compressed-tensors 8-bit int"),
+    ({}, "(no quant_method)"),
+])
+def test_schemes_not_modelled_are_noted_not_guessed(q: dict[str, Any], what: str) -> None:
+    got, notes = quant(q)
+    assert got is None and notes == [f"quantization_config ({what}) not modelled: its weights are read as a BF16 "
+                                     "checkpoint's"]
+
+
+def test_serving_precision_defaults(catalog: Catalog) -> None:
+    oss, llama = catalog.models["gpt-oss-120b"], catalog.models["llama-3.3-70b"]
+    w, e, basis = serving_precision(oss)
+    assert (w, e) == ("bf16", "fp4") and basis.startswith("as gpt-oss-120b is published: mxfp4")
+    assert serving_precision(oss, "fp8")[:2] == ("fp8", "fp8")  # given weights: the experts follow
+    assert serving_precision(oss, None, "fp8")[:2] == ("bf16", "fp8")
+    assert serving_precision(oss, "fp4", "int4") == ("fp4", "int4", "as given")
+    w, e, basis = serving_precision(llama)
+    assert (w, e) == ("fp8", "fp8") and "published in BF16" in basis
+    assert serving_precision(catalog.models["deepseek-r1"])[:2] == ("fp8", "fp8")
+    assert serving_precision(catalog.models["kimi-k2.5"])[:2] == ("bf16", "int4")
+
+
+def test_gpt_oss_fits_one_h100_as_published(capsys: pytest.CaptureFixture[str]) -> None:
+    """gpt-oss-120b's MXFP4 checkpoint (~61 GiB) runs on one 80 GB GPU; at FP8 it needs two."""
+    args = ("serve", "-m", "gpt-oss-120b", "-g", "h100-sxm", "--tp", "1", "--isl", "1000", "--osl", "500", "-c", "16")
+    d = cli_json(capsys, *args)
+    assert d["fits"] is True and (d["precision"], d["moe_precision"], d["kv_precision"]) == ("bf16", "fp4", "bf16")
+    assert 60 < d["weights_per_gpu_gib"] < 66 and "published: mxfp4" in d["precision_basis"]
+    assert d["compute_precision"] == "bf16"
+    code = main([*args, "--precision", "fp8"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 3 and "needs >= 2 x h100-sxm at fp8" in err
+
+
+def test_does_not_fit_names_both_formats(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["serve", "-m", "kimi-k2.5", "-g", "h100-sxm", "--tp", "4", "--isl", "1000", "--osl", "100",
+                 "-c", "8"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 3 and "kimi-k2.5 at bf16 with int4 experts does not fit 4 x h100-sxm" in err
+    assert "needs >= 8 x h100-sxm at bf16 with int4 experts" in err
+
+
+def plan_scenario(**precision: str) -> dict[str, object]:
+    return {"name": "oss", "region": "kr", "hardware": ["h100-sxm"],
+            "workloads": [{"name": "code", "kind": "inference", "model": "gpt-oss-120b", "requests_per_s": 2,
+                           "input_tokens": 2000, "output_tokens": 400, "ttft_ms": 2000, "tpot_ms": 50,
+                           **precision}]}
+
+
+def test_plan_serves_the_release_unless_told(catalog: Catalog) -> None:
+    published = build_plan(parse_scenario(plan_scenario()), catalog).workloads[0]
+    assert published.precision == "bf16 with fp4 experts"
+    assert str(published.details["precision_basis"]).startswith("as gpt-oss-120b is published")
+    fp8 = build_plan(parse_scenario(plan_scenario(precision="fp8")), catalog).workloads[0]
+    assert fp8.precision == "fp8" and fp8.details["precision_basis"] == "as given"
+    assert fp8.gpus > published.gpus  # twice the expert bytes: at least two GPUs a replica
+    mixed = build_plan(parse_scenario(plan_scenario(precision="fp8", moe_precision="fp4")), catalog).workloads[0]
+    assert mixed.precision == "fp8 with fp4 experts"
+
+
+def test_a_release_entry_is_checked(catalog: Catalog) -> None:
+    with pytest.raises(ValueError, match="experts"):
+        Release.model_validate({"weights": "bf16", "experts": "fp6"})
+    assert json.loads(catalog.models["gpt-oss-120b"].model_dump_json())["release"]["experts"] == "fp4"
