@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from factoryplan.catalog import models as m
 from factoryplan.catalog.hf_config import parse_hf_config
 from factoryplan.catalog.hf_quant import release_of
 from factoryplan.catalog.load import Catalog
+from factoryplan.catalog.models import resolve_model
 from factoryplan.catalog.schema import Release
 from factoryplan.cli import main
 from factoryplan.perf.inference import serving_precision
@@ -113,7 +115,7 @@ def test_serving_precision_defaults(catalog: Catalog) -> None:
     assert serving_precision(oss, None, "fp8")[:2] == ("bf16", "fp8")
     assert serving_precision(oss, "fp4", "int4") == ("fp4", "int4", "as given")
     w, e, basis = serving_precision(llama)
-    assert (w, e) == ("fp8", "fp8") and "published in BF16" in basis
+    assert (w, e) == ("fp8", "fp8") and "unless the checkpoint is published quantized" in basis
     assert serving_precision(catalog.models["deepseek-r1"])[:2] == ("fp8", "fp8")
     assert serving_precision(catalog.models["kimi-k2.5"])[:2] == ("bf16", "int4")
 
@@ -160,3 +162,28 @@ def test_a_release_entry_is_checked(catalog: Catalog) -> None:
     with pytest.raises(ValueError, match="experts"):
         Release.model_validate({"weights": "bf16", "experts": "fp6"})
     assert json.loads(catalog.models["gpt-oss-120b"].model_dump_json())["release"]["experts"] == "fp4"
+
+
+@pytest.mark.parametrize(("repo", "model", "expected"), [
+    ("nvidia/DeepSeek-R1-0528-FP4-v2", "deepseek-r1", ("fp4", "fp4")),  # the tag names the checkpoint
+    ("Qwen/Qwen3-235B-A22B-Instruct-2507-FP8", "qwen3-235b-a22b", ("fp8", "fp8")),
+    ("Qwen/Qwen3-30B-A3B-GPTQ-Int4", "qwen3-30b-a3b", ("int4", "int4")),
+    ("RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic", "llama-3.3-70b", ("fp8", "fp8")),
+    ("openai/gpt-oss-120b", "gpt-oss-120b", ("bf16", "fp4")),  # the entry's own release
+    ("deepseek-ai/DeepSeek-R1-0528", "deepseek-r1", ("fp8", "fp8")),  # a revision of the entry's model
+    ("moonshotai/Kimi-K2-Instruct", "kimi-k2.5", None),  # another release of K2.5's architecture: not known
+    ("meta-llama/Llama-3.3-70B-Instruct", "llama-3.3-70b", None),
+])
+def test_repository_names_carry_their_checkpoint_formats(
+    catalog: Catalog, repo: str, model: str, expected: tuple[str, str] | None
+) -> None:
+    arch = resolve_model(catalog, repo)
+    assert arch.id == model and formats(arch.release) == expected
+    assert m.arch_fields(arch) == m.arch_fields(catalog.models[model])
+
+
+def test_a_repository_tag_sets_the_serving_default(capsys: pytest.CaptureFixture[str]) -> None:
+    d = cli_json(capsys, "serve", "-m", "nvidia/DeepSeek-R1-0528-FP4-v2", "-g", "b200", "--tp", "8", "--isl", "1000",
+                 "--osl", "100", "-c", "8")
+    assert (d["model"], d["precision"], d["moe_precision"]) == ("deepseek-r1", "fp4", "fp4")
+    assert "-FP4 tag" in d["precision_basis"]

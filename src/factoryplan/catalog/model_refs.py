@@ -10,7 +10,7 @@ from collections.abc import Container
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from factoryplan.catalog.schema import Entry, ModelArch
+from factoryplan.catalog.schema import Entry, ModelArch, Release, WeightFormat
 from factoryplan.errors import FactoryplanError, unknown
 
 if TYPE_CHECKING:
@@ -76,6 +76,25 @@ ARCH_EQUIVALENT = {
 }
 
 
+def _repo_match(known: Container[str], repo: str) -> tuple[str, bool] | None:
+    """(catalog id, whether the name is that entry's own model rather than another release of its
+    architecture) of a repository name, or None (:func:`repo_model_id`)."""
+    key = repo.strip().lower()
+    if key in MODEL_IDS:
+        return MODEL_IDS[key], True
+    # Meta-Llama-3.1-8B, NVIDIA-Nemotron-3-Nano-30B-A3B: the releases' first names
+    cand = key.split("/")[-1].removeprefix("meta-").removeprefix("nvidia-")
+    while True:
+        if cand in known:
+            return cand, True
+        if ARCH_EQUIVALENT.get(cand, "") in known:
+            return ARCH_EQUIVALENT[cand], False
+        shorter = _VARIANT_SUFFIX.sub("", cand)
+        if shorter == cand or not shorter:
+            return None
+        cand = shorter
+
+
 def repo_model_id(known: Container[str], repo: str) -> str | None:
     """The catalog id (one of ``known``) of a Hugging Face repository name, or None.
 
@@ -83,19 +102,31 @@ def repo_model_id(known: Container[str], repo: str) -> str | None:
     -> ``qwen3-235b-a22b``: variant suffixes are stripped one at a time, and a release with a
     catalog entry's architecture maps to it (:data:`ARCH_EQUIVALENT`).
     """
-    key = repo.strip().lower()
-    if key in MODEL_IDS:
-        return MODEL_IDS[key]
-    # Meta-Llama-3.1-8B, NVIDIA-Nemotron-3-Nano-30B-A3B: the releases' first names
-    cand = key.split("/")[-1].removeprefix("meta-").removeprefix("nvidia-")
-    while True:
-        for name in (cand, ARCH_EQUIVALENT.get(cand, "")):
-            if name in known:
-                return name
-        shorter = _VARIANT_SUFFIX.sub("", cand)
-        if shorter == cand or not shorter:
-            return None
-        cand = shorter
+    match = _repo_match(known, repo)
+    return None if match is None else match[0]
+
+
+# A repository name's quantization tag -> (weights, routed experts) of the checkpoint it names
+_QUANT_TAGS: dict[str, tuple[WeightFormat, WeightFormat]] = {
+    "fp8": ("fp8", "fp8"), "w8a8": ("fp8", "fp8"), "fp4": ("fp4", "fp4"), "nvfp4": ("fp4", "fp4"),
+    "mxfp4": ("bf16", "fp4"), "int4": ("int4", "int4"), "awq": ("int4", "int4"), "gptq": ("int4", "int4"),
+    "w4a16": ("int4", "int4"), "w4a8": ("int4", "int4"), "bf16": ("bf16", "bf16"), "fp16": ("bf16", "bf16"),
+}
+
+
+def repo_release(known: Container[str], repo: str, arch: ModelArch) -> Release | None:
+    """The number formats of the checkpoint a repository name names (``arch``: the catalog entry it
+    maps to): its quantization tag (``-FP8``, ``-NVFP4``, ``-MXFP4``, ``-AWQ``, ``-GPTQ-Int4``; the
+    last one given), else the entry's ``release`` where the name is the entry's own model (post-training,
+    revision and date suffixes aside), else unknown: another release of the architecture may be
+    published otherwise (Kimi-K2-Instruct at FP8, the catalog's Kimi K2.5 with INT4 experts)."""
+    tags = [t for t in repo.strip().lower().split("/")[-1].split("-") if t in _QUANT_TAGS]
+    if tags:
+        weights, experts = _QUANT_TAGS[tags[-1]]
+        return Release(weights=weights, experts=experts,
+                       quantization=f"{repo}: the repository name's -{tags[-1].upper()} tag")
+    match = _repo_match(known, repo)
+    return arch.release if match is not None and match[1] else None
 
 
 def resolve_model(catalog: Catalog, ref: str) -> ModelArch:
@@ -103,7 +134,8 @@ def resolve_model(catalog: Catalog, ref: str) -> ModelArch:
 
     ``ref`` is a catalog id (``llama-3.1-70b``), a path to a JSON file, a directory that holds a
     ``config.json``, or a Hugging Face repository name whose architecture the catalog has
-    (``meta-llama/Llama-3.1-70B-Instruct``, :func:`repo_model_id`). A catalog id wins over a file
+    (``meta-llama/Llama-3.1-70B-Instruct``, :func:`repo_model_id`), with the formats that checkpoint
+    is published in (:func:`repo_release`). A catalog id wins over a file
     of the same name, and a local directory or file over a repository name. An unknown id gets a
     did-you-mean and the list of ids; a path that ends in ``.json`` but does not exist, or a
     directory without ``config.json``, is reported with the path.
@@ -123,8 +155,10 @@ def resolve_model(catalog: Catalog, ref: str) -> ModelArch:
     if ref.endswith(".json"):
         raise FactoryplanError("model config file not found", where=str(path), field="model")
     mid = repo_model_id(catalog.models, ref) if "/" in ref else None
-    if mid is not None:
-        return catalog.models[mid]
+    if mid is not None:  # the architecture, published as the repository name says
+        arch = catalog.models[mid]
+        release = repo_release(catalog.models, ref, arch)
+        return arch if release == arch.release else arch.model_copy(update={"release": release})
     err = unknown("model", ref, catalog.models)
     raise FactoryplanError(
         err.message, field="model",

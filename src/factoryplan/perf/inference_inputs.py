@@ -257,14 +257,15 @@ def serving_precision(arch: ModelArch, weights: str | None = None, experts: str 
     Given ones stand (the experts default to the given weights' format); a format not given is the
     release's where the checkpoint is published quantized (``arch.release``: what the engines load,
     e.g. gpt-oss's MXFP4 experts beside BF16 attention, Kimi K2.5's INT4 experts, DeepSeek's FP8),
-    else FP8 (the FP8 checkpoints production serving uses for a BF16 release). ``basis`` says which.
+    else FP8 (the FP8 checkpoints production serving uses for a BF16 release, or a release whose
+    formats are not known). ``basis`` says which.
     """
     release = arch.release if arch.release is not None and arch.release.quantized() else None
     if weights is not None:
         return weights, experts or weights, "as given"
     if release is None:
         w = DEFAULT_WEIGHTS
-        basis = f"{w} (the default for a model published in BF16; --precision sets another)"
+        basis = f"{w} (the default unless the checkpoint is published quantized; --precision sets another)"
     else:
         w = release.weights
         basis = f"as {arch.id} is published: {release.quantization}" if release.quantization else \
