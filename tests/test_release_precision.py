@@ -19,6 +19,7 @@ from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import resolve_model
 from factoryplan.catalog.schema import Release
 from factoryplan.cli import main
+from factoryplan.errors import FactoryplanError
 from factoryplan.perf.inference import serving_precision
 from factoryplan.plan import build_plan
 from factoryplan.scenario import parse_scenario
@@ -187,3 +188,15 @@ def test_a_repository_tag_sets_the_serving_default(capsys: pytest.CaptureFixture
                  "--osl", "100", "-c", "8")
     assert (d["model"], d["precision"], d["moe_precision"]) == ("deepseek-r1", "fp4", "fp4")
     assert "-FP4 tag" in d["precision_basis"]
+
+
+def test_expert_formats_need_experts(catalog: Catalog, capsys: pytest.CaptureFixture[str]) -> None:
+    """A dense model has no routed experts: their format is refused rather than reported and ignored."""
+    code = main(["serve", "-m", "llama-3.3-70b", "-g", "h200", "--tp", "2", "--isl", "1000", "--osl", "100", "-c", "8",
+                 "--moe-precision", "fp4"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "--moe-precision: llama-3.3-70b has no routed experts (got 'fp4'" in err
+    sc = plan_scenario(moe_precision="fp4")
+    sc["workloads"][0]["model"] = "llama-3.1-8b"  # type: ignore[index]
+    with pytest.raises(FactoryplanError, match=r"llama-3\.1-8b has no routed experts"):
+        build_plan(parse_scenario(sc), catalog)

@@ -76,7 +76,7 @@ class Setup:
         weights' own."""
         backend = serving_engine(cat, acc, backend, field="--backend")
         k = constants_from_catalog(cat, backend)
-        weights, experts, basis = serving_precision(arch, weights, experts)
+        weights, experts, basis = serving_precision(arch, weights, experts, field="--moe-precision")
         kv_prec = kv_precision(k, weights, kv)
         check_kv_hardware(kv_prec, acc, field="--kv-precision")
         return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),

@@ -251,7 +251,9 @@ class Precision:
 DEFAULT_WEIGHTS = "fp8"  # a BF16 release is served from FP8 weights unless told otherwise
 
 
-def serving_precision(arch: ModelArch, weights: str | None = None, experts: str | None = None) -> tuple[str, str, str]:
+def serving_precision(
+    arch: ModelArch, weights: str | None = None, experts: str | None = None, *, field: str = "moe_precision"
+) -> tuple[str, str, str]:
     """(weights, experts, basis): the formats a model is served in.
 
     Given ones stand (the experts default to the given weights' format); a format not given is the
@@ -260,6 +262,9 @@ def serving_precision(arch: ModelArch, weights: str | None = None, experts: str 
     else FP8 (the FP8 checkpoints production serving uses for a BF16 release, or a release whose
     formats are not known). ``basis`` says which.
     """
+    if experts is not None and arch.moe is None:
+        raise FactoryplanError(f"{arch.id} has no routed experts", field=field, value=experts,
+                               allowed="leave it out (the weights' format is the precision)")
     release = arch.release if arch.release is not None and arch.release.quantized() else None
     if weights is not None:
         return weights, experts or weights, "as given"
