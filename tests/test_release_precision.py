@@ -51,6 +51,10 @@ def formats(r: Release | None) -> tuple[str, str] | None:
     return None if r is None else (r.weights, r.experts_format())
 
 
+def with_activations(r: Release | None) -> tuple[str, str, str] | None:
+    return None if r is None else (r.weights, r.experts_format(), r.activations)
+
+
 @pytest.mark.parametrize(("config", "expected"), sorted(PUBLISHED.items()))
 def test_release_read_from_config(config: str, expected: tuple[str, str] | None) -> None:
     assert formats(parse_hf_config(CONFIGS / config).release) == expected
@@ -68,24 +72,34 @@ def quant(q: dict[str, Any], moe: bool = True) -> tuple[tuple[str, str] | None, 
     return formats(release_of({"quantization_config": q}, notes, moe=moe)), notes
 
 
+NVFP4_W4A4 = {"weights": {"num_bits": 4, "type": "float", "group_size": 16},
+              "input_activations": {"num_bits": 4, "type": "float", "group_size": 16}}
+
+
 @pytest.mark.parametrize(("q", "moe", "expected"), [
-    # NVFP4 experts through llm-compressor, attention kept
-    ({"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized",
-      "config_groups": {"g": {"weights": {"num_bits": 4, "type": "float", "group_size": 16}}},
-      "ignore": ["lm_head", "re:.*self_attn.*"]}, True, ("bf16", "fp4")),
-    # FP8 everywhere through llm-compressor
-    ({"quant_method": "compressed-tensors",
-      "config_groups": {"g": {"weights": {"num_bits": 8, "type": "float"}}}, "ignore": ["lm_head"]},
-     False, ("fp8", "fp8")),
-    ({"quant_method": "modelopt", "quant_algo": "NVFP4", "exclude_modules": ["lm_head"]}, False, ("fp4", "fp4")),
+    # NVFP4 experts (W4A4) through llm-compressor, attention kept
+    ({"quant_method": "compressed-tensors", "format": "nvfp4-pack-quantized", "config_groups": {"g": NVFP4_W4A4},
+      "ignore": ["lm_head", "re:.*self_attn.*"]}, True, ("bf16", "fp4", "")),
+    # FP8 W8A8 everywhere through llm-compressor
+    ({"quant_method": "compressed-tensors", "ignore": ["lm_head"], "config_groups": {
+        "g": {"weights": {"num_bits": 8, "type": "float"}, "input_activations": {"num_bits": 8, "type": "float"}}}},
+     False, ("fp8", "fp8", "")),
+    # INT4 weights with FP8 activations (W4A8)
+    ({"quant_method": "compressed-tensors", "config_groups": {
+        "g": {"weights": {"num_bits": 4, "type": "int"}, "input_activations": {"num_bits": 8, "type": "float"}}}},
+     False, ("int4", "int4", "fp8")),
+    ({"quant_method": "modelopt", "quant_algo": "NVFP4", "exclude_modules": ["lm_head"]}, False, ("fp4", "fp4", "")),
     ({"quant_method": "modelopt", "quant_algo": "NVFP4",
-      "exclude_modules": ["lm_head", "model.layers.*.self_attn*"]}, True, ("bf16", "fp4")),
-    ({"quant_method": "modelopt", "quant_algo": "FP8"}, False, ("fp8", "fp8")),
-    ({"quant_method": "awq", "bits": 4, "group_size": 128}, False, ("int4", "int4")),
-    ({"quant_method": "gptq", "bits": 4}, True, ("int4", "int4")),
+      "exclude_modules": ["lm_head", "model.layers.*.self_attn*"]}, True, ("bf16", "fp4", "")),
+    ({"quant_method": "modelopt", "quant_algo": "FP8"}, False, ("fp8", "fp8", "")),
+    ({"quant_method": "modelopt", "quant_algo": "W4A8_AWQ"}, False, ("int4", "int4", "fp8")),
+    ({"quant_method": "awq", "bits": 4, "group_size": 128}, False, ("int4", "int4", "bf16")),
+    ({"quant_method": "gptq", "bits": 4}, True, ("int4", "int4", "bf16")),
+    ({"quant_method": "mxfp4"}, True, ("bf16", "fp4", "bf16")),
 ])
-def test_quantization_schemes(q: dict[str, Any], moe: bool, expected: tuple[str, str]) -> None:
-    assert quant(q, moe)[0] == expected
+def test_quantization_schemes(q: dict[str, Any], moe: bool, expected: tuple[str, str, str]) -> None:
+    notes: list[str] = []
+    assert with_activations(release_of({"quantization_config": q}, notes, moe=moe)) == expected
 
 
 def test_dense_model_with_attention_kept_reads_the_mlps_format() -> None:
@@ -99,7 +113,8 @@ def test_dense_model_with_attention_kept_reads_the_mlps_format() -> None:
     ({"quant_method": "bitsandbytes", "load_in_4bit": True}, "bitsandbytes"),
     ({"quant_method": "compressed-tensors", "config_groups": {}}, "compressed-tensors without weight groups"),
     ({"quant_method": "compressed-tensors",
-      "config_groups": {"g": {"weights": {"num_bits": 8, "type": "int"}}}}, "compressed-tensors 8-bit int"),
+      "config_groups": {"g": {"weights": {"num_bits": 8, "type": "int"}}}},
+     "compressed-tensors 8-bit int, weight-only"),
     ({}, "(no quant_method)"),
 ])
 def test_schemes_not_modelled_are_noted_not_guessed(q: dict[str, Any], what: str) -> None:
@@ -110,15 +125,16 @@ def test_schemes_not_modelled_are_noted_not_guessed(q: dict[str, Any], what: str
 
 def test_serving_precision_defaults(catalog: Catalog) -> None:
     oss, llama = catalog.models["gpt-oss-120b"], catalog.models["llama-3.3-70b"]
-    w, e, basis = serving_precision(oss)
-    assert (w, e) == ("bf16", "fp4") and basis.startswith("as gpt-oss-120b is published: mxfp4")
-    assert serving_precision(oss, "fp8")[:2] == ("fp8", "fp8")  # given weights: the experts follow
-    assert serving_precision(oss, None, "fp8")[:2] == ("bf16", "fp8")
-    assert serving_precision(oss, "fp4", "int4") == ("fp4", "int4", "as given")
-    w, e, basis = serving_precision(llama)
-    assert (w, e) == ("fp8", "fp8") and "unless the checkpoint is published quantized" in basis
-    assert serving_precision(catalog.models["deepseek-r1"])[:2] == ("fp8", "fp8")
-    assert serving_precision(catalog.models["kimi-k2.5"])[:2] == ("bf16", "int4")
+    w, e, a, basis = serving_precision(oss)
+    assert (w, e, a) == ("bf16", "fp4", "bf16") and basis.startswith("as gpt-oss-120b is published: mxfp4")
+    assert serving_precision(oss, activations="fp8")[:3] == ("bf16", "fp4", "fp8")  # W4A8, as asked
+    assert serving_precision(oss, "fp8")[:3] == ("fp8", "fp8", "")  # given weights: the experts follow
+    assert serving_precision(oss, None, "fp8")[:3] == ("bf16", "fp8", "")  # the release's activations go with it
+    assert serving_precision(oss, "fp4", "int4") == ("fp4", "int4", "", "as given")
+    w, e, a, basis = serving_precision(llama)
+    assert (w, e, a) == ("fp8", "fp8", "") and "unless the checkpoint is published quantized" in basis
+    assert serving_precision(catalog.models["deepseek-r1"])[:3] == ("fp8", "fp8", "")
+    assert serving_precision(catalog.models["kimi-k2.5"])[:3] == ("bf16", "int4", "bf16")
 
 
 def test_gpt_oss_fits_one_h100_as_published(capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,6 +142,7 @@ def test_gpt_oss_fits_one_h100_as_published(capsys: pytest.CaptureFixture[str]) 
     args = ("serve", "-m", "gpt-oss-120b", "-g", "h100-sxm", "--tp", "1", "--isl", "1000", "--osl", "500", "-c", "16")
     d = cli_json(capsys, *args)
     assert d["fits"] is True and (d["precision"], d["moe_precision"], d["kv_precision"]) == ("bf16", "fp4", "bf16")
+    assert d["activation_precision"] == "bf16"  # MXFP4 is weight-only
     assert 60 < d["weights_per_gpu_gib"] < 66 and "published: mxfp4" in d["precision_basis"]
     assert d["compute_precision"] == "bf16"
     code = main([*args, "--precision", "fp8"])

@@ -207,10 +207,11 @@ def _size_inference(
     kept free at peak) and latency targets, on the workload's serving-engine profile."""
     backend = serving_engine(asm.catalog, acc, w.serving_engine, field="serving_engine")
     k = inference.constants_from_catalog(asm.catalog, backend)
-    weights, experts, basis = inference.serving_precision(arch, w.precision, w.moe_precision)
-    kv = inference.kv_precision(k, weights, w.kv_precision)
+    formats = inference.serving_precision(arch, w.precision, w.moe_precision, w.activation_precision or "")
+    kv = inference.kv_precision(k, formats.weights, w.kv_precision)
     inference.check_kv_hardware(kv, acc, field="kv_precision")
-    prec = inference.Precision(weights=weights, experts=experts, kv=kv, activations=w.activation_precision or "")
+    prec = inference.Precision(weights=formats.weights, experts=formats.experts, kv=kv,
+                               activations=formats.activations)
     peak = peak_requests_per_s(w, asm) / (1.0 - asm.get("serving_headroom"))
     cached = cached_tokens(w.prefix_hit, w.input_tokens)
     demand = capacity.Demand(requests_per_s=peak, isl=w.input_tokens, osl=w.output_tokens,
@@ -220,7 +221,8 @@ def _size_inference(
     band = error_band(asm.catalog, backend)
     sized = capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
                                     backend=backend, band=band)
-    sized = dataclasses.replace(sized, details={**sized.details, "precision": prec.label(), "precision_basis": basis})
+    sized = dataclasses.replace(sized, details={**sized.details, "precision": prec.label(),
+                                                "precision_basis": formats.basis})
     if band is None or "gpus_low" not in sized.details:
         return sized
     basis = band.gpus_basis(acc.id, reachable="gpus_high" in sized.details)

@@ -5,13 +5,15 @@ Read as the serving engines read it (vLLM's and TensorRT-LLM's checkpoint loader
 * ``fp8`` (Hugging Face fine-grained FP8: DeepSeek-V3/R1, Qwen3 FP8, MiniMax-M2): every linear
   layer FP8 but those in ``modules_to_not_convert`` (routers, norms, the LM head);
 * ``mxfp4`` (gpt-oss): the routed experts MXFP4, everything else BF16 (the format quantizes
-  expert modules only);
+  expert modules only), weight-only: the engines multiply them with BF16 activations (TensorRT-LLM
+  also offers MXFP8 ones on Blackwell: ``--activation-precision fp8``);
 * ``compressed-tensors`` (llm-compressor: Kimi K2 Thinking and K2.5): the first config group's
   ``weights`` (4-bit ``int``: INT4; 4-bit ``float``: NVFP4; 8-bit ``float``: FP8) on the linear
   layers its ``ignore`` list leaves; an ignored attention (``self_attn``) keeps the other weights BF16;
-* ``modelopt`` (NVIDIA ModelOpt checkpoints): ``quant_algo`` FP8, NVFP4 or a 4-bit AWQ (INT4),
-  attention BF16 where ``exclude_modules`` names it;
-* ``awq`` / ``gptq`` with 4 bits: INT4 weights throughout.
+  its ``input_activations`` (null: weight-only, BF16 activations);
+* ``modelopt`` (NVIDIA ModelOpt checkpoints): ``quant_algo`` FP8, NVFP4 (W4A4) or a 4-bit AWQ
+  (INT4; W4A16, or FP8 activations for W4A8), attention BF16 where ``exclude_modules`` names it;
+* ``awq`` / ``gptq`` with 4 bits: INT4 weights throughout, weight-only.
 
 Anything else (8-bit integer weights, bitsandbytes, an unknown method) is not modelled: the reader
 notes it and the release is left unset (serving then defaults as for a BF16 checkpoint).
@@ -42,20 +44,30 @@ def _bits_format(bits: Any, kind: str) -> str | None:
     return {(4, "int"): "int4", (4, "float"): "fp4", (8, "float"): "fp8"}.get((bits, kind))
 
 
-def _compressed_tensors(q: Config) -> tuple[str | None, list[str], str]:
+# (weights format, activations, modules kept unquantized, what the config says)
+_Scheme = tuple[str | None, str, list[str], str]
+
+
+def _compressed_tensors(q: Config) -> _Scheme:
     groups = q.get("config_groups")
     group = next(iter(groups.values()), None) if isinstance(groups, dict) else None
     weights = group.get("weights") if isinstance(group, dict) else None
     if not isinstance(weights, dict):
-        return None, [], "compressed-tensors without weight groups"
+        return None, "", [], "compressed-tensors without weight groups"
     fmt = _bits_format(weights.get("num_bits"), str(weights.get("type", "int")))
-    return fmt, _names(q.get("ignore")), f"compressed-tensors {weights.get('num_bits')}-bit {weights.get('type')}"
+    acts = group.get("input_activations") if isinstance(group, dict) else None
+    act = "bf16"  # no input_activations: weight-only
+    if isinstance(acts, dict):
+        act = _bits_format(acts.get("num_bits"), str(acts.get("type", "float"))) or ""
+    what = f"compressed-tensors {weights.get('num_bits')}-bit {weights.get('type')}"
+    return fmt, "" if act == fmt else act, _names(q.get("ignore")), what + (", weight-only" if act == "bf16" else "")
 
 
-def _modelopt(q: Config) -> tuple[str | None, list[str], str]:
+def _modelopt(q: Config) -> _Scheme:
     algo = str(q.get("quant_algo", "")).upper()
-    fmt = {"FP8": "fp8", "FP8_BLOCK_SCALES": "fp8", "NVFP4": "fp4", "W4A16_AWQ": "int4", "W4A8_AWQ": "int4"}.get(algo)
-    return fmt, _names(q.get("exclude_modules")), f"modelopt {algo or '(no quant_algo)'}"
+    fmt, act = {"FP8": ("fp8", ""), "FP8_BLOCK_SCALES": ("fp8", ""), "NVFP4": ("fp4", ""),
+                "W4A16_AWQ": ("int4", "bf16"), "W4A8_AWQ": ("int4", "fp8")}.get(algo, (None, ""))
+    return fmt, act, _names(q.get("exclude_modules")), f"modelopt {algo or '(no quant_algo)'}"
 
 
 def release_of(cfg: Config, notes: list[str], *, moe: bool) -> Release | None:
@@ -68,31 +80,33 @@ def release_of(cfg: Config, notes: list[str], *, moe: bool) -> Release | None:
         return None
     method = str(q.get("quant_method", "")).lower()
     if method == "mxfp4":
-        return Release(weights="bf16", experts="fp4", quantization="mxfp4: routed experts MXFP4; attention, "
-                       "router and embeddings BF16")
+        return Release(weights="bf16", experts="fp4", activations="bf16", quantization="mxfp4: routed experts "
+                       "MXFP4 (weight-only); attention, router and embeddings BF16")
     if method == "fp8":
         return Release(weights="fp8", experts="fp8", quantization="fp8" + (
             " (block scales)" if q.get("weight_block_size") else ""))
-    fmt: str | None
+    scheme: _Scheme
     if method == "compressed-tensors":
-        fmt, kept, what = _compressed_tensors(q)
+        scheme = _compressed_tensors(q)
     elif method == "modelopt":
-        fmt, kept, what = _modelopt(q)
+        scheme = _modelopt(q)
     elif method in ("awq", "gptq"):
         bits = q.get("bits", q.get("w_bit"))
-        fmt, kept = ("int4" if bits == 4 else None), _names(q.get("modules_to_not_convert"))
-        what = f"{method} {bits}-bit"
+        kept = _names(q.get("modules_to_not_convert"))
+        scheme = ("int4" if bits == 4 else None), "bf16", kept, f"{method} {bits}-bit"
     else:
-        fmt, kept, what = None, [], method or "(no quant_method)"
+        scheme = None, "", [], method or "(no quant_method)"
+    fmt, act, kept, what = scheme
     if fmt is None:
         notes.append(f"quantization_config ({what}) not modelled: its weights are read as a BF16 checkpoint's")
         return None
+    data = {"activations": act}
     if _keeps_attention(kept) and moe:
-        return Release(weights="bf16", experts=fmt, quantization=f"{what}: routed experts {fmt.upper()}; "
-                       "attention, dense MLPs and shared experts BF16")
+        return Release.model_validate({"weights": "bf16", "experts": fmt, **data, "quantization": f"{what}: routed "
+                                       f"experts {fmt.upper()}; attention, dense MLPs and shared experts BF16"})
     if _keeps_attention(kept):
         notes.append(f"quantization_config keeps attention BF16: read as {fmt} throughout (the MLPs hold most weights)")
-    return Release(weights=fmt, experts=fmt, quantization=what)
+    return Release.model_validate({"weights": fmt, "experts": fmt, **data, "quantization": what})
 
 
 __all__ = ["release_of"]

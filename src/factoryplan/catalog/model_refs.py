@@ -106,11 +106,12 @@ def repo_model_id(known: Container[str], repo: str) -> str | None:
     return None if match is None else match[0]
 
 
-# A repository name's quantization tag -> (weights, routed experts) of the checkpoint it names
-_QUANT_TAGS: dict[str, tuple[WeightFormat, WeightFormat]] = {
-    "fp8": ("fp8", "fp8"), "w8a8": ("fp8", "fp8"), "fp4": ("fp4", "fp4"), "nvfp4": ("fp4", "fp4"),
-    "mxfp4": ("bf16", "fp4"), "int4": ("int4", "int4"), "awq": ("int4", "int4"), "gptq": ("int4", "int4"),
-    "w4a16": ("int4", "int4"), "w4a8": ("int4", "int4"), "bf16": ("bf16", "bf16"), "fp16": ("bf16", "bf16"),
+# A repository name's quantization tag -> (weights, routed experts, activations) of the checkpoint it names
+_QUANT_TAGS: dict[str, tuple[WeightFormat, WeightFormat, str]] = {
+    "fp8": ("fp8", "fp8", ""), "w8a8": ("fp8", "fp8", ""), "fp4": ("fp4", "fp4", ""), "nvfp4": ("fp4", "fp4", ""),
+    "mxfp4": ("bf16", "fp4", "bf16"), "int4": ("int4", "int4", "bf16"), "awq": ("int4", "int4", "bf16"),
+    "gptq": ("int4", "int4", "bf16"), "w4a16": ("int4", "int4", "bf16"), "w4a8": ("int4", "int4", "fp8"),
+    "bf16": ("bf16", "bf16", ""), "fp16": ("bf16", "bf16", ""),
 }
 
 
@@ -122,9 +123,9 @@ def repo_release(known: Container[str], repo: str, arch: ModelArch) -> Release |
     published otherwise (Kimi-K2-Instruct at FP8, the catalog's Kimi K2.5 with INT4 experts)."""
     tags = [t for t in repo.strip().lower().split("/")[-1].split("-") if t in _QUANT_TAGS]
     if tags:
-        weights, experts = _QUANT_TAGS[tags[-1]]
-        return Release(weights=weights, experts=experts,
-                       quantization=f"{repo}: the repository name's -{tags[-1].upper()} tag")
+        weights, experts, activations = _QUANT_TAGS[tags[-1]]
+        return Release.model_validate({"weights": weights, "experts": experts, "activations": activations,
+                                       "quantization": f"{repo}: the repository name's -{tags[-1].upper()} tag"})
     match = _repo_match(known, repo)
     return arch.release if match is not None and match[1] else None
 

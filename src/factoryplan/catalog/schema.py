@@ -280,6 +280,9 @@ class Release(BaseModel):
 
     weights: WeightFormat = "bf16"  # attention, dense MLPs, shared experts
     experts: WeightFormat | None = None  # routed experts; None: as ``weights``
+    # what the engines multiply them with: "" the weights' own format (FP8 W8A8, NVFP4 W4A4); "bf16" for a
+    # weight-only format (MXFP4, INT4 W4A16); "fp8" for W4A8
+    activations: Literal["", "bf16", "fp8", "fp4"] = ""
     quantization: str = ""  # what the checkpoint says, e.g. "mxfp4 (attention, router, embeddings kept BF16)"
 
     def experts_format(self) -> WeightFormat:

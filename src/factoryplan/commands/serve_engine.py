@@ -76,13 +76,12 @@ class Setup:
         weights' own."""
         backend = serving_engine(cat, acc, backend, field="--backend")
         k = constants_from_catalog(cat, backend)
-        weights, experts, basis = serving_precision(arch, weights, experts, field="--moe-precision")
-        kv_prec = kv_precision(k, weights, kv)
+        formats = serving_precision(arch, weights, experts, activations, field="--moe-precision")
+        kv_prec = kv_precision(k, formats.weights, kv)
         check_kv_hardware(kv_prec, acc, field="--kv-precision")
+        prec = Precision(weights=formats.weights, experts=formats.experts, kv=kv_prec, activations=formats.activations)
         return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),
-                   backend=backend, k=k,
-                   prec=Precision(weights=weights, experts=experts, kv=kv_prec, activations=activations),
-                   band=error_band(cat, backend), precision_basis=basis)
+                   backend=backend, k=k, prec=prec, band=error_band(cat, backend), precision_basis=formats.basis)
 
     def compute_precision(self) -> str:
         """What the GEMMs multiply in: the wider of weights and activations where the part has those

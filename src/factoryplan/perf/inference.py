@@ -83,6 +83,7 @@ from factoryplan.perf.inference_inputs import Hardware as Hardware
 from factoryplan.perf.inference_inputs import ModelShape as ModelShape
 from factoryplan.perf.inference_inputs import Parallel as Parallel
 from factoryplan.perf.inference_inputs import Precision as Precision
+from factoryplan.perf.inference_inputs import ServedFormats as ServedFormats
 from factoryplan.perf.inference_inputs import check_kv_hardware as check_kv_hardware
 from factoryplan.perf.inference_inputs import check_precision as check_precision
 from factoryplan.perf.inference_inputs import compute_precision as compute_precision

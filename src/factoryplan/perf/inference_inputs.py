@@ -8,7 +8,7 @@ them there).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -251,33 +251,43 @@ class Precision:
 DEFAULT_WEIGHTS = "fp8"  # a BF16 release is served from FP8 weights unless told otherwise
 
 
-def serving_precision(
-    arch: ModelArch, weights: str | None = None, experts: str | None = None, *, field: str = "moe_precision"
-) -> tuple[str, str, str]:
-    """(weights, experts, basis): the formats a model is served in.
+class ServedFormats(NamedTuple):
+    """The number formats a model is served in and why (:func:`serving_precision`)."""
 
-    Given ones stand (the experts default to the given weights' format); a format not given is the
-    release's where the checkpoint is published quantized (``arch.release``: what the engines load,
-    e.g. gpt-oss's MXFP4 experts beside BF16 attention, Kimi K2.5's INT4 experts, DeepSeek's FP8),
-    else FP8 (the FP8 checkpoints production serving uses for a BF16 release, or a release whose
-    formats are not known). ``basis`` says which.
+    weights: str
+    experts: str
+    activations: str  # "": the weights' own
+    basis: str
+
+
+def serving_precision(
+    arch: ModelArch, weights: str | None = None, experts: str | None = None, activations: str = "", *,
+    field: str = "moe_precision",
+) -> ServedFormats:
+    """The formats a model is served in: weights, routed experts, activations, and the basis.
+
+    Given ones stand (the experts default to the given weights' format, the activations to the
+    weights' own); a format not given is the release's where the checkpoint is published quantized
+    (``arch.release``: what the engines load, e.g. gpt-oss's MXFP4 experts beside BF16 attention,
+    multiplied with BF16 activations; Kimi K2.5's INT4 experts; DeepSeek's FP8), else FP8 (the FP8
+    checkpoints production serving uses for a BF16 release, or a release whose formats are not
+    known). The release's activations apply with its own weights and experts only. ``basis`` says which.
     """
     if experts is not None and arch.moe is None:
         raise FactoryplanError(f"{arch.id} has no routed experts", field=field, value=experts,
                                allowed="leave it out (the weights' format is the precision)")
     release = arch.release if arch.release is not None and arch.release.quantized() else None
     if weights is not None:
-        return weights, experts or weights, "as given"
+        return ServedFormats(weights, experts or weights, activations, "as given")
     if release is None:
         w = DEFAULT_WEIGHTS
         basis = f"{w} (the default unless the checkpoint is published quantized; --precision sets another)"
-    else:
-        w = release.weights
-        basis = f"as {arch.id} is published: {release.quantization}" if release.quantization else \
-            f"as {arch.id} is published"
+        return ServedFormats(w, experts or w, activations, basis + ("; experts as given" if experts else ""))
+    basis = f"as {arch.id} is published: {release.quantization}" if release.quantization else \
+        f"as {arch.id} is published"
     if experts is not None:
-        return w, experts, basis + "; experts as given"
-    return w, release.experts_format() if release is not None else w, basis
+        return ServedFormats(release.weights, experts, activations, basis + "; experts as given")
+    return ServedFormats(release.weights, release.experts_format(), activations or release.activations, basis)
 
 
 def compute_precision(weights: str, activations: str) -> str:
