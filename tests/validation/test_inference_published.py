@@ -383,3 +383,31 @@ def test_kv_cache_column_of_a_data_set_is_used(tmp_path: Path) -> None:
     write_points_csv(out, [("data", loaded, [default, bf16, auto, b200_fp8, b200_fp4])])
     with out.open(encoding="utf-8", newline="") as fh:
         assert [r["kv"] for r in csv.DictReader(fh)][:5] == ["default", "bf16", "default", "fp8", "fp4"]
+
+
+def test_fp4_label_on_a_weight_only_checkpoint(tmp_path: Path) -> None:
+    """gpt-oss has one FP4 checkpoint, MXFP4 and weight-only: a row labelled nvfp4 is that checkpoint,
+    multiplied with BF16 activations (on Blackwell too), where a DeepSeek-R1 row labelled nvfp4 is
+    NVIDIA's NVFP4 W4A4 one; a label naming the activations (w4a8_mxfp4_fp8) wins."""
+    from factoryplan.validation.inference import MEASURED, load_measured, predict
+
+    with MEASURED.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+    oss = next(r for r in rows if r["model_path"] == "openai/gpt-oss-120b" and r["gemm_quant_mode"] == "nvfp4")
+    dsr1 = next(r for r in rows if r["model_path"] == "deepseek-ai/DeepSeek-R1" and r["mode"] == "agg")
+    path = tmp_path / "points.csv"
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerow({**oss, "id": "oss", "system": "b200_sxm"})
+        writer.writerow({**oss, "id": "oss-w4a8", "system": "b200_sxm", "moe_quant_mode": "w4a8_mxfp4_fp8"})
+        writer.writerow({**dsr1, "id": "dsr1", "system": "b200_sxm", "gemm_quant_mode": "nvfp4",
+                         "moe_quant_mode": "nvfp4"})
+    cat = load_catalog()
+    points = load_measured(cat, path).points
+    assert [(p.id, p.weights, p.experts, p.activations) for p in points] == [
+        ("oss", "fp4", "fp4", "bf16"), ("oss-w4a8", "fp4", "fp4", "fp8"), ("dsr1", "fp4", "fp4", "")]
+    w4a16, w4a8, _ = predict(cat, points)
+    assert w4a16.ttft_ms > w4a8.ttft_ms  # BF16 expert GEMMs prefill slower than FP8 ones

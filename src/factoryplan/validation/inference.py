@@ -18,7 +18,9 @@ Mapping rules (the same for every row, stated here once):
   (empty, ``none``, ``float16``: BF16; ``fp8``/``fp8_block``: FP8; ``nvfp4``/``mxfp4``: FP4; ``int4_wo``:
   INT4 weight-only; a mode naming no format skips the row with the reason); a ``wXaY`` mode names
   the activations too (``w4a8_mxfp4_fp8``: FP4 weights times FP8 activations, at the FP8 tensor-core
-  rate); the KV cache follows the engine's default
+  rate); an FP4 mode that names none, on a model whose FP4 checkpoint is weight-only (gpt-oss's MXFP4,
+  the catalog's ``release``), multiplies with that scheme's activations (BF16), not as NVFP4 W4A4;
+  the KV cache follows the engine's default
   (:class:`~factoryplan.perf.inference.Constants`) unless an optional ``kv_cache_quant_mode`` (or
   ``kv_cache_dtype``) column names it (``bfloat16``/``fp16``: BF16; ``fp8``, ``fp8_e4m3``, ``int8``:
   8-bit; ``nvfp4``/``fp4_e2m1``: FP4, on parts with FP4 units; ``auto`` or blank: the default).
@@ -391,6 +393,12 @@ def _measured_point(
     except InfeasibleError as exc:
         return None, f"{kv_given}: {exc.message}"
     arch = resolve_model(catalog, ref)
+    activations = activations_of(row["gemm_quant_mode"], row["moe_quant_mode"])
+    release = arch.release
+    if not activations and experts == "fp4" and release is not None and release.experts_format() == "fp4":
+        # an FP4 label on a model whose one FP4 checkpoint is weight-only (gpt-oss's MXFP4) names that
+        # checkpoint, multiplied as its scheme is (BF16 activations), not an NVFP4 W4A4 one
+        activations = release.activations
     domain = catalog.systems[hw[1]].scaleup_domain_gpus
     disagg = None
     if mode == "disagg":
@@ -400,8 +408,7 @@ def _measured_point(
         par, repair = row_parallel(row, arch.moe is not None, domain, conc)
     return Point(
         id=row["id"], source=source, model=ref, accelerator=hw[0], system=hw[1], backend=backend,
-        weights=weights, experts=experts, par=par,
-        activations=activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]),
+        weights=weights, experts=experts, par=par, activations=activations,
         isl=float(values["isl"]), osl=float(values["osl"]), concurrency=conc, ttft_ms=values["silicon_ttft_ms"],
         tpot_ms=values["silicon_tpot_ms"], repair=repair, version=row.get("backend_version", ""), disagg=disagg,
         prefix=prefix, kv=kv,
