@@ -93,7 +93,8 @@ def test_published_layout_reads_other_gpus_models_and_precisions(
             ("5", "Llama 3.1 8B", "H100-SXM-80GB", "FP8", "1", "", "", "1000", "1000", "dynamic", "9000"),
             ("6", "Llama 3.1 8B", "H100 NVL", "FP8", "1", "", "", "1000", "1000", "8", "900"),
             ("7", "Llama 3.1 8B", "H200", "FP8", "1", "", "", "1000", "1000", "8", ""),
-            ("9", "Llama 3.1 405B", "GB200", "FP4", "", "", "", "1000", "1000", "max load", "3000")]
+            ("9", "Llama 3.1 405B", "GB200", "FP4", "", "", "", "1000", "1000", "max load", "3000"),
+            ("10", "gpt-oss-120b", "B200", "MXFP4", "1", "", "", "1000", "1000", "max load", "20000")]
     path = tmp_path / "published.csv"
     with path.open("w", encoding="utf-8", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=columns)
@@ -110,10 +111,13 @@ def test_published_layout_reads_other_gpus_models_and_precisions(
             "concurrency_or_batch": "max load", "tokens_per_s_per_gpu": "1500", "framework": "TensorRT-LLM"})
     loaded = load_published(cat, path)
     got = {p.id: p for p in loaded.points}
-    assert sorted(got) == ["published-1", "published-2", "published-3", "published-4", "published-8", "published-9"]
+    assert sorted(got) == ["published-1", "published-10", "published-2", "published-3", "published-4", "published-8",
+                           "published-9"]
     assert got["published-9"].par.tp == 4  # no TP given: the row's four GPUs
     assert got["published-8"].output_tokens_per_s == 3000.0  # 1,500 a GPU on the replica's two
     assert (got["published-1"].accelerator, got["published-1"].weights) == ("b200", "fp4")
+    assert got["published-1"].activations == "" and got["published-2"].activations == ""  # NVFP4 W4A4
+    assert got["published-10"].activations == "bf16"  # gpt-oss's MXFP4 is weight-only
     r1 = got["published-2"]
     assert (r1.model, r1.accelerator, r1.system) == ("deepseek-r1", "gb200", "gb200-nvl72")
     assert (r1.par.tp, r1.par.ep, r1.par.moe_tp) == (8, 8, 1)

@@ -66,6 +66,7 @@ import numpy as np
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import repo_model_id as model_id
 from factoryplan.catalog.models import resolve_model
+from factoryplan.catalog.schema import ModelArch
 from factoryplan.errors import FactoryplanError, InfeasibleError
 from factoryplan.perf.inference import (
     BACKENDS,
@@ -275,6 +276,16 @@ def kv_of(row: dict[str, str]) -> tuple[str | None, str]:
     return "", ""
 
 
+def checkpoint_activations(arch: ModelArch, experts: str, activations: str) -> str:
+    """The activations a row's experts are multiplied with: the ones its label names, else, for an FP4
+    label on a model whose FP4 checkpoint is weight-only (gpt-oss's MXFP4, its ``release``), that
+    scheme's (BF16), not NVFP4 W4A4's; else "" (the weights' own)."""
+    release = arch.release
+    if activations or experts != "fp4" or release is None or release.experts_format() != "fp4":
+        return activations
+    return release.activations
+
+
 def activations_of(*modes: str) -> str:
     """The activation precision a quantization mode names (``w4a8_*`` and ``w4afp8`` -> ``fp8``, ``w4a16_*`` and
     ``int4_wo`` -> ``bf16``); "" when it names none (the weights' own), from the first mode that does."""
@@ -393,12 +404,7 @@ def _measured_point(
     except InfeasibleError as exc:
         return None, f"{kv_given}: {exc.message}"
     arch = resolve_model(catalog, ref)
-    activations = activations_of(row["gemm_quant_mode"], row["moe_quant_mode"])
-    release = arch.release
-    if not activations and experts == "fp4" and release is not None and release.experts_format() == "fp4":
-        # an FP4 label on a model whose one FP4 checkpoint is weight-only (gpt-oss's MXFP4) names that
-        # checkpoint, multiplied as its scheme is (BF16 activations), not an NVFP4 W4A4 one
-        activations = release.activations
+    activations = checkpoint_activations(arch, experts, activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]))
     domain = catalog.systems[hw[1]].scaleup_domain_gpus
     disagg = None
     if mode == "disagg":

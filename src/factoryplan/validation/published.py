@@ -21,6 +21,7 @@ from factoryplan.validation.inference import (
     Loaded,
     Point,
     activations_of,
+    checkpoint_activations,
     engine_name,
     number,
     quant,
@@ -111,8 +112,8 @@ def _published_point(catalog: Catalog, r: dict[str, str]) -> tuple[Point | None,
         tp_text = str(max(whole(r.get("gpu_count", "")) // whole(r.get("PP", "")), 1))
     layout = {"tp_size": tp_text, "pp_size": r.get("PP", ""), "moe_ep_size": r.get("EP", ""),
               "attention_dp_size": "", "moe_tp_size": "", "batch_size": str(int(conc)) if conc else ""}
-    par, repair = row_parallel(layout, resolve_model(catalog, mid).moe is not None,
-                            catalog.systems[system].scaleup_domain_gpus, conc)
+    arch = resolve_model(catalog, mid)
+    par, repair = row_parallel(layout, arch.moe is not None, catalog.systems[system].scaleup_domain_gpus, conc)
     throughput = number(r.get("output_throughput_tok_s", ""))
     per_gpu = number(r.get("tokens_per_s_per_gpu", ""))
     if throughput is None and per_gpu is not None:  # a table that gives it per GPU: the replica's GPUs
@@ -127,5 +128,5 @@ def _published_point(catalog: Catalog, r: dict[str, str]) -> tuple[Point | None,
         backend=engine_name(framework) or "trtllm",  # NIM runs TensorRT-LLM
         weights=weights, experts=weights, par=par, isl=isl, osl=osl, concurrency=conc, ttft_ms=ttft, tpot_ms=tpot,
         output_tokens_per_s=throughput, e2e_ms=e2e, version=framework, repair=repair,
-        activations=activations_of(r.get("precision", "")),
+        activations=checkpoint_activations(arch, weights, activations_of(r.get("precision", ""))),
     ), ""
