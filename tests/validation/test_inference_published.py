@@ -281,6 +281,7 @@ def test_data_set_system_names_map_to_hardware(system: str, expected: tuple[str,
     ("nvfp4", "fp4", ""), ("w4a16_mxfp4", "fp4", "bf16"), ("w4a8_mxfp4_fp8", "fp4", "fp8"),
     ("w4afp8", "int4", "fp8"), ("int4_wo", "int4", "bf16"), ("w4a16_awq", "int4", "bf16"),
     ("None", "bf16", ""), ("nan", "bf16", ""), ("fp16", "bf16", ""),
+    ("int8_wo", "fp8", "bf16"), ("sq", "fp8", ""), ("w8a8", "fp8", "fp8"),
 ])
 def test_data_set_quantization_modes(mode: str, weights: str, activations: str) -> None:
     from factoryplan.validation.inference import activations_of, quant

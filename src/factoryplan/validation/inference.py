@@ -16,7 +16,8 @@ Mapping rules (the same for every row, stated here once):
 
 * precision: ``gemm_quant_mode`` gives the dense linear layers, ``moe_quant_mode`` the experts
   (empty, ``none``, ``float16``: BF16; ``fp8``/``fp8_block``: FP8; ``nvfp4``/``mxfp4``: FP4; ``int4_wo``:
-  INT4 weight-only; a mode naming no format skips the row with the reason); a ``wXaY`` mode names
+  INT4 weight-only; ``int8_wo``, ``sq`` (SmoothQuant W8A8), ``int8``: FP8's bytes and rate, INT8 weight-only
+  at BF16; a mode naming no format skips the row with the reason); a ``wXaY`` mode names
   the activations too (``w4a8_mxfp4_fp8``: FP4 weights times FP8 activations, at the FP8 tensor-core
   rate); an FP4 mode that names none, on a model whose FP4 checkpoint is weight-only (gpt-oss's MXFP4,
   the catalog's ``release``), multiplies with that scheme's activations (BF16), not as NVFP4 W4A4;
@@ -91,7 +92,10 @@ MEASURED = DATA / "serving_measured_hopper.csv"
 MEASURED_COLUMNS = ("id", "model_path", "system", "backend", "isl", "osl", "gemm_quant_mode", "moe_quant_mode",
                     "batch_size", "tp_size", "silicon_ttft_ms", "silicon_tpot_ms")
 QUANT = {"": "bf16", "bf16": "bf16", "fp16": "bf16", "fp8": "fp8", "fp8_block": "fp8", "nvfp4": "fp4",
-         "mxfp4": "fp4", "w4a16_mxfp4": "fp4", "int4_wo": "int4", "w4a8_awq": "int4", "w4a16_awq": "int4"}
+         "mxfp4": "fp4", "w4a16_mxfp4": "fp4", "int4_wo": "int4", "w4a8_awq": "int4", "w4a16_awq": "int4",
+         # INT8 weights (weight-only, SmoothQuant W8A8): FP8's bytes and, with 8-bit activations, its
+         # tensor-core rate (INT8 and FP8 dense rates are equal on Hopper and B200)
+         "int8_wo": "fp8", "int8": "fp8", "sq": "fp8", "w8a8": "fp8", "w8a8_sq": "fp8"}
 
 
 @dataclass(frozen=True)
