@@ -28,14 +28,15 @@ def _n(value: float | int | str | None) -> str:
 
 
 def key_figures(w: WorkloadResult) -> str:
-    """A workload's figures in one line: days and MFU of a training run; a service's replicas,
-    latencies (the TTFT percentile it was planned for, at the rate it is sized for), $/Mtok, its GPUs
-    across the engine's error band and the prefix cache and speculative decoding it uses."""
+    """A workload's figures in one line: days, MFU and precision of a training run; a service's
+    replicas, weight formats, latencies (the TTFT percentile it was planned for, at the rate it is
+    sized for), $/Mtok, its GPUs across the engine's error band and the prefix cache and speculative
+    decoding it uses."""
     d = w.details
     if w.kind == "training":
-        return f"{_n(d.get('wall_clock_days'))} days, MFU {_n(d.get('mfu'))}"
+        return f"{_n(d.get('wall_clock_days'))} days, MFU {_n(d.get('mfu'))}, {w.precision}"
     figures = (
-        f"{_n(d.get('replicas'))} x TP{_n(d.get('gpus_per_replica'))}, TPOT {_n(d.get('tpot_ms'))} ms, "
+        f"{_n(d.get('replicas'))} x TP{_n(d.get('gpus_per_replica'))}, {w.precision}, TPOT {_n(d.get('tpot_ms'))} ms, "
         f"TTFT {_n(d.get('ttft_ms'))} ms, {usd(w.usd_per_million_tokens)}/Mtok"
     )
     if d.get("ttft_percentile") is not None:
