@@ -126,7 +126,7 @@ def test_schemes_not_modelled_are_noted_not_guessed(q: dict[str, Any], what: str
 def test_serving_precision_defaults(catalog: Catalog) -> None:
     oss, llama = catalog.models["gpt-oss-120b"], catalog.models["llama-3.3-70b"]
     w, e, a, basis = serving_precision(oss)
-    assert (w, e, a) == ("bf16", "fp4", "bf16") and basis.startswith("as gpt-oss-120b is published: mxfp4")
+    assert (w, e, a) == ("bf16", "fp4", "bf16") and basis.startswith("as published (mxfp4: routed experts MXFP4")
     assert serving_precision(oss, activations="fp8")[:3] == ("bf16", "fp4", "fp8")  # W4A8, as asked
     assert serving_precision(oss, "fp8")[:3] == ("fp8", "fp8", "")  # given weights: the experts follow
     assert serving_precision(oss, None, "fp8")[:3] == ("bf16", "fp8", "")  # the release's activations go with it
@@ -143,7 +143,7 @@ def test_gpt_oss_fits_one_h100_as_published(capsys: pytest.CaptureFixture[str]) 
     d = cli_json(capsys, *args)
     assert d["fits"] is True and (d["precision"], d["moe_precision"], d["kv_precision"]) == ("bf16", "fp4", "bf16")
     assert d["activation_precision"] == "bf16"  # MXFP4 is weight-only
-    assert 60 < d["weights_per_gpu_gib"] < 66 and "published: mxfp4" in d["precision_basis"]
+    assert 60 < d["weights_per_gpu_gib"] < 66 and "as published (mxfp4" in d["precision_basis"]
     assert d["compute_precision"] == "bf16"
     code = main([*args, "--precision", "fp8"])
     err = " ".join(capsys.readouterr().err.split())
@@ -168,7 +168,7 @@ def plan_scenario(**precision: str) -> dict[str, object]:
 def test_plan_serves_the_release_unless_told(catalog: Catalog) -> None:
     published = build_plan(parse_scenario(plan_scenario()), catalog).workloads[0]
     assert published.precision == "bf16 with fp4 experts"
-    assert str(published.details["precision_basis"]).startswith("as gpt-oss-120b is published")
+    assert str(published.details["precision_basis"]).startswith("as published (mxfp4")
     fp8 = build_plan(parse_scenario(plan_scenario(precision="fp8")), catalog).workloads[0]
     assert fp8.precision == "fp8" and fp8.details["precision_basis"] == "as given"
     assert fp8.gpus > published.gpus  # twice the expert bytes: at least two GPUs a replica

@@ -281,10 +281,9 @@ def serving_precision(
         return ServedFormats(weights, experts or weights, activations, "as given")
     if release is None:
         w = DEFAULT_WEIGHTS
-        basis = f"{w} (the default unless the checkpoint is published quantized; --precision sets another)"
+        basis = f"{w} (the default unless the checkpoint is published quantized)"
         return ServedFormats(w, experts or w, activations, basis + ("; experts as given" if experts else ""))
-    basis = f"as {arch.id} is published: {release.quantization}" if release.quantization else \
-        f"as {arch.id} is published"
+    basis = f"as published ({release.quantization})" if release.quantization else "as published"
     if experts is not None:
         return ServedFormats(release.weights, experts, activations, basis + "; experts as given")
     return ServedFormats(release.weights, release.experts_format(), activations or release.activations, basis)
