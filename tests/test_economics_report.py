@@ -77,4 +77,4 @@ def test_markdown_and_terminal_give_the_same_key_figures(plan: Plan) -> None:
         line = key_figures(w)
         assert line in md
         assert ("TTFT" in line and "/Mtok" in line) if w.kind == "inference" else ("days, MFU" in line)
-        assert f", {w.precision}" in line  # the weights' formats the figures assume
+        assert f", {w.precision}" in line  # the weights' format the figures assume

@@ -22,6 +22,7 @@ from factoryplan.cli import main
 from factoryplan.errors import FactoryplanError
 from factoryplan.perf.inference import serving_precision
 from factoryplan.plan import build_plan
+from factoryplan.report.summary import key_figures
 from factoryplan.scenario import parse_scenario
 
 from .conftest import cli_json
@@ -173,13 +174,17 @@ def plan_scenario(**precision: str) -> dict[str, object]:
 
 def test_plan_serves_the_release_unless_told(catalog: Catalog) -> None:
     published = build_plan(parse_scenario(plan_scenario()), catalog).workloads[0]
-    assert published.precision == "bf16 with fp4 experts"
+    d = published.details
+    assert (published.precision, d["moe_precision"], d["activation_precision"], d["kv_precision"]) == (
+        "bf16", "fp4", "bf16", "bf16")
+    assert "bf16 with fp4 experts" in key_figures(published)
     assert str(published.details["precision_basis"]).startswith("as published (mxfp4")
     fp8 = build_plan(parse_scenario(plan_scenario(precision="fp8")), catalog).workloads[0]
     assert fp8.precision == "fp8" and fp8.details["precision_basis"] == "as given"
+    assert ", fp8, TPOT" in key_figures(fp8)
     assert fp8.gpus > published.gpus  # twice the expert bytes: at least two GPUs a replica
     mixed = build_plan(parse_scenario(plan_scenario(precision="fp8", moe_precision="fp4")), catalog).workloads[0]
-    assert mixed.precision == "fp8 with fp4 experts"
+    assert (mixed.precision, mixed.details["moe_precision"]) == ("fp8", "fp4")
 
 
 def test_a_release_entry_is_checked(catalog: Catalog) -> None:

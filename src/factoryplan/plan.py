@@ -221,8 +221,9 @@ def _size_inference(
     band = error_band(asm.catalog, backend)
     sized = capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
                                     backend=backend, band=band)
-    sized = dataclasses.replace(sized, details={**sized.details, "precision": prec.label(),
-                                                "precision_basis": formats.basis})
+    formats_used = {"precision": prec.weights, "moe_precision": prec.experts, "kv_precision": prec.kv,
+                    "activation_precision": prec.activation_format(), "precision_basis": formats.basis}
+    sized = dataclasses.replace(sized, details={**sized.details, **formats_used})
     if band is None or "gpus_low" not in sized.details:
         return sized
     basis = band.gpus_basis(acc.id, reachable="gpus_high" in sized.details)

@@ -27,6 +27,12 @@ def _n(value: float | int | str | None) -> str:
     return value if isinstance(value, str) else num(value)
 
 
+def _formats(w: WorkloadResult) -> str:
+    """A service's weight formats: "fp8", or "bf16 with fp4 experts" where the experts differ."""
+    experts = w.details.get("moe_precision")
+    return w.precision if experts in (None, w.precision) else f"{w.precision} with {experts} experts"
+
+
 def key_figures(w: WorkloadResult) -> str:
     """A workload's figures in one line: days, MFU and precision of a training run; a service's
     replicas, weight formats, latencies (the TTFT percentile it was planned for, at the rate it is
@@ -36,7 +42,7 @@ def key_figures(w: WorkloadResult) -> str:
     if w.kind == "training":
         return f"{_n(d.get('wall_clock_days'))} days, MFU {_n(d.get('mfu'))}, {w.precision}"
     figures = (
-        f"{_n(d.get('replicas'))} x TP{_n(d.get('gpus_per_replica'))}, {w.precision}, TPOT {_n(d.get('tpot_ms'))} ms, "
+        f"{_n(d.get('replicas'))} x TP{_n(d.get('gpus_per_replica'))}, {_formats(w)}, TPOT {_n(d.get('tpot_ms'))} ms, "
         f"TTFT {_n(d.get('ttft_ms'))} ms, {usd(w.usd_per_million_tokens)}/Mtok"
     )
     if d.get("ttft_percentile") is not None:
