@@ -109,6 +109,21 @@ def test_quantization_schemes(q: dict[str, Any], moe: bool, expected: tuple[str,
     assert with_activations(release_of({"quantization_config": q}, notes, moe=moe)) == expected
 
 
+@pytest.mark.parametrize(("q", "kv"), [
+    ({"quant_method": "modelopt", "quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8"}, "fp8"),
+    ({"quant_method": "modelopt", "quant_algo": "FP8", "kv_cache_quant_algo": "NVFP4"}, "fp4"),
+    ({"quant_method": "modelopt", "quant_algo": "FP8", "kv_cache_quant_algo": None}, ""),
+    ({"quant_method": "compressed-tensors", "config_groups": {"g": NVFP4_W4A4},
+      "kv_cache_scheme": {"num_bits": 8, "type": "float"}}, "fp8"),
+    ({"quant_method": "compressed-tensors", "config_groups": {"g": NVFP4_W4A4},
+      "kv_cache_scheme": {"num_bits": 8, "type": "int"}}, ""),
+    ({"quant_method": "fp8"}, ""),
+])
+def test_kv_cache_the_checkpoint_asks_for(q: dict[str, Any], kv: str) -> None:
+    release = release_of({"quantization_config": q}, [], moe=False)
+    assert release is not None and release.kv == kv
+
+
 def test_dense_model_with_attention_kept_reads_the_mlps_format() -> None:
     got, notes = quant({"quant_method": "compressed-tensors", "ignore": ["re:.*self_attn.*"],
                         "config_groups": {"g": {"weights": {"num_bits": 4, "type": "int"}}}}, moe=False)
@@ -132,13 +147,13 @@ def test_schemes_not_modelled_are_noted_not_guessed(q: dict[str, Any], what: str
 
 def test_serving_precision_defaults(catalog: Catalog) -> None:
     oss, llama = catalog.models["gpt-oss-120b"], catalog.models["llama-3.3-70b"]
-    w, e, a, basis = serving_precision(oss)
-    assert (w, e, a) == ("bf16", "fp4", "bf16") and basis.startswith("as published (mxfp4: routed experts MXFP4")
+    w, e, a, basis, kv = serving_precision(oss)
+    assert (w, e, a, kv) == ("bf16", "fp4", "bf16", "") and basis.startswith("as published (mxfp4: routed experts")
     assert serving_precision(oss, activations="fp8")[:3] == ("bf16", "fp4", "fp8")  # W4A8, as asked
     assert serving_precision(oss, "fp8")[:3] == ("fp8", "fp8", "")  # given weights: the experts follow
     assert serving_precision(oss, None, "fp8")[:3] == ("bf16", "fp8", "")  # the release's activations go with it
-    assert serving_precision(oss, "fp4", "int4") == ("fp4", "int4", "", "as given")
-    w, e, a, basis = serving_precision(llama)
+    assert serving_precision(oss, "fp4", "int4") == ("fp4", "int4", "", "as given", "")
+    w, e, a, basis, _ = serving_precision(llama)
     assert (w, e, a) == ("fp8", "fp8", "") and "unless the checkpoint is published quantized" in basis
     assert serving_precision(catalog.models["deepseek-r1"])[:3] == ("fp8", "fp8", "")
     assert serving_precision(catalog.models["kimi-k2.5"])[:3] == ("bf16", "int4", "bf16")
@@ -228,3 +243,21 @@ def test_expert_formats_need_experts(catalog: Catalog, capsys: pytest.CaptureFix
     sc["workloads"][0]["model"] = "llama-3.1-8b"  # type: ignore[index]
     with pytest.raises(FactoryplanError, match=r"llama-3\.1-8b has no routed experts"):
         build_plan(parse_scenario(sc), catalog)
+
+
+def test_a_modelopt_nvfp4_checkpoint_serves_as_its_config_says(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """NVIDIA's NVFP4 checkpoints quantize the experts W4A4, keep attention BF16 and ask for an FP8 KV
+    cache (kv_cache_quant_algo): a config.json saying so is served that way by default."""
+    cfg = json.loads((CONFIGS / "deepseek-ai--DeepSeek-R1_config.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "modelopt", "quant_algo": "NVFP4", "kv_cache_quant_algo": "FP8",
+                                  "exclude_modules": ["lm_head", "model.layers.*.self_attn*"]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    args = ("serve", "-m", str(path), "--tp", "8", "--ep", "8", "--isl", "1000", "--osl", "500", "-c", "32")
+    d = cli_json(capsys, *args, "-g", "b200")
+    assert (d["precision"], d["moe_precision"], d["kv_precision"]) == ("bf16", "fp4", "fp8")
+    assert (d["activation_precision"], d["compute_precision"]) == ("bf16; experts fp4", "bf16; experts fp4")
+    hopper = cli_json(capsys, *args, "-g", "h200")  # no FP4 units: the experts run weight-only
+    assert hopper["compute_precision"] == "bf16; experts bf16 (weight-only fp4)"
+    assert cli_json(capsys, *args, "-g", "b200", "--kv-precision", "bf16")["kv_precision"] == "bf16"  # as given

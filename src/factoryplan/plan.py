@@ -208,7 +208,7 @@ def _size_inference(
     backend = serving_engine(asm.catalog, acc, w.serving_engine, field="serving_engine")
     k = inference.constants_from_catalog(asm.catalog, backend)
     formats = inference.serving_precision(arch, w.precision, w.moe_precision, w.activation_precision or "")
-    kv = inference.kv_precision(k, formats.weights, w.kv_precision)
+    kv = inference.kv_precision(k, formats.weights, w.kv_precision or formats.kv or None)
     inference.check_kv_hardware(kv, acc, field="kv_precision")
     prec = inference.Precision(weights=formats.weights, experts=formats.experts, kv=kv,
                                activations=formats.activations)

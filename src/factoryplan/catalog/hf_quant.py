@@ -12,7 +12,8 @@ Read as the serving engines read it (vLLM's and TensorRT-LLM's checkpoint loader
   layers its ``ignore`` list leaves; an ignored attention (``self_attn``) keeps the other weights BF16;
   its ``input_activations`` (null: weight-only, BF16 activations);
 * ``modelopt`` (NVIDIA ModelOpt checkpoints): ``quant_algo`` FP8, NVFP4 (W4A4) or a 4-bit AWQ
-  (INT4; W4A16, or FP8 activations for W4A8), attention BF16 where ``exclude_modules`` names it;
+  (INT4; W4A16, or FP8 activations for W4A8), attention BF16 where ``exclude_modules`` names it,
+  and the KV cache ``kv_cache_quant_algo`` names (compressed-tensors: ``kv_cache_scheme``);
 * ``awq`` / ``gptq`` with 4 bits: INT4 weights throughout, weight-only.
 
 Anything else (8-bit integer weights, bitsandbytes, an unknown method) is not modelled: the reader
@@ -42,6 +43,18 @@ def _keeps_attention(modules: list[str]) -> bool:
 def _bits_format(bits: Any, kind: str) -> str | None:
     """The weight format of ``bits``-bit ``kind`` ("int" or "float") weights, None where not modelled."""
     return {(4, "int"): "int4", (4, "float"): "fp4", (8, "float"): "fp8"}.get((bits, kind))
+
+
+def _kv_format(q: Config) -> str:
+    """The KV cache a quantization_config asks for (ModelOpt ``kv_cache_quant_algo``, compressed-tensors
+    ``kv_cache_scheme``): "fp8", "fp4" or "" (the engine's default)."""
+    algo = str(q.get("kv_cache_quant_algo") or "").upper()
+    if algo:
+        return {"FP8": "fp8", "NVFP4": "fp4"}.get(algo, "")
+    scheme = q.get("kv_cache_scheme")
+    if not isinstance(scheme, dict) or scheme.get("type", "float") != "float":
+        return ""
+    return _bits_format(scheme.get("num_bits"), "float") or ""
 
 
 # (weights format, activations, modules kept unquantized, what the config says)
@@ -100,7 +113,7 @@ def release_of(cfg: Config, notes: list[str], *, moe: bool) -> Release | None:
     if fmt is None:
         notes.append(f"quantization_config ({what}) not modelled: its weights are read as a BF16 checkpoint's")
         return None
-    data = {"activations": act}
+    data = {"activations": act, "kv": _kv_format(q)}
     if _keeps_attention(kept) and moe:
         return Release.model_validate({"weights": "bf16", "experts": fmt, **data, "quantization": f"{what}: routed "
                                        f"experts {fmt.upper()}; attention, dense MLPs and shared experts BF16"})

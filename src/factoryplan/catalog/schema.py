@@ -283,6 +283,7 @@ class Release(BaseModel):
     # what the engines multiply them with: "" the weights' own format (FP8 W8A8, NVFP4 W4A4); "bf16" for a
     # weight-only format (MXFP4, INT4 W4A16); "fp8" for W4A8
     activations: Literal["", "bf16", "fp8", "fp4"] = ""
+    kv: Literal["", "fp8", "fp4"] = ""  # the KV cache the checkpoint asks for; "": the engine's default
     quantization: str = ""  # what the checkpoint says, e.g. "mxfp4 (attention, router, embeddings kept BF16)"
 
     def experts_format(self) -> WeightFormat:

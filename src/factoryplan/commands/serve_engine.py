@@ -77,7 +77,7 @@ class Setup:
         backend = serving_engine(cat, acc, backend, field="--backend")
         k = constants_from_catalog(cat, backend)
         formats = serving_precision(arch, weights, experts, activations, field="--moe-precision")
-        kv_prec = kv_precision(k, formats.weights, kv)
+        kv_prec = kv_precision(k, formats.weights, kv or formats.kv or None)
         check_kv_hardware(kv_prec, acc, field="--kv-precision")
         prec = Precision(weights=formats.weights, experts=formats.experts, kv=kv_prec, activations=formats.activations)
         return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),
@@ -85,12 +85,14 @@ class Setup:
 
     def compute_precision(self) -> str:
         """What the GEMMs multiply in: the wider of weights and activations where the part has those
-        tensor cores, else BF16 (weight-only)."""
-        fmt = compute_precision(self.prec.weights, self.prec.activations)
+        tensor cores, else BF16 (weight-only); the routed experts' too where theirs differs."""
+        dense, experts = self._compute(self.prec.weights), self._compute(self.prec.experts)
+        return dense if experts == dense or self.shape.moe_layers == 0 else f"{dense}; experts {experts}"
+
+    def _compute(self, weights: str) -> str:
+        fmt = compute_precision(weights, self.prec.activations)
         native = {"bf16": self.acc.bf16_dense_flops, "fp8": self.acc.fp8_dense_flops, "fp4": self.acc.fp4_dense_flops}
-        if native.get(fmt):
-            return fmt
-        return f"bf16 (weight-only {self.prec.weights})"
+        return fmt if native.get(fmt) else f"bf16 (weight-only {weights})"
 
     def names(self) -> dict[str, str]:
         """The JSON keys naming what serves: model, GPU, system, engine."""

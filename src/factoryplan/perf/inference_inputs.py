@@ -240,8 +240,11 @@ class Precision:
     activations: str = ""
 
     def activation_format(self) -> str:
-        """The activation precision to report: the given one, else the weights' own."""
-        return self.activations or self.weights
+        """The activation precision to report: the given one, else the weights' own (and the
+        experts' own where theirs differs: "bf16; experts fp4")."""
+        if self.activations or self.experts == self.weights:
+            return self.activations or self.weights
+        return f"{self.weights}; experts {self.experts}"
 
     def label(self) -> str:
         """The weights' formats for messages: "fp8", or "bf16 with fp4 experts" where they differ."""
@@ -258,6 +261,7 @@ class ServedFormats(NamedTuple):
     experts: str
     activations: str  # "": the weights' own
     basis: str
+    kv: str = ""  # the KV cache the release asks for; "": the engine's default
 
 
 def serving_precision(
@@ -271,7 +275,8 @@ def serving_precision(
     (``arch.release``: what the engines load, e.g. gpt-oss's MXFP4 experts beside BF16 attention,
     multiplied with BF16 activations; Kimi K2.5's INT4 experts; DeepSeek's FP8), else FP8 (the FP8
     checkpoints production serving uses for a BF16 release, or a release whose formats are not
-    known). The release's activations apply with its own weights and experts only. ``basis`` says which.
+    known). The release's activations and KV cache apply with its own weights and experts only.
+    ``basis`` says which.
     """
     if experts is not None and arch.moe is None:
         raise FactoryplanError(f"{arch.id} has no routed experts", field=field, value=experts,
@@ -286,7 +291,8 @@ def serving_precision(
     basis = f"as published ({release.quantization})" if release.quantization else "as published"
     if experts is not None:
         return ServedFormats(release.weights, experts, activations, basis + "; experts as given")
-    return ServedFormats(release.weights, release.experts_format(), activations or release.activations, basis)
+    return ServedFormats(release.weights, release.experts_format(), activations or release.activations, basis,
+                         release.kv)
 
 
 def compute_precision(weights: str, activations: str) -> str:
