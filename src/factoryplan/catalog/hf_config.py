@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from factoryplan.catalog.hf_fields import Config, bool_field, int_field
+from factoryplan.catalog.hf_fields import Config, bool_field, int_field, required_ints
 from factoryplan.catalog.hf_hybrid import block_counts, granite_mamba, linear_attention, mamba2
 from factoryplan.catalog.hf_quant import release_of
 from factoryplan.catalog.schema import MLA, ModelArch, MoE, SparseAttention
@@ -296,17 +296,9 @@ def _mla(cfg: Config, where: str) -> MLA | None:
     if not cfg.get("kv_lora_rank"):
         return None
     names = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
-    values = {n: int_field(cfg, (n,), where) for n in names}
-    missing = [n for n, v in values.items() if not v]
-    if missing:
-        raise FactoryplanError(
-            f"an MLA config (kv_lora_rank given) is missing {', '.join(missing)}",
-            where=where,
-            allowed="kv_lora_rank, q_lora_rank (null or 0: full-rank queries), " + ", ".join(names[1:]),
-        )
-    return MLA(
-        q_lora_rank=int_field(cfg, ("q_lora_rank",), where) or 0, **{n: int(v or 0) for n, v in values.items()}
-    )
+    values = required_ints(cfg, {n: n for n in names}, where, "an MLA config (kv_lora_rank given)",
+                           allowed="kv_lora_rank, q_lora_rank (null or 0: full-rank queries), " + ", ".join(names[1:]))
+    return MLA(q_lora_rank=int_field(cfg, ("q_lora_rank",), where) or 0, **values)
 
 
 def _sparse_attention(cfg: Config, where: str) -> SparseAttention | None:
@@ -315,14 +307,7 @@ def _sparse_attention(cfg: Config, where: str) -> SparseAttention | None:
     with ``shared`` layers) is refused: its indexer count and FLOPs differ per layer."""
     if "index_topk" not in cfg:
         return None
-    values = {name: int_field(cfg, (key,), where) for name, key in _SPARSE_FIELDS.items()}
-    missing = [_SPARSE_FIELDS[n] for n, v in values.items() if not v]
-    if missing:
-        raise FactoryplanError(
-            f"a DeepSeek sparse attention config (index_topk given) is missing {', '.join(missing)}",
-            where=where,
-            allowed=", ".join(_SPARSE_FIELDS.values()),
-        )
+    values = required_ints(cfg, _SPARSE_FIELDS, where, "a DeepSeek sparse attention config (index_topk given)")
     kinds = cfg.get("indexer_types")
     shared = isinstance(kinds, list) and any(str(t) != "full" for t in kinds)
     if shared or (int_field(cfg, ("index_topk_freq",), where) or 1) > 1:
@@ -332,7 +317,7 @@ def _sparse_attention(cfg: Config, where: str) -> SparseAttention | None:
             field="indexer_types" if shared else "index_topk_freq",
             allowed="an indexer in every layer (index_topk_freq 1, indexer_types all full)",
         )
-    return SparseAttention(**{n: int(v or 0) for n, v in values.items()})
+    return SparseAttention(**values)
 
 
 def _sliding(cfg: Config, layers: int, where: str) -> tuple[int, int]:

@@ -4,6 +4,7 @@ checked as a whole number or a flag (shared by :mod:`factoryplan.catalog.hf_conf
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from factoryplan.errors import FactoryplanError
@@ -36,3 +37,19 @@ def bool_field(cfg: Config, name: str) -> bool | None:
     """The config's ``name`` when it is a true/false flag, else None (absent, null or not a flag)."""
     value = cfg.get(name)
     return value if isinstance(value, bool) else None
+
+
+def required_ints(
+    cfg: Config, fields: Mapping[str, str | tuple[str, ...]], where: str, what: str, allowed: str = ""
+) -> dict[str, int]:
+    """One group of whole-number fields a config must give together (schema field -> the config
+    name, or the names it goes by), each present and non-zero: ``{schema field: value}``; otherwise an
+    error "``what`` is missing ..." naming the missing ones (``allowed``: what to say is needed;
+    default every field of the group)."""
+    names = {field: (keys,) if isinstance(keys, str) else keys for field, keys in fields.items()}
+    values = {field: int_field(cfg, keys, where) for field, keys in names.items()}
+    missing = [" or ".join(names[f]) for f, v in values.items() if not v]
+    if missing:
+        raise FactoryplanError(f"{what} is missing {', '.join(missing)}", where=where,
+                               allowed=allowed or ", ".join(" or ".join(keys) for keys in names.values()))
+    return {field: int(v or 0) for field, v in values.items()}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
-from factoryplan.catalog.hf_fields import Config, bool_field, int_field
+from factoryplan.catalog.hf_fields import Config, bool_field, int_field, required_ints
 from factoryplan.catalog.schema import LinearAttention
 from factoryplan.errors import FactoryplanError
 
@@ -58,14 +58,7 @@ def linear_attention(cfg: Config, layers: int, where: str, notes: list[str]) -> 
     """The Gated DeltaNet layers of a Qwen3-Next/Qwen3.5 config (``linear_*`` fields), or None."""
     if "linear_num_value_heads" not in cfg and "linear_num_key_heads" not in cfg:
         return None
-    values = {name: int_field(cfg, (key,), where) for name, key in _LINEAR_FIELDS.items()}
-    missing = [_LINEAR_FIELDS[n] for n, v in values.items() if not v]
-    if missing:
-        raise FactoryplanError(
-            f"a Gated DeltaNet config is missing {', '.join(missing)}",
-            where=where,
-            allowed=", ".join(_LINEAR_FIELDS.values()),
-        )
+    values = required_ints(cfg, _LINEAR_FIELDS, where, "a Gated DeltaNet config")
     count = linear_layers(cfg, layers, where)
     if count == 0:
         return None
@@ -81,7 +74,7 @@ def linear_attention(cfg: Config, layers: int, where: str, notes: list[str]) -> 
             allowed=", ".join(_DTYPE_BYTES),
         )
     try:
-        return LinearAttention(layers=count, state_bytes=state_bytes, **{n: int(v or 0) for n, v in values.items()})
+        return LinearAttention(layers=count, state_bytes=state_bytes, **values)
     except ValidationError as exc:
         raise FactoryplanError(
             exc.errors()[0]["msg"].removeprefix("Value error, "), where=where, field="linear_num_value_heads"
@@ -131,11 +124,7 @@ def mamba2(cfg: Config, layers: int, where: str) -> LinearAttention | None:
     ``mamba_n_groups``, ``mamba_d_state``, ``mamba_d_conv``) as state-keeping mixers, or None without one."""
     if layers == 0:
         return None
-    values = {name: int_field(cfg, keys, where) for name, keys in _BLOCK_FIELDS.items()}
-    missing = [" or ".join(_BLOCK_FIELDS[n]) for n, v in values.items() if not v]
-    if missing:
-        raise FactoryplanError(f"a Mamba-2 config is missing {', '.join(missing)}", where=where,
-                               allowed=", ".join(" or ".join(keys) for keys in _BLOCK_FIELDS.values()))
+    values = required_ints(cfg, _BLOCK_FIELDS, where, "a Mamba-2 config")
     dtype = str(cfg.get("mamba_ssm_cache_dtype") or "float32")
     if dtype not in _DTYPE_BYTES:
         raise FactoryplanError("unknown state dtype", where=where, field="mamba_ssm_cache_dtype", value=dtype,
@@ -145,7 +134,7 @@ def mamba2(cfg: Config, layers: int, where: str) -> LinearAttention | None:
     try:
         return LinearAttention(layers=layers, kind="mamba2", state_bytes=_DTYPE_BYTES[dtype],
                                conv_bias=True if bias is None else bias,
-                               **{n: int(v or 0) for n, v in values.items()})
+                               **values)
     except ValidationError as exc:
         raise FactoryplanError(
             exc.errors()[0]["msg"].removeprefix("Value error, "), where=where, field="mamba_num_heads"
