@@ -115,19 +115,19 @@ _QUANT_TAGS: dict[str, tuple[WeightFormat, WeightFormat, str]] = {
 }
 
 
-def repo_release(known: Container[str], repo: str, arch: ModelArch) -> Release | None:
+def repo_release(repo: str, arch: ModelArch, own: bool) -> Release | None:
     """The number formats of the checkpoint a repository name names (``arch``: the catalog entry it
     maps to): its quantization tag (``-FP8``, ``-NVFP4``, ``-MXFP4``, ``-AWQ``, ``-GPTQ-Int4``; the
-    last one given), else the entry's ``release`` where the name is the entry's own model (post-training,
-    revision and date suffixes aside), else unknown: another release of the architecture may be
-    published otherwise (Kimi-K2-Instruct at FP8, the catalog's Kimi K2.5 with INT4 experts)."""
+    last one given), else the entry's ``release`` where the name is the entry's ``own`` model
+    (post-training, revision and date suffixes aside), else unknown: another release of the
+    architecture may be published otherwise (Kimi-K2-Instruct at FP8, the catalog's Kimi K2.5 with INT4
+    experts)."""
     tags = [t for t in repo.strip().lower().split("/")[-1].split("-") if t in _QUANT_TAGS]
     if tags:
         weights, experts, activations = _QUANT_TAGS[tags[-1]]
         return Release.model_validate({"weights": weights, "experts": experts, "activations": activations,
                                        "quantization": f"{repo}: the repository name's -{tags[-1].upper()} tag"})
-    match = _repo_match(known, repo)
-    return arch.release if match is not None and match[1] else None
+    return arch.release if own else None
 
 
 def resolve_model(catalog: Catalog, ref: str) -> ModelArch:
@@ -155,10 +155,10 @@ def resolve_model(catalog: Catalog, ref: str) -> ModelArch:
         return parse_hf_config(path)
     if ref.endswith(".json"):
         raise FactoryplanError("model config file not found", where=str(path), field="model")
-    mid = repo_model_id(catalog.models, ref) if "/" in ref else None
-    if mid is not None:  # the architecture, published as the repository name says
-        arch = catalog.models[mid]
-        release = repo_release(catalog.models, ref, arch)
+    match = _repo_match(catalog.models, ref) if "/" in ref else None
+    if match is not None:  # the architecture, published as the repository name says
+        arch = catalog.models[match[0]]
+        release = repo_release(ref, arch, own=match[1])
         return arch if release == arch.release else arch.model_copy(update={"release": release})
     err = unknown("model", ref, catalog.models)
     raise FactoryplanError(
