@@ -173,10 +173,10 @@ def inference(
     """
     from factoryplan.catalog.load import load_catalog
     from factoryplan.validation.inference import load_measured, predict
-    from factoryplan.validation.published import load_published
+    from factoryplan.validation.published import PUBLISHED, load_published
 
     cat = load_catalog(catalog or [])
-    published = load_published(cat, published_file) if published_file is not None else load_published(cat)
+    published = load_published(cat, published_file or PUBLISHED)
     rows = _rows(published.points, predict(cat, published.points))
     result: dict[str, Any] = {
         "published": {
