@@ -207,11 +207,8 @@ def _size_inference(
     kept free at peak) and latency targets, on the workload's serving-engine profile."""
     backend = serving_engine(asm.catalog, acc, w.serving_engine, field="serving_engine")
     k = inference.constants_from_catalog(asm.catalog, backend)
-    formats = inference.serving_precision(arch, w.precision, w.moe_precision, w.activation_precision or "")
-    kv = inference.kv_precision(k, formats.weights, w.kv_precision or formats.kv or None)
-    inference.check_kv_hardware(kv, acc, field="kv_precision")
-    prec = inference.Precision(weights=formats.weights, experts=formats.experts, kv=kv,
-                               activations=formats.activations)
+    prec, basis = inference.serving_formats(arch, acc, k, w.precision, w.moe_precision, w.activation_precision or "",
+                                            w.kv_precision)
     peak = peak_requests_per_s(w, asm) / (1.0 - asm.get("serving_headroom"))
     cached = cached_tokens(w.prefix_hit, w.input_tokens)
     demand = capacity.Demand(requests_per_s=peak, isl=w.input_tokens, osl=w.output_tokens,
@@ -222,7 +219,7 @@ def _size_inference(
     sized = capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
                                     backend=backend, band=band)
     formats_used = {"precision": prec.weights, "moe_precision": prec.experts, "kv_precision": prec.kv,
-                    "activation_precision": prec.activation_format(), "precision_basis": formats.basis}
+                    "activation_precision": prec.activation_format(), "precision_basis": basis}
     sized = dataclasses.replace(sized, details={**sized.details, **formats_used})
     if band is None or "gpus_low" not in sized.details:
         return sized

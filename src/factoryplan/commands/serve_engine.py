@@ -23,13 +23,11 @@ from factoryplan.perf.inference import (
     ModelShape,
     Parallel,
     Precision,
-    check_kv_hardware,
     compute_precision,
     constants_from_catalog,
     hardware_of,
-    kv_precision,
     peak_flops,
-    serving_precision,
+    serving_formats,
     shape_of,
     splits_evenly,
 )
@@ -76,12 +74,10 @@ class Setup:
         weights' own."""
         backend = serving_engine(cat, acc, backend, field="--backend")
         k = constants_from_catalog(cat, backend)
-        formats = serving_precision(arch, weights, experts, activations, field="--moe-precision")
-        kv_prec = kv_precision(k, formats.weights, kv or formats.kv or None)
-        check_kv_hardware(kv_prec, acc, field="--kv-precision")
-        prec = Precision(weights=formats.weights, experts=formats.experts, kv=kv_prec, activations=formats.activations)
+        prec, basis = serving_formats(arch, acc, k, weights, experts, activations, kv,
+                                      fields=("--moe-precision", "--kv-precision"))
         return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),
-                   backend=backend, k=k, prec=prec, band=error_band(cat, backend), precision_basis=formats.basis)
+                   backend=backend, k=k, prec=prec, band=error_band(cat, backend), precision_basis=basis)
 
     def compute_precision(self) -> str:
         """What the GEMMs multiply in: the wider of weights and activations where the part has those

@@ -90,6 +90,7 @@ from factoryplan.perf.inference_inputs import compute_precision as compute_preci
 from factoryplan.perf.inference_inputs import hardware_of as hardware_of
 from factoryplan.perf.inference_inputs import kv_bytes_per_sequence_per_gpu as kv_bytes_per_sequence_per_gpu
 from factoryplan.perf.inference_inputs import kv_precision as kv_precision
+from factoryplan.perf.inference_inputs import serving_formats as serving_formats
 from factoryplan.perf.inference_inputs import serving_precision as serving_precision
 from factoryplan.perf.inference_inputs import shape_of as shape_of
 from factoryplan.perf.inference_inputs import splits_evenly as splits_evenly

@@ -331,6 +331,21 @@ def check_kv_hardware(kv: str, acc: Accelerator, *, field: str) -> None:
                               "Blackwell: b200, b300, gb200, gb300; AMD MI355X)")
 
 
+def serving_formats(
+    arch: ModelArch, acc: Accelerator, k: Constants, weights: str | None = None, experts: str | None = None,
+    activations: str = "", kv: str | None = None, *, fields: tuple[str, str] = ("moe_precision", "kv_precision"),
+) -> tuple[Precision, str]:
+    """The :class:`Precision` a model is served at on ``acc`` under engine ``k``, and its basis: the
+    formats of :func:`serving_precision`, the KV cache given, else the release's, else the engine's
+    (:func:`kv_precision`), checked against the part (:func:`check_kv_hardware`). ``fields``: the names
+    of the experts' and the KV cache's inputs, for messages."""
+    formats = serving_precision(arch, weights, experts, activations, field=fields[0])
+    kv_format = kv_precision(k, formats.weights, kv or formats.kv or None)
+    check_kv_hardware(kv_format, acc, field=fields[1])
+    return Precision(weights=formats.weights, experts=formats.experts, kv=kv_format,
+                     activations=formats.activations), formats.basis
+
+
 def weight_bytes_per_gpu(s: ModelShape, par: Parallel, prec: Precision) -> FloatOrArray:
     """Weights one GPU holds: attention and dense MLPs split ``tp`` ways (a sparse-attention
     indexer is replicated), experts ``moe_tp·ep`` ways, embedding and LM head vocabulary-parallel
