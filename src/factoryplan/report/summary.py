@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from factoryplan.perf.inference_inputs import Precision
 from factoryplan.plan import Plan, WorkloadResult
 from factoryplan.report.fmt import mw, num, usd
 from factoryplan.sovereignty.policy import LEVEL_NAMES
@@ -28,9 +29,8 @@ def _n(value: float | int | str | None) -> str:
 
 
 def _formats(w: WorkloadResult) -> str:
-    """A service's weight formats: "fp8", or "bf16 with fp4 experts" where the experts differ."""
-    experts = w.details.get("moe_precision")
-    return w.precision if experts in (None, w.precision) else f"{w.precision} with {experts} experts"
+    """A service's weight formats as the engine names them (:meth:`Precision.label`)."""
+    return Precision(weights=w.precision, experts=str(w.details.get("moe_precision", w.precision))).label()
 
 
 def key_figures(w: WorkloadResult) -> str:
