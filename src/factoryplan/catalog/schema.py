@@ -387,7 +387,7 @@ class ModelArch(Entry):
     sparse_attention: SparseAttention | None = None  # DeepSeek sparse attention: a top-k indexer in every layer
     published_params: PositiveFloat | None = None  # total, as published by the model's authors
     published_active_params: PositiveFloat | None = None
-    release: Release | None = None  # the published checkpoint's number formats; None: BF16
+    release: Release | None = None  # the published checkpoint's number formats; None: BF16, or not known
 
     @model_validator(mode="after")
     def _layer_kinds(self) -> ModelArch:
