@@ -23,6 +23,8 @@ from factoryplan.perf.inference import (
     check_precision,
     constants_from_catalog,
     constants_from_values,
+    expected_max_normal,
+    expert_load_factor,
     experts_touched,
     gemm_peak,
     gemm_time,
@@ -73,6 +75,76 @@ def test_skewed_routing_touches_fewer_experts() -> None:
     assert experts_touched(128, 8, t, 1e7) == pytest.approx(uniform, rel=1e-4)
     assert experts_touched(128, 8, 0.0, 3.0) == 0
     assert experts_touched(128, 8, 8192.0, 3.0) == pytest.approx(128, rel=1e-3)
+
+
+def test_expected_max_normal_matches_order_statistics() -> None:
+    """Blom's approximation with the rational inverse normal against the exact expected maxima of
+    n standard normals (Harter 1961 tables: 0.5642, 1.0294, 1.4236, 2.0697 for n = 2, 4, 8, 32)."""
+    exact = {2: 0.5642, 4: 1.0294, 8: 1.4236, 32: 2.0697}
+    got = expected_max_normal(np.array(list(exact), dtype=float))
+    assert got == pytest.approx(list(exact.values()), abs=0.03)
+    assert got[2:] == pytest.approx(list(exact.values())[2:], rel=0.01)
+    assert expected_max_normal(1) == 0.0
+
+
+def _routed_max_load(experts: int, active: int, tokens: int, ranks: int, a: float, trials: int) -> float:
+    """Monte Carlo: the busiest rank's token-expert pairs over the mean, each token picking ``active``
+    distinct experts by popularity (Gamma(a) per expert and trial; uniform for a = inf)."""
+    rng = np.random.default_rng(7)
+    ratios = []
+    for _ in range(trials):
+        pop = rng.gamma(a, 1.0 / a, experts) if math.isfinite(a) else np.ones(experts)
+        keys = np.log(pop / pop.sum())[None, :] - np.log(-np.log(rng.random((tokens, experts))))
+        picks = np.argpartition(-keys, active - 1, axis=1)[:, :active]  # Gumbel top-k: k distinct
+        load = np.bincount(picks.ravel(), minlength=experts).reshape(ranks, -1).sum(axis=1)
+        ratios.append(load.max() / load.mean())
+    return float(np.mean(ratios))
+
+
+@pytest.mark.parametrize(("experts", "active", "ranks", "a"), [
+    (256, 8, 8, 4.0), (256, 8, 32, math.inf), (128, 8, 4, 4.0), (128, 4, 2, math.inf),
+])
+def test_expert_load_factor_matches_random_routing(experts: int, active: int, ranks: int, a: float) -> None:
+    """The busiest expert-parallel rank's load against simulated routing: within 5% from 16 tokens."""
+    for tokens in (16, 64, 256):
+        simulated = _routed_max_load(experts, active, tokens, ranks, a, trials=150)
+        assert expert_load_factor(experts, active, tokens, ranks, a) == pytest.approx(simulated, rel=0.05)
+
+
+def test_expert_load_factor_limits() -> None:
+    """One rank is balanced; more tokens average out the sampling (not the popularity) imbalance;
+    wider EP is more imbalanced; one token cannot load a rank beyond its ``k`` experts."""
+    assert expert_load_factor(256, 8, 64, 1, 4.0) == 1.0
+    t = np.array([4.0, 64.0, 1024.0, 1e6])
+    f = expert_load_factor(256, 8, t, 8, 4.0)
+    assert np.all(np.diff(f) < 0) and np.all(f > 1.0)
+    assert f[-1] > 1.05  # popularity: a rank's share of popular experts stays uneven
+    assert expert_load_factor(256, 8, 1e6, 8) == pytest.approx(1.0, abs=0.01)  # uniform routing averages out
+    ranks = np.array([2.0, 8.0, 32.0, 64.0])
+    assert np.all(np.diff(expert_load_factor(256, 8, 256, ranks, 4.0)) > 0)
+    assert expert_load_factor(16, 8, 1, 8, 4.0) <= 8 * 2 / 8 + 1e-12  # <= ranks·min(k, E/r)/k
+
+
+def test_expert_parallel_against_expert_tensor_parallel(catalog: Catalog, k: Constants) -> None:
+    """The same 8 GPUs holding DeepSeek-R1's experts. Split by expert parallelism, the busiest GPU
+    carries more than its share of the tokens and reads the more experts they touch; split by tensor
+    parallelism every GPU carries an eighth of each touched expert, but runs a slice of every one of
+    them: eight times the experts' fixed costs."""
+    s = shape_of(catalog.models["deepseek-r1"])
+    hw = hw_of(catalog, "h200-sxm")
+    ep_par, etp_par = Parallel(tp=8, ep=8), Parallel(tp=8, moe_tp=8)
+
+    def moe(par: Parallel, overhead_s: float) -> float:
+        return float(iteration(s, hw, par, FP8, replace(k, expert_overhead_s=overhead_s),
+                               decode_seqs=64.0, ctx=2000.0).moe)
+
+    assert moe(ep_par, 0.0) > moe(etp_par, 0.0) * 1.02
+    c = 1e-6
+    fixed_etp = moe(etp_par, c) - moe(etp_par, 0.0)
+    assert fixed_etp == pytest.approx(c * experts_touched(256, 8, 64.0, k.routing_concentration) * s.moe_layers)
+    assert fixed_etp > 4.0 * (moe(ep_par, c) - moe(ep_par, 0.0)) > 0.0
+    dense = iteration(s, hw, ep_par, FP8, k, decode_seqs=64.0, ctx=2000.0)
+    assert dense.attention == pytest.approx(iteration(s, hw, etp_par, FP8, k, decode_seqs=64.0, ctx=2000.0).attention)
 
 
 def test_low_precision_gemms_are_derated(catalog: Catalog, k: Constants) -> None:

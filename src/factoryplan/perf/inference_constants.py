@@ -35,6 +35,7 @@ class Constants:
     network_latency_s: float  # fixed cost of one collective across the scale-out network
     low_precision_efficiency: float  # FP8/FP4 tensor-core GEMMs relative to BF16 ones (efficiency ratio)
     routing_concentration: float  # Dirichlet concentration of expert popularity (inf: uniform routing)
+    expert_overhead_s: float  # per expert (or slice of one) a GPU runs in an MoE layer and iteration
     first_token_steps: float  # decode iterations from a prompt's arrival to its first token, besides its own
     prefill_queue_factor: float  # engine: scale of the M/D/1 wait behind other prompts (from its scheduling)
     burst_share: float  # benchmark harness: share of a burst-started run's requests that queue as the first wave
@@ -59,7 +60,8 @@ class Constants:
 GLOBAL_FIELDS = (
     "gemm_efficiency", "gemm_m_half", "moe_efficiency", "hbm_efficiency", "kv_efficiency",
     "attention_efficiency", "roofline_sharpness", "link_efficiency", "allreduce_latency_s",
-    "network_latency_s", "low_precision_efficiency", "routing_concentration", "first_token_steps", "burst_share",
+    "network_latency_s", "low_precision_efficiency", "routing_concentration", "expert_overhead_s", "first_token_steps",
+    "burst_share",
 )
 ENGINE_FIELDS = (
     "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "moe_layer_overhead_s", "prefill_layer_overhead_s",
