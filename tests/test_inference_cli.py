@@ -204,6 +204,22 @@ def test_attention_dp_and_expert_parallel(capsys: pytest.CaptureFixture[str]) ->
     assert implied["tp"] == 1 and implied["tpot_ms"] == dp["tpot_ms"] and implied["ttft_ms"] == dp["ttft_ms"]
 
 
+def test_redundant_experts_balance_wide_expert_parallelism(capsys: pytest.CaptureFixture[str]) -> None:
+    """An expert-parallel load balancer's redundant slots (one per rank) cost their weights and
+    shorten the step: the busiest of 32 ranks no longer carries the router's favourites."""
+    base = ("serve", "-m", "deepseek-r1", "-g", "gb200", "--attention-dp", "32", "--ep", "32", "--isl", "1024",
+            "--osl", "1024", "-c", "4096", "--precision", "fp4")
+    plain = cli_json(capsys, *base)
+    balanced = cli_json(capsys, *base, "--redundant-experts", "32")
+    assert plain["redundant_experts"] == 0 and balanced["redundant_experts"] == 32
+    extra_gib = balanced["weights_per_gpu_gib"] - plain["weights_per_gpu_gib"]
+    assert 0.0 < extra_gib < 0.1 * plain["weights_per_gpu_gib"]
+    # one more expert per GPU in each of the 58 MoE layers: 3 x 7168 x 2048 NVFP4 weights with their scales
+    assert extra_gib / 58 == pytest.approx(3 * 7168 * 2048 * 0.5625 / 2**30, rel=0.02)
+    assert balanced["tpot_ms"] < 0.95 * plain["tpot_ms"]
+    assert balanced["output_tokens_per_s"] > plain["output_tokens_per_s"]
+
+
 def test_disaggregated_point_estimate(capsys: pytest.CaptureFixture[str], catalog: Catalog) -> None:
     """--prefill-tp (with worker counts) predicts a given prefill/decode deployment with the closed-loop
     disaggregated form: its GPUs, TTFT, TPOT and throughput."""
@@ -301,6 +317,16 @@ def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
     (["-m", "mixtral-8x7b", "-g", "gb200", "--tp", "2", "--attention-dp", "8", "--ep", "16"],
      "8 routed experts do not split evenly (got 16; allowed: 1, 2, 4, 8)"),
     (["-m", "llama-3.1-8b", "-g", "h100-sxm", "--tp", "1", "--pp", "40"], "has 32 layers (got 40; allowed: 1 to 32)"),
+    (["-m", "llama-3.1-8b", "-g", "h100-sxm", "--tp", "1", "--redundant-experts", "8"],
+     "--redundant-experts: redundant expert slots need a MoE model (got 8; allowed: 0 for llama-3.1-8b)"),
+    (["-m", "deepseek-r1", "-g", "h200-sxm", "--tp", "8", "--redundant-experts", "8"],
+     "--redundant-experts: redundant expert slots spread evenly over the expert-parallel ranks (got 8; allowed: 0 "
+     "(give --ep > 1))"),
+    (["-m", "deepseek-r1", "-g", "gb200", "--tp", "1", "--attention-dp", "32", "--ep", "32",
+      "--redundant-experts", "20"],
+     "(got 20; allowed: a multiple of --ep (32))"),
+    (["-m", "deepseek-r1", "-g", "h200-sxm", "--rps", "5", "--redundant-experts", "8"],
+     "--redundant-experts: applies to a layout you give"),
     (["-m", "qwen3-next-80b-a3b", "-g", "gb200", "--tp", "32", "--rps", "5"],
      "16 attention heads (2 key/value) do not split evenly over the tensor-parallel GPUs (got 32;"),
     (["-m", "llama-3.1-70b", "-g", "h200-sxm", "--tp", "4", "--decode-workers", "2"],

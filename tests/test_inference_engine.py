@@ -120,6 +120,9 @@ def test_expert_load_factor_limits() -> None:
     assert np.all(np.diff(f) < 0) and np.all(f > 1.0)
     assert f[-1] > 1.05  # popularity: a rank's share of popular experts stays uneven
     assert expert_load_factor(256, 8, 1e6, 8) == pytest.approx(1.0, abs=0.01)  # uniform routing averages out
+    # a load balancer's redundant experts even out the popularity, not one step's sampling
+    assert expert_load_factor(256, 8, 1e6, 8, 4.0, True) == pytest.approx(1.0, abs=0.01)
+    assert expert_load_factor(256, 8, 64, 8, 4.0, True) == pytest.approx(expert_load_factor(256, 8, 64, 8))
     ranks = np.array([2.0, 8.0, 32.0, 64.0])
     assert np.all(np.diff(expert_load_factor(256, 8, 256, ranks, 4.0)) > 0)
     assert expert_load_factor(16, 8, 1, 8, 4.0) <= 8 * 2 / 8 + 1e-12  # <= ranks·min(k, E/r)/k

@@ -207,6 +207,11 @@ def serve(
     pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline stages.")] = 1,
     ep: Annotated[int, typer.Option("--ep", min=1, help="Expert-parallel GPUs (MoE models).")] = 1,
     attention_dp: Annotated[int, typer.Option("--attention-dp", min=1, help="Attention data-parallel ranks.")] = 1,
+    redundant_experts: Annotated[int, typer.Option("--redundant-experts", min=0, help="Expert slots beyond the "
+                                                   "model's experts, copies of popular ones that an expert-parallel "
+                                                   "load balancer (EPLB) places so every --ep rank expects the same "
+                                                   "load; a multiple of --ep (TensorRT-LLM: num_slots minus the "
+                                                   "experts). Default 0: no balancing.")] = 0,
     precision: Annotated[Precision | None, typer.Option("--precision", help="Weight precision (default: as the "
                                                         "model is published where its checkpoint is quantized, "
                                                         "e.g. gpt-oss's MXFP4 experts; else fp8).")] = None,
@@ -300,10 +305,14 @@ def serve(
                                kv_precision.value if kv_precision else None,
                                activation_precision.value if activation_precision else "")
 
-    layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp)
+    layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp, redundant=redundant_experts)
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
     if rps is not None or tokens_per_day is not None:
+        if redundant_experts:
+            raise FactoryplanError("applies to a layout you give (the planner's layouts have no redundant experts)",
+                                   field="--redundant-experts", value=redundant_experts,
+                                   allowed="omit it with --rps/--tokens-per-day")
         _plan(refs, build, layout, isl, osl, cached, spec, isl_cv, fmt, start=start, concurrency=concurrency,
               prefill_tp=prefill_tp, disagg=disagg, rps=rps, tokens_per_day=tokens_per_day,
               peak_to_average=peak_to_average, mode=mode.value, target=(ttft_ms, tpot_ms, ttft_percentile))
@@ -312,7 +321,7 @@ def serve(
         raise FactoryplanError("a latency target of capacity planning", field="--ttft-percentile",
                                value=ttft_percentile, allowed="give it with --rps/--tokens-per-day")
     if tp is None and attention_dp > 1:  # attention data parallelism: one GPU per rank unless --tp says more
-        layout = eng.Layout(tp=1, pp=pp, ep=ep, dp=attention_dp)
+        layout = eng.Layout(tp=1, pp=pp, ep=ep, dp=attention_dp, redundant=redundant_experts)
     if layout.tp is None or concurrency is None:
         missing = ", ".join(n for n, v in (("--tp", layout.tp), ("--concurrency", concurrency)) if v is None)
         raise FactoryplanError("a point estimate needs a layout and a load", field=missing,

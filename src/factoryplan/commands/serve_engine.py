@@ -146,6 +146,7 @@ class Layout:
     ep: int = 1
     dp: int = 1
     side: str = ""  # "prefill-" for a disaggregated deployment's prefill workers (the options' prefix)
+    redundant: int = 0  # expert slots beyond the model's experts (an EP load balancer's copies)
 
     def gpus(self) -> int:
         """GPUs of one replica."""
@@ -158,15 +159,18 @@ class Layout:
         group = tp * self.dp
         self.check_splits(shape)
         if shape.moe_layers == 0:
-            if self.ep > 1:
-                raise FactoryplanError("expert parallelism needs a MoE model", field=f"--{self.side}ep", value=self.ep,
-                                       allowed=f"1 for {shape.name}")
+            for what, name, value, none in (("expert parallelism needs", "ep", self.ep, 1),
+                                            ("redundant expert slots need", "redundant-experts", self.redundant, 0)):
+                if value != none:
+                    raise FactoryplanError(f"{what} a MoE model", field=f"--{self.side}{name}", value=value,
+                                           allowed=f"{none} for {shape.name}")
             return Parallel(tp=tp, dp=self.dp, pp=self.pp)
         if group % self.ep:
             raise FactoryplanError(f"--{self.side}ep must divide --{self.side}tp x --{self.side}attention-dp",
                                    field=f"--{self.side}ep", value=self.ep,
                                    allowed=f"a divisor of {group}")
-        return Parallel(tp=tp, dp=self.dp, moe_tp=group // self.ep, ep=self.ep, pp=self.pp)
+        return Parallel(tp=tp, dp=self.dp, moe_tp=group // self.ep, ep=self.ep, pp=self.pp,
+                        redundant=self.redundant)
 
 
     def check_splits(self, shape: ModelShape) -> None:
@@ -184,6 +188,11 @@ class Layout:
             ok = [n for n in range(1, int(shape.experts) + 1) if int(shape.experts) % n == 0]
             raise FactoryplanError(f"{shape.name}'s {shape.experts:.0f} routed experts do not split evenly",
                                    field=f"--{self.side}ep", value=self.ep, allowed=", ".join(map(str, ok)))
+        if shape.moe_layers and self.redundant and (self.ep == 1 or self.redundant % self.ep):
+            raise FactoryplanError("redundant expert slots spread evenly over the expert-parallel ranks",
+                                   field=f"--{self.side}redundant-experts", value=self.redundant,
+                                   allowed=f"a multiple of --{self.side}ep ({self.ep})" if self.ep > 1
+                                   else f"0 (give --{self.side}ep > 1)")
         if not splits_evenly(shape, tp, 1, self.pp):
             raise FactoryplanError(f"{shape.name} has {shape.layers} layers", field=f"--{self.side}pp", value=self.pp,
                                    allowed=f"1 to {shape.layers}")
@@ -247,6 +256,7 @@ def point(
     power_w = gpus * setup.system.power_w / setup.system.gpus
     out = {
         **setup.names(), "gpus": gpus, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep, "attention_dp": layout.dp,
+        "redundant_experts": layout.redundant,
         **setup.precisions(), **_request(isl, osl, cached, spec, isl_cv), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         **_start(together, steady.ttft_s, steady.tpot_s),
@@ -306,6 +316,7 @@ def disaggregated_point(
         "prefill_workers": prefill_workers, "decode_workers": decode_workers,
         "prefill_tp": prefill.tp, "prefill_ep": prefill.ep, "prefill_attention_dp": prefill.dp,
         "tp": decode.tp, "pp": decode.pp, "ep": decode.ep, "attention_dp": decode.dp,
+        "redundant_experts": decode.redundant,
         **setup.precisions(), **_request(isl, osl, cached, spec), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         **_start(together, steady.ttft_s, steady.tpot_s),

@@ -191,7 +191,7 @@ def expected_max_normal(n: FloatOrArray) -> FloatOrArray:
 
 def expert_load_factor(
     experts: FloatOrArray, active: FloatOrArray, tokens: FloatOrArray, ranks: FloatOrArray,
-    concentration: float = np.inf,
+    concentration: float = np.inf, balanced: bool | BoolArray = False,
 ) -> FloatOrArray:
     """The busiest of ``ranks`` expert-parallel GPUs' routed tokens over the mean, ``f >= 1``.
 
@@ -205,8 +205,10 @@ def expert_load_factor(
     skew ``γ`` (Cornish and Fisher 1938): ``f = 1 + sqrt(v)·(z + (z² - 1)·γ/6)``, capped where every
     token would put all the experts it can on one rank. Checked against random routing (Monte Carlo,
     tests): within 5% from 16 tokens for 2 to 64 ranks. Expert tensor parallelism splits every
-    expert evenly and has no such imbalance; with load balancing (redundant experts, EPLB) an engine
-    cuts the popularity term, not the sampling one. One rank gives 1.
+    expert evenly and has no such imbalance. ``balanced`` (an expert-parallel load balancer placing
+    redundant copies of the popular experts by their observed load, EPLB) removes the popularity
+    term, not the sampling one: every rank expects the same share, but a step's tokens still fall
+    unevenly. One rank gives 1.
     """
     e = np.maximum(np.asarray(experts, dtype=float), 1.0)
     r = np.maximum(np.asarray(ranks, dtype=float), 1.0)
@@ -215,7 +217,7 @@ def expert_load_factor(
     spread = 1.0 - 1.0 / r
     finite = math.isfinite(concentration)
     sample = (e - k) / np.maximum(e - 1.0, 1.0)
-    g_inv = r / (concentration * e) if finite else 0.0 * r
+    g_inv = np.where(balanced, 0.0, r / (concentration * e) if finite else 0.0 * r)
     var = spread * (sample / mu + g_inv)
     third = spread * (sample / (mu * mu) + 2.0 * g_inv * g_inv)
     skew = third / np.maximum(var, 1e-30) ** 1.5  # one rank: 0 / floor
@@ -448,7 +450,8 @@ def iteration(
     tokens_rank = rank_decode + rank_prompt
     all_tokens = np.asarray(decode_seqs, dtype=float) * decode_tokens + prompt_tokens
     gemm = _dense_gemms(s, hw, par, prec, tokens_rank, rank_decode + rank_prompts, k)
-    load = expert_load_factor(s.experts, s.active, all_tokens, par.ep, k.routing_concentration)
+    balanced = np.asarray(par.redundant, dtype=float) > 0.0
+    load = expert_load_factor(s.experts, s.active, all_tokens, par.ep, k.routing_concentration, balanced)
     moe = _experts(s, hw, par, prec, all_tokens, k, load)
     attn = _attention(s, hw, par, prec, rank_seqs, ctx, prompt_len, rank_prompts, k, prompt_prefix, decode_tokens)
     comm = _communication(s, hw, par, tokens_rank, k, load)

@@ -215,7 +215,10 @@ class Parallel:
 
     ``tp`` splits attention (and dense MLPs) across GPUs; ``dp`` (attention data parallelism)
     gives each group of ``tp`` GPUs its own sequences; ``moe_tp``/``ep`` split each expert / the
-    set of experts; ``pp`` splits the layers into stages.
+    set of experts; ``pp`` splits the layers into stages. ``redundant`` expert slots (a multiple of
+    ``ep``, 0 for none) hold copies of popular experts, which an expert-parallel load balancer
+    (EPLB: TensorRT-LLM's ``num_slots``, vLLM's and SGLang's redundant experts) places so that every
+    rank expects the same load.
     """
 
     tp: FloatOrArray = 1.0
@@ -223,6 +226,7 @@ class Parallel:
     moe_tp: FloatOrArray = 1.0
     ep: FloatOrArray = 1.0
     pp: FloatOrArray = 1.0
+    redundant: FloatOrArray = 0.0
 
     def gpus(self) -> FloatOrArray:
         """GPUs of one replica."""
@@ -348,14 +352,15 @@ def serving_formats(
 
 def weight_bytes_per_gpu(s: ModelShape, par: Parallel, prec: Precision) -> FloatOrArray:
     """Weights one GPU holds: attention and dense MLPs split ``tp`` ways (a sparse-attention
-    indexer is replicated), experts ``moe_tp·ep`` ways, embedding and LM head vocabulary-parallel
-    over ``tp`` (BF16), layers over ``pp``."""
+    indexer is replicated), experts and their redundant copies ``moe_tp·ep`` ways, embedding and LM
+    head vocabulary-parallel over ``tp`` (BF16), layers over ``pp``."""
     wb, eb = WEIGHT_BYTES[prec.weights], WEIGHT_BYTES[prec.experts]
     tp, pp = np.asarray(par.tp, dtype=float), np.asarray(par.pp, dtype=float)
+    expert_slots = s.experts + np.asarray(par.redundant, dtype=float)
     per_layer = (
         s.layers * (s.attn_params / tp + s.indexer_params * (1.0 - 1.0 / tp)) * wb
         + s.dense_layers * s.mlp_params * wb / tp
-        + s.moe_layers * (s.shared_params * wb / tp + s.experts * s.expert_params * eb / (par.moe_tp * par.ep))
+        + s.moe_layers * (s.shared_params * wb / tp + expert_slots * s.expert_params * eb / (par.moe_tp * par.ep))
     )
     vocab = (1.0 if s.tied else 2.0) * s.vocab_params * 2.0 / tp
     return np.asarray(per_layer / pp + vocab / np.minimum(pp, 2.0), dtype=np.float64)
