@@ -46,6 +46,11 @@ def test_layouts_cover_tp_ep_dp(catalog: Catalog) -> None:
     gpus = moe.tp * moe.dp
     assert np.all(gpus == moe.moe_tp * moe.ep)  # experts use the same GPUs as attention
     assert gpus.max() == 64 and {"tp1 dp8 ep8", "tp8 ep8"} <= {moe.describe(i) for i in range(len(moe))}
+    # every expert-parallel layout also with a load balancer's slot more per rank; none for dense models
+    balanced = moe.redundant > 0
+    assert np.all(moe.redundant[balanced] == moe.ep[balanced]) and np.all(dense.redundant == 0)
+    assert balanced.sum() == ((moe.ep > 1) & ~balanced).sum()
+    assert "tp1 dp32 ep32 redundant32" in {moe.describe(i) for i in range(len(moe))}
 
 
 def test_layouts_split_heads_experts_and_layers_evenly(catalog: Catalog) -> None:

@@ -310,7 +310,8 @@ def serve(
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
     if rps is not None or tokens_per_day is not None:
         if redundant_experts:
-            raise FactoryplanError("applies to a layout you give (the planner's layouts have no redundant experts)",
+            raise FactoryplanError("applies to a layout you give (the planner weighs one redundant slot per "
+                                   "expert-parallel rank against none itself)",
                                    field="--redundant-experts", value=redundant_experts,
                                    allowed="omit it with --rps/--tokens-per-day")
         _plan(refs, build, layout, isl, osl, cached, spec, isl_cv, fmt, start=start, concurrency=concurrency,

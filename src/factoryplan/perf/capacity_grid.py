@@ -61,27 +61,32 @@ class Demand:
     isl_cv: float = 0.0  # the prompts' lengths' coefficient of variation (0: all isl long)
 
 
+_LAYOUT_FIELDS = ("tp", "dp", "moe_tp", "ep", "pp", "redundant")
+
+
 @dataclass(frozen=True)
 class Layouts:
-    """Candidate replica layouts as parallel arrays."""
+    """Candidate replica layouts as parallel arrays (``redundant``: expert slots beyond the
+    model's experts, an expert-parallel load balancer's copies; 0: none)."""
 
     tp: Array
     dp: Array
     moe_tp: Array
     ep: Array
     pp: Array
+    redundant: Array
 
     def par(self) -> Parallel:
         """The layouts as one vectorized :class:`Parallel`."""
-        return Parallel(tp=self.tp, dp=self.dp, moe_tp=self.moe_tp, ep=self.ep, pp=self.pp)
+        return Parallel(tp=self.tp, dp=self.dp, moe_tp=self.moe_tp, ep=self.ep, pp=self.pp, redundant=self.redundant)
 
     def select(self, mask: Array | BoolArray) -> Layouts:
         """The layouts where ``mask`` is true."""
-        return Layouts(*(getattr(self, f)[mask] for f in ("tp", "dp", "moe_tp", "ep", "pp")))
+        return Layouts(*(getattr(self, f)[mask] for f in _LAYOUT_FIELDS))
 
     def repeat(self, n: int) -> Layouts:
         """Each layout ``n`` times in a row (to pair it with ``n`` concurrencies)."""
-        return Layouts(*(np.repeat(getattr(self, f), n) for f in ("tp", "dp", "moe_tp", "ep", "pp")))
+        return Layouts(*(np.repeat(getattr(self, f), n) for f in _LAYOUT_FIELDS))
 
     def __len__(self) -> int:
         return len(self.tp)
@@ -97,6 +102,8 @@ class Layouts:
             parts.append(f"moe_tp{int(self.moe_tp[i])}")
         if self.pp[i] > 1:
             parts.append(f"pp{int(self.pp[i])}")
+        if self.redundant[i] > 0:
+            parts.append(f"redundant{int(self.redundant[i])}")
         return " ".join(parts)
 
 
@@ -113,10 +120,12 @@ def layouts(s: ModelShape, domain: int, max_pp: int = 8) -> Layouts:
 
     Dense models: ``tp`` in powers of two up to the domain, ``pp`` up to ``max_pp`` stages.
     MoE models: attention ``tp x dp`` over the same GPUs as the experts, experts split by
-    expert parallelism (``ep = tp·dp``) or by tensor parallelism (``moe_tp = tp·dp``). Only layouts
-    that split the heads, experts and layers as the engines require (:func:`splits_evenly`).
+    expert parallelism (``ep = tp·dp``), by it with a load balancer's redundant copies (one slot
+    more per rank, as TensorRT-LLM's wide-EP configurations run DeepSeek-R1: 288 slots on 32
+    ranks), or by tensor parallelism (``moe_tp = tp·dp``). Only layouts that split the heads,
+    experts and layers as the engines require (:func:`splits_evenly`).
     """
-    rows: list[tuple[int, int, int, int, int]] = []
+    rows: list[tuple[int, int, int, int, int, int]] = []
     sizes = powers_of_two(domain)
     for pp in powers_of_two(max_pp):
         for g in sizes:
@@ -124,13 +133,14 @@ def layouts(s: ModelShape, domain: int, max_pp: int = 8) -> Layouts:
                 dp = g // tp
                 if s.moe_layers == 0:
                     if dp == 1:
-                        rows.append((tp, 1, 1, 1, pp))
+                        rows.append((tp, 1, 1, 1, pp, 0))
                     continue
-                rows.append((tp, dp, 1, g, pp))
+                rows.append((tp, dp, 1, g, pp, 0))
                 if g > 1:
-                    rows.append((tp, dp, g, 1, pp))
+                    rows.append((tp, dp, 1, g, pp, g))
+                    rows.append((tp, dp, g, 1, pp, 0))
     arr = np.asarray(rows, dtype=float)
-    lay = Layouts(tp=arr[:, 0], dp=arr[:, 1], moe_tp=arr[:, 2], ep=arr[:, 3], pp=arr[:, 4])
+    lay = Layouts(*(arr[:, i] for i in range(len(_LAYOUT_FIELDS))))
     return lay.select(splits_evenly(s, lay.tp, lay.ep, lay.pp))
 
 

@@ -181,12 +181,22 @@ def expected_max_normal(n: FloatOrArray) -> FloatOrArray:
     """Expected largest of ``n`` standard normal draws, Blom's ``Φ⁻¹((n - 0.375)/(n + 0.25))``
     (Blom 1958; within 0.03 of the exact order statistic, 4% at n = 2 and under 1% from n = 8),
     with ``Φ⁻¹`` by the rational approximation 26.2.23 of Abramowitz and Stegun (error under
-    4.5e-4). ``n <= 1`` gives 0."""
+    4.5e-4). ``n <= 1`` gives 0. Whole ``n`` up to 1,024 (rank counts) are looked up in a table."""
     nn = np.maximum(np.asarray(n, dtype=float), 1.0)
+    if nn.size and nn.max() <= _Z_TABLE_MAX and np.array_equal(nn, np.floor(nn)):
+        return np.asarray(_Z_TABLE[nn.astype(np.intp)], dtype=np.float64)
+    return _blom(nn)
+
+
+def _blom(nn: Array) -> Array:
     tail = 1.0 - (nn - 0.375) / (nn + 0.25)  # upper-tail probability, <= 0.5
     t = np.sqrt(-2.0 * np.log(np.clip(tail, 1e-300, 0.5)))
     z = t - (2.515517 + 0.802853 * t + 0.010328 * t * t) / (1.0 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t**3)
     return np.asarray(np.where(nn > 1.0, np.maximum(z, 0.0), 0.0), dtype=np.float64)
+
+
+_Z_TABLE_MAX = 1024
+_Z_TABLE = _blom(np.maximum(np.arange(_Z_TABLE_MAX + 1, dtype=float), 1.0))
 
 
 def expert_load_factor(
@@ -213,18 +223,18 @@ def expert_load_factor(
     e = np.maximum(np.asarray(experts, dtype=float), 1.0)
     r = np.maximum(np.asarray(ranks, dtype=float), 1.0)
     k = np.asarray(active, dtype=float)
-    mu = np.maximum(np.asarray(tokens, dtype=float) * k / r, 1e-9)
+    inv_mu = r / np.maximum(np.asarray(tokens, dtype=float) * k, 1e-9)
     spread = 1.0 - 1.0 / r
-    finite = math.isfinite(concentration)
     sample = (e - k) / np.maximum(e - 1.0, 1.0)
-    g_inv = np.where(balanced, 0.0, r / (concentration * e) if finite else 0.0 * r)
-    var = spread * (sample / mu + g_inv)
-    third = spread * (sample / (mu * mu) + 2.0 * g_inv * g_inv)
-    skew = third / np.maximum(var, 1e-30) ** 1.5  # one rank: 0 / floor
+    g_inv = r / (concentration * e) if math.isfinite(concentration) else 0.0
+    g_inv = np.where(balanced, 0.0, g_inv) if np.any(balanced) else g_inv
+    var = spread * (sample * inv_mu + g_inv)
+    third = spread * (sample * inv_mu * inv_mu + 2.0 * g_inv * g_inv)
     z = expected_max_normal(r)
-    f = 1.0 + np.sqrt(var) * (z + (z * z - 1.0) * skew / 6.0)
+    # 1 + sd·(z + (z² - 1)·γ/6) with γ = third / var^1.5; one rank: var = third = 0, f = 1
+    f = 1.0 + np.sqrt(var) * z + (z * z - 1.0) * third / (6.0 * np.maximum(var, 1e-30))
     cap = r * np.minimum(k, e / r) / np.maximum(k, 1e-9)
-    return np.asarray(np.where(r > 1.0, np.clip(f, 1.0, cap), 1.0), dtype=np.float64)
+    return np.asarray(np.clip(f, 1.0, cap), dtype=np.float64)
 
 
 def allreduce_time(
@@ -450,8 +460,10 @@ def iteration(
     tokens_rank = rank_decode + rank_prompt
     all_tokens = np.asarray(decode_seqs, dtype=float) * decode_tokens + prompt_tokens
     gemm = _dense_gemms(s, hw, par, prec, tokens_rank, rank_decode + rank_prompts, k)
-    balanced = np.asarray(par.redundant, dtype=float) > 0.0
-    load = expert_load_factor(s.experts, s.active, all_tokens, par.ep, k.routing_concentration, balanced)
+    load: FloatOrArray = 1.0
+    if s.moe_layers:
+        balanced = np.asarray(par.redundant, dtype=float) > 0.0
+        load = expert_load_factor(s.experts, s.active, all_tokens, par.ep, k.routing_concentration, balanced)
     moe = _experts(s, hw, par, prec, all_tokens, k, load)
     attn = _attention(s, hw, par, prec, rank_seqs, ctx, prompt_len, rank_prompts, k, prompt_prefix, decode_tokens)
     comm = _communication(s, hw, par, tokens_rank, k, load)
