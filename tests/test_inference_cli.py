@@ -28,6 +28,7 @@ def test_point_estimate_keys(capsys: pytest.CaptureFixture[str]) -> None:
     assert d["output_tokens_per_s_per_gpu"] == pytest.approx(d["output_tokens_per_s"] / 2)
     assert d["tokens_per_s_per_user"] == pytest.approx(1000 / d["tpot_ms"])
     assert 0 < d["memory_per_gpu_gib"] < 141e9 / 2**30
+    assert "expert_load_busiest_rank" not in d  # a dense model has no expert ranks
 
 
 def test_figures_come_with_the_calibration_band(capsys: pytest.CaptureFixture[str]) -> None:
@@ -212,6 +213,8 @@ def test_redundant_experts_balance_wide_expert_parallelism(capsys: pytest.Captur
     plain = cli_json(capsys, *base)
     balanced = cli_json(capsys, *base, "--redundant-experts", "32")
     assert plain["redundant_experts"] == 0 and balanced["redundant_experts"] == 32
+    # the busiest rank's load in a decode step of 4,096 sequences: the router's favourites, then sampling alone
+    assert plain["expert_load_busiest_rank"] > 1.3 > 1.1 > balanced["expert_load_busiest_rank"] > 1.0
     extra_gib = balanced["weights_per_gpu_gib"] - plain["weights_per_gpu_gib"]
     assert 0.0 < extra_gib < 0.1 * plain["weights_per_gpu_gib"]
     # one more expert per GPU in each of the 58 MoE layers: 3 x 7168 x 2048 NVFP4 weights with their scales

@@ -25,6 +25,7 @@ from factoryplan.perf.inference import (
     Precision,
     compute_precision,
     constants_from_catalog,
+    expert_load_factor,
     hardware_of,
     peak_flops,
     serving_formats,
@@ -277,11 +278,24 @@ def point(
     balance = float(np.asarray(steady.balance_s))
     if balance > 0:  # the engine holds prompts until every attention-DP rank has one (steady state)
         out["attention_dp_balance_wait_ms"] = balance * 1e3
+    out |= _expert_load(setup, layout, float(np.asarray(steady.running)), spec)
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     if concurrency > max_conc:
         out["note"] = setup.queue_note(concurrency, int(max_conc))
     return out
 
+
+
+def _expert_load(setup: Setup, layout: Layout, sequences: float, spec: tuple[int, float]) -> dict[str, Any]:
+    """Under expert parallelism, the busiest rank's routed tokens over the mean in a decode step of
+    ``sequences`` (:func:`~factoryplan.perf.inference.expert_load_factor`); nothing otherwise."""
+    s = setup.shape
+    if not s.moe_layers or layout.ep <= 1:
+        return {}
+    tokens = sequences * float(np.asarray(tokens_per_step(spec[0], spec[1])))
+    load = expert_load_factor(s.experts, s.active, tokens, layout.ep, setup.k.routing_concentration,
+                              layout.redundant > 0)
+    return {"expert_load_busiest_rank": float(np.asarray(load))}
 
 
 def disaggregated_point(
@@ -328,6 +342,7 @@ def disaggregated_point(
         "max_concurrency": int(float(np.asarray(mem_d.max_concurrency)) * decode_workers),
         "fits": bool(np.asarray(r.fits)), "power_kw": power_w / 1e3,
         "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
+        **_expert_load(setup, decode, float(np.asarray(steady.decode_batch)), spec),
     }
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     if not out["fits"]:
