@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from factoryplan.catalog.hf_fields import Config, bool_field, int_field, required_ints
 from factoryplan.catalog.hf_hybrid import block_counts, granite_mamba, linear_attention, mamba2
 from factoryplan.catalog.hf_quant import release_of
-from factoryplan.catalog.schema import MLA, ModelArch, MoE, SparseAttention
+from factoryplan.catalog.schema import MLA, LinearAttention, ModelArch, MoE, SparseAttention
 from factoryplan.errors import FactoryplanError
 
 # The fields every config must give, by meaning, with the names families use for them.
@@ -413,24 +413,47 @@ def _head_dims(cfg: Config, where: str, mla: MLA | None, hidden: int, heads: int
     return head_dim, kv_heads
 
 
+def _layer_stack(
+    cfg: Config, num_layers: int, blocks: dict[str, int] | None, where: str, notes: list[str]
+) -> tuple[int, int | None, MoE | None, bool]:
+    """(layers, feed-forward layers where they are separate blocks, the MoE, whether any
+    feed-forward layer is dense). Nemotron-H counts blocks: its mixer blocks are the layers, its
+    MLP blocks, then its MoE blocks, the feed-forward ones."""
+    if blocks is None:
+        moe = _moe(cfg, num_layers, where, notes)
+        return num_layers, None, moe, moe is None or moe.dense_layers > 0 or moe.layer_freq > 1
+    layers, ffn_layers = blocks["mamba"] + blocks["attention"], blocks["mlp"] + blocks["moe"]
+    moe = _moe(cfg, ffn_layers, where, notes, moe_set=set(range(blocks["mlp"], ffn_layers)))
+    notes.append(
+        f"{blocks['mamba']} Mamba-2, {blocks['attention']} attention, {blocks['mlp']} MLP and {blocks['moe']} "
+        "MoE blocks; two norms counted per mixer block"
+    )
+    return layers, ffn_layers, moe, blocks["mlp"] > 0
+
+
+def _linear_mixers(
+    cfg: Config, blocks: dict[str, int] | None, layers: int, where: str, notes: list[str]
+) -> LinearAttention | None:
+    """The linear-time mixers: Nemotron-H's or Granite 4.0-H's Mamba-2 layers, else Gated DeltaNet
+    layers (Qwen3-Next, Qwen3.5), else None."""
+    if blocks is not None:
+        return mamba2(cfg, blocks["mamba"], where)
+    if granite_mamba(cfg):
+        kinds = [str(t) for t in cfg["layer_types"]]
+        if len(kinds) != layers:
+            raise FactoryplanError(f"lists {len(kinds)} layer types for {layers} layers", where=where,
+                                   field="layer_types")
+        return mamba2(cfg, kinds.count("mamba"), where)
+    return linear_attention(cfg, layers, where, notes)
+
+
 def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
     """Everything but identity and provenance, read from the (text model's) config."""
     req = _required(cfg, where)
     model_type = str(cfg.get("model_type", "unknown"))
     hidden, heads = req["hidden"], req["heads"]
     blocks = block_counts(cfg, req["layers"], where)
-    if blocks is None:
-        layers, ffn_layers = req["layers"], None
-        moe = _moe(cfg, layers, where, notes)
-        has_dense = moe is None or moe.dense_layers > 0 or moe.layer_freq > 1
-    else:  # Nemotron-H: mixer blocks are the layers; MLP blocks, then MoE blocks, the feed-forward ones
-        layers, ffn_layers = blocks["mamba"] + blocks["attention"], blocks["mlp"] + blocks["moe"]
-        moe = _moe(cfg, ffn_layers, where, notes, moe_set=set(range(blocks["mlp"], ffn_layers)))
-        has_dense = blocks["mlp"] > 0
-        notes.append(
-            f"{blocks['mamba']} Mamba-2, {blocks['attention']} attention, {blocks['mlp']} MLP and {blocks['moe']} "
-            "MoE blocks; two norms counted per mixer block"
-        )
+    layers, ffn_layers, moe, has_dense = _layer_stack(cfg, req["layers"], blocks, where, notes)
     mla = _mla(cfg, where)
     ffn = _dense_ffn(cfg, where, model_type, hidden, has_dense)
     head_dim, kv_heads = _head_dims(cfg, where, mla, hidden, heads)
@@ -442,16 +465,7 @@ def _arch_fields(cfg: Config, where: str, notes: list[str]) -> dict[str, Any]:
     )
     qk_norm = bool(bool_field(cfg, "use_qk_norm") or bool_field(cfg, "qk_layernorm") or model_type in _QK_NORM)
     gate = bool_field(cfg, "attn_output_gate")
-    if blocks is not None:
-        linear = mamba2(cfg, blocks["mamba"], where)
-    elif granite_mamba(cfg):
-        kinds = [str(t) for t in cfg["layer_types"]]
-        if len(kinds) != layers:
-            raise FactoryplanError(f"lists {len(kinds)} layer types for {layers} layers", where=where,
-                                   field="layer_types")
-        linear = mamba2(cfg, kinds.count("mamba"), where)
-    else:
-        linear = linear_attention(cfg, layers, where, notes)
+    linear = _linear_mixers(cfg, blocks, layers, where, notes)
     if qk_norm and cfg.get("qk_norm_type") == "per_layer":
         notes.append(
             "q/k norms span all heads in this model; counted per head (undercounts "
