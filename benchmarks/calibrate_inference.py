@@ -78,6 +78,7 @@ ENGINE = [
     ("step_overhead_s", 1e-5, 3e-2, True, 1e-3, 1.0),
     ("layer_overhead_s", 1e-7, 2e-4, True, 2e-5, 1.0),
     ("sequence_overhead_s", 1e-8, 1e-4, True, 5e-6, 1.5),
+    ("cpu_sequence_s", 1e-8, 3e-4, True, 2e-5, 2.0),
     ("moe_layer_overhead_s", 1e-7, 1e-3, True, 3e-5, 1.5),
     ("prefill_layer_overhead_s", 1e-7, 1e-2, True, 1e-4, 2.0),
     ("request_overhead_s", 1e-4, 0.5, True, 0.03, 1.5),

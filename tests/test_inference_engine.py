@@ -150,6 +150,20 @@ def test_expert_parallel_against_expert_tensor_parallel(catalog: Catalog, k: Con
     assert dense.attention == pytest.approx(iteration(s, hw, etp_par, FP8, k, decode_seqs=64.0, ctx=2000.0).attention)
 
 
+def test_host_work_caps_a_fast_replica(catalog: Catalog, k: Constants) -> None:
+    """The engine prepares the next iteration while the GPU runs this one: its per-sequence host
+    work adds nothing while the GPU's step is longer, and sets the step where it is not."""
+    s = shape_of(catalog.models["llama-3.1-8b"])
+    hw = hw_of(catalog, "b200")
+    slow_host = replace(k, cpu_sequence_s=100e-6)
+    few = iteration(s, hw, Parallel(tp=8), FP8, slow_host, decode_seqs=8.0, ctx=1000.0)
+    many = iteration(s, hw, Parallel(tp=8), FP8, slow_host, decode_seqs=1024.0, ctx=1000.0)
+    assert few.cpu == 0.0
+    assert many.cpu > 0.0 and many.total == pytest.approx(100e-6 * 1024)
+    no_host = iteration(s, hw, Parallel(tp=8), FP8, replace(k, cpu_sequence_s=0.0), decode_seqs=1024.0, ctx=1000.0)
+    assert no_host.cpu == 0.0 and no_host.total < many.total
+
+
 def test_low_precision_gemms_are_derated(catalog: Catalog, k: Constants) -> None:
     """FP8 tensor cores run at twice the BF16 rate but reach a smaller share of it; FP4 weights on
     Hopper are weight-only (BF16 tensor cores), so they are not derated."""

@@ -294,11 +294,12 @@ class Step:
     attention: FloatOrArray
     comm: FloatOrArray
     overhead: FloatOrArray
+    cpu: FloatOrArray = 0.0  # the scheduler's work beyond the GPU's, where it is the longer of the two
 
     @property
     def total(self) -> FloatOrArray:
         """The whole iteration."""
-        return self.gemm + self.moe + self.attention + self.comm + self.overhead
+        return self.gemm + self.moe + self.attention + self.comm + self.overhead + self.cpu
 
 
 def _dense_gemms(
@@ -475,4 +476,9 @@ def iteration(
         + k.sequence_overhead_s * (rank_seqs + rank_prompts)
     )
     zero = np.zeros_like(np.asarray(gemm, dtype=float))
-    return Step(gemm=gemm + zero, moe=moe + zero, attention=attn + zero, comm=comm + zero, overhead=overhead + zero)
+    # the engine prepares the next iteration while the GPU runs this one (overlap scheduling): its
+    # per-sequence host work shows only where it outlasts the GPU's
+    host = k.cpu_sequence_s * (rank_seqs + rank_prompts)
+    cpu = np.maximum(host - (gemm + moe + attn + comm + overhead), 0.0)
+    return Step(gemm=gemm + zero, moe=moe + zero, attention=attn + zero, comm=comm + zero, overhead=overhead + zero,
+                cpu=cpu + zero)

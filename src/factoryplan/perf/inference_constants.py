@@ -42,6 +42,7 @@ class Constants:
     step_overhead_s: float  # engine: per iteration (scheduler, launch)
     layer_overhead_s: float  # engine: per layer and iteration (kernel gaps, small kernels)
     sequence_overhead_s: float  # engine: per running sequence and iteration (bookkeeping, sampling)
+    cpu_sequence_s: float  # engine: host work per running sequence and iteration, overlapped with the GPU's
     moe_layer_overhead_s: float  # engine: per MoE layer and iteration (routing, permutation, expert launches)
     prefill_layer_overhead_s: float  # engine: per layer of an iteration carrying prompt tokens (no CUDA graph)
     request_overhead_s: float  # engine: per request, arrival to first token (HTTP, tokenizer, scheduling)
@@ -64,7 +65,8 @@ GLOBAL_FIELDS = (
     "burst_share",
 )
 ENGINE_FIELDS = (
-    "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "moe_layer_overhead_s", "prefill_layer_overhead_s",
+    "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "cpu_sequence_s", "moe_layer_overhead_s",
+    "prefill_layer_overhead_s",
     "request_overhead_s", "moe_kernel_efficiency", "prefill_queue_factor", "token_budget", "memory_fraction",
     "reserved_bytes", "max_batch", "kv_reserve", "adp_timeout_iterations", "mixes_prefill", "fraction_of_free",
     "kv_fp8_default",
