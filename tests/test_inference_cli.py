@@ -223,6 +223,19 @@ def test_redundant_experts_balance_wide_expert_parallelism(capsys: pytest.Captur
     assert balanced["output_tokens_per_s"] > plain["output_tokens_per_s"]
 
 
+def test_a_host_limited_step_is_named(capsys: pytest.CaptureFixture[str], catalog: Catalog) -> None:
+    """Llama-3.1-8B on 8 B200 with 1,000 SGLang users: the scheduler's host work per sequence, not the
+    GPUs, sets the decode step, and the output says so; at 16 users it does not."""
+    from factoryplan.perf.inference import constants_from_catalog
+
+    host_s = constants_from_catalog(catalog, "sglang").cpu_sequence_s
+    base = ("serve", "-m", "llama-3.1-8b", "-g", "b200", "--tp", "8", "--isl", "1000", "--osl", "1000",
+            "--backend", "sglang")
+    busy = cli_json(capsys, *base, "-c", "1000")
+    assert "host work" in busy["note"] and busy["decode_step_ms"] == pytest.approx(busy["running"] * host_s * 1e3)
+    assert "note" not in cli_json(capsys, *base, "-c", "16")
+
+
 def test_disaggregated_point_estimate(capsys: pytest.CaptureFixture[str], catalog: Catalog) -> None:
     """--prefill-tp (with worker counts) predicts a given prefill/decode deployment with the closed-loop
     disaggregated form: its GPUs, TTFT, TPOT and throughput."""

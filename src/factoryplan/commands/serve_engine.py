@@ -27,6 +27,7 @@ from factoryplan.perf.inference import (
     constants_from_catalog,
     expert_load_factor,
     hardware_of,
+    iteration,
     peak_flops,
     serving_formats,
     shape_of,
@@ -280,9 +281,25 @@ def point(
         out["attention_dp_balance_wait_ms"] = balance * 1e3
     out |= _expert_load(setup, layout, float(np.asarray(steady.running)), spec)
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
-    if concurrency > max_conc:
-        out["note"] = setup.queue_note(concurrency, int(max_conc))
+    notes = [setup.queue_note(concurrency, int(max_conc))] if concurrency > max_conc else []
+    notes += _host_note(setup, par, float(np.asarray(steady.running)), isl + osl / 2.0, spec)
+    if notes:
+        out["note"] = "; ".join(notes)
     return out
+
+
+def _host_note(setup: Setup, par: Parallel, sequences: float, ctx: float, spec: tuple[int, float]) -> list[str]:
+    """A note where the engine's host work for ``sequences`` running sequences outlasts the GPU's
+    decode step (:attr:`~factoryplan.perf.inference.Step.cpu`); none otherwise."""
+    pp = float(np.asarray(par.pp))
+    step = iteration(setup.shape, setup.hw, par, setup.prec, setup.k, decode_seqs=sequences / pp, ctx=ctx,
+                     decode_tokens=1.0 + spec[0])
+    if float(np.asarray(step.cpu)) <= 0.0:
+        return []
+    host_us = setup.k.cpu_sequence_s * 1e6
+    return [f"the {setup.backend} scheduler's host work ({host_us:.0f} us per running sequence) outlasts the GPU's "
+            "decode step: a faster GPU would not shorten it, fewer sequences per replica (or per attention-DP "
+            "rank) would"]
 
 
 
