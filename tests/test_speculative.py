@@ -132,3 +132,19 @@ def test_whole_decode_iterations_of_a_request() -> None:
     assert decode_iterations(1001, 0, 0.0) == 1000
     assert decode_iterations(1001, 1, 1.0) == 500  # two tokens an iteration, exactly
     assert decode_iterations(1001, 1, 0.5) == 667  # ceil(1000 / 1.5)
+
+
+def test_host_work_overlaps_the_drafts_too(catalog: Catalog) -> None:
+    """The engine's host work per sequence overlaps the GPU's whole iteration, the draft's passes
+    included: where it is the longer, drafts add nothing; where the GPU is, they add their passes."""
+    from dataclasses import replace
+
+    s, hw, k = serving_setup(catalog, "llama-3.1-8b", "b200")
+    slow = replace(k, cpu_sequence_s=200e-6)
+    par = Parallel(tp=8)
+    with_drafts = float(decode_iteration(s, hw, par, FP8, slow, seqs=512.0, ctx=2000.0, draft_tokens=3.0))
+    without = float(decode_iteration(s, hw, par, FP8, slow, seqs=512.0, ctx=2000.0))
+    assert with_drafts == pytest.approx(without) == pytest.approx(512 * 200e-6)
+    quick = replace(k, cpu_sequence_s=0.0)
+    plain = iteration(s, hw, par, FP8, quick, decode_seqs=4.0, ctx=2000.0, decode_tokens=4.0).total
+    assert float(decode_iteration(s, hw, par, FP8, quick, seqs=4.0, ctx=2000.0, draft_tokens=3.0)) > float(plain)
