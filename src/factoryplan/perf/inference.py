@@ -50,6 +50,9 @@ one forward pass. Its time on one GPU is the sum over layers of
   that carries prompt tokens runs outside the CUDA graphs captured for decode batches, so its
   kernels are launched one by one: an extra cost per layer. Where mixer and feed-forward are
   separate blocks (Nemotron-H), the per-layer costs and the TP all-reduces count blocks in pairs.
+  The engine's host work per running sequence (scheduling, sampling, detokenizing) runs while the
+  GPU computes (overlap scheduling): it sets the iteration only where it is the longer of the two,
+  a ceiling on a replica's tokens per second that a faster GPU does not lift.
 
 Pipeline parallelism splits the layers into ``pp`` stages: one token passes every stage in turn
 (latency), while ``pp`` micro-batches keep the stages busy (throughput; see ``serving``).
