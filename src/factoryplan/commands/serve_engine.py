@@ -27,7 +27,6 @@ from factoryplan.perf.inference import (
     constants_from_catalog,
     expert_load_factor,
     hardware_of,
-    iteration,
     peak_flops,
     serving_formats,
     shape_of,
@@ -39,6 +38,7 @@ from factoryplan.perf.serving import (
     Memory,
     Serving,
     closed_loop_disaggregated,
+    decode_iteration,
     memory,
     memory_gib,
     serve,
@@ -289,12 +289,14 @@ def point(
 
 
 def _host_note(setup: Setup, par: Parallel, sequences: float, ctx: float, spec: tuple[int, float]) -> list[str]:
-    """A note where the engine's host work for ``sequences`` running sequences outlasts the GPU's
-    decode step (:attr:`~factoryplan.perf.inference.Step.cpu`); none otherwise."""
-    pp = float(np.asarray(par.pp))
-    step = iteration(setup.shape, setup.hw, par, setup.prec, setup.k, decode_seqs=sequences / pp, ctx=ctx,
-                     decode_tokens=1.0 + spec[0])
-    if float(np.asarray(step.cpu)) <= 0.0:
+    """A note where the engine's host work for ``sequences`` running sequences (per attention-DP
+    rank's scheduler) sets the decode step, outlasting the GPU's passes (a speculative step's drafts
+    included); none otherwise."""
+    pp, dp = float(np.asarray(par.pp)), float(np.asarray(par.dp))
+    step = decode_iteration(setup.shape, setup.hw, par, setup.prec, setup.k, seqs=sequences / pp, ctx=ctx,
+                            draft_tokens=spec[0])
+    host = setup.k.cpu_sequence_s * sequences / (pp * dp)  # one scheduler per attention-DP rank
+    if host < float(np.asarray(step)) * (1.0 - 1e-9):
         return []
     host_us = setup.k.cpu_sequence_s * 1e6
     return [f"the {setup.backend} scheduler's host work ({host_us:.0f} us per running sequence) outlasts the GPU's "
