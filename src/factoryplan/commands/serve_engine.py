@@ -38,7 +38,6 @@ from factoryplan.perf.serving import (
     Memory,
     Serving,
     closed_loop_disaggregated,
-    decode_iteration,
     memory,
     memory_gib,
     serve,
@@ -279,24 +278,22 @@ def point(
     balance = float(np.asarray(steady.balance_s))
     if balance > 0:  # the engine holds prompts until every attention-DP rank has one (steady state)
         out["attention_dp_balance_wait_ms"] = balance * 1e3
-    out |= _expert_load(setup, layout, float(np.asarray(steady.running)), spec)
+    out |= _expert_load(setup, layout, float(np.asarray(steady.running)), spec[0])
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     notes = [setup.queue_note(concurrency, int(max_conc))] if concurrency > max_conc else []
-    notes += _host_note(setup, par, float(np.asarray(steady.running)), isl + osl / 2.0, spec)
+    notes += _host_note(setup, layout, steady)
     if notes:
         out["note"] = "; ".join(notes)
     return out
 
 
-def _host_note(setup: Setup, par: Parallel, sequences: float, ctx: float, spec: tuple[int, float]) -> list[str]:
-    """A note where the engine's host work for ``sequences`` running sequences (per attention-DP
-    rank's scheduler) sets the decode step, outlasting the GPU's passes (a speculative step's drafts
-    included); none otherwise."""
-    pp, dp = float(np.asarray(par.pp)), float(np.asarray(par.dp))
-    step = decode_iteration(setup.shape, setup.hw, par, setup.prec, setup.k, seqs=sequences / pp, ctx=ctx,
-                            draft_tokens=spec[0])
-    host = setup.k.cpu_sequence_s * sequences / (pp * dp)  # one scheduler per attention-DP rank
-    if host < float(np.asarray(step)) * (1.0 - 1e-9):
+def _host_note(setup: Setup, layout: Layout, steady: Serving) -> list[str]:
+    """A note where the engine's host work for the steady state's running sequences (one scheduler
+    per attention-DP rank) sets its decode step (``decode_step_s``, a speculative step's drafts
+    included), outlasting the GPU's passes; none otherwise."""
+    stages = layout.pp
+    host = setup.k.cpu_sequence_s * float(np.asarray(steady.running)) / (stages * layout.dp)
+    if host < float(np.asarray(steady.decode_step_s)) / stages * (1.0 - 1e-9):
         return []
     host_us = setup.k.cpu_sequence_s * 1e6
     return [f"the {setup.backend} scheduler's host work ({host_us:.0f} us per running sequence) outlasts the GPU's "
@@ -304,14 +301,15 @@ def _host_note(setup: Setup, par: Parallel, sequences: float, ctx: float, spec: 
             "rank) would"]
 
 
-
-def _expert_load(setup: Setup, layout: Layout, sequences: float, spec: tuple[int, float]) -> dict[str, Any]:
+def _expert_load(setup: Setup, layout: Layout, sequences: float, draft_tokens: int) -> dict[str, Any]:
     """Under expert parallelism, the busiest rank's routed tokens over the mean in a decode step of
-    ``sequences`` (:func:`~factoryplan.perf.inference.expert_load_factor`); nothing otherwise."""
+    ``sequences`` over the pipeline stages, each verifying its token and drafts (as
+    :func:`~factoryplan.perf.inference.iteration` routes them, :func:`expert_load_factor`); nothing
+    otherwise."""
     s = setup.shape
     if not s.moe_layers or layout.ep <= 1:
         return {}
-    tokens = sequences * float(np.asarray(tokens_per_step(spec[0], spec[1])))
+    tokens = sequences / layout.pp * (1.0 + draft_tokens)
     load = expert_load_factor(s.experts, s.active, tokens, layout.ep, setup.k.routing_concentration,
                               layout.redundant > 0)
     return {"expert_load_busiest_rank": float(np.asarray(load))}
@@ -361,7 +359,7 @@ def disaggregated_point(
         "max_concurrency": int(float(np.asarray(mem_d.max_concurrency)) * decode_workers),
         "fits": bool(np.asarray(r.fits)), "power_kw": power_w / 1e3,
         "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
-        **_expert_load(setup, decode, float(np.asarray(steady.decode_batch)), spec),
+        **_expert_load(setup, decode, float(np.asarray(steady.decode_batch)), spec[0]),
     }
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     if not out["fits"]:
