@@ -305,7 +305,7 @@ def _prefill_replica_run(
         while i < requests and arrivals[i] <= t:
             queue.append(i)
             i += 1
-        batch, load = [queue.popleft()], 0.0
+        batch = [queue.popleft()]
         load = sizes[batch[0]]
         while queue and len(batch) < full and load + sizes[queue[0]] <= full:
             load += sizes[queue[0]]
