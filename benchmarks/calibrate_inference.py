@@ -53,7 +53,11 @@ from factoryplan.validation.published import load_published
 # what microbenchmarks of the parts say (cuBLAS FP8/BF16 GEMMs reach ~70% of dense peak, GEMV
 # streams ~88% of HBM bandwidth, FlashAttention-3 ~55% of BF16 peak, NCCL all-reduce ~75% of NVLink);
 # they keep the fit physical where the serving data cannot tell two constants apart. Widths are in
-# the parameter's own scale (log for log-scaled ones).
+# the parameter's own scale (log for log-scaled ones). Two priors are judgements, not measurements,
+# and held loosely: expert_overhead_s 1 us (a grouped GEMM's setup and tail per expert, the order of a
+# kernel's prologue; width 3, a factor of 20) and cpu_sequence_s 20 us (an engine's Python scheduling,
+# sampling and detokenizing per running sequence and step; width 2, a factor of 7): the data set
+# the first (0.52 us) and SGLang's second (39 us), and bound TensorRT-LLM's and vLLM's only from above.
 GLOBAL = [
     ("gemm_efficiency", 0.3, 1.0, False, 0.70, 0.10),
     ("gemm_m_half", 1.0, 512.0, True, 16.0, 1.5),
