@@ -309,11 +309,6 @@ def serve(
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
     if rps is not None or tokens_per_day is not None:
-        if redundant_experts:
-            raise FactoryplanError("applies to a layout you give (the planner weighs one redundant slot per "
-                                   "expert-parallel rank against none itself)",
-                                   field="--redundant-experts", value=redundant_experts,
-                                   allowed="omit it with --rps/--tokens-per-day")
         _plan(refs, build, layout, isl, osl, cached, spec, isl_cv, fmt, start=start, concurrency=concurrency,
               prefill_tp=prefill_tp, disagg=disagg, rps=rps, tokens_per_day=tokens_per_day,
               peak_to_average=peak_to_average, mode=mode.value, target=(ttft_ms, tpot_ms, ttft_percentile))
@@ -341,8 +336,8 @@ def _plan(
     peak_to_average: float, mode: str, target: tuple[float, float, float | None],
 ) -> None:
     """``serve --rps/--tokens-per-day``: the capacity plan on one GPU type, or the types compared;
-    ``start``, ``concurrency``, ``prefill_tp`` and ``disagg`` (the point-estimate options) are refused
-    here; ``target``: TTFT and TPOT (ms), percentile."""
+    ``start``, ``concurrency``, ``layout.redundant``, ``prefill_tp`` and ``disagg`` (the point-estimate
+    options) are refused here; ``target``: TTFT and TPOT (ms), percentile."""
     from factoryplan.commands import serve_engine as eng
 
     if start is not None:
@@ -351,6 +346,10 @@ def _plan(
     if concurrency is not None:
         raise FactoryplanError("the planner chooses the concurrency", field="--concurrency", value=concurrency,
                                allowed="omit it with --rps/--tokens-per-day")
+    if layout.redundant:
+        raise FactoryplanError("applies to a layout you give (the planner weighs one redundant slot per "
+                               "expert-parallel rank against none itself)", field="--redundant-experts",
+                               value=layout.redundant, allowed="omit it with --rps/--tokens-per-day")
     if prefill_tp is not None or disagg:
         raise FactoryplanError("the planner chooses the prefill and decode pools",
                                field=", ".join(["--prefill-tp"] * (prefill_tp is not None) + disagg),
