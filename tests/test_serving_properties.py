@@ -18,7 +18,7 @@ from factoryplan.catalog.load import Catalog
 from factoryplan.perf.inference import Parallel, Precision
 from factoryplan.perf.serving import closed_loop_disaggregated, serve
 
-from .conftest import serving_setup
+from .conftest import FP8, serving_setup
 
 USERS = np.array([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0])
 MODELS = ("llama-3.1-8b", "llama-3.1-70b", "qwen3-235b-a22b", "deepseek-r1", "gpt-oss-120b", "qwen3.5-397b-a17b")
@@ -82,3 +82,37 @@ def test_disaggregated_figures_are_physical(catalog: Catalog, model: str, gpu: s
         # a closed loop's fixed point: throughput may settle a little below the last point (2%)
         assert _never_falls(np.asarray(r.output_tokens_per_s), 0.02), case
     assert checked > 0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_closed_loop_queues_no_more_than_its_users_prompts(catalog: Catalog, engine: str) -> None:
+    """A lone user never waits behind another prompt, and no request waits longer than all the
+    prompt iterations of one cycle (``c`` users' shares, ``prefill_service_s`` each): a closed loop
+    holds no more prompts than its users, however busy the engine is with them."""
+    for model, gpu, par in (("llama-3.1-70b", "h200-sxm", Parallel(tp=4.0)),
+                            ("deepseek-r1", "gb200", Parallel(tp=8.0, ep=8.0)),
+                            ("deepseek-r1", "gb200", Parallel(tp=1.0, dp=8.0, ep=8.0))):
+        s, hw, k = serving_setup(catalog, model, gpu, engine)
+        dp = float(np.asarray(par.dp))
+        for isl, osl in ((2000.0, 1.0), (2000.0, 10.0), (8000.0, 200.0), (1000.0, 1000.0)):
+            r = serve(s, hw, par, FP8, k, concurrency=USERS * dp, isl=isl, osl=osl)
+            queue, share = np.asarray(r.queue_s), np.asarray(r.prefill_service_s)
+            case = (engine, model, f"dp{dp:g}", isl, osl)
+            if dp == 1.0:
+                assert float(queue[0]) == 0.0, case
+            per_user = share * (dp if dp > 1.0 and k.adp_timeout_iterations <= 0 else 1.0)  # ranks alone: all ranks'
+            assert bool(np.all(queue <= np.asarray(r.running) / dp * per_user * (1.0 + 1e-9))), case
+
+
+def test_attention_dp_prefills_short_requests_about_as_fast_as_tensor_parallel(catalog: Catalog) -> None:
+    """With one-token answers a replica does little but prefill: eight attention-DP ranks (each its own
+    prompts, the experts over all eight) push about as many prompts through as eight tensor-parallel
+    GPUs; a queue growing with the size of a batched pass rather than with the users ahead cut the
+    attention-DP replica to a third of that."""
+    s, hw, k = serving_setup(catalog, "deepseek-r1", "gb200", "trtllm")
+    fp4 = Precision("fp4", "fp4", "fp8")
+    for osl in (1.0, 10.0):
+        tp = serve(s, hw, Parallel(tp=8.0, ep=8.0), fp4, k, concurrency=64.0, isl=2000.0, osl=osl)
+        adp = serve(s, hw, Parallel(tp=1.0, dp=8.0, ep=8.0), fp4, k, concurrency=64.0, isl=2000.0, osl=osl)
+        ratio = float(np.asarray(adp.requests_per_s)) / float(np.asarray(tp.requests_per_s))
+        assert 0.7 < ratio < 1.5, (osl, ratio)

@@ -28,7 +28,10 @@ decoding).
   smoother than Poisson ones, and an engine that pauses decoding for prompts groups its users into
   cohorts that arrive together; each engine's ``a`` is what the iteration-by-iteration simulation of
   its scheduler shows, ``benchmarks/serving_sim.py``; the values are in
-  calibrations.inference.yaml). When a cycle needs more prompt iterations than one request decodes
+  calibrations.inference.yaml), at most the other users' prompt iterations of one cycle,
+  ``(c-1)/c·n_p·t_p`` (a closed loop holds no more prompts than its users: a lone user never waits
+  behind another's prompt, and a few users per rank with large batched passes cannot queue as an
+  unbounded stream would near ``ρ = 1``). When a cycle needs more prompt iterations than one request decodes
   through (``n_p > S``: prefill-bound, e.g. 8k-token prompts, 128-token answers, hundreds of users),
   a request sees at most ``S`` of them while decoding and waits out the rest in the queue, which
   then replaces the M/D/1 wait (checked against the iteration-by-iteration simulation of
@@ -315,8 +318,9 @@ def serve(
     others = np.where(alone_ranks, (c * dp - 1.0) / (c * dp), (c - 1.0) / c)  # prompts not one's own
     tpot_s = (iters * t_dec + np.minimum(passes, iters) * added * others) / steps
     rho = np.clip(passes * t_p / (base + own + steps * tpot_s), 0.0, 0.95)
-    queue = np.maximum(k.prefill_queue_factor * rho * t_p * (1.0 + isl_cv**2) / (2.0 * (1.0 - rho)),
-                       (passes - iters) * t_p)
+    mdl = k.prefill_queue_factor * rho * t_p * (1.0 + isl_cv**2) / (2.0 * (1.0 - rho))
+    # a closed loop queues at most the other users' prompts of a cycle
+    queue = np.maximum(np.minimum(mdl, others * passes * t_p), (passes - iters) * t_p)
     align = _balance_wait(k, dp, run, base + own + queue + steps * tpot_s, dec_stage)
     ttft_s = base + own + queue + align
     share = np.asarray(burst, dtype=float) * k.burst_share
