@@ -323,6 +323,13 @@ def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["-m", "llama-3.1-405b", "-g", "h100-sxm", "--tp", "2"], "needs >= 8 x h100-sxm at fp8"),
+    # enough GPUs, but attention DP keeps a whole copy of the attention and dense weights on each rank
+    (["-m", "glm-5", "-g", "h20", "--tp", "1", "--attention-dp", "8", "--ep", "8"],
+     "needs >= 8 x h20 at fp8 with every weight split over them (--tp 8 --ep 8); this layout keeps the attention "
+     "and dense weights whole on each of its 8 attention-DP ranks"),
+    # the weights fit one GPU, a 100,000-token sequence's KV cache does not: what it needs counts that sequence
+    (["-m", "llama-3.1-70b", "-g", "h100-sxm", "--tp", "1", "--isl", "100000", "--osl", "100", "-c", "1"],
+     "does not fit 1 x h100-sxm (72.7 GB of weights per GPU, 85 GB HBM): needs >= 2 x h100-sxm at fp8"),
     (["-m", "llama-3.3-70bb", "-g", "h100-sxm", "--tp", "2"], 'did you mean "llama-3.3-70b"'),
     (["-m", "llama-3.3-70b", "-g", "h100-sxmm", "--tp", "2"], "unknown accelerator or system"),
     (["-m", "llama-3.3-70b", "-g", "h100-sxm", "--tp", "2", "--ep", "2"], "expert parallelism needs a MoE model"),
@@ -365,7 +372,7 @@ def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
      "--backend: trtllm does not run on AMD mi300x (got 'trtllm'; allowed: vllm, sglang)"),
 ])
 def test_errors_are_one_line(capsys: pytest.CaptureFixture[str], args: list[str], message: str) -> None:
-    extra = [] if "-c" in args else ["--isl", "1000", "--osl", "100"]
+    extra = [] if "-c" in args or "--isl" in args else ["--isl", "1000", "--osl", "100"]
     extra += ["-c", "8"] if "--tp" in args and "--rps" not in args else []
     code = main(["serve", *args, *extra])
     err = capsys.readouterr().err

@@ -199,23 +199,38 @@ class Layout:
                                    allowed=f"1 to {shape.layers}")
 
 
-def _check_fits(setup: Setup, mem: Memory, layout: Layout) -> None:
-    """Refuse a layout whose GPUs cannot hold the weights and one sequence, naming what the model needs."""
+def _check_fits(setup: Setup, mem: Memory, layout: Layout, isl: float, osl: float) -> None:
+    """Refuse a layout whose GPUs cannot hold the weights and one sequence of ``isl`` + ``osl`` tokens,
+    naming what the model needs."""
     if bool(np.asarray(mem.fits)) and float(np.asarray(mem.kv_room_bytes)) > 0:
         return
     per_gpu = float(np.asarray(mem.weights_bytes)) / 1e9
     raise InfeasibleError(
         f"{setup.arch.id} at {setup.prec.label()} does not fit {layout.gpus()} x {setup.acc.id} "
-        f"({per_gpu:,.1f} GB of weights per GPU, {setup.acc.hbm_bytes / 1e9:,.0f} GB HBM): {_needs(setup)}",
+        f"({per_gpu:,.1f} GB of weights per GPU, {setup.acc.hbm_bytes / 1e9:,.0f} GB HBM): "
+        f"{_needs(setup, layout, isl, osl)}",
         field=f"--{layout.side}tp",
     )
 
 
-def _needs(setup: Setup) -> str:
+def _needs(setup: Setup, layout: Layout | None = None, isl: float = 1024.0, osl: float = 0.0) -> str:
+    """What the model needs: the fewest GPUs that hold it with every weight split over them; where the
+    given layout already has that many, what it keeps whole on each GPU instead, and the split that fits."""
     from factoryplan.perf.capacity import min_gpus_to_fit
 
-    need = min_gpus_to_fit(setup.shape, setup.hw, setup.prec, setup.k)
-    return f"needs >= {need} x {setup.acc.id} at {setup.prec.label()}"
+    need = min_gpus_to_fit(setup.shape, setup.hw, setup.prec, setup.k, isl, osl)
+    text = f"needs >= {need} x {setup.acc.id} at {setup.prec.label()}"
+    if layout is None or need > layout.gpus():
+        return text
+    tp = min(need, int(np.asarray(setup.hw.domain)))
+    split = f"--{layout.side}tp {tp}" + (f" --{layout.side}ep {tp}" if setup.shape.moe_layers else "")
+    if need > tp:
+        split += f" --{layout.side}pp {need // tp}"
+    kept = (f"keeps the attention and dense weights whole on each of its {layout.dp} attention-DP ranks"
+            if layout.dp > 1 else
+            "splits the experts over fewer GPUs" if setup.shape.moe_layers and layout.ep < (layout.tp or 1)
+            else "holds fewer")
+    return f"{text} with every weight split over them ({split}); this layout {kept}"
 
 
 def _request(isl: int, osl: int, cached: int, spec: tuple[int, float], isl_cv: float = 0.0) -> dict[str, Any]:
@@ -250,7 +265,7 @@ def point(
 
     r = run(together)
     steady = run(False) if together else r
-    _check_fits(setup, r.mem, layout)
+    _check_fits(setup, r.mem, layout, float(isl), float(osl))
     max_conc = float(np.asarray(r.mem.max_concurrency))
     gpus = layout.gpus()
     out_tps = float(np.asarray(r.output_tokens_per_s))
@@ -333,9 +348,10 @@ def disaggregated_point(
 
     r = run(together)
     steady = run(False) if together else r
-    _check_fits(setup, memory(setup.shape, setup.hw, pre, setup.prec, setup.k, float(isl), 1.0), prefill)
+    mem_p = memory(setup.shape, setup.hw, pre, setup.prec, setup.k, float(isl), 1.0)
+    _check_fits(setup, mem_p, prefill, float(isl), 1.0)
     mem_d = memory(setup.shape, setup.hw, dec, setup.prec, setup.k, float(isl), float(osl))
-    _check_fits(setup, mem_d, decode)
+    _check_fits(setup, mem_d, decode, float(isl), float(osl))
     batch = float(np.asarray(r.decode_batch))
     kv_used = batch / (decode.dp * decode.pp) * float(np.asarray(mem_d.kv_per_sequence_bytes))
     p_gpus, d_gpus = prefill.gpus() * prefill_workers, decode.gpus() * decode_workers

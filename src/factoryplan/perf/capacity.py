@@ -116,15 +116,19 @@ def _aggregated(grid: Grid, d: Demand, hw: Hardware) -> CapacityPlan | None:
     )
 
 
-def min_gpus_to_fit(s: ModelShape, hw: Hardware, prec: Precision, k: Constants) -> int:
+def min_gpus_to_fit(
+    s: ModelShape, hw: Hardware, prec: Precision, k: Constants, isl: float = 1024.0, osl: float = 0.0
+) -> int:
     """Fewest GPUs (a power of two, tensor parallel inside the scale-up domain, then pipeline
     stages; a MoE model's experts split over the same GPUs by expert parallelism) whose memory holds
-    the weights with room for one sequence of 1,024 tokens."""
+    the weights with room for one sequence (``isl`` prompt and ``osl`` output tokens; default 1,024
+    tokens)."""
     for g in powers_of_two(4096):
         tp = min(g, float(np.asarray(hw.domain)))
         ep = tp if s.moe_layers else 1.0
         par = Parallel(tp=tp, ep=ep, pp=max(1.0, g / float(np.asarray(hw.domain))))
-        if bool(np.asarray(memory(s, hw, par, prec, k, 1024.0, 0.0).fits)):
+        mem = memory(s, hw, par, prec, k, isl, osl)
+        if bool(np.asarray(mem.fits)) and float(np.asarray(mem.kv_room_bytes)) > 0:
             return g
     return 8192
 
@@ -144,7 +148,7 @@ def plan_capacity(
                                                        draft_tokens=d.draft_tokens, acceptance=d.acceptance,
                                                        isl_cv=d.isl_cv)
     if not grid.ok.any():
-        need = min_gpus_to_fit(s, hw, prec, k)
+        need = min_gpus_to_fit(s, hw, prec, k, float(d.isl), float(d.osl))
         raise InfeasibleError(
             f"{s.name} does not fit these layouts of {hw.name} at {prec.label()}", field="model", value=s.name,
             allowed=f"needs >= {need} x {hw.name.split('/')[0]} at {prec.label()}",
