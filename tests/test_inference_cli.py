@@ -156,6 +156,39 @@ def test_users_beyond_the_kv_cache_queue_and_are_told_so(capsys: pytest.CaptureF
     assert "note" not in cli_json(capsys, *args, "-c", str(d["max_concurrency"]))
 
 
+def test_users_beyond_the_engines_batch_limit_are_told_which_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    """vLLM runs at most max_num_seqs (256) sequences, whatever room the KV cache has: the note names
+    that limit, not the KV cache, and --max-batch lifts it."""
+    args = ["serve", "-m", "llama-3.1-8b", "-g", "h200-sxm", "--tp", "1", "--backend", "vllm", "--isl", "1000",
+            "--osl", "1000", "-c", "512"]
+    d = cli_json(capsys, *args)
+    assert d["max_batch"] == 256 and d["max_concurrency"] == d["running"] == 256 and d["fits"] is False
+    assert "runs at most 256 of the 512 users' sequences at once (max_num_seqs 256" in d["note"]
+    assert "the KV cache holds all of them" in d["note"] and "--max-batch" in d["note"]
+    lifted = cli_json(capsys, *args, "--max-batch", "512")
+    assert lifted["max_batch"] == 512 and lifted["running"] == 512 and "note" not in lifted
+    assert lifted["ttft_ms"] < d["ttft_ms"] / 10 and lifted["output_tokens_per_s"] > d["output_tokens_per_s"]
+
+
+def test_engine_limits_are_reported_and_can_be_set(capsys: pytest.CaptureFixture[str]) -> None:
+    """The token budget and batch limit assumed are in the output (the engine's defaults unless given);
+    a smaller token budget chunks 8,000-token prompts into more iterations (longer TTFT), and a batch
+    limit below the users queues the rest (TTFT includes their wait)."""
+    args = ["serve", "-m", "llama-3.1-70b", "-g", "h200-sxm", "--tp", "4", "--isl", "8000", "--osl", "500",
+            "-c", "64"]
+    base = cli_json(capsys, *args)
+    assert (base["token_budget"], base["max_batch"]) == (8192, 2048)  # TensorRT-LLM's defaults
+    small = cli_json(capsys, *args, "--token-budget", "2048")
+    assert small["token_budget"] == 2048 and small["ttft_ms"] > base["ttft_ms"]
+    capped = cli_json(capsys, *args, "--max-batch", "32")
+    assert capped["max_concurrency"] == capped["running"] == 32 and capped["ttft_ms"] > 2 * base["ttft_ms"]
+    assert "max_batch_size 32" in capped["note"]
+    plan = cli_json(capsys, "serve", "-m", "llama-3.1-70b", "-g", "h200-sxm", "--isl", "2000", "--osl", "500",
+                    "--rps", "20", "--max-batch", "16", "--mode", "aggregated")
+    assert plan["max_batch"] == 16 and plan["concurrency_per_replica"] <= 16
+    assert main(["serve", *args, "--token-budget", "0"]) == 2
+
+
 def test_capacity_plan_gives_its_gpus_across_the_error_band(capsys: pytest.CaptureFixture[str]) -> None:
     """A capacity plan gives the GPUs it would need at the two edges of the engine's error band, with
     the ratios it used; the table shows the range."""

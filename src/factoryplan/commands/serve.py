@@ -225,6 +225,14 @@ def serve(
         "operand (default: the weights' own; INT4 weight-only at BF16).")] = None,
     backend: Annotated[Backend | None, typer.Option("--backend", help="Serving engine profile (default: trtllm on "
                                                     "NVIDIA GPUs, vllm on others).")] = None,
+    token_budget: Annotated[int | None, typer.Option("--token-budget", min=1, help="Prompt tokens an iteration "
+                                                     "carries, longer prompts chunked (TensorRT-LLM max_num_tokens, "
+                                                     "vLLM max_num_batched_tokens, SGLang chunked_prefill_size; "
+                                                     "default the engine's).")] = None,
+    max_batch: Annotated[int | None, typer.Option("--max-batch", min=1, help="Sequences a replica (or attention-DP "
+                                                  "rank) runs at once, the others queue (TensorRT-LLM "
+                                                  "max_batch_size, vLLM max_num_seqs, SGLang max_running_requests; "
+                                                  "default the engine's).")] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Users served at once "
                                                     "by one replica (closed loop).")] = None,
     start: Annotated[Start | None, typer.Option("--start", help="How those users start: together (the "
@@ -303,7 +311,8 @@ def serve(
         return eng.Setup.build(cat, arch, acc, system, backend.value if backend else None,
                                precision.value if precision else None, moe_precision.value if moe_precision else None,
                                kv_precision.value if kv_precision else None,
-                               activation_precision.value if activation_precision else "")
+                               activation_precision.value if activation_precision else "").with_limits(
+                                   token_budget, max_batch)
 
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp, redundant=redundant_experts)
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),

@@ -6,8 +6,9 @@ loads numpy and the engine (the capacity planner only when a plan is asked for).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from factoryplan.perf.inference import (
     shape_of,
     splits_evenly,
 )
-from factoryplan.perf.inference_constants import ErrorBand, error_band, serving_engine
+from factoryplan.perf.inference_constants import ENGINE_LIMITS, ErrorBand, error_band, serving_engine
 from factoryplan.perf.serving import (
     DisaggregatedLoop,
     Memory,
@@ -122,14 +123,34 @@ class Setup:
         lo, hi = gpus_band
         return {"gpus_range": [lo, hi], "gpus_range_basis": self.band.gpus_basis(self.acc.id, reachable=hi is not None)}
 
-    def queue_note(self, concurrency: int, max_concurrency: int) -> str:
-        """What happens to the users whose sequences the KV cache cannot hold, and what would hold more
-        (a narrower KV cache where the part has one: FP8, or FP4 on parts with FP4 units)."""
+    def queue_note(self, concurrency: int, max_concurrency: int, kv_concurrency: float = math.inf) -> str:
+        """What happens to the users whose sequences the replica cannot run, and what would run more: where
+        the KV cache holds more than the engine's batch limit lets run, a higher ``--max-batch``, more
+        attention-DP ranks or replicas; else more GPUs a replica, a narrower KV cache where the part has one
+        (FP8, or FP4 on parts with FP4 units), or more replicas."""
+        waiting = (f"the other {concurrency - max_concurrency:,} wait in the engine's queue (ttft_ms includes "
+                   "the wait)")
+        if kv_concurrency > max_concurrency:
+            held = "all of them" if kv_concurrency >= concurrency else f"{int(kv_concurrency):,}"
+            return (f"the engine runs at most {max_concurrency:,} of the {concurrency:,} users' sequences at once "
+                    f"({ENGINE_LIMITS[self.backend][1]} {self.k.max_batch:,.0f} a replica or attention-DP rank): "
+                    f"{waiting}; the KV cache holds {held}: a higher --max-batch, more attention-DP ranks or "
+                    "more replicas serve them all")
         fp4 = ", an FP4 KV cache" if self.acc.fp4_dense_flops else ""
         narrower = {"bf16": ", an FP8 KV cache", "fp8": fp4}.get(self.prec.kv, "")
-        return (f"the KV cache holds {max_concurrency:,} of the {concurrency:,} users' sequences: the other "
-                f"{concurrency - max_concurrency:,} wait in the engine's queue (ttft_ms includes the wait); more "
+        return (f"the KV cache holds {max_concurrency:,} of the {concurrency:,} users' sequences: {waiting}; more "
                 f"GPUs a replica (--tp, --attention-dp){narrower} or more replicas serve them all")
+
+    def limits(self) -> dict[str, int]:
+        """The JSON keys of the engine's scheduling limits assumed: prompt tokens an iteration carries and
+        sequences a replica (or attention-DP rank) runs at once (the engine's defaults unless given)."""
+        return {"token_budget": int(self.k.token_budget), "max_batch": int(self.k.max_batch)}
+
+    def with_limits(self, token_budget: int | None, max_batch: int | None) -> Setup:
+        """This setup with the engine's token budget and batch limit as given (None: the engine's)."""
+        k = replace(self.k, token_budget=float(token_budget) if token_budget else self.k.token_budget,
+                    max_batch=float(max_batch) if max_batch else self.k.max_batch)
+        return replace(self, k=k)
 
     def precisions(self) -> dict[str, str]:
         """The JSON keys of the number formats: weights, experts, KV cache, activations, the GEMMs'."""
@@ -273,7 +294,7 @@ def point(
     out = {
         **setup.names(), "gpus": gpus, "tp": layout.tp, "pp": layout.pp, "ep": layout.ep, "attention_dp": layout.dp,
         "redundant_experts": layout.redundant,
-        **setup.precisions(), **_request(isl, osl, cached, spec, isl_cv), "concurrency": concurrency,
+        **setup.precisions(), **setup.limits(), **_request(isl, osl, cached, spec, isl_cv), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         **_start(together, steady.ttft_s, steady.tpot_s),
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
@@ -295,7 +316,8 @@ def point(
         out["attention_dp_balance_wait_ms"] = balance * 1e3
     out |= _expert_load(setup, layout, float(np.asarray(steady.running)), spec[0])
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
-    notes = [setup.queue_note(concurrency, int(max_conc))] if concurrency > max_conc else []
+    notes = ([setup.queue_note(concurrency, int(max_conc), float(np.asarray(r.mem.kv_concurrency)))]
+             if concurrency > max_conc else [])
     notes += _host_note(setup, layout, steady)
     if notes:
         out["note"] = "; ".join(notes)
@@ -364,7 +386,7 @@ def disaggregated_point(
         "prefill_tp": prefill.tp, "prefill_ep": prefill.ep, "prefill_attention_dp": prefill.dp,
         "tp": decode.tp, "pp": decode.pp, "ep": decode.ep, "attention_dp": decode.dp,
         "redundant_experts": decode.redundant,
-        **setup.precisions(), **_request(isl, osl, cached, spec), "concurrency": concurrency,
+        **setup.precisions(), **setup.limits(), **_request(isl, osl, cached, spec), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
         **_start(together, steady.ttft_s, steady.tpot_s),
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
@@ -379,7 +401,8 @@ def disaggregated_point(
     }
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     if not out["fits"]:
-        out["note"] = setup.queue_note(concurrency, out["max_concurrency"])
+        out["note"] = setup.queue_note(concurrency, out["max_concurrency"],
+                                       float(np.asarray(mem_d.kv_concurrency)) * decode_workers)
     return out
 
 
@@ -461,7 +484,7 @@ def capacity(
     planned = plan_demand(s, hw, setup.prec, setup.k, d, lay=lay, modes=modes, band=setup.band)
     plan = planned.plan
     return {
-        **setup.names(), **setup.precisions(), "peak_requests_per_s": peak_rps,
+        **setup.names(), **setup.precisions(), **setup.limits(), "peak_requests_per_s": peak_rps,
         **_request(isl, osl, cached, spec, isl_cv),
         "ttft_target_ms": target.ttft_s * 1e3, "ttft_target_percentile": target.ttft_percentile,
         "tpot_target_ms": target.tpot_s * 1e3,

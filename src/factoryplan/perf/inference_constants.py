@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from factoryplan.catalog.schema import Accelerator, Calibration
 
 BACKENDS = ("trtllm", "vllm", "sglang")
+# each engine's own names for ``token_budget`` and ``max_batch`` (its server options)
+ENGINE_LIMITS = {"trtllm": ("max_num_tokens", "max_batch_size"), "vllm": ("max_num_batched_tokens", "max_num_seqs"),
+                 "sglang": ("chunked_prefill_size", "max_running_requests")}
 
 
 @dataclass(frozen=True)

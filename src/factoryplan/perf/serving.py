@@ -118,6 +118,7 @@ class Memory:
     kv_per_sequence_bytes: FloatOrArray  # one sequence as the engine reserves it
     max_concurrency: FloatOrArray  # sequences one replica holds (all attention-DP ranks)
     fits: BoolArray  # weights fit with room for one sequence
+    kv_concurrency: FloatOrArray = np.inf  # sequences the KV cache alone holds (before the engine's batch limit)
 
 
 def memory(
@@ -141,11 +142,13 @@ def memory(
         room = k.memory_fraction * hbm - k.reserved_bytes - weights
     context = np.asarray(isl, dtype=float) + k.kv_reserve * np.asarray(osl, dtype=float)
     per_seq = kv_bytes_per_sequence_per_gpu(s, par, prec.kv, context)
-    per_rank = np.minimum(np.floor(np.maximum(room, 0.0) / per_seq), k.max_batch)
-    max_conc = per_rank * np.asarray(par.dp, dtype=float) * np.asarray(par.pp, dtype=float)
+    held = np.floor(np.maximum(room, 0.0) / per_seq)
+    per_rank = np.minimum(held, k.max_batch)
+    ranks = np.asarray(par.dp, dtype=float) * np.asarray(par.pp, dtype=float)
     return Memory(
         weights_bytes=weights, kv_room_bytes=np.maximum(room, 0.0), kv_per_sequence_bytes=per_seq,
-        max_concurrency=max_conc, fits=np.asarray(per_rank >= 1.0, dtype=np.bool_),
+        max_concurrency=per_rank * ranks, fits=np.asarray(per_rank >= 1.0, dtype=np.bool_),
+        kv_concurrency=held * ranks,
     )
 
 
