@@ -234,14 +234,15 @@ def _check_fits(setup: Setup, mem: Memory, layout: Layout, isl: float, osl: floa
     )
 
 
-def _needs(setup: Setup, layout: Layout | None = None, isl: float = 1024.0, osl: float = 0.0) -> str:
-    """What the model needs: the fewest GPUs that hold it with every weight split over them; where the
-    given layout already has that many, what it keeps whole on each GPU instead, and the split that fits."""
+def _needs(setup: Setup, layout: Layout, isl: float, osl: float) -> str:
+    """What the model needs for one sequence of ``isl`` + ``osl`` tokens: the fewest GPUs that hold it
+    with every weight split over them; where ``layout`` already has that many, the split that fits and
+    what the layout keeps on each GPU instead."""
     from factoryplan.perf.capacity import min_gpus_to_fit
 
     need = min_gpus_to_fit(setup.shape, setup.hw, setup.prec, setup.k, isl, osl)
     text = f"needs >= {need} x {setup.acc.id} at {setup.prec.label()}"
-    if layout is None or need > layout.gpus():
+    if need > layout.gpus():
         return text
     tp = min(need, int(np.asarray(setup.hw.domain)))
     split = f"--{layout.side}tp {tp}" + (f" --{layout.side}ep {tp}" if setup.shape.moe_layers else "")
@@ -250,7 +251,8 @@ def _needs(setup: Setup, layout: Layout | None = None, isl: float = 1024.0, osl:
     kept = (f"keeps the attention and dense weights whole on each of its {layout.dp} attention-DP ranks"
             if layout.dp > 1 else
             "splits the experts over fewer GPUs" if setup.shape.moe_layers and layout.ep < (layout.tp or 1)
-            else "holds fewer")
+            else f"adds {layout.redundant} redundant expert slots" if layout.redundant
+            else "keeps more of the weights on each GPU")
     return f"{text} with every weight split over them ({split}); this layout {kept}"
 
 

@@ -127,8 +127,7 @@ def min_gpus_to_fit(
         tp = min(g, float(np.asarray(hw.domain)))
         ep = tp if s.moe_layers else 1.0
         par = Parallel(tp=tp, ep=ep, pp=max(1.0, g / float(np.asarray(hw.domain))))
-        mem = memory(s, hw, par, prec, k, isl, osl)
-        if bool(np.asarray(mem.fits)) and float(np.asarray(mem.kv_room_bytes)) > 0:
+        if bool(np.asarray(memory(s, hw, par, prec, k, isl, osl).fits)):
             return g
     return 8192
 
