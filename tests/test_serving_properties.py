@@ -100,8 +100,11 @@ def test_a_closed_loop_queues_no_more_than_its_users_prompts(catalog: Catalog, e
             case = (engine, model, f"dp{dp:g}", isl, osl)
             if dp == 1.0:
                 assert float(queue[0]) == 0.0, case
-            per_user = share * (dp if dp > 1.0 and k.adp_timeout_iterations <= 0 else 1.0)  # ranks alone: all ranks'
-            assert bool(np.all(queue <= np.asarray(r.running) / dp * per_user * (1.0 + 1e-9))), case
+            # a cycle's prompt iterations: each user's share, for the users whose prompts a rank's iterations
+            # carry (its own; every rank's where the ranks schedule alone and step together)
+            alone = dp > 1.0 and k.adp_timeout_iterations <= 0
+            carried = np.asarray(r.running) / (1.0 if alone else dp)
+            assert bool(np.all(queue <= carried * share * (1.0 + 1e-9))), case
 
 
 def test_attention_dp_prefills_short_requests_about_as_fast_as_tensor_parallel(catalog: Catalog) -> None:
