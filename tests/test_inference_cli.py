@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 from typing import Any
 
@@ -604,6 +605,10 @@ def test_validate_inference_by_layout(capsys: pytest.CaptureFixture[str], tmp_pa
     adp = sum(1 for r in rows if int(r["attention_dp_size"] or 1) > 1)
     assert 0 < adp < len(rows) and layouts["attention-dp"]["n"] == adp
     assert layouts["tensor"]["n"] == len(rows) - adp
+    # and by engine version (a campaign's engine release), '?' where the row gives none
+    engines = d["data"]["by_engine"]["ttft_ms"]
+    versions = collections.Counter(f"trtllm {r['backend_version'] or '?'}" for r in rows)
+    assert {e: v["n"] for e, v in engines.items()} == dict(versions) and len(versions) > 1
 
 
 def test_activation_precision_option(capsys: pytest.CaptureFixture[str]) -> None:

@@ -49,6 +49,7 @@ def _rows(points: list[Point], preds: list[Prediction], implied: bool = False) -
             if meas and pred is not None and math.isfinite(pred):
                 out.append({
                     "id": p.id, "model": p.model, "gpu": p.accelerator, "backend": p.backend, "mode": _mode(p),
+                    "engine": f"{p.backend} {p.version.strip() or '?'}",
                     "layout": _layout(p), "weights": p.weights,
                     "tp": p.par.tp, "isl": p.isl, "osl": p.osl, "concurrency": p.concurrency or "max",
                     "metric": metric, "published": meas, "predicted": pred, "error_pct": (pred - meas) / meas * 100,
@@ -200,7 +201,7 @@ def inference(
                                    for g in sorted({str(r["gpu"]) for r in mrows})},
             **{f"by_{key}": {m: _mape([r for r in mrows if r["metric"] == m], key)
                              for m in ("ttft_ms", "tpot_ms", "output_tokens_per_s")}
-               for key in ("backend", "gpu", "model", "mode", "layout", "weights")},
+               for key in ("backend", "engine", "gpu", "model", "mode", "layout", "weights")},
             "skipped": len(loaded.skipped),
             "skipped_reasons": dict(collections.Counter(reason for _, reason in loaded.skipped).most_common()),
         }
@@ -236,7 +237,7 @@ def _print(result: dict[str, Any]) -> None:
             for gpu, figures in by_gpu.items() if len(by_gpu) > 1 else ():
                 shares = ", ".join(f"{m} {v['share_pct']:.0f}%" for m, v in figures.items())
                 console.print(f"    on {gpu}: {shares}")
-        for label in ("by_backend", "by_gpu", "by_model", "by_mode", "by_layout", "by_weights"):
+        for label in ("by_backend", "by_engine", "by_gpu", "by_model", "by_mode", "by_layout", "by_weights"):
             for metric, groups in block.get(label, {}).items():
                 text = ", ".join(f"{g} {v['mape_pct']:.0f}%" for g, v in groups.items())
                 console.print(f"  {metric} {label.replace('_', ' ')}: {text}")
