@@ -6,7 +6,6 @@ loads numpy and the engine (the capacity planner only when a plan is asked for).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -123,7 +122,7 @@ class Setup:
         lo, hi = gpus_band
         return {"gpus_range": [lo, hi], "gpus_range_basis": self.band.gpus_basis(self.acc.id, reachable=hi is not None)}
 
-    def queue_note(self, concurrency: int, max_concurrency: int, kv_concurrency: float = math.inf) -> str:
+    def queue_note(self, concurrency: int, max_concurrency: int, kv_concurrency: float) -> str:
         """What happens to the users whose sequences the replica cannot run, and what would run more: where
         the KV cache holds more than the engine's batch limit lets run, a higher ``--max-batch``, more
         attention-DP ranks or replicas; else more GPUs a replica, a narrower KV cache where the part has one

@@ -118,7 +118,7 @@ class Memory:
     kv_per_sequence_bytes: FloatOrArray  # one sequence as the engine reserves it
     max_concurrency: FloatOrArray  # sequences one replica holds (all attention-DP ranks)
     fits: BoolArray  # weights fit with room for one sequence
-    kv_concurrency: FloatOrArray = np.inf  # sequences the KV cache alone holds (before the engine's batch limit)
+    kv_concurrency: FloatOrArray  # sequences the KV cache alone holds (before the engine's batch limit)
 
 
 def memory(
