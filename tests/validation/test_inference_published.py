@@ -117,7 +117,8 @@ def test_published_layout_reads_other_gpus_models_and_precisions(
     assert got["published-8"].output_tokens_per_s == 3000.0  # 1,500 a GPU on the replica's two
     assert (got["published-1"].accelerator, got["published-1"].weights) == ("b200", "fp4")
     assert got["published-1"].activations == "" and got["published-2"].activations == ""  # NVFP4 W4A4
-    assert got["published-10"].activations == "bf16"  # gpt-oss's MXFP4 is weight-only
+    # gpt-oss's MXFP4 is weight-only; TensorRT-LLM on Blackwell multiplies it with MXFP8 activations
+    assert got["published-10"].activations == "fp8"
     r1 = got["published-2"]
     assert (r1.model, r1.accelerator, r1.system) == ("deepseek-r1", "gb200", "gb200-nvl72")
     assert (r1.par.tp, r1.par.ep, r1.par.moe_tp) == (8, 8, 1)
@@ -392,27 +393,34 @@ def test_kv_cache_column_of_a_data_set_is_used(tmp_path: Path) -> None:
 
 def test_fp4_label_on_a_weight_only_checkpoint(tmp_path: Path) -> None:
     """gpt-oss has one FP4 checkpoint, MXFP4 and weight-only: a row labelled nvfp4 is that checkpoint,
-    multiplied with BF16 activations (on Blackwell too), where a DeepSeek-R1 row labelled nvfp4 is
-    NVIDIA's NVFP4 W4A4 one; a label naming the activations (w4a8_mxfp4_fp8) wins."""
+    where a DeepSeek-R1 row labelled nvfp4 is NVIDIA's NVFP4 W4A4 one. Its activations are what the
+    row's engine multiplies it with on the row's GPU (BF16 on Hopper and in vLLM; MXFP8 in TensorRT-LLM
+    and SGLang on Blackwell); a label naming the activations (w4a16_mxfp4, w4a8_mxfp4_fp8) wins."""
     from factoryplan.validation.inference import MEASURED, load_measured, predict
 
     with MEASURED.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
         fields = list(reader.fieldnames or [])
         rows = list(reader)
-    oss = next(r for r in rows if r["model_path"] == "openai/gpt-oss-120b" and r["gemm_quant_mode"] == "nvfp4")
+    oss = next(r for r in rows if r["model_path"] == "openai/gpt-oss-120b" and r["gemm_quant_mode"] == "nvfp4"
+               and r["backend"] == "trtllm")
     dsr1 = next(r for r in rows if r["model_path"] == "deepseek-ai/DeepSeek-R1" and r["mode"] == "agg")
     path = tmp_path / "points.csv"
     with path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
-        writer.writerow({**oss, "id": "oss", "system": "b200_sxm"})
+        writer.writerow({**oss, "id": "oss-w4a16", "system": "b200_sxm", "moe_quant_mode": "w4a16_mxfp4"})
         writer.writerow({**oss, "id": "oss-w4a8", "system": "b200_sxm", "moe_quant_mode": "w4a8_mxfp4_fp8"})
         writer.writerow({**dsr1, "id": "dsr1", "system": "b200_sxm", "gemm_quant_mode": "nvfp4",
                          "moe_quant_mode": "nvfp4"})
+        for backend in ("trtllm", "sglang", "vllm"):
+            writer.writerow({**oss, "id": f"oss-{backend}", "system": "b200_sxm", "backend": backend})
+        writer.writerow({**oss, "id": "oss-h200", "system": "h200_sxm"})
     cat = load_catalog()
     points = load_measured(cat, path).points
     assert [(p.id, p.weights, p.experts, p.activations) for p in points] == [
-        ("oss", "fp4", "fp4", "bf16"), ("oss-w4a8", "fp4", "fp4", "fp8"), ("dsr1", "fp4", "fp4", "")]
-    w4a16, w4a8, _ = predict(cat, points)
+        ("oss-w4a16", "fp4", "fp4", "bf16"), ("oss-w4a8", "fp4", "fp4", "fp8"), ("dsr1", "fp4", "fp4", ""),
+        ("oss-trtllm", "fp4", "fp4", "fp8"), ("oss-sglang", "fp4", "fp4", "fp8"), ("oss-vllm", "fp4", "fp4", "bf16"),
+        ("oss-h200", "fp4", "fp4", "bf16")]
+    w4a16, w4a8, *_ = predict(cat, points)
     assert w4a16.ttft_ms > w4a8.ttft_ms  # BF16 expert GEMMs prefill slower than FP8 ones

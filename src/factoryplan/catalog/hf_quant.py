@@ -5,8 +5,9 @@ Read as the serving engines read it (vLLM's and TensorRT-LLM's checkpoint loader
 * ``fp8`` (Hugging Face fine-grained FP8: DeepSeek-V3/R1, Qwen3 FP8, MiniMax-M2): every linear
   layer FP8 but those in ``modules_to_not_convert`` (routers, norms, the LM head);
 * ``mxfp4`` (gpt-oss): the routed experts MXFP4, everything else BF16 (the format quantizes
-  expert modules only), weight-only: the engines multiply them with BF16 activations (TensorRT-LLM
-  also offers MXFP8 ones on Blackwell: ``--activation-precision fp8``);
+  expert modules only), weight-only: the engines multiply them with BF16 activations (on parts with
+  FP4 tensor cores TensorRT-LLM and SGLang quantize them to MXFP8 by default:
+  :func:`~factoryplan.perf.inference_inputs.engine_activations`);
 * ``compressed-tensors`` (llm-compressor: Kimi K2 Thinking and K2.5): the first config group's
   ``weights`` (4-bit ``int``: INT4; 4-bit ``float``: NVFP4; 8-bit ``float``: FP8) on the linear
   layers its ``ignore`` list leaves; an ignored attention (``self_attn``) keeps the other weights BF16;

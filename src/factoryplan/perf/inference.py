@@ -95,6 +95,7 @@ from factoryplan.perf.inference_inputs import ServedFormats as ServedFormats
 from factoryplan.perf.inference_inputs import check_kv_hardware as check_kv_hardware
 from factoryplan.perf.inference_inputs import check_precision as check_precision
 from factoryplan.perf.inference_inputs import compute_precision as compute_precision
+from factoryplan.perf.inference_inputs import engine_activations as engine_activations
 from factoryplan.perf.inference_inputs import hardware_of as hardware_of
 from factoryplan.perf.inference_inputs import kv_bytes_per_sequence_per_gpu as kv_bytes_per_sequence_per_gpu
 from factoryplan.perf.inference_inputs import kv_precision as kv_precision

@@ -59,6 +59,7 @@ class Constants:
     mixes_prefill: bool  # engine: prompt chunks share iterations with decodes (else they pause them)
     fraction_of_free: bool  # engine: the memory fraction applies to what the weights leave free
     kv_fp8_default: bool  # engine: FP8 KV cache by default when weights are FP8 or narrower
+    fp4_experts_mxfp8: bool  # engine: weight-only FP4 (MXFP4) experts times MXFP8 activations on FP4 parts
 
 
 GLOBAL_FIELDS = (
@@ -72,7 +73,7 @@ ENGINE_FIELDS = (
     "prefill_layer_overhead_s",
     "request_overhead_s", "moe_kernel_efficiency", "prefill_queue_factor", "token_budget", "memory_fraction",
     "reserved_bytes", "max_batch", "kv_reserve", "adp_timeout_iterations", "mixes_prefill", "fraction_of_free",
-    "kv_fp8_default",
+    "kv_fp8_default", "fp4_experts_mxfp8",
 )
 
 
@@ -109,7 +110,7 @@ def constants_from_values(global_values: dict[str, float], engine_values: dict[s
             missing.append(key)
     if missing:
         raise FactoryplanError("inference calibration lacks values", field="values", value=", ".join(missing))
-    for flag in ("mixes_prefill", "kv_fp8_default", "fraction_of_free"):
+    for flag in ("mixes_prefill", "kv_fp8_default", "fraction_of_free", "fp4_experts_mxfp8"):
         args[flag] = bool(args[flag])
     return Constants(**args)  # type: ignore[arg-type]
 

@@ -308,6 +308,16 @@ def compute_precision(weights: str, activations: str) -> str:
     return activations
 
 
+def engine_activations(activations: str, experts: str, acc: Accelerator, k: Constants) -> str:
+    """The activations an engine multiplies a release's weight-only FP4 (MXFP4) experts with: MXFP8 on
+    a part with FP4 tensor cores where the engine's kernels quantize them there (``k.fp4_experts_mxfp8``:
+    TensorRT-LLM's and SGLang's Blackwell MoE kernels; the GEMMs then run at the FP8 rate), else the
+    release's ``activations`` (BF16 on Hopper, and in vLLM everywhere)."""
+    if activations == "bf16" and experts == "fp4" and acc.fp4_dense_flops and k.fp4_experts_mxfp8:
+        return "fp8"
+    return activations
+
+
 def check_precision(p: Precision) -> None:
     """Reject a precision the engine does not know, naming the field and what is allowed."""
     for field_name, value, allowed in (
@@ -346,8 +356,12 @@ def serving_formats(
     formats = serving_precision(arch, weights, experts, activations, field=fields[0])
     kv_format = kv_precision(k, formats.weights, kv or formats.kv or None)
     check_kv_hardware(kv_format, acc, field=fields[1])
-    return Precision(weights=formats.weights, experts=formats.experts, kv=kv_format,
-                     activations=formats.activations), formats.basis
+    acts, basis = formats.activations, formats.basis
+    if not activations:
+        acts = engine_activations(acts, formats.experts, acc, k)
+        if acts != formats.activations:
+            basis += f"; the engine multiplies the FP4 experts with MXFP8 activations on {acc.id}'s FP4 tensor cores"
+    return Precision(weights=formats.weights, experts=formats.experts, kv=kv_format, activations=acts), basis
 
 
 def weight_bytes_per_gpu(s: ModelShape, par: Parallel, prec: Precision) -> FloatOrArray:

@@ -67,7 +67,7 @@ import numpy as np
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import repo_model_id as model_id
 from factoryplan.catalog.models import resolve_model
-from factoryplan.catalog.schema import ModelArch
+from factoryplan.catalog.schema import Accelerator, ModelArch
 from factoryplan.errors import FactoryplanError, InfeasibleError
 from factoryplan.perf.inference import (
     BACKENDS,
@@ -79,6 +79,7 @@ from factoryplan.perf.inference import (
     Precision,
     check_kv_hardware,
     constants_from_catalog,
+    engine_activations,
     hardware_of,
     iteration,
     kv_precision,
@@ -280,14 +281,18 @@ def kv_of(row: dict[str, str]) -> tuple[str | None, str]:
     return "", ""
 
 
-def checkpoint_activations(arch: ModelArch, experts: str, activations: str) -> str:
+def checkpoint_activations(
+    arch: ModelArch, experts: str, activations: str, acc: Accelerator, k: Constants
+) -> str:
     """The activations a row's experts are multiplied with: the ones its label names, else, for an FP4
-    label on a model whose FP4 checkpoint is weight-only (gpt-oss's MXFP4, its ``release``), that
-    scheme's (BF16), not NVFP4 W4A4's; else "" (the weights' own)."""
+    label on a model whose FP4 checkpoint is weight-only (gpt-oss's MXFP4, its ``release``), what the
+    row's engine multiplies that checkpoint with on ``acc`` (:func:`engine_activations`: BF16 on
+    Hopper; MXFP8 in TensorRT-LLM and SGLang on parts with FP4 tensor cores), not NVFP4 W4A4's; else ""
+    (the weights' own)."""
     release = arch.release
     if activations or experts != "fp4" or release is None or release.experts_format() != "fp4":
         return activations
-    return release.activations
+    return engine_activations(release.activations, experts, acc, k)
 
 
 def activations_of(*modes: str) -> str:
@@ -408,7 +413,8 @@ def _measured_point(
     except InfeasibleError as exc:
         return None, f"{kv_given}: {exc.message}"
     arch = resolve_model(catalog, ref)
-    activations = checkpoint_activations(arch, experts, activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]))
+    activations = checkpoint_activations(arch, experts, activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]),
+                                         catalog.accelerators[hw[0]], constants_from_catalog(catalog, backend))
     domain = catalog.systems[hw[1]].scaleup_domain_gpus
     disagg = None
     if mode == "disagg":

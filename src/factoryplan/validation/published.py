@@ -16,6 +16,7 @@ import numpy as np
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import repo_model_id as model_id
 from factoryplan.catalog.models import resolve_model
+from factoryplan.perf.inference import constants_from_catalog
 from factoryplan.validation.inference import (
     DATA,
     Loaded,
@@ -123,10 +124,13 @@ def _published_point(catalog: Catalog, r: dict[str, str]) -> tuple[Point | None,
         return None, ("no serving figure (output_throughput_tok_s, tokens_per_s_per_gpu, ttft_ms, tpot_or_itl_ms "
                       "or e2e_latency_ms)")
     framework = r.get("framework", "")
+    backend = engine_name(framework) or "trtllm"  # NIM runs TensorRT-LLM
+    activations = checkpoint_activations(arch, weights, activations_of(r.get("precision", "")),
+                                         catalog.accelerators[acc], constants_from_catalog(catalog, backend))
     return Point(
         id=f"published-{r['row_id']}", source="published", model=mid, accelerator=acc, system=system,
-        backend=engine_name(framework) or "trtllm",  # NIM runs TensorRT-LLM
+        backend=backend,
         weights=weights, experts=weights, par=par, isl=isl, osl=osl, concurrency=conc, ttft_ms=ttft, tpot_ms=tpot,
         output_tokens_per_s=throughput, e2e_ms=e2e, version=framework, repair=repair,
-        activations=checkpoint_activations(arch, weights, activations_of(r.get("precision", ""))),
+        activations=activations,
     ), ""
