@@ -284,3 +284,15 @@ def test_engine_chooses_the_mxfp4_experts_activations(
     assert (d["ttft_ms"] < 0.9 * given["ttft_ms"]) is (activations == "fp8")
     if activations == "bf16":
         assert d["ttft_ms"] == pytest.approx(given["ttft_ms"])
+
+
+def test_plan_runs_mxfp4_experts_as_the_engine_does(catalog: Catalog) -> None:
+    """The planner takes the engine's activations for MXFP4 experts on a Blackwell part (TensorRT-LLM,
+    the default on NVIDIA: MXFP8) and keeps given ones."""
+    blackwell = {**plan_scenario(), "hardware": ["b200"]}
+    d = build_plan(parse_scenario(blackwell), catalog).workloads[0].details
+    assert (d["moe_precision"], d["activation_precision"]) == ("fp4", "fp8")
+    assert "MXFP8 activations on b200" in str(d["precision_basis"])
+    workload = {**blackwell["workloads"][0], "activation_precision": "bf16"}  # type: ignore[index]
+    given = build_plan(parse_scenario({**blackwell, "workloads": [workload]}), catalog).workloads[0].details
+    assert given["activation_precision"] == "bf16" and "MXFP8 activations on" not in str(given["precision_basis"])

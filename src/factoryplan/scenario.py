@@ -94,7 +94,8 @@ class InferenceWorkload(_Workload):
     precision: ServingPrecision | None = None
     moe_precision: ServingPrecision | None = None
     kv_precision: Literal["bf16", "fp8", "fp4"] | None = None  # None: the serving engine's default
-    activation_precision: Literal["bf16", "fp8", "fp4"] | None = None  # None: the weights' own
+    # None: the weights' own (MXFP4 experts: as the serving engine runs them on the part)
+    activation_precision: Literal["bf16", "fp8", "fp4"] | None = None
     # the calibrated engine profile; None: trtllm on NVIDIA parts, vllm on others
     serving_engine: Literal["trtllm", "vllm", "sglang"] | None = None
     api_model_class: Literal["frontier", "large-open", "medium-open", "small"] | None = None

@@ -222,7 +222,8 @@ def serve(
                                                              "NVFP4, on parts with FP4 units).")] = None,
     activation_precision: Annotated[ActivationPrecision | None, typer.Option(
         "--activation-precision", help="Activations the GEMMs multiply with; the tensor cores run at the wider "
-        "operand (default: the weights' own; INT4 weight-only at BF16).")] = None,
+        "operand (default: the weights' own; INT4 weight-only at BF16; MXFP4 experts as the engine runs them on "
+        "the part: MXFP8 in trtllm and sglang on Blackwell, else BF16).")] = None,
     backend: Annotated[Backend | None, typer.Option("--backend", help="Serving engine profile (default: trtllm on "
                                                     "NVIDIA GPUs, vllm on others).")] = None,
     token_budget: Annotated[int | None, typer.Option("--token-budget", min=1, help="Prompt tokens an iteration "
