@@ -268,6 +268,7 @@ def test_a_modelopt_nvfp4_checkpoint_serves_as_its_config_says(tmp_path: Path,
     ("gb300", "sglang", "fp8", "bf16; experts fp8"),  # flashinfer_mxfp4 runner, precision "default"
     ("b200", "vllm", "bf16", "bf16"),  # FlashInfer TRT-LLM BF16 x MXFP4
     ("h200-sxm", "trtllm", "bf16", "bf16"),  # Hopper: Triton MXFP4, BF16 activations
+    ("mi355x", "sglang", "bf16", "bf16"),  # FP4 units, but not the CUDA kernels that quantize to MXFP8
 ])
 def test_engine_chooses_the_mxfp4_experts_activations(
     capsys: pytest.CaptureFixture[str], gpu: str, backend: str, activations: str, compute: str

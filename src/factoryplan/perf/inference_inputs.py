@@ -310,10 +310,12 @@ def compute_precision(weights: str, activations: str) -> str:
 
 def engine_activations(activations: str, experts: str, acc: Accelerator, k: Constants) -> str:
     """The activations an engine multiplies a release's weight-only FP4 (MXFP4) experts with: MXFP8 on
-    a part with FP4 tensor cores where the engine's kernels quantize them there (``k.fp4_experts_mxfp8``:
-    TensorRT-LLM's and SGLang's Blackwell MoE kernels; the GEMMs then run at the FP8 rate), else the
-    release's ``activations`` (BF16 on Hopper, and in vLLM everywhere)."""
-    if activations == "bf16" and experts == "fp4" and acc.fp4_dense_flops and k.fp4_experts_mxfp8:
+    an NVIDIA part with FP4 tensor cores (Blackwell) where the engine's kernels quantize them there
+    (``k.fp4_experts_mxfp8``: TensorRT-LLM's TRTLLM MoE backend, SGLang's FlashInfer MXFP4 runner, both
+    CUDA kernels; the GEMMs then run at the FP8 rate), else the release's ``activations`` (BF16 on
+    Hopper, in vLLM, and on other vendors' parts, whose MXFP4 kernels these are not)."""
+    blackwell = acc.vendor.lower() == "nvidia" and bool(acc.fp4_dense_flops)
+    if activations == "bf16" and experts == "fp4" and blackwell and k.fp4_experts_mxfp8:
         return "fp8"
     return activations
 
