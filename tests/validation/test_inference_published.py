@@ -396,6 +396,7 @@ def test_fp4_label_on_a_weight_only_checkpoint(tmp_path: Path) -> None:
     where a DeepSeek-R1 row labelled nvfp4 is NVIDIA's NVFP4 W4A4 one. Its activations are what the
     row's engine multiplies it with on the row's GPU (BF16 on Hopper and in vLLM; MXFP8 in TensorRT-LLM
     and SGLang on Blackwell); a label naming the activations (w4a16_mxfp4, w4a8_mxfp4_fp8) wins."""
+    from factoryplan.commands.validate_inference import write_points_csv
     from factoryplan.validation.inference import MEASURED, load_measured, predict
 
     with MEASURED.open(encoding="utf-8", newline="") as fh:
@@ -422,5 +423,11 @@ def test_fp4_label_on_a_weight_only_checkpoint(tmp_path: Path) -> None:
         ("oss-w4a16", "fp4", "fp4", "bf16"), ("oss-w4a8", "fp4", "fp4", "fp8"), ("dsr1", "fp4", "fp4", ""),
         ("oss-trtllm", "fp4", "fp4", "fp8"), ("oss-sglang", "fp4", "fp4", "fp8"), ("oss-vllm", "fp4", "fp4", "bf16"),
         ("oss-h200", "fp4", "fp4", "bf16")]
-    w4a16, w4a8, *_ = predict(cat, points)
+    preds = predict(cat, points)
+    w4a16, w4a8 = preds[:2]
+    out = tmp_path / "out.csv"
+    write_points_csv(out, [("data", load_measured(cat, path), preds)])
+    with out.open(encoding="utf-8", newline="") as fh:  # the points say what the GEMMs multiplied with
+        assert [r["activations"] for r in csv.DictReader(fh)] == [
+            "bf16", "fp8", "weights'", "fp8", "fp8", "bf16", "bf16"]
     assert w4a16.ttft_ms > w4a8.ttft_ms  # BF16 expert GEMMs prefill slower than FP8 ones
