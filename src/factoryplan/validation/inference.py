@@ -282,17 +282,17 @@ def kv_of(row: dict[str, str]) -> tuple[str | None, str]:
 
 
 def checkpoint_activations(
-    arch: ModelArch, experts: str, activations: str, acc: Accelerator, k: Constants
+    catalog: Catalog, arch: ModelArch, experts: str, activations: str, acc: Accelerator, backend: str
 ) -> str:
     """The activations a row's experts are multiplied with: the ones its label names, else, for an FP4
     label on a model whose FP4 checkpoint is weight-only (gpt-oss's MXFP4, its ``release``), what the
-    row's engine multiplies that checkpoint with on ``acc`` (:func:`engine_activations`: BF16 on
+    row's engine (``backend``) multiplies that checkpoint with on ``acc`` (:func:`engine_activations`: BF16 on
     Hopper; MXFP8 in TensorRT-LLM and SGLang on parts with FP4 tensor cores), not NVFP4 W4A4's; else ""
     (the weights' own)."""
     release = arch.release
     if activations or experts != "fp4" or release is None or release.experts_format() != "fp4":
         return activations
-    return engine_activations(release.activations, experts, acc, k)
+    return engine_activations(release.activations, experts, acc, constants_from_catalog(catalog, backend))
 
 
 def activations_of(*modes: str) -> str:
@@ -413,8 +413,9 @@ def _measured_point(
     except InfeasibleError as exc:
         return None, f"{kv_given}: {exc.message}"
     arch = resolve_model(catalog, ref)
-    activations = checkpoint_activations(arch, experts, activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]),
-                                         catalog.accelerators[hw[0]], constants_from_catalog(catalog, backend))
+    activations = checkpoint_activations(catalog, arch, experts,
+                                         activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]),
+                                         catalog.accelerators[hw[0]], backend)
     domain = catalog.systems[hw[1]].scaleup_domain_gpus
     disagg = None
     if mode == "disagg":

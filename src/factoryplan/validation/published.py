@@ -16,7 +16,6 @@ import numpy as np
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import repo_model_id as model_id
 from factoryplan.catalog.models import resolve_model
-from factoryplan.perf.inference import constants_from_catalog
 from factoryplan.validation.inference import (
     DATA,
     Loaded,
@@ -125,8 +124,8 @@ def _published_point(catalog: Catalog, r: dict[str, str]) -> tuple[Point | None,
                       "or e2e_latency_ms)")
     framework = r.get("framework", "")
     backend = engine_name(framework) or "trtllm"  # NIM runs TensorRT-LLM
-    activations = checkpoint_activations(arch, weights, activations_of(r.get("precision", "")),
-                                         catalog.accelerators[acc], constants_from_catalog(catalog, backend))
+    activations = checkpoint_activations(catalog, arch, weights, activations_of(r.get("precision", "")),
+                                         catalog.accelerators[acc], backend)
     return Point(
         id=f"published-{r['row_id']}", source="published", model=mid, accelerator=acc, system=system,
         backend=backend,
