@@ -483,6 +483,33 @@ def test_validate_inference_band_coverage(capsys: pytest.CaptureFixture[str]) ->
     assert all(60.0 <= f["share_pct"] <= 95.0 for g in by_gpu.values() for f in g.values())
 
 
+def test_validate_inference_gpu_scaling(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A file with the same configuration measured on two GPUs reports how each figure changed from
+    one to the other, measured and predicted (the campaign's own effects cancel in the ratio)."""
+    import csv
+
+    src = Path(__file__).parents[1] / "src" / "factoryplan" / "validation" / "data" / "serving_measured_hopper.csv"
+    with src.open(encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    head = rows[0]
+    first = next(r for r in rows[1:] if r[head.index("system")] == "h100_sxm" and r[head.index("silicon_tpot_ms")])
+    twin = list(first)
+    twin[head.index("id")] += "_twin"
+    twin[head.index("system")] = "h200_sxm"
+    twin[head.index("silicon_tpot_ms")] = str(float(first[head.index("silicon_tpot_ms")]) * 0.8)
+    sample = tmp_path / "points.csv"
+    with sample.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([head, first, twin])
+    scaling = cli_json(capsys, "validate", "inference", "--data", str(sample))["data"]["gpu_scaling"]
+    tpot = scaling["h100-sxm -> h200-sxm"]["tpot_ms"]
+    assert tpot["pairs"] == 1 and tpot["measured_ratio_median"] == pytest.approx(0.8)
+    assert 0.5 < tpot["predicted_ratio_median"] < 1.0  # more HBM bandwidth, same compute
+    assert main(["validate", "inference", "--data", str(sample)]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "same configuration on two GPUs, h100-sxm -> h200-sxm (1 configuration)" in text
+    assert "tpot_ms x0.80 measured" in text
+
+
 def test_validate_inference_unusable_measurements(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """A measurement that is not a positive number skips its row with the field and the value; a
     blank one leaves the row to the other measurement."""

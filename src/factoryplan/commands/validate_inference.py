@@ -175,7 +175,7 @@ def inference(
     Example: factoryplan validate inference --measured --out points.csv
     """
     from factoryplan.catalog.load import load_catalog
-    from factoryplan.validation.inference import load_measured, predict
+    from factoryplan.validation.inference import gpu_scaling, load_measured, predict
     from factoryplan.validation.published import PUBLISHED, load_published
 
     cat = load_catalog(catalog or [])
@@ -204,6 +204,8 @@ def inference(
             **{f"by_{key}": {m: _mape([r for r in mrows if r["metric"] == m], key)
                              for m in ("ttft_ms", "tpot_ms", "output_tokens_per_s")}
                for key in ("backend", "engine", "gpu", "model", "mode", "layout", "weights")},
+            # the same configuration measured on two GPUs: the hardware physics alone
+            "gpu_scaling": gpu_scaling(loaded.points, preds),
             "skipped": len(loaded.skipped),
             "skipped_reasons": dict(collections.Counter(reason for _, reason in loaded.skipped).most_common()),
         }
@@ -243,6 +245,12 @@ def _print(result: dict[str, Any]) -> None:
             for metric, groups in block.get(label, {}).items():
                 text = ", ".join(f"{g} {v['mape_pct']:.0f}%" for g, v in groups.items())
                 console.print(f"  {metric} {label.replace('_', ' ')}: {text}")
+        for pair, figures in block.get("gpu_scaling", {}).items():
+            n = max(int(v["pairs"]) for v in figures.values())
+            text = "; ".join(f"{m} x{v['measured_ratio_median']:.2f} measured, x{v['predicted_ratio_median']:.2f} "
+                             f"predicted (ratio error {v['ratio_error_pct']:.1f}%, median "
+                             f"{v['median_ratio_error_pct']:.1f}%)" for m, v in figures.items())
+            console.print(f"  same configuration on two GPUs, {pair} ({n} configuration{'s' * (n != 1)}): {text}")
         for reason, n in block.get("skipped_reasons", {}).items():
             console.print(f"  skipped {n} x {reason}")
     for s in result["published"]["skipped"]:
