@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write-bands", action="store_true",
                     help="only write each engine's error band (measured/predicted percentiles), catalog constants")
     ap.add_argument("--no-throughput", action="store_true", help="do not fit the measured points' implied throughput")
-    ap.add_argument("--error", choices=("log", "relative"), default=None, help="residual form (default log)")
+    ap.add_argument("--error", choices=("log", "relative"), default=None, help="residual form (default relative)")
     ap.add_argument("--group-power", type=float, default=None, help="campaign weighting exponent (0: per point)")
     ap.add_argument("--prior-weight", type=float, default=None,
                     help=f"pull of the physical priors against the data (default {PRIOR_WEIGHT})")
