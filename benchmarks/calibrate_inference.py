@@ -135,6 +135,14 @@ TTFT_WEIGHT = 1.0  # see residuals()
 # 7.2% (TensorRT-LLM's per-sequence overhead pulled towards the others'). Width 1.0 sits between
 # (TPOT 22.4%, TTFT 42.8%). Mixed evidence: not adopted.
 POOL_WIDTH = 0.0
+# Structural variants of the step-time model tried with every constant refitted, not adopted (in-sample
+# TTFT / TPOT / throughput MAPE against 29.6 / 17.4 / 16.0%):
+# * all-reduce latency growing with the ranks (alpha·log2(r) or alpha·(r-1), one constant as now): 29.4 /
+#   17.7 / 16.2% and 29.4 / 17.8 / 16.6%. Dense TPOT at TP 8 runs 8-12% above the prediction in four
+#   campaigns, but vLLM 0.18's gpt-oss runs 16-27% below it at TP 2-8 (and on target at TP 1).
+# * a floor on each GEMM kernel (two per attention, dense MLP and shared-expert block; smooth maximum of
+#   the roofline time and 2, 3 or 4.5 us), for small per-GPU matrices at high TP: 29.6 / 17.5 / 16.0%,
+#   29.5 / 17.5 / 16.1%, 29.5 / 17.6 / 16.2%.
 
 
 def _names() -> list[tuple[str, str, float, float, bool]]:
