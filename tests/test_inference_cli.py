@@ -497,10 +497,17 @@ def test_validate_inference_gpu_scaling(capsys: pytest.CaptureFixture[str], tmp_
     twin[head.index("id")] += "_twin"
     twin[head.index("system")] = "h200_sxm"
     twin[head.index("silicon_tpot_ms")] = str(float(first[head.index("silicon_tpot_ms")]) * 0.8)
+    blackwell = list(twin)
+    blackwell[head.index("id")] += "_b200"
+    blackwell[head.index("system")] = "b200_sxm"
     sample = tmp_path / "points.csv"
     with sample.open("w", encoding="utf-8", newline="") as fh:
-        csv.writer(fh).writerows([head, first, twin])
+        csv.writer(fh).writerows([head, first, twin, blackwell])
     scaling = cli_json(capsys, "validate", "inference", "--data", str(sample))["data"]["gpu_scaling"]
+    # every pair, the earlier part first (by year, then BF16 peak), not by name
+    assert list(scaling) == ["h100-sxm -> h200-sxm", "h100-sxm -> b200", "h200-sxm -> b200"]
+    assert scaling["h200-sxm -> b200"]["tpot_ms"]["measured_ratio_median"] == pytest.approx(1.0)
+    assert scaling["h200-sxm -> b200"]["tpot_ms"]["predicted_ratio_median"] < 0.9  # 8.0 against 4.8 TB/s
     tpot = scaling["h100-sxm -> h200-sxm"]["tpot_ms"]
     assert tpot["pairs"] == 1 and tpot["measured_ratio_median"] == pytest.approx(0.8)
     assert 0.5 < tpot["predicted_ratio_median"] < 1.0  # more HBM bandwidth, same compute

@@ -273,6 +273,10 @@ def test_gpu_scaling_pairs_only_the_same_configuration() -> None:
     assert f["tpot_ms"]["ratio_error_pct"] == pytest.approx(12.5)  # 0.9 / 0.8 - 1
     assert f["output_tokens_per_s"]["measured_ratio_median"] == pytest.approx(1.25)
     assert gpu_scaling([a], [q]) == {}
+    # the order puts the earlier part first, whatever the names
+    flipped = gpu_scaling([a, b], [q, q_fast], {"h200-sxm": (2023.0, 1.0), "h100-sxm": (2024.0, 1.0)})
+    assert list(flipped) == ["h200-sxm -> h100-sxm"]
+    assert flipped["h200-sxm -> h100-sxm"]["tpot_ms"]["measured_ratio_median"] == pytest.approx(1.25)
 
 
 def test_measured_hopper_dense_models_tighter() -> None:

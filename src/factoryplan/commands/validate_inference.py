@@ -192,6 +192,7 @@ def inference(
     if data is not None:
         extra.append(("data", load_measured(cat, data, source="data", configs=configs)))
     predicted = []
+    order = {a.id: (float(a.year), a.bf16_dense_flops) for a in cat.accelerators.values()}  # earlier part first
     for name, loaded in extra:
         preds = predict(cat, loaded.points)
         predicted.append((name, loaded, preds))
@@ -205,7 +206,7 @@ def inference(
                              for m in ("ttft_ms", "tpot_ms", "output_tokens_per_s")}
                for key in ("backend", "engine", "gpu", "model", "mode", "layout", "weights")},
             # the same configuration measured on two GPUs: the hardware physics alone
-            "gpu_scaling": gpu_scaling(loaded.points, preds),
+            "gpu_scaling": gpu_scaling(loaded.points, preds, order),
             "skipped": len(loaded.skipped),
             "skipped_reasons": dict(collections.Counter(reason for _, reason in loaded.skipped).most_common()),
         }

@@ -58,7 +58,7 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -574,17 +574,24 @@ def _configuration(p: Point) -> tuple[object, ...]:
             p.isl, p.osl, p.prefix, p.concurrency)
 
 
-def gpu_scaling(points: Sequence[Point], preds: Sequence[Prediction]) -> dict[str, dict[str, dict[str, float]]]:
+def gpu_scaling(
+    points: Sequence[Point], preds: Sequence[Prediction], order: Mapping[str, tuple[float, float]] | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
     """How each figure changes between two GPUs that ran the same configuration (same model, engine
     and engine version, precisions, layout, lengths and users), measured against predicted.
 
     A campaign's own effects (its harness, its engine version) are the same on both GPUs and cancel
     in the ratio, so this checks the hardware physics alone, which is what carries a calibration to
-    GPUs it has not seen. Per GPU pair ``"a -> b"`` (names sorted) and figure: ``pairs``, the median
-    measured and predicted ratio ``b / a``, and the mean and the median of ``|predicted ratio /
-    measured ratio - 1|`` in % (``ratio_error_pct``, ``median_ratio_error_pct``). Repeated rows of a
-    configuration on one GPU are averaged; throughput is what each point's TTFT and TPOT imply where
-    it has none (:func:`implied_output_tokens_per_s`)."""
+    GPUs it has not seen. Per GPU pair ``"a -> b"`` and figure: ``pairs``, the median measured and
+    predicted ratio ``b / a``, and the mean and the median of ``|predicted ratio / measured ratio -
+    1|`` in % (``ratio_error_pct``, ``median_ratio_error_pct``). The earlier part comes first:
+    ``order`` maps accelerator ids to a sort key (the command gives year and BF16 peak); ids without
+    one follow, by name. Repeated rows of a configuration on one GPU are averaged; throughput is what
+    each point's TTFT and TPOT imply where it has none (:func:`implied_output_tokens_per_s`)."""
+
+    def rank(gpu: str) -> tuple[tuple[float, float], str]:
+        return (order or {}).get(gpu, (math.inf, math.inf)), gpu
+
     runs: dict[tuple[object, ...], dict[str, dict[str, list[tuple[float, float]]]]] = {}
     for p, q in zip(points, preds, strict=True):
         figures = (("ttft_ms", p.ttft_ms, q.ttft_ms), ("tpot_ms", p.tpot_ms, q.tpot_ms),
@@ -593,22 +600,22 @@ def gpu_scaling(points: Sequence[Point], preds: Sequence[Prediction]) -> dict[st
         for name, meas, pred in figures:
             if meas and math.isfinite(pred) and pred > 0:
                 on_gpu.setdefault(name, []).append((meas, pred))
-    ratios: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    ratios: dict[tuple[str, str], dict[str, list[tuple[float, float]]]] = {}
     for by_gpu in runs.values():
-        gpus = sorted(by_gpu)
+        gpus = sorted(by_gpu, key=rank)
         for i, a in enumerate(gpus):
             for b in gpus[i + 1:]:
                 for name in by_gpu[a].keys() & by_gpu[b].keys():
                     (ma, pa), (mb, pb) = (np.mean(by_gpu[g][name], axis=0) for g in (a, b))
-                    ratios.setdefault(f"{a} -> {b}", {}).setdefault(name, []).append((mb / ma, pb / pa))
+                    ratios.setdefault((a, b), {}).setdefault(name, []).append((mb / ma, pb / pa))
     out: dict[str, dict[str, dict[str, float]]] = {}
-    for pair, by_name in sorted(ratios.items()):
-        out[pair] = {}
+    for (a, b), by_name in sorted(ratios.items(), key=lambda item: (rank(item[0][0]), rank(item[0][1]))):
+        pair = out.setdefault(f"{a} -> {b}", {})
         for name, v in sorted(by_name.items()):
             errors = [abs(pr / m - 1.0) * 100.0 for m, pr in v]
-            out[pair][name] = {"pairs": float(len(v)),
-                               "measured_ratio_median": float(np.median([m for m, _ in v])),
-                               "predicted_ratio_median": float(np.median([pr for _, pr in v])),
-                               "ratio_error_pct": float(np.mean(errors)),
-                               "median_ratio_error_pct": float(np.median(errors))}
+            pair[name] = {"pairs": float(len(v)),
+                          "measured_ratio_median": float(np.median([m for m, _ in v])),
+                          "predicted_ratio_median": float(np.median([pr for _, pr in v])),
+                          "ratio_error_pct": float(np.mean(errors)),
+                          "median_ratio_error_pct": float(np.median(errors))}
     return out
