@@ -1,0 +1,68 @@
+"""How much of the measured-set error is campaign level: MAPE as predicted, and with each campaign's own scale.
+
+A campaign is one model on one engine release and one GPU (``serving_measured_hopper.csv`` holds 35).
+Its runs share a harness and an engine build, so an effect of either (a per-request latency, kernels
+of that release, users in lockstep) moves every point of the campaign together. This script divides
+each campaign's predictions by the campaign's median predicted/measured ratio and reports the MAPE
+that leaves, per figure: a floor for any model that only gets each campaign's level wrong, and
+not something a model may use (it would need the measurements). What it shows with the shipped
+constants: TTFT 29.7% -> 23.3%, TPOT 17.5% -> 9.1%, throughput (implied by each point's TTFT and
+TPOT) 16.1% -> 9.2%. Most of the TPOT and throughput error is campaign level. Most of the TTFT
+error is scatter inside campaigns (lockstep in some runs and not others, queues for the KV cache).
+Then the campaigns that carry the most absolute error, per figure.
+
+Run by hand (a few seconds):
+
+    .venv/bin/python benchmarks/campaign_floor.py [--data FILE] [--top 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+from pathlib import Path
+
+from factoryplan.catalog.load import load_catalog
+from factoryplan.validation.inference import implied_output_tokens_per_s, load_measured, predict
+
+FIGURES = (("ttft", "ttft_ms"), ("tpot", "tpot_ms"), ("throughput", "output_tokens_per_s"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=None, help="a file in the measured-points layout (default: the set)")
+    ap.add_argument("--top", type=int, default=8, help="campaigns listed per figure")
+    args = ap.parse_args(argv)
+    cat = load_catalog()
+    points = (load_measured(cat, args.data, source="data") if args.data else load_measured(cat)).points
+    preds = predict(cat, points)
+    # ratio predicted / measured per figure and campaign
+    ratios: dict[str, dict[str, list[float]]] = {name: collections.defaultdict(list) for name, _ in FIGURES}
+    for p, q in zip(points, preds, strict=True):
+        campaign = f"{p.model} {p.backend} {p.version or '?'} {p.accelerator}"
+        measured = {"ttft_ms": p.ttft_ms, "tpot_ms": p.tpot_ms, "output_tokens_per_s": implied_output_tokens_per_s(p)}
+        for name, field in FIGURES:
+            meas, pred = measured[field], getattr(q, field)
+            if meas and pred > 0:
+                ratios[name][campaign].append(pred / meas)
+    print(f"{len(points)} points in {len({c for r in ratios.values() for c in r})} campaigns")
+    print(f"{'figure':10s} {'MAPE':>7s} {'own scale':>10s}")
+    for name, _ in FIGURES:
+        as_is = [abs(r - 1.0) for v in ratios[name].values() for r in v]
+        scaled = [abs(r / statistics.median(v) - 1.0) for v in ratios[name].values() for r in v]
+        print(f"{name:10s} {100 * statistics.fmean(as_is):6.1f}% {100 * statistics.fmean(scaled):9.1f}%")
+    for name, _ in FIGURES:
+        total = sum(abs(r - 1.0) for v in ratios[name].values() for r in v)
+        ranked = sorted(ratios[name].items(), key=lambda item: -sum(abs(r - 1.0) for r in item[1]))
+        print(f"\n{name}: campaigns by share of the absolute error (n, median predicted/measured, MAPE)")
+        for campaign, v in ranked[:args.top]:
+            share = sum(abs(r - 1.0) for r in v) / total
+            print(f"  {100 * share:5.1f}%  {campaign:48s} n={len(v):3d}  x{statistics.median(v):.2f}  "
+                  f"{100 * statistics.fmean(abs(r - 1.0) for r in v):.0f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
