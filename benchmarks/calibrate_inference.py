@@ -141,10 +141,13 @@ POOL_WIDTH = 0.0
 #   17.7 / 16.2% and 29.4 / 17.8 / 16.6%. Dense TPOT at TP 8 runs 8-12% above the prediction in four
 #   campaigns, but vLLM 0.18's gpt-oss runs 16-27% below it at TP 2-8 (and on target at TP 1).
 # * a stronger routing skew with a looser prior on the per-MoE-layer overhead (width 3 instead of 1.5),
-#   for the MoE campaigns whose TPOT runs 15-34% above the prediction at 4 users and near or below it at
-#   64: shape 0.5 in sample 29.2 / 16.7 / 15.7%, hold-outs (mean of four) 39.0 / 19.2 / 19.8%; shape 1.0
+#   for the expert-TP MoE campaigns whose TPOT runs 16-34% above the prediction at 4 users and within 13%
+#   of it at 64: shape 0.5 in sample 29.2 / 16.7 / 15.7%, hold-outs (mean of four) 39.0 / 19.2 / 19.8%; shape 1.0
 #   29.5 / 16.9 / 15.7%, 39.3 / 19.3 / 19.6%; the looser prior alone 29.6 / 17.3 / 15.8%, 39.6 / 19.5 /
 #   19.6%, against 39.6 / 19.3 / 19.2% on the hold-outs now: the in-sample gain does not carry over.
+# * the fixed time per expert charged for every expert a GPU holds (a grouped GEMM launched over all its
+#   local experts) instead of those its tokens touch, which would lift expert-TP layouts at low load
+#   against expert-parallel ones: fitted 0.20 us, 29.6 / 17.4 / 16.3%.
 # * a floor on each GEMM kernel (two per attention, dense MLP and shared-expert block; smooth maximum of
 #   the roofline time and 2, 3 or 4.5 us), for small per-GPU matrices at high TP: 29.6 / 17.5 / 16.0%,
 #   29.5 / 17.5 / 16.1%, 29.5 / 17.6 / 16.2%.
