@@ -148,6 +148,8 @@ POOL_WIDTH = 0.0
 # * the fixed time per expert charged for every expert a GPU holds (a grouped GEMM launched over all its
 #   local experts) instead of those its tokens touch, which would lift expert-TP layouts at low load
 #   against expert-parallel ones: fitted 0.20 us, 29.6 / 17.4 / 16.3%.
+# * a floor on each of the two grouped GEMMs of an MoE layer (smooth maximum with 10, 20 or 40 us), the
+#   same campaigns' low-load intercept: 29.6 / 17.4 / 16.0%, 29.6 / 17.5 / 16.1%, 29.6 / 18.5 / 17.0%.
 # * a floor on each GEMM kernel (two per attention, dense MLP and shared-expert block; smooth maximum of
 #   the roofline time and 2, 3 or 4.5 us), for small per-GPU matrices at high TP: 29.6 / 17.5 / 16.0%,
 #   29.5 / 17.5 / 16.1%, 29.5 / 17.6 / 16.2%.
