@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = {"ttft_ms": p.ttft_ms, "tpot_ms": p.tpot_ms, "output_tokens_per_s": implied_output_tokens_per_s(p)}
         for name, field in FIGURES:
             meas, pred = measured[field], getattr(q, field)
-            if meas and pred > 0:
+            if meas and math.isfinite(pred) and pred > 0:  # as validate inference scores them
                 ratios[name][campaign].append(pred / meas)
     print(f"{len(points)} points in {len({c for r in ratios.values() for c in r})} campaigns")
     print(f"{'figure':10s} {'MAPE':>7s} {'own scale':>10s}")
