@@ -7,11 +7,19 @@ Writes one JSON file with:
 - hbm: achieved bandwidth of a large read (sum) and a copy (read + write);
 - attention: causal flash-attention forward and forward+backward TFLOP/s at training shapes, and
   decode attention (one query token per sequence against a KV cache) as bytes of KV read per second;
+- grouped_gemm: MoE expert GEMMs (Qwen3-235B, gpt-oss-120b and DeepSeek-V3 shapes) as one grouped
+  GEMM per projection, over tokens per expert;
 - decode: a whole decode step of a Llama-3.1-8B-shaped model with random weights (BF16; the same
   matrices, RMSNorms, rotary-free attention over a preallocated KV cache), captured as a CUDA graph,
-  over batch sizes and context lengths; and the prefill of one prompt at several lengths.
+  over batch sizes and context lengths; the same step's matrix products alone; the step with FP8 weights
+  (W8A8, per-tensor scales, activations quantized on the fly; batch padded to 16); and the prefill of
+  one prompt at several lengths.
 
-Run: python3 benchmarks/device/gpu_microbench.py --out results.json
+Run: python3 benchmarks/device/gpu_microbench.py --out results.json --accelerator h200-sxm
+(about 40 s on an H200; PyTorch 2.8 or newer for the grouped GEMMs). Then
+`factoryplan validate kernels --data results.json` checks the inference physics against every timed
+kernel and prints the constants the file gives (two such runs on one H200 ship in
+src/factoryplan/validation/data/ and are the catalog's kernels-h200-sxm entry).
 Dry run on a CPU with tiny shapes (checks the script, numbers meaningless): --device cpu --small
 """
 
@@ -39,6 +47,7 @@ LLM_SHAPES = {  # (K, N): input features, output features
     "l70b_down": (28672, 8192),
     "square_8k": (8192, 8192),
 }
+FORCE_FP8 = False  # run the FP8 decode step where the check above says no (a CPU dry run of that path)
 TOKENS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 
 
@@ -98,10 +107,11 @@ def bench_gemm(dev: str, small: bool) -> list[dict[str, Any]]:
             out.append(row)
             if b8 is not None and m % 16 == 0:
                 a8 = a.to(torch.float8_e4m3fn)
-                t8 = timed(lambda a8=a8, b8=b8, one=one: torch._scaled_mm(a8, b8, one, one, out_dtype=torch.bfloat16),
-                           dev, reps)
-                out.append({"shape": name, "m": m, "k": k, "n": n, "dtype": "fp8", "seconds": t8,
-                            "tflops": flops / t8 / 1e12, "weight_bytes_per_s": k * n / t8})
+                for dtype, fast in (("fp8", False), ("fp8_fast_accum", True)):
+                    t8 = timed(lambda a8=a8, b8=b8, one=one, fast=fast: torch._scaled_mm(
+                        a8, b8, one, one, out_dtype=torch.bfloat16, use_fast_accum=fast), dev, reps)
+                    out.append({"shape": name, "m": m, "k": k, "n": n, "dtype": dtype, "seconds": t8,
+                                "tflops": flops / t8 / 1e12, "weight_bytes_per_s": k * n / t8})
         del b, b8
     return out
 
@@ -153,6 +163,52 @@ def bench_attention(dev: str, small: bool) -> list[dict[str, Any]]:
     return out
 
 
+MOE_SHAPES = {  # experts, hidden (K of the up projection), expert FFN width
+    "qwen3_235b": (128, 4096, 1536),
+    "gpt_oss_120b": (128, 2880, 2880),
+    "deepseek_v3": (256, 7168, 2048),
+}
+
+
+def bench_grouped(dev: str, small: bool) -> list[dict[str, Any]]:
+    """MoE expert GEMMs as one grouped GEMM (torch._grouped_mm, BF16): the up (gate+up) and down
+    projections of every expert, each expert given the same number of tokens, against the dense
+    GEMM of the same total FLOPs and weights."""
+    out: list[dict[str, Any]] = []
+    if dev != "cuda" or not hasattr(torch, "_grouped_mm"):
+        return [{"error": "torch._grouped_mm needs a CUDA GPU and torch >= 2.8"}]
+    for name, (experts, hidden, ffn) in MOE_SHAPES.items():
+        w_up = torch.randn(experts, hidden, 2 * ffn, device=dev, dtype=torch.bfloat16) / math.sqrt(hidden)
+        w_down = torch.randn(experts, ffn, hidden, device=dev, dtype=torch.bfloat16) / math.sqrt(ffn)
+        w_up_t = w_up.transpose(1, 2).contiguous().transpose(1, 2)  # column-major per expert, as the kernel wants
+        w_down_t = w_down.transpose(1, 2).contiguous().transpose(1, 2)
+        for per_expert in (16, 32, 64, 128, 256, 512):
+            tokens = experts * per_expert
+            offs = torch.arange(1, experts + 1, device=dev, dtype=torch.int32) * per_expert
+            x = torch.randn(tokens, hidden, device=dev, dtype=torch.bfloat16)
+            h = torch.randn(tokens, ffn, device=dev, dtype=torch.bfloat16)
+            flops = 2.0 * tokens * hidden * 3 * ffn
+            weight_bytes = experts * hidden * 3 * ffn * 2
+
+            def moe(x: torch.Tensor = x, h: torch.Tensor = h, offs: torch.Tensor = offs,
+                    up: torch.Tensor = w_up_t, down: torch.Tensor = w_down_t) -> None:
+                torch._grouped_mm(x, up, offs=offs, out_dtype=torch.bfloat16)
+                torch._grouped_mm(h, down, offs=offs, out_dtype=torch.bfloat16)
+
+            try:
+                t = timed(moe, dev, reps_for(flops))
+            except Exception as exc:  # one shape's failure keeps the others
+                out.append({"shape": name, "tokens_per_expert": per_expert, "error": f"{type(exc).__name__}: {exc}"})
+                continue
+            out.append({"shape": name, "experts": experts, "hidden": hidden, "ffn": ffn,
+                        "tokens_per_expert": per_expert, "seconds": t, "tflops": flops / t / 1e12,
+                        "weight_bytes_per_s": weight_bytes / t})
+            del x, h
+        del w_up, w_down, w_up_t, w_down_t
+        torch.cuda.empty_cache()
+    return out
+
+
 def timed_eager(fn: Callable[[], Any], dev: str, reps: int) -> float:
     fn()
     if dev == "cuda":
@@ -185,17 +241,46 @@ class TinyLlama:
         per = self.h * (self.hq + 2 * self.hkv) * self.d + self.hq * self.d * self.h + 3 * self.h * self.ffn
         return self.layers * per + 2 * self.h * self.vocab
 
-    def step(self, x: torch.Tensor, kc: list[torch.Tensor], vc: list[torch.Tensor]) -> torch.Tensor:
-        """One decode step for x of shape (batch, hidden) against caches (batch, hkv, ctx, d)."""
+    def to_fp8(self) -> None:
+        """FP8 (E4M3) copies of the layer weights, column-major as torch._scaled_mm wants, with per-tensor
+        scales: the W8A8 path of the serving engines (the LM head stays BF16, as theirs)."""
+        def q(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            scale = (w.abs().amax().float() / 448.0).reshape(())
+            return (w.float() / scale).t().contiguous().to(torch.float8_e4m3fn).t(), scale
+        self.fp8 = {name: [q(w) for w in getattr(self, name)] for name in ("qkv", "o", "gate_up", "down")}
+        # activations here stay within |x| < 22 (normalized inputs, attention outputs, SiLU products)
+        self.x_scale = torch.tensor(0.05, device=self.dev, dtype=torch.float32)
+        self.x_inv_scale = torch.tensor(20.0, device=self.dev, dtype=torch.bfloat16)
+
+    def mm(self, x: torch.Tensor, name: str, i: int, fp8: bool) -> torch.Tensor:
+        """x @ W for layer i's ``name`` matrix; FP8: x scaled by a static per-tensor scale and cast (as
+        FP8 checkpoints with calibrated activation scales run), then the FP8 GEMM."""
+        if not fp8:
+            return x @ getattr(self, name)[i]
+        w8, w_scale = self.fp8[name][i]
+        x8 = (x * self.x_inv_scale).to(torch.float8_e4m3fn)
+        return torch._scaled_mm(x8, w8, self.x_scale, w_scale, out_dtype=torch.bfloat16)
+
+    def step(self, x: torch.Tensor, kc: list[torch.Tensor], vc: list[torch.Tensor], fp8: bool = False,
+             gemms_only: bool = False) -> torch.Tensor:
+        """One decode step for x of shape (batch, hidden) against caches (batch, hkv, ctx, d).
+        ``gemms_only``: the same matrix products with no norm, activation, residual or attention (the
+        difference is what the rest of a layer costs)."""
         b = x.shape[0]
         for i in range(self.layers):
+            if gemms_only:
+                self.mm(x, "qkv", i, fp8)
+                self.mm(x[:, : self.hq * self.d], "o", i, fp8)
+                gu = self.mm(x, "gate_up", i, fp8)
+                self.mm(gu[:, : self.ffn], "down", i, fp8)
+                continue
             hn = F.rms_norm(x, (self.h,))
-            qkv = hn @ self.qkv[i]
-            q = qkv[:, : self.hq * self.d].view(b, self.hq, 1, self.d)
+            qkv = self.mm(hn, "qkv", i, fp8)
+            q = qkv[:, : self.hq * self.d].reshape(b, self.hq, 1, self.d)
             att = F.scaled_dot_product_attention(q, kc[i], vc[i], enable_gqa=True)
-            x = x + att.reshape(b, self.hq * self.d) @ self.o[i]
-            gu = F.rms_norm(x, (self.h,)) @ self.gate_up[i]
-            x = x + (F.silu(gu[:, : self.ffn]) * gu[:, self.ffn :]) @ self.down[i]
+            x = x + self.mm(att.reshape(b, self.hq * self.d), "o", i, fp8)
+            gu = self.mm(F.rms_norm(x, (self.h,)), "gate_up", i, fp8)
+            x = x + self.mm((F.silu(gu[:, : self.ffn]) * gu[:, self.ffn :]).contiguous(), "down", i, fp8)
         return F.rms_norm(x, (self.h,)) @ self.lm_head
 
     def prefill(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,6 +300,10 @@ class TinyLlama:
 
 def bench_decode(dev: str, small: bool) -> list[dict[str, Any]]:
     model = TinyLlama(dev, small)
+    fp8_ok = FORCE_FP8 or (
+        dev == "cuda" and hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability() >= (8, 9))
+    if fp8_ok:
+        model.to_fp8()
     weight_bytes = model.params() * 2
     out: list[dict[str, Any]] = []
     cases = ((1, 128), (8, 128)) if small else tuple(
@@ -231,6 +320,19 @@ def bench_decode(dev: str, small: bool) -> list[dict[str, Any]]:
                     "weight_bytes": weight_bytes, "kv_bytes": kv_bytes,
                     "achieved_bytes_per_s": (weight_bytes + kv_bytes) / t,
                     "tflops": 2.0 * model.params() * batch / t / 1e12})
+        if ctx == cases[0][1]:  # the matrix products alone (no KV read: any context)
+            t_g = timed(lambda x=x, kc=kc, vc=vc: model.step(x, kc, vc, gemms_only=True), dev, 3)
+            out.append({"kind": "decode_gemms_only", "batch": batch, "seconds": t_g,
+                        "weight_bytes": weight_bytes - 2 * model.h * model.vocab})
+        if fp8_ok:
+            pad = -(-batch // 16) * 16  # _scaled_mm takes multiples of 16 rows, as engines pad their graphs
+            xp = torch.randn(pad, model.h, device=dev, dtype=torch.bfloat16)
+            kcp = kc if pad == batch else [torch.randn(pad, *t.shape[1:], device=dev, dtype=t.dtype) for t in kc]
+            vcp = vc if pad == batch else [torch.randn_like(t) for t in kcp]
+            t8 = timed(lambda x=xp, kc=kcp, vc=vcp: model.step(x, kc, vc, fp8=True), dev, 3)
+            out.append({"kind": "decode_step_fp8", "batch": batch, "padded_batch": pad, "context": ctx,
+                        "seconds": t8, "kv_bytes": kv_bytes * pad // batch})
+            del xp, kcp, vcp
         del kc, vc
         if dev == "cuda":
             torch.cuda.empty_cache()
@@ -243,18 +345,21 @@ def bench_decode(dev: str, small: bool) -> list[dict[str, Any]]:
     return out
 
 
+def smi(fields: str) -> str:
+    try:
+        return subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=20).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unavailable: {exc}"
+
+
 def environment(dev: str) -> dict[str, Any]:
     env: dict[str, Any] = {"torch": torch.__version__, "python": platform.python_version(), "device": dev,
                            "measured": time.strftime("%Y-%m-%d")}
     if dev == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
         env["sm_count"] = torch.cuda.get_device_properties(0).multi_processor_count
-        try:
-            env["nvidia_smi"] = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,clocks.max.mem,power.limit",
-                 "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout.strip()
-        except (OSError, subprocess.SubprocessError) as exc:
-            env["nvidia_smi"] = f"unavailable: {exc}"
+        env["nvidia_smi"] = smi("name,driver_version,clocks.max.sm,clocks.max.mem,power.limit")
     return env
 
 
@@ -263,11 +368,15 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true")
+    ap.add_argument("--accelerator", default="", help="catalog id of the GPU (written to the file for "
+                    "`factoryplan validate kernels`)")
     args = ap.parse_args()
     torch.manual_seed(0)
     result: dict[str, Any] = {"environment": environment(args.device)}
+    if args.accelerator:
+        result = {"accelerator": args.accelerator, **result}
     for name, fn in (("hbm", bench_hbm), ("gemm", bench_gemm), ("attention", bench_attention),
-                     ("decode", bench_decode)):
+                     ("decode", bench_decode), ("grouped_gemm", bench_grouped)):
         t0 = time.perf_counter()
         try:
             result[name] = fn(args.device, args.small)
@@ -275,6 +384,8 @@ def main() -> None:
             result[name] = {"error": f"{type(exc).__name__}: {exc}"}
         result[f"{name}_wall_s"] = time.perf_counter() - t0
         print(name, "done in", round(result[f"{name}_wall_s"], 1), "s", flush=True)
+        if args.device == "cuda":  # clocks and power after each section: did the card throttle?
+            result[f"{name}_smi"] = smi("clocks.sm,clocks.mem,power.draw,temperature.gpu")
         with open(args.out, "w") as fh:
             json.dump(result, fh, indent=1)
 
