@@ -222,9 +222,11 @@ _cluster_command.register(app)
 
 from factoryplan.commands import serve as _serve_command  # noqa: E402
 from factoryplan.commands import validate_inference as _validate_inference_command  # noqa: E402
+from factoryplan.commands import validate_kernels as _validate_kernels_command  # noqa: E402
 
 _serve_command.register(app)
 _validate_inference_command.register(validate_app)
+_validate_kernels_command.register(validate_app)
 # `serve` is the one-shot estimate scripts call in loops, and typer builds every command's options
 # before it runs one (about 10 ms of a 0.3 s start-up): `factoryplan serve ...` runs from an app that
 # holds serve alone (its usage, help and errors read the same).

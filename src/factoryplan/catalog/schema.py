@@ -437,7 +437,9 @@ class Calibration(Entry):
     (e.g. ``step_overhead_s``); ``spread`` reports the fit's error over its data set.
     """
 
-    engine: Literal["training", "inference"]
+    # "kernels": what microbenchmarks measured on one part (benchmarks/device/gpu_microbench.py), which
+    # `validate kernels` checks the inference physics against; no engine reads it as its constants
+    engine: Literal["training", "inference", "kernels"]
     applies_to: list[str]  # accelerator ids or generations; ["*"] for every part
     precision: str | None = None
     backend: str | None = None

@@ -1,0 +1,145 @@
+"""The inference physics against kernels timed on one H200 (benchmarks/device/gpu_microbench.py, two
+runs on 2026-11-30, shipped under validation/data), and the catalog's measured kernel entry."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from factoryplan.catalog.load import Catalog
+from factoryplan.cli import main
+from factoryplan.errors import FactoryplanError
+from factoryplan.perf.inference import constants_from_catalog
+from factoryplan.validation.kernels import (
+    SHIPPED,
+    implied_constants,
+    kernel_cases,
+    load_bench,
+    summary,
+)
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
+    assert main([*args, "--format", "json"]) == 0
+    out: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def families(catalog: Catalog) -> dict[str, dict[str, float]]:
+    k = constants_from_catalog(catalog, "vllm")
+    return summary([c for path in SHIPPED for c in kernel_cases(catalog, load_bench(catalog, path), k)])
+
+
+def test_catalog_entry_is_what_the_shipped_runs_give(catalog: Catalog) -> None:
+    """Each value of kernels-h200-sxm is the mean of what the two runs give (rounded to 3 digits)."""
+    entry = catalog.calibrations["kernels-h200-sxm"]
+    assert entry.basis == "measured" and entry.engine == "kernels" and entry.applies_to == ["h200-sxm"]
+    runs = [implied_constants(catalog, load_bench(catalog, path)) for path in SHIPPED]
+    assert set(entry.values) == set(runs[0])
+    for key, value in entry.values.items():
+        mean = (runs[0][key] + runs[1][key]) / 2
+        assert value == pytest.approx(mean, rel=2e-3), key
+
+
+def test_measured_constants_are_physical(catalog: Catalog) -> None:
+    """What the H200 gives lies where Hopper microbenchmarks put it: power-limited large GEMMs at
+    70-85% of the BF16 peak, FP8 not quite twice BF16, weight streaming and KV reads under the
+    datasheet bandwidth, prefill attention at 55-70% (FlashAttention-2 on Hopper)."""
+    v = catalog.calibrations["kernels-h200-sxm"].values
+    assert 0.70 < v["gemm_efficiency_fraction"] < 0.85
+    assert 0.85 < v["low_precision_efficiency_ratio"] < 1.0
+    assert 0.70 < v["hbm_efficiency_fraction"] < v["kv_efficiency_fraction"] < 1.0
+    assert 0.55 < v["attention_efficiency_fraction"] < 0.70
+    assert 5e-6 < v["decode_other_kernels_per_layer_s"] < 40e-6
+
+
+def test_one_gemm_by_hand(catalog: Catalog) -> None:
+    """A 1-token BF16 GEMV of Llama-3.1-70B's gate/up matrix: the smooth roofline of 2·k·n FLOPs and
+    2·k·n bytes at the catalog efficiencies, written out here."""
+    k = constants_from_catalog(catalog, "vllm")
+    bench = load_bench(catalog, SHIPPED[0])
+    case = next(c for c in kernel_cases(catalog, bench, k) if c.family == "gemm bf16" and c.case == "l70b_gate_up m=1")
+    kk, n = 8192, 57344
+    t_c = 2.0 * kk * n * (1 + k.gemm_m_half) / (989.4e12 * k.gemm_efficiency)
+    t_m = 2.0 * kk * n / (4.8e12 * k.hbm_efficiency)
+    assert case.predicted_s == pytest.approx(math.sqrt(t_c**2 + t_m**2), rel=1e-9)
+    measured = next(r for r in bench.rows("gemm")
+                    if r["shape"] == "l70b_gate_up" and r["m"] == 1 and r["dtype"] == "bf16")
+    assert case.measured_s == measured["seconds"]
+
+
+def test_physics_against_the_h200_kernels(families: dict[str, dict[str, float]]) -> None:
+    """The step-time physics with the serving fit's constants, engine overheads excluded, against every
+    timed kernel (the figures README's fidelity table gives). Dense GEMMs and whole steps within 15%;
+    the decode step runs slower than the physics by what its other kernels take (norms, activations:
+    ~17 us a layer, which the engines' per-layer overhead carries)."""
+    assert families["gemm bf16"]["mape_pct"] < 12 and families["gemm bf16"]["n"] == 208
+    assert families["gemm fp8"]["mape_pct"] < 18
+    assert families["decode step"]["mape_pct"] < 15 and -15 < families["decode step"]["bias_pct"] < -5
+    assert families["prefill"]["mape_pct"] < 13
+    # the serving fit's MoE compute efficiency (0.38 of dense) is far below a grouped GEMM's alone (0.85)
+    assert families["grouped gemm"]["bias_pct"] > 40
+
+
+def test_cli_json_and_cases(capsys: pytest.CaptureFixture[str]) -> None:
+    d = cli_json(capsys, "validate", "kernels", "--cases")
+    assert [f["accelerator"] for f in d["files"]] == ["h200-sxm", "h200-sxm"]
+    assert d["files"][0]["not_checked"] == {"hbm": 3}  # plain bandwidth figures: reported, not predicted
+    assert {"gemm bf16", "gemm fp8", "attention prefill", "attention decode", "grouped gemm", "decode step",
+            "decode step fp8", "prefill"} <= set(d["families"])
+    assert len(d["cases"]) == sum(int(v["n"]) for v in d["families"].values())
+    assert set(d["catalog"]) <= set(next(iter(d["implied"].values())))
+
+
+def test_cli_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "kernels"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert re.search(r"gemm bf16\W+208\W+\d+\.\d%", out)
+    assert re.search(r"gemm_efficiency_fraction\W+0\.754\W+0\.764", out)
+
+
+def test_a_file_for_another_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run on another part is predicted with that part's datasheet figures: the same H200 times
+    labelled H100 (same compute, 3.35 instead of 4.8 TB/s) make the memory-bound kernels look fast."""
+    data = json.loads(SHIPPED[0].read_text(encoding="utf-8"))
+    data.pop("accelerator")
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    d = cli_json(capsys, "validate", "kernels", "--data", str(path), "--gpu", "h100-sxm")
+    h200 = cli_json(capsys, "validate", "kernels")
+    assert d["families"]["attention decode"]["bias_pct"] > h200["families"]["attention decode"]["bias_pct"] + 20
+    implied = next(iter(d["implied"].values()))
+    assert implied["hbm_efficiency_fraction"] > 1.0  # faster than an H100 could stream: the label is wrong
+
+
+@pytest.mark.parametrize(("content", "args", "message"), [
+    ("{", [], "--data: not a JSON file"),
+    ('{"hbm": []}', [], "not a gpu_microbench.py output"),
+    ('{"gemm": []}', [], "--gpu: the file does not say which accelerator it measured"),
+    ('{"gemm": [], "accelerator": "h300"}', [], "--gpu: unknown accelerator 'h300'"),
+    ('{"gemm": [{"shape": "x", "dtype": "bf16", "m": 1}]}', [], "gemm[0]: a record lacks keys (got 'k, n, seconds"),
+    ('{"gemm": [{"shape": "x", "dtype": "int8", "m": 1, "k": 2, "n": 3, "seconds": 1, "tflops": 1, '
+     '"weight_bytes_per_s": 1}]}', [], "gemm[0]: dtype: unknown GEMM precision (got 'int8'; allowed: bf16, fp8"),
+    ('{"decode": [{"kind": "prefill", "seq": 512, "seconds": -1}]}', [],
+     "decode[0]: seconds: not a positive number (got -1)"),
+])
+def test_bad_files(tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str, args: list[str],
+                   message: str) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(content, encoding="utf-8")
+    code = main(["validate", "kernels", "--data", str(path), *args])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_missing_file_and_bad_backend(catalog: Catalog, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(FactoryplanError, match="cannot read"):
+        load_bench(catalog, tmp_path / "absent.json")
+    code = main(["validate", "kernels", "--backend", "tgi"])
+    assert code == 2 and "--backend: unknown serving engine 'tgi'" in " ".join(capsys.readouterr().err.split())
