@@ -67,6 +67,20 @@ from factoryplan.validation.published import load_published
 # runs faster and prompts slower than predicted) and not the expert-tensor-parallel GLM-5, Kimi-K2.5
 # and MiniMax-M2.5 ones (TPOT 9-17% -> 15-27%, measured 1.2-1.4x the prediction at 4 users): the
 # prior stays.
+# The kernels measured on one H200 (catalog entry kernels-h200-sxm, `factoryplan validate kernels`) as
+# priors instead, every constant refitted (in sample TTFT / TPOT / throughput MAPE; mean of the four
+# hold-outs; against 29.6 / 17.4 / 16.0% and 39.6 / 19.3 / 19.2% now):
+# * all six (GEMM 0.76 of peak, FP8 0.92 of that, a GEMM half point of 1 token where cuBLAS shows
+#   none beyond the roofline, weight streaming 0.79 of HBM, KV read 0.94, prefill attention 0.62):
+#   28.6 / 17.4 / 16.5%, 39.1 / 19.5 / 20.5%;
+# * the GEMM three alone: 28.7 / 17.4 / 16.3%, 38.9 / 19.9 / 20.6%;
+# * the memory and attention three alone: 29.4 / 17.5 / 16.2%, 39.5 / 19.2 / 19.5% (Llama-3.1-70B's TPOT
+#   9.5 -> 10.3%); with a half point of 1 token: 28.9 / 17.4 / 16.1%, 38.7 / 19.5 / 19.9%.
+# The serving data do not prefer the measured kernels: TTFT gains up to a point, throughput loses up to
+# 1.4 points on the hold-outs. The engines' GEMMs (split over TP ranks, activations quantized on the fly,
+# paged KV, FP8 KV caches) are not cuBLAS's and FlashAttention's on whole layers, and the engines'
+# per-layer overheads absorb the rest (a decode step measured with PyTorch's unfused kernels spends
+# 17 us a layer outside its GEMMs and attention). The literature's priors stay.
 GLOBAL = [
     ("gemm_efficiency", 0.3, 1.0, False, 0.70, 0.10),
     ("gemm_m_half", 1.0, 512.0, True, 16.0, 1.5),
