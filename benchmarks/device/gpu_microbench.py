@@ -9,6 +9,7 @@ Writes one JSON file with:
   decode attention (one query token per sequence against a KV cache) as bytes of KV read per second;
 - grouped_gemm: MoE expert GEMMs (Qwen3-235B, gpt-oss-120b and DeepSeek-V3 shapes) as one grouped
   GEMM per projection, over tokens per expert;
+- grouped_gemm_touched: the same with only some experts given tokens (1, 4 or 16 each), as in decode;
 - decode: a whole decode step of a Llama-3.1-8B-shaped model with random weights (BF16; the same
   matrices, RMSNorms, rotary-free attention over a preallocated KV cache), captured as a CUDA graph,
   over batch sizes and context lengths; the same step's matrix products alone; the step with FP8 weights
@@ -170,14 +171,19 @@ MOE_SHAPES = {  # experts, hidden (K of the up projection), expert FFN width
 }
 
 
+def moe_shapes(small: bool) -> dict[str, tuple[int, int, int]]:
+    """MOE_SHAPES, or an eighth of the experts and a sixteenth of the widths for a dry run."""
+    return {k: (e // 8, h // 16, f // 16) for k, (e, h, f) in MOE_SHAPES.items()} if small else MOE_SHAPES
+
+
 def bench_grouped(dev: str, small: bool) -> list[dict[str, Any]]:
     """MoE expert GEMMs as one grouped GEMM (torch._grouped_mm, BF16): the up (gate+up) and down
     projections of every expert, each expert given the same number of tokens, against the dense
     GEMM of the same total FLOPs and weights."""
     out: list[dict[str, Any]] = []
-    if dev != "cuda" or not hasattr(torch, "_grouped_mm"):
-        return [{"error": "torch._grouped_mm needs a CUDA GPU and torch >= 2.8"}]
-    for name, (experts, hidden, ffn) in MOE_SHAPES.items():
+    if not hasattr(torch, "_grouped_mm"):
+        return [{"error": "torch._grouped_mm needs torch >= 2.8"}]
+    for name, (experts, hidden, ffn) in moe_shapes(small).items():
         w_up = torch.randn(experts, hidden, 2 * ffn, device=dev, dtype=torch.bfloat16) / math.sqrt(hidden)
         w_down = torch.randn(experts, ffn, hidden, device=dev, dtype=torch.bfloat16) / math.sqrt(ffn)
         w_up_t = w_up.transpose(1, 2).contiguous().transpose(1, 2)  # column-major per expert, as the kernel wants
@@ -205,7 +211,49 @@ def bench_grouped(dev: str, small: bool) -> list[dict[str, Any]]:
                         "weight_bytes_per_s": weight_bytes / t})
             del x, h
         del w_up, w_down, w_up_t, w_down_t
-        torch.cuda.empty_cache()
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
+def bench_grouped_touched(dev: str, small: bool) -> list[dict[str, Any]]:
+    """Decode-like MoE: only ``touched`` of the experts get tokens (1, 4 or 16 each), the others none,
+    in one grouped GEMM per projection (torch._grouped_mm, BF16). Time against touched experts gives
+    the weight-streaming rate of small expert matrices and the fixed time each expert adds."""
+    out: list[dict[str, Any]] = []
+    if not hasattr(torch, "_grouped_mm"):
+        return [{"error": "torch._grouped_mm needs torch >= 2.8"}]
+    for name, (experts, hidden, ffn) in moe_shapes(small).items():
+        w_up = (torch.randn(experts, 2 * ffn, hidden, device=dev, dtype=torch.bfloat16) / math.sqrt(hidden)
+                ).transpose(1, 2)  # (E, K, N), column-major per expert
+        w_down = (torch.randn(experts, hidden, ffn, device=dev, dtype=torch.bfloat16) / math.sqrt(ffn)).transpose(1, 2)
+        for per_expert in (1, 4, 16):
+            for touched in sorted({max(1, experts // d) for d in (32, 16, 8, 4, 2, 1)}):
+                counts = torch.zeros(experts, dtype=torch.int32)
+                counts[:touched] = per_expert
+                offs = torch.cumsum(counts, 0).to(device=dev, dtype=torch.int32)
+                tokens = touched * per_expert
+                x = torch.randn(tokens, hidden, device=dev, dtype=torch.bfloat16)
+                h = torch.randn(tokens, ffn, device=dev, dtype=torch.bfloat16)
+
+                def moe(x: torch.Tensor = x, h: torch.Tensor = h, offs: torch.Tensor = offs,
+                        up: torch.Tensor = w_up, down: torch.Tensor = w_down) -> None:
+                    torch._grouped_mm(x, up, offs=offs, out_dtype=torch.bfloat16)
+                    torch._grouped_mm(h, down, offs=offs, out_dtype=torch.bfloat16)
+
+                row: dict[str, Any] = {"shape": name, "experts": experts, "hidden": hidden, "ffn": ffn,
+                                       "touched": touched, "tokens_per_expert": per_expert}
+                try:
+                    t = timed(moe, dev, 20)
+                except Exception as exc:  # one case's failure keeps the others
+                    out.append({**row, "error": f"{type(exc).__name__}: {exc}"})
+                    continue
+                weight_bytes = touched * hidden * 3 * ffn * 2
+                out.append({**row, "seconds": t, "weight_bytes_per_s": weight_bytes / t})
+                del x, h
+        del w_up, w_down
+        if dev == "cuda":
+            torch.cuda.empty_cache()
     return out
 
 
@@ -368,6 +416,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--small", action="store_true")
+    ap.add_argument("--sections", nargs="*", default=[], help="run only these sections (default: all)")
     ap.add_argument("--accelerator", default="", help="catalog id of the GPU (written to the file for "
                     "`factoryplan validate kernels`)")
     args = ap.parse_args()
@@ -376,7 +425,10 @@ def main() -> None:
     if args.accelerator:
         result = {"accelerator": args.accelerator, **result}
     for name, fn in (("hbm", bench_hbm), ("gemm", bench_gemm), ("attention", bench_attention),
-                     ("decode", bench_decode), ("grouped_gemm", bench_grouped)):
+                     ("decode", bench_decode), ("grouped_gemm", bench_grouped),
+                     ("grouped_gemm_touched", bench_grouped_touched)):
+        if args.sections and name not in args.sections:
+            continue
         t0 = time.perf_counter()
         try:
             result[name] = fn(args.device, args.small)

@@ -60,7 +60,9 @@ def kernels(
         "backend": backend,
         "families": summary(all_cases),
         "implied": {str(b.path.name): implied_constants(cat, b) for b in benches},
-        "catalog": {key: float(getattr(k, names[key])) for key in _CONSTANT_KEYS},
+        "catalog": {**{key: float(getattr(k, names[key])) for key in _CONSTANT_KEYS},
+                    # the engine streams expert weights at the dense rate times its MoE kernels' factor
+                    "moe_stream_fraction": k.hbm_efficiency * k.moe_kernel_efficiency},
     }
     if cases:
         result["cases"] = [{"family": c.family, "case": c.case, "measured_s": c.measured_s,
@@ -105,7 +107,7 @@ def _print(result: dict[str, Any]) -> None:
     for i in range(1, len(result["implied"]) + 1):
         t.add_column(f"file {i}", justify="right")
     t.add_column("catalog", justify="right")
-    for key in (*_CONSTANT_KEYS, "decode_other_kernels_per_layer_s"):
+    for key in (*_CONSTANT_KEYS, "moe_stream_fraction", "decode_other_kernels_per_layer_s"):
         cat_value = result["catalog"].get(key)
         t.add_row(key, *(_fmt(key, v.get(key)) for v in result["implied"].values()), _fmt(key, cat_value))
     console.print(t)

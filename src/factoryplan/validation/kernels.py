@@ -54,7 +54,8 @@ from factoryplan.perf.inference import (
 )
 
 DATA_DIR = Path(__file__).parent / "data"
-SHIPPED = (DATA_DIR / "kernels_h200-sxm_2026-11-30_run1.json", DATA_DIR / "kernels_h200-sxm_2026-11-30_run2.json")
+SHIPPED = (DATA_DIR / "kernels_h200-sxm_2026-11-30_run1.json", DATA_DIR / "kernels_h200-sxm_2026-11-30_run2.json",
+           DATA_DIR / "kernels_h200-sxm_2026-11-30_moe.json")
 STEP_MODEL = "llama-3.1-8b"  # the shape of the microbenchmark's decode step and prefill
 BF16_BYTES, FP8_BYTES = 2.0, 1.0
 
@@ -138,6 +139,8 @@ RECORDS: dict[str, dict[str, tuple[str, ...]]] = {
     "attention": {"prefill_causal": ("batch", "heads", "seq", "fwd_tflops"),
                   "decode_gqa": ("batch", "context", "q_heads", "kv_heads", "seconds", "kv_bytes_per_s")},
     "grouped_gemm": {"*": ("shape", "experts", "hidden", "ffn", "tokens_per_expert", "seconds", "tflops")},
+    "grouped_gemm_touched": {"*": ("shape", "experts", "hidden", "ffn", "touched", "tokens_per_expert", "seconds",
+                                   "weight_bytes_per_s")},
     "decode": {"decode_step": ("batch", "context", "seconds", "kv_bytes"), "decode_gemms_only": ("batch", "seconds"),
                "decode_step_fp8": ("batch", "context", "seconds"), "prefill": ("seq", "seconds")},
 }
@@ -225,6 +228,21 @@ def grouped_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[Kernel
     return out
 
 
+def touched_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[KernelCase]:
+    """Decode-like MoE: ``touched`` experts with a few tokens each, the rest none. Their weights stream
+    at the dense rate in the engine's model (``hbm_efficiency``), their GEMMs at ``moe_efficiency``, plus
+    the fixed time per expert."""
+    out = []
+    for r in bench.rows("grouped_gemm_touched"):
+        touched, h, f, per = (float(r[x]) for x in ("touched", "hidden", "ffn", "tokens_per_expert"))
+        params = touched * h * 3.0 * f
+        t = gemm_time(2.0 * per * params, params * BF16_BYTES, per, hw.bf16_flops, hw.hbm_bytes_s, k,
+                      k.moe_efficiency)
+        out.append(KernelCase("grouped gemm, some experts", f"{r['shape']} {int(touched)}x{int(per)}",
+                              float(r["seconds"]), float(t) + k.expert_overhead_s * touched))
+    return out
+
+
 def step_cases(catalog: Catalog, bench: KernelBench, hw: Hardware, k: Constants) -> list[KernelCase]:
     """Whole decode steps (BF16 and FP8 weights) and prompt prefills of the step model, engine
     overheads excluded."""
@@ -251,6 +269,7 @@ def kernel_cases(catalog: Catalog, bench: KernelBench, k: Constants) -> list[Ker
     """Every timed kernel of ``bench`` with its prediction."""
     hw = _hardware(catalog, bench.accelerator)
     out = gemm_cases(bench, hw, k) + attention_cases(bench, hw, k) + grouped_cases(bench, hw, k)
+    out += touched_cases(bench, hw, k)
     if STEP_MODEL in catalog.models:
         out += step_cases(catalog, bench, hw, k)
     return out
@@ -303,6 +322,10 @@ def implied_constants(catalog: Catalog, bench: KernelBench) -> dict[str, float]:
         "moe_efficiency_ratio": sel(lambda r: r["tokens_per_expert"] >= 512, lambda r: r["tflops"] * 1e12 / bf16,
                                     bench.rows("grouped_gemm")) / big,
     }
+    # decode-like grouped GEMMs (1-16 tokens for each of at least half the experts): weight streaming, share
+    # of the HBM bandwidth (a dense GEMV streams at hbm_efficiency_fraction)
+    out["moe_stream_fraction"] = sel(lambda r: r["touched"] * 2 >= r["experts"] and r["tokens_per_expert"] <= 16,
+                                     lambda r: r["weight_bytes_per_s"] / bw, bench.rows("grouped_gemm_touched"))
     out["decode_other_kernels_per_layer_s"] = _other_kernels_per_layer(
         catalog, bench, bw * out["hbm_efficiency_fraction"], bw * out["kv_efficiency_fraction"])
     return out
