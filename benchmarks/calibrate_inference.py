@@ -81,6 +81,13 @@ from factoryplan.validation.published import load_published
 # paged KV, FP8 KV caches) are not cuBLAS's and FlashAttention's on whole layers, and the engines'
 # per-layer overheads absorb the rest (a decode step measured with PyTorch's unfused kernels spends
 # 17 us a layer outside its GEMMs and attention). The literature's priors stay.
+# Likewise expert weights streamed at the rate torch._grouped_mm reached on the H200 with 1-16 tokens for
+# half the experts or more (moe_stream_fraction 0.632 of the HBM bandwidth, 0.744 of the dense 0.85; a
+# factor on the MoE GEMMs' bandwidth, not fitted): 29.5 / 18.4 / 16.5% in sample (the two vLLM end-to-end
+# rows 13.0 -> 17.1%), hold-outs 39.8 / 19.9 / 19.2%; at 0.82 of the dense rate 29.5 / 17.9 / 16.2%,
+# 39.7 / 19.7 / 19.2%. (At 0.70 the fit moved to a strong routing skew, Gamma shape 0.28, and gave 29.0 /
+# 17.1 / 15.9%, 39.0 / 19.5 / 18.9%: the skew's basin, which a shape held at 0.3-0.5 reaches without it,
+# above.) The engines' MoE kernels for decode stream expert weights faster than a general grouped GEMM.
 GLOBAL = [
     ("gemm_efficiency", 0.3, 1.0, False, 0.70, 0.10),
     ("gemm_m_half", 1.0, 512.0, True, 16.0, 1.5),
