@@ -215,31 +215,22 @@ def attention_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[Kern
 
 
 def grouped_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[KernelCase]:
-    """MoE expert GEMMs as one group (every expert the same tokens), at the global grouped-GEMM
-    efficiency (a serving engine's own MoE kernels scale it by their ``moe_kernel_efficiency``)."""
+    """MoE expert GEMMs, one grouped GEMM per projection: every expert given the same tokens
+    (``grouped_gemm``), or only ``touched`` experts a few tokens each, as in decode
+    (``grouped_gemm_touched``). The engine's model: the experts' weights stream at its dense rate
+    (``hbm_efficiency``), their GEMMs run at the global grouped-GEMM efficiency ``moe_efficiency`` (a
+    serving engine's own MoE kernels scale both by their ``moe_kernel_efficiency``), plus the fixed
+    time per expert run."""
     out = []
-    for r in bench.rows("grouped_gemm"):
-        e, h, f, per = (float(r[x]) for x in ("experts", "hidden", "ffn", "tokens_per_expert"))
-        params = e * h * 3.0 * f
-        t = gemm_time(2.0 * per * params, params * BF16_BYTES, per, hw.bf16_flops, hw.hbm_bytes_s, k,
-                      k.moe_efficiency)
-        out.append(KernelCase("grouped gemm", f"{r['shape']} {int(per)}/expert", float(r["seconds"]),
-                              float(t) + k.expert_overhead_s * e))
-    return out
-
-
-def touched_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[KernelCase]:
-    """Decode-like MoE: ``touched`` experts with a few tokens each, the rest none. Their weights stream
-    at the dense rate in the engine's model (``hbm_efficiency``), their GEMMs at ``moe_efficiency``, plus
-    the fixed time per expert."""
-    out = []
-    for r in bench.rows("grouped_gemm_touched"):
-        touched, h, f, per = (float(r[x]) for x in ("touched", "hidden", "ffn", "tokens_per_expert"))
-        params = touched * h * 3.0 * f
-        t = gemm_time(2.0 * per * params, params * BF16_BYTES, per, hw.bf16_flops, hw.hbm_bytes_s, k,
-                      k.moe_efficiency)
-        out.append(KernelCase("grouped gemm, some experts", f"{r['shape']} {int(touched)}x{int(per)}",
-                              float(r["seconds"]), float(t) + k.expert_overhead_s * touched))
+    for section, family in (("grouped_gemm", "grouped gemm"), ("grouped_gemm_touched", "grouped gemm, some experts")):
+        for r in bench.rows(section):
+            run = float(r.get("touched", r["experts"]))
+            h, f, per = (float(r[x]) for x in ("hidden", "ffn", "tokens_per_expert"))
+            params = run * h * 3.0 * f
+            t = gemm_time(2.0 * per * params, params * BF16_BYTES, per, hw.bf16_flops, hw.hbm_bytes_s, k,
+                          k.moe_efficiency)
+            label = f"{r['shape']} {int(run)}x{int(per)}" if "touched" in r else f"{r['shape']} {int(per)}/expert"
+            out.append(KernelCase(family, label, float(r["seconds"]), float(t) + k.expert_overhead_s * run))
     return out
 
 
@@ -269,7 +260,6 @@ def kernel_cases(catalog: Catalog, bench: KernelBench, k: Constants) -> list[Ker
     """Every timed kernel of ``bench`` with its prediction."""
     hw = _hardware(catalog, bench.accelerator)
     out = gemm_cases(bench, hw, k) + attention_cases(bench, hw, k) + grouped_cases(bench, hw, k)
-    out += touched_cases(bench, hw, k)
     if STEP_MODEL in catalog.models:
         out += step_cases(catalog, bench, hw, k)
     return out
