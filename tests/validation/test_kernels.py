@@ -114,18 +114,20 @@ def test_a_file_for_another_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[st
     labelled H100 (same compute, 3.35 instead of 4.8 TB/s) make the memory-bound kernels look fast."""
     data = json.loads(SHIPPED[0].read_text(encoding="utf-8"))
     data.pop("accelerator")
+    data["grouped_gemm"].append({"shape": "x", "tokens_per_expert": 16, "error": "RuntimeError: no kernel"})
     path = tmp_path / "run.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     d = cli_json(capsys, "validate", "kernels", "--data", str(path), "--gpu", "h100-sxm")
     h200 = cli_json(capsys, "validate", "kernels")
     assert d["families"]["attention decode"]["bias_pct"] > h200["families"]["attention decode"]["bias_pct"] + 20
+    assert d["files"][0]["not_checked"] == {"hbm": 3, "grouped_gemm (error)": 1}  # said, not dropped
     implied = next(iter(d["implied"].values()))
     assert implied["hbm_efficiency_fraction"] > 1.0  # faster than an H100 could stream: the label is wrong
 
 
 @pytest.mark.parametrize(("content", "args", "message"), [
     ("{", [], "--data: not a JSON file"),
-    ('{"hbm": []}', [], "not a gpu_microbench.py output"),
+    ('{"hbm": []}', [], "not a gpu_microbench.py output (no gemm, attention, grouped_gemm"),
     ('{"gemm": []}', [], "--gpu: the file does not say which accelerator it measured"),
     ('{"gemm": [], "accelerator": "h300"}', [], "--gpu: unknown accelerator 'h300'"),
     ('{"gemm": [{"shape": "x", "dtype": "bf16", "m": 1}]}', [], "gemm[0]: a record lacks keys (got 'k, n, seconds"),

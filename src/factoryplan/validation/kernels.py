@@ -17,9 +17,10 @@ Prediction rules (the same for every file):
 * attention: prefill ``4·b·h·s²·d/2`` causal FLOPs at ``attention_efficiency`` of the BF16 peak;
   decode ``2·b·h_kv·ctx·d`` KV elements of 2 bytes at ``kv_efficiency`` of the HBM bandwidth,
   rooflined with its ``4·b·h·ctx·d`` FLOPs.
-* grouped GEMM (every expert given the same tokens): the up (gate and up) and down projections of
-  all experts as one GEMM group at ``moe_efficiency`` of a dense GEMM's compute rate, plus the fixed
-  time per expert a GPU runs (``expert_overhead_s``).
+* grouped GEMM (every expert given the same tokens, or only some experts a few tokens each, as in
+  decode): the up (gate and up) and down projections of the experts given tokens as one GEMM group,
+  their weights streamed at the dense rate, their FLOPs at ``moe_efficiency`` of a dense GEMM's
+  compute rate, plus the fixed time per expert a GPU runs (``expert_overhead_s``).
 * decode step and prefill: one iteration of the catalog model the file names (``llama-3.1-8b``), one
   GPU, BF16 weights and KV (FP8 weights for ``decode_step_fp8``), with no engine overhead: the
   difference is what the step's other kernels (norms, activations, residuals, attention launches)
@@ -85,13 +86,17 @@ class KernelBench:
 
     def unread(self) -> dict[str, int]:
         """Records no prediction reads, by ``section/kind``: sections other than :data:`RECORDS`' (``hbm``,
-        a plain bandwidth figure) and kinds a newer script may add."""
+        a plain bandwidth figure), kinds a newer script may add, and cases the run could not measure
+        (``section (error)``)."""
         out: dict[str, int] = {}
         for section, rows in self.data.items():
             if not isinstance(rows, list):
                 continue
             for r in rows:
-                if not isinstance(r, dict) or "error" in r:
+                if not isinstance(r, dict):
+                    continue
+                if "error" in r:
+                    out[f"{section} (error)"] = out.get(f"{section} (error)", 0) + 1
                     continue
                 kinds = RECORDS.get(section, {})
                 if "*" not in kinds and str(r.get("kind")) not in kinds:
@@ -106,8 +111,9 @@ class KernelBench:
 
 
 def load_bench(catalog: Catalog, path: Path, accelerator: str | None = None) -> KernelBench:
-    """Read a ``gpu_microbench.py`` output file (:data:`SHIPPED`: two runs on one H200). The
-    accelerator is ``accelerator`` if given, else the file's own ``accelerator`` key."""
+    """Read a ``gpu_microbench.py`` output file (:data:`SHIPPED`: three runs on one H200), checking
+    each record it will read. The accelerator is ``accelerator`` if given, else the file's own
+    ``accelerator`` key."""
     from factoryplan.errors import unknown
 
     src = path
@@ -118,9 +124,9 @@ def load_bench(catalog: Catalog, path: Path, accelerator: str | None = None) -> 
     except json.JSONDecodeError as exc:
         raise FactoryplanError(f"not a JSON file: {exc.msg} at line {exc.lineno}", field="--data",
                                value=str(src)) from None
-    if not isinstance(data, dict) or not any(k in data for k in ("gemm", "attention", "decode", "grouped_gemm")):
-        raise FactoryplanError("not a gpu_microbench.py output (no gemm, attention, decode or grouped_gemm "
-                               "section)", field="--data", value=str(src))
+    if not isinstance(data, dict) or not any(k in data for k in RECORDS):
+        raise FactoryplanError(f"not a gpu_microbench.py output (no {', '.join(RECORDS)} section)", field="--data",
+                               value=str(src))
     for section, kinds in RECORDS.items():
         for i, record in enumerate(KernelBench("", src, data).rows(section)):
             _check_record(record, section, i, kinds, src)
