@@ -19,8 +19,8 @@ Writes one JSON file with:
 Run: python3 benchmarks/device/gpu_microbench.py --out results.json --accelerator h200-sxm
 (about 40 s on an H200; PyTorch 2.8 or newer for the grouped GEMMs). Then
 `factoryplan validate kernels --data results.json` checks the inference physics against every timed
-kernel and prints the constants the file gives (two such runs on one H200 ship in
-src/factoryplan/validation/data/ and are the catalog's kernels-h200-sxm entry).
+kernel and prints the constants the file gives (two such runs on one H200, and a third of the MoE
+sections, ship in src/factoryplan/validation/data/ and are the catalog's kernels-h200-sxm entry).
 Dry run on a CPU with tiny shapes (checks the script, numbers meaningless): --device cpu --small
 """
 
@@ -172,8 +172,19 @@ MOE_SHAPES = {  # experts, hidden (K of the up projection), expert FFN width
 
 
 def moe_shapes(small: bool) -> dict[str, tuple[int, int, int]]:
-    """MOE_SHAPES, or an eighth of the experts and a sixteenth of the widths for a dry run."""
-    return {k: (e // 8, h // 16, f // 16) for k, (e, h, f) in MOE_SHAPES.items()} if small else MOE_SHAPES
+    """MOE_SHAPES, or an eighth of the experts and about a sixteenth of the widths for a dry run (multiples
+    of 8, so that rows stay 16-byte aligned as torch._grouped_mm requires)."""
+    def w(x: int) -> int:
+        return x // 128 * 8
+    return {k: (e // 8, w(h), w(f)) for k, (e, h, f) in MOE_SHAPES.items()} if small else MOE_SHAPES
+
+
+def expert_weights(experts: int, hidden: int, ffn: int, dev: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random gate+up (E, hidden, 2·ffn) and down (E, ffn, hidden) weights, column-major per expert
+    as torch._grouped_mm wants its second operand."""
+    up = torch.randn(experts, 2 * ffn, hidden, device=dev, dtype=torch.bfloat16) / math.sqrt(hidden)
+    down = torch.randn(experts, hidden, ffn, device=dev, dtype=torch.bfloat16) / math.sqrt(ffn)
+    return up.transpose(1, 2), down.transpose(1, 2)
 
 
 def bench_grouped(dev: str, small: bool) -> list[dict[str, Any]]:
@@ -184,10 +195,7 @@ def bench_grouped(dev: str, small: bool) -> list[dict[str, Any]]:
     if not hasattr(torch, "_grouped_mm"):
         return [{"error": "torch._grouped_mm needs torch >= 2.8"}]
     for name, (experts, hidden, ffn) in moe_shapes(small).items():
-        w_up = torch.randn(experts, hidden, 2 * ffn, device=dev, dtype=torch.bfloat16) / math.sqrt(hidden)
-        w_down = torch.randn(experts, ffn, hidden, device=dev, dtype=torch.bfloat16) / math.sqrt(ffn)
-        w_up_t = w_up.transpose(1, 2).contiguous().transpose(1, 2)  # column-major per expert, as the kernel wants
-        w_down_t = w_down.transpose(1, 2).contiguous().transpose(1, 2)
+        w_up_t, w_down_t = expert_weights(experts, hidden, ffn, dev)
         for per_expert in (16, 32, 64, 128, 256, 512):
             tokens = experts * per_expert
             offs = torch.arange(1, experts + 1, device=dev, dtype=torch.int32) * per_expert
@@ -210,7 +218,7 @@ def bench_grouped(dev: str, small: bool) -> list[dict[str, Any]]:
                         "tokens_per_expert": per_expert, "seconds": t, "tflops": flops / t / 1e12,
                         "weight_bytes_per_s": weight_bytes / t})
             del x, h
-        del w_up, w_down, w_up_t, w_down_t
+        del w_up_t, w_down_t
         if dev == "cuda":
             torch.cuda.empty_cache()
     return out
@@ -224,9 +232,7 @@ def bench_grouped_touched(dev: str, small: bool) -> list[dict[str, Any]]:
     if not hasattr(torch, "_grouped_mm"):
         return [{"error": "torch._grouped_mm needs torch >= 2.8"}]
     for name, (experts, hidden, ffn) in moe_shapes(small).items():
-        w_up = (torch.randn(experts, 2 * ffn, hidden, device=dev, dtype=torch.bfloat16) / math.sqrt(hidden)
-                ).transpose(1, 2)  # (E, K, N), column-major per expert
-        w_down = (torch.randn(experts, hidden, ffn, device=dev, dtype=torch.bfloat16) / math.sqrt(ffn)).transpose(1, 2)
+        w_up, w_down = expert_weights(experts, hidden, ffn, dev)
         for per_expert in (1, 4, 16):
             for touched in sorted({max(1, experts // d) for d in (32, 16, 8, 4, 2, 1)}):
                 counts = torch.zeros(experts, dtype=torch.int32)

@@ -142,7 +142,7 @@ def load_bench(catalog: Catalog, path: Path, accelerator: str | None = None) -> 
 # the keys each record needs, by section and record kind (``*``: every record of the section)
 RECORDS: dict[str, dict[str, tuple[str, ...]]] = {
     "gemm": {"*": ("shape", "dtype", "m", "k", "n", "seconds", "tflops", "weight_bytes_per_s")},
-    "attention": {"prefill_causal": ("batch", "heads", "seq", "fwd_tflops"),
+    "attention": {"prefill_causal": ("batch", "heads", "seq", "head_dim", "fwd_tflops"),
                   "decode_gqa": ("batch", "context", "q_heads", "kv_heads", "seconds", "kv_bytes_per_s")},
     "grouped_gemm": {"*": ("shape", "experts", "hidden", "ffn", "tokens_per_expert", "seconds", "tflops")},
     "grouped_gemm_touched": {"*": ("shape", "experts", "hidden", "ffn", "touched", "tokens_per_expert", "seconds",
@@ -203,18 +203,18 @@ def attention_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[Kern
     """Causal prefill attention (forward) and decode attention over a KV cache."""
     out = []
     peak = float(np.asarray(hw.bf16_flops)) * k.attention_efficiency
+    kv_rate = float(np.asarray(hw.hbm_bytes_s)) * k.kv_efficiency
     for r in bench.rows("attention"):
-        d = float(r["head_dim"]) if "head_dim" in r else 128.0
         if r["kind"] == "prefill_causal":
-            flops = 4.0 * r["batch"] * r["heads"] * r["seq"] ** 2 * d / 2.0
+            flops = 4.0 * r["batch"] * r["heads"] * r["seq"] ** 2 * r["head_dim"] / 2.0
             measured = flops / (r["fwd_tflops"] * 1e12)
             out.append(KernelCase("attention prefill", f"b={r['batch']} h={r['heads']} s={r['seq']}",
                                   measured, flops / peak))
         elif r["kind"] == "decode_gqa":
-            kv_bytes = 2.0 * r["batch"] * r["kv_heads"] * r["context"] * d * BF16_BYTES
-            flops = 4.0 * r["batch"] * r["q_heads"] * r["context"] * d
-            t = smooth_roofline(flops / peak, kv_bytes / (float(np.asarray(hw.hbm_bytes_s)) * k.kv_efficiency),
-                                k.roofline_sharpness)
+            kv_bytes = r["kv_bytes_per_s"] * r["seconds"]  # the K and V caches, BF16
+            head_dim = kv_bytes / (2.0 * r["batch"] * r["kv_heads"] * r["context"] * BF16_BYTES)
+            flops = 4.0 * r["batch"] * r["q_heads"] * r["context"] * head_dim
+            t = smooth_roofline(flops / peak, kv_bytes / kv_rate, k.roofline_sharpness)
             out.append(KernelCase("attention decode", f"b={r['batch']} ctx={r['context']}", float(r["seconds"]),
                                   float(t)))
     return out
@@ -287,8 +287,9 @@ def _median(values: Sequence[float]) -> float:
 
 def implied_constants(catalog: Catalog, bench: KernelBench) -> dict[str, float]:
     """What the measurements give, read off directly (medians; the selections are stated in each
-    line). Keys are the catalog names of the engine constants they measure, plus the per-layer time
-    of a decode step's other kernels."""
+    line). Keys are the catalog names of the engine constants they measure, plus two the engine has no
+    constant for: decode-like MoE weight streaming and the per-layer time of a decode step's other
+    kernels. NaN where the file lacks the section."""
     hw = _hardware(catalog, bench.accelerator)
     bf16, bw = float(np.asarray(hw.bf16_flops)), float(np.asarray(hw.hbm_bytes_s))
     fp8 = float(np.asarray(hw.fp8_flops)) or math.nan
