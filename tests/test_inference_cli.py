@@ -32,6 +32,21 @@ def test_point_estimate_keys(capsys: pytest.CaptureFixture[str]) -> None:
     assert "expert_load_busiest_rank" not in d  # a dense model has no expert ranks
 
 
+def test_the_cli_leaves_pydantic_plugins_as_it_found_them(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    args = ("serve", "--model", "llama-3.1-8b", "--gpu", "h100-sxm", "--tp", "1", "--isl", "100", "--osl", "10",
+            "--concurrency", "1")
+    monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS", raising=False)
+    cli_json(capsys, *args)
+    assert "PYDANTIC_DISABLE_PLUGINS" not in os.environ  # switched off for the run only
+    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", "0")
+    cli_json(capsys, *args)
+    assert os.environ["PYDANTIC_DISABLE_PLUGINS"] == "0"  # a user's own setting is kept
+
+
 def test_figures_come_with_the_calibration_band(capsys: pytest.CaptureFixture[str]) -> None:
     """A point estimate, a disaggregated deployment and a capacity plan each give the range in which 8
     in 10 of the engine's calibration measurements fell around such a prediction; the table shows it."""
