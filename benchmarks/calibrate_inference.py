@@ -334,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--write", action="store_true", help="write the fitted constants to the catalog file")
     ap.add_argument("--no-holdout", action="store_true", help="skip the hold-out fits")
     ap.add_argument("--write-bands", action="store_true",
-                    help="only write each engine's error band (measured/predicted percentiles), catalog constants")
+                    help="only write each engine's error bands (measured/predicted percentiles): in sample with the "
+                         "catalog constants, and for an unseen GPU (one fit per GPU, a few minutes)")
     ap.add_argument("--no-throughput", action="store_true", help="do not fit the measured points' implied throughput")
     ap.add_argument("--error", choices=("log", "relative"), default=None, help="residual form (default relative)")
     ap.add_argument("--group-power", type=float, default=None, help="campaign weighting exponent (0: per point)")
@@ -363,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
     start = {b: constants_from_catalog(catalog, b) for b in BACKENDS}
     if args.write_bands:
         bands = error_bands(points, predict(catalog, points, start))
+        unseen = unseen_gpu_bands(catalog, points, start)
+        for b in bands:
+            bands[b] |= unseen.get(b, {})
         for b, values in bands.items():
             print(f"  {b:7s} " + "  ".join(f"{k.removesuffix('_ratio')} {v:.4g}" for k, v in values.items()))
         write_bands(bands, band_gpus(points))
@@ -385,8 +389,37 @@ def main(argv: list[str] | None = None) -> int:
         by_backend = spread(points, preds, lambda p: p.backend)
         spreads.update({b: f"{b} points, MAPE: {by_backend[b]}" for b in BACKENDS if b in by_backend})
         write_yaml(consts, spreads, f"{len(measured.points)} measured + {len(published.points)} published points")
-        write_bands(error_bands(points, preds), band_gpus(points))
+        bands = error_bands(points, preds)
+        unseen = unseen_gpu_bands(catalog, points, start)
+        write_bands({b: v | unseen.get(b, {}) for b, v in bands.items()}, band_gpus(points))
     return 0
+
+
+def unseen_gpu_bands(catalog, points: Sequence[Point], start: dict[str, Constants]) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
+    """Each engine's band for a GPU the calibration has not measured: every GPU's points predicted by a
+    fit on the other GPUs' points alone (leave one GPU out), pooled, then :func:`error_bands` over them,
+    under ``*_unseen_p10/p90_ratio`` and ``unseen_band_points_count``. A GPU's points are also its
+    campaigns (engine releases, harnesses), so the band holds both what a new part and what a new
+    campaign add to the in-sample one. Prints how many of those predictions the in-sample band holds."""
+    held_pts: list[Point] = []
+    held_preds: list[Prediction] = []
+    for gpu in sorted({p.accelerator for p in points}):
+        train = [p for p in points if p.accelerator != gpu]
+        test = [p for p in points if p.accelerator == gpu]
+        held_pts += test
+        held_preds += predict(catalog, test, fit(catalog, train, start))
+    inside = error_bands(points, predict(catalog, points, start))
+    out = {}
+    for backend, values in error_bands(held_pts, held_preds).items():
+        out[backend] = {k.replace("_measured_", "_unseen_").replace("band_points", "unseen_band_points"): v
+                        for k, v in values.items()}
+        for name, attr in (("ttft", "ttft_ms"), ("tpot", "tpot_ms"), ("throughput", "output_tokens_per_s")):
+            lo, hi = (inside[backend][f"{name}_measured_p{pct}_ratio"] for pct in (10, 90))
+            r = [getattr(p, attr) / getattr(q, attr) for p, q in zip(held_pts, held_preds, strict=True)
+                 if p.backend == backend and getattr(p, attr) and getattr(q, attr) > 0]
+            share = 100.0 * sum(lo <= x <= hi for x in r) / len(r)
+            print(f"  {backend:7s} {name:10s} predicted without their GPU: {share:.0f}% inside the in-sample band")
+    return out
 
 
 def _rewrite_catalog(edit: Callable[[str | None, str, str], str]) -> Path:
@@ -416,8 +449,9 @@ def _value_line(name: str, text: str, line: str) -> str:
 
 
 def write_bands(bands: dict[str, dict[str, float]], gpus: dict[str, list[str]]) -> None:
-    """Rewrite each engine's ``*_measured_p10/p90_ratio`` and ``band_points_count`` lines, and its
-    ``measured_on`` line (the GPUs of those points)."""
+    """Rewrite each engine's ``*_measured_p10/p90_ratio``, ``*_unseen_p10/p90_ratio``,
+    ``band_points_count`` and ``unseen_band_points_count`` lines, and its ``measured_on`` line (the GPUs
+    of those points)."""
     def edit(section: str | None, name: str, line: str) -> str:
         if section in gpus and name == "measured_on" and line.startswith("  measured_on:"):
             comment = line[line.index("#"):] if "#" in line else ""

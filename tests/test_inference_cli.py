@@ -67,10 +67,17 @@ def test_figures_come_with_the_calibration_band(capsys: pytest.CaptureFixture[st
     assert "started their users together" in plan["range_basis"]  # a plan sizes a running service
     assert "started their users together" not in d["range_basis"]
     assert "measured on" not in d["range_basis"]  # H200 is among the calibration GPUs
-    # on a part the calibration never measured, the band says where it comes from
+    # on a part the calibration never measured, the band is the one of a GPU left out of the fit, and says so
     bw = cli_json(capsys, "serve", *args[:2], "--gpu", "b200", *args[4:], "--tp", "2", "--concurrency", "32")
-    assert bw["range_basis"].endswith("; measured on h100-sxm and h200-sxm only: on b200 the band assumes the "
-                                      "engine errs as it does there")
+    assert "(each predicted by a fit without the points of its GPU)" in bw["range_basis"]
+    assert bw["range_basis"].endswith("; measured on h100-sxm and h200-sxm only: on b200 the band is that of a GPU "
+                                      "the fit has not seen")
+    seen, unseen = error_band(load_catalog(), "trtllm", "h200-sxm"), error_band(load_catalog(), "trtllm", "b200")
+    assert seen is not None and unseen is not None and unseen.unseen and not seen.unseen
+    assert unseen.tpot != seen.tpot
+    figures = (("tpot_ms", unseen.tpot), ("ttft_ms", unseen.ttft), ("output_tokens_per_s", unseen.throughput))
+    for key, (lo, hi) in figures:
+        assert bw[f"{key}_range"] == pytest.approx([bw[key] * lo, bw[key] * hi])
     assert main(["serve", *args, "--tp", "2", "--concurrency", "32"]) == 0
     table = capsys.readouterr().out
     assert f"{d['tpot_ms_range'][0]:,.4g} - {d['tpot_ms_range'][1]:,.4g}" in table
@@ -88,8 +95,15 @@ def test_no_band_where_the_calibration_entry_gives_none() -> None:
                 if c.backend == "vllm" else c) for i, c in cal.items()}
     cat = SimpleNamespace(calibrations=bare)
     assert error_band(cat, "vllm") is None  # type: ignore[arg-type]
+    assert error_band(cat, "vllm", "b200") is None  # type: ignore[arg-type]
     band = error_band(cat, "trtllm")  # type: ignore[arg-type]
     assert band is not None and band.tpot[0] < 1 < band.tpot[1]
+    # an entry without the unseen-GPU band gives its in-sample one on other parts, and says what that assumes
+    old = {i: (c.model_copy(update={"values": {k: v for k, v in c.values.items() if "unseen" not in k}})
+               if c.backend == "trtllm" else c) for i, c in cal.items()}
+    fallback = error_band(SimpleNamespace(calibrations=old), "trtllm", "b200")  # type: ignore[arg-type]
+    assert fallback is not None and not fallback.unseen and fallback.tpot == band.tpot
+    assert fallback.caveat("b200").endswith("on b200 the band assumes the engine errs as it does there")
 
 
 def test_accelerator_implies_its_system(capsys: pytest.CaptureFixture[str]) -> None:

@@ -215,7 +215,7 @@ def _size_inference(
                              ttft_s=w.ttft_ms / 1e3, tpot_s=w.tpot_ms / 1e3, prefix=float(cached),
                              draft_tokens=float(w.draft_tokens), acceptance=w.draft_acceptance or 0.0,
                              ttft_percentile=w.ttft_percentile, isl_cv=w.input_tokens_cv)
-    band = error_band(asm.catalog, backend)
+    band = error_band(asm.catalog, backend, acc.id)
     sized = capacity.size_inference(inference.shape_of(arch), inference.hardware_of(acc, system), prec, k, demand,
                                     backend=backend, band=band)
     formats_used = {"precision": prec.weights, "moe_precision": prec.experts, "kv_precision": prec.kv,

@@ -214,6 +214,11 @@ def test_error_bands_are_the_calibration_sets() -> None:
             assert lo == pytest.approx(values[f"{name}_measured_p10_ratio"], rel=5e-3)
             assert hi == pytest.approx(values[f"{name}_measured_p90_ratio"], rel=5e-3)
             assert 0.5 < lo < 1.0 < hi  # the prediction sits inside the band of every engine and figure
+        # on a part the calibration has not measured: the leave-one-GPU-out band over the same points
+        other = error_band(cat, backend, "b200")
+        assert other is not None and other.unseen and other.basis.startswith(f"{values['band_points_count']:,.0f} ")
+        for lo, hi in (other.ttft, other.tpot, other.throughput):
+            assert 0.5 < lo < 1.0 < hi
 
 
 @pytest.mark.parametrize(("group", "tpot_limit", "ttft_limit"), [

@@ -78,7 +78,7 @@ class Setup:
         prec, basis = serving_formats(arch, acc, k, weights, experts, activations, kv,
                                       fields=("--moe-precision", "--kv-precision"))
         return cls(arch=arch, shape=shape_of(arch), acc=acc, system=system, hw=hardware_of(acc, system),
-                   backend=backend, k=k, prec=prec, band=error_band(cat, backend), precision_basis=basis)
+                   backend=backend, k=k, prec=prec, band=error_band(cat, backend, acc.id), precision_basis=basis)
 
     def compute_precision(self) -> str:
         """What the GEMMs multiply in: the wider of weights and activations where the part has those

@@ -140,15 +140,17 @@ def _mape(rows: list[dict[str, Any]], key: str = "metric") -> dict[str, dict[str
 
 def _within_band(cat: Catalog, rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per figure, the share of measurements inside the error band ``serve`` reports around the
-    prediction (their engine's 10th-90th percentile of measured/predicted on the calibration set, so
-    about 80% there); on other data it says whether that band holds."""
+    prediction on the row's GPU (their engine's 10th-90th percentile of measured/predicted on the
+    calibration set, so about 80% there; on a GPU it has not measured, the band of its GPUs predicted
+    without their own points); on other data it says whether that band holds."""
     from factoryplan.perf.inference_constants import error_band
 
-    bands = {b: error_band(cat, b) for b in {str(r["backend"]) for r in rows}}
+    keys = {(str(r["backend"]), str(r["gpu"])) for r in rows}
+    bands = {key: error_band(cat, *key) for key in keys}
     figure = {"ttft_ms": "ttft", "tpot_ms": "tpot", "output_tokens_per_s": "throughput"}
     inside: dict[str, list[bool]] = {}
     for r in rows:
-        band = bands[str(r["backend"])]
+        band = bands[(str(r["backend"]), str(r["gpu"]))]
         if band is None or r["metric"] not in figure:
             continue
         lo, hi = getattr(band, figure[r["metric"]])

@@ -139,15 +139,19 @@ class ErrorBand:
     throughput: tuple[float, float]
     basis: str  # the points the percentiles are taken over
     gpus: tuple[str, ...] = ()  # accelerator ids those points were measured on (empty: not stated)
+    unseen: bool = False  # each point predicted by a fit without its GPU's points (the band for other parts)
 
     def caveat(self, accelerator: str) -> str:
         """What a user of the band on ``accelerator`` must know: "" when the band's points include it
         (or do not say where they were measured), else that it carries over the engine's errors from
-        the parts that were measured."""
+        the parts that were measured: as a fit erred on each of them without its points (``unseen``),
+        or as it errs there."""
         if not self.gpus or accelerator in self.gpus:
             return ""
-        return (f"; measured on {' and '.join(self.gpus)} only: on {accelerator} the band assumes the engine errs "
-                "as it does there")
+        where = " and ".join(self.gpus)
+        if self.unseen:
+            return f"; measured on {where} only: on {accelerator} the band is that of a GPU the fit has not seen"
+        return f"; measured on {where} only: on {accelerator} the band assumes the engine errs as it does there"
 
     def gpus_basis(self, accelerator: str, reachable: bool = True) -> str:
         """How a plan's GPUs at the band's two edges are found (the plan redone with TPOT and
@@ -159,20 +163,30 @@ class ErrorBand:
                 f"measurements of the {self.basis} fell in; TTFT as predicted{unreachable}{self.caveat(accelerator)}")
 
 
-def error_band(catalog: Catalog, backend: str) -> ErrorBand | None:
-    """The :class:`ErrorBand` of ``backend``'s calibration entry; None when the entry gives none (an
-    overlay that refits the constants without the band)."""
+def error_band(catalog: Catalog, backend: str, accelerator: str | None = None) -> ErrorBand | None:
+    """The :class:`ErrorBand` of ``backend``'s calibration entry for a plan on ``accelerator``: the
+    in-sample band (``*_measured_p10/p90_ratio``) on a part among the entry's ``measured_on`` (or with
+    no part named), else the band of each measured GPU's points predicted by a fit without them
+    (``*_unseen_p10/p90_ratio``, leave one GPU out) where the entry gives it; None when the entry gives
+    no in-sample band (an overlay that refits the constants without one)."""
     entry = _engine_entry(catalog, backend)
     figures = ("ttft", "tpot", "throughput")
-    keys = [f"{f}_measured_p{pct}_ratio" for f in figures for pct in (10, 90)]
-    if not all(k in entry.values for k in keys):
+
+    def given(kind: str) -> bool:
+        return all(f"{f}_{kind}_p{pct}_ratio" in entry.values for f in figures for pct in (10, 90))
+
+    if not given("measured"):  # the two are written together: without the first, the second is stale too
         return None
-    lo_hi = {f: (float(entry.values[f"{f}_measured_p10_ratio"]), float(entry.values[f"{f}_measured_p90_ratio"]))
+    other = accelerator is not None and bool(entry.measured_on) and accelerator not in entry.measured_on
+    kind = "unseen" if other and given("unseen") else "measured"
+    lo_hi = {f: (float(entry.values[f"{f}_{kind}_p10_ratio"]), float(entry.values[f"{f}_{kind}_p90_ratio"]))
              for f in figures}
-    count = int(entry.values.get("band_points_count", 0))
+    unseen = kind == "unseen"
+    count = int(entry.values.get("unseen_band_points_count" if unseen else "band_points_count", 0))
     points = f"{count:,} " if count else ""
+    how = " (each predicted by a fit without the points of its GPU)" if unseen else ""
     return ErrorBand(ttft=lo_hi["ttft"], tpot=lo_hi["tpot"], throughput=lo_hi["throughput"],
-                     basis=f"{points}{backend} calibration points", gpus=tuple(entry.measured_on))
+                     basis=f"{points}{backend} calibration points{how}", gpus=tuple(entry.measured_on), unseen=unseen)
 
 
 def _engine_entry(catalog: Catalog, backend: str) -> Calibration:
