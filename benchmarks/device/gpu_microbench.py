@@ -4,6 +4,8 @@ Writes one JSON file with:
 - gemm: achieved TFLOP/s of C = A·B for LLM layer shapes (K, N) over token counts M, in BF16 and
   FP8 (torch._scaled_mm, per-tensor scales), each timed by replaying a CUDA graph of repeated
   products (launch overhead excluded, as in a serving engine that uses graphs);
+- gemm_tp: the same for one GPU's slice of those layers under tensor parallelism 2, 4 and 8 (the
+  column-parallel projections split N, the row-parallel ones K), Llama-3.1-8B/70B and Qwen3-32B;
 - hbm: achieved bandwidth of a large read (sum) and a copy (read + write);
 - attention: causal flash-attention forward and forward+backward TFLOP/s at training shapes, and
   decode attention (one query token per sequence against a KV cache) as bytes of KV read per second;
@@ -50,6 +52,15 @@ LLM_SHAPES = {  # (K, N): input features, output features
 }
 FORCE_FP8 = False  # run the FP8 decode step where the check above says no (a CPU dry run of that path)
 TOKENS = (1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
+# One GPU's slice of each projection under tensor parallelism (Megatron layout): the column-parallel
+# ones (QKV, gate/up) split N, the row-parallel ones (O, down) split K; Llama-3.1-8B/70B and Qwen3-32B
+TP_SHAPES = {  # (K, N, which dimension TP splits)
+    "l8b_qkv": (4096, 6144, "n"), "l8b_o": (4096, 4096, "k"), "l8b_gate_up": (4096, 28672, "n"),
+    "l8b_down": (14336, 4096, "k"), "l70b_qkv": (8192, 10240, "n"), "l70b_o": (8192, 8192, "k"),
+    "l70b_gate_up": (8192, 57344, "n"), "l70b_down": (28672, 8192, "k"), "q32b_qkv": (5120, 10240, "n"),
+    "q32b_o": (8192, 5120, "k"), "q32b_gate_up": (5120, 51200, "n"), "q32b_down": (25600, 5120, "k"),
+}
+TP_TOKENS = (1, 16, 64, 128, 256, 512, 2048, 8192)
 
 
 def timed(fn: Callable[[], Any], dev: str, reps: int) -> float:
@@ -89,10 +100,29 @@ def reps_for(flops: float) -> int:
     return int(min(200, max(5, 3e12 / max(flops, 1.0))))
 
 
-def bench_gemm(dev: str, small: bool) -> list[dict[str, Any]]:
+def tp_shapes(small: bool) -> dict[str, tuple[int, int]]:
+    """TP_SHAPES sliced for 2, 4 and 8 GPUs, named ``<shape>/tp<n>``; a sixty-fourth of each for a dry run."""
+    out = {}
+    for name, (k, n, split) in TP_SHAPES.items():
+        k, n = (k // 64, n // 64) if small else (k, n)
+        for tp in (2, 4, 8):
+            out[f"{name}/tp{tp}"] = (k // tp, n) if split == "k" else (k, n // tp)
+    return out
+
+
+def bench_gemm_tp(dev: str, small: bool) -> list[dict[str, Any]]:
+    """The dense GEMMs of one tensor-parallel GPU (:func:`tp_shapes`), as :func:`bench_gemm` times them."""
+    return bench_gemm(dev, small, tp_shapes(small), (1, 16, 64) if small else TP_TOKENS)
+
+
+def bench_gemm(
+    dev: str, small: bool, shapes: dict[str, tuple[int, int]] | None = None, tokens: tuple[int, ...] | None = None,
+) -> list[dict[str, Any]]:
     out = []
-    shapes = {k: (v[0] // 64, v[1] // 64) for k, v in LLM_SHAPES.items()} if small else LLM_SHAPES
-    tokens = (1, 16, 64) if small else TOKENS
+    if shapes is None:
+        shapes = {k: (v[0] // 64, v[1] // 64) for k, v in LLM_SHAPES.items()} if small else LLM_SHAPES
+    if tokens is None:
+        tokens = (1, 16, 64) if small else TOKENS
     fp8_ok = dev == "cuda" and hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability() >= (8, 9)
     for name, (k, n) in shapes.items():
         b = torch.randn(k, n, device=dev, dtype=torch.bfloat16) / math.sqrt(k)
@@ -430,8 +460,8 @@ def main() -> None:
     result: dict[str, Any] = {"environment": environment(args.device)}
     if args.accelerator:
         result = {"accelerator": args.accelerator, **result}
-    for name, fn in (("hbm", bench_hbm), ("gemm", bench_gemm), ("attention", bench_attention),
-                     ("decode", bench_decode), ("grouped_gemm", bench_grouped),
+    for name, fn in (("hbm", bench_hbm), ("gemm", bench_gemm), ("gemm_tp", bench_gemm_tp),
+                     ("attention", bench_attention), ("decode", bench_decode), ("grouped_gemm", bench_grouped),
                      ("grouped_gemm_touched", bench_grouped_touched)):
         if args.sections and name not in args.sections:
             continue

@@ -125,9 +125,28 @@ def test_a_file_for_another_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert implied["hbm_efficiency_fraction"] > 1.0  # faster than an H100 could stream: the label is wrong
 
 
+def test_tensor_parallel_slices_are_their_own_families(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The gemm_tp section (one GPU's slice of each layer under TP) is predicted by the same GEMM model and
+    reported apart from the whole layers, so a size effect shows as its own bias."""
+    data = json.loads(SHIPPED[0].read_text(encoding="utf-8"))
+    sliced = [{**r, "shape": r["shape"] + "/tp1"} for r in data["gemm"] if r["m"] in (1, 16, 64, 128)]
+    path = tmp_path / "tp.json"
+    path.write_text(json.dumps({"accelerator": "h200-sxm", "gemm_tp": sliced}), encoding="utf-8")
+    d = cli_json(capsys, "validate", "kernels", "--data", str(path))
+    whole = cli_json(capsys, "validate", "kernels", "--data", str(SHIPPED[0]))
+    assert "gemm bf16" not in d["families"] and d["families"]["gemm bf16 tp slice"]["n"] == sum(
+        r["dtype"] == "bf16" for r in sliced)
+    assert set(d["families"]) == {"gemm bf16 tp slice", "gemm fp8 tp slice", "gemm fp8_fast_accum tp slice"}
+    assert d["families"]["gemm bf16 tp slice"]["n"] < whole["families"]["gemm bf16"]["n"]
+    bad = {"accelerator": "h200-sxm", "gemm_tp": [{**sliced[0], "dtype": "int8"}]}
+    path.write_text(json.dumps(bad), encoding="utf-8")
+    assert main(["validate", "kernels", "--data", str(path)]) != 0
+    assert "gemm_tp[0]: dtype: unknown GEMM precision" in capsys.readouterr().err.replace("\n", " ")
+
+
 @pytest.mark.parametrize(("content", "args", "message"), [
     ("{", [], "--data: not a JSON file"),
-    ('{"hbm": []}', [], "not a gpu_microbench.py output (no gemm, attention, grouped_gemm"),
+    ('{"hbm": []}', [], "not a gpu_microbench.py output (no gemm, gemm_tp, attention, grouped_gemm"),
     ('{"gemm": []}', [], "--gpu: the file does not say which accelerator it measured"),
     ('{"gemm": [], "accelerator": "h300"}', [], "--gpu: unknown accelerator 'h300'"),
     ('{"gemm": [{"shape": "x", "dtype": "bf16", "m": 1}]}', [], "gemm[0]: a record lacks keys (got 'k, n, seconds"),

@@ -142,6 +142,7 @@ def load_bench(catalog: Catalog, path: Path, accelerator: str | None = None) -> 
 # the keys each record needs, by section and record kind (``*``: every record of the section)
 RECORDS: dict[str, dict[str, tuple[str, ...]]] = {
     "gemm": {"*": ("shape", "dtype", "m", "k", "n", "seconds", "tflops", "weight_bytes_per_s")},
+    "gemm_tp": {"*": ("shape", "dtype", "m", "k", "n", "seconds", "tflops", "weight_bytes_per_s")},
     "attention": {"prefill_causal": ("batch", "heads", "seq", "head_dim", "fwd_tflops"),
                   "decode_gqa": ("batch", "context", "q_heads", "kv_heads", "seconds", "kv_bytes_per_s")},
     "grouped_gemm": {"*": ("shape", "experts", "hidden", "ffn", "tokens_per_expert", "seconds", "tflops")},
@@ -171,7 +172,7 @@ def _check_record(record: dict[str, Any], section: str, index: int, kinds: dict[
             continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise FactoryplanError("not a positive number", where=where, field=key, value=value)
-    if section == "gemm" and record["dtype"] not in GEMM_DTYPES:
+    if section in ("gemm", "gemm_tp") and record["dtype"] not in GEMM_DTYPES:
         raise FactoryplanError("unknown GEMM precision", where=where, field="dtype", value=record["dtype"],
                                allowed=", ".join(GEMM_DTYPES))
 
@@ -188,14 +189,17 @@ def _hardware(catalog: Catalog, accelerator: str) -> Hardware:
 
 
 def gemm_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[KernelCase]:
-    """Dense GEMMs, one family per precision (``bf16``, ``fp8``, ``fp8_fast_accum``)."""
+    """Dense GEMMs, one family per precision (``bf16``, ``fp8``, ``fp8_fast_accum``), and per precision
+    again for one GPU's slice of a layer under tensor parallelism (``gemm_tp``: ``... tp slice``)."""
     out = []
-    for r in bench.rows("gemm"):
-        fp8 = str(r["dtype"]).startswith("fp8")
-        m, kk, n = float(r["m"]), float(r["k"]), float(r["n"])
-        peak = gemm_peak(hw, "fp8" if fp8 else "bf16", k)
-        t = gemm_time(2.0 * m * kk * n, kk * n * (FP8_BYTES if fp8 else BF16_BYTES), m, peak, hw.hbm_bytes_s, k)
-        out.append(KernelCase(f"gemm {r['dtype']}", f"{r['shape']} m={int(m)}", float(r["seconds"]), float(t)))
+    for section, suffix in (("gemm", ""), ("gemm_tp", " tp slice")):
+        for r in bench.rows(section):
+            fp8 = str(r["dtype"]).startswith("fp8")
+            m, kk, n = float(r["m"]), float(r["k"]), float(r["n"])
+            peak = gemm_peak(hw, "fp8" if fp8 else "bf16", k)
+            t = gemm_time(2.0 * m * kk * n, kk * n * (FP8_BYTES if fp8 else BF16_BYTES), m, peak, hw.hbm_bytes_s, k)
+            out.append(KernelCase(f"gemm {r['dtype']}{suffix}", f"{r['shape']} m={int(m)}", float(r["seconds"]),
+                                  float(t)))
     return out
 
 
