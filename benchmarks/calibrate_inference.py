@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from factoryplan.catalog.load import DATA_DIR, load_catalog
+from factoryplan.catalog.load import DATA_DIR, Catalog, load_catalog
 from factoryplan.perf.inference import BACKENDS, YAML_NAMES, Constants, constants_from_catalog
 from factoryplan.validation.inference import (
     Point,
@@ -380,10 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         report_predictions(held_pts, held_preds, "every campaign predicted by a fit on the others")
         return 0
     if args.write_bands:
-        bands = error_bands(points, predict(catalog, points, start))
-        unseen = unseen_gpu_bands(catalog, points, start)
-        for b in bands:
-            bands[b] |= unseen.get(b, {})
+        bands = bands_with_unseen(catalog, points, predict(catalog, points, start), start)
         for b, values in bands.items():
             print(f"  {b:7s} " + "  ".join(f"{k.removesuffix('_ratio')} {v:.4g}" for k, v in values.items()))
         write_bands(bands, band_gpus(points))
@@ -396,19 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     report(catalog, points, consts, "calibration set (fitted on all)")
     if not args.no_holdout:
         for title, held in HOLD_OUTS:
-            tr = [p for p in points if not held(p)]
-            te = [p for p in points if held(p)]
-            c = fit(catalog, tr, start)
-            report(catalog, te, c, title)
+            report_predictions(*held_out(catalog, points, start, held), title)
     if args.write:
         preds = predict(catalog, points, consts)
         spreads = {"*": "calibration-set MAPE: " + spread(points, preds, lambda p: "all")["all"]}
         by_backend = spread(points, preds, lambda p: p.backend)
         spreads.update({b: f"{b} points, MAPE: {by_backend[b]}" for b in BACKENDS if b in by_backend})
         write_yaml(consts, spreads, f"{len(measured.points)} measured + {len(published.points)} published points")
-        bands = error_bands(points, preds)
-        unseen = unseen_gpu_bands(catalog, points, start)
-        write_bands({b: v | unseen.get(b, {}) for b, v in bands.items()}, band_gpus(points))
+        write_bands(bands_with_unseen(catalog, points, preds, start), band_gpus(points))
     return 0
 
 
@@ -417,8 +409,23 @@ def campaign(p: Point) -> tuple[str, str, str, str]:
     return (p.model, p.backend, p.version, p.accelerator)
 
 
+def held_out(
+    catalog: Catalog, points: Sequence[Point], start: dict[str, Constants],
+    held: Callable[[Point], bool], test: Callable[[Point], bool] = lambda p: True,
+) -> tuple[list[Point], list[Prediction]]:
+    """The ``held`` points that pass ``test``, predicted by a fit on the points not ``held``."""
+    consts = fit(catalog, [p for p in points if not held(p)], start)
+    chosen = [p for p in points if held(p) and test(p)]
+    return chosen, predict(catalog, chosen, consts)
+
+
+def _where(key: Callable[[Point], object], value: object) -> Callable[[Point], bool]:
+    """The points whose ``key`` is ``value``."""
+    return lambda p: key(p) == value
+
+
 def leave_campaign_out(
-    catalog, points: Sequence[Point], start: dict[str, Constants]  # type: ignore[no-untyped-def]
+    catalog: Catalog, points: Sequence[Point], start: dict[str, Constants]
 ) -> tuple[list[Point], list[Prediction]]:
     """Every measured campaign's points predicted by a fit on all the other points: what the engine
     does on a campaign it has not seen (a new harness, release or part). Measured with the catalog's
@@ -429,32 +436,34 @@ def leave_campaign_out(
     held_pts: list[Point] = []
     held_preds: list[Prediction] = []
     for c in sorted({campaign(p) for p in points if p.source == "measured"}):
-        test = [p for p in points if campaign(p) == c and p.source == "measured"]
-        consts = fit(catalog, [p for p in points if campaign(p) != c], start)
+        test, preds = held_out(catalog, points, start, _where(campaign, c), lambda p: p.source == "measured")
         held_pts += test
-        held_preds += predict(catalog, test, consts)
+        held_preds += preds
         print(f"  {' '.join(x or '?' for x in c)}: {len(test)} points", flush=True)
     return held_pts, held_preds
 
 
-def unseen_gpu_bands(catalog, points: Sequence[Point], start: dict[str, Constants]) -> dict[str, dict[str, float]]:  # type: ignore[no-untyped-def]
-    """Each engine's band for a GPU the calibration has not measured: every GPU's points predicted by a
-    fit on the other GPUs' points alone (leave one GPU out), pooled, then :func:`error_bands` over them,
-    under ``*_unseen_p10/p90_ratio`` and ``unseen_band_points_count``. A GPU's points are also its
-    campaigns (engine releases, harnesses), so the band holds both what a new part and what a new
-    campaign add to the in-sample one. Prints how many of those predictions the in-sample band holds."""
+def bands_with_unseen(
+    catalog: Catalog, points: Sequence[Point], preds: Sequence[Prediction], start: dict[str, Constants],
+) -> dict[str, dict[str, float]]:
+    """Each engine's in-sample band (:func:`error_bands` of ``preds``) and its band for a GPU the
+    calibration has not measured: every GPU's points predicted by a fit on the other GPUs' points alone
+    (leave one GPU out), pooled, under ``*_unseen_p10/p90_ratio`` and ``unseen_band_points_count``. A
+    GPU's points are also its campaigns (engine releases, harnesses), so that band holds both what a new
+    part and what a new campaign add to the in-sample one. Prints how many of those predictions the
+    in-sample band holds."""
+    inside = error_bands(points, preds)
     held_pts: list[Point] = []
     held_preds: list[Prediction] = []
     for gpu in sorted({p.accelerator for p in points}):
-        train = [p for p in points if p.accelerator != gpu]
-        test = [p for p in points if p.accelerator == gpu]
+        test, gpu_preds = held_out(catalog, points, start, _where(lambda p: p.accelerator, gpu))
         held_pts += test
-        held_preds += predict(catalog, test, fit(catalog, train, start))
-    inside = error_bands(points, predict(catalog, points, start))
+        held_preds += gpu_preds
     out = {}
     for backend, values in error_bands(held_pts, held_preds).items():
-        out[backend] = {k.replace("_measured_", "_unseen_").replace("band_points", "unseen_band_points"): v
-                        for k, v in values.items()}
+        out[backend] = inside[backend] | {
+            k.replace("_measured_", "_unseen_").replace("band_points", "unseen_band_points"): v
+            for k, v in values.items()}
         for name, attr in (("ttft", "ttft_ms"), ("tpot", "tpot_ms"), ("throughput", "output_tokens_per_s")):
             lo, hi = (inside[backend][f"{name}_measured_p{pct}_ratio"] for pct in (10, 90))
             r = [getattr(p, attr) / getattr(q, attr) for p, q in zip(held_pts, held_preds, strict=True)

@@ -74,9 +74,8 @@ def _layout(p: Point) -> str:
 
 POINT_COLUMNS = (
     "set", "id", "model", "gpu", "system", "backend", "version", "mode", "weights", "experts", "activations", "kv",
-    "tp", "dp",
-    "moe_tp", "ep", "pp", "prefill_tp", "prefill_dp", "prefill_ep", "prefill_workers", "decode_workers", "isl", "osl",
-    "prefix", "concurrency", "repair", "ttft_ms", "predicted_ttft_ms", "ttft_error_pct", "tpot_ms",
+    "tp", "dp", "moe_tp", "ep", "pp", "prefill_tp", "prefill_dp", "prefill_ep", "prefill_workers", "decode_workers",
+    "isl", "osl", "prefix", "concurrency", "repair", "ttft_ms", "predicted_ttft_ms", "ttft_error_pct", "tpot_ms",
     "predicted_tpot_ms", "tpot_error_pct", "output_tokens_per_s", "predicted_output_tokens_per_s",
     "output_tokens_per_s_error_pct", "fits", "skipped",
 )

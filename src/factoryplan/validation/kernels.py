@@ -140,9 +140,10 @@ def load_bench(catalog: Catalog, path: Path, accelerator: str | None = None) -> 
 
 
 # the keys each record needs, by section and record kind (``*``: every record of the section)
+_GEMM_KEYS = ("shape", "dtype", "m", "k", "n", "seconds", "tflops", "weight_bytes_per_s")
 RECORDS: dict[str, dict[str, tuple[str, ...]]] = {
-    "gemm": {"*": ("shape", "dtype", "m", "k", "n", "seconds", "tflops", "weight_bytes_per_s")},
-    "gemm_tp": {"*": ("shape", "dtype", "m", "k", "n", "seconds", "tflops", "weight_bytes_per_s")},
+    "gemm": {"*": _GEMM_KEYS},
+    "gemm_tp": {"*": _GEMM_KEYS},  # one GPU's slice of each layer under tensor parallelism
     "attention": {"prefill_causal": ("batch", "heads", "seq", "head_dim", "fwd_tflops"),
                   "decode_gqa": ("batch", "context", "q_heads", "kv_heads", "seconds", "kv_bytes_per_s")},
     "grouped_gemm": {"*": ("shape", "experts", "hidden", "ffn", "tokens_per_expert", "seconds", "tflops")},
