@@ -49,6 +49,13 @@ from factoryplan.validation.inference import (
 )
 from factoryplan.validation.published import load_published
 
+# The comparisons below marked "then" were measured before the MoE layers' activation traffic,
+# perf.inference.moe_activation_elements, entered the model. With it, every constant refitted: in sample
+# 29.6 / 17.4 / 16.0% -> 29.9 / 17.4 / 16.1% TTFT / TPOT / throughput, the four hold-outs 36.8 / 37.8 /
+# 37.0 / 46.9% -> 36.2 / 36.3 / 37.2 / 44.4% TTFT, 19.4 / 20.3 / 18.4 / 19.1% -> 19.4 / 20.0 / 18.4 /
+# 19.4% TPOT, 14.9 / 27.0 / 17.2 / 17.7% -> 14.9 / 26.2 / 17.2 / 17.8% throughput, every campaign left
+# out (--leave-campaign-out) 32.5 / 20.8 / 19.9% -> 31.8 / 20.5 / 19.6%; the grouped-GEMM efficiency
+# 0.38 -> 0.59, its prior 0.60.
 # (name, low, high, log-scaled, prior centre, prior width) of every fitted constant. The priors are
 # what microbenchmarks of the parts say (cuBLAS FP8/BF16 GEMMs reach ~70% of dense peak, GEMV
 # streams ~88% of HBM bandwidth, FlashAttention-3 ~55% of BF16 peak, NCCL all-reduce ~75% of NVLink);
@@ -69,7 +76,7 @@ from factoryplan.validation.published import load_published
 # prior stays.
 # The kernels measured on one H200 (catalog entry kernels-h200-sxm, `factoryplan validate kernels`) as
 # priors instead, every constant refitted (in sample TTFT / TPOT / throughput MAPE; mean of the four
-# hold-outs; against 29.6 / 17.4 / 16.0% and 39.6 / 19.3 / 19.2% now):
+# hold-outs; against 29.6 / 17.4 / 16.0% and 39.6 / 19.3 / 19.2% then):
 # * all six (GEMM 0.76 of peak, FP8 0.92 of that, a GEMM half point of 1 token where cuBLAS shows
 #   none beyond the roofline, weight streaming 0.79 of HBM, KV read 0.94, prefill attention 0.62):
 #   28.6 / 17.4 / 16.5%, 39.1 / 19.5 / 20.5%;
@@ -125,7 +132,7 @@ ENGINE = [
 # given and predicts the others worse. At 1.5 the microbenchmark priors hold (GEMM 0.70 of peak,
 # HBM 0.85, NVLink 0.75, ...) and the data set what they alone can: grouped-GEMM efficiency, the
 # engines' per-request, per-MoE-layer and prompt-iteration overheads, the harness's first wave.
-# Against every campaign left out in turn (--leave-campaign-out; 32.5 / 20.8 / 19.9% now): 3 gave 32.7 /
+# Against every campaign left out in turn (--leave-campaign-out; 32.5 / 20.8 / 19.9% then): 3 gave 32.7 /
 # 20.1 / 19.7% out of sample and 31.0 / 18.6 / 18.3% in sample, a smaller gain than loss.
 PRIOR_WEIGHT = 1.5
 # The residuals of the published rows (TensorRT-LLM, NIM and vLLM results from documented, warmed-up
@@ -136,15 +143,15 @@ PUBLISHED_WEIGHT = 5.0
 MAX_NFEV = 400
 F_SCALE = 0.15  # the robust loss's scale, see below
 # Each campaign weighted towards equal (GROUP_POWER 0.5), against every campaign left out in turn
-# (32.5 / 20.8 / 19.9% TTFT / TPOT / throughput now): 33.3 / 19.8 / 18.9% out of sample, 30.4 / 18.1 /
-# 16.7% in sample (29.7 / 17.5 / 16.1% now). TPOT and throughput gain a point on unseen campaigns, TTFT
+# (32.5 / 20.8 / 19.9% TTFT / TPOT / throughput then): 33.3 / 19.8 / 18.9% out of sample, 30.4 / 18.1 /
+# 16.7% in sample (29.7 / 17.5 / 16.1% then). TPOT and throughput gain a point on unseen campaigns, TTFT
 # loses one, and every in-sample figure loses 0.6-0.7: not adopted on that split evidence.
 GROUP_POWER = 0.0  # see group_weights()
 ERROR = "relative"  # see _err(): the targets are mean absolute percentage errors
 # The robust loss's scale (soft-L1: quadratic below it, linear above, so a smaller scale fits closer to
 # the mean absolute error the targets use) and TTFT's weight against TPOT and throughput, each refitted
 # (in sample TTFT / TPOT / throughput MAPE; then each hold-out's against 36.8 / 37.8 / 37.0 / 46.9%
-# TTFT, 19.4 / 20.3 / 18.4 / 19.1% TPOT, 14.9 / 27.0 / 17.2 / 17.7% throughput now):
+# TTFT, 19.4 / 20.3 / 18.4 / 19.1% TPOT, 14.9 / 27.0 / 17.2 / 17.7% throughput then):
 # * scale 0.05: 29.2 / 17.1 / 15.6%; hold-outs TTFT 36.4 / 37.2 / 37.2 / 46.6%, TPOT 19.2 / 20.6 / 18.2
 #   / 21.2%, throughput 15.6 / 27.6 / 17.1 / 18.4%: the Llama hold-out's TPOT 2 points worse. Scale 0.02:
 #   29.2 / 17.0 / 15.5% in sample. The linear part weighs the data against the priors' quadratic pull
@@ -182,7 +189,7 @@ POOL_WIDTH = 0.0
 #   for the expert-TP MoE campaigns whose TPOT runs 16-34% above the prediction at 4 users and within 13%
 #   of it at 64: shape 0.5 in sample 29.2 / 16.7 / 15.7%, hold-outs (mean of four) 39.0 / 19.2 / 19.8%; shape 1.0
 #   29.5 / 16.9 / 15.7%, 39.3 / 19.3 / 19.6%; the looser prior alone 29.6 / 17.3 / 15.8%, 39.6 / 19.5 /
-#   19.6%, against 39.6 / 19.3 / 19.2% on the hold-outs now: the in-sample gain does not carry over.
+#   19.6%, against 39.6 / 19.3 / 19.2% on the hold-outs then: the in-sample gain does not carry over.
 # * the fixed time per expert charged for every expert a GPU holds (a grouped GEMM launched over all its
 #   local experts) instead of those its tokens touch, which would lift expert-TP layouts at low load
 #   against expert-parallel ones: fitted 0.20 us, 29.6 / 17.4 / 16.3%.
@@ -429,9 +436,9 @@ def leave_campaign_out(
 ) -> tuple[list[Point], list[Prediction]]:
     """Every measured campaign's points predicted by a fit on all the other points: what the engine
     does on a campaign it has not seen (a new harness, release or part). Measured with the catalog's
-    constants as the start: TTFT 32.5%, TPOT 20.8%, throughput 19.9% MAPE over the 1,593 points (in
-    sample 29.7 / 17.5 / 16.1%); TensorRT-LLM 31.7 / 16.5 / 16.0%, vLLM 29.3 / 24.4 / 22.3%, SGLang
-    41.7 / 25.1 / 25.4%. The DeepSeek-R1 and -V3 campaigns of one release hold the same measurements,
+    constants as the start: TTFT 31.8%, TPOT 20.5%, throughput 19.6% MAPE over the 1,593 points (in
+    sample 30.0 / 17.4 / 16.1%); TensorRT-LLM 30.8 / 16.5 / 16.0%, vLLM 28.1 / 23.6 / 21.5%, SGLang
+    42.2 / 24.7 / 25.3%. The DeepSeek-R1 and -V3 campaigns of one release hold the same measurements,
     so each of those is predicted with its twin in the fit."""
     held_pts: list[Point] = []
     held_preds: list[Prediction] = []

@@ -31,6 +31,7 @@ from factoryplan.perf.inference import (
     hardware_of,
     iteration,
     kv_bytes_per_sequence_per_gpu,
+    moe_activation_elements,
     peak_flops,
     shape_of,
     spread_alltoall_time,
@@ -327,6 +328,35 @@ def test_moe_reads_only_touched_experts(catalog: Catalog, k: Constants) -> None:
     full_read = expert_bytes / (float(hw.hbm_bytes_s) * k.hbm_efficiency * k.moe_kernel_efficiency)
     assert one < 0.1 * full_read  # one token touches 8 of 256 experts
     assert many > 0.9 * full_read  # 256 tokens touch nearly all
+
+
+def test_moe_activation_elements_count_the_fused_kernels(catalog: Catalog) -> None:
+    qwen = shape_of(catalog.models["qwen3-235b-a22b"])  # gated experts, h 4096, I 1536
+    assert moe_activation_elements(qwen) == 3 * 4096 + 6 * 1536
+    assert moe_activation_elements(qwen, 2.0) == 3 * 4096 + 3 * 1536  # expert TP splits I, not h
+    plain = replace(qwen, gated_mlp=False)  # up, activation, down: no gate
+    assert moe_activation_elements(plain) == 3 * 4096 + 4 * 1536
+
+
+def test_a_prompts_expert_pairs_move_their_activations(catalog: Catalog, k: Constants) -> None:
+    """A prompt's token-expert pairs move their activations through HBM besides the expert weights:
+    the difference between a pass with that traffic and one whose pairs move nothing is that many
+    bytes at the streaming rate, on the busiest expert-parallel rank."""
+    s = shape_of(catalog.models["qwen3-235b-a22b"])
+    hw = hw_of(catalog, "h100-sxm")
+    par = Parallel(tp=8, moe_tp=1, ep=8)
+    kw = dict(decode_seqs=0.0, ctx=4096.0, prompts=1.0, prompt_len=4096.0)
+    with_traffic = float(iteration(s, hw, par, FP8, k, **kw).moe)
+    # a shape whose pairs move nothing: no hidden state and no intermediate to count
+    silent = float(iteration(replace(s, hidden=0.0, expert_ffn=0.0), hw, par, FP8, k, **kw).moe)
+    load = float(expert_load_factor(s.experts, s.active, 4096.0, 8.0, k.routing_concentration))
+    pairs = 4096.0 * s.active * load / 8.0
+    moved = s.moe_layers * pairs * (3 * s.hidden + 6 * s.expert_ffn) * 2.0
+    assert with_traffic - silent == pytest.approx(moved / (float(hw.hbm_bytes_s) * k.hbm_efficiency), rel=1e-9)
+    assert 0.1 < 1.0 - silent / with_traffic < 0.4  # a sizeable share of a prompt's expert time
+    dec = dict(decode_seqs=64.0, ctx=4096.0)  # decode: the expert weights' read dominates
+    dec_silent = float(iteration(replace(s, hidden=0.0, expert_ffn=0.0), hw, par, FP8, k, **dec).moe)
+    assert 1.0 - dec_silent / float(iteration(s, hw, par, FP8, k, **dec).moe) < 0.05
 
 
 def test_tensor_parallel_speeds_up_decode_until_latency_bound(catalog: Catalog, k: Constants) -> None:

@@ -16,7 +16,10 @@ one forward pass. Its time on one GPU is the sum over layers of
   the router's favourites; :func:`expert_load_factor`) and reads the experts those touch; expert
   tensor parallelism splits every expert evenly instead. Each expert (or slice of one) a GPU runs
   costs a fixed time besides its roofline (the grouped kernel's per-expert setup and tail), so
-  slicing experts over more GPUs does not shrink that part.
+  slicing experts over more GPUs does not shrink that part. Each token-expert pair also moves its
+  activations through HBM (gathered hidden state, gate/up outputs, the weighted sum;
+  :func:`moe_activation_elements`): under 2% of the experts' time in decode, a tenth to a third
+  of it in a prompt's pass.
 * **attention**: decode reads each sequence's KV cache (GQA heads split across tensor-parallel
   ranks up to the number of KV heads; MLA's compressed latent is replicated, DeepSeek-V2 paper
   Sec. 2.1) and does ``2·(d_qk + d_v)`` FLOPs per head and cached token; causal prefill does
@@ -321,6 +324,20 @@ def _dense_gemms(
     return body / np.asarray(par.pp, dtype=float) + head  # the LM head runs on the last stage, once per token
 
 
+def moe_activation_elements(s: ModelShape, moe_tp: FloatOrArray = 1.0) -> FloatOrArray:
+    """Activation elements one token-expert pair moves through HBM in a fused MoE layer, besides the
+    weights: ``3·h + 6·I/t`` for gated experts (``h`` the hidden size, ``I`` an expert's intermediate
+    size, ``t`` the expert tensor parallelism). Counted from vLLM's fused MoE (``fused_experts``):
+    the first grouped GEMM gathers the pair's hidden state (``h`` read) and writes gate and up
+    (``2·I``), the gated activation reads them and writes ``I``, the second GEMM reads that ``I`` and
+    writes ``h``, and the weighted sum reads the ``h`` back; experts without a gate (GELU, ReLU²)
+    move ``3·h + 4·I/t``. TensorRT-LLM's CUTLASS MoE permutes the rows first (``h`` more) and fuses
+    the activation (``4·I`` fewer). A token fans out to ``k`` experts while an expert is thin, so
+    this traffic matters where the weights' does not: a prompt's thousands of pairs."""
+    inter = s.expert_ffn * (6.0 if s.gated_mlp else 4.0)
+    return 3.0 * s.hidden + inter / np.asarray(moe_tp, dtype=float)
+
+
 def _experts(
     s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, tokens: FloatOrArray, k: Constants,
     load: FloatOrArray = 1.0,
@@ -343,6 +360,7 @@ def _experts(
         hw.hbm_bytes_s, k, k.moe_efficiency * k.moe_kernel_efficiency, k.moe_kernel_efficiency,
     )
     fixed = k.expert_overhead_s * touched  # the experts (or slices) this GPU runs
+    t = t + pairs * moe_activation_elements(s, moe_tp) * ACTIVATION_BYTES / (hw.hbm_bytes_s * k.hbm_efficiency)
     return np.asarray((t + fixed) * s.moe_layers / np.asarray(par.pp, dtype=float), dtype=np.float64)
 
 

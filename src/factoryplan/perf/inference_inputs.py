@@ -92,6 +92,8 @@ class ModelShape:
     # (mixer blocks + feed-forward blocks) / 2, the layers of a transformer with that many blocks: kernel
     # launches and TP all-reduces go with the blocks (Nemotron-H keeps mixer and feed-forward apart); 0: layers
     block_layers: float = 0.0
+    expert_ffn: float = 0.0  # intermediate size of one routed expert
+    gated_mlp: bool = True  # gate, up and down projections (SwiGLU); False: up and down (GELU, ReLU²)
 
 
 def shape_of(arch: ModelArch) -> ModelShape:
@@ -153,6 +155,8 @@ def shape_of(arch: ModelArch) -> ModelShape:
         index_flops=indexer_flops_per_key(arch.sparse_attention),
         indexer_params=float(indexer_params_per_layer(arch)),
         block_layers=(arch.layers + ffn_blocks(arch)) / 2.0,
+        expert_ffn=float(moe.expert_ffn) if moe else 0.0,
+        gated_mlp=arch.mlp == "gated",
     )
 
 
