@@ -198,6 +198,15 @@ POOL_WIDTH = 0.0
 # * a floor on each GEMM kernel (two per attention, dense MLP and shared-expert block; smooth maximum of
 #   the roofline time and 2, 3 or 4.5 us), for small per-GPU matrices at high TP: 29.6 / 17.5 / 16.0%,
 #   29.5 / 17.5 / 16.1%, 29.5 / 17.6 / 16.2%.
+# * a prompt-carrying iteration's per-layer cost as host launch work that overlaps the GPU's (the longer
+#   of the two, as cpu_sequence_s) instead of added to it: TensorRT-LLM's went to 611 us, 29.3 / 17.7 /
+#   16.9%. Its Qwen3-235B campaign shows no cost for 128-token prompts (TPOT flat across 128-512 output
+#   tokens), but the dense campaigns with 1k-4k-token prompts keep one.
+# * the same cost proportional to the prompt tokens in the pass (per 1,024 or 4,096 tokens), measured with
+#   the MoE activation traffic in (29.9 / 17.4 / 16.1%): 30.1 / 18.2 / 16.5% and 30.2 / 17.7 / 16.7%.
+# * every layer's hidden state read and written 8 or 16 times a token (norms, residuals, quantization),
+#   on every TP rank: 29.8 / 17.6 / 15.9% and 30.0 / 18.0 / 16.2%. Dense layers' activations are small
+#   beside their GEMMs; the MoE layers' pairs (k per token, thin experts) are not, and that term is in.
 
 
 def _names() -> list[tuple[str, str, float, float, bool]]:
