@@ -83,6 +83,9 @@ from factoryplan.validation.published import load_published
 # * the GEMM three alone: 28.7 / 17.4 / 16.3%, 38.9 / 19.9 / 20.6%;
 # * the memory and attention three alone: 29.4 / 17.5 / 16.2%, 39.5 / 19.2 / 19.5% (Llama-3.1-70B's TPOT
 #   9.5 -> 10.3%); with a half point of 1 token: 28.9 / 17.4 / 16.1%, 38.7 / 19.5 / 19.9%.
+# * with the MoE activation traffic in (29.9 / 17.4 / 16.1% in sample): the grouped GEMM's measured 0.85
+#   as its prior, where the fit stays, 30.7 / 17.5 / 16.3%; the memory and attention three, 29.8 / 17.5 /
+#   16.4% (the two vLLM end-to-end rows 12.6 -> 9.9%).
 # The serving data do not prefer the measured kernels: TTFT gains up to a point, throughput loses up to
 # 1.4 points on the hold-outs. The engines' GEMMs (split over TP ranks, activations quantized on the fly,
 # paged KV, FP8 KV caches) are not cuBLAS's and FlashAttention's on whole layers, and the engines'
