@@ -10,12 +10,12 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from factoryplan.commands import OutputFormat
 from factoryplan.consoles import stderr as err_console
 from factoryplan.consoles import stdout as console
 from factoryplan.errors import FactoryplanError
@@ -39,18 +39,11 @@ catalog_app = typer.Typer(help="Browse the reference catalog (every figure with 
 app.add_typer(catalog_app, name="catalog")
 
 
-class Format(StrEnum):
-    """Output format of a command."""
-
-    table = "table"
-    json = "json"
-
-
 CatalogOpt = Annotated[
     list[Path] | None,
     typer.Option("--catalog", help="YAML file that overlays or adds catalog entries (repeatable)."),
 ]
-FormatOpt = Annotated[Format, typer.Option("--format", "-f", help="table (default) or json.")]
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="table (default) or json.")]
 
 
 def emit_json(data: Any) -> None:
@@ -61,7 +54,7 @@ def emit_json(data: Any) -> None:
 @app.command()
 def plan(
     scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
-    fmt: FormatOpt = Format.table,
+    fmt: FormatOpt = OutputFormat.table,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write a report: .html (self-contained), .md or .json.")
     ] = None,
@@ -97,7 +90,7 @@ def plan(
                             monte_carlo=monte_carlo, seed=seed, progress=progress)
     if out is not None:
         _write_report(result, out)
-    if fmt is Format.json:
+    if fmt is OutputFormat.json:
         emit_json(result.model_dump(mode="json"))
     else:
         from factoryplan.report.terminal import render
@@ -146,7 +139,7 @@ def catalog_list(
     kind: Annotated[
         str | None, typer.Argument(help="accelerators, systems, switches, links, models, regions, ...")
     ] = None,
-    fmt: FormatOpt = Format.table,
+    fmt: FormatOpt = OutputFormat.table,
     catalog: CatalogOpt = None,
 ) -> None:
     """List catalog entries, all kinds or one.
@@ -160,7 +153,7 @@ def catalog_list(
     cat = load_catalog(catalog or [])
     kinds = [kind] if kind else list(KINDS)
     tables = {k: cat.kind(k) for k in kinds}
-    if fmt is Format.json:
+    if fmt is OutputFormat.json:
         emit_json({k: [{"kind": k, **friendly_fields(e)} for e in t.values()] for k, t in tables.items()})
         return
     for k, entries in tables.items():
@@ -177,7 +170,7 @@ def catalog_list(
 @catalog_app.command("show")
 def catalog_show(
     entry_id: Annotated[str, typer.Argument(metavar="ID", help="An entry id, e.g. h100-sxm or llama-3.1-70b.")],
-    fmt: FormatOpt = Format.table,
+    fmt: FormatOpt = OutputFormat.table,
     catalog: CatalogOpt = None,
 ) -> None:
     """Show one entry with every field and its source.
@@ -199,7 +192,7 @@ def catalog_show(
         data["derived_params_active"] = params_active(entry)
         data["derived_param_breakdown"] = param_breakdown(entry)
     data["file"] = cat.origin.get((kind, entry.id), "")
-    if fmt is Format.json:
+    if fmt is OutputFormat.json:
         emit_json(data)
         return
     from rich.table import Table

@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from factoryplan.commands import OutputFormat
 from factoryplan.consoles import stdout as console
 from factoryplan.errors import FactoryplanError
-
-
-class OutputFormat(StrEnum):
-    """Output format (as the other commands)."""
-
-    table = "table"
-    json = "json"
 
 
 def _phases(text: str | None) -> list[float]:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from factoryplan.commands import OutputFormat
 from factoryplan.errors import FactoryplanError, InfeasibleError, unknown
 
 if TYPE_CHECKING:
@@ -74,13 +75,6 @@ class Start(StrEnum):
 
     together = "together"
     steady = "steady"
-
-
-class OutputFormat(StrEnum):
-    """Output format (as the other commands)."""
-
-    table = "table"
-    json = "json"
 
 
 def serving_catalog(overlays: list[Path] | None, gpu: str | list[str] = "", model: str = "") -> Catalog:

@@ -14,24 +14,18 @@ import csv
 import json
 import math
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from factoryplan.commands import OutputFormat
 
 if TYPE_CHECKING:
     from factoryplan.catalog.load import Catalog
     from factoryplan.validation.inference import Point, Prediction
 
 METRICS = ("output_tokens_per_s", "ttft_ms", "tpot_ms", "e2e_ms")
-
-
-class OutputFormat(StrEnum):
-    """Output format (as the other commands)."""
-
-    table = "table"
-    json = "json"
 
 
 def _rows(points: list[Point], preds: list[Prediction], implied: bool = False) -> list[dict[str, Any]]:

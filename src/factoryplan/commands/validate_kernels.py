@@ -12,18 +12,12 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-
-class OutputFormat(StrEnum):
-    """Output format (as the other commands)."""
-
-    table = "table"
-    json = "json"
+from factoryplan.commands import OutputFormat
 
 
 def kernels(

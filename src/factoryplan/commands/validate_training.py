@@ -11,23 +11,16 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from factoryplan.commands import OutputFormat
 from factoryplan.consoles import stdout as console
 
 if TYPE_CHECKING:
     from factoryplan.validation.training import Prediction
-
-
-class OutputFormat(StrEnum):
-    """Output format (as the other commands)."""
-
-    table = "table"
-    json = "json"
 
 
 def _rows(preds: list[Prediction]) -> list[dict[str, Any]]:
