@@ -39,6 +39,12 @@ from factoryplan.perf.inference import BACKENDS, constants_from_catalog
 from factoryplan.validation.inference import Point, implied_output_tokens_per_s, load_measured, predict
 
 FIGURES = (("ttft", "ttft_ms"), ("tpot", "tpot_ms"), ("throughput", "output_tokens_per_s"))
+SHARES = [0.02 * i for i in range(76)]  # the first-wave shares tried per campaign: 0 to 1.5
+
+
+def campaign(p: Point) -> str:
+    """A measurement campaign: model, engine, engine release, GPU."""
+    return f"{p.model} {p.backend} {p.version or '?'} {p.accelerator}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,12 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     # ratio predicted / measured per figure and campaign
     ratios: dict[str, dict[str, list[float]]] = {name: collections.defaultdict(list) for name, _ in FIGURES}
     for p, q in zip(points, preds, strict=True):
-        campaign = f"{p.model} {p.backend} {p.version or '?'} {p.accelerator}"
         measured = {"ttft_ms": p.ttft_ms, "tpot_ms": p.tpot_ms, "output_tokens_per_s": implied_output_tokens_per_s(p)}
         for name, field in FIGURES:
             meas, pred = measured[field], getattr(q, field)
             if meas and math.isfinite(pred) and pred > 0:  # as validate inference scores them
-                ratios[name][campaign].append(pred / meas)
+                ratios[name][campaign(p)].append(pred / meas)
     print(f"{len(points)} points in {len({c for r in ratios.values() for c in r})} campaigns")
     print(f"{'figure':10s} {'MAPE':>7s} {'own scale':>10s}")
     for name, _ in FIGURES:
@@ -71,28 +76,27 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(abs(r - 1.0) for v in ratios[name].values() for r in v)
         ranked = sorted(ratios[name].items(), key=lambda item: -sum(abs(r - 1.0) for r in item[1]))
         print(f"\n{name}: campaigns by share of the absolute error (n, median predicted/measured, MAPE)")
-        for campaign, v in ranked[:args.top]:
+        for label, v in ranked[:args.top]:
             share = sum(abs(r - 1.0) for r in v) / total
-            print(f"  {100 * share:5.1f}%  {campaign:48s} n={len(v):3d}  x{statistics.median(v):.2f}  "
+            print(f"  {100 * share:5.1f}%  {label:48s} n={len(v):3d}  x{statistics.median(v):.2f}  "
                   f"{100 * statistics.fmean(abs(r - 1.0) for r in v):.0f}%")
     return 0
 
 
 def first_wave_floor(cat: Catalog, points: list[Point]) -> tuple[float, list[float]]:
-    """TTFT MAPE with each campaign's first-wave share set to the one that fits it best (0-1.5 in
-    steps of 0.02), the TTFT blended linearly between its predictions at share 0 and share 1; and
+    """TTFT MAPE with each campaign's first-wave share set to the one of :data:`SHARES` that fits it
+    best, the TTFT blended linearly between its predictions at share 0 and share 1; and
     those shares."""
     base = {b: constants_from_catalog(cat, b) for b in BACKENDS}
     at = {x: predict(cat, points, {b: replace(k, burst_share=x) for b, k in base.items()}) for x in (0.0, 1.0)}
     groups: dict[str, list[tuple[float, float, float]]] = collections.defaultdict(list)
     for p, q0, q1 in zip(points, at[0.0], at[1.0], strict=True):
         if p.ttft_ms and math.isfinite(q0.ttft_ms) and math.isfinite(q1.ttft_ms):
-            groups[f"{p.model} {p.backend} {p.version} {p.accelerator}"].append((p.ttft_ms, q0.ttft_ms, q1.ttft_ms))
-    shares = [0.02 * i for i in range(76)]
+            groups[campaign(p)].append((p.ttft_ms, q0.ttft_ms, q1.ttft_ms))
     errors: list[float] = []
     chosen: list[float] = []
     for rows in groups.values():
-        best = min(shares, key=lambda x: sum(abs(s0 + x * (s1 - s0) - m) / m for m, s0, s1 in rows))
+        best = min(SHARES, key=lambda x: sum(abs(s0 + x * (s1 - s0) - m) / m for m, s0, s1 in rows))
         errors += [abs(s0 + best * (s1 - s0) - m) / m for m, s0, s1 in rows]
         chosen.append(best)
     return 100.0 * statistics.fmean(errors), chosen

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from factoryplan.catalog.load import Catalog
-from factoryplan.errors import FactoryplanError
+from factoryplan.errors import FactoryplanError, unknown
 from factoryplan.perf.inference import (
     Constants,
     Hardware,
@@ -114,29 +114,26 @@ def load_bench(catalog: Catalog, path: Path, accelerator: str | None = None) -> 
     """Read a ``gpu_microbench.py`` output file (:data:`SHIPPED`: three runs on one H200), checking
     each record it will read. The accelerator is ``accelerator`` if given, else the file's own
     ``accelerator`` key."""
-    from factoryplan.errors import unknown
-
-    src = path
     try:
-        data = json.loads(src.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise FactoryplanError(f"cannot read: {exc.strerror}", field="--data", value=str(src)) from None
+        raise FactoryplanError(f"cannot read: {exc.strerror}", field="--data", value=str(path)) from None
     except json.JSONDecodeError as exc:
         raise FactoryplanError(f"not a JSON file: {exc.msg} at line {exc.lineno}", field="--data",
-                               value=str(src)) from None
+                               value=str(path)) from None
     if not isinstance(data, dict) or not any(k in data for k in RECORDS):
         raise FactoryplanError(f"not a gpu_microbench.py output (no {', '.join(RECORDS)} section)", field="--data",
-                               value=str(src))
+                               value=str(path))
     for section, kinds in RECORDS.items():
-        for i, record in enumerate(KernelBench("", src, data).rows(section)):
-            _check_record(record, section, i, kinds, src)
+        for i, record in enumerate(KernelBench("", path, data).rows(section)):
+            _check_record(record, section, i, kinds, path)
     acc = accelerator or data.get("accelerator")
     if not acc:
         raise FactoryplanError("the file does not say which accelerator it measured", field="--gpu",
                                allowed="an accelerator id, e.g. h200-sxm")
     if acc not in catalog.accelerators:
         raise unknown("accelerator", str(acc), catalog.accelerators, field="--gpu")
-    return KernelBench(accelerator=str(acc), path=src, data=data)
+    return KernelBench(accelerator=str(acc), path=path, data=data)
 
 
 # the keys each record needs, by section and record kind (``*``: every record of the section)
