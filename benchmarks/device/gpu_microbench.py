@@ -95,6 +95,11 @@ def timed(fn: Callable[[], Any], dev: str, reps: int) -> float:
     return best
 
 
+def fp8_supported(dev: str) -> bool:
+    """FP8 tensor cores and torch._scaled_mm: Ada, Hopper or newer."""
+    return dev == "cuda" and hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability() >= (8, 9)
+
+
 def reps_for(flops: float) -> int:
     """Enough repetitions that one graph replay lasts a few milliseconds."""
     return int(min(200, max(5, 3e12 / max(flops, 1.0))))
@@ -123,7 +128,7 @@ def bench_gemm(
         shapes = {k: (v[0] // 64, v[1] // 64) for k, v in LLM_SHAPES.items()} if small else LLM_SHAPES
     if tokens is None:
         tokens = (1, 16, 64) if small else TOKENS
-    fp8_ok = dev == "cuda" and hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability() >= (8, 9)
+    fp8_ok = fp8_supported(dev)
     for name, (k, n) in shapes.items():
         b = torch.randn(k, n, device=dev, dtype=torch.bfloat16) / math.sqrt(k)
         b8 = b.t().contiguous().to(torch.float8_e4m3fn).t() if fp8_ok else None  # column-major for _scaled_mm
@@ -217,6 +222,14 @@ def expert_weights(experts: int, hidden: int, ffn: int, dev: str) -> tuple[torch
     return up.transpose(1, 2), down.transpose(1, 2)
 
 
+def grouped_up_down(x: torch.Tensor, h: torch.Tensor, offs: torch.Tensor, up: torch.Tensor,
+                    down: torch.Tensor) -> None:
+    """One MoE layer's expert GEMMs: the gate+up projection of ``x`` and the down projection of ``h``,
+    each one grouped GEMM over the experts' row ranges ``offs``."""
+    torch._grouped_mm(x, up, offs=offs, out_dtype=torch.bfloat16)
+    torch._grouped_mm(h, down, offs=offs, out_dtype=torch.bfloat16)
+
+
 def bench_grouped(dev: str, small: bool) -> list[dict[str, Any]]:
     """MoE expert GEMMs as one grouped GEMM (torch._grouped_mm, BF16): the up (gate+up) and down
     projections of every expert, each expert given the same number of tokens, against the dense
@@ -233,14 +246,9 @@ def bench_grouped(dev: str, small: bool) -> list[dict[str, Any]]:
             h = torch.randn(tokens, ffn, device=dev, dtype=torch.bfloat16)
             flops = 2.0 * tokens * hidden * 3 * ffn
             weight_bytes = experts * hidden * 3 * ffn * 2
-
-            def moe(x: torch.Tensor = x, h: torch.Tensor = h, offs: torch.Tensor = offs,
-                    up: torch.Tensor = w_up_t, down: torch.Tensor = w_down_t) -> None:
-                torch._grouped_mm(x, up, offs=offs, out_dtype=torch.bfloat16)
-                torch._grouped_mm(h, down, offs=offs, out_dtype=torch.bfloat16)
-
             try:
-                t = timed(moe, dev, reps_for(flops))
+                t = timed(lambda x=x, h=h, offs=offs, up=w_up_t, down=w_down_t: grouped_up_down(x, h, offs, up, down),
+                          dev, reps_for(flops))
             except Exception as exc:  # one shape's failure keeps the others
                 out.append({"shape": name, "tokens_per_expert": per_expert, "error": f"{type(exc).__name__}: {exc}"})
                 continue
@@ -271,16 +279,11 @@ def bench_grouped_touched(dev: str, small: bool) -> list[dict[str, Any]]:
                 tokens = touched * per_expert
                 x = torch.randn(tokens, hidden, device=dev, dtype=torch.bfloat16)
                 h = torch.randn(tokens, ffn, device=dev, dtype=torch.bfloat16)
-
-                def moe(x: torch.Tensor = x, h: torch.Tensor = h, offs: torch.Tensor = offs,
-                        up: torch.Tensor = w_up, down: torch.Tensor = w_down) -> None:
-                    torch._grouped_mm(x, up, offs=offs, out_dtype=torch.bfloat16)
-                    torch._grouped_mm(h, down, offs=offs, out_dtype=torch.bfloat16)
-
                 row: dict[str, Any] = {"shape": name, "experts": experts, "hidden": hidden, "ffn": ffn,
                                        "touched": touched, "tokens_per_expert": per_expert}
                 try:
-                    t = timed(moe, dev, 20)
+                    t = timed(lambda x=x, h=h, offs=offs, up=w_up, down=w_down: grouped_up_down(x, h, offs, up, down),
+                              dev, 20)
                 except Exception as exc:  # one case's failure keeps the others
                     out.append({**row, "error": f"{type(exc).__name__}: {exc}"})
                     continue
@@ -384,8 +387,7 @@ class TinyLlama:
 
 def bench_decode(dev: str, small: bool) -> list[dict[str, Any]]:
     model = TinyLlama(dev, small)
-    fp8_ok = FORCE_FP8 or (
-        dev == "cuda" and hasattr(torch, "_scaled_mm") and torch.cuda.get_device_capability() >= (8, 9))
+    fp8_ok = FORCE_FP8 or fp8_supported(dev)
     if fp8_ok:
         model.to_fp8()
     weight_bytes = model.params() * 2
