@@ -7,9 +7,9 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tests.conftest import cli_json
 
 from factoryplan.catalog.load import Catalog
 from factoryplan.cli import main
@@ -22,12 +22,6 @@ from factoryplan.validation.kernels import (
     load_bench,
     summary,
 )
-
-
-def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
-    assert main([*args, "--format", "json"]) == 0
-    out: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return out
 
 
 @pytest.fixture(scope="module")
