@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -349,6 +350,39 @@ def test_users_start_together_unless_asked(capsys: pytest.CaptureFixture[str], c
                  "--start", "steady"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "--start" in err and "steady" in err
+
+
+def test_requests_per_user_sets_the_first_wave(capsys: pytest.CaptureFixture[str], catalog: Catalog) -> None:
+    """--requests-per-user N: each user sends N requests in the run, so 1 in N queues as the first wave
+    (the calibrated share without it): one request each is the first wave alone, many approach the
+    steady state. It describes users starting together, so --start steady and a capacity plan refuse
+    it; a disaggregated deployment takes it too."""
+    from factoryplan.perf.inference import Parallel, Precision, constants_from_catalog, hardware_of, shape_of
+    from factoryplan.perf.serving import serve
+
+    args = ("serve", "-m", "llama-3.1-70b", "-g", "h200-sxm", "--tp", "4", "--isl", "4000", "--osl", "500", "-c", "64")
+    base, one, ten, many = (cli_json(capsys, *args, *extra) for extra in (
+        (), ("--requests-per-user", "1"), ("--requests-per-user", "10"), ("--requests-per-user", "10000")))
+    k = constants_from_catalog(catalog, "trtllm")
+    assert base["first_wave_share"] == k.burst_share
+    assert (one["first_wave_share"], ten["first_wave_share"]) == (1.0, 0.1)
+    s = shape_of(catalog.models["llama-3.1-70b"])
+    hw = hardware_of(catalog.accelerators["h200-sxm"], catalog.systems["hgx-h200"])
+    r = serve(s, hw, Parallel(tp=4), Precision(), replace(k, burst_share=0.1), concurrency=64, isl=4000, osl=500,
+              burst=True)
+    assert (ten["ttft_ms"], ten["tpot_ms"]) == pytest.approx((float(r.ttft_s) * 1e3, float(r.tpot_s) * 1e3))
+    assert one["ttft_ms"] > ten["ttft_ms"] > many["ttft_ms"] > base["ttft_ms_steady"]
+    assert many["ttft_ms"] == pytest.approx(base["ttft_ms_steady"], rel=0.01)
+    assert one["ttft_ms_steady"] == base["ttft_ms_steady"]  # the steady state beside it is the same
+    dis = ("serve", "-m", "llama-3.1-70b", "-g", "h200-sxm", "--isl", "2000", "--osl", "500", "-c", "64",
+           "--prefill-tp", "2", "--tp", "4")
+    assert cli_json(capsys, *dis, "--requests-per-user", "1")["ttft_ms"] > cli_json(capsys, *dis)["ttft_ms"]
+    steady = [*args, "--start", "steady", "--requests-per-user", "4"]
+    plan = [*args[:-2], "--rps", "5", "--requests-per-user", "4"]  # no -c: the planner chooses it
+    for argv in (steady, plan):
+        assert main(argv) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "--requests-per-user" in err and "(got 4" in err
 
 
 @pytest.mark.parametrize(("gpu", "system"), [

@@ -485,3 +485,48 @@ def test_fp4_label_on_a_weight_only_checkpoint(tmp_path: Path) -> None:
         assert [r["activations"] for r in csv.DictReader(fh)] == [
             "bf16", "fp8", "weights'", "fp8", "fp8", "bf16", "bf16"]
     assert w4a16.ttft_ms > w4a8.ttft_ms  # BF16 expert GEMMs prefill slower than FP8 ones
+
+
+def test_requests_per_user_column_sets_the_first_wave(tmp_path: Path) -> None:
+    """A ``requests_per_user`` column says how many requests each user sent in the run: the first of
+    each queued as the first wave, 1 in N of the run (blank: the calibrated share). A value that is
+    not a whole number of requests skips the row naming the column; the written points carry it."""
+    from factoryplan.commands.validate_inference import write_points_csv
+    from factoryplan.perf.inference import Precision, constants_from_catalog, hardware_of, kv_precision, shape_of
+    from factoryplan.perf.serving import serve
+    from factoryplan.validation.inference import MEASURED, load_measured, predict
+
+    with MEASURED.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = [*(reader.fieldnames or []), "requests_per_user"]
+        row = next(r for r in reader if r["model_path"] == "meta-llama/Llama-3.1-70B" and r["isl"] == "8192"
+                   and r["mode"] == "agg" and r["system"] == "h200_sxm" and r["backend"] == "vllm")
+    path = tmp_path / "points.csv"
+    cases = ["", "1", "10", "1000", "0", "2.5", "many"]
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for i, n in enumerate(cases):
+            writer.writerow({**row, "id": f"r{i}", "requests_per_user": n})
+    cat = load_catalog()
+    loaded = load_measured(cat, path)
+    assert [p.requests_per_user for p in loaded.points] == [0.0, 1.0, 10.0, 1000.0]
+    assert [(i, r.split(" is not")[0]) for i, r in loaded.skipped] == [
+        ("r4", "requests_per_user '0'"), ("r5", "requests_per_user '2.5'"), ("r6", "requests_per_user 'many'")]
+    preds = predict(cat, loaded.points)
+    p = loaded.points[0]
+    k = constants_from_catalog(cat, "vllm")
+    shape = shape_of(cat.models[p.model])
+    hw = hardware_of(cat.accelerators[p.accelerator], cat.systems[p.system])
+    prec = Precision(weights=p.weights, experts=p.experts, kv=kv_precision(k, p.weights, p.kv),
+                     activations=p.activations)
+    for pred, share in zip(preds, (k.burst_share, 1.0, 0.1, 0.001), strict=True):
+        r = serve(shape, hw, p.par, prec, replace(k, burst_share=share), concurrency=p.concurrency, isl=p.isl,
+                  osl=p.osl, burst=True)
+        assert pred.ttft_ms == pytest.approx(float(r.ttft_s) * 1e3, rel=1e-9)
+        assert pred.tpot_ms == pytest.approx(float(r.tpot_s) * 1e3, rel=1e-9)
+    assert preds[1].ttft_ms > preds[2].ttft_ms > preds[3].ttft_ms  # fewer requests a user: more in the first wave
+    out = tmp_path / "out.csv"
+    write_points_csv(out, [("data", loaded, preds)])
+    with out.open(encoding="utf-8", newline="") as fh:
+        assert [r["requests_per_user"] for r in csv.DictReader(fh)][:4] == ["", "1.0", "10.0", "1000.0"]

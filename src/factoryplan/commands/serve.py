@@ -235,6 +235,12 @@ def serve(
                                                 "averaged over a run of several requests each, the first wave "
                                                 "queueing; what the calibration measured), or steady (a running "
                                                 "service, users long since spread out).")] = None,
+    requests_per_user: Annotated[int | None, typer.Option("--requests-per-user", min=1, help="Users starting "
+                                                          "together: the requests each sends in the run the "
+                                                          "figures average over (a benchmark client's prompts "
+                                                          "over its concurrency); the first of each queues as "
+                                                          "the first wave, 1 in N of them (default: the "
+                                                          "calibrated share, about 1 in 9).")] = None,
     rps: Annotated[float | None, typer.Option("--rps", min=0, help="Plan capacity for this peak request rate "
                                               "(requests/s).")] = None,
     tokens_per_day: Annotated[float | None, typer.Option("--tokens-per-day", min=0, help="Plan capacity for this "
@@ -307,16 +313,23 @@ def serve(
                                precision.value if precision else None, moe_precision.value if moe_precision else None,
                                kv_precision.value if kv_precision else None,
                                activation_precision.value if activation_precision else "").with_limits(
-                                   token_budget, max_batch)
+                                   token_budget, max_batch).with_first_wave(requests_per_user)
 
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp, redundant=redundant_experts)
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
     if rps is not None or tokens_per_day is not None:
+        if requests_per_user is not None:
+            raise FactoryplanError("the planner sizes a running service (steady state, Poisson arrivals)",
+                                   field="--requests-per-user", value=requests_per_user,
+                                   allowed="omit it with --rps/--tokens-per-day")
         _plan(refs, build, layout, isl, osl, cached, spec, isl_cv, fmt, start=start, concurrency=concurrency,
               prefill_tp=prefill_tp, disagg=disagg, rps=rps, tokens_per_day=tokens_per_day,
               peak_to_average=peak_to_average, mode=mode.value, target=(ttft_ms, tpot_ms, ttft_percentile))
         return
+    if requests_per_user is not None and start is Start.steady:
+        raise FactoryplanError("describes a run whose users start together", field="--requests-per-user",
+                               value=requests_per_user, allowed="omit it with --start steady")
     if ttft_percentile is not None:
         raise FactoryplanError("a latency target of capacity planning", field="--ttft-percentile",
                                value=ttft_percentile, allowed="give it with --rps/--tokens-per-day")

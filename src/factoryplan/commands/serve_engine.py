@@ -151,6 +151,13 @@ class Setup:
                     max_batch=float(max_batch) if max_batch else self.k.max_batch)
         return replace(self, k=k)
 
+    def with_first_wave(self, requests_per_user: int | None) -> Setup:
+        """This setup for a benchmark run in which each user sends ``requests_per_user`` requests: the
+        first of each queues as the first wave, one request in that many (None: the calibrated share)."""
+        if requests_per_user is None:
+            return self
+        return replace(self, k=replace(self.k, burst_share=1.0 / requests_per_user))
+
     def precisions(self) -> dict[str, str]:
         """The JSON keys of the number formats: weights, experts, KV cache, activations, the GEMMs'."""
         return {"precision": self.prec.weights, "moe_precision": self.prec.experts, "kv_precision": self.prec.kv,
@@ -263,11 +270,15 @@ def _request(isl: int, osl: int, cached: int, spec: tuple[int, float], isl_cv: f
             "acceptance": spec[1], "tokens_per_step": float(np.asarray(tokens_per_step(spec[0], spec[1])))}
 
 
-def _start(together: bool, ttft_steady_s: FloatOrArray, tpot_steady_s: FloatOrArray) -> dict[str, Any]:
-    """The JSON keys of how the users started; started together, also the steady state's figures."""
+def _start(
+    together: bool, ttft_steady_s: FloatOrArray, tpot_steady_s: FloatOrArray, first_wave_share: float
+) -> dict[str, Any]:
+    """The JSON keys of how the users started; started together, also the share of the run's requests
+    that queued as the first wave and the steady state's figures."""
     if not together:
         return {"start": "steady"}
-    return {"start": "together", "ttft_ms_steady": float(np.asarray(ttft_steady_s)) * 1e3,
+    return {"start": "together", "first_wave_share": first_wave_share,
+            "ttft_ms_steady": float(np.asarray(ttft_steady_s)) * 1e3,
             "tpot_ms_steady": float(np.asarray(tpot_steady_s)) * 1e3}
 
 
@@ -297,7 +308,7 @@ def point(
         "redundant_experts": layout.redundant,
         **setup.precisions(), **setup.limits(), **_request(isl, osl, cached, spec, isl_cv), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
-        **_start(together, steady.ttft_s, steady.tpot_s),
+        **_start(together, steady.ttft_s, steady.tpot_s, setup.k.burst_share),
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
         "tokens_per_s_per_user": float(np.asarray(r.tokens_per_s_per_user)),
         "requests_per_s": float(np.asarray(r.requests_per_s)),
@@ -389,7 +400,7 @@ def disaggregated_point(
         "redundant_experts": decode.redundant,
         **setup.precisions(), **setup.limits(), **_request(isl, osl, cached, spec), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
-        **_start(together, steady.ttft_s, steady.tpot_s),
+        **_start(together, steady.ttft_s, steady.tpot_s, setup.k.burst_share),
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
         "tokens_per_s_per_user": 1.0 / float(np.asarray(r.tpot_s)),
         "decode_batch": batch, "prefill_utilization": float(np.asarray(r.prefill_utilization)),

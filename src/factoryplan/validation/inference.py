@@ -27,6 +27,9 @@ Mapping rules (the same for every row, stated here once):
   8-bit; ``nvfp4``/``fp4_e2m1``: FP4, on parts with FP4 units; ``auto`` or blank: the default).
 * prefix caching: an optional ``prefix`` column gives the leading prompt tokens the engine's prefix
   cache already held (not prefilled; 0 when absent).
+* requests per user: an optional ``requests_per_user`` column gives how many requests each user sent
+  in the run (a benchmark client's prompts over its concurrency): the first of each queued as the
+  first wave, one in that many (blank: the calibrated share, ``burst_share``).
 * concurrency: ``silicon_concurrency`` from the source column when given, else
   ``batch_size x attention_dp_size`` (the batch is per attention-DP rank).
 * parallelism: ``tp_size`` attention TP, ``attention_dp_size`` attention DP (blank = 1),
@@ -125,6 +128,7 @@ class Point:
     activations: str = ""  # what the GEMMs multiply with ("": the weights' own)
     prefix: float = 0.0  # leading prompt tokens the prefix cache held (not prefilled)
     kv: str = ""  # KV-cache precision ("": the engine's default)
+    requests_per_user: float = 0.0  # requests each user sent in the run (0: not given, the calibrated share)
 
 
 def implied_output_tokens_per_s(p: Point) -> float | None:
@@ -397,6 +401,10 @@ def _measured_point(
     prefix = number(text) if text else 0.0
     if prefix is None or not math.isfinite(prefix) or prefix < 0 or prefix != int(prefix) or prefix >= values["isl"]:
         return None, f"prefix {text!r} is not a whole number of cached tokens below isl"
+    text = (row.get("requests_per_user") or "").strip()  # the run's requests per user, when the file gives them
+    per_user = number(text) if text else 0.0
+    if per_user is None or not math.isfinite(per_user) or per_user != int(per_user) or (text and per_user < 1):
+        return None, f"requests_per_user {text!r} is not a whole number of requests (1 or more)"
     if values["silicon_ttft_ms"] is None and values["silicon_tpot_ms"] is None:
         return None, "neither silicon_ttft_ms nor silicon_tpot_ms is given"
     weights, experts = quant(row["gemm_quant_mode"]), quant(row["moe_quant_mode"])
@@ -428,7 +436,7 @@ def _measured_point(
         weights=weights, experts=experts, par=par, activations=activations,
         isl=float(values["isl"]), osl=float(values["osl"]), concurrency=conc, ttft_ms=values["silicon_ttft_ms"],
         tpot_ms=values["silicon_tpot_ms"], repair=repair, version=row.get("backend_version", ""), disagg=disagg,
-        prefix=prefix, kv=kv,
+        prefix=prefix, kv=kv, requests_per_user=per_user,
     ), ""
 
 
@@ -495,7 +503,7 @@ def predict(
         prefix = _as_array(p.prefix for p in pts)
         full = serve(shape, hw, par, prec, k, concurrency=np.full_like(conc, 1e9), isl=isl, osl=osl, prefix=prefix)
         conc = np.where(conc > 0, conc, full.mem.max_concurrency)
-        burst = _as_array(1.0 if p.source != "published" else 0.0 for p in pts)
+        burst = _as_array(_burst(p, k) for p in pts)
         res = serve(shape, hw, par, prec, k, concurrency=conc, isl=isl, osl=osl, burst=burst, prefix=prefix)
         e2e = _batch_latency(shape, hw, par, prec, k, conc, isl, osl)
         ttft, tpot = np.asarray(res.ttft_s) * 1e3, np.asarray(res.tpot_s) * 1e3
@@ -506,6 +514,15 @@ def predict(
                 e2e_ms=float(e2e[j]) * 1e3 if batch_mode[j] else float("nan"), fits=bool(fits[j]),
             )
     return [p for p in out if p is not None]
+
+
+def _burst(p: Point, k: Constants) -> float:
+    """How a point's run started, as :func:`~factoryplan.perf.serving.serve` weighs ``burst`` (its
+    first-wave share over the calibrated one): 0 for the published NIM sweep (warmed up first), 1 for
+    a burst-started run, ``1/(N·burst_share)`` for one whose users each sent ``N`` requests."""
+    if p.source == "published":
+        return 0.0
+    return 1.0 / (p.requests_per_user * k.burst_share) if p.requests_per_user else 1.0
 
 
 def _predict_disaggregated(
@@ -520,7 +537,7 @@ def _predict_disaggregated(
         decode_workers=_as_array(d.decode_workers for d in sides),
         decode_batch_max=_as_array(d.decode_batch for d in sides),
         prefill_batch_max=_as_array(d.prefill_batch for d in sides),
-        burst=_as_array(1.0 if p.source != "published" else 0.0 for p in pts),
+        burst=_as_array(_burst(p, k) for p in pts),
         prefix=_as_array(p.prefix for p in pts),
     )
     ttft, tpot = np.asarray(res.ttft_s) * 1e3, np.asarray(res.tpot_s) * 1e3
