@@ -530,3 +530,31 @@ def test_requests_per_user_column_sets_the_first_wave(tmp_path: Path) -> None:
     write_points_csv(out, [("data", loaded, preds)])
     with out.open(encoding="utf-8", newline="") as fh:
         assert [r["requests_per_user"] for r in csv.DictReader(fh)][:4] == ["", "1.0", "10.0", "1000.0"]
+
+
+def test_precision_column_and_columns_not_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Where both quantization modes are blank, the ``precision`` column (their summary) gives the
+    format, and one naming none skips the row with that column; the quantization modes win where
+    given. A column no rule reads is reported (text and JSON), not used silently."""
+    from factoryplan.validation.inference import MEASURED, load_measured
+
+    with MEASURED.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = [*(reader.fieldnames or []), "nextn"]
+        row = next(r for r in reader if r["model_path"] == "meta-llama/Llama-3.1-70B" and r["mode"] == "agg")
+    path = tmp_path / "points.csv"
+    cases = [("fp8", "", ""), ("", "", ""), ("fp8", "fp8", "fp8"), ("int3", "", ""), ("fp4", "fp8", "fp8")]
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for i, (summary, gemm, moe) in enumerate(cases):
+            writer.writerow({**row, "id": f"r{i}", "precision": summary, "gemm_quant_mode": gemm,
+                             "moe_quant_mode": moe, "nextn": "1"})
+    loaded = load_measured(load_catalog(), path)
+    assert [(p.id, p.weights) for p in loaded.points] == [("r0", "fp8"), ("r1", "bf16"), ("r2", "fp8"), ("r4", "fp8")]
+    assert [(i, r.split(" names")[0]) for i, r in loaded.skipped] == [("r3", "precision 'int3'")]
+    assert loaded.unread == ["nextn"]
+    assert main(["validate", "inference", "--data", str(path), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["data"]["columns_not_read"] == ["nextn"]
+    assert main(["validate", "inference", "--data", str(path)]) == 0
+    assert "columns not read (no rule uses them): nextn" in " ".join(capsys.readouterr().out.split())

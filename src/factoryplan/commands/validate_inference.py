@@ -205,6 +205,7 @@ def inference(
             "gpu_scaling": gpu_scaling(loaded.points, preds, order),
             "skipped": len(loaded.skipped),
             "skipped_reasons": dict(collections.Counter(reason for _, reason in loaded.skipped).most_common()),
+            "columns_not_read": loaded.unread,
         }
     if out is not None:
         write_points_csv(out, predicted)
@@ -250,6 +251,8 @@ def _print(result: dict[str, Any]) -> None:
             console.print(f"  same configuration on two GPUs, {pair} ({n} configuration{'s' * (n != 1)}): {text}")
         for reason, n in block.get("skipped_reasons", {}).items():
             console.print(f"  skipped {n} x {reason}")
+        if block.get("columns_not_read"):
+            console.print(f"  columns not read (no rule uses them): {', '.join(block['columns_not_read'])}")
     for s in result["published"]["skipped"]:
         console.print(f"skipped {s['id']}: {s['reason']}")
 

@@ -15,6 +15,7 @@ Two sources, both copied under ``validation/data`` with their provenance:
 Mapping rules (the same for every row, stated here once):
 
 * precision: ``gemm_quant_mode`` gives the dense linear layers, ``moe_quant_mode`` the experts
+  (where both are blank, a ``precision`` column's format gives both: it summarizes them)
   (empty, ``none``, ``float16``: BF16; ``fp8``/``fp8_block``: FP8; ``nvfp4``/``mxfp4``: FP4; ``int4_wo``:
   INT4 weight-only; ``int8_wo``, ``sq`` (SmoothQuant W8A8), ``int8``: FP8's bytes and rate, INT8 weight-only
   at BF16; a mode naming no format skips the row with the reason); a ``wXaY`` mode names
@@ -156,6 +157,7 @@ class Loaded:
 
     points: list[Point] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)  # columns of the file the mapping does not read
 
 
 def hardware_id(catalog: Catalog, name: str) -> tuple[str, str] | None:
@@ -339,7 +341,9 @@ def load_measured(
     model, system or serving engine is unknown are listed in ``skipped`` with the reason.
     """
     out = Loaded()
-    for row in read_table(path, MEASURED_COLUMNS, "measured-points", "serving_measured_hopper.csv"):
+    rows = read_table(path, MEASURED_COLUMNS, "measured-points", "serving_measured_hopper.csv")
+    out.unread = sorted(set(rows[0]) - _READ_COLUMNS) if rows else []
+    for row in rows:
         point, reason = _measured_point(catalog, row, source, configs)
         if point is None:
             out.skipped.append((row["id"], reason))
@@ -365,6 +369,14 @@ def read_table(path: Path, columns: Sequence[str], what: str, example: str) -> l
 # Whole-number columns of a measured row (blank: not given, read as 1 where a count is needed).
 _INT_COLUMNS = (*(f"{side}{n}" for side in ("", "prefill_", "decode_") for n in _PARALLEL_COLUMNS),
                 "prefill_num_workers", "decode_num_workers")
+
+
+# Every column the mapping reads (the module docstring's rules): a file's others are reported, not used.
+_READ_COLUMNS = frozenset({
+    "id", "silicon_data_source", "backend", "backend_version", "model_path", "system", "precision", "mode", "isl",
+    "osl", "gemm_quant_mode", "moe_quant_mode", "silicon_ttft_ms", "silicon_tpot_ms", *_INT_COLUMNS, "prefix",
+    "requests_per_user", *KV_COLUMNS,
+})
 
 
 def _measured_point(
@@ -407,10 +419,14 @@ def _measured_point(
         return None, f"requests_per_user {text!r} is not a whole number of requests (1 or more)"
     if values["silicon_ttft_ms"] is None and values["silicon_tpot_ms"] is None:
         return None, "neither silicon_ttft_ms nor silicon_tpot_ms is given"
-    weights, experts = quant(row["gemm_quant_mode"]), quant(row["moe_quant_mode"])
+    names = ("gemm_quant_mode", "moe_quant_mode")
+    summary = (row.get("precision") or "").strip()
+    from_summary = bool(summary) and not any((row.get(n) or "").strip() for n in names)  # only it names a format
+    modes = [summary if from_summary else row.get(n, "") for n in names]
+    weights, experts = quant(modes[0]), quant(modes[1])
     if weights is None or experts is None:
-        name, text = (("gemm_quant_mode", row["gemm_quant_mode"]) if weights is None
-                      else ("moe_quant_mode", row["moe_quant_mode"]))
+        name = "precision" if from_summary else names[0] if weights is None else names[1]
+        text = summary if from_summary else row[name]
         return None, (f"{name} {text!r} names no known format (bf16/fp16/none, fp8, fp8_block, nvfp4, mxfp4, "
                       "int4_wo, w4aN_*)")
     kv, kv_given = kv_of(row)
@@ -421,8 +437,7 @@ def _measured_point(
     except InfeasibleError as exc:
         return None, f"{kv_given}: {exc.message}"
     arch = resolve_model(catalog, ref)
-    activations = checkpoint_activations(catalog, arch, experts,
-                                         activations_of(row["gemm_quant_mode"], row["moe_quant_mode"]),
+    activations = checkpoint_activations(catalog, arch, experts, activations_of(*modes),
                                          catalog.accelerators[hw[0]], backend)
     domain = catalog.systems[hw[1]].scaleup_domain_gpus
     disagg = None
