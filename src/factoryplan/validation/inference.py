@@ -63,7 +63,7 @@ import csv
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -469,9 +469,12 @@ class Prediction:
     fits: bool
 
 
-def _group_key(p: Point) -> tuple[str, str, str, str, str, str, str, str, str]:
+GroupKey = tuple[str, str, str, str, str, str, str, str, str, float]
+
+
+def _group_key(p: Point) -> GroupKey:
     return (p.model, p.accelerator, p.system, p.backend, p.weights, p.experts, p.activations, p.kv,
-            "disagg" if p.disagg else "agg")
+            "disagg" if p.disagg else "agg", p.requests_per_user)
 
 
 def _parallel_arrays(pars: Iterable[Parallel]) -> Parallel:
@@ -496,12 +499,14 @@ def predict(
     """
     consts = constants or {}
     out: list[Prediction | None] = [None] * len(points)
-    groups: dict[tuple[str, ...], list[int]] = {}
+    groups: dict[GroupKey, list[int]] = {}
     for i, p in enumerate(points):
         groups.setdefault(_group_key(p), []).append(i)
     for key, idx in groups.items():
-        model, acc, system, backend, weights, experts, activations, kv_given, mode = key
+        model, acc, system, backend, weights, experts, activations, kv_given, mode, per_user = key
         k = consts.get(backend) or constants_from_catalog(catalog, backend)
+        if per_user:  # the run's users each sent that many requests: the first of each was the first wave
+            k = replace(k, burst_share=1.0 / per_user)
         shape = shape_of(resolve_model(catalog, model))
         hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
         pts = [points[i] for i in idx]
@@ -518,7 +523,7 @@ def predict(
         prefix = _as_array(p.prefix for p in pts)
         full = serve(shape, hw, par, prec, k, concurrency=np.full_like(conc, 1e9), isl=isl, osl=osl, prefix=prefix)
         conc = np.where(conc > 0, conc, full.mem.max_concurrency)
-        burst = _as_array(_burst(p, k) for p in pts)
+        burst = _as_array(1.0 if p.source != "published" else 0.0 for p in pts)
         res = serve(shape, hw, par, prec, k, concurrency=conc, isl=isl, osl=osl, burst=burst, prefix=prefix)
         e2e = _batch_latency(shape, hw, par, prec, k, conc, isl, osl)
         ttft, tpot = np.asarray(res.ttft_s) * 1e3, np.asarray(res.tpot_s) * 1e3
@@ -529,15 +534,6 @@ def predict(
                 e2e_ms=float(e2e[j]) * 1e3 if batch_mode[j] else float("nan"), fits=bool(fits[j]),
             )
     return [p for p in out if p is not None]
-
-
-def _burst(p: Point, k: Constants) -> float:
-    """How a point's run started, as :func:`~factoryplan.perf.serving.serve` weighs ``burst`` (its
-    first-wave share over the calibrated one): 0 for the published NIM sweep (warmed up first), 1 for
-    a burst-started run, ``1/(N·burst_share)`` for one whose users each sent ``N`` requests."""
-    if p.source == "published":
-        return 0.0
-    return 1.0 / (p.requests_per_user * k.burst_share) if p.requests_per_user else 1.0
 
 
 def _predict_disaggregated(
@@ -552,7 +548,7 @@ def _predict_disaggregated(
         decode_workers=_as_array(d.decode_workers for d in sides),
         decode_batch_max=_as_array(d.decode_batch for d in sides),
         prefill_batch_max=_as_array(d.prefill_batch for d in sides),
-        burst=_as_array(_burst(p, k) for p in pts),
+        burst=_as_array(1.0 if p.source != "published" else 0.0 for p in pts),
         prefix=_as_array(p.prefix for p in pts),
     )
     ttft, tpot = np.asarray(res.ttft_s) * 1e3, np.asarray(res.tpot_s) * 1e3
