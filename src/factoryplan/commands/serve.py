@@ -319,11 +319,8 @@ def serve(
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
                              ("--prefill-workers", prefill_workers), ("--decode-workers", decode_workers)) if v != 1]
     if rps is not None or tokens_per_day is not None:
-        if requests_per_user is not None:
-            raise FactoryplanError("the planner sizes a running service (steady state, Poisson arrivals)",
-                                   field="--requests-per-user", value=requests_per_user,
-                                   allowed="omit it with --rps/--tokens-per-day")
-        _plan(refs, build, layout, isl, osl, cached, spec, isl_cv, fmt, start=start, concurrency=concurrency,
+        _plan(refs, build, layout, isl, osl, cached, spec, isl_cv, fmt, start=start,
+              requests_per_user=requests_per_user, concurrency=concurrency,
               prefill_tp=prefill_tp, disagg=disagg, rps=rps, tokens_per_day=tokens_per_day,
               peak_to_average=peak_to_average, mode=mode.value, target=(ttft_ms, tpot_ms, ttft_percentile))
         return
@@ -348,18 +345,20 @@ def serve(
 
 def _plan(
     refs: list[str], build: Callable[[str], Setup], layout: Layout, isl: int, osl: int, cached: int,
-    spec: tuple[int, float], isl_cv: float, fmt: OutputFormat, *, start: Start | None, concurrency: int | None,
+    spec: tuple[int, float], isl_cv: float, fmt: OutputFormat, *, start: Start | None,
+    requests_per_user: int | None, concurrency: int | None,
     prefill_tp: int | None, disagg: list[str], rps: float | None, tokens_per_day: float | None,
     peak_to_average: float, mode: str, target: tuple[float, float, float | None],
 ) -> None:
     """``serve --rps/--tokens-per-day``: the capacity plan on one GPU type, or the types compared;
-    ``start``, ``concurrency``, ``layout.redundant``, ``prefill_tp`` and ``disagg`` (the point-estimate
-    options) are refused here; ``target``: TTFT and TPOT (ms), percentile."""
+    ``start``, ``requests_per_user``, ``concurrency``, ``layout.redundant``, ``prefill_tp`` and ``disagg``
+    (the point-estimate options) are refused here; ``target``: TTFT and TPOT (ms), percentile."""
     from factoryplan.commands import serve_engine as eng
 
-    if start is not None:
-        raise FactoryplanError("the planner sizes a running service (steady state, Poisson arrivals)",
-                               field="--start", value=start.value, allowed="omit it with --rps/--tokens-per-day")
+    for name, value in (("--start", start.value if start else None), ("--requests-per-user", requests_per_user)):
+        if value is not None:
+            raise FactoryplanError("the planner sizes a running service (steady state, Poisson arrivals)",
+                                   field=name, value=value, allowed="omit it with --rps/--tokens-per-day")
     if concurrency is not None:
         raise FactoryplanError("the planner chooses the concurrency", field="--concurrency", value=concurrency,
                                allowed="omit it with --rps/--tokens-per-day")
