@@ -7,22 +7,24 @@ Writes one JSON file with:
 - gemm_tp: the same for one GPU's slice of those layers under tensor parallelism 2, 4 and 8 (the
   column-parallel projections split N, the row-parallel ones K), Llama-3.1-8B/70B and Qwen3-32B;
 - hbm: achieved bandwidth of a large read (sum) and a copy (read + write);
-- attention: causal flash-attention forward and forward+backward TFLOP/s at training shapes, and
-  decode attention (one query token per sequence against a KV cache) as bytes of KV read per second;
+- attention: causal flash-attention forward and forward+backward TFLOP/s at training shapes, decode
+  attention (one query token per sequence against a KV cache) as bytes of KV read per second, and a
+  prompt chunk's attention after a prefix of its prompt (three ways, with the kernel PyTorch chose);
 - grouped_gemm: MoE expert GEMMs (Qwen3-235B, gpt-oss-120b and DeepSeek-V3 shapes) as one grouped
   GEMM per projection, over tokens per expert;
 - grouped_gemm_touched: the same with only some experts given tokens (1, 4 or 16 each), as in decode;
 - decode: a whole decode step of a Llama-3.1-8B-shaped model with random weights (BF16; the same
   matrices, RMSNorms, rotary-free attention over a preallocated KV cache), captured as a CUDA graph,
   over batch sizes and context lengths; the same step's matrix products alone; the step with FP8 weights
-  (W8A8, per-tensor scales, activations quantized on the fly; batch padded to 16); and the prefill of
-  one prompt at several lengths.
+  (W8A8, per-tensor scales, activations quantized on the fly; batch padded to 16); the prefill of
+  one prompt at several lengths, in BF16 and with FP8 matrix products; and chunked-prefill steps (a
+  prompt chunk, first or after a prefix of its prompt, in one pass with a batch of decoding sequences).
 
 Run: python3 benchmarks/device/gpu_microbench.py --out results.json --accelerator h200-sxm
-(about 40 s on an H200; PyTorch 2.8 or newer for the grouped GEMMs). Then
+(about a minute on an H200; PyTorch 2.8 or newer for the grouped GEMMs). Then
 `factoryplan validate kernels --data results.json` checks the inference physics against every timed
-kernel and prints the constants the file gives (two such runs on one H200, and a third of the MoE
-sections, ship in src/factoryplan/validation/data/ and are the catalog's kernels-h200-sxm entry).
+kernel and prints the constants the file gives (runs on one H200 ship in src/factoryplan/validation/data/;
+their means are the catalog's kernels-h200-sxm entry).
 Dry run on a CPU with tiny shapes (checks the script, numbers meaningless): --device cpu --small
 """
 
@@ -183,7 +185,9 @@ def bench_attention(dev: str, small: bool) -> list[dict[str, Any]]:
 
         t_fb = timed_eager(fwd_bwd, dev, 5)  # autograd is not captured in a graph; kernels are long enough
         out.append({"kind": "prefill_causal", "batch": batch, "heads": heads, "seq": seq, "head_dim": d,
-                    "fwd_tflops": flops_fwd / t_f / 1e12, "fwd_bwd_tflops": 3.5 * flops_fwd / t_fb / 1e12})
+                    "fwd_tflops": flops_fwd / t_f / 1e12, "fwd_bwd_tflops": 3.5 * flops_fwd / t_fb / 1e12,
+                    "kernel": longest_kernel(lambda q=q, k=k, v=v: F.scaled_dot_product_attention(
+                        q, k, v, is_causal=True), dev)})
         del q, k, v, grad
     for batch, ctx in (((2, 256),) if small else ((1, 4096), (8, 4096), (32, 4096), (128, 4096), (32, 16384),
                                                    (128, 1024))):
@@ -196,6 +200,53 @@ def bench_attention(dev: str, small: bool) -> list[dict[str, Any]]:
         out.append({"kind": "decode_gqa", "batch": batch, "context": ctx, "q_heads": hq, "kv_heads": hkv,
                     "seconds": t, "kv_bytes_per_s": kv_bytes / t})
         del q, kc, vc
+    return out + bench_prefix_attention(dev, small)
+
+
+def longest_kernel(fn: Callable[[], Any], dev: str) -> str:
+    """Name of the GPU kernel that takes longest in one call of ``fn`` (which attention kernel PyTorch
+    chose); empty where the profiler sees no GPU."""
+    if dev != "cuda":
+        return ""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_time_total > 0]
+    return max(events, key=lambda e: e.device_time_total).key[:120] if events else ""
+
+
+def bench_prefix_attention(dev: str, small: bool) -> list[dict[str, Any]]:
+    """Attention of a prompt chunk after a prefix of its prompt (chunked prefill, prefix caching): causal
+    from the prefix on (mask aligned bottom-right) with GQA, the same with the KV heads repeated, and with
+    no mask over all keys (more work, but the kernel PyTorch picks for plain shapes)."""
+    from torch.nn.attention.bias import causal_lower_right
+    out = []
+    d, hq, hkv = (64, 4, 2) if small else (128, 32, 8)
+    for chunk, prefix in (((32, 64),) if small else ((512, 4096), (2048, 4096), (2048, 16384), (8192, 8192))):
+        q = torch.randn(1, hq, chunk, d, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(1, hkv, prefix + chunk, d, device=dev, dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        mask = causal_lower_right(chunk, prefix + chunk)
+        kr, vr = k.repeat_interleave(hq // hkv, 1), v.repeat_interleave(hq // hkv, 1)
+        variants: dict[str, Callable[[], Any]] = {
+            "lower_right_gqa": lambda q=q, k=k, v=v, m=mask: F.scaled_dot_product_attention(
+                q, k, v, attn_mask=m, enable_gqa=True),
+            "lower_right_repeated_kv": lambda q=q, k=kr, v=vr, m=mask: F.scaled_dot_product_attention(
+                q, k, v, attn_mask=m),
+            "no_mask_all_keys": lambda q=q, k=k, v=v: F.scaled_dot_product_attention(q, k, v, enable_gqa=True),
+        }
+        for variant, fn in variants.items():
+            try:
+                t = timed(fn, dev, 10)
+            except RuntimeError as exc:
+                out.append({"kind": "prefix_causal_error", "variant": variant, "chunk": chunk, "prefix": prefix,
+                            "error": str(exc)[:200]})
+                continue
+            out.append({"kind": "prefix_causal", "variant": variant, "batch": 1, "q_heads": hq, "kv_heads": hkv,
+                        "head_dim": d, "chunk": chunk, "prefix": prefix, "seconds": t,
+                        "kernel": longest_kernel(fn, dev)})
+        del q, k, v, kr, vr
     return out
 
 
@@ -370,19 +421,63 @@ class TinyLlama:
             x = x + self.mm((F.silu(gu[:, : self.ffn]) * gu[:, self.ffn :]).contiguous(), "down", i, fp8)
         return F.rms_norm(x, (self.h,)) @ self.lm_head
 
-    def prefill(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward of one prompt x (1, seq, hidden) with causal attention."""
-        s = x.shape[1]
+    def mixed(self, x: torch.Tensor, kc: list[torch.Tensor], vc: list[torch.Tensor], chunk: torch.Tensor,
+              kp: list[torch.Tensor] | None, vp: list[torch.Tensor] | None) -> tuple[torch.Tensor, str]:
+        """One chunked-prefill step: the decode rows x (batch, hidden) against caches (batch, hkv, ctx, d) and
+        a prompt chunk (tokens, hidden) after ``kp``/``vp`` (1, hkv, prefix, d) of the same prompt, as one
+        pass. The matrix products take both together; the chunk's attention is causal from its prefix on.
+        Returns the logits (decode rows and the chunk's last token) and the attention path the chunk took."""
+        b, p, dh = x.shape[0], chunk.shape[0], self.d
+        h = torch.cat([x, chunk]) if b else chunk
+        path = "causal"
         for i in range(self.layers):
-            qkv = F.rms_norm(x, (self.h,)) @ self.qkv[i]
-            q = qkv[..., : self.hq * self.d].view(1, s, self.hq, self.d).transpose(1, 2)
-            k = qkv[..., self.hq * self.d : (self.hq + self.hkv) * self.d].view(1, s, self.hkv, self.d).transpose(1, 2)
-            v = qkv[..., (self.hq + self.hkv) * self.d :].view(1, s, self.hkv, self.d).transpose(1, 2)
+            qkv = F.rms_norm(h, (self.h,)) @ self.qkv[i]
+            att = []
+            if b:
+                q = qkv[:b, : self.hq * dh].reshape(b, self.hq, 1, dh)
+                att.append(F.scaled_dot_product_attention(q, kc[i], vc[i], enable_gqa=True).reshape(b, -1))
+            c = qkv[b:]
+            q = c[:, : self.hq * dh].view(1, p, self.hq, dh).transpose(1, 2)
+            k = c[:, self.hq * dh : (self.hq + self.hkv) * dh].view(1, p, self.hkv, dh).transpose(1, 2)
+            v = c[:, (self.hq + self.hkv) * dh :].view(1, p, self.hkv, dh).transpose(1, 2)
+            if kp is None or vp is None:
+                o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            else:  # the engine's paged cache holds the prefix; here one copy of it joins the chunk's keys
+                k, v = torch.cat([kp[i], k], dim=2), torch.cat([vp[i], v], dim=2)
+                o, path = self._lower_right(q, k, v)
+            att.append(o.transpose(1, 2).reshape(p, -1))
+            h = h + torch.cat(att) @ self.o[i] if b else h + att[0] @ self.o[i]
+            gu = F.rms_norm(h, (self.h,)) @ self.gate_up[i]
+            h = h + (F.silu(gu[:, : self.ffn]) * gu[:, self.ffn :]) @ self.down[i]
+        rows = torch.cat([h[:b], h[-1:]]) if b else h[-1:]
+        return F.rms_norm(rows, (self.h,)) @ self.lm_head, path
+
+    def _lower_right(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, str]:
+        """Causal attention of the last q.shape[2] positions of k/v (the mask aligned bottom-right), GQA."""
+        from torch.nn.attention.bias import causal_lower_right
+        mask = causal_lower_right(q.shape[2], k.shape[2])
+        try:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True), "lower_right"
+        except RuntimeError:  # a backend without GQA for this mask: the KV heads repeated (extra traffic)
+            rep = self.hq // self.hkv
+            return F.scaled_dot_product_attention(q, k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1),
+                                                  attn_mask=mask), "lower_right_repeated_kv"
+
+    def prefill(self, x: torch.Tensor, fp8: bool = False) -> torch.Tensor:
+        """Forward of one prompt x (1, seq, hidden) with causal attention; ``fp8``: the layers' matrix
+        products in FP8 as in :meth:`mm` (attention stays BF16, as the engines' FP8 checkpoints run it)."""
+        s = x.shape[1]
+        h = x[0]
+        for i in range(self.layers):
+            qkv = self.mm(F.rms_norm(h, (self.h,)), "qkv", i, fp8)
+            q = qkv[:, : self.hq * self.d].view(1, s, self.hq, self.d).transpose(1, 2)
+            k = qkv[:, self.hq * self.d : (self.hq + self.hkv) * self.d].view(1, s, self.hkv, self.d).transpose(1, 2)
+            v = qkv[:, (self.hq + self.hkv) * self.d :].view(1, s, self.hkv, self.d).transpose(1, 2)
             att = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
-            x = x + att.transpose(1, 2).reshape(1, s, self.hq * self.d) @ self.o[i]
-            gu = F.rms_norm(x, (self.h,)) @ self.gate_up[i]
-            x = x + (F.silu(gu[..., : self.ffn]) * gu[..., self.ffn :]) @ self.down[i]
-        return F.rms_norm(x[:, -1], (self.h,)) @ self.lm_head
+            h = h + self.mm(att.transpose(1, 2).reshape(s, self.hq * self.d), "o", i, fp8)
+            gu = self.mm(F.rms_norm(h, (self.h,)), "gate_up", i, fp8)
+            h = h + self.mm((F.silu(gu[:, : self.ffn]) * gu[:, self.ffn :]).contiguous(), "down", i, fp8)
+        return F.rms_norm(h[-1:], (self.h,)) @ self.lm_head
 
 
 def bench_decode(dev: str, small: bool) -> list[dict[str, Any]]:
@@ -422,12 +517,52 @@ def bench_decode(dev: str, small: bool) -> list[dict[str, Any]]:
         del kc, vc
         if dev == "cuda":
             torch.cuda.empty_cache()
+    out += bench_mixed(model, dev, small)
     for seq in ((64,) if small else (512, 2048, 8192)):
         x = torch.randn(1, seq, model.h, device=dev, dtype=torch.bfloat16)
         t = timed_eager(lambda x=x: model.prefill(x), dev, 3)
         linear = 2.0 * (model.params() - model.h * model.vocab) * seq + 2.0 * model.h * model.vocab
         attn = 4.0 * model.layers * model.hq * model.d * seq * seq / 2
         out.append({"kind": "prefill", "seq": seq, "seconds": t, "tflops": (linear + attn) / t / 1e12})
+        if fp8_ok and seq % 16 == 0:
+            t8 = timed_eager(lambda x=x: model.prefill(x, fp8=True), dev, 3)
+            out.append({"kind": "prefill_fp8", "seq": seq, "seconds": t8, "tflops": (linear + attn) / t8 / 1e12})
+    return out
+
+
+def bench_mixed(model: TinyLlama, dev: str, small: bool) -> list[dict[str, Any]]:
+    """Chunked-prefill steps: a prompt chunk of 512 or 2,048 tokens (first chunk, or after 4,096 tokens of
+    its prompt) in one pass with 0, 32 or 128 decoding sequences at context 1,024 (the decode_step rows'
+    context), timed as a CUDA graph where one captures, else eagerly."""
+    out: list[dict[str, Any]] = []
+    ctx = 128 if small else 1024
+    for batch in ((0, 8) if small else (0, 32, 128)):
+        kc = [torch.randn(batch, model.hkv, ctx, model.d, device=dev, dtype=torch.bfloat16)
+              for _ in range(model.layers)]
+        vc = [torch.randn_like(t) for t in kc]
+        x = torch.randn(batch, model.h, device=dev, dtype=torch.bfloat16)
+        for chunk_len in ((32,) if small else (512, 2048)):
+            for prefix in ((0, 64) if small else (0, 4096)):
+                chunk = torch.randn(chunk_len, model.h, device=dev, dtype=torch.bfloat16)
+                kp = [torch.randn(1, model.hkv, prefix, model.d, device=dev, dtype=torch.bfloat16)
+                      for _ in range(model.layers)] if prefix else None
+                vp = [torch.randn_like(t) for t in kp] if kp else None
+                path = model.mixed(x, kc, vc, chunk, kp, vp)[1]
+
+                def step(x: torch.Tensor = x, kc: list[torch.Tensor] = kc, vc: list[torch.Tensor] = vc,
+                         chunk: torch.Tensor = chunk, kp: list[torch.Tensor] | None = kp,
+                         vp: list[torch.Tensor] | None = vp) -> None:
+                    model.mixed(x, kc, vc, chunk, kp, vp)
+                try:
+                    t, timing = timed(step, dev, 3), "graph"
+                except RuntimeError:
+                    t, timing = timed_eager(step, dev, 3), "eager"
+                out.append({"kind": "mixed_step", "batch": batch, "context": ctx, "chunk": chunk_len,
+                            "prefix": prefix, "seconds": t, "timing": timing, "attention_path": path})
+                del kp, vp
+        del kc, vc
+        if dev == "cuda":
+            torch.cuda.empty_cache()
     return out
 
 
