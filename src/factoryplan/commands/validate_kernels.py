@@ -1,11 +1,11 @@
 """`factoryplan validate kernels`: the inference physics against kernels timed on a GPU.
 
-By default the two shipped runs of ``benchmarks/device/gpu_microbench.py`` on one H200; ``--data FILE``
+By default the shipped runs of ``benchmarks/device/gpu_microbench.py`` on one H200; ``--data FILE``
 (repeatable) checks other runs, e.g. on a GPU the catalog has only datasheet figures for. For each
-family of kernels (dense GEMMs per precision, prefill and decode attention, MoE grouped GEMMs, a whole
-decode step and prefill of a Llama-3.1-8B-shaped model) it prints how far the engine's formulas with
-the catalog constants land from the measured times (MAPE, median, mean signed error), then the
-constants each file's measurements give on their own, beside the catalog's.
+family of kernels (dense GEMMs per precision, prefill and decode attention, MoE grouped GEMMs, whole
+decode steps, prefills and chunked-prefill steps of a Llama-3.1-8B-shaped model) it prints how far the
+engine's formulas with the catalog constants land from the measured times (MAPE, median, mean signed
+error), then the constants each file's measurements give on their own, beside the catalog's.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from factoryplan.commands import OutputFormat
 
 def kernels(
     data: Annotated[list[Path] | None, typer.Option("--data", help="A gpu_microbench.py output file (repeatable); "
-                                                    "default: the two shipped H200 runs.")] = None,
+                                                    "default: the six shipped H200 files.")] = None,
     gpu: Annotated[str | None, typer.Option("--gpu", help="Accelerator id the files were measured on, where they "
                                             "do not say (their 'accelerator' key).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="Serving engine whose calibrated constants to check "

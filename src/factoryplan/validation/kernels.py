@@ -16,7 +16,9 @@ Prediction rules (the same for every file):
   ``low_precision_efficiency``), ``kn`` weights of 2 bytes (BF16) or 1 (FP8) streamed from HBM.
 * attention: prefill ``4·b·h·s²·d/2`` causal FLOPs at ``attention_efficiency`` of the BF16 peak;
   decode ``2·b·h_kv·ctx·d`` KV elements of 2 bytes at ``kv_efficiency`` of the HBM bandwidth,
-  rooflined with its ``4·b·h·ctx·d`` FLOPs.
+  rooflined with its ``4·b·h·ctx·d`` FLOPs; a prompt chunk after a prefix of its prompt
+  (``prefix_causal``) ``4·h·d`` FLOPs per attended pair (:func:`~factoryplan.perf.inference.attended_pairs`;
+  every key, for the variant without a mask) at ``attention_efficiency``.
 * grouped GEMM (every expert given the same tokens, or only some experts a few tokens each, as in
   decode): the up (gate and up) and down projections of the experts given tokens as one GEMM group,
   their weights streamed at the dense rate, their FLOPs at ``moe_efficiency`` of a dense GEMM's
@@ -24,7 +26,8 @@ Prediction rules (the same for every file):
 * decode step and prefill: one iteration of the catalog model the file names (``llama-3.1-8b``), one
   GPU, BF16 weights and KV (FP8 weights for ``decode_step_fp8``), with no engine overhead: the
   difference is what the step's other kernels (norms, activations, residuals, attention launches)
-  cost, reported per layer.
+  cost, reported per layer. ``prefill_fp8``: the prefill with FP8 matrix products; ``mixed_step``: a
+  prompt chunk (after ``prefix`` tokens of its prompt) and ``batch`` decoding sequences in one pass.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from factoryplan.perf.inference import (
     Hardware,
     Parallel,
     Precision,
+    attended_pairs,
     gemm_peak,
     gemm_time,
     hardware_of,
@@ -55,8 +59,8 @@ from factoryplan.perf.inference import (
 )
 
 DATA_DIR = Path(__file__).parent / "data"
-SHIPPED = (DATA_DIR / "kernels_h200-sxm_2026-11-30_run1.json", DATA_DIR / "kernels_h200-sxm_2026-11-30_run2.json",
-           DATA_DIR / "kernels_h200-sxm_2026-11-30_moe.json")
+SHIPPED = tuple(DATA_DIR / f"kernels_h200-sxm_2026-11-30_{run}.json"
+                for run in ("run1", "run2", "moe", "run3", "run4", "attention"))
 STEP_MODEL = "llama-3.1-8b"  # the shape of the microbenchmark's decode step and prefill
 BF16_BYTES, FP8_BYTES = 2.0, 1.0
 
@@ -111,7 +115,7 @@ class KernelBench:
 
 
 def load_bench(catalog: Catalog, path: Path, accelerator: str | None = None) -> KernelBench:
-    """Read a ``gpu_microbench.py`` output file (:data:`SHIPPED`: three runs on one H200), checking
+    """Read a ``gpu_microbench.py`` output file (:data:`SHIPPED`: six files of runs on one H200), checking
     each record it will read. The accelerator is ``accelerator`` if given, else the file's own
     ``accelerator`` key."""
     try:
@@ -142,19 +146,22 @@ RECORDS: dict[str, dict[str, tuple[str, ...]]] = {
     "gemm": {"*": _GEMM_KEYS},
     "gemm_tp": {"*": _GEMM_KEYS},  # one GPU's slice of each layer under tensor parallelism
     "attention": {"prefill_causal": ("batch", "heads", "seq", "head_dim", "fwd_tflops"),
+                  "prefix_causal": ("variant", "batch", "q_heads", "head_dim", "chunk", "prefix", "seconds"),
                   "decode_gqa": ("batch", "context", "q_heads", "kv_heads", "seconds", "kv_bytes_per_s")},
     "grouped_gemm": {"*": ("shape", "experts", "hidden", "ffn", "tokens_per_expert", "seconds", "tflops")},
     "grouped_gemm_touched": {"*": ("shape", "experts", "hidden", "ffn", "touched", "tokens_per_expert", "seconds",
                                    "weight_bytes_per_s")},
     "decode": {"decode_step": ("batch", "context", "seconds", "kv_bytes"), "decode_gemms_only": ("batch", "seconds"),
-               "decode_step_fp8": ("batch", "context", "seconds"), "prefill": ("seq", "seconds")},
+               "decode_step_fp8": ("batch", "context", "seconds"), "prefill": ("seq", "seconds"),
+               "prefill_fp8": ("seq", "seconds"), "mixed_step": ("batch", "context", "chunk", "prefix", "seconds")},
 }
 GEMM_DTYPES = ("bf16", "fp8", "fp8_fast_accum")
 
 
 def _check_record(record: dict[str, Any], section: str, index: int, kinds: dict[str, tuple[str, ...]],
                   src: Path) -> None:
-    """A record has the keys its kind needs, with positive numbers (the text keys aside)."""
+    """A record has the keys its kind needs, with positive numbers (the text keys aside; a chunked-prefill
+    step's decode batch and prefix may be zero)."""
     where = f"{src}: {section}[{index}]"
     kind = str(record.get("kind", "*"))
     if kind not in kinds and "*" not in kinds:
@@ -166,10 +173,12 @@ def _check_record(record: dict[str, Any], section: str, index: int, kinds: dict[
                                allowed=", ".join(needed))
     for key in needed:
         value = record[key]
-        if key in ("shape", "dtype"):
+        if key in ("shape", "dtype", "variant"):
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise FactoryplanError("not a positive number", where=where, field=key, value=value)
+        counts = kind == "mixed_step" and key in ("batch", "prefix")  # a chunk alone, or a first chunk
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (value >= 0 if counts else value > 0):
+            raise FactoryplanError("not a non-negative number" if counts else "not a positive number", where=where,
+                                   field=key, value=value)
     if section in ("gemm", "gemm_tp") and record["dtype"] not in GEMM_DTYPES:
         raise FactoryplanError("unknown GEMM precision", where=where, field="dtype", value=record["dtype"],
                                allowed=", ".join(GEMM_DTYPES))
@@ -202,7 +211,8 @@ def gemm_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[KernelCas
 
 
 def attention_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[KernelCase]:
-    """Causal prefill attention (forward) and decode attention over a KV cache."""
+    """Causal prefill attention (forward), a prompt chunk's attention after a prefix of its prompt, and
+    decode attention over a KV cache."""
     out = []
     peak = float(np.asarray(hw.bf16_flops)) * k.attention_efficiency
     kv_rate = float(np.asarray(hw.hbm_bytes_s)) * k.kv_efficiency
@@ -212,6 +222,13 @@ def attention_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[Kern
             measured = flops / (r["fwd_tflops"] * 1e12)
             out.append(KernelCase("attention prefill", f"b={r['batch']} h={r['heads']} s={r['seq']}",
                                   measured, flops / peak))
+        elif r["kind"] == "prefix_causal":  # the mask aligned bottom-right, or (no_mask_all_keys) every key
+            every_key = r["variant"] == "no_mask_all_keys"
+            pairs = r["chunk"] * (r["prefix"] + r["chunk"]) if every_key else float(
+                attended_pairs(float(r["prefix"]), float(r["chunk"])))
+            flops = 4.0 * r["batch"] * r["q_heads"] * r["head_dim"] * pairs
+            out.append(KernelCase(f"attention after a prefix, {r['variant'].replace('_', ' ')}",
+                                  f"chunk={r['chunk']} prefix={r['prefix']}", float(r["seconds"]), flops / peak))
         elif r["kind"] == "decode_gqa":
             kv_bytes = r["kv_bytes_per_s"] * r["seconds"]  # the K and V caches, BF16
             head_dim = kv_bytes / (2.0 * r["batch"] * r["kv_heads"] * r["context"] * BF16_BYTES)
@@ -243,10 +260,12 @@ def grouped_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[Kernel
 
 
 def step_cases(catalog: Catalog, bench: KernelBench, hw: Hardware, k: Constants) -> list[KernelCase]:
-    """Whole decode steps (BF16 and FP8 weights) and prompt prefills of the step model, engine
+    """Whole decode steps (BF16 and FP8 weights), prompt prefills (BF16 and FP8 matrix products) and
+    chunked-prefill steps (a prompt chunk with a decode batch in one pass) of the step model, engine
     overheads excluded."""
     s = shape_of(catalog.models[STEP_MODEL])
     k0 = physics_only(k)
+    bf16 = Precision(weights="bf16", experts="bf16", kv="bf16")
     out = []
     for r in bench.rows("decode"):
         kind = r["kind"]
@@ -257,10 +276,17 @@ def step_cases(catalog: Catalog, bench: KernelBench, hw: Hardware, k: Constants)
             t = iteration(s, hw, Parallel(), prec, k0, decode_seqs=batch, ctx=float(r["context"])).total
             label = f"b={int(batch)} ctx={r['context']}"
             out.append(KernelCase(kind.replace("_", " "), label, float(r["seconds"]), float(t)))
-        elif kind == "prefill":
-            t = iteration(s, hw, Parallel(), Precision(weights="bf16", experts="bf16", kv="bf16"), k0,
+        elif kind in ("prefill", "prefill_fp8"):
+            fmt = "fp8" if kind.endswith("fp8") else "bf16"
+            t = iteration(s, hw, Parallel(), Precision(weights=fmt, experts=fmt, kv="bf16"), k0,
                           decode_seqs=0.0, ctx=float(r["seq"]), prompts=1.0, prompt_len=float(r["seq"])).total
-            out.append(KernelCase("prefill", f"s={r['seq']}", float(r["seconds"]), float(t)))
+            out.append(KernelCase(kind.replace("_", " "), f"s={r['seq']}", float(r["seconds"]), float(t)))
+        elif kind == "mixed_step":  # a prompt chunk after ``prefix`` tokens of its prompt, with a decode batch
+            t = iteration(s, hw, Parallel(), bf16, k0, decode_seqs=float(r["batch"]), ctx=float(r["context"]),
+                          prompts=1.0, prompt_len=float(r["chunk"]), prompt_prefix=float(r["prefix"])).total
+            label = f"b={r['batch']} chunk={r['chunk']} prefix={r['prefix']}"
+            family = "chunked prefill step" + (", after a prefix" if r["prefix"] else "")
+            out.append(KernelCase(family, label, float(r["seconds"]), float(t)))
     return out
 
 
