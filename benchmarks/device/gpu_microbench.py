@@ -18,7 +18,9 @@ Writes one JSON file with:
   over batch sizes and context lengths; the same step's matrix products alone; the step with FP8 weights
   (W8A8, per-tensor scales, activations quantized on the fly; batch padded to 16); the prefill of
   one prompt at several lengths, in BF16 and with FP8 matrix products; and chunked-prefill steps (a
-  prompt chunk, first or after a prefix of its prompt, in one pass with a batch of decoding sequences).
+  prompt chunk, first or after a prefix of its prompt, in one pass with a batch of decoding sequences);
+- decode_tp: decode steps of one GPU's slice of Llama-3.1-8B and -70B under tensor parallelism 2, 4 and
+  8 (no all-reduce), and their matrix products alone.
 
 Run: python3 benchmarks/device/gpu_microbench.py --out results.json --accelerator h200-sxm
 (about a minute on an H200; PyTorch 2.8 or newer for the grouped GEMMs). Then
@@ -359,13 +361,21 @@ def timed_eager(fn: Callable[[], Any], dev: str, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-class TinyLlama:
-    """Llama-3.1-8B-shaped decoder with random weights: the matrices and memory traffic of a real step."""
+# (hidden, FFN width, layers, query heads, KV heads, head size, vocabulary) of the models the decode steps
+# take the shape of, and a tiny one for a dry run
+STEP_SHAPES = {"llama-3.1-8b": (4096, 14336, 32, 32, 8, 128, 128256),
+               "llama-3.1-70b": (8192, 28672, 80, 64, 8, 128, 128256), "tiny": (256, 512, 2, 4, 2, 64, 1000)}
 
-    def __init__(self, dev: str, small: bool) -> None:
+
+class TinyLlama:
+    """Llama-3.1-8B-shaped decoder with random weights: the matrices and memory traffic of a real step.
+    ``model``/``tp``: another shape of :data:`STEP_SHAPES`, or one GPU's slice of it under tensor
+    parallelism (its heads, FFN columns and vocabulary divided by ``tp``; no all-reduce)."""
+
+    def __init__(self, dev: str, small: bool, model: str = "llama-3.1-8b", tp: int = 1) -> None:
+        h, ffn, layers, hq, hkv, d, vocab = STEP_SHAPES["tiny" if small else model]
         self.h, self.ffn, self.layers, self.hq, self.hkv, self.d, self.vocab = (
-            (256, 512, 2, 4, 2, 64, 1000) if small else (4096, 14336, 32, 32, 8, 128, 128256)
-        )
+            h, ffn // tp, layers, hq // tp, max(hkv // tp, 1), d, vocab // tp)
         def w(k: int, n: int) -> torch.Tensor:
             return torch.randn(k, n, device=dev, dtype=torch.bfloat16) / math.sqrt(k)
         self.qkv = [w(self.h, (self.hq + 2 * self.hkv) * self.d) for _ in range(self.layers)]
@@ -530,6 +540,33 @@ def bench_decode(dev: str, small: bool) -> list[dict[str, Any]]:
     return out
 
 
+def bench_decode_tp(dev: str, small: bool) -> list[dict[str, Any]]:
+    """Decode steps of one GPU's slice of Llama-3.1-8B and -70B under tensor parallelism 2, 4 and 8 (BF16,
+    context 1,024; the all-reduces left out), and the same steps' matrix products alone."""
+    out: list[dict[str, Any]] = []
+    cases = (("llama-3.1-8b", 2),) if small else tuple(
+        (m, tp) for m in ("llama-3.1-8b", "llama-3.1-70b") for tp in (2, 4, 8))
+    ctx = 128 if small else 1024
+    for name, tp in cases:
+        model = TinyLlama(dev, small, name, tp)
+        for batch in ((1, 8) if small else (1, 16, 64, 128)):
+            kc = [torch.randn(batch, model.hkv, ctx, model.d, device=dev, dtype=torch.bfloat16)
+                  for _ in range(model.layers)]
+            vc = [torch.randn_like(t) for t in kc]
+            x = torch.randn(batch, model.h, device=dev, dtype=torch.bfloat16)
+            t = timed(lambda x=x, kc=kc, vc=vc, m=model: m.step(x, kc, vc), dev, 3)
+            t_g = timed(lambda x=x, kc=kc, vc=vc, m=model: m.step(x, kc, vc, gemms_only=True), dev, 3)
+            kv_bytes = 2 * model.layers * batch * model.hkv * ctx * model.d * 2
+            out.append({"kind": "decode_step_tp_slice", "model": name, "tp": tp, "batch": batch, "context": ctx,
+                        "seconds": t, "gemms_only_seconds": t_g, "weight_bytes": model.params() * 2,
+                        "kv_bytes": kv_bytes})
+            del kc, vc
+        del model
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
 def bench_mixed(model: TinyLlama, dev: str, small: bool) -> list[dict[str, Any]]:
     """Chunked-prefill steps: a prompt chunk of 512 or 2,048 tokens (first chunk, or after 4,096 tokens of
     its prompt) in one pass with 0, 32 or 128 decoding sequences at context 1,024 (the decode_step rows'
@@ -598,7 +635,8 @@ def main() -> None:
     if args.accelerator:
         result = {"accelerator": args.accelerator, **result}
     for name, fn in (("hbm", bench_hbm), ("gemm", bench_gemm), ("gemm_tp", bench_gemm_tp),
-                     ("attention", bench_attention), ("decode", bench_decode), ("grouped_gemm", bench_grouped),
+                     ("attention", bench_attention), ("decode", bench_decode), ("decode_tp", bench_decode_tp),
+                     ("grouped_gemm", bench_grouped),
                      ("grouped_gemm_touched", bench_grouped_touched)):
         if args.sections and name not in args.sections:
             continue
