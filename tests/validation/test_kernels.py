@@ -117,7 +117,7 @@ def test_attention_after_a_prefix(families: dict[str, dict[str, float]]) -> None
 
 def test_cli_json_and_cases(capsys: pytest.CaptureFixture[str]) -> None:
     d = cli_json(capsys, "validate", "kernels", "--cases")
-    assert [f["accelerator"] for f in d["files"]] == ["h200-sxm"] * 6
+    assert [f["accelerator"] for f in d["files"]] == ["h200-sxm"] * 8
     assert d["files"][0]["not_checked"] == {"hbm": 3}  # plain bandwidth figures: reported, not predicted
     assert {"gemm bf16", "gemm fp8", "attention prefill", "attention decode", "grouped gemm", "decode step",
             "decode step fp8", "prefill"} <= set(d["families"])
@@ -167,6 +167,24 @@ def test_tensor_parallel_slices_are_their_own_families(tmp_path: Path, capsys: p
     assert "gemm_tp[0]: dtype: unknown GEMM precision" in capsys.readouterr().err.replace("\n", " ")
 
 
+def test_decode_steps_of_tensor_parallel_slices(catalog: Catalog) -> None:
+    """One GPU's slice of a Llama-3.1-8B or -70B decode step under TP 2-8 (no all-reduce): at one sequence
+    what the physics leaves out is a fixed time per layer, the same for both models and every TP (35-41
+    us a layer, unfused, in a CUDA graph: four GEMMs' fixed costs and the norms, activations and
+    attention launches), as the engines' per-layer overhead models it; the engines' fitted overheads
+    lie below it (they fuse those kernels)."""
+    k = constants_from_catalog(catalog, "vllm")
+    cases = [c for path in SHIPPED if "decode_tp" in path.name
+             for c in kernel_cases(catalog, load_bench(catalog, path), k) if c.family == "decode step tp slice"]
+    assert len(cases) == 48
+    per_layer = [(c.measured_s - c.predicted_s) / (80 if "70b" in c.case else 32) for c in cases
+                 if c.case.endswith(" b=1")]
+    assert len(per_layer) == 12 and min(per_layer) > 30e-6 and max(per_layer) < 45e-6
+    assert max(per_layer) / min(per_layer) < 1.2
+    for engine in ("vllm", "sglang", "trtllm"):
+        assert constants_from_catalog(catalog, engine).layer_overhead_s < min(per_layer), engine
+
+
 @pytest.mark.parametrize(("content", "args", "message"), [
     ("{", [], "--data: not a JSON file"),
     ('{"hbm": []}', [], "not a gpu_microbench.py output (no gemm, gemm_tp, attention, grouped_gemm"),
@@ -179,6 +197,8 @@ def test_tensor_parallel_slices_are_their_own_families(tmp_path: Path, capsys: p
      "decode[0]: seconds: not a positive number (got -1)"),
     ('{"decode": [{"kind": "mixed_step", "batch": -1, "context": 1024, "chunk": 512, "prefix": 0, '
      '"seconds": 0.01}]}', [], "decode[0]: batch: not a non-negative number (got -1)"),
+    ('{"decode_tp": [{"kind": "decode_step_tp_slice", "model": "llama-9b", "tp": 2, "batch": 1, "context": 1, '
+     '"seconds": 1, "gemms_only_seconds": 1}]}', [], "decode_tp[0]: model: unknown model 'llama-9b'"),
     ('{"attention": [{"kind": "prefix_causal", "variant": "v", "batch": 1, "q_heads": 32, "head_dim": 128, '
      '"chunk": 0, "prefix": 64, "seconds": 0.01}]}', [], "attention[0]: chunk: not a positive number (got 0)"),
 ])

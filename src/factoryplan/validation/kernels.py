@@ -28,6 +28,9 @@ Prediction rules (the same for every file):
   difference is what the step's other kernels (norms, activations, residuals, attention launches)
   cost, reported per layer. ``prefill_fp8``: the prefill with FP8 matrix products; ``mixed_step``: a
   prompt chunk (after ``prefix`` tokens of its prompt) and ``batch`` decoding sequences in one pass.
+* decode step of one GPU's slice under tensor parallelism (``decode_tp``): the iteration of the model
+  the record names at its ``tp``, less the all-reduces (one GPU runs no collective), and the same
+  iteration's matrix products alone.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from factoryplan.perf.inference import (
 
 DATA_DIR = Path(__file__).parent / "data"
 SHIPPED = tuple(DATA_DIR / f"kernels_h200-sxm_2026-11-30_{run}.json"
-                for run in ("run1", "run2", "moe", "run3", "run4", "attention"))
+                for run in ("run1", "run2", "moe", "run3", "run4", "attention", "decode_tp1", "decode_tp2"))
 STEP_MODEL = "llama-3.1-8b"  # the shape of the microbenchmark's decode step and prefill
 BF16_BYTES, FP8_BYTES = 2.0, 1.0
 
@@ -115,7 +118,7 @@ class KernelBench:
 
 
 def load_bench(catalog: Catalog, path: Path, accelerator: str | None = None) -> KernelBench:
-    """Read a ``gpu_microbench.py`` output file (:data:`SHIPPED`: six files of runs on one H200), checking
+    """Read a ``gpu_microbench.py`` output file (:data:`SHIPPED`: eight files of runs on one H200), checking
     each record it will read. The accelerator is ``accelerator`` if given, else the file's own
     ``accelerator`` key."""
     try:
@@ -131,6 +134,9 @@ def load_bench(catalog: Catalog, path: Path, accelerator: str | None = None) -> 
     for section, kinds in RECORDS.items():
         for i, record in enumerate(KernelBench("", path, data).rows(section)):
             _check_record(record, section, i, kinds, path)
+            if section == "decode_tp" and record.get("model") not in catalog.models:
+                raise unknown("model", str(record.get("model")), catalog.models, where=f"{path}: decode_tp[{i}]",
+                              field="model")
     acc = accelerator or data.get("accelerator")
     if not acc:
         raise FactoryplanError("the file does not say which accelerator it measured", field="--gpu",
@@ -151,6 +157,7 @@ RECORDS: dict[str, dict[str, tuple[str, ...]]] = {
     "grouped_gemm": {"*": ("shape", "experts", "hidden", "ffn", "tokens_per_expert", "seconds", "tflops")},
     "grouped_gemm_touched": {"*": ("shape", "experts", "hidden", "ffn", "touched", "tokens_per_expert", "seconds",
                                    "weight_bytes_per_s")},
+    "decode_tp": {"decode_step_tp_slice": ("model", "tp", "batch", "context", "seconds", "gemms_only_seconds")},
     "decode": {"decode_step": ("batch", "context", "seconds", "kv_bytes"), "decode_gemms_only": ("batch", "seconds"),
                "decode_step_fp8": ("batch", "context", "seconds"), "prefill": ("seq", "seconds"),
                "prefill_fp8": ("seq", "seconds"), "mixed_step": ("batch", "context", "chunk", "prefix", "seconds")},
@@ -173,7 +180,7 @@ def _check_record(record: dict[str, Any], section: str, index: int, kinds: dict[
                                allowed=", ".join(needed))
     for key in needed:
         value = record[key]
-        if key in ("shape", "dtype", "variant"):
+        if key in ("shape", "dtype", "variant", "model"):
             continue
         counts = kind == "mixed_step" and key in ("batch", "prefix")  # a chunk alone, or a first chunk
         if isinstance(value, bool) or not isinstance(value, int | float) or not (value >= 0 if counts else value > 0):
@@ -287,6 +294,13 @@ def step_cases(catalog: Catalog, bench: KernelBench, hw: Hardware, k: Constants)
             label = f"b={r['batch']} chunk={r['chunk']} prefix={r['prefix']}"
             family = "chunked prefill step" + (", after a prefix" if r["prefix"] else "")
             out.append(KernelCase(family, label, float(r["seconds"]), float(t)))
+    for r in bench.rows("decode_tp"):  # one GPU's slice under TP: the step less its all-reduces
+        step = iteration(shape_of(catalog.models[r["model"]]), hw, Parallel(tp=float(r["tp"])), bf16, k0,
+                         decode_seqs=float(r["batch"]), ctx=float(r["context"]))
+        label = f"{r['model']} tp={r['tp']} b={r['batch']}"
+        out.append(KernelCase("decode step tp slice", label, float(r["seconds"]), float(step.total - step.comm)))
+        out.append(KernelCase("decode step tp slice, matrix products alone", label, float(r["gemms_only_seconds"]),
+                              float(step.gemm)))
     return out
 
 
