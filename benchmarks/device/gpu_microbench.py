@@ -20,7 +20,8 @@ Writes one JSON file with:
   one prompt at several lengths, in BF16 and with FP8 matrix products; and chunked-prefill steps (a
   prompt chunk, first or after a prefix of its prompt, in one pass with a batch of decoding sequences);
 - decode_tp: decode steps of one GPU's slice of Llama-3.1-8B and -70B under tensor parallelism 2, 4 and
-  8 (no all-reduce), and their matrix products alone.
+  8 (no all-reduce), and their matrix products alone;
+- decode_moe: whole decode steps of a Qwen3-30B-A3B-shaped MoE model (random router, grouped GEMMs).
 
 Run: python3 benchmarks/device/gpu_microbench.py --out results.json --accelerator h200-sxm
 (about a minute on an H200; PyTorch 2.8 or newer for the grouped GEMMs). Then
@@ -567,6 +568,74 @@ def bench_decode_tp(dev: str, small: bool) -> list[dict[str, Any]]:
     return out
 
 
+class TinyMoE:
+    """Qwen3-30B-A3B-shaped MoE decoder with random weights and a random router (so routing is about
+    uniform): per layer GQA attention, then a softmax top-k router and the routed experts as two grouped
+    GEMMs (torch._grouped_mm) over the token-expert pairs sorted by expert, gathered and scattered back."""
+
+    def __init__(self, dev: str, small: bool) -> None:
+        (self.h, self.layers, self.hq, self.hkv, self.d, self.experts, self.ffn, self.top_k, self.vocab) = (
+            (256, 2, 4, 2, 64, 16, 64, 4, 1000) if small else (2048, 48, 32, 4, 128, 128, 768, 8, 151936))
+        def w(k: int, n: int) -> torch.Tensor:
+            return torch.randn(k, n, device=dev, dtype=torch.bfloat16) / math.sqrt(k)
+        self.qkv = [w(self.h, (self.hq + 2 * self.hkv) * self.d) for _ in range(self.layers)]
+        self.o = [w(self.hq * self.d, self.h) for _ in range(self.layers)]
+        self.router = [w(self.h, self.experts) for _ in range(self.layers)]
+        experts = [expert_weights(self.experts, self.h, self.ffn, dev) for _ in range(self.layers)]
+        self.up, self.down = [e[0] for e in experts], [e[1] for e in experts]
+        self.lm_head = w(self.h, self.vocab)
+        self.dev = dev
+
+    def weight_bytes(self) -> int:
+        attn = self.h * (self.hq + 2 * self.hkv) * self.d + self.hq * self.d * self.h + self.h * self.experts
+        return 2 * (self.layers * (attn + self.experts * 3 * self.h * self.ffn) + self.h * self.vocab)
+
+    def step(self, x: torch.Tensor, kc: list[torch.Tensor], vc: list[torch.Tensor]) -> torch.Tensor:
+        b = x.shape[0]
+        ones = torch.ones(b * self.top_k, device=x.device, dtype=torch.int32)
+        for i in range(self.layers):
+            qkv = F.rms_norm(x, (self.h,)) @ self.qkv[i]
+            q = qkv[:, : self.hq * self.d].reshape(b, self.hq, 1, self.d)
+            att = F.scaled_dot_product_attention(q, kc[i], vc[i], enable_gqa=True)
+            x = x + att.reshape(b, self.hq * self.d) @ self.o[i]
+            hn = F.rms_norm(x, (self.h,))
+            weights, chosen = torch.topk(torch.softmax((hn @ self.router[i]).float(), -1), self.top_k, dim=-1)
+            weights = (weights / weights.sum(-1, keepdim=True)).to(torch.bfloat16).flatten()
+            flat = chosen.flatten()
+            order = torch.argsort(flat, stable=True)
+            counts = torch.zeros(self.experts, device=x.device, dtype=torch.int32).scatter_add_(0, flat, ones)
+            offs = torch.cumsum(counts, 0, dtype=torch.int32)
+            token = order // self.top_k
+            gu = torch._grouped_mm(hn[token], self.up[i], offs=offs, out_dtype=torch.bfloat16)
+            act = F.silu(gu[:, : self.ffn]) * gu[:, self.ffn :]
+            y = torch._grouped_mm(act, self.down[i], offs=offs, out_dtype=torch.bfloat16)
+            x = x.index_add(0, token, y * weights[order, None])
+        return F.rms_norm(x, (self.h,)) @ self.lm_head
+
+
+def bench_decode_moe(dev: str, small: bool) -> list[dict[str, Any]]:
+    """Whole decode steps of a Qwen3-30B-A3B-shaped MoE model (BF16, context 1,024), captured as a CUDA
+    graph, over batch sizes."""
+    if not hasattr(torch, "_grouped_mm"):
+        return [{"error": "torch._grouped_mm needs torch >= 2.8"}]
+    model = TinyMoE(dev, small)
+    out: list[dict[str, Any]] = []
+    ctx = 128 if small else 1024
+    for batch in ((1, 8) if small else (1, 2, 4, 8, 16, 32, 64, 128, 256)):
+        kc = [torch.randn(batch, model.hkv, ctx, model.d, device=dev, dtype=torch.bfloat16)
+              for _ in range(model.layers)]
+        vc = [torch.randn_like(t) for t in kc]
+        x = torch.randn(batch, model.h, device=dev, dtype=torch.bfloat16)
+        t = timed(lambda x=x, kc=kc, vc=vc: model.step(x, kc, vc), dev, 3)
+        out.append({"kind": "moe_decode_step", "model": "qwen3-30b-a3b", "batch": batch, "context": ctx,
+                    "seconds": t, "weight_bytes": model.weight_bytes(),
+                    "kv_bytes": 2 * model.layers * batch * model.hkv * ctx * model.d * 2})
+        del kc, vc
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+    return out
+
+
 def bench_mixed(model: TinyLlama, dev: str, small: bool) -> list[dict[str, Any]]:
     """Chunked-prefill steps: a prompt chunk of 512 or 2,048 tokens (first chunk, or after 4,096 tokens of
     its prompt) in one pass with 0, 32 or 128 decoding sequences at context 1,024 (the decode_step rows'
@@ -636,6 +705,7 @@ def main() -> None:
         result = {"accelerator": args.accelerator, **result}
     for name, fn in (("hbm", bench_hbm), ("gemm", bench_gemm), ("gemm_tp", bench_gemm_tp),
                      ("attention", bench_attention), ("decode", bench_decode), ("decode_tp", bench_decode_tp),
+                     ("decode_moe", bench_decode_moe),
                      ("grouped_gemm", bench_grouped),
                      ("grouped_gemm_touched", bench_grouped_touched)):
         if args.sections and name not in args.sections:
