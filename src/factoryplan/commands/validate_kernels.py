@@ -22,7 +22,7 @@ from factoryplan.commands import OutputFormat
 
 def kernels(
     data: Annotated[list[Path] | None, typer.Option("--data", help="A gpu_microbench.py output file (repeatable); "
-                                                    "default: the eight shipped H200 files.")] = None,
+                                                    "default: the ten shipped H200 files.")] = None,
     gpu: Annotated[str | None, typer.Option("--gpu", help="Accelerator id the files were measured on, where they "
                                             "do not say (their 'accelerator' key).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="Serving engine whose calibrated constants to check "

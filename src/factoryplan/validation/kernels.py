@@ -31,6 +31,8 @@ Prediction rules (the same for every file):
 * decode step of one GPU's slice under tensor parallelism (``decode_tp``): the iteration of the model
   the record names at its ``tp``, less the all-reduces (one GPU runs no collective), and the same
   iteration's matrix products alone.
+* MoE decode step (``decode_moe``): the iteration of the model the record names, routing uniform (the
+  benchmark's router has random weights) and its experts at the global grouped-GEMM efficiency.
 """
 
 from __future__ import annotations
@@ -63,7 +65,8 @@ from factoryplan.perf.inference import (
 
 DATA_DIR = Path(__file__).parent / "data"
 SHIPPED = tuple(DATA_DIR / f"kernels_h200-sxm_2026-11-30_{run}.json"
-                for run in ("run1", "run2", "moe", "run3", "run4", "attention", "decode_tp1", "decode_tp2"))
+                for run in ("run1", "run2", "moe", "run3", "run4", "attention", "decode_tp1", "decode_tp2",
+                                "decode_moe1", "decode_moe2"))
 STEP_MODEL = "llama-3.1-8b"  # the shape of the microbenchmark's decode step and prefill
 BF16_BYTES, FP8_BYTES = 2.0, 1.0
 
@@ -118,7 +121,7 @@ class KernelBench:
 
 
 def load_bench(catalog: Catalog, path: Path, accelerator: str | None = None) -> KernelBench:
-    """Read a ``gpu_microbench.py`` output file (:data:`SHIPPED`: eight files of runs on one H200), checking
+    """Read a ``gpu_microbench.py`` output file (:data:`SHIPPED`: ten files of runs on one H200), checking
     each record it will read. The accelerator is ``accelerator`` if given, else the file's own
     ``accelerator`` key."""
     try:
@@ -134,8 +137,8 @@ def load_bench(catalog: Catalog, path: Path, accelerator: str | None = None) -> 
     for section, kinds in RECORDS.items():
         for i, record in enumerate(KernelBench("", path, data).rows(section)):
             _check_record(record, section, i, kinds, path)
-            if section == "decode_tp" and record.get("model") not in catalog.models:
-                raise unknown("model", str(record.get("model")), catalog.models, where=f"{path}: decode_tp[{i}]",
+            if section in ("decode_tp", "decode_moe") and record.get("model") not in catalog.models:
+                raise unknown("model", str(record.get("model")), catalog.models, where=f"{path}: {section}[{i}]",
                               field="model")
     acc = accelerator or data.get("accelerator")
     if not acc:
@@ -157,6 +160,7 @@ RECORDS: dict[str, dict[str, tuple[str, ...]]] = {
     "grouped_gemm": {"*": ("shape", "experts", "hidden", "ffn", "tokens_per_expert", "seconds", "tflops")},
     "grouped_gemm_touched": {"*": ("shape", "experts", "hidden", "ffn", "touched", "tokens_per_expert", "seconds",
                                    "weight_bytes_per_s")},
+    "decode_moe": {"moe_decode_step": ("model", "batch", "context", "seconds")},
     "decode_tp": {"decode_step_tp_slice": ("model", "tp", "batch", "context", "seconds", "gemms_only_seconds")},
     "decode": {"decode_step": ("batch", "context", "seconds", "kv_bytes"), "decode_gemms_only": ("batch", "seconds"),
                "decode_step_fp8": ("batch", "context", "seconds"), "prefill": ("seq", "seconds"),
@@ -301,6 +305,14 @@ def step_cases(catalog: Catalog, bench: KernelBench, hw: Hardware, k: Constants)
         out.append(KernelCase("decode step tp slice", label, float(r["seconds"]), float(step.total - step.comm)))
         out.append(KernelCase("decode step tp slice, matrix products alone", label, float(r["gemms_only_seconds"]),
                               float(step.gemm)))
+    # the benchmark's router has random weights (routing about uniform) and its experts run as torch's
+    # grouped GEMM (the global MoE efficiency, no serving engine's kernel factor)
+    k_moe = replace(k0, routing_concentration=math.inf, moe_kernel_efficiency=1.0)
+    for r in bench.rows("decode_moe"):
+        step = iteration(shape_of(catalog.models[r["model"]]), hw, Parallel(), bf16, k_moe,
+                         decode_seqs=float(r["batch"]), ctx=float(r["context"]))
+        out.append(KernelCase("moe decode step", f"{r['model']} b={r['batch']}", float(r["seconds"]),
+                              float(step.total)))
     return out
 
 
