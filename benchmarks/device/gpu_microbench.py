@@ -362,6 +362,14 @@ def timed_eager(fn: Callable[[], Any], dev: str, reps: int) -> float:
     return (time.perf_counter() - t0) / reps
 
 
+def kv_cache(model: Any, batch: int, ctx: int, dev: str) -> tuple[list[torch.Tensor], list[torch.Tensor], int]:
+    """Random K and V caches of ``batch`` sequences of ``ctx`` tokens for each of ``model``'s layers,
+    (batch, KV heads, ctx, head size) in BF16, and their bytes."""
+    kc = [torch.randn(batch, model.hkv, ctx, model.d, device=dev, dtype=torch.bfloat16) for _ in range(model.layers)]
+    vc = [torch.randn_like(t) for t in kc]
+    return kc, vc, 2 * model.layers * batch * model.hkv * ctx * model.d * 2
+
+
 # (hidden, FFN width, layers, query heads, KV heads, head size, vocabulary) of the models the decode steps
 # take the shape of, and a tiny one for a dry run
 STEP_SHAPES = {"llama-3.1-8b": (4096, 14336, 32, 32, 8, 128, 128256),
@@ -438,19 +446,16 @@ class TinyLlama:
         a prompt chunk (tokens, hidden) after ``kp``/``vp`` (1, hkv, prefix, d) of the same prompt, as one
         pass. The matrix products take both together; the chunk's attention is causal from its prefix on.
         Returns the logits (decode rows and the chunk's last token) and the attention path the chunk took."""
-        b, p, dh = x.shape[0], chunk.shape[0], self.d
+        b, p = x.shape[0], chunk.shape[0]
         h = torch.cat([x, chunk]) if b else chunk
         path = "causal"
         for i in range(self.layers):
             qkv = F.rms_norm(h, (self.h,)) @ self.qkv[i]
             att = []
             if b:
-                q = qkv[:b, : self.hq * dh].reshape(b, self.hq, 1, dh)
+                q = qkv[:b, : self.hq * self.d].reshape(b, self.hq, 1, self.d)
                 att.append(F.scaled_dot_product_attention(q, kc[i], vc[i], enable_gqa=True).reshape(b, -1))
-            c = qkv[b:]
-            q = c[:, : self.hq * dh].view(1, p, self.hq, dh).transpose(1, 2)
-            k = c[:, self.hq * dh : (self.hq + self.hkv) * dh].view(1, p, self.hkv, dh).transpose(1, 2)
-            v = c[:, (self.hq + self.hkv) * dh :].view(1, p, self.hkv, dh).transpose(1, 2)
+            q, k, v = self._prompt_heads(qkv[b:])
             if kp is None or vp is None:
                 o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             else:  # the engine's paged cache holds the prefix; here one copy of it joins the chunk's keys
@@ -462,6 +467,15 @@ class TinyLlama:
             h = h + (F.silu(gu[:, : self.ffn]) * gu[:, self.ffn :]) @ self.down[i]
         rows = torch.cat([h[:b], h[-1:]]) if b else h[-1:]
         return F.rms_norm(rows, (self.h,)) @ self.lm_head, path
+
+    def _prompt_heads(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q, K and V of one prompt's rows of a QKV projection (tokens, (hq + 2·hkv)·d), each as
+        (1, heads, tokens, d)."""
+        p, hq, hkv, d = qkv.shape[0], self.hq, self.hkv, self.d
+        q = qkv[:, : hq * d].view(1, p, hq, d).transpose(1, 2)
+        k = qkv[:, hq * d : (hq + hkv) * d].view(1, p, hkv, d).transpose(1, 2)
+        v = qkv[:, (hq + hkv) * d :].view(1, p, hkv, d).transpose(1, 2)
+        return q, k, v
 
     def _lower_right(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, str]:
         """Causal attention of the last q.shape[2] positions of k/v (the mask aligned bottom-right), GQA."""
@@ -480,10 +494,7 @@ class TinyLlama:
         s = x.shape[1]
         h = x[0]
         for i in range(self.layers):
-            qkv = self.mm(F.rms_norm(h, (self.h,)), "qkv", i, fp8)
-            q = qkv[:, : self.hq * self.d].view(1, s, self.hq, self.d).transpose(1, 2)
-            k = qkv[:, self.hq * self.d : (self.hq + self.hkv) * self.d].view(1, s, self.hkv, self.d).transpose(1, 2)
-            v = qkv[:, (self.hq + self.hkv) * self.d :].view(1, s, self.hkv, self.d).transpose(1, 2)
+            q, k, v = self._prompt_heads(self.mm(F.rms_norm(h, (self.h,)), "qkv", i, fp8))
             att = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
             h = h + self.mm(att.transpose(1, 2).reshape(s, self.hq * self.d), "o", i, fp8)
             gu = self.mm(F.rms_norm(h, (self.h,)), "gate_up", i, fp8)
@@ -502,12 +513,9 @@ def bench_decode(dev: str, small: bool) -> list[dict[str, Any]]:
         (b, c) for c in (1024, 4096) for b in (1, 8, 32, 64, 128, 256) if b * c <= 262_144  # KV cache of at most ~34 GB
     )
     for batch, ctx in cases:
-        kc = [torch.randn(batch, model.hkv, ctx, model.d, device=dev, dtype=torch.bfloat16)
-              for _ in range(model.layers)]
-        vc = [torch.randn_like(t) for t in kc]
+        kc, vc, kv_bytes = kv_cache(model, batch, ctx, dev)
         x = torch.randn(batch, model.h, device=dev, dtype=torch.bfloat16)
         t = timed(lambda x=x, kc=kc, vc=vc: model.step(x, kc, vc), dev, 3)
-        kv_bytes = 2 * model.layers * batch * model.hkv * ctx * model.d * 2
         out.append({"kind": "decode_step", "batch": batch, "context": ctx, "seconds": t,
                     "weight_bytes": weight_bytes, "kv_bytes": kv_bytes,
                     "achieved_bytes_per_s": (weight_bytes + kv_bytes) / t,
@@ -551,13 +559,10 @@ def bench_decode_tp(dev: str, small: bool) -> list[dict[str, Any]]:
     for name, tp in cases:
         model = TinyLlama(dev, small, name, tp)
         for batch in ((1, 8) if small else (1, 16, 64, 128)):
-            kc = [torch.randn(batch, model.hkv, ctx, model.d, device=dev, dtype=torch.bfloat16)
-                  for _ in range(model.layers)]
-            vc = [torch.randn_like(t) for t in kc]
+            kc, vc, kv_bytes = kv_cache(model, batch, ctx, dev)
             x = torch.randn(batch, model.h, device=dev, dtype=torch.bfloat16)
             t = timed(lambda x=x, kc=kc, vc=vc, m=model: m.step(x, kc, vc), dev, 3)
             t_g = timed(lambda x=x, kc=kc, vc=vc, m=model: m.step(x, kc, vc, gemms_only=True), dev, 3)
-            kv_bytes = 2 * model.layers * batch * model.hkv * ctx * model.d * 2
             out.append({"kind": "decode_step_tp_slice", "model": name, "tp": tp, "batch": batch, "context": ctx,
                         "seconds": t, "gemms_only_seconds": t_g, "weight_bytes": model.params() * 2,
                         "kv_bytes": kv_bytes})
@@ -622,14 +627,11 @@ def bench_decode_moe(dev: str, small: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     ctx = 128 if small else 1024
     for batch in ((1, 8) if small else (1, 2, 4, 8, 16, 32, 64, 128, 256)):
-        kc = [torch.randn(batch, model.hkv, ctx, model.d, device=dev, dtype=torch.bfloat16)
-              for _ in range(model.layers)]
-        vc = [torch.randn_like(t) for t in kc]
+        kc, vc, kv_bytes = kv_cache(model, batch, ctx, dev)
         x = torch.randn(batch, model.h, device=dev, dtype=torch.bfloat16)
         t = timed(lambda x=x, kc=kc, vc=vc: model.step(x, kc, vc), dev, 3)
         out.append({"kind": "moe_decode_step", "model": "qwen3-30b-a3b", "batch": batch, "context": ctx,
-                    "seconds": t, "weight_bytes": model.weight_bytes(),
-                    "kv_bytes": 2 * model.layers * batch * model.hkv * ctx * model.d * 2})
+                    "seconds": t, "weight_bytes": model.weight_bytes(), "kv_bytes": kv_bytes})
         del kc, vc
         if dev == "cuda":
             torch.cuda.empty_cache()
@@ -643,16 +645,12 @@ def bench_mixed(model: TinyLlama, dev: str, small: bool) -> list[dict[str, Any]]
     out: list[dict[str, Any]] = []
     ctx = 128 if small else 1024
     for batch in ((0, 8) if small else (0, 32, 128)):
-        kc = [torch.randn(batch, model.hkv, ctx, model.d, device=dev, dtype=torch.bfloat16)
-              for _ in range(model.layers)]
-        vc = [torch.randn_like(t) for t in kc]
+        kc, vc, _ = kv_cache(model, batch, ctx, dev)
         x = torch.randn(batch, model.h, device=dev, dtype=torch.bfloat16)
         for chunk_len in ((32,) if small else (512, 2048)):
             for prefix in ((0, 64) if small else (0, 4096)):
                 chunk = torch.randn(chunk_len, model.h, device=dev, dtype=torch.bfloat16)
-                kp = [torch.randn(1, model.hkv, prefix, model.d, device=dev, dtype=torch.bfloat16)
-                      for _ in range(model.layers)] if prefix else None
-                vp = [torch.randn_like(t) for t in kp] if kp else None
+                kp, vp, _ = kv_cache(model, 1, prefix, dev) if prefix else (None, None, 0)
                 path = model.mixed(x, kc, vc, chunk, kp, vp)[1]
 
                 def step(x: torch.Tensor = x, kc: list[torch.Tensor] = kc, vc: list[torch.Tensor] = vc,
