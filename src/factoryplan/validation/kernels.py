@@ -270,36 +270,48 @@ def grouped_cases(bench: KernelBench, hw: Hardware, k: Constants) -> list[Kernel
     return out
 
 
+def _weights(fmt: str) -> Precision:
+    """Dense and expert weights at ``fmt`` (the matrix products' format), KV cache in BF16."""
+    return Precision(weights=fmt, experts=fmt, kv="bf16")
+
+
 def step_cases(catalog: Catalog, bench: KernelBench, hw: Hardware, k: Constants) -> list[KernelCase]:
     """Whole decode steps (BF16 and FP8 weights), prompt prefills (BF16 and FP8 matrix products) and
     chunked-prefill steps (a prompt chunk with a decode batch in one pass) of the step model, engine
     overheads excluded."""
     s = shape_of(catalog.models[STEP_MODEL])
     k0 = physics_only(k)
-    bf16 = Precision(weights="bf16", experts="bf16", kv="bf16")
     out = []
     for r in bench.rows("decode"):
         kind = r["kind"]
+        fmt = "fp8" if kind.endswith("fp8") else "bf16"
         if kind in ("decode_step", "decode_step_fp8"):
-            prec = Precision(weights="fp8" if kind.endswith("fp8") else "bf16",
-                             experts="fp8" if kind.endswith("fp8") else "bf16", kv="bf16")
             batch = float(r.get("padded_batch", r["batch"]))
-            t = iteration(s, hw, Parallel(), prec, k0, decode_seqs=batch, ctx=float(r["context"])).total
+            t = iteration(s, hw, Parallel(), _weights(fmt), k0, decode_seqs=batch, ctx=float(r["context"])).total
             label = f"b={int(batch)} ctx={r['context']}"
             out.append(KernelCase(kind.replace("_", " "), label, float(r["seconds"]), float(t)))
         elif kind in ("prefill", "prefill_fp8"):
-            fmt = "fp8" if kind.endswith("fp8") else "bf16"
-            t = iteration(s, hw, Parallel(), Precision(weights=fmt, experts=fmt, kv="bf16"), k0,
-                          decode_seqs=0.0, ctx=float(r["seq"]), prompts=1.0, prompt_len=float(r["seq"])).total
+            t = iteration(s, hw, Parallel(), _weights(fmt), k0, decode_seqs=0.0, ctx=float(r["seq"]), prompts=1.0,
+                          prompt_len=float(r["seq"])).total
             out.append(KernelCase(kind.replace("_", " "), f"s={r['seq']}", float(r["seconds"]), float(t)))
         elif kind == "mixed_step":  # a prompt chunk after ``prefix`` tokens of its prompt, with a decode batch
-            t = iteration(s, hw, Parallel(), bf16, k0, decode_seqs=float(r["batch"]), ctx=float(r["context"]),
-                          prompts=1.0, prompt_len=float(r["chunk"]), prompt_prefix=float(r["prefix"])).total
+            t = iteration(s, hw, Parallel(), _weights("bf16"), k0, decode_seqs=float(r["batch"]),
+                          ctx=float(r["context"]), prompts=1.0, prompt_len=float(r["chunk"]),
+                          prompt_prefix=float(r["prefix"])).total
             label = f"b={r['batch']} chunk={r['chunk']} prefix={r['prefix']}"
             family = "chunked prefill step" + (", after a prefix" if r["prefix"] else "")
             out.append(KernelCase(family, label, float(r["seconds"]), float(t)))
+    return out
+
+
+def model_step_cases(catalog: Catalog, bench: KernelBench, hw: Hardware, k: Constants) -> list[KernelCase]:
+    """Decode steps of the catalog model each record names (checked on loading), BF16, engine overheads
+    excluded: one GPU's slice under tensor parallelism less its all-reduces (and its matrix products
+    alone), and whole MoE steps."""
+    k0 = physics_only(k)
+    out = []
     for r in bench.rows("decode_tp"):  # one GPU's slice under TP: the step less its all-reduces
-        step = iteration(shape_of(catalog.models[r["model"]]), hw, Parallel(tp=float(r["tp"])), bf16, k0,
+        step = iteration(shape_of(catalog.models[r["model"]]), hw, Parallel(tp=float(r["tp"])), _weights("bf16"), k0,
                          decode_seqs=float(r["batch"]), ctx=float(r["context"]))
         label = f"{r['model']} tp={r['tp']} b={r['batch']}"
         out.append(KernelCase("decode step tp slice", label, float(r["seconds"]), float(step.total - step.comm)))
@@ -309,7 +321,7 @@ def step_cases(catalog: Catalog, bench: KernelBench, hw: Hardware, k: Constants)
     # grouped GEMM (the global MoE efficiency, no serving engine's kernel factor)
     k_moe = replace(k0, routing_concentration=math.inf, moe_kernel_efficiency=1.0)
     for r in bench.rows("decode_moe"):
-        step = iteration(shape_of(catalog.models[r["model"]]), hw, Parallel(), bf16, k_moe,
+        step = iteration(shape_of(catalog.models[r["model"]]), hw, Parallel(), _weights("bf16"), k_moe,
                          decode_seqs=float(r["batch"]), ctx=float(r["context"]))
         out.append(KernelCase("moe decode step", f"{r['model']} b={r['batch']}", float(r["seconds"]),
                               float(step.total)))
@@ -322,7 +334,7 @@ def kernel_cases(catalog: Catalog, bench: KernelBench, k: Constants) -> list[Ker
     out = gemm_cases(bench, hw, k) + attention_cases(bench, hw, k) + grouped_cases(bench, hw, k)
     if STEP_MODEL in catalog.models:
         out += step_cases(catalog, bench, hw, k)
-    return out
+    return out + model_step_cases(catalog, bench, hw, k)
 
 
 def summary(cases: Sequence[KernelCase]) -> dict[str, dict[str, float]]:
