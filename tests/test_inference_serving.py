@@ -226,6 +226,25 @@ def test_attention_dp_balancing_holds_prompts(catalog: Catalog) -> None:
     assert np.all(np.asarray(serve(s, hw, par, FP8, vllm, **kw).balance_s) == 0)
 
 
+def test_attention_dp_balancing_holds_each_later_chunk(catalog: Catalog) -> None:
+    """A prompt longer than the token budget left after the decodes runs in K chunks; TensorRT-LLM's
+    balancing counts a rank with a chunk left as having a prompt, so when the counter released the
+    first chunk (other ranks idle) each later one is held for a whole min(G, T·t_iter) again:
+    (K - 1/2)·min(G, T·t_iter) in all, three times the one-chunk wait for two chunks."""
+    s, hw, k = setup(catalog, "deepseek-r1", "h200-sxm")
+    par = Parallel(tp=1, dp=8, moe_tp=1, ep=8)
+    c = np.array([64.0, 256.0])
+    one = serve(s, hw, par, FP8, k, concurrency=c, isl=8000.0, osl=1024.0)  # 8,000 + 8 or 32 decodes fit 8,192
+    two = serve(s, hw, par, FP8, k, concurrency=c, isl=8192.0, osl=1024.0)  # 8,192 + decodes do not: 2 chunks
+    for res, isl, chunks in ((one, 8000.0, 1.0), (two, 8192.0, 2.0)):
+        cycle = np.asarray(res.ttft_s) - np.asarray(res.balance_s) + 1023 * np.asarray(res.tpot_s)  # before the wait
+        held = np.minimum(7 * cycle / c, 60 * np.asarray(res.decode_step_s))
+        assert np.allclose(np.asarray(res.balance_s), (chunks - 0.5) * held, rtol=1e-9), isl
+    # the counter's timeout binds at these loads: the two-chunk prompt waits about three times as long
+    ratio = np.asarray(two.balance_s) / np.asarray(one.balance_s)
+    assert np.all((ratio > 2.7) & (ratio < 3.3))
+
+
 def test_ranks_scheduling_alone_share_each_others_prompt_iterations(catalog: Catalog) -> None:
     """Attention-DP ranks that schedule their prompts on their own (vLLM, SGLang) still step together
     (the experts' collectives): an iteration carries prompts when any rank has one, so a decode is

@@ -38,12 +38,12 @@ decoding).
   :mod:`factoryplan.perf.serving_sim`). Attention-DP ranks step together (the experts'
   collectives), each iteration as long as its busiest rank. An engine that balances prompts over
   the ranks (``adp_timeout_iterations > 0``: TensorRT-LLM's attention-DP balancing) has them
-  prefill together, ``n_p`` per rank as above, and holds a prompt until they do
-  (:func:`_balance_wait`); ranks that schedule their prompts on their own (vLLM, SGLang) carry
-  prompts in every iteration where any rank has one: ``n_p`` over all ``dp·c`` users' chunks, at
-  least one chunk on the busiest rank, and a decode is slowed by every rank's prompts (for an
-  engine that pauses decoding for prompts, another rank's prompt costs the whole prompt iteration:
-  slightly more than the overlap it has). No measured rows have SGLang attention DP; vLLM's (one
+  prefill together, ``n_p`` per rank as above, and holds a prompt, and again each later chunk of
+  it, until they do (:func:`_balance_wait`); ranks that schedule their prompts on their own (vLLM,
+  SGLang) carry prompts in every iteration where any rank has one: ``n_p`` over all ``dp·c``
+  users' chunks, at least one chunk on the busiest rank, and a decode is slowed by every rank's
+  prompts (for an engine that pauses decoding for prompts, another rank's prompt costs the whole
+  prompt iteration: slightly more than the overlap it has). No measured rows have SGLang attention DP; vLLM's (one
   campaign, 19 points) are predicted 44% low in TPOT this way, 53% low aligned.
 
 **Prefix cache and speculative decoding.** Tokens of a prompt the prefix cache holds are not
@@ -324,7 +324,7 @@ def serve(
     mdl = k.prefill_queue_factor * rho * t_p * (1.0 + isl_cv**2) / (2.0 * (1.0 - rho))
     # a closed loop queues at most the other users' prompts of a cycle
     queue = np.maximum(np.minimum(mdl, others * passes * t_p), (passes - iters) * t_p)
-    align = _balance_wait(k, dp, run, base + own + queue + steps * tpot_s, dec_stage)
+    align = _balance_wait(k, dp, run, base + own + queue + steps * tpot_s, dec_stage, chunks)
     ttft_s = base + own + queue + align
     share = np.asarray(burst, dtype=float) * k.burst_share
     ttft, tpot = ttft_s, tpot_s
@@ -353,7 +353,8 @@ def serve(
 
 
 def _balance_wait(
-    k: Constants, dp: FloatOrArray, running: FloatOrArray, cycle: FloatOrArray, t_iter: FloatOrArray
+    k: Constants, dp: FloatOrArray, running: FloatOrArray, cycle: FloatOrArray, t_iter: FloatOrArray,
+    chunks: FloatOrArray = 1.0,
 ) -> Array:
     """Mean wait of a prompt for the attention-DP ranks to take prompts together (steady state).
 
@@ -362,14 +363,22 @@ def _balance_wait(
     counter that runs every iteration reaches ``T``: a prompt waits for the other ``dp - 1`` ranks'
     next arrivals, ``G = (dp - 1)/λ`` at the replica's request rate ``λ = C/cycle``, or for the
     counter's next release, whichever comes first; on average half of ``min(G, T·t_iter)``. The
-    ranks then prefill together, as :func:`serve` counts their prompt iterations. A burst's first
-    wave has prompts on every rank at once and does not wait; neither do prefill-only workers.
+    ranks then prefill together, as :func:`serve` counts their prompt iterations. A prompt of
+    ``K > 1`` chunks is held again before each later chunk: the engine counts a rank as having a
+    prompt while any chunk of one is left (``PyExecutor._balance_adp_requests`` compares the
+    scheduled context requests, continuing chunks among them, and resets the counter at each
+    release), so a prompt released by the counter, with other ranks idle, waits a whole
+    ``min(G, T·t_iter)`` for each later chunk; ranks that took their prompts together carry their
+    later chunks together and wait nothing more, the share of ``G`` below ``T·t_iter`` (the same
+    minimum: ``(K - 1/2)·min(G, T·t_iter)`` in all). A burst's first wave has prompts on every rank
+    at once and does not wait; neither do prefill-only workers.
     """
     dp_a = np.asarray(dp, dtype=float)
     if k.adp_timeout_iterations <= 0:
         return np.zeros(np.broadcast(dp_a, np.asarray(running)).shape)
     gather = (dp_a - 1.0) * np.asarray(cycle, dtype=float) / np.maximum(np.asarray(running, dtype=float), 1.0)
-    wait = 0.5 * np.minimum(gather, k.adp_timeout_iterations * np.asarray(t_iter, dtype=float))
+    held = np.minimum(gather, k.adp_timeout_iterations * np.asarray(t_iter, dtype=float))
+    wait = (np.maximum(np.asarray(chunks, dtype=float), 1.0) - 0.5) * held
     return np.asarray(np.where(dp_a > 1.0, wait, 0.0), dtype=np.float64)
 
 
