@@ -56,6 +56,10 @@ from factoryplan.validation.published import load_published
 # 19.4% TPOT, 14.9 / 27.0 / 17.2 / 17.7% -> 14.9 / 26.2 / 17.2 / 17.8% throughput, every campaign left
 # out (--leave-campaign-out) 32.5 / 20.8 / 19.9% -> 31.8 / 20.5 / 19.6%; the grouped-GEMM efficiency
 # 0.38 -> 0.59, its prior 0.60.
+# TensorRT-LLM's attention-DP balancing holding each later chunk of a prompt again (perf.serving._balance_wait),
+# every constant refitted (none moved by more than 0.1%): in sample TTFT 29.97 -> 29.90% (TPOT, throughput
+# unchanged), the four hold-outs' TTFT 36.2 / 36.3 / 37.2 / 44.4% -> 36.1 / 36.1 / 37.0 / 44.4% (TPOT and
+# throughput unchanged), the 13 TensorRT-LLM DeepSeek attention-DP points' TTFT 50.9 -> 40.9%.
 # (name, low, high, log-scaled, prior centre, prior width) of every fitted constant. The priors are
 # what microbenchmarks of the parts say (cuBLAS FP8/BF16 GEMMs reach ~70% of dense peak, GEMV
 # streams ~88% of HBM bandwidth, FlashAttention-3 ~55% of BF16 peak, NCCL all-reduce ~75% of NVLink);
