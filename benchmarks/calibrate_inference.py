@@ -59,7 +59,8 @@ from factoryplan.validation.published import load_published
 # TensorRT-LLM's attention-DP balancing holding each later chunk of a prompt again (perf.serving._balance_wait),
 # every constant refitted (none moved by more than 0.1%): in sample TTFT 29.97 -> 29.90% (TPOT, throughput
 # unchanged), the four hold-outs' TTFT 36.2 / 36.3 / 37.2 / 44.4% -> 36.1 / 36.1 / 37.0 / 44.4% (TPOT and
-# throughput unchanged), the 13 TensorRT-LLM DeepSeek attention-DP points' TTFT 50.9 -> 40.9%.
+# throughput unchanged), every campaign left out 31.8 / 20.5 / 19.6% -> 31.7 / 20.5 / 19.6%, the 13
+# TensorRT-LLM DeepSeek attention-DP points' TTFT 50.9 -> 40.9%.
 # (name, low, high, log-scaled, prior centre, prior width) of every fitted constant. The priors are
 # what microbenchmarks of the parts say (cuBLAS FP8/BF16 GEMMs reach ~70% of dense peak, GEMV
 # streams ~88% of HBM bandwidth, FlashAttention-3 ~55% of BF16 peak, NCCL all-reduce ~75% of NVLink);
@@ -459,8 +460,8 @@ def leave_campaign_out(
 ) -> tuple[list[Point], list[Prediction]]:
     """Every measured campaign's points predicted by a fit on all the other points: what the engine
     does on a campaign it has not seen (a new harness, release or part). Measured with the catalog's
-    constants as the start: TTFT 31.8%, TPOT 20.5%, throughput 19.6% MAPE over the 1,593 points (in
-    sample 30.0 / 17.4 / 16.1%); TensorRT-LLM 30.8 / 16.5 / 16.0%, vLLM 28.1 / 23.6 / 21.5%, SGLang
+    constants as the start: TTFT 31.7%, TPOT 20.5%, throughput 19.6% MAPE over the 1,593 points (in
+    sample 29.9 / 17.4 / 16.1%); TensorRT-LLM 30.5 / 16.5 / 16.0%, vLLM 28.1 / 23.6 / 21.5%, SGLang
     42.2 / 24.7 / 25.3%. The DeepSeek-R1 and -V3 campaigns of one release hold the same measurements,
     so each of those is predicted with its twin in the fit."""
     held_pts: list[Point] = []
