@@ -42,6 +42,7 @@ from factoryplan.perf.serving import (
     memory_gib,
     serve,
     tokens_per_step,
+    with_requests_per_user,
 )
 from factoryplan.units import GIB
 
@@ -154,9 +155,7 @@ class Setup:
     def with_first_wave(self, requests_per_user: int | None) -> Setup:
         """This setup for a benchmark run in which each user sends ``requests_per_user`` requests: the
         first of each queues as the first wave, one request in that many (None: the calibrated share)."""
-        if requests_per_user is None:
-            return self
-        return replace(self, k=replace(self.k, burst_share=1.0 / requests_per_user))
+        return replace(self, k=with_requests_per_user(self.k, requests_per_user))
 
     def precisions(self) -> dict[str, str]:
         """The JSON keys of the number formats: weights, experts, KV cache, activations, the GEMMs'."""

@@ -200,6 +200,15 @@ def tokens_per_step(draft_tokens: FloatOrArray, acceptance: FloatOrArray) -> Flo
     return np.asarray(np.where(a >= 1.0, d + 1.0, geometric), dtype=np.float64)
 
 
+def with_requests_per_user(k: Constants, requests_per_user: float | None) -> Constants:
+    """``k`` for a burst-started benchmark run in which each user sends ``requests_per_user`` requests:
+    the first of each queues as the first wave, so ``burst_share = 1/N`` (None or 0: the calibrated
+    share, ``k`` unchanged)."""
+    if not requests_per_user:
+        return k
+    return replace(k, burst_share=1.0 / requests_per_user)
+
+
 def iterations_per_token(osl: FloatOrArray, draft_tokens: FloatOrArray, acceptance: FloatOrArray) -> FloatOrArray:
     """Decode iterations per output token after the first: ``max((OSL - 1)/E, 1)/(OSL - 1)``, ``1/E``
     for long outputs (:func:`tokens_per_step`), 1 without drafts; a request needs at least one

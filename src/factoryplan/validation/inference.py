@@ -63,7 +63,7 @@ import csv
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -89,7 +89,7 @@ from factoryplan.perf.inference import (
     kv_precision,
     shape_of,
 )
-from factoryplan.perf.serving import closed_loop_disaggregated, serve
+from factoryplan.perf.serving import closed_loop_disaggregated, serve, with_requests_per_user
 
 DATA = Path(__file__).parent / "data"
 MEASURED = DATA / "serving_measured_hopper.csv"
@@ -505,8 +505,7 @@ def predict(
     for key, idx in groups.items():
         model, acc, system, backend, weights, experts, activations, kv_given, mode, per_user = key
         k = consts.get(backend) or constants_from_catalog(catalog, backend)
-        if per_user:  # the run's users each sent that many requests: the first of each was the first wave
-            k = replace(k, burst_share=1.0 / per_user)
+        k = with_requests_per_user(k, per_user)  # the run's requests per user, where the file gives them
         shape = shape_of(resolve_model(catalog, model))
         hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
         pts = [points[i] for i in idx]
