@@ -287,6 +287,22 @@ def test_redundant_experts_balance_wide_expert_parallelism(capsys: pytest.Captur
     assert balanced["output_tokens_per_s"] > plain["output_tokens_per_s"]
 
 
+def test_redundant_slots_let_expert_parallelism_span_a_whole_nvl72(capsys: pytest.CaptureFixture[str]) -> None:
+    """72 ranks do not divide DeepSeek-R1's 256 experts, but 32 copies make 288 slots, 4 a rank, as the
+    engines' load balancers place them (TensorRT-LLM ``num_slots``, SGLang redundant experts): each GPU
+    holds 4 experts a layer, one fewer than 64 ranks with one copy each (320 slots, 5 a rank)."""
+    base = ("serve", "-m", "deepseek-r1", "-g", "gb200", "--isl", "1024", "--osl", "1024", "-c", "4096",
+            "--precision", "fp4")
+    wide = cli_json(capsys, *base, "--attention-dp", "72", "--ep", "72", "--redundant-experts", "32")
+    ranks64 = cli_json(capsys, *base, "--attention-dp", "64", "--ep", "64", "--redundant-experts", "64")
+    assert wide["gpus"] == 72 and wide["ep"] == 72 and wide["redundant_experts"] == 32 and wide["fits"]
+    # one expert fewer on each GPU in each of the 58 MoE layers: 3 x 7168 x 2048 NVFP4 weights with their scales
+    expert_gib = 3 * 7168 * 2048 * 0.5625 / 2**30
+    assert (ranks64["weights_per_gpu_gib"] - wide["weights_per_gpu_gib"]) / 58 == pytest.approx(expert_gib, rel=0.02)
+    # the same 4,096 users over more ranks: fewer sequences a rank, a shorter step
+    assert wide["tpot_ms"] < ranks64["tpot_ms"]
+
+
 def test_a_host_limited_step_is_named(capsys: pytest.CaptureFixture[str], catalog: Catalog) -> None:
     """Llama-3.1-8B on 8 B200 with 1,000 SGLang users: the scheduler's host work per sequence, not the
     GPUs, sets the decode step, and the output says so; at 16 users it does not."""
@@ -435,16 +451,22 @@ def test_capacity_plan(capsys: pytest.CaptureFixture[str]) -> None:
     (["-m", "llama-3.3-70b", "-g", "h100-sxm", "--tp", "3"],
      "64 attention heads (8 key/value) do not split evenly over the tensor-parallel GPUs (got 3; allowed: 1, 2, 4"),
     (["-m", "mixtral-8x7b", "-g", "gb200", "--tp", "2", "--attention-dp", "8", "--ep", "16"],
-     "8 routed experts do not split evenly (got 16; allowed: 1, 2, 4, 8)"),
+     "8 routed experts do not split evenly (got 16; allowed: 1, 2, 4, 8; or --redundant-experts 8 with --ep 16 "
+     "(16 expert slots, 1 a rank))"),
     (["-m", "llama-3.1-8b", "-g", "h100-sxm", "--tp", "1", "--pp", "40"], "has 32 layers (got 40; allowed: 1 to 32)"),
     (["-m", "llama-3.1-8b", "-g", "h100-sxm", "--tp", "1", "--redundant-experts", "8"],
      "--redundant-experts: redundant expert slots need a MoE model (got 8; allowed: 0 for llama-3.1-8b)"),
     (["-m", "deepseek-r1", "-g", "h200-sxm", "--tp", "8", "--redundant-experts", "8"],
-     "--redundant-experts: redundant expert slots spread evenly over the expert-parallel ranks (got 8; allowed: 0 "
+     "--redundant-experts: redundant expert slots spread over expert-parallel ranks (got 8; allowed: 0 "
      "(give --ep > 1))"),
     (["-m", "deepseek-r1", "-g", "gb200", "--tp", "1", "--attention-dp", "32", "--ep", "32",
       "--redundant-experts", "20"],
-     "(got 20; allowed: a multiple of --ep (32))"),
+     "256 routed experts and 20 redundant slots do not split evenly over the expert-parallel ranks (got 20; "
+     "allowed: 32, 64, 96, ... (256 + it a multiple of --ep 32))"),
+    (["-m", "deepseek-r1", "-g", "gb200", "--attention-dp", "72", "--ep", "72", "-c", "64", "--isl", "1000",
+      "--osl", "100"],
+     "--ep: deepseek-r1's 256 routed experts do not split evenly (got 72; allowed: 1, 2, 4, 8, 16, 32, 64, 128, "
+     "256; or --redundant-experts 32 with --ep 72 (288 expert slots, 4 a rank))"),
     (["-m", "deepseek-r1", "-g", "h200-sxm", "--rps", "5", "--redundant-experts", "8"],
      "--redundant-experts: applies to a layout you give"),
     (["-m", "qwen3-next-80b-a3b", "-g", "gb200", "--tp", "32", "--rps", "5"],

@@ -204,8 +204,9 @@ def serve(
     redundant_experts: Annotated[int, typer.Option("--redundant-experts", min=0, help="Expert slots beyond the "
                                                    "model's experts, copies of popular ones that an expert-parallel "
                                                    "load balancer (EPLB) places so every --ep rank expects the same "
-                                                   "load; a multiple of --ep (TensorRT-LLM: num_slots minus the "
-                                                   "experts). Default 0: no balancing.")] = 0,
+                                                   "load; with the experts, a multiple of --ep (TensorRT-LLM: "
+                                                   "num_slots minus the experts; 256 + 32 = 288 slots on 72 ranks, "
+                                                   "4 a rank). Default 0: no balancing.")] = 0,
     precision: Annotated[Precision | None, typer.Option("--precision", help="Weight precision (default: as the "
                                                         "model is published where its checkpoint is quantized, "
                                                         "e.g. gpt-oss's MXFP4 experts; else fp8).")] = None,

@@ -211,15 +211,28 @@ class Layout:
                 f"{shape.name}'s {shape.heads:.0f} attention heads{kv} do not split evenly over the "
                 "tensor-parallel GPUs", field=f"--{self.side}tp", value=tp,
                 allowed=", ".join(map(str, ok)))
-        if shape.moe_layers and not splits_evenly(shape, tp, self.ep):
-            ok = [n for n in range(1, int(shape.experts) + 1) if int(shape.experts) % n == 0]
-            raise FactoryplanError(f"{shape.name}'s {shape.experts:.0f} routed experts do not split evenly",
-                                   field=f"--{self.side}ep", value=self.ep, allowed=", ".join(map(str, ok)))
-        if shape.moe_layers and self.redundant and (self.ep == 1 or self.redundant % self.ep):
-            raise FactoryplanError("redundant expert slots spread evenly over the expert-parallel ranks",
+        if shape.moe_layers and self.redundant and self.ep == 1:
+            raise FactoryplanError("redundant expert slots spread over expert-parallel ranks",
                                    field=f"--{self.side}redundant-experts", value=self.redundant,
-                                   allowed=f"a multiple of --{self.side}ep ({self.ep})" if self.ep > 1
-                                   else f"0 (give --{self.side}ep > 1)")
+                                   allowed=f"0 (give --{self.side}ep > 1)")
+        if shape.moe_layers and not splits_evenly(shape, tp, self.ep, redundant=self.redundant):
+            experts = int(shape.experts)
+            # the fewest copies that make the expert slots a multiple of the ranks (engines need as
+            # many slots on every rank)
+            fill = -experts % self.ep
+            if not self.redundant:
+                ok = [n for n in range(1, experts + 1) if experts % n == 0]
+                raise FactoryplanError(
+                    f"{shape.name}'s {experts} routed experts do not split evenly", field=f"--{self.side}ep",
+                    value=self.ep, allowed=f"{', '.join(map(str, ok))}; or --{self.side}redundant-experts {fill} "
+                    f"with --{self.side}ep {self.ep} ({experts + fill} expert slots, {(experts + fill) // self.ep} "
+                    "a rank)")
+            fills = [fill + i * self.ep for i in range(3)] if fill else [i * self.ep for i in range(1, 4)]
+            raise FactoryplanError(
+                f"{shape.name}'s {experts} routed experts and {self.redundant} redundant slots do not split "
+                f"evenly over the expert-parallel ranks", field=f"--{self.side}redundant-experts",
+                value=self.redundant, allowed=f"{', '.join(map(str, fills))}, ... ({experts} + it a multiple of "
+                f"--{self.side}ep {self.ep})")
         if not splits_evenly(shape, tp, 1, self.pp):
             raise FactoryplanError(f"{shape.name} has {shape.layers} layers", field=f"--{self.side}pp", value=self.pp,
                                    allowed=f"1 to {shape.layers}")

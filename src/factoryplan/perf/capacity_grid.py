@@ -141,7 +141,7 @@ def layouts(s: ModelShape, domain: int, max_pp: int = 8) -> Layouts:
                     rows.append((tp, dp, g, 1, pp, 0))
     arr = np.asarray(rows, dtype=float)
     lay = Layouts(*(arr[:, i] for i in range(len(_LAYOUT_FIELDS))))
-    return lay.select(splits_evenly(s, lay.tp, lay.ep, lay.pp))
+    return lay.select(splits_evenly(s, lay.tp, lay.ep, lay.pp, lay.redundant))
 
 
 @dataclass(frozen=True)

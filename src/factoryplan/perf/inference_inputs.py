@@ -197,19 +197,22 @@ def hardware_of(acc: Accelerator, system: System) -> Hardware:
 
 
 def splits_evenly(
-    s: ModelShape, tp: FloatOrArray, ep: FloatOrArray = 1.0, pp: FloatOrArray = 1.0
+    s: ModelShape, tp: FloatOrArray, ep: FloatOrArray = 1.0, pp: FloatOrArray = 1.0, redundant: FloatOrArray = 0.0
 ) -> BoolArray:
     """Whether a layout splits the model as serving engines require (vLLM, SGLang, TensorRT-LLM):
     ``tp`` divides the attention heads (and a linear-attention layer's value heads); GQA key/value
     heads are split over ``tp`` or replicated in whole copies (``kv % tp == 0`` or ``tp % kv == 0``;
-    MLA's latent is replicated whatever ``tp``); ``ep`` divides the routed experts (1 for a dense
-    model); ``pp`` stages hold at least one layer each."""
-    tp_a, ep_a, pp_a = (np.asarray(x, dtype=float) for x in (tp, ep, pp))
+    MLA's latent is replicated whatever ``tp``); ``ep`` divides the expert slots, the routed experts
+    plus a load balancer's ``redundant`` copies (TensorRT-LLM: ``num_slots % ep_size == 0``; SGLang:
+    routed + ``ep_num_redundant_experts`` physical experts divisible by ``ep_size``), so 32 copies
+    let DeepSeek-R1's 256 experts run on 72 ranks, 288 slots, 4 a rank (1 for a dense model, no
+    copies); ``pp`` stages hold at least one layer each."""
+    tp_a, ep_a, pp_a, extra = (np.asarray(x, dtype=float) for x in (tp, ep, pp, redundant))
     kv = s.kv_split
     ok = (np.mod(s.heads, tp_a) == 0) & ((np.mod(kv, tp_a) == 0) | (np.mod(tp_a, kv) == 0))
     if s.linear_layers:
         ok &= np.mod(s.state_split, tp_a) == 0
-    ok &= np.mod(s.experts, ep_a) == 0 if s.moe_layers else ep_a == 1
+    ok &= (np.mod(s.experts + extra, ep_a) == 0) & (extra >= 0) if s.moe_layers else (ep_a == 1) & (extra == 0)
     return np.asarray(ok & (pp_a >= 1) & (pp_a <= s.layers), dtype=bool)
 
 
@@ -219,10 +222,10 @@ class Parallel:
 
     ``tp`` splits attention (and dense MLPs) across GPUs; ``dp`` (attention data parallelism)
     gives each group of ``tp`` GPUs its own sequences; ``moe_tp``/``ep`` split each expert / the
-    set of experts; ``pp`` splits the layers into stages. ``redundant`` expert slots (a multiple of
-    ``ep``, 0 for none) hold copies of popular experts, which an expert-parallel load balancer
-    (EPLB: TensorRT-LLM's ``num_slots``, vLLM's and SGLang's redundant experts) places so that every
-    rank expects the same load.
+    set of experts; ``pp`` splits the layers into stages. ``redundant`` expert slots (0 for none;
+    with the experts they split evenly over ``ep``, :func:`splits_evenly`) hold copies of popular
+    experts, which an expert-parallel load balancer (EPLB: TensorRT-LLM's ``num_slots``, vLLM's and
+    SGLang's redundant experts) places so that every rank expects the same load.
     """
 
     tp: FloatOrArray = 1.0
