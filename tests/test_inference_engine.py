@@ -24,6 +24,7 @@ from factoryplan.perf.inference import (
     constants_from_catalog,
     constants_from_values,
     expected_max_normal,
+    expert_alltoall_time,
     expert_load_factor,
     experts_touched,
     gemm_peak,
@@ -34,7 +35,6 @@ from factoryplan.perf.inference import (
     moe_activation_elements,
     peak_flops,
     shape_of,
-    spread_alltoall_time,
     weight_bytes_per_gpu,
 )
 from factoryplan.perf.serving import memory
@@ -197,20 +197,30 @@ def test_collectives(k: Constants) -> None:
 
 
 def test_expert_all_to_all_across_domains_splits_nvlink_and_nic(catalog: Catalog, k: Constants) -> None:
-    """Inside an 8-GPU domain an all-to-all crosses NVLink alone; over 16 GPUs of two domains the 7 of
-    15 peers in the GPU's own domain are reached over NVLink while the other 8 take the NIC, in
-    parallel: the NIC share sets the time, about 8/15 of sending everything through the NIC."""
+    """Inside an 8-GPU domain a token's copies to the GPUs of its 8 experts all cross NVLink. Over 16
+    GPUs of two domains it leaves through the NIC once for the other domain (which forwards it to the
+    experts there), not once per GPU: the NIC sets the time at one copy where a copy per remote GPU
+    would have been 3.45. Over 72 GPUs of nine domains, 4.9 copies a token cross the NIC, not 6.87."""
     hw = hw_of(catalog, "h200-sxm")
-    link, nic = float(hw.link_bytes_s), float(hw.nic_bytes_s)
+    link, nic = float(hw.link_bytes_s) * k.link_efficiency, float(hw.nic_bytes_s) * k.link_efficiency
     x = 1e8
-    assert float(spread_alltoall_time(x, 1.0, hw, k)) == 0.0
-    inside = float(spread_alltoall_time(x, 8.0, hw, k))
-    assert inside == pytest.approx(k.allreduce_latency_s + x / (link * k.link_efficiency))
-    across = float(spread_alltoall_time(x, 16.0, hw, k))
-    assert across == pytest.approx(k.network_latency_s + 8 / 15 * x / (nic * k.link_efficiency))
+
+    def gpus(r: float) -> float:
+        return r * (1 - (1 - 1 / r) ** 8)
+
+    assert float(expert_alltoall_time(x, 1.0, 8, hw, k)) == 0.0
+    inside = float(expert_alltoall_time(x, 8.0, 8, hw, k))
+    assert inside == pytest.approx(k.allreduce_latency_s + x * gpus(8) / link)
+    across = float(expert_alltoall_time(x, 16.0, 8, hw, k))
+    assert across == pytest.approx(k.network_latency_s + x * (1 - 0.5**8) / nic)
+    per_gpu = x * gpus(16) * 8 / 15 / nic  # a copy through the NIC for every remote GPU
+    assert per_gpu / (across - k.network_latency_s) == pytest.approx(3.45, abs=0.01)
+    nine = float(expert_alltoall_time(x, 72.0, 8, hw, k)) - k.network_latency_s
+    assert nine * nic / x == pytest.approx(8 * (1 - (8 / 9) ** 8)) == pytest.approx(4.9, abs=0.05)
+    assert gpus(72) * 64 / 71 == pytest.approx(6.87, abs=0.01)
     gb200 = hw_of(catalog, "gb200")  # 72 GPUs behind one NVLink switch: 64 stay on NVLink
-    assert float(spread_alltoall_time(x, 64.0, gb200, k)) == pytest.approx(
-        k.allreduce_latency_s + x / (float(gb200.link_bytes_s) * k.link_efficiency))
+    assert float(expert_alltoall_time(x, 64.0, 8, gb200, k)) == pytest.approx(
+        k.allreduce_latency_s + x * gpus(64) / (float(gb200.link_bytes_s) * k.link_efficiency))
 
 
 def test_shape_of_mla_and_gqa(catalog: Catalog) -> None:

@@ -258,24 +258,34 @@ def allreduce_time(
     return np.where(r > 1.0, t, 0.0)
 
 
-def spread_alltoall_time(send_bytes: FloatOrArray, ranks: FloatOrArray, hw: Hardware, k: Constants) -> FloatOrArray:
-    """All-to-all where each of ``ranks`` GPUs sends ``send_bytes`` spread evenly over the others.
+def expert_alltoall_time(
+    token_bytes: FloatOrArray, ranks: FloatOrArray, active: FloatOrArray, hw: Hardware, k: Constants
+) -> FloatOrArray:
+    """One direction of a MoE all-to-all (dispatch to the experts, or combine back) over ``ranks``
+    GPUs: each sends ``token_bytes`` (its tokens' hidden states) to the GPUs holding each token's
+    ``active`` experts, spread evenly over the ranks.
 
-    Inside one scale-up domain all of it crosses NVLink. A group spanning domains (whole domains of
-    ``g`` GPUs) sends the share bound for its own domain, ``(g-1)/(r-1)``, over NVLink while the rest
-    leaves through the GPU's own NIC (every GPU sends at once, so NICs are not shared); the two run in
-    parallel, the slower sets the time, plus the network's latency. The physics of the training
-    engine's hierarchical all-to-all (:func:`factoryplan.perf.comm.alltoall_time`), whose placement
-    rule does not fit here: training tiles many groups, so a group stays on NVLink only if its span
-    divides the domain; a serving replica is placed whole, so 64 GPUs of a 72-GPU NVL72 rack do. 0 for
-    one rank.
+    A token reaches ``d = r·(1 - (1 - 1/r)^k)`` GPUs. Inside one scale-up domain every copy crosses
+    NVLink. A group spanning ``n = r/g`` whole domains of ``g`` GPUs sends a token once to each other
+    domain that holds one of its experts, ``(n - 1)·(1 - (1 - 1/n)^k)`` copies, through the GPU's own
+    NIC (every GPU sends at once, so NICs are not shared), and the GPU that receives it forwards it
+    over NVLink to the experts' GPUs there, so NVLink still carries about ``d`` copies: DeepEP's
+    internode kernels (SGLang's and vLLM's expert parallelism across nodes, one of TensorRT-LLM's
+    all-to-all backends), which dedupe a token per node so that the scarce NIC bandwidth carries the
+    fewest copies. The two paths run in parallel, the slower sets the time, plus the network's
+    latency. A serving replica is placed whole, so 64 GPUs of a 72-GPU NVL72 rack stay on NVLink
+    (the training engine's :func:`factoryplan.perf.comm.alltoall_time` tiles many groups instead).
+    0 for one rank.
     """
     r = np.maximum(np.asarray(ranks, dtype=float), 1.0)
-    x = np.asarray(send_bytes, dtype=float)
+    x = np.asarray(token_bytes, dtype=float)
+    kk = np.asarray(active, dtype=float)
     g = np.minimum(np.asarray(hw.domain, dtype=float), r)
-    others = np.maximum(r - 1.0, 1.0)
-    intra = x * (g - 1.0) / others / (hw.link_bytes_s * k.link_efficiency)
-    inter = x * (r - g) / others / (hw.nic_bytes_s * k.link_efficiency)
+    n = r / g
+    gpus = r * (1.0 - (1.0 - 1.0 / r) ** kk)
+    domains = (n - 1.0) * (1.0 - (1.0 - 1.0 / n) ** kk)
+    intra = x * gpus / (hw.link_bytes_s * k.link_efficiency)
+    inter = x * domains / (hw.nic_bytes_s * k.link_efficiency)
     lat = np.where(r > g, k.network_latency_s, k.allreduce_latency_s)
     return np.where(r > 1.0, lat + np.maximum(intra, inter), 0.0)
 
@@ -447,11 +457,8 @@ def _communication(
     per_layer = 2.0 * allreduce_time(msg, tp, bw_tp, lat_tp, k)
     moe_comm: FloatOrArray = 0.0
     if s.moe_layers:
-        group = tp * dp
-        # a token goes once to each GPU that holds one of its k experts: r·(1 - (1 - 1/r)^k) GPUs;
-        # dispatch there and combine back
-        dest = group * (1.0 - (1.0 - 1.0 / np.maximum(group, 1.0)) ** s.active)
-        a2a = 2.0 * spread_alltoall_time(msg * dest * load, group, hw, k)
+        # dispatch to the GPUs that hold each token's experts and combine back
+        a2a = 2.0 * expert_alltoall_time(msg * load, tp * dp, s.active, hw, k)
         moe_comm = np.where(dp > 1.0, a2a, 0.0)
     total = ((s.block_layers or s.layers) * per_layer + s.moe_layers * moe_comm) / pp
     bw_pp, lat_pp = _collective_path(hw, tp * dp * pp, k)
