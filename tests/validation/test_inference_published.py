@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from factoryplan.catalog.load import load_catalog
+from factoryplan.catalog.load import Catalog, load_catalog
 from factoryplan.cli import main
 from factoryplan.validation.inference import (
     Point,
@@ -367,6 +367,46 @@ def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
     row = {**row, "moe_tp_size": "", "moe_ep_size": ""}
     par, repair = vi.row_parallel(row, True, 8, vi._concurrency(row))
     assert (par.tp * par.dp, par.moe_tp * par.ep) == (4, 4) and repair.startswith("(e)")
+
+
+def test_wide_expert_parallel_rows_get_the_slots_the_engines_need(catalog: Catalog, tmp_path: Path) -> None:
+    """A DeepSeek-R1 row on 48 ranks (six H200 systems) or a disaggregated one decoding on 72 GPUs of an
+    NVL72 rack cannot have run without redundant expert copies (256 experts do not split over 48 or
+    72 ranks): repair (f) gives them the fewest, 32 (288 slots, 6 or 4 a rank), and says so; a row on
+    32 ranks needs none."""
+    import csv
+
+    from factoryplan.validation import inference as vi
+
+    with vi.MEASURED.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+        row = next(r for r in reader if r["model_path"] == "deepseek-ai/DeepSeek-R1" and r["attention_dp_size"] == "8")
+    wide = {**row, "id": "wide", "attention_dp_size": "48", "moe_ep_size": "48", "batch_size": "64",
+            "silicon_data_source": "silicon_concurrency=3072"}
+    even = {**wide, "id": "even", "attention_dp_size": "32", "moe_ep_size": "32",
+            "silicon_data_source": "silicon_concurrency=2048"}
+    disagg = {**row, "id": "disagg", "mode": "disagg", "system": "gb200", "silicon_data_source": "",
+              "prefill_tp_size": "1", "prefill_attention_dp_size": "8", "prefill_moe_ep_size": "8",
+              "prefill_num_workers": "2", "prefill_batch_size": "1", "decode_tp_size": "1",
+              "decode_attention_dp_size": "72", "decode_moe_ep_size": "72", "decode_num_workers": "1",
+              "decode_batch_size": "32"}
+    sample = tmp_path / "points.csv"
+    with sample.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows([wide, even, disagg])
+    loaded = vi.load_measured(catalog, sample)
+    assert not loaded.skipped
+    by_id = {p.id: p for p in loaded.points}
+    assert float(by_id["wide"].par.redundant) == 32 and by_id["wide"].repair.endswith(
+        "(f) ep 48 with 256 experts: 32 redundant slots (6 a rank)")
+    assert float(by_id["even"].par.redundant) == 0 and "(f)" not in by_id["even"].repair
+    dec = by_id["disagg"]
+    assert dec.disagg is not None and float(dec.par.ep) == 72 and float(dec.par.redundant) == 32
+    assert float(dec.disagg.prefill.redundant) == 0 and "decode: (f) ep 72 with 256 experts" in dec.repair
+    preds = vi.predict(catalog, loaded.points)
+    assert all(math.isfinite(q.tpot_ms) and q.tpot_ms > 0 and math.isfinite(q.ttft_ms) for q in preds)
 
 
 @pytest.mark.parametrize(("repo", "expected"), [

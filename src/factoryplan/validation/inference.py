@@ -45,7 +45,10 @@ Mapping rules (the same for every row, stated here once):
   encoding). A row with ``tp = 1`` and ``dp = ep`` beyond the domain is a genuine multi-node
   wide-EP run and is kept (its collectives cross the scale-out network). (e) A MoE row whose
   ``moe_tp x ep`` is smaller than ``tp x dp`` (blank expert columns) splits the experts over the
-  whole group by expert tensor parallelism, as the engines do.
+  whole group by expert tensor parallelism, as the engines do. (f) A MoE row whose ``ep`` does not
+  divide the routed experts ran with a load balancer's redundant copies (the engines need as many
+  expert slots on every rank: TensorRT-LLM ``num_slots``, SGLang's redundant experts): the fewest
+  that make it so (DeepSeek-R1 on 48 or 72 ranks: 32, 288 slots).
 * disaggregated rows (``mode`` disagg): the ``prefill_*`` and ``decode_*`` columns give each
   side's parallelism (with the same repairs), ``prefill_num_workers``/``decode_num_workers`` the
   worker counts, ``decode_batch_size`` and ``prefill_batch_size`` the workers' batch limits per
@@ -186,8 +189,11 @@ def number(text: str) -> float | None:
         return None
 
 
-def row_parallel(row: dict[str, str], moe: bool, domain: int, conc: float) -> tuple[Parallel, str]:
-    """Parallelism of a measured row with the repairs the module docstring lists."""
+def row_parallel(
+    row: dict[str, str], moe: bool, domain: int, conc: float, experts: int = 0
+) -> tuple[Parallel, str]:
+    """Parallelism of a measured row with the repairs the module docstring lists (``experts``: the
+    model's routed experts, for repair (f); 0 to skip it)."""
     tp, dp = whole(row["tp_size"]), whole(row.get("attention_dp_size", ""))
     mtp, ep = whole(row.get("moe_tp_size", "")), whole(row.get("moe_ep_size", ""))
     batch, pp = whole(row["batch_size"]), whole(row.get("pp_size", ""))
@@ -206,7 +212,11 @@ def row_parallel(row: dict[str, str], moe: bool, domain: int, conc: float) -> tu
         dp, repair = mtp * ep // tp, "(a) attention DP to match moe_tp x ep"
     if tp * dp > mtp * ep and (tp * dp) % ep == 0:  # no expert split given: the group's GPUs share them
         mtp, repair = tp * dp // ep, repair or f"(e) experts split {tp * dp // ep} x {ep} over the {tp * dp} GPUs"
-    return Parallel(tp=tp, dp=dp, moe_tp=mtp, ep=ep, pp=pp), repair
+    redundant = -experts % ep if experts else 0  # (f) the fewest copies that give every rank as many slots
+    if redundant:
+        note = f"(f) ep {ep} with {experts} experts: {redundant} redundant slots ({(experts + redundant) // ep} a rank)"
+        repair = f"{repair}; {note}" if repair else note
+    return Parallel(tp=tp, dp=dp, moe_tp=mtp, ep=ep, pp=pp, redundant=redundant), repair
 
 
 # The parallelism columns of a measured row (and of its prefill_/decode_ sides).
@@ -219,17 +229,18 @@ def _side(row: dict[str, str], side: str) -> dict[str, str]:
 
 
 def _disaggregated(
-    row: dict[str, str], moe: bool, domain: int
+    row: dict[str, str], experts: int, domain: int
 ) -> tuple[Parallel, Disagg, float, str]:
-    """(decode parallelism, prefill side, concurrency, repairs) of a disaggregated row. Concurrency:
-    ``silicon_concurrency`` when the source gives it, else every decode slot (batch x dp x workers)."""
+    """(decode parallelism, prefill side, concurrency, repairs) of a disaggregated row of a model with
+    ``experts`` routed experts (0: dense). Concurrency: ``silicon_concurrency`` when the source gives
+    it, else every decode slot (batch x dp x workers)."""
     dec_row, pre_row = _side(row, "decode"), _side(row, "prefill")
     dec_dp = whole(dec_row["attention_dp_size"])
     workers = whole(row.get("decode_num_workers", ""))
     m = re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source", ""))
     conc = float(m.group(1)) if m else float(whole(dec_row["batch_size"]) * dec_dp * workers)
-    dec, r1 = row_parallel(dec_row, moe, domain, conc / workers)
-    pre, r2 = row_parallel(pre_row, moe, domain, float(whole(pre_row["batch_size"])))
+    dec, r1 = row_parallel(dec_row, experts > 0, domain, conc / workers, experts)
+    pre, r2 = row_parallel(pre_row, experts > 0, domain, float(whole(pre_row["batch_size"])), experts)
     prefill_batch = float(whole(pre_row["batch_size"])) if pre_row["batch_size"].strip() else float("inf")
     disagg = Disagg(prefill=pre, prefill_workers=whole(row.get("prefill_num_workers", "")), decode_workers=workers,
                     decode_batch=whole(dec_row["batch_size"]), prefill_batch=prefill_batch)
@@ -441,11 +452,12 @@ def _measured_point(
                                          catalog.accelerators[hw[0]], backend)
     domain = catalog.systems[hw[1]].scaleup_domain_gpus
     disagg = None
+    routed = arch.moe.experts if arch.moe is not None else 0
     if mode == "disagg":
-        par, disagg, conc, repair = _disaggregated(row, arch.moe is not None, domain)
+        par, disagg, conc, repair = _disaggregated(row, routed, domain)
     else:
         conc = _concurrency(row)
-        par, repair = row_parallel(row, arch.moe is not None, domain, conc)
+        par, repair = row_parallel(row, arch.moe is not None, domain, conc, routed)
     return Point(
         id=row["id"], source=source, model=ref, accelerator=hw[0], system=hw[1], backend=backend,
         weights=weights, experts=experts, par=par, activations=activations,
