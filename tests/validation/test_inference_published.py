@@ -374,7 +374,6 @@ def test_wide_expert_parallel_rows_get_the_slots_the_engines_need(catalog: Catal
     NVL72 rack cannot have run without redundant expert copies (256 experts do not split over 48 or
     72 ranks): repair (f) gives them the fewest, 32 (288 slots, 6 or 4 a rank), and says so; a row on
     32 ranks needs none."""
-    import csv
 
     from factoryplan.validation import inference as vi
 
