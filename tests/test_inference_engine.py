@@ -198,9 +198,10 @@ def test_collectives(k: Constants) -> None:
 
 def test_expert_all_to_all_across_domains_splits_nvlink_and_nic(catalog: Catalog, k: Constants) -> None:
     """Inside an 8-GPU domain a token's copies to the GPUs of its 8 experts all cross NVLink. Over 16
-    GPUs of two domains it leaves through the NIC once for the other domain (which forwards it to the
-    experts there), not once per GPU: the NIC sets the time at one copy where a copy per remote GPU
-    would have been 3.45. Over 72 GPUs of nine domains, 4.9 copies a token cross the NIC, not 6.87."""
+    GPUs of two domains a prompt's token leaves through the NIC once for the other domain (which
+    forwards it to the experts there), not once per GPU: the NIC sets the time at one copy where a copy
+    per remote GPU would have been 3.45; over 72 GPUs of nine domains 4.9 copies, not 6.87. A decode
+    pass (low-latency kernels) sends a copy for each remote expert instead: 4 over 16 GPUs, 7.1 over 72."""
     hw = hw_of(catalog, "h200-sxm")
     link, nic = float(hw.link_bytes_s) * k.link_efficiency, float(hw.nic_bytes_s) * k.link_efficiency
     x = 1e8
@@ -208,16 +209,19 @@ def test_expert_all_to_all_across_domains_splits_nvlink_and_nic(catalog: Catalog
     def gpus(r: float) -> float:
         return r * (1 - (1 - 1 / r) ** 8)
 
+    def nic_copies(r: float, prompts: float) -> float:
+        return (float(expert_alltoall_time(x, r, 8, hw, k, prompts)) - k.network_latency_s) * nic / x
+
     assert float(expert_alltoall_time(x, 1.0, 8, hw, k)) == 0.0
-    inside = float(expert_alltoall_time(x, 8.0, 8, hw, k))
-    assert inside == pytest.approx(k.allreduce_latency_s + x * gpus(8) / link)
-    across = float(expert_alltoall_time(x, 16.0, 8, hw, k))
-    assert across == pytest.approx(k.network_latency_s + x * (1 - 0.5**8) / nic)
-    per_gpu = x * gpus(16) * 8 / 15 / nic  # a copy through the NIC for every remote GPU
-    assert per_gpu / (across - k.network_latency_s) == pytest.approx(3.45, abs=0.01)
-    nine = float(expert_alltoall_time(x, 72.0, 8, hw, k)) - k.network_latency_s
-    assert nine * nic / x == pytest.approx(8 * (1 - (8 / 9) ** 8)) == pytest.approx(4.9, abs=0.05)
+    for prompts in (0.0, 1.0):  # inside a domain the kernels' modes move the same copies
+        inside = float(expert_alltoall_time(x, 8.0, 8, hw, k, prompts))
+        assert inside == pytest.approx(k.allreduce_latency_s + x * gpus(8) / link)
+    assert nic_copies(16, 1.0) == pytest.approx(1 - 0.5**8)
+    assert gpus(16) * 8 / 15 / nic_copies(16, 1.0) == pytest.approx(3.45, abs=0.01)
+    assert nic_copies(72, 1.0) == pytest.approx(8 * (1 - (8 / 9) ** 8)) == pytest.approx(4.9, abs=0.05)
     assert gpus(72) * 64 / 71 == pytest.approx(6.87, abs=0.01)
+    assert nic_copies(16, 0.0) == pytest.approx(4.0)
+    assert nic_copies(72, 0.0) == pytest.approx(8 * 64 / 72)
     gb200 = hw_of(catalog, "gb200")  # 72 GPUs behind one NVLink switch: 64 stay on NVLink
     assert float(expert_alltoall_time(x, 64.0, 8, gb200, k)) == pytest.approx(
         k.allreduce_latency_s + x * gpus(64) / (float(gb200.link_bytes_s) * k.link_efficiency))

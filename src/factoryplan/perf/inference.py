@@ -259,23 +259,28 @@ def allreduce_time(
 
 
 def expert_alltoall_time(
-    token_bytes: FloatOrArray, ranks: FloatOrArray, active: FloatOrArray, hw: Hardware, k: Constants
+    token_bytes: FloatOrArray, ranks: FloatOrArray, active: FloatOrArray, hw: Hardware, k: Constants,
+    prompts: FloatOrArray = 1.0,
 ) -> FloatOrArray:
     """One direction of a MoE all-to-all (dispatch to the experts, or combine back) over ``ranks``
     GPUs: each sends ``token_bytes`` (its tokens' hidden states) to the GPUs holding each token's
     ``active`` experts, spread evenly over the ranks.
 
     A token reaches ``d = r·(1 - (1 - 1/r)^k)`` GPUs. Inside one scale-up domain every copy crosses
-    NVLink. A group spanning ``n = r/g`` whole domains of ``g`` GPUs sends a token once to each other
-    domain that holds one of its experts, ``(n - 1)·(1 - (1 - 1/n)^k)`` copies, through the GPU's own
-    NIC (every GPU sends at once, so NICs are not shared), and the GPU that receives it forwards it
-    over NVLink to the experts' GPUs there, so NVLink still carries about ``d`` copies: DeepEP's
-    internode kernels (SGLang's and vLLM's expert parallelism across nodes, one of TensorRT-LLM's
-    all-to-all backends), which dedupe a token per node so that the scarce NIC bandwidth carries the
-    fewest copies. The two paths run in parallel, the slower sets the time, plus the network's
-    latency. A serving replica is placed whole, so 64 GPUs of a 72-GPU NVL72 rack stay on NVLink
-    (the training engine's :func:`factoryplan.perf.comm.alltoall_time` tiles many groups instead).
-    0 for one rank.
+    NVLink. A group spanning ``n = r/g`` whole domains of ``g`` GPUs also uses each GPU's own NIC
+    (every GPU sends at once, so NICs are not shared), as the engines' expert parallelism across
+    nodes does (DeepEP's kernels in SGLang and vLLM, one of TensorRT-LLM's all-to-all backends):
+
+    * passes that carry prompts (``prompts`` > 0; their normal kernels, throughput first) send a token
+      once to each other domain that holds one of its experts, ``(n - 1)·(1 - (1 - 1/n)^k)`` copies
+      through the NIC, and the GPU that receives it forwards it over NVLink to the experts' GPUs
+      there, so NVLink still carries about ``d`` copies;
+    * decode passes (their low-latency kernels) send a copy for each of the token's experts that sits
+      in another domain, ``k·(r - g)/r`` copies through the NIC, without forwarding.
+
+    The two paths run in parallel, the slower sets the time, plus the network's latency. A serving
+    replica is placed whole, so 64 GPUs of a 72-GPU NVL72 rack stay on NVLink (the training engine's
+    :func:`factoryplan.perf.comm.alltoall_time` tiles many groups instead). 0 for one rank.
     """
     r = np.maximum(np.asarray(ranks, dtype=float), 1.0)
     x = np.asarray(token_bytes, dtype=float)
@@ -284,8 +289,9 @@ def expert_alltoall_time(
     n = r / g
     gpus = r * (1.0 - (1.0 - 1.0 / r) ** kk)
     domains = (n - 1.0) * (1.0 - (1.0 - 1.0 / n) ** kk)
+    remote = np.where(np.asarray(prompts, dtype=float) > 0.0, domains, kk * (r - g) / r)
     intra = x * gpus / (hw.link_bytes_s * k.link_efficiency)
-    inter = x * domains / (hw.nic_bytes_s * k.link_efficiency)
+    inter = x * remote / (hw.nic_bytes_s * k.link_efficiency)
     lat = np.where(r > g, k.network_latency_s, k.allreduce_latency_s)
     return np.where(r > 1.0, lat + np.maximum(intra, inter), 0.0)
 
@@ -446,11 +452,13 @@ def _indexer(
 
 
 def _communication(
-    s: ModelShape, hw: Hardware, par: Parallel, tokens_rank: FloatOrArray, k: Constants, load: FloatOrArray = 1.0
+    s: ModelShape, hw: Hardware, par: Parallel, tokens_rank: FloatOrArray, k: Constants, load: FloatOrArray = 1.0,
+    prompts: FloatOrArray = 0.0,
 ) -> FloatOrArray:
     """Collectives of one stage: TP all-reduces, MoE all-to-all under attention DP, PP sends. Every
     rank sends its own tokens; the busiest expert rank receives ``load`` times the mean, and the
-    dispatch and combine wait for it."""
+    dispatch and combine wait for it (``prompts`` > 0: the pass carries prompt tokens,
+    :func:`expert_alltoall_time`)."""
     tp, dp, pp = (np.asarray(x, dtype=float) for x in (par.tp, par.dp, par.pp))
     msg = tokens_rank * s.hidden * ACTIVATION_BYTES
     bw_tp, lat_tp = _collective_path(hw, tp, k)
@@ -458,7 +466,7 @@ def _communication(
     moe_comm: FloatOrArray = 0.0
     if s.moe_layers:
         # dispatch to the GPUs that hold each token's experts and combine back
-        a2a = 2.0 * expert_alltoall_time(msg * load, tp * dp, s.active, hw, k)
+        a2a = 2.0 * expert_alltoall_time(msg * load, tp * dp, s.active, hw, k, prompts)
         moe_comm = np.where(dp > 1.0, a2a, 0.0)
     total = ((s.block_layers or s.layers) * per_layer + s.moe_layers * moe_comm) / pp
     bw_pp, lat_pp = _collective_path(hw, tp * dp * pp, k)
@@ -496,8 +504,8 @@ def iteration(
         load = expert_load_factor(s.experts, s.active, all_tokens, par.ep, k.routing_concentration, balanced)
     moe = _experts(s, hw, par, prec, all_tokens, k, load)
     attn = _attention(s, hw, par, prec, rank_seqs, ctx, prompt_len, rank_prompts, k, prompt_prefix, decode_tokens)
-    comm = _communication(s, hw, par, tokens_rank, k, load)
     prompt = np.asarray(n_prompts > 0, dtype=float)  # the iteration runs outside the decode CUDA graphs
+    comm = _communication(s, hw, par, tokens_rank, k, load, prompt)
     layers = (k.layer_overhead_s + k.prefill_layer_overhead_s * prompt) * (s.block_layers or s.layers)
     layers = layers + k.moe_layer_overhead_s * s.moe_layers
     overhead = (
