@@ -268,8 +268,10 @@ def expert_alltoall_time(
 
     A token reaches ``d = r·(1 - (1 - 1/r)^k)`` GPUs. Inside one scale-up domain every copy crosses
     NVLink. A group spanning ``n = r/g`` whole domains of ``g`` GPUs also uses each GPU's own NIC
-    (every GPU sends at once, so NICs are not shared), as the engines' expert parallelism across
-    nodes does (DeepEP's kernels in SGLang and vLLM, one of TensorRT-LLM's all-to-all backends):
+    (every GPU sends at once, so NICs are not shared), with the DeepEP kernels that expert-parallel
+    deployments across nodes configure (SGLang ``--moe-a2a-backend deepep``, vLLM
+    ``--all2all-backend deepep_high_throughput`` / ``deepep_low_latency``, TensorRT-LLM's DeepEP
+    all-to-all methods):
 
     * passes that carry prompts (``prompts`` > 0; their normal kernels, throughput first) send a token
       once to each other domain that holds one of its experts, ``(n - 1)·(1 - (1 - 1/n)^k)`` copies
