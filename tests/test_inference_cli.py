@@ -303,6 +303,25 @@ def test_redundant_slots_let_expert_parallelism_span_a_whole_nvl72(capsys: pytes
     assert wide["tpot_ms"] < ranks64["tpot_ms"]
 
 
+def test_a_replica_across_nvlink_domains_says_what_crosses_the_network(capsys: pytest.CaptureFixture[str]) -> None:
+    """A layout over more GPUs than one NVLink domain names the systems it takes and which collectives
+    leave through the NICs (none of the calibration points does); one inside a domain says nothing."""
+    base = ("serve", "-m", "deepseek-r1", "--isl", "2000", "--osl", "500", "-c", "512")
+    wide = cli_json(capsys, *base, "-g", "h100", "--attention-dp", "16", "--ep", "16")
+    assert wide["systems"] == 2 and wide["note"] == (
+        "the replica spans 2 dgx-h100 systems (8 GPUs share NVLink): its expert all-to-all crosses each GPU's "
+        "400 Gb/s network link, which no calibration point measures")
+    staged = cli_json(capsys, "serve", "-m", "llama-3.1-405b", "-g", "h100", "--tp", "8", "--pp", "2", "--isl",
+                      "2000", "--osl", "500", "-c", "32")
+    assert staged["systems"] == 2 and "its pipeline sends cross each GPU's" in staged["note"]
+    rack = cli_json(capsys, *base, "-g", "gb200", "--attention-dp", "32", "--ep", "32")
+    assert rack["systems"] == 1 and "note" not in rack
+    split = cli_json(capsys, *base, "-g", "h100", "--prefill-tp", "1", "--prefill-attention-dp", "16",
+                     "--prefill-ep", "16", "--attention-dp", "32", "--ep", "32")
+    assert split["systems"] == 6 and "a prefill worker spans 2 dgx-h100 systems" in split["note"]
+    assert "a decode worker spans 4 dgx-h100 systems" in split["note"]
+
+
 def test_a_host_limited_step_is_named(capsys: pytest.CaptureFixture[str], catalog: Catalog) -> None:
     """Llama-3.1-8B on 8 B200 with 1,000 SGLang users: the scheduler's host work per sequence, not the
     GPUs, sets the decode step, and the output says so; at 16 users it does not."""

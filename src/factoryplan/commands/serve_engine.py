@@ -141,6 +141,10 @@ class Setup:
         return (f"the KV cache holds {max_concurrency:,} of the {concurrency:,} users' sequences: {waiting}; more "
                 f"GPUs a replica (--tp, --attention-dp){narrower} or more replicas serve them all")
 
+    def systems(self, gpus: int) -> int:
+        """The systems ``gpus`` GPUs take (whole systems, as a capacity plan counts them)."""
+        return -(-gpus // self.system.gpus)
+
     def limits(self) -> dict[str, int]:
         """The JSON keys of the engine's scheduling limits assumed: prompt tokens an iteration carries and
         sequences a replica (or attention-DP rank) runs at once (the engine's defaults unless given)."""
@@ -329,7 +333,7 @@ def point(
         "kv_cache_per_gpu_gib": float(np.asarray(r.mem.kv_room_bytes)) / GIB,
         "max_concurrency": int(max_conc), "fits": concurrency <= max_conc,
         "running": int(np.asarray(r.running)), "decode_step_ms": float(np.asarray(r.decode_step_s)) * 1e3,
-        "prefill_ms": float(np.asarray(r.prefill_s)) * 1e3, "power_kw": power_w / 1e3,
+        "prefill_ms": float(np.asarray(r.prefill_s)) * 1e3, "systems": setup.systems(gpus), "power_kw": power_w / 1e3,
         "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
         "params_total": params_total(setup.arch), "params_active": params_active(setup.arch),
         "peak_tflops": float(np.asarray(peak_flops(
@@ -343,9 +347,28 @@ def point(
     notes = ([setup.queue_note(concurrency, int(max_conc), float(np.asarray(r.mem.kv_concurrency)))]
              if concurrency > max_conc else [])
     notes += _host_note(setup, layout, steady)
+    notes += _span_note(setup, layout)
     if notes:
         out["note"] = "; ".join(notes)
     return out
+
+
+def _span_note(setup: Setup, layout: Layout, workers: str = "the replica") -> list[str]:
+    """A note where ``layout`` spans NVLink domains: which of its collectives leave through the GPUs'
+    NICs (as :mod:`factoryplan.perf.inference` times them), something no calibration point measures."""
+    domain = setup.system.scaleup_domain_gpus
+    group = (layout.tp or 1) * layout.dp
+    crossing = [what for what, crosses in (
+        ("tensor-parallel all-reduces", (layout.tp or 1) > domain),
+        ("expert all-to-all", bool(setup.shape.moe_layers) and layout.dp > 1 and group > domain),
+        ("pipeline sends", layout.pp > 1 and group * layout.pp > domain),
+    ) if crosses]
+    if not crossing:
+        return []
+    nic_gbit = setup.system.nic_bit_s * setup.system.nics_per_gpu / 1e9
+    return [f"{workers} spans {setup.systems(layout.gpus())} {setup.system.id} systems ({domain} GPUs share NVLink): "
+            f"its {' and '.join(crossing)} {'crosses' if crossing == ['expert all-to-all'] else 'cross'} each GPU's "
+            f"{nic_gbit:.0f} Gb/s network link, which no calibration point measures"]
 
 
 def _host_note(setup: Setup, layout: Layout, steady: Serving) -> list[str]:
@@ -419,14 +442,16 @@ def disaggregated_point(
         "memory_per_gpu_gib": (float(np.asarray(mem_d.weights_bytes)) + kv_used + setup.k.reserved_bytes) / GIB,
         "weights_per_gpu_gib": float(np.asarray(mem_d.weights_bytes)) / GIB,
         "max_concurrency": int(float(np.asarray(mem_d.max_concurrency)) * decode_workers),
-        "fits": bool(np.asarray(r.fits)), "power_kw": power_w / 1e3,
+        "fits": bool(np.asarray(r.fits)), "systems": setup.systems(gpus), "power_kw": power_w / 1e3,
         "output_tokens_per_s_per_mw": out_tps / (power_w / 1e6),
         **_expert_load(setup, decode, float(np.asarray(steady.decode_batch)), spec[0]),
     }
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
-    if not out["fits"]:
-        out["note"] = setup.queue_note(concurrency, out["max_concurrency"],
-                                       float(np.asarray(mem_d.kv_concurrency)) * decode_workers)
+    notes = [setup.queue_note(concurrency, out["max_concurrency"], float(np.asarray(mem_d.kv_concurrency))
+                              * decode_workers)] if not out["fits"] else []
+    notes += _span_note(setup, prefill, "a prefill worker") + _span_note(setup, decode, "a decode worker")
+    if notes:
+        out["note"] = "; ".join(notes)
     return out
 
 
