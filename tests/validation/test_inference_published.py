@@ -365,7 +365,7 @@ def test_moe_row_without_expert_columns_splits_experts_over_the_group() -> None:
         row = next(r for r in csv.DictReader(fh)
                    if r["model_path"] == "Qwen/Qwen3-235B-A22B-FP8" and r["tp_size"] == "4")
     row = {**row, "moe_tp_size": "", "moe_ep_size": ""}
-    par, repair = vi.row_parallel(row, True, 8, vi._concurrency(row))
+    par, repair = vi.row_parallel(row, 128, 8, vi._concurrency(row))
     assert (par.tp * par.dp, par.moe_tp * par.ep) == (4, 4) and repair.startswith("(e)")
 
 

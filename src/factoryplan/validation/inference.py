@@ -189,16 +189,14 @@ def number(text: str) -> float | None:
         return None
 
 
-def row_parallel(
-    row: dict[str, str], moe: bool, domain: int, conc: float, experts: int = 0
-) -> tuple[Parallel, str]:
-    """Parallelism of a measured row with the repairs the module docstring lists (``experts``: the
-    model's routed experts, for repair (f); 0 to skip it)."""
+def row_parallel(row: dict[str, str], experts: int, domain: int, conc: float) -> tuple[Parallel, str]:
+    """Parallelism of a measured row of a model with ``experts`` routed experts (0: dense), with the
+    repairs the module docstring lists."""
     tp, dp = whole(row["tp_size"]), whole(row.get("attention_dp_size", ""))
     mtp, ep = whole(row.get("moe_tp_size", "")), whole(row.get("moe_ep_size", ""))
     batch, pp = whole(row["batch_size"]), whole(row.get("pp_size", ""))
     repair = ""
-    if not moe:
+    if not experts:
         return Parallel(tp=tp, dp=dp, pp=pp), repair
     if tp * dp > domain and mtp == ep > 1 and tp * dp == mtp * ep:
         gpus = ep
@@ -212,7 +210,7 @@ def row_parallel(
         dp, repair = mtp * ep // tp, "(a) attention DP to match moe_tp x ep"
     if tp * dp > mtp * ep and (tp * dp) % ep == 0:  # no expert split given: the group's GPUs share them
         mtp, repair = tp * dp // ep, repair or f"(e) experts split {tp * dp // ep} x {ep} over the {tp * dp} GPUs"
-    redundant = -experts % ep if experts else 0  # (f) the fewest copies that give every rank as many slots
+    redundant = -experts % ep  # (f) the fewest copies that give every rank as many slots
     if redundant:
         note = f"(f) ep {ep} with {experts} experts: {redundant} redundant slots ({(experts + redundant) // ep} a rank)"
         repair = f"{repair}; {note}" if repair else note
@@ -239,8 +237,8 @@ def _disaggregated(
     workers = whole(row.get("decode_num_workers", ""))
     m = re.search(r"silicon_concurrency=(\d+)", row.get("silicon_data_source", ""))
     conc = float(m.group(1)) if m else float(whole(dec_row["batch_size"]) * dec_dp * workers)
-    dec, r1 = row_parallel(dec_row, experts > 0, domain, conc / workers, experts)
-    pre, r2 = row_parallel(pre_row, experts > 0, domain, float(whole(pre_row["batch_size"])), experts)
+    dec, r1 = row_parallel(dec_row, experts, domain, conc / workers)
+    pre, r2 = row_parallel(pre_row, experts, domain, float(whole(pre_row["batch_size"])))
     prefill_batch = float(whole(pre_row["batch_size"])) if pre_row["batch_size"].strip() else float("inf")
     disagg = Disagg(prefill=pre, prefill_workers=whole(row.get("prefill_num_workers", "")), decode_workers=workers,
                     decode_batch=whole(dec_row["batch_size"]), prefill_batch=prefill_batch)
@@ -457,7 +455,7 @@ def _measured_point(
         par, disagg, conc, repair = _disaggregated(row, routed, domain)
     else:
         conc = _concurrency(row)
-        par, repair = row_parallel(row, arch.moe is not None, domain, conc, routed)
+        par, repair = row_parallel(row, routed, domain, conc)
     return Point(
         id=row["id"], source=source, model=ref, accelerator=hw[0], system=hw[1], backend=backend,
         weights=weights, experts=experts, par=par, activations=activations,

@@ -113,8 +113,8 @@ def _published_point(catalog: Catalog, r: dict[str, str]) -> tuple[Point | None,
     layout = {"tp_size": tp_text, "pp_size": r.get("PP", ""), "moe_ep_size": r.get("EP", ""),
               "attention_dp_size": "", "moe_tp_size": "", "batch_size": str(int(conc)) if conc else ""}
     arch = resolve_model(catalog, mid)
-    par, repair = row_parallel(layout, arch.moe is not None, catalog.systems[system].scaleup_domain_gpus, conc,
-                               arch.moe.experts if arch.moe is not None else 0)
+    par, repair = row_parallel(layout, arch.moe.experts if arch.moe is not None else 0,
+                               catalog.systems[system].scaleup_domain_gpus, conc)
     throughput = number(r.get("output_throughput_tok_s", ""))
     per_gpu = number(r.get("tokens_per_s_per_gpu", ""))
     if throughput is None and per_gpu is not None:  # a table that gives it per GPU: the replica's GPUs
