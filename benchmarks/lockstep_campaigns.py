@@ -5,15 +5,18 @@ and output lengths. Whether the users stay in step afterwards decides how the ti
 splits between TTFT and TPOT: in lockstep all prompts of a wave are prefilled together (long TTFT)
 and then decoded together without interruption (short TPOT); once the users drift apart, prompts
 arrive one by one and each decode iteration carries some prompt work (short TTFT, longer TPOT).
-``perf.serving.serve`` predicts the drifted (steady) state, with the first wave blended in by the
-fitted ``burst_share``; ``perf.serving_sim.simulate(burst=True)`` follows every iteration of a
-deterministic burst-started run, which stays in lockstep.
+``perf.serving.serve`` predicts, for an engine that mixes prompt chunks into decode iterations, the
+drifted state with the first wave blended in by the fitted ``burst_share``, and for one that
+prefills apart, ahead of decoding, lockstep throughout; ``perf.serving_sim.simulate(burst=True)``
+follows every iteration of a deterministic burst-started run, which stays in lockstep.
 
-For every aggregated measured point this script predicts TTFT and TPOT both ways and prints the
-MAPE per campaign (model, engine, engine version, GPU). A campaign that the burst simulation
-predicts far better than the closed form ran in lockstep; the others drifted apart. The data do not
-say which harness setting (warm-up, length jitter, request pacing) made the difference, which is
-why the closed form is not switched per campaign.
+For every aggregated measured point this script predicts TTFT and TPOT both ways, the closed form
+as drifted (every engine mixing), and prints the MAPE per campaign (model, engine, engine version,
+GPU). A campaign that the burst simulation predicts far better ran in lockstep; the others drifted
+apart. One campaign did: SGLang 0.5.1 (Qwen3-32B on H100), the only one whose engine prefilled
+apart (the harness's launch template for that release never passed ``--enable-mixed-chunk``:
+``validation.inference.harness_mixes_prefill``), which is how ``validate`` predicts it; the line
+says so. The simulation runs every engine with its catalog scheduling (SGLang prefilling apart).
 
 Run by hand (about 40 s on two cores):
 
@@ -26,6 +29,7 @@ import argparse
 import collections
 import math
 import sys
+from dataclasses import replace
 
 from factoryplan.catalog.load import load_catalog
 from factoryplan.catalog.models import resolve_model
@@ -45,14 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cat = load_catalog()
     points = [p for p in load_measured(cat).points if p.disagg is None]
-    preds = predict(cat, points)
+    # the closed form with every engine mixing prompt chunks into decodes: users drifting apart
+    preds = predict(cat, [replace(p, mixes_prefill=True) if p.mixes_prefill is False else p for p in points])
+    lockstep_runs = {f"{p.model} {p.backend} {p.version or '?'} {p.accelerator}" for p in points
+                     if p.mixes_prefill is False}
     rows: dict[str, list[tuple[float, float, float, float]]] = collections.defaultdict(list)
     skipped = 0
     for p, q in zip(points, preds, strict=True):
         k = constants_from_catalog(cat, p.backend)
         shape = shape_of(resolve_model(cat, p.model))
         hw = hardware_of(cat.accelerators[p.accelerator], cat.systems[p.system])
-        prec = Precision(weights=p.weights, experts=p.experts, kv=kv_precision(k, p.weights, p.kv),
+        sparse_on_fp4 = shape.top_k > 0 and bool(cat.accelerators[p.accelerator].fp4_dense_flops)
+        prec = Precision(weights=p.weights, experts=p.experts, kv=kv_precision(k, p.weights, p.kv,
+                                                                               sparse_on_fp4=sparse_on_fp4),
                          activations=p.activations)
         try:
             sim = simulate(shape, hw, p.par, prec, k, concurrency=int(p.concurrency), isl=int(p.isl),
@@ -67,11 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         rows["all"].append(errors)
     print(f"{len(rows['all'])} aggregated measured points ({skipped} the simulation does not run: pp > 1 "
           "or users not dividing over the attention-DP ranks)")
-    print(f"{'campaign':56s} {'n':>4s}   closed form TTFT  TPOT   lockstep sim TTFT  TPOT   ran in")
+    print(f"{'campaign':56s} {'n':>4s}   drifted (closed) TTFT TPOT lockstep sim TTFT  TPOT   ran in")
     for name, errs in sorted(rows.items(), key=lambda kv: (kv[0] != "all", kv[0])):
         mean = [sum(e[i] for e in errs) / len(errs) for i in range(4)]
         closed, lock = math.hypot(mean[0], mean[1]), math.hypot(mean[2], mean[3])
         verdict = "" if name == "all" else ("lockstep" if lock < 0.5 * closed else "drift" if closed < lock else "?")
+        if name in lockstep_runs:
+            verdict += " (its engine prefilled apart: serve predicts lockstep)"
         print(f"{name:56s} {len(errs):4d}   {mean[0]:15.1f}% {mean[1]:5.1f}%   {mean[2]:15.1f}% {mean[3]:5.1f}%   "
               f"{verdict}")
     return 0

@@ -10,6 +10,7 @@ import pytest
 
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import kv_cache_bytes_per_token, params_total
+from factoryplan.catalog.schema import Release
 from factoryplan.errors import FactoryplanError, InfeasibleError
 from factoryplan.perf.inference import (
     KV_BYTES,
@@ -306,6 +307,29 @@ def test_fp4_kv_cache_holds_more_and_reads_less(catalog: Catalog, k: Constants) 
     check_kv_hardware("fp8", catalog.accelerators["h100-sxm"], field="kv_precision")
     with pytest.raises(InfeasibleError, match="kv_precision: an FP4 KV cache needs FP4 hardware; h100-sxm"):
         check_kv_hardware("fp4", catalog.accelerators["h100-sxm"], field="kv_precision")
+
+
+def test_kv_cache_defaults_of_the_engines(catalog: Catalog) -> None:
+    """The KV cache an engine keeps unless told: TensorRT-LLM and vLLM FP8 with FP8 or narrower
+    weights; SGLang the model's BF16 (kv_cache_dtype "auto"), FP8 where the checkpoint asks for it;
+    a DeepSeek-sparse-attention model FP8 on Blackwell in every engine, BF16 under SGLang on Hopper."""
+    from factoryplan.perf.inference import serving_formats
+
+    def kv(model: str, acc: str, backend: str, weights: str | None = "fp8", given: str | None = None) -> str:
+        k = constants_from_catalog(catalog, backend)
+        prec, _ = serving_formats(catalog.models[model], catalog.accelerators[acc], k, weights, kv=given)
+        return prec.kv
+
+    assert [kv("llama-3.1-70b", "h200-sxm", b) for b in ("trtllm", "vllm", "sglang")] == ["fp8", "fp8", "bf16"]
+    assert [kv("llama-3.1-70b", "h200-sxm", b, "bf16") for b in ("trtllm", "sglang")] == ["bf16", "bf16"]
+    assert kv("llama-3.1-70b", "h200-sxm", "sglang", given="fp8") == "fp8"  # as given
+    assert [kv("glm-5", acc, "sglang") for acc in ("h200-sxm", "b200", "gb300")] == ["bf16", "fp8", "fp8"]
+    assert kv("deepseek-v3.2", "b200", "sglang", "bf16") == "fp8"
+    assert kv("deepseek-v3.2", "h100-sxm", "vllm", "bf16") == "bf16"
+    assert kv("deepseek-v3.2", "b200", "vllm", "bf16") == "fp8"
+    asks = catalog.models["llama-3.1-70b"].model_copy(update={"release": Release(weights="fp8", kv="fp8")})
+    prec, _ = serving_formats(asks, catalog.accelerators["h200-sxm"], constants_from_catalog(catalog, "sglang"))
+    assert prec.kv == "fp8"  # a checkpoint whose quantization config asks for an FP8 cache (ModelOpt)
 
 
 def test_decode_is_memory_bound_at_batch_one(catalog: Catalog, k: Constants) -> None:

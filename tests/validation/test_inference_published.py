@@ -17,9 +17,10 @@ per row. Targets of the engine's brief: output throughput and TPOT within 15% MA
 on the calibration rows. The bounds below are what the engine reaches (measured, with a point or
 two of margin), so a regression fails them. TTFT of the measured set stays above its target: the
 harness starts every user at once and its runs differ in ways one mean-value model cannot follow
-(some engine versions keep users in lockstep, some add ~100 ms per request, some points queue for
-the KV cache); the nine gpt-oss vLLM points at concurrency 512 (December 2025 runs) account for
-1.7 points of the TPOT MAPE: by Little's law on their own TTFT and TPOT about 100 requests were in
+(some engine versions add ~100 ms per request, some points queue for the KV cache; the one engine
+release that kept its users in lockstep, SGLang 0.5.1, is predicted so, the harness having run it
+without mixed chunks); the nine gpt-oss vLLM points at concurrency 512 (December 2025 runs) account for
+1.6 points of the TPOT MAPE: by Little's law on their own TTFT and TPOT about 100 requests were in
 flight whatever the layout and lengths (96-106), a client that kept at most ~100 requests open (as
 aiohttp's default connection limit does), so most of the 512 users waited outside the engine.
 """
@@ -44,6 +45,7 @@ from factoryplan.validation.inference import (
     band_gpus,
     error_bands,
     gpu_scaling,
+    harness_mixes_prefill,
     implied_output_tokens_per_s,
     load_measured,
     model_id,
@@ -167,16 +169,16 @@ def test_nim_concurrency_sweep() -> None:
 
 
 def test_vllm_ci_latency() -> None:
-    """vLLM CI latency tests (batch 8, 32 in / 128 out, BF16 on H200): end-to-end within 16%."""
+    """vLLM CI latency tests (batch 8, 32 in / 128 out, BF16 on H200): end-to-end within 17%."""
     pts, preds = published()
     pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.e2e_ms]
     assert len(pairs) == 2
-    assert ape(pairs, "e2e_ms").max() <= 16.0
+    assert ape(pairs, "e2e_ms").max() <= 17.0
 
 
 def test_measured_hopper_overall() -> None:
-    """The 1,593 measured points: TPOT 17.4% MAPE (median 11.6%), TTFT 29.9% (median 23.2%), and
-    the throughput their TTFT and TPOT imply 16.1% (median 10.4%): the fit holds the microbenchmark
+    """The 1,593 measured points: TPOT 16.0% MAPE (median 10.9%), TTFT 27.4% (median 21.9%), and
+    the throughput their TTFT and TPOT imply 16.0% (median 10.8%): the fit holds the microbenchmark
     priors firmly, which costs about a point in sample and gains about two on every hold-out
     (benchmarks/calibrate_inference.py, PRIOR_WEIGHT). The 45 Qwen3.5 points were first predicted
     out of sample (constants fitted without them: TPOT 21.3%, TTFT 18.8%, throughput 30.1%), the 30
@@ -186,11 +188,11 @@ def test_measured_hopper_overall() -> None:
     pairs = list(zip(pts, preds, strict=True))
     assert len(pairs) == 1593
     tpot, ttft = ape(pairs, "tpot_ms"), ape(pairs, "ttft_ms")
-    assert tpot.mean() <= 18.5 and np.median(tpot) <= 12.5
-    assert ttft.mean() <= 31.0 and np.median(ttft) <= 24.0
+    assert tpot.mean() <= 17.0 and np.median(tpot) <= 12.0
+    assert ttft.mean() <= 28.5 and np.median(ttft) <= 23.0
     implied = [replace(p, output_tokens_per_s=implied_output_tokens_per_s(p)) for p in pts if p.ttft_ms and p.tpot_ms]
     thr = ape(list(zip(implied, preds, strict=True)), "output_tokens_per_s")
-    assert thr.mean() <= 17.5 and np.median(thr) <= 11.0
+    assert thr.mean() <= 17.0 and np.median(thr) <= 11.5
 
 
 def test_error_bands_are_the_calibration_sets() -> None:
@@ -222,9 +224,9 @@ def test_error_bands_are_the_calibration_sets() -> None:
 
 
 @pytest.mark.parametrize(("group", "tpot_limit", "ttft_limit"), [
-    ("trtllm", 14.0, 31.0), ("vllm", 23.0, 27.5), ("sglang", 22.0, 40.0),
-    ("bf16", 16.0, 38.5), ("fp8", 17.0, 31.0), ("fp4", 27.5, 23.0), ("int4", 11.5, 20.0),
-    ("h100-sxm", 18.5, 30.0), ("h200-sxm", 18.5, 31.5),
+    ("trtllm", 14.0, 31.0), ("vllm", 23.0, 27.5), ("sglang", 13.0, 26.5),
+    ("bf16", 11.0, 28.0), ("fp8", 17.5, 31.0), ("fp4", 26.5, 23.5), ("int4", 11.5, 20.5),
+    ("h100-sxm", 17.0, 26.5), ("h200-sxm", 17.5, 31.5),
 ])
 def test_measured_hopper_by_group(group: str, tpot_limit: float, ttft_limit: float) -> None:
     """TPOT and TTFT MAPE by serving engine, weight precision and GPU (FP4 is weight-only on
@@ -234,6 +236,24 @@ def test_measured_hopper_by_group(group: str, tpot_limit: float, ttft_limit: flo
     assert len(pairs) >= 45
     assert ape(pairs, "tpot_ms").mean() <= tpot_limit
     assert ape(pairs, "ttft_ms").mean() <= ttft_limit
+
+
+def test_sglang_runs_scheduling_by_release() -> None:
+    """The harness launched SGLang with prompt chunks mixed into decode iterations except release
+    0.5.1 (its launch template never passed the flag): those 78 points ran SGLang's default, prompts
+    apart and ahead of decoding, their users in lockstep for the whole run. Predicted so, their TTFT
+    and TPOT MAPE are 11.8% and 4.6%; predicted as the other releases ran (mixed, users drifting apart
+    after a first wave) they would be over 55% and 25%."""
+    assert harness_mixes_prefill("sglang", "0.5.1.post1") is False
+    assert harness_mixes_prefill("sglang", "0.5.6.post2") is True and harness_mixes_prefill("sglang", "") is True
+    assert harness_mixes_prefill("trtllm", "1.0.0rc3") is None and harness_mixes_prefill("vllm", "0.12.0") is None
+    pts, preds = measured()
+    pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.backend == "sglang" and p.version == "0.5.1.post1"]
+    assert len(pairs) == 78 and all(p.mixes_prefill is False for p, _ in pairs)
+    assert ape(pairs, "ttft_ms").mean() <= 14.0 and ape(pairs, "tpot_ms").mean() <= 6.5
+    mixed = [replace(p, mixes_prefill=True) for p, _ in pairs]
+    as_mixed = list(zip(mixed, predict(load_catalog(), mixed), strict=True))
+    assert ape(as_mixed, "ttft_ms").mean() > 55.0 and ape(as_mixed, "tpot_ms").mean() > 25.0
 
 
 def test_same_configuration_on_two_gpus() -> None:
@@ -285,9 +305,9 @@ def test_gpu_scaling_pairs_only_the_same_configuration() -> None:
 
 
 def test_measured_hopper_dense_models_tighter() -> None:
-    """Dense Llama 3.1 70B and Qwen3-32B, the best-conditioned families: TPOT within 10% and 15.5%."""
+    """Dense Llama 3.1 70B and Qwen3-32B, the best-conditioned families: TPOT within 12% and 10%."""
     pts, preds = measured()
-    for model, limit in (("llama-3.1-70b", 10.0), ("qwen3-32b", 15.5)):
+    for model, limit in (("llama-3.1-70b", 12.0), ("qwen3-32b", 10.0)):
         pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.model == model]
         assert ape(pairs, "tpot_ms").mean() <= limit, model
 

@@ -213,8 +213,10 @@ def serve(
     moe_precision: Annotated[Precision | None, typer.Option("--moe-precision", help="Expert weights (default: "
                                                             "--precision, else as published).")] = None,
     kv_precision: Annotated[KvPrecision | None, typer.Option("--kv-precision", help="KV cache (default: the "
-                                                             "engine's: FP8 with FP8 or narrower weights; fp4: "
-                                                             "NVFP4, on parts with FP4 units).")] = None,
+                                                             "engine's: trtllm and vllm FP8 with FP8 or narrower "
+                                                             "weights, sglang the model's BF16; sparse-attention "
+                                                             "models FP8 on Blackwell; fp4: NVFP4, on parts with "
+                                                             "FP4 units).")] = None,
     activation_precision: Annotated[ActivationPrecision | None, typer.Option(
         "--activation-precision", help="Activations the GEMMs multiply with; the tensor cores run at the wider "
         "operand (default: the weights' own; INT4 weight-only at BF16; MXFP4 experts as the engine runs them on "
@@ -229,6 +231,9 @@ def serve(
                                                   "rank) runs at once, the others queue (TensorRT-LLM "
                                                   "max_batch_size, vLLM max_num_seqs, SGLang max_running_requests; "
                                                   "default the engine's).")] = None,
+    mixed_chunk: Annotated[bool, typer.Option("--mixed-chunk", help="Prompt chunks ride in decode iterations "
+                                              "(SGLang --enable-mixed-chunk; TensorRT-LLM and vLLM always do; "
+                                              "SGLang's default runs prompts apart, ahead of decoding).")] = False,
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Users served at once "
                                                     "by one replica (closed loop).")] = None,
     start: Annotated[Start | None, typer.Option("--start", help="How those users start: together (the "
@@ -314,7 +319,7 @@ def serve(
                                precision.value if precision else None, moe_precision.value if moe_precision else None,
                                kv_precision.value if kv_precision else None,
                                activation_precision.value if activation_precision else "").with_limits(
-                                   token_budget, max_batch).with_first_wave(requests_per_user)
+                                   token_budget, max_batch, mixed_chunk).with_first_wave(requests_per_user)
 
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp, redundant=redundant_experts)
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),

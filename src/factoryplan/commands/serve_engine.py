@@ -38,6 +38,7 @@ from factoryplan.perf.serving import (
     Memory,
     Serving,
     closed_loop_disaggregated,
+    first_wave_share,
     memory,
     memory_gib,
     serve,
@@ -145,15 +146,20 @@ class Setup:
         """The systems ``gpus`` GPUs take (whole systems, as a capacity plan counts them)."""
         return -(-gpus // self.system.gpus)
 
-    def limits(self) -> dict[str, int]:
-        """The JSON keys of the engine's scheduling limits assumed: prompt tokens an iteration carries and
-        sequences a replica (or attention-DP rank) runs at once (the engine's defaults unless given)."""
-        return {"token_budget": int(self.k.token_budget), "max_batch": int(self.k.max_batch)}
+    def limits(self) -> dict[str, int | bool]:
+        """The JSON keys of the engine's scheduling assumed: prompt tokens an iteration carries, sequences
+        a replica (or attention-DP rank) runs at once, and whether prompt chunks ride in decode
+        iterations (the engine's defaults unless given)."""
+        return {"token_budget": int(self.k.token_budget), "max_batch": int(self.k.max_batch),
+                "mixed_chunk": bool(self.k.mixes_prefill)}
 
-    def with_limits(self, token_budget: int | None, max_batch: int | None) -> Setup:
-        """This setup with the engine's token budget and batch limit as given (None: the engine's)."""
+    def with_limits(self, token_budget: int | None, max_batch: int | None, mixed_chunk: bool = False) -> Setup:
+        """This setup with the engine's token budget and batch limit as given (None: the engine's), and
+        prompt chunks mixed into decode iterations where ``mixed_chunk`` asks (SGLang's
+        --enable-mixed-chunk; TensorRT-LLM and vLLM always mix)."""
         k = replace(self.k, token_budget=float(token_budget) if token_budget else self.k.token_budget,
-                    max_batch=float(max_batch) if max_batch else self.k.max_batch)
+                    max_batch=float(max_batch) if max_batch else self.k.max_batch,
+                    mixes_prefill=self.k.mixes_prefill or mixed_chunk)
         return replace(self, k=k)
 
     def with_first_wave(self, requests_per_user: int | None) -> Setup:
@@ -324,7 +330,7 @@ def point(
         "redundant_experts": layout.redundant,
         **setup.precisions(), **setup.limits(), **_request(isl, osl, cached, spec, isl_cv), "concurrency": concurrency,
         "ttft_ms": float(np.asarray(r.ttft_s)) * 1e3, "tpot_ms": float(np.asarray(r.tpot_s)) * 1e3,
-        **_start(together, steady.ttft_s, steady.tpot_s, setup.k.burst_share),
+        **_start(together, steady.ttft_s, steady.tpot_s, first_wave_share(setup.k)),
         "output_tokens_per_s": out_tps, "output_tokens_per_s_per_gpu": out_tps / gpus,
         "tokens_per_s_per_user": float(np.asarray(r.tokens_per_s_per_user)),
         "requests_per_s": float(np.asarray(r.requests_per_s)),
@@ -346,6 +352,10 @@ def point(
     out |= setup.ranges(out["ttft_ms"], out["tpot_ms"], out_tps, steady=not together)
     notes = ([setup.queue_note(concurrency, int(max_conc), float(np.asarray(r.mem.kv_concurrency)))]
              if concurrency > max_conc else [])
+    if together and not setup.k.mixes_prefill:
+        notes.append(f"{setup.backend} prefills apart from decoding, ahead of it: users started together stay "
+                     "in step, every wave prefilled whole, then decoded together (ttft_ms and tpot_ms are that "
+                     "lockstep's; --start steady for users spread out)")
     notes += _host_note(setup, layout, steady)
     notes += _span_note(setup, layout)
     if notes:

@@ -339,10 +339,13 @@ def check_precision(p: Precision) -> None:
             raise FactoryplanError("unknown precision", field=field_name, value=value, allowed=", ".join(allowed))
 
 
-def kv_precision(k: Constants, weights: str, given: str | None = None) -> str:
+def kv_precision(k: Constants, weights: str, given: str | None = None, *, sparse_on_fp4: bool = False) -> str:
     """The KV-cache precision: the one given, else the engine's default (FP8 with FP8 or narrower
-    weights where the engine quantizes the cache by default, else BF16)."""
-    return given or ("fp8" if k.kv_fp8_default and weights != "bf16" else "bf16")
+    weights where the engine quantizes the cache by default, else the model's BF16). ``sparse_on_fp4``:
+    a DeepSeek-sparse-attention model on a part with FP4 units (Blackwell), whose cache the engines
+    keep in FP8 by default whatever the weights (SGLang's server arguments set FP8 for DSA models on
+    SM100 and later, BF16 on Hopper; vLLM's cache_dtype documentation: DeepSeek-V3.2 defaults to FP8)."""
+    return given or ("fp8" if (k.kv_fp8_default and weights != "bf16") or sparse_on_fp4 else "bf16")
 
 
 def check_kv_hardware(kv: str, acc: Accelerator, *, field: str) -> None:
@@ -363,7 +366,8 @@ def serving_formats(
     (:func:`kv_precision`), checked against the part (:func:`check_kv_hardware`). ``fields``: the names
     of the experts' and the KV cache's inputs, for messages."""
     formats = serving_precision(arch, weights, experts, activations, field=fields[0])
-    kv_format = kv_precision(k, formats.weights, kv or formats.kv or None)
+    sparse_on_fp4 = arch.sparse_attention is not None and bool(acc.fp4_dense_flops)
+    kv_format = kv_precision(k, formats.weights, kv or formats.kv or None, sparse_on_fp4=sparse_on_fp4)
     check_kv_hardware(kv_format, acc, field=fields[1])
     acts, basis = formats.activations, formats.basis
     if not activations:

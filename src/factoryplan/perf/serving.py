@@ -209,6 +209,14 @@ def with_requests_per_user(k: Constants, requests_per_user: float | None) -> Con
     return replace(k, burst_share=1.0 / requests_per_user)
 
 
+def first_wave_share(k: Constants) -> float:
+    """The share of a burst-started run's requests that queue as a first wave: ``burst_share`` where
+    prompt chunks ride in decode iterations (the users drift apart after it); 1 where the engine
+    prefills apart from decoding, ahead of it: it prefills every wave whole before any of it decodes,
+    so its users finish together and start the next wave together (lockstep)."""
+    return k.burst_share if k.mixes_prefill else 1.0
+
+
 def iterations_per_token(osl: FloatOrArray, draft_tokens: FloatOrArray, acceptance: FloatOrArray) -> FloatOrArray:
     """Decode iterations per output token after the first: ``max((OSL - 1)/E, 1)/(OSL - 1)``, ``1/E``
     for long outputs (:func:`tokens_per_step`), 1 without drafts; a request needs at least one
@@ -280,9 +288,13 @@ def serve(
     """TTFT, TPOT and throughput of one replica serving ``concurrency`` users (module docstring).
 
     ``burst``: the users start together and the figures average over a benchmark run
-    (measurement harnesses); default the steady state. ``prefix``: leading tokens of each prompt
-    that the engine's prefix cache already holds (a shared system prompt, the earlier turns of a
-    conversation): only the other ``isl - prefix`` are prefilled, attending to the whole prompt;
+    (measurement harnesses); default the steady state. Where prompt chunks ride in decode iterations
+    (``mixes_prefill``) the first wave queues and the users then drift apart (``burst_share`` of the
+    run is first wave); an engine that prefills apart from decoding keeps them in lockstep, every
+    wave prefilled whole, then decoded together (:func:`first_wave_share`; ``perf.serving_sim``
+    shows both). ``prefix``: leading tokens of each prompt that the engine's prefix cache already
+    holds (a shared system prompt, the earlier turns of a conversation): only the other
+    ``isl - prefix`` are prefilled, attending to the whole prompt;
     each sequence still holds its whole context in the KV cache. ``draft_tokens`` ``d`` and
     ``acceptance`` ``a``: speculative decoding (:func:`decode_iteration`); an iteration yields
     :func:`tokens_per_step` tokens, so a request decodes in ``(OSL - 1)/E`` iterations and TPOT is
@@ -335,7 +347,7 @@ def serve(
     queue = np.maximum(np.minimum(mdl, others * passes * t_p), (passes - iters) * t_p)
     align = _balance_wait(k, dp, run, base + own + queue + steps * tpot_s, dec_stage, chunks)
     ttft_s = base + own + queue + align
-    share = np.asarray(burst, dtype=float) * k.burst_share
+    share = np.asarray(burst, dtype=float) * first_wave_share(k)  # users started together: first waves
     ttft, tpot = ttft_s, tpot_s
     if np.any(share > 0.0):  # the first wave: c prompts at once, per_iter of them per iteration
         per_iter = np.maximum(np.floor(k.token_budget / new), 1.0)

@@ -31,6 +31,13 @@ Mapping rules (the same for every row, stated here once):
 * requests per user: an optional ``requests_per_user`` column gives how many requests each user sent
   in the run (a benchmark client's prompts over its concurrency): the first of each queued as the
   first wave, one in that many (blank: the calibrated share, ``burst_share``).
+* scheduling: the harness's SGLang deployments mix prompt chunks into decode iterations
+  (``--enable-mixed-chunk``, set for aggregated workers by the deployment generator of NVIDIA's
+  aiconfigurator, which launched the measured runs: ``rule_plugin/sglang.rule``), except SGLang
+  0.5.1 (its launch template, ``cli_args.0.5.1.post1.j2``, tests a misspelt key, ``enable-mix-chunk``,
+  and never passes the flag): those runs prefill apart from decoding, SGLang's default, and their
+  users, started together, stay in lockstep (:func:`harness_mixes_prefill`). TensorRT-LLM and vLLM
+  always mix.
 * concurrency: ``silicon_concurrency`` from the source column when given, else
   ``batch_size x attention_dp_size`` (the batch is per attention-DP rank).
 * parallelism: ``tp_size`` attention TP, ``attention_dp_size`` attention DP (blank = 1),
@@ -66,7 +73,7 @@ import csv
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +140,7 @@ class Point:
     prefix: float = 0.0  # leading prompt tokens the prefix cache held (not prefilled)
     kv: str = ""  # KV-cache precision ("": the engine's default)
     requests_per_user: float = 0.0  # requests each user sent in the run (0: not given, the calibrated share)
+    mixes_prefill: bool | None = None  # the run's engine mixed prompt chunks into decodes (None: its default)
 
 
 def implied_output_tokens_per_s(p: Point) -> float | None:
@@ -388,6 +396,15 @@ _READ_COLUMNS = frozenset({
 })
 
 
+def harness_mixes_prefill(backend: str, version: str) -> bool | None:
+    """Whether the measured set's harness ran ``backend`` ``version`` with prompt chunks mixed into
+    decode iterations, where that differs from the engine's default (None: the engine's own): SGLang
+    with ``--enable-mixed-chunk`` (the module docstring's scheduling rule), but 0.5.1 without."""
+    if backend != "sglang":
+        return None
+    return not version.strip().startswith("0.5.1")
+
+
 def _measured_point(
     catalog: Catalog, row: dict[str, str], source: str, configs: Path | None
 ) -> tuple[Point | None, str]:
@@ -462,6 +479,7 @@ def _measured_point(
         isl=float(values["isl"]), osl=float(values["osl"]), concurrency=conc, ttft_ms=values["silicon_ttft_ms"],
         tpot_ms=values["silicon_tpot_ms"], repair=repair, version=row.get("backend_version", ""), disagg=disagg,
         prefix=prefix, kv=kv, requests_per_user=per_user,
+        mixes_prefill=harness_mixes_prefill(backend, row.get("backend_version", "")),
     ), ""
 
 
@@ -479,12 +497,12 @@ class Prediction:
     fits: bool
 
 
-GroupKey = tuple[str, str, str, str, str, str, str, str, str, float]
+GroupKey = tuple[str, str, str, str, str, str, str, str, str, float, bool | None]
 
 
 def _group_key(p: Point) -> GroupKey:
     return (p.model, p.accelerator, p.system, p.backend, p.weights, p.experts, p.activations, p.kv,
-            "disagg" if p.disagg else "agg", p.requests_per_user)
+            "disagg" if p.disagg else "agg", p.requests_per_user, p.mixes_prefill)
 
 
 def _parallel_arrays(pars: Iterable[Parallel]) -> Parallel:
@@ -513,13 +531,17 @@ def predict(
     for i, p in enumerate(points):
         groups.setdefault(_group_key(p), []).append(i)
     for key, idx in groups.items():
-        model, acc, system, backend, weights, experts, activations, kv_given, mode, per_user = key
+        model, acc, system, backend, weights, experts, activations, kv_given, mode, per_user, mixes = key
         k = consts.get(backend) or constants_from_catalog(catalog, backend)
         k = with_requests_per_user(k, per_user)  # the run's requests per user, where the file gives them
+        if mixes is not None:  # the harness's scheduling, where it set one
+            k = replace(k, mixes_prefill=mixes)
         shape = shape_of(resolve_model(catalog, model))
         hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
         pts = [points[i] for i in idx]
-        prec = Precision(weights=weights, experts=experts, kv=kv_precision(k, weights, kv_given),
+        sparse_on_fp4 = shape.top_k > 0 and bool(catalog.accelerators[acc].fp4_dense_flops)
+        prec = Precision(weights=weights, experts=experts,
+                         kv=kv_precision(k, weights, kv_given, sparse_on_fp4=sparse_on_fp4),
                          activations=activations)
         par = _parallel_arrays(p.par for p in pts)
         isl, osl = _as_array(p.isl for p in pts), _as_array(p.osl for p in pts)
