@@ -31,13 +31,15 @@ Mapping rules (the same for every row, stated here once):
 * requests per user: an optional ``requests_per_user`` column gives how many requests each user sent
   in the run (a benchmark client's prompts over its concurrency): the first of each queued as the
   first wave, one in that many (blank: the calibrated share, ``burst_share``).
-* scheduling: the harness's SGLang deployments mix prompt chunks into decode iterations
-  (``--enable-mixed-chunk``, set for aggregated workers by the deployment generator of NVIDIA's
-  aiconfigurator, which launched the measured runs: ``rule_plugin/sglang.rule``), except SGLang
-  0.5.1 (its launch template, ``cli_args.0.5.1.post1.j2``, tests a misspelt key, ``enable-mix-chunk``,
-  and never passes the flag): those runs prefill apart from decoding, SGLang's default, and their
-  users, started together, stay in lockstep (:func:`harness_mixes_prefill`). TensorRT-LLM and vLLM
-  always mix.
+* scheduling: SGLang rows are predicted with prompt chunks mixed into decode iterations
+  (``--enable-mixed-chunk``), except release 0.5.1's, which prefill apart from decoding, SGLang's
+  default, their users, started together, in lockstep (:func:`harness_mixes_prefill`). The
+  deployment generator of NVIDIA's aiconfigurator, which launched the runs of its own gap analyses
+  (SGLang 0.5.1, 0.5.6, 0.5.8 here), sets the flag for aggregated workers (``rule_plugin/sglang.rule``)
+  but its 0.5.1 template (``cli_args.0.5.1.post1.j2``) tests a misspelt key, ``enable-mix-chunk``, and
+  never passes it; the InferenceMAX runs (SGLang 0.5.9 and a GLM-5 build) drift apart as mixed runs
+  do (``benchmarks/lockstep_campaigns.py``), whatever their launch said. TensorRT-LLM and vLLM always
+  mix.
 * concurrency: ``silicon_concurrency`` from the source column when given, else
   ``batch_size x attention_dp_size`` (the batch is per attention-DP rank).
 * parallelism: ``tp_size`` attention TP, ``attention_dp_size`` attention DP (blank = 1),
@@ -397,9 +399,9 @@ _READ_COLUMNS = frozenset({
 
 
 def harness_mixes_prefill(backend: str, version: str) -> bool | None:
-    """Whether the measured set's harness ran ``backend`` ``version`` with prompt chunks mixed into
-    decode iterations, where that differs from the engine's default (None: the engine's own): SGLang
-    with ``--enable-mixed-chunk`` (the module docstring's scheduling rule), but 0.5.1 without."""
+    """Whether the measured set's runs of ``backend`` ``version`` had prompt chunks mixed into decode
+    iterations, where that differs from the engine's default (None: the engine's own): SGLang with
+    ``--enable-mixed-chunk`` but 0.5.1 without (the module docstring's scheduling rule)."""
     if backend != "sglang":
         return None
     return not version.strip().startswith("0.5.1")
