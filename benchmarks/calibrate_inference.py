@@ -460,10 +460,12 @@ def leave_campaign_out(
 ) -> tuple[list[Point], list[Prediction]]:
     """Every measured campaign's points predicted by a fit on all the other points: what the engine
     does on a campaign it has not seen (a new harness, release or part). Measured with the catalog's
-    constants as the start: TTFT 31.7%, TPOT 20.5%, throughput 19.6% MAPE over the 1,593 points (in
-    sample 29.9 / 17.4 / 16.1%); TensorRT-LLM 30.5 / 16.5 / 16.0%, vLLM 28.1 / 23.6 / 21.5%, SGLang
-    42.2 / 24.7 / 25.3%. The DeepSeek-R1 and -V3 campaigns of one release hold the same measurements,
-    so each of those is predicted with its twin in the fit."""
+    constants as the start: TTFT 29.3%, TPOT 18.5%, throughput 18.6% MAPE over the 1,593 points (in
+    sample 27.4 / 16.0 / 16.0%); TensorRT-LLM 31.1 / 16.1 / 15.5%, vLLM 28.2 / 23.5 / 21.3%, SGLang
+    27.1 / 14.9 / 21.5% (31.7 / 20.5 / 19.6% and SGLang 42.2 / 24.7 / 25.3% before SGLang's runs were
+    predicted as launched, prefilling apart in 0.5.1, with its BF16 KV cache). The DeepSeek-R1 and
+    -V3 campaigns of one release hold the same measurements, so each of those is predicted with its
+    twin in the fit."""
     held_pts: list[Point] = []
     held_preds: list[Prediction] = []
     for c in sorted({campaign(p) for p in points if p.source == "measured"}):
