@@ -399,7 +399,8 @@ def test_requests_per_user_sets_the_first_wave(capsys: pytest.CaptureFixture[str
     """--requests-per-user N: each user sends N requests in the run, so 1 in N queues as the first wave
     (the calibrated share without it): one request each is the first wave alone, many approach the
     steady state. It describes users starting together, so --start steady and a capacity plan refuse
-    it; a disaggregated deployment takes it too."""
+    it, and so does an aggregated engine that prefills apart (SGLang without --mixed-chunk: its users stay
+    in lockstep, every wave a first wave); a disaggregated deployment takes it too."""
     from factoryplan.perf.inference import Parallel, Precision, constants_from_catalog, hardware_of, shape_of
     from factoryplan.perf.serving import serve
 
@@ -422,10 +423,14 @@ def test_requests_per_user_sets_the_first_wave(capsys: pytest.CaptureFixture[str
     assert cli_json(capsys, *dis, "--requests-per-user", "1")["ttft_ms"] > cli_json(capsys, *dis)["ttft_ms"]
     steady = [*args, "--start", "steady", "--requests-per-user", "4"]
     plan = [*args[:-2], "--rps", "5", "--requests-per-user", "4"]  # no -c: the planner chooses it
-    for argv in (steady, plan):
+    lockstep = [*args, "--backend", "sglang", "--requests-per-user", "4"]  # every wave a first wave
+    for argv in (steady, plan, lockstep):
         assert main(argv) == 2
         err = " ".join(capsys.readouterr().err.split())
         assert "--requests-per-user" in err and "(got 4" in err
+    assert "give --mixed-chunk" in err
+    assert cli_json(capsys, *lockstep, "--mixed-chunk")["first_wave_share"] == 0.25
+    assert cli_json(capsys, *dis, "--backend", "sglang", "--requests-per-user", "4")["first_wave_share"] == 0.25
 
 
 @pytest.mark.parametrize(("gpu", "system"), [

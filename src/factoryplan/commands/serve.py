@@ -315,11 +315,18 @@ def serve(
 
     def build(ref: str) -> eng.Setup:
         acc, system = resolve_gpu(cat, ref)
-        return eng.Setup.build(cat, arch, acc, system, backend.value if backend else None,
-                               precision.value if precision else None, moe_precision.value if moe_precision else None,
-                               kv_precision.value if kv_precision else None,
-                               activation_precision.value if activation_precision else "").with_limits(
-                                   token_budget, max_batch, mixed_chunk).with_first_wave(requests_per_user)
+        setup = eng.Setup.build(cat, arch, acc, system, backend.value if backend else None,
+                                precision.value if precision else None,
+                                moe_precision.value if moe_precision else None,
+                                kv_precision.value if kv_precision else None,
+                                activation_precision.value if activation_precision else "").with_limits(
+                                    token_budget, max_batch, mixed_chunk)
+        if requests_per_user is not None and not setup.k.mixes_prefill and prefill_tp is None:  # aggregated
+            raise FactoryplanError(f"sets the share of a run that queues as a first wave; {setup.backend} "
+                                   "prefills apart from decoding, so users started together stay in step and "
+                                   "every wave is a first wave", field="--requests-per-user", value=requests_per_user,
+                                   allowed="omit it, or give --mixed-chunk (prompt chunks in decode iterations)")
+        return setup.with_first_wave(requests_per_user)
 
     layout = eng.Layout(tp=tp, pp=pp, ep=ep, dp=attention_dp, redundant=redundant_experts)
     disagg = [n for n, v in (("--prefill-ep", prefill_ep), ("--prefill-attention-dp", prefill_attention_dp),
