@@ -34,7 +34,14 @@ from dataclasses import replace
 from factoryplan.catalog.load import load_catalog
 from factoryplan.catalog.models import resolve_model
 from factoryplan.errors import FactoryplanError
-from factoryplan.perf.inference import Precision, constants_from_catalog, hardware_of, kv_precision, shape_of
+from factoryplan.perf.inference import (
+    Precision,
+    constants_from_catalog,
+    hardware_of,
+    kv_precision,
+    shape_of,
+    sparse_on_fp4,
+)
 from factoryplan.perf.serving_sim import simulate
 from factoryplan.validation.inference import load_measured, predict
 
@@ -57,12 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     skipped = 0
     for p, q in zip(points, preds, strict=True):
         k = constants_from_catalog(cat, p.backend)
-        shape = shape_of(resolve_model(cat, p.model))
+        arch = resolve_model(cat, p.model)
+        shape = shape_of(arch)
         hw = hardware_of(cat.accelerators[p.accelerator], cat.systems[p.system])
-        sparse_on_fp4 = shape.top_k > 0 and bool(cat.accelerators[p.accelerator].fp4_dense_flops)
-        prec = Precision(weights=p.weights, experts=p.experts, kv=kv_precision(k, p.weights, p.kv,
-                                                                               sparse_on_fp4=sparse_on_fp4),
-                         activations=p.activations)
+        sparse = sparse_on_fp4(arch, cat.accelerators[p.accelerator])
+        prec = Precision(weights=p.weights, experts=p.experts, activations=p.activations,
+                         kv=kv_precision(k, p.weights, p.kv, sparse_on_fp4=sparse))
         try:
             sim = simulate(shape, hw, p.par, prec, k, concurrency=int(p.concurrency), isl=int(p.isl),
                            osl=int(p.osl), burst=True, requests_per_user=args.requests_per_user)

@@ -105,6 +105,7 @@ from factoryplan.perf.inference_inputs import kv_precision as kv_precision
 from factoryplan.perf.inference_inputs import serving_formats as serving_formats
 from factoryplan.perf.inference_inputs import serving_precision as serving_precision
 from factoryplan.perf.inference_inputs import shape_of as shape_of
+from factoryplan.perf.inference_inputs import sparse_on_fp4 as sparse_on_fp4
 from factoryplan.perf.inference_inputs import splits_evenly as splits_evenly
 from factoryplan.perf.inference_inputs import weight_bytes_per_gpu as weight_bytes_per_gpu
 

@@ -339,6 +339,12 @@ def check_precision(p: Precision) -> None:
             raise FactoryplanError("unknown precision", field=field_name, value=value, allowed=", ".join(allowed))
 
 
+def sparse_on_fp4(arch: ModelArch, acc: Accelerator) -> bool:
+    """Whether ``arch`` has DeepSeek sparse attention and ``acc`` FP4 units (Blackwell), where the
+    engines keep its KV cache in FP8 by default (:func:`kv_precision`)."""
+    return arch.sparse_attention is not None and bool(acc.fp4_dense_flops)
+
+
 def kv_precision(k: Constants, weights: str, given: str | None = None, *, sparse_on_fp4: bool = False) -> str:
     """The KV-cache precision: the one given, else the engine's default (FP8 with FP8 or narrower
     weights where the engine quantizes the cache by default, else the model's BF16). ``sparse_on_fp4``:
@@ -366,8 +372,7 @@ def serving_formats(
     (:func:`kv_precision`), checked against the part (:func:`check_kv_hardware`). ``fields``: the names
     of the experts' and the KV cache's inputs, for messages."""
     formats = serving_precision(arch, weights, experts, activations, field=fields[0])
-    sparse_on_fp4 = arch.sparse_attention is not None and bool(acc.fp4_dense_flops)
-    kv_format = kv_precision(k, formats.weights, kv or formats.kv or None, sparse_on_fp4=sparse_on_fp4)
+    kv_format = kv_precision(k, formats.weights, kv or formats.kv or None, sparse_on_fp4=sparse_on_fp4(arch, acc))
     check_kv_hardware(kv_format, acc, field=fields[1])
     acts, basis = formats.activations, formats.basis
     if not activations:

@@ -100,6 +100,7 @@ from factoryplan.perf.inference import (
     iteration,
     kv_precision,
     shape_of,
+    sparse_on_fp4,
 )
 from factoryplan.perf.serving import closed_loop_disaggregated, serve, with_requests_per_user
 
@@ -538,12 +539,12 @@ def predict(
         k = with_requests_per_user(k, per_user)  # the run's requests per user, where the file gives them
         if mixes is not None:  # the harness's scheduling, where it set one
             k = replace(k, mixes_prefill=mixes)
-        shape = shape_of(resolve_model(catalog, model))
+        arch = resolve_model(catalog, model)
+        shape = shape_of(arch)
         hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
         pts = [points[i] for i in idx]
-        sparse_on_fp4 = shape.top_k > 0 and bool(catalog.accelerators[acc].fp4_dense_flops)
-        prec = Precision(weights=weights, experts=experts,
-                         kv=kv_precision(k, weights, kv_given, sparse_on_fp4=sparse_on_fp4),
+        sparse = sparse_on_fp4(arch, catalog.accelerators[acc])
+        prec = Precision(weights=weights, experts=experts, kv=kv_precision(k, weights, kv_given, sparse_on_fp4=sparse),
                          activations=activations)
         par = _parallel_arrays(p.par for p in pts)
         isl, osl = _as_array(p.isl for p in pts), _as_array(p.osl for p in pts)
