@@ -6,20 +6,20 @@ of that release, users in lockstep) moves every point of the campaign together. 
 each campaign's predictions by the campaign's median predicted/measured ratio and reports the MAPE
 that leaves, per figure: a floor for any model that only gets each campaign's level wrong, and
 not something a model may use (it would need the measurements). What it shows with the shipped
-constants: TTFT 29.9% -> 24.0%, TPOT 17.4% -> 9.3%, throughput (implied by each point's TTFT and
-TPOT) 16.1% -> 9.3%. Most of the TPOT and throughput error is campaign level. Most of the TTFT
+constants: TTFT 26.5% -> 22.2%, TPOT 16.0% -> 8.5%, throughput (implied by each point's TTFT and
+TPOT) 15.7% -> 9.0%. Most of the TPOT and throughput error is campaign level. Most of the TTFT
 error is scatter inside campaigns (lockstep in some runs and not others, queues for the KV cache).
 
 A second TTFT floor gives each campaign its own first-wave share instead (the share of a
 burst-started run's requests that queue behind the first wave, one harness setting: roughly one over
 the requests each user sends): the TTFT predicted at share 0 and at share 1, blended at the share that
 fits the campaign best (the blend is linear in the share, but for the cycle a slower first token
-lengthens). With the shipped constants: 29.9% -> 22.8%, the best shares from 0 to the grid's top,
-1.5, across campaigns, median 0.16 (one fitted share, 0.11, for all). The TTFT target needs what the
-data do not carry: how many requests each user sent, whether the run warmed up. Where the data's
-source names the harness, the share is what it should be: the 755 points from InferenceMAX's result
-files, whose client sends 10 requests per user, fit best at one share of 0.10 (TTFT 25.8%), the 838
-others at 0.13 (33.1%); together 29.6% against 29.9% with the one fitted share.
+lengthens). With the shipped constants: 26.5% -> 22.5%, the best shares from 0 to the grid's top,
+1.5, across campaigns, median 0.14. The TTFT target needs what most of the data do not carry: how
+many requests each user sent, whether the run warmed up. Where the data's source names the harness
+the prediction uses what its client sent (InferenceMAX's 755 points: 10 requests per user, a share of
+0.10; validation.inference), and one share per harness fits best at 0.11 for those and 0.13 for the
+838 others (the fitted share, 0.11, serves them): TTFT 24.6% and 27.6%.
 Then the campaigns that carry the most absolute error, per figure.
 
 Run by hand (a few seconds):
@@ -33,7 +33,6 @@ import argparse
 import collections
 import csv
 import math
-import re
 import statistics
 import sys
 from dataclasses import replace
@@ -41,7 +40,14 @@ from pathlib import Path
 
 from factoryplan.catalog.load import Catalog, load_catalog
 from factoryplan.perf.inference import BACKENDS, constants_from_catalog
-from factoryplan.validation.inference import MEASURED, Point, implied_output_tokens_per_s, load_measured, predict
+from factoryplan.validation.inference import (
+    MEASURED,
+    Point,
+    implied_output_tokens_per_s,
+    inferencemax_row,
+    load_measured,
+    predict,
+)
 
 FIGURES = (("ttft", "ttft_ms"), ("tpot", "tpot_ms"), ("throughput", "output_tokens_per_s"))
 SHARES = [0.02 * i for i in range(76)]  # the first-wave shares tried per campaign: 0 to 1.5
@@ -96,8 +102,7 @@ def harness_of(path: Path) -> dict[str, str]:
     result files (a ``source_file=YYYY-MM-DD.csv`` or ``db-dump/`` source; its client sends 10 requests
     per user, ``--num-prompts`` = 10 x ``--max-concurrency``), ``other`` for the rest."""
     with path.open(encoding="utf-8", newline="") as fh:
-        return {r["id"]: "InferenceMAX" if re.match(r"(source_file=\d{4}-\d\d-\d\d\.csv|db-dump/)",
-                                                    r.get("silicon_data_source", "")) else "other"
+        return {r["id"]: "InferenceMAX" if inferencemax_row(r.get("silicon_data_source", "")) else "other"
                 for r in csv.DictReader(fh)}
 
 
@@ -109,7 +114,8 @@ def first_wave_floor(
     and per harness (:func:`harness_of`) the one share that fits its points best: (points, share, TTFT
     MAPE)."""
     base = {b: constants_from_catalog(cat, b) for b in BACKENDS}
-    at = {x: predict(cat, points, {b: replace(k, burst_share=x) for b, k in base.items()}) for x in (0.0, 1.0)}
+    free = [replace(p, requests_per_user=0.0) for p in points]  # the share set here, not the harness's
+    at = {x: predict(cat, free, {b: replace(k, burst_share=x) for b, k in base.items()}) for x in (0.0, 1.0)}
     groups: dict[str, list[tuple[float, float, float]]] = collections.defaultdict(list)
     for p, q0, q1 in zip(points, at[0.0], at[1.0], strict=True):
         if p.ttft_ms and math.isfinite(q0.ttft_ms) and math.isfinite(q1.ttft_ms):

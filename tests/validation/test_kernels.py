@@ -82,10 +82,11 @@ def test_physics_against_the_h200_kernels(families: dict[str, dict[str, float]])
     assert families["gemm fp8"]["mape_pct"] < 18
     assert families["decode step"]["mape_pct"] < 15 and -15 < families["decode step"]["bias_pct"] < -5
     assert families["prefill"]["mape_pct"] < 13
-    # the serving fit's MoE compute efficiency (0.59 of dense, the activations' traffic counted apart) is
-    # below a grouped GEMM's alone (0.85), while it streams expert weights faster than a grouped GEMM
-    # does (at the dense rate)
-    assert 10 < families["grouped gemm"]["bias_pct"] < 35
+    # the serving fit's MoE compute efficiency (0.35 of dense, the activations' traffic counted apart: the
+    # engines' MoE layers as served, block-scaled FP8 expert kernels, routing and permutation included) is
+    # well below PyTorch's grouped GEMM alone (0.85), while it streams expert weights faster than a grouped
+    # GEMM does (at the dense rate)
+    assert 50 < families["grouped gemm"]["bias_pct"] < 90
     assert families["grouped gemm, some experts"]["bias_pct"] < -15
 
 

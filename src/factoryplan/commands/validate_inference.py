@@ -69,7 +69,7 @@ def _layout(p: Point) -> str:
 POINT_COLUMNS = (
     "set", "id", "model", "gpu", "system", "backend", "version", "mode", "weights", "experts", "activations", "kv",
     "tp", "dp", "moe_tp", "ep", "pp", "prefill_tp", "prefill_dp", "prefill_ep", "prefill_workers", "decode_workers",
-    "isl", "osl", "prefix", "requests_per_user", "concurrency", "repair", "ttft_ms", "predicted_ttft_ms",
+    "isl", "osl", "range_ratio", "prefix", "requests_per_user", "concurrency", "repair", "ttft_ms", "predicted_ttft_ms",
     "ttft_error_pct", "tpot_ms", "predicted_tpot_ms", "tpot_error_pct", "output_tokens_per_s",
     "predicted_output_tokens_per_s", "output_tokens_per_s_error_pct", "fits", "skipped",
 )
@@ -88,7 +88,8 @@ def _point_row(name: str, p: Point, q: Prediction) -> dict[str, Any]:
         "version": p.version, "weights": p.weights, "experts": p.experts,
         "activations": p.activations or "weights'", "kv": p.kv or "default", "tp": p.par.tp,
         "dp": p.par.dp, "moe_tp": p.par.moe_tp, "ep": p.par.ep, "pp": p.par.pp, "isl": p.isl, "osl": p.osl,
-        "prefix": p.prefix, "requests_per_user": p.requests_per_user or "", "concurrency": p.concurrency or "max",
+        "range_ratio": p.range_ratio, "prefix": p.prefix, "requests_per_user": p.requests_per_user or "",
+        "concurrency": p.concurrency or "max",
         "repair": p.repair, "fits": q.fits, "skipped": "",
         "mode": _mode(p),
     }

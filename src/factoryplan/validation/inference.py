@@ -31,6 +31,13 @@ Mapping rules (the same for every row, stated here once):
 * requests per user: an optional ``requests_per_user`` column gives how many requests each user sent
   in the run (a benchmark client's prompts over its concurrency): the first of each queued as the
   first wave, one in that many (blank: the calibrated share, ``burst_share``).
+* lengths sent: an optional ``random_range_ratio`` column gives the client's range ratio ``r``: each
+  prompt and output length drawn uniformly from the whole numbers ``[int(r·L), L]`` around the row's
+  nominal ``L``, so the engine saw ``(int(r·L) + L)/2`` on average (:func:`sent_length`; blank: 1, every
+  request ``L`` long). The rows from InferenceMAX's result files (a ``source_file=YYYY-MM-DD.csv`` or
+  ``db-dump/`` source, :func:`inferencemax_row`) ran its client, ``benchmark_serving.py``, with
+  ``--random-range-ratio 0.8`` and ``--num-prompts`` ten times ``--max-concurrency`` (its benchmark
+  scripts): blank cells of theirs read 0.8 and 10 requests per user.
 * scheduling: SGLang rows are predicted with prompt chunks mixed into decode iterations
   (``--enable-mixed-chunk``), except release 0.5.1's, which prefill apart from decoding, SGLang's
   default, their users, started together, in lockstep (:func:`harness_mixes_prefill`). The
@@ -144,14 +151,50 @@ class Point:
     kv: str = ""  # KV-cache precision ("": the engine's default)
     requests_per_user: float = 0.0  # requests each user sent in the run (0: not given, the calibrated share)
     mixes_prefill: bool | None = None  # the run's engine mixed prompt chunks into decodes (None: its default)
+    range_ratio: float = 1.0  # lengths drawn from [int(r·L), L] around the nominal isl/osl (1: fixed)
+
+    @property
+    def isl_sent(self) -> float:
+        """The mean prompt length the engine saw (:func:`sent_length`)."""
+        return sent_length(self.isl, self.range_ratio)
+
+    @property
+    def osl_sent(self) -> float:
+        """The mean output length the engine produced (:func:`sent_length`)."""
+        return sent_length(self.osl, self.range_ratio)
+
+
+def sent_length(nominal: float, range_ratio: float) -> float:
+    """The mean of lengths drawn uniformly from the whole numbers ``[int(r·L), L]`` (a benchmark
+    client's ``--random-range-ratio r``, vLLM's and SGLang's ``benchmark_serving.py`` random data set):
+    ``(int(r·L) + L)/2``; ``L`` at ``r = 1``."""
+    if range_ratio >= 1.0:
+        return nominal
+    return (math.floor(range_ratio * nominal) + nominal) / 2.0
+
+
+# The InferenceMAX harness (SemiAnalysis InferenceMAX benchmark scripts: ``run_benchmark_serving
+# --random-range-ratio "$RANDOM_RANGE_RATIO" --num-prompts $((CONC * 10)) --max-concurrency "$CONC"``,
+# the ratio 0.8 in its workload configurations): how its result rows are named in a data set's source
+# column, and the client settings they ran with.
+INFERENCEMAX_SOURCE = re.compile(r"(source_file=\d{4}-\d\d-\d\d\.csv|db-dump/)")
+INFERENCEMAX_RANGE_RATIO = 0.8
+INFERENCEMAX_REQUESTS_PER_USER = 10.0
+
+
+def inferencemax_row(source: str) -> bool:
+    """Whether a measured row's ``silicon_data_source`` names one of InferenceMAX's result files."""
+    return bool(INFERENCEMAX_SOURCE.match(source.strip()))
 
 
 def implied_output_tokens_per_s(p: Point) -> float | None:
     """The output throughput a closed-loop point's measured TTFT and TPOT imply (Little's law):
-    ``C·OSL / (TTFT + (OSL-1)·TPOT)``; the published figure when the point has one."""
+    ``C·OSL / (TTFT + (OSL-1)·TPOT)`` at the mean output length sent; the published figure when the
+    point has one."""
     if p.output_tokens_per_s is not None or not (p.ttft_ms and p.tpot_ms):
         return p.output_tokens_per_s
-    return p.concurrency * p.osl * 1e3 / (p.ttft_ms + (p.osl - 1.0) * p.tpot_ms)
+    osl = p.osl_sent
+    return p.concurrency * osl * 1e3 / (p.ttft_ms + (osl - 1.0) * p.tpot_ms)
 
 
 @dataclass(frozen=True)
@@ -395,7 +438,7 @@ _INT_COLUMNS = (*(f"{side}{n}" for side in ("", "prefill_", "decode_") for n in 
 _READ_COLUMNS = frozenset({
     "id", "silicon_data_source", "backend", "backend_version", "model_path", "system", "precision", "mode", "isl",
     "osl", "gemm_quant_mode", "moe_quant_mode", "silicon_ttft_ms", "silicon_tpot_ms", *_INT_COLUMNS, "prefix",
-    "requests_per_user", *KV_COLUMNS,
+    "requests_per_user", "random_range_ratio", *KV_COLUMNS,
 })
 
 
@@ -446,6 +489,13 @@ def _measured_point(
     per_user = number(text) if text else 0.0
     if per_user is None or not math.isfinite(per_user) or per_user != int(per_user) or (text and per_user < 1):
         return None, f"requests_per_user {text!r} is not a whole number of requests (1 or more)"
+    harness = inferencemax_row(row.get("silicon_data_source", ""))
+    if not text and harness:
+        per_user = INFERENCEMAX_REQUESTS_PER_USER
+    text = (row.get("random_range_ratio") or "").strip()
+    ratio = number(text) if text else (INFERENCEMAX_RANGE_RATIO if harness else 1.0)
+    if ratio is None or not math.isfinite(ratio) or not 0.0 <= ratio <= 1.0:
+        return None, f"random_range_ratio {text!r} is not a ratio from 0 to 1"
     if values["silicon_ttft_ms"] is None and values["silicon_tpot_ms"] is None:
         return None, "neither silicon_ttft_ms nor silicon_tpot_ms is given"
     names = ("gemm_quant_mode", "moe_quant_mode")
@@ -482,7 +532,7 @@ def _measured_point(
         isl=float(values["isl"]), osl=float(values["osl"]), concurrency=conc, ttft_ms=values["silicon_ttft_ms"],
         tpot_ms=values["silicon_tpot_ms"], repair=repair, version=row.get("backend_version", ""), disagg=disagg,
         prefix=prefix, kv=kv, requests_per_user=per_user,
-        mixes_prefill=harness_mixes_prefill(backend, row.get("backend_version", "")),
+        mixes_prefill=harness_mixes_prefill(backend, row.get("backend_version", "")), range_ratio=ratio,
     ), ""
 
 
@@ -547,7 +597,7 @@ def predict(
         prec = Precision(weights=weights, experts=experts, kv=kv_precision(k, weights, kv_given, sparse_on_fp4=sparse),
                          activations=activations)
         par = _parallel_arrays(p.par for p in pts)
-        isl, osl = _as_array(p.isl for p in pts), _as_array(p.osl for p in pts)
+        isl, osl = _as_array(p.isl_sent for p in pts), _as_array(p.osl_sent for p in pts)
         conc = _as_array(p.concurrency for p in pts)
         if mode == "disagg":
             for i, pred in zip(idx, _predict_disaggregated(shape, hw, par, prec, k, pts), strict=True):
@@ -577,8 +627,8 @@ def _predict_disaggregated(
     sides = [p.disagg for p in pts if p.disagg is not None]
     res = closed_loop_disaggregated(
         shape, hw, _parallel_arrays(d.prefill for d in sides), par, prec, k,
-        concurrency=_as_array(p.concurrency for p in pts), isl=_as_array(p.isl for p in pts),
-        osl=_as_array(p.osl for p in pts), prefill_workers=_as_array(d.prefill_workers for d in sides),
+        concurrency=_as_array(p.concurrency for p in pts), isl=_as_array(p.isl_sent for p in pts),
+        osl=_as_array(p.osl_sent for p in pts), prefill_workers=_as_array(d.prefill_workers for d in sides),
         decode_workers=_as_array(d.decode_workers for d in sides),
         decode_batch_max=_as_array(d.decode_batch for d in sides),
         prefill_batch_max=_as_array(d.prefill_batch for d in sides),
