@@ -74,6 +74,17 @@ def ape(pairs: list[tuple[Point, Prediction]], metric: str) -> np.ndarray:
     return np.asarray(out)
 
 
+def write_variants(path: Path, fields: list[str], row: dict[str, str], changes: list[dict[str, str]]) -> Path:
+    """A measured-points file of ``row`` once per entry of ``changes`` (ids r0, r1, ...), each with
+    those columns changed."""
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for i, change in enumerate(changes):
+            writer.writerow({**row, "id": f"r{i}", **change})
+    return path
+
+
 def test_published_rows_are_all_used() -> None:
     loaded = load_published(load_catalog())
     assert len(loaded.points) == 16
@@ -481,14 +492,10 @@ def test_kv_cache_column_of_a_data_set_is_used(tmp_path: Path) -> None:
         fields = [*(reader.fieldnames or []), "kv_cache_quant_mode"]
         row = next(r for r in reader if r["model_path"] == "meta-llama/Llama-3.1-70B" and r["isl"] == "8192"
                    and r["mode"] == "agg" and r["system"] == "h200_sxm")
-    path = tmp_path / "points.csv"
     cases = [("h200_sxm", ""), ("h200_sxm", "bfloat16"), ("h200_sxm", "auto"), ("b200_sxm", "fp8"),
              ("b200_sxm", "nvfp4"), ("h200_sxm", "nvfp4"), ("h200_sxm", "int2")]
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for i, (system, kv) in enumerate(cases):
-            writer.writerow({**row, "id": f"r{i}", "system": system, "kv_cache_quant_mode": kv})
+    path = write_variants(tmp_path / "points.csv", fields, row,
+                          [{"system": system, "kv_cache_quant_mode": kv} for system, kv in cases])
     cat = load_catalog()
     loaded = load_measured(cat, path)
     assert [p.kv for p in loaded.points] == ["", "bf16", "", "fp8", "fp4"]
@@ -560,13 +567,8 @@ def test_requests_per_user_column_sets_the_first_wave(tmp_path: Path) -> None:
         fields = [*(reader.fieldnames or []), "requests_per_user"]
         row = next(r for r in reader if r["model_path"] == "Qwen/Qwen3-32B" and r["isl"] == "4096"
                    and r["mode"] == "agg" and r["backend"] == "vllm")  # a row of a harness the source names not
-    path = tmp_path / "points.csv"
     cases = ["", "1", "10", "1000", "0", "2.5", "many"]
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for i, n in enumerate(cases):
-            writer.writerow({**row, "id": f"r{i}", "requests_per_user": n})
+    path = write_variants(tmp_path / "points.csv", fields, row, [{"requests_per_user": n} for n in cases])
     cat = load_catalog()
     loaded = load_measured(cat, path)
     assert [p.requests_per_user for p in loaded.points] == [0.0, 1.0, 10.0, 1000.0]
@@ -622,12 +624,8 @@ def test_inferencemax_rows_are_predicted_as_its_client_sent_them(tmp_path: Path)
     other = "source_file=/data/h200_sxm/vllm/0.12.0/Llama.csv; silicon_concurrency=" + row["batch_size"]
     cases = [("", row["silicon_data_source"]), ("1", row["silicon_data_source"]), ("0.5", row["silicon_data_source"]),
              ("", other), ("1.5", row["silicon_data_source"]), ("most", row["silicon_data_source"])]
-    path = tmp_path / "points.csv"
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for i, (ratio, source) in enumerate(cases):
-            writer.writerow({**row, "id": f"r{i}", "random_range_ratio": ratio, "silicon_data_source": source})
+    path = write_variants(tmp_path / "points.csv", fields, row,
+                          [{"random_range_ratio": ratio, "silicon_data_source": source} for ratio, source in cases])
     cat = load_catalog()
     loaded = load_measured(cat, path)
     assert [(p.range_ratio, p.requests_per_user) for p in loaded.points] == [
@@ -667,14 +665,10 @@ def test_precision_column_and_columns_not_read(tmp_path: Path, capsys: pytest.Ca
         reader = csv.DictReader(fh)
         fields = [*(reader.fieldnames or []), "nextn"]
         row = next(r for r in reader if r["model_path"] == "meta-llama/Llama-3.1-70B" and r["mode"] == "agg")
-    path = tmp_path / "points.csv"
     cases = [("fp8", "", ""), ("", "", ""), ("fp8", "fp8", "fp8"), ("int3", "", ""), ("fp4", "fp8", "fp8")]
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for i, (summary, gemm, moe) in enumerate(cases):
-            writer.writerow({**row, "id": f"r{i}", "precision": summary, "gemm_quant_mode": gemm,
-                             "moe_quant_mode": moe, "nextn": "1"})
+    path = write_variants(tmp_path / "points.csv", fields, row,
+                          [{"precision": summary, "gemm_quant_mode": gemm, "moe_quant_mode": moe, "nextn": "1"}
+                           for summary, gemm, moe in cases])
     loaded = load_measured(load_catalog(), path)
     assert [(p.id, p.weights) for p in loaded.points] == [("r0", "fp8"), ("r1", "bf16"), ("r2", "fp8"), ("r4", "fp8")]
     assert [(i, r.split(" names")[0]) for i, r in loaded.skipped] == [("r3", "precision 'int3'")]
