@@ -1,10 +1,11 @@
 """Which measured campaigns ran in lockstep: the closed form against a burst-started simulation, per campaign.
 
-The measured serving points come from a harness that starts every user at once with fixed prompt
-and output lengths. Whether the users stay in step afterwards decides how the time of a cycle
-splits between TTFT and TPOT: in lockstep all prompts of a wave are prefilled together (long TTFT)
-and then decoded together without interruption (short TPOT); once the users drift apart, prompts
-arrive one by one and each decode iteration carries some prompt work (short TTFT, longer TPOT).
+The measured serving points come from harnesses that start every user at once (InferenceMAX's with
+lengths drawn around the nominal ones: each simulated at the mean length its client sent). Whether
+the users stay in step afterwards decides how the time of a cycle splits between TTFT and TPOT: in
+lockstep all prompts of a wave are prefilled together (long TTFT) and then decoded together without
+interruption (short TPOT); once the users drift apart, prompts arrive one by one and each decode
+iteration carries some prompt work (short TTFT, longer TPOT).
 ``perf.serving.serve`` predicts, for an engine that mixes prompt chunks into decode iterations, the
 drifted state with the first wave blended in by the fitted ``burst_share``, and for one that
 prefills apart, ahead of decoding, lockstep throughout; ``perf.serving_sim.simulate(burst=True)``
@@ -52,7 +53,8 @@ def _ape(pred: float, meas: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--requests-per-user", type=int, default=8, help="requests each simulated user sends")
+    ap.add_argument("--requests-per-user", type=int, default=8,
+                    help="requests each simulated user sends where the row does not say (InferenceMAX's rows: 10)")
     args = ap.parse_args(argv)
     cat = load_catalog()
     points = [p for p in load_measured(cat).points if p.disagg is None]
@@ -71,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         prec = Precision(weights=p.weights, experts=p.experts, activations=p.activations,
                          kv=kv_precision(k, p.weights, p.kv, sparse_on_fp4=sparse))
         try:
-            sim = simulate(shape, hw, p.par, prec, k, concurrency=int(p.concurrency), isl=int(p.isl),
-                           osl=int(p.osl), burst=True, requests_per_user=args.requests_per_user)
+            sim = simulate(shape, hw, p.par, prec, k, concurrency=int(p.concurrency), isl=round(p.isl_sent),
+                           osl=round(p.osl_sent), burst=True,
+                           requests_per_user=int(p.requests_per_user) or args.requests_per_user)
         except FactoryplanError:  # pipeline parallelism, or users that do not divide over the DP ranks
             skipped += 1
             continue

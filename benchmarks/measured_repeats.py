@@ -17,12 +17,13 @@ the engine's predictions only to count, never to fit:
   ``n = C·(OSL-1)·TPOT / (TTFT + (OSL-1)·TPOT)`` of them decoding on average; a run whose ``n`` sits
   far below ``C`` at every parallelism and length kept the others waiting outside the engine. With
   the shipped file one campaign does: vLLM gpt-oss-120b on H100 at 512 users (9 points, vLLM 0.11.2
-  and the same runs without a release) has 96-106 in flight at TP 2, 4 and 8 and every length pair,
-  a limit near 100 requests (aiohttp's default connection pool holds 100), where the engine model
-  runs 256. Its measured TPOT is 1.9-6.8x below the prediction, and a 100-request limit alone
-  (``serve --max-batch 100``) leaves it 1.3-4.2x below; the 9 points add 1.6 points to the set's
-  17.4% TPOT MAPE. The other campaigns above 100 users keep 39-100% of their users in flight (the
-  lowest where the KV cache is full).
+  and the same runs without a release) has 88-98 decoding at TP 2, 4 and 8 and every length pair (at
+  the mean output length InferenceMAX's client sent), a limit near 100 requests (aiohttp's default
+  connection pool holds 100), where the engine model runs 256. Its measured TPOT is 1.9-7.8x below
+  the prediction, and a 100-request limit alone (``serve --max-batch 100``) leaves it 1.3-4.2x below
+  (before the last refit); the 9 points add 1.7 points to the set's 16.0% TPOT MAPE. The other
+  campaigns above 100 users keep 37-100% of their users in flight (the lowest where the KV cache is
+  full).
 
 Run by hand (a few seconds):
 
@@ -58,7 +59,7 @@ def configuration(p: Point, arch: object) -> tuple[object, ...]:
 def in_flight(p: Point) -> float:
     """Users decoding on average by Little's law: requests per second times the decode time of one."""
     assert p.ttft_ms and p.tpot_ms
-    decode = (p.osl - 1.0) * p.tpot_ms
+    decode = (p.osl_sent - 1.0) * p.tpot_ms  # the mean output length the client asked for
     return p.concurrency * decode / (p.ttft_ms + decode)
 
 

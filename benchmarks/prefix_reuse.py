@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cat = load_catalog()
     points = [p for p in load_measured(cat, args.data).points if p.disagg is None and p.ttft_ms and p.tpot_ms]
-    by_share = {s: predict(cat, [replace(p, prefix=float(int(s * p.isl))) for p in points]) for s in SHARES}
+    by_share = {s: predict(cat, [replace(p, prefix=float(int(s * p.isl_sent))) for p in points]) for s in SHARES}
     groups: dict[str, list[int]] = collections.defaultdict(list)
     for i, p in enumerate(points):
         groups[campaign(p)].append(i)
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in idx:
             p = points[i]
             gpus = float(np.asarray(p.par.tp * p.par.dp * p.par.pp))
-            flops = (implied_output_tokens_per_s(p) or 0.0) / p.osl * p.isl * 2.0 * active[p.model]
+            flops = (implied_output_tokens_per_s(p) or 0.0) / p.osl_sent * p.isl_sent * 2.0 * active[p.model]
             peak = max(peak, flops / (gpus * (cat.accelerators[p.accelerator].fp8_dense_flops or float("inf"))))
         totals += np.array([mape[0.0], mape[best]]) * len(idx)
         print(f"{name:52s} {len(idx):4d} {peak:12.2f}  {'/'.join(f'{e:5.1f}' for e in mape[0.0]):>19s}  {best:10.2f}  "

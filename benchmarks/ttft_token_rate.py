@@ -44,8 +44,8 @@ def main() -> int:
     for p, q in zip(points, preds, strict=True):
         assert p.ttft_ms and p.tpot_ms  # measured points carry both
         rate = p.concurrency / p.tpot_ms * 1e3
-        e2e_meas = p.ttft_ms + (p.osl - 1.0) * p.tpot_ms
-        e2e_pred = q.ttft_ms + (p.osl - 1.0) * q.tpot_ms
+        e2e_meas = p.ttft_ms + (p.osl_sent - 1.0) * p.tpot_ms
+        e2e_pred = q.ttft_ms + (p.osl_sent - 1.0) * q.tpot_ms
         row = (math.log(p.ttft_ms / q.ttft_ms), math.log(p.tpot_ms / q.tpot_ms), math.log(e2e_meas / e2e_pred),
                p.ttft_ms / e2e_meas)
         bins[next(i for i, edge in enumerate(EDGES) if rate < edge)].append(row)
