@@ -35,16 +35,9 @@ from dataclasses import replace
 from factoryplan.catalog.load import load_catalog
 from factoryplan.catalog.models import resolve_model
 from factoryplan.errors import FactoryplanError
-from factoryplan.perf.inference import (
-    Precision,
-    constants_from_catalog,
-    hardware_of,
-    kv_precision,
-    shape_of,
-    sparse_on_fp4,
-)
+from factoryplan.perf.inference import constants_from_catalog, hardware_of, shape_of
 from factoryplan.perf.serving_sim import simulate
-from factoryplan.validation.inference import load_measured, predict
+from factoryplan.validation.inference import load_measured, point_precision, predict
 
 
 def _ape(pred: float, meas: float) -> float:
@@ -66,12 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     skipped = 0
     for p, q in zip(points, preds, strict=True):
         k = constants_from_catalog(cat, p.backend)
-        arch = resolve_model(cat, p.model)
-        shape = shape_of(arch)
+        shape = shape_of(resolve_model(cat, p.model))
         hw = hardware_of(cat.accelerators[p.accelerator], cat.systems[p.system])
-        sparse = sparse_on_fp4(arch, cat.accelerators[p.accelerator])
-        prec = Precision(weights=p.weights, experts=p.experts, activations=p.activations,
-                         kv=kv_precision(k, p.weights, p.kv, sparse_on_fp4=sparse))
+        prec = point_precision(cat, p, k)
         try:
             sim = simulate(shape, hw, p.par, prec, k, concurrency=int(p.concurrency), isl=round(p.isl_sent),
                            osl=round(p.osl_sent), burst=True,

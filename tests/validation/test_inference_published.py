@@ -558,9 +558,9 @@ def test_requests_per_user_column_sets_the_first_wave(tmp_path: Path) -> None:
     each queued as the first wave, 1 in N of the run (blank: the calibrated share). A value that is
     not a whole number of requests skips the row naming the column; the written points carry it."""
     from factoryplan.commands.validate_inference import write_points_csv
-    from factoryplan.perf.inference import Precision, constants_from_catalog, hardware_of, kv_precision, shape_of
+    from factoryplan.perf.inference import constants_from_catalog, hardware_of, shape_of
     from factoryplan.perf.serving import serve
-    from factoryplan.validation.inference import MEASURED, load_measured, predict
+    from factoryplan.validation.inference import MEASURED, load_measured, point_precision, predict
 
     with MEASURED.open(encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
@@ -579,8 +579,7 @@ def test_requests_per_user_column_sets_the_first_wave(tmp_path: Path) -> None:
     k = constants_from_catalog(cat, "vllm")
     shape = shape_of(cat.models[p.model])
     hw = hardware_of(cat.accelerators[p.accelerator], cat.systems[p.system])
-    prec = Precision(weights=p.weights, experts=p.experts, kv=kv_precision(k, p.weights, p.kv),
-                     activations=p.activations)
+    prec = point_precision(cat, p, k)
     for pred, share in zip(preds, (k.burst_share, 1.0, 0.1, 0.001), strict=True):
         r = serve(shape, hw, p.par, prec, replace(k, burst_share=share), concurrency=p.concurrency, isl=p.isl,
                   osl=p.osl, burst=True)
@@ -600,13 +599,14 @@ def test_inferencemax_rows_are_predicted_as_its_client_sent_them(tmp_path: Path)
     Rows of other sources are sent at their nominal lengths. Predictions and the implied throughput
     use the mean lengths; the written points carry the ratio."""
     from factoryplan.commands.validate_inference import write_points_csv
-    from factoryplan.perf.inference import Precision, constants_from_catalog, hardware_of, kv_precision, shape_of
+    from factoryplan.perf.inference import constants_from_catalog, hardware_of, shape_of
     from factoryplan.perf.serving import serve
     from factoryplan.validation.inference import (
         MEASURED,
         implied_output_tokens_per_s,
         inferencemax_row,
         load_measured,
+        point_precision,
         predict,
         sent_length,
     )
@@ -638,8 +638,7 @@ def test_inferencemax_rows_are_predicted_as_its_client_sent_them(tmp_path: Path)
     k = constants_from_catalog(cat, "vllm")
     shape = shape_of(cat.models[first.model])
     hw = hardware_of(cat.accelerators[first.accelerator], cat.systems[first.system])
-    prec = Precision(weights=first.weights, experts=first.experts, kv=kv_precision(k, first.weights, first.kv),
-                     activations=first.activations)
+    prec = point_precision(cat, first, k)
     r = serve(shape, hw, first.par, prec, replace(k, burst_share=0.1), concurrency=first.concurrency,
               isl=first.isl_sent, osl=first.osl_sent, burst=True)
     assert preds[0].ttft_ms == pytest.approx(float(r.ttft_s) * 1e3, rel=1e-9)

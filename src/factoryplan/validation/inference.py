@@ -558,6 +558,14 @@ def _group_key(p: Point) -> GroupKey:
             "disagg" if p.disagg else "agg", p.requests_per_user, p.mixes_prefill)
 
 
+def point_precision(catalog: Catalog, p: Point, k: Constants) -> Precision:
+    """The formats a point's engine ran with: its weights, experts and activations, and its KV cache
+    as given, else the engine's default for that model on that part (:func:`kv_precision`)."""
+    sparse = sparse_on_fp4(resolve_model(catalog, p.model), catalog.accelerators[p.accelerator])
+    return Precision(weights=p.weights, experts=p.experts, activations=p.activations,
+                     kv=kv_precision(k, p.weights, p.kv, sparse_on_fp4=sparse))
+
+
 def _parallel_arrays(pars: Iterable[Parallel]) -> Parallel:
     items = list(pars)
     return Parallel(*(_as_array(getattr(p, f) for p in items) for f in ("tp", "dp", "moe_tp", "ep", "pp")))
@@ -584,18 +592,15 @@ def predict(
     for i, p in enumerate(points):
         groups.setdefault(_group_key(p), []).append(i)
     for key, idx in groups.items():
-        model, acc, system, backend, weights, experts, activations, kv_given, mode, per_user, mixes = key
+        model, acc, system, backend, _, _, _, _, mode, per_user, mixes = key
         k = consts.get(backend) or constants_from_catalog(catalog, backend)
         k = with_requests_per_user(k, per_user)  # the run's requests per user, where the file gives them
         if mixes is not None:  # the harness's scheduling, where it set one
             k = replace(k, mixes_prefill=mixes)
-        arch = resolve_model(catalog, model)
-        shape = shape_of(arch)
+        shape = shape_of(resolve_model(catalog, model))
         hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
         pts = [points[i] for i in idx]
-        sparse = sparse_on_fp4(arch, catalog.accelerators[acc])
-        prec = Precision(weights=weights, experts=experts, kv=kv_precision(k, weights, kv_given, sparse_on_fp4=sparse),
-                         activations=activations)
+        prec = point_precision(catalog, pts[0], k)  # the group's points share their precisions
         par = _parallel_arrays(p.par for p in pts)
         isl, osl = _as_array(p.isl_sent for p in pts), _as_array(p.osl_sent for p in pts)
         conc = _as_array(p.concurrency for p in pts)
