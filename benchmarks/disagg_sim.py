@@ -2,9 +2,10 @@
 event-by-event simulation of the same prefill and decode workers (``perf.disagg_sim``).
 
 Both use the same pass and step times, KV capacity and KV transfer; they differ only in the
-queueing approximations (the closed form's M/D/1 wait per prefill worker scaled by the engine's
-``prefill_queue_factor``, its batch per pass, the decode batch by Little's law, the wait at the
-bottleneck pool). Prints per regime (the simulated prefill utilisation: light < 0.5, busy 0.5-0.95,
+queueing approximations (the closed form's M/D/1 wait per prefill worker scaled by
+``pool_queue_factor``, which this script derives: the value whose closed-form TTFT is nearest the
+simulated one over all points, zero jitter; its batch per pass, the decode batch by Little's law,
+the wait at the bottleneck pool). Prints per regime (the simulated prefill utilisation: light < 0.5, busy 0.5-0.95,
 saturated >= 0.95) the mean and spread of ``log(closed/sim)`` for TTFT, TPOT and throughput, and the
 points where the two differ most.
 
@@ -32,6 +33,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -51,6 +53,7 @@ from factoryplan.perf.inference import (
 from factoryplan.perf.serving import closed_loop_disaggregated, memory
 
 MODELS = ("llama-3.1-70b", "qwen3-32b", "qwen3-235b-a22b", "deepseek-r1")
+FACTORS = np.round(np.arange(0.0, 2.0 + 1e-9, 0.01), 2)  # pool_queue_factor values the fit searches
 FP8 = Precision("fp8", "fp8", "fp8")
 
 
@@ -76,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     hw = hardware_of(cat.accelerators["h200-sxm"], cat.systems["hgx-h200"])
     k = constants_from_catalog(cat, "trtllm")
     rows: list[tuple[str, str, float, float, float, float]] = []
+    swept: list[np.ndarray] = []  # the closed form's TTFT at each FACTORS value of pool_queue_factor
     t0 = time.perf_counter()
     for model in MODELS:
         s = shape_of(resolve_model(cat, model))
@@ -87,6 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            osl=float(osl), prefill_workers=float(n_p), decode_workers=float(n_d))
             sim = simulate_disaggregated(s, hw, pre, dec, FP8, k, concurrency=c, isl=isl, osl=osl,
                                          prefill_workers=n_p, decode_workers=n_d, jitter=args.jitter, seed=1)
+            swept.append(np.broadcast_to(np.asarray(closed_loop_disaggregated(
+                s, hw, pre, dec, FP8, replace(k, pool_queue_factor=FACTORS), concurrency=float(c), isl=float(isl),
+                osl=float(osl), prefill_workers=float(n_p), decode_workers=float(n_d)).ttft_s), FACTORS.shape)
+                / sim.ttft_s)
             util = sim.prefill_utilization
             regime = "light" if util < 0.5 else "busy" if util < 0.95 else "saturated"
             label = (f"{model} p{n_p}x{_lay(pre)} d{n_d}x{_lay(dec)} {isl}/{osl} C{c} "
@@ -106,6 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(g):
             cols = "  ".join(f"{m:+.3f} ({sd:.3f})" for m, sd in zip(g.mean(0), g.std(0), strict=True))
             print(f"{name:10s} {len(g):4d}   {cols}")
+    rms = np.sqrt(np.mean(np.log(np.asarray(swept)) ** 2, axis=0))
+    best = int(np.argmin(rms))
+    at = float(np.interp(k.pool_queue_factor, FACTORS, rms))
+    print(f"pool_queue_factor implied by the simulated TTFT (RMS of log(closed/sim) over all points): "
+          f"{FACTORS[best]:.2f} (RMS {rms[best]:.3f}); the catalog's {k.pool_queue_factor:.2f}: RMS {at:.3f}")
     print("largest |log(closed/sim)| in TTFT:")
     for r in sorted(rows, key=lambda r: -abs(r[2]))[:args.worst]:
         print(f"  {r[1]}: TTFT {r[2]:+.2f} TPOT {r[3]:+.2f} throughput {r[4]:+.2f} (sim TTFT {r[5] * 1e3:.0f} ms)")

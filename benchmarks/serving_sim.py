@@ -17,8 +17,9 @@ own prompt iterations), which is where the queueing approximations live. ``n_p``
 iterations per cycle carrying prompt chunks (steady state) against the simulation's. ``load``:
 ``c·ISL / (free·(OSL - 1))``, the prompt iterations a cycle needs per decode iteration (above 1 the
 engine is prefill-bound). The implied ``prefill_queue_factor`` is fitted (least squares on
-``log(closed/sim)``; serve()'s TTFT is linear in it) to the simulated steady-state TTFT; the implied
-``burst_share`` to the simulated burst TTFT and TPOT (linear in it too) and, inside the simulation,
+``log(closed/sim)`` over a grid of values: serve() waits at the busy share the loop reaches, so its
+TTFT is not linear in it) to the simulated steady-state TTFT; the implied
+``burst_share`` to the simulated burst TTFT and TPOT (linear in it) and, inside the simulation,
 as ``(burst - steady)/(first wave - steady)`` (``1/requests_per_user`` if only the first wave queued).
 ``--jitter`` draws each request's latency within ``±jitter`` of its mean (0: deterministic);
 ``--warmup`` sets the steady-state cycles discarded.
@@ -84,6 +85,9 @@ class Case:
     concurrency: int
 
 
+# prefill_queue_factor values the steady-state fit searches
+FACTORS = np.round(np.arange(0.0, 10.0 + 1e-9, 0.01), 2)
+
 @dataclass(frozen=True)
 class Row:
     """One grid point, one mode: closed form, the linear dependence on the fitted factors, the simulation."""
@@ -96,7 +100,8 @@ class Row:
     closed_tps: float
     base: float  # t_req + f·t_dec (both sides)
     ttft_a0: float  # closed TTFT with prefill_queue_factor 0 (steady) / burst_share 0 (burst)
-    ttft_a1: float  # ... with the factor 1 (TTFT is linear in either)
+    ttft_a1: float  # ... with the factor 1 (burst: TTFT is linear in the share)
+    ttft_grid: tuple[float, ...]  # steady: closed TTFT at each FACTORS value of prefill_queue_factor
     tpot_s0: float  # burst: closed TPOT with burst_share 0 and 1
     tpot_s1: float
     sim_ttft: float
@@ -158,6 +163,10 @@ def run_case(catalog: Catalog, case: Case, jitters: Sequence[float], per_user: i
 
     steady, burst = closed(k, False), closed(k, True)
     a0, a1 = closed(replace(k, prefill_queue_factor=0.0), False), closed(replace(k, prefill_queue_factor=1.0), False)
+    # the factor enters serve() as an array: one call gives the closed TTFT at every grid value
+    swept = serve(shape, hw, par, prec, replace(k, prefill_queue_factor=FACTORS), concurrency=float(case.concurrency),
+                  isl=float(case.isl), osl=float(case.osl))
+    by_factor = tuple(float(v) for v in np.broadcast_to(np.asarray(swept.ttft_s), FACTORS.shape))
     s1 = closed(replace(k, burst_share=1.0), True)
     table = StepTable(shape, hw, par, prec, k, case.isl)
     run_c = steady[3] / float(np.asarray(par.dp))
@@ -175,7 +184,8 @@ def run_case(catalog: Catalog, case: Case, jitters: Sequence[float], per_user: i
         lo, hi = (steady, s1) if is_burst else (a0, a1)
         rows.append(Row(
             case=case, burst=is_burst, jitter=jitter, closed_ttft=ref[0], closed_tpot=ref[1], closed_tps=ref[2],
-            base=sim.base_s, ttft_a0=lo[0], ttft_a1=hi[0], tpot_s0=steady[1], tpot_s1=s1[1],
+            base=sim.base_s, ttft_a0=lo[0], ttft_a1=hi[0], ttft_grid=() if is_burst else by_factor,
+            tpot_s0=steady[1], tpot_s1=s1[1],
             sim_ttft=sim.ttft_s, sim_tpot=sim.tpot_s, sim_tps=sim.output_tokens_per_s, sim_residual=sim.residual_s,
             sim_first_wave=sim.first_wave_ttft_s, sim_prompt_iters=sim.prompt_iterations_per_cycle,
             sim_decoding=sim.mean_decoding, running=ref[3], load=load,
@@ -245,6 +255,19 @@ def rms_at(lo: np.ndarray, hi: np.ndarray, target: np.ndarray, x: float) -> floa
     return float(np.sqrt(np.mean(np.log((lo + x * (hi - lo)) / target) ** 2)))
 
 
+def fit_grid(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """The FACTORS value minimising the RMS of log(pred/target) (``pred``: points x FACTORS), and that RMS."""
+    rms = np.sqrt(np.mean(np.log(np.maximum(pred, 1e-9) / target[:, None]) ** 2, axis=0))
+    i = int(np.argmin(rms))
+    return float(FACTORS[i]), float(rms[i])
+
+
+def rms_grid(pred: np.ndarray, target: np.ndarray, x: float) -> float:
+    """The RMS of log(pred/target) at factor ``x``, each point's TTFT interpolated over FACTORS."""
+    at = np.array([np.interp(x, FACTORS, row) for row in pred])
+    return float(np.sqrt(np.mean(np.log(at / target) ** 2)))
+
+
 def print_implied(rows: Sequence[Row], ks: dict[str, Constants]) -> None:
     """prefill_queue_factor fitted to simulated steady TTFT, burst_share to simulated burst TTFT and TPOT,
     per backend and jitter, over the points that are not prefill-bound (load <= 1) and over all. The
@@ -262,10 +285,13 @@ def print_implied(rows: Sequence[Row], ks: dict[str, Constants]) -> None:
         v = by[key]
         lo, hi = np.array([r.ttft_a0 for r in v]), np.array([r.ttft_a1 for r in v])
         sim = np.array([r.sim_ttft for r in v])
-        a, err = fit_linear(lo, hi, sim, 10.0)
+        swept = np.array([r.ttft_grid for r in v])
+        a, err = fit_grid(swept, sim)
         sens = (hi - lo) > 0.05 * lo
-        per = np.median((sim[sens] - lo[sens]) / (hi[sens] - lo[sens])) if sens.any() else math.nan
-        at_cat = f"{rms_at(lo, hi, sim, ks[key[1]].prefill_queue_factor):.3f}" if key[1] in ks else "-"
+        # each point's own factor: where its TTFT over the grid crosses the simulated one
+        per = np.median([np.interp(t, row, FACTORS) for t, row in zip(sim[sens], swept[sens], strict=True)]) \
+            if sens.any() else math.nan
+        at_cat = f"{rms_grid(swept, sim, ks[key[1]].prefill_queue_factor):.3f}" if key[1] in ks else "-"
         print(f"  {key[1]:7} {key[2]:8} jitter {key[3]:.1f} n={len(v):4}: a = {a:.3f} | {err:.3f}, "
               f"{at_cat} | median {per:.3f} (n={int(sens.sum())})")
     print(f"\nburst_share implied by simulated burst runs (catalog {s_cat:.3f}): TTFT fit | TPOT fit | "

@@ -263,3 +263,29 @@ def test_ranks_scheduling_alone_share_each_others_prompt_iterations(catalog: Cat
     assert np.allclose(np.asarray(serve(s, hw, one, FP8, k, **kw).tpot_s),
                        np.asarray(serve(s, hw, one, FP8, dataclasses.replace(k, adp_timeout_iterations=60.0),
                                         **kw).tpot_s))
+
+
+def test_closed_loop_wait_is_md1_at_light_load_and_the_needed_cycle_past_capacity() -> None:
+    """The wait behind other prompts at the busy share a closed loop reaches: the scaled M/D/1 mean at
+    the offered load when the prefill server is lightly used; past its capacity the cycle it needs
+    (P·D - Z), where the M/D/1 mean at the offered load has no bound; and always the fixed point
+    u = P·D/(Z + W)."""
+    from factoryplan.perf.queueing import closed_loop_wait
+
+    d, z = 0.1, 1.0
+    light, u_light = closed_loop_wait(1.0, d, 0.01, z)
+    rho = 0.01 / z
+    assert float(light) == pytest.approx(rho * d / (2.0 * (1.0 - rho)), rel=0.02)
+    assert float(u_light) == pytest.approx(rho, rel=0.01)
+    over, u_over = closed_loop_wait(0.86, d, 20.0, z)
+    assert float(over) == pytest.approx(20.0 - z, rel=0.01)
+    assert 0.99 < float(u_over) < 1.0
+    work = np.array([0.01, 0.3, 0.9, 1.0, 2.0, 8.0])
+    for scale in (0.41, 0.86, 2.7):
+        wait, u = closed_loop_wait(scale, d, work, z)
+        assert np.allclose(wait, work / u - z, rtol=1e-7, atol=1e-12)
+        assert np.all(np.diff(wait) > 0) and np.all((u > 0) & (u < 1))
+    none, u0 = closed_loop_wait(0.0, d, work, z)
+    assert np.all(none == 0.0) and np.allclose(u0, np.minimum(work / z, 1.0 - 1e-9))
+    # a larger scale waits longer at every load
+    assert np.all(closed_loop_wait(2.7, d, work, z)[0] > closed_loop_wait(0.86, d, work, z)[0])

@@ -117,13 +117,14 @@ def test_closed_form_agrees_at_long_outputs_and_light_prompt_load(
     catalog: Catalog, model: str, backend: str, tp: int
 ) -> None:
     """16 users, ISL 4096, OSL 1024 in steady state: serve()'s TPOT within 1% (3% for SGLang), TTFT
-    within 10% (15% for SGLang: its one queue factor, 2.7, is the whole grid's; here the simulated
-    wait is smaller and the closed form 12% long) and throughput within 2.5% of the simulation."""
+    within 12% (18% for SGLang) and throughput within 2.5% of the simulation. Each engine's queue factor
+    is the whole grid's (TensorRT-LLM 1.36, SGLang 3.21); at this light prompt load the simulated wait
+    is smaller, and the closed form's TTFT 10% (TensorRT-LLM) and 17% (SGLang) long."""
     s, hw, par, prec, k = _setup(catalog, model, "h200-sxm", backend, tp)
     sim = simulate(s, hw, par, prec, k, concurrency=16, isl=4096, osl=1024)
     closed = serve(s, hw, par, prec, k, concurrency=16.0, isl=4096.0, osl=1024.0)
     assert float(np.asarray(closed.tpot_s)) == pytest.approx(sim.tpot_s, rel=0.03 if backend == "sglang" else 0.01)
-    assert float(np.asarray(closed.ttft_s)) == pytest.approx(sim.ttft_s, rel=0.15 if backend == "sglang" else 0.10)
+    assert float(np.asarray(closed.ttft_s)) == pytest.approx(sim.ttft_s, rel=0.18 if backend == "sglang" else 0.12)
     assert float(np.asarray(closed.output_tokens_per_s)) == pytest.approx(sim.output_tokens_per_s, rel=0.025)
 
 
@@ -197,9 +198,8 @@ def test_closed_form_with_a_prefix_cache_and_drafts(
     """The simulation prefills only the uncached tokens and finishes a sequence after
     ceil((OSL - 1)/E) iterations that verify its drafts; serve()'s closed form with a prefix cache
     and drafts agrees with it as it does without them. Over these 36 points (4 configurations, 3
-    concurrencies, 3 cases) |closed/sim - 1| was TPOT 1.8% mean, 11.9% at most, TTFT 6.6% mean and
-    39% at most (drafts at 128 users on SGLang, whose prompt batches pause decoding); without either
-    feature on the same configurations TTFT 9.5% (41%), TPOT 0.8% (6.5%)."""
+    concurrencies, 3 cases) |closed/sim - 1| was TPOT 1.7% mean, 9.1% at most, TTFT 6.5% mean and
+    23% at most; without either feature on the same configurations TTFT 15.5% (57%), TPOT 0.6% (3.9%)."""
     s, hw, k = serving_setup(catalog, model, acc, backend)
     prec = Precision("fp8", "fp8", "fp8")
     for c in (4, 32, 128):

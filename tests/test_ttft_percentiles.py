@@ -240,12 +240,14 @@ def test_gamma_service_tail(catalog: Catalog) -> None:
 
 def test_varying_prompt_lengths_lengthen_the_wait_and_its_tail(catalog: Catalog) -> None:
     """Prompts of varying length: the mean wait behind other prompts is (1 + CV²) times the fixed
-    one's (Pollaczek-Khinchine), the percentiles follow the iteration simulation with drawn lengths."""
+    one's at the same busy share (Pollaczek-Khinchine), a little less in a closed loop (the longer
+    wait thins the arrivals); the percentiles follow the iteration simulation with drawn lengths."""
     s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
     par, kw = Parallel(tp=4), {"concurrency": 64.0, "isl": 4000.0, "osl": 500.0}
     fixed = serve(s, hw, par, FP8, k, **kw)
     varied = serve(s, hw, par, FP8, k, isl_cv=0.5, **kw)
-    assert float(np.asarray(varied.queue_s)) == pytest.approx(1.25 * float(np.asarray(fixed.queue_s)))
+    ratio = float(np.asarray(varied.queue_s)) / float(np.asarray(fixed.queue_s))
+    assert 1.23 < ratio < 1.25
     assert np.asarray(varied.tpot_s) == pytest.approx(np.asarray(fixed.tpot_s))
     rate = 0.8 * float(np.asarray(varied.requests_per_s))
     sim = simulate(s, hw, par, FP8, k, concurrency=64, isl=4000, osl=500, requests_per_s=rate, cycles=30, seed=1,

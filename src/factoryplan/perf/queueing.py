@@ -53,6 +53,33 @@ def mg1_tail(busy: FloatOrArray, service_s: FloatOrArray, cv: float) -> tuple[Ar
     return rho, np.clip(residue, 0.0, 1.0), x / np.asarray(service_s, dtype=float)
 
 
+def closed_loop_wait(
+    scale: FloatOrArray, service_s: FloatOrArray, work_s: FloatOrArray, rest_s: FloatOrArray
+) -> tuple[Array, Array]:
+    """(mean wait, busy share) of a closed loop's prompts at the prefill server: the wait ``W`` that a
+    scaled Pollaczek-Khinchine (M/D/1) mean gives at the busy share the loop itself reaches.
+
+    Each user's cycle is ``rest_s`` (``Z``: everything but the wait; its own prompt iterations, the
+    decode iterations, the per-request latency) plus ``W``, and puts ``work_s`` (``P·D``: the prompt
+    iterations of a cycle, ``D = service_s`` each) on the server, so the server is busy
+    ``u = P·D/(Z + W)`` of the time: a longer wait stretches the cycle and thins the arrivals. With
+    ``W = f·u·D/(2(1 - u))`` (``f = scale``) the two give the quadratic
+    ``(2Z - f·D)·u² - 2(P·D + Z)·u + 2·P·D = 0``, positive at ``u = 0`` and ``-f·D`` at ``u = 1``: one
+    root in (0, 1), taken in the form that stays exact as its leading term vanishes. Light load: ``u``
+    is the offered ``P·D/Z`` and ``W`` the M/D/1 mean; past the server's capacity (``P·D > Z``) ``u``
+    tends to 1 and ``W`` to ``P·D - Z``, the cycle the server needs, where the M/D/1 mean at the
+    offered load (held below 1) overstates it by as much as it likes. ``scale`` 0: no wait."""
+    f = np.asarray(scale, dtype=float)
+    d = np.asarray(service_s, dtype=float)
+    pd = np.maximum(np.asarray(work_s, dtype=float), 0.0)
+    z = np.maximum(np.asarray(rest_s, dtype=float), 1e-12)
+    b = 2.0 * (pd + z)
+    disc = np.maximum(b * b - 8.0 * (2.0 * z - f * d) * pd, 0.0)
+    u = np.clip(4.0 * pd / np.maximum(b + np.sqrt(disc), 1e-300), 0.0, 1.0 - 1e-9)
+    wait = f * u * d / (2.0 * (1.0 - u))
+    return np.asarray(wait, dtype=np.float64), np.asarray(u, dtype=np.float64)
+
+
 def md1_wait_quantile(busy: FloatOrArray, service_s: FloatOrArray, percentile: FloatOrArray) -> Array:
     """The wait that ``percentile`` per cent of the customers of an M/D/1 queue (Poisson arrivals, service
     time ``D``, busy ``ρ`` of the time) do not exceed.

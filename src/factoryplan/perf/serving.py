@@ -23,8 +23,11 @@ decoding).
 * ``TTFT = t_req + f·t_dec + K·t_p + max(W, (n_p - S)·t_p)``: the engine's per-request latency
   (HTTP, tokenizer, scheduler), ``f`` decode iterations until the first token is out (the iteration
   in flight at arrival, one to return the token), the prompt's own iterations, and the wait behind
-  other prompts, ``W = a·ρ·t_p / (2(1-ρ))`` with ``ρ = n_p·t_p / cycle`` the share of time the
-  engine is prefilling (M/D/1, Pollaczek-Khinchine, scaled by ``a``: closed-loop arrivals are
+  other prompts, ``W = a·ρ·t_p / (2(1-ρ))`` with ``ρ = n_p·t_p / (Z + W)`` the share of time the
+  engine is prefilling, ``Z`` the cycle without the wait (M/D/1, Pollaczek-Khinchine, at the busy
+  share the closed loop reaches: a longer wait stretches every user's cycle and thins the arrivals,
+  so past the engine's prefill capacity ``W`` tends to ``n_p·t_p - Z``, the cycle the prompts need,
+  :func:`~factoryplan.perf.queueing.closed_loop_wait`; scaled by ``a``: closed-loop arrivals are
   smoother than Poisson ones, and an engine that pauses decoding for prompts groups its users into
   cohorts that arrive together; each engine's ``a`` is what the iteration-by-iteration simulation of
   its scheduler shows, ``benchmarks/serving_sim.py``; the values are in
@@ -100,6 +103,7 @@ from factoryplan.perf.inference import (
 )
 from factoryplan.perf.queueing import (
     batched_prefill_wait,
+    closed_loop_wait,
     length_nodes,
     length_sum_quantile,
     md1_wait_quantile,
@@ -341,8 +345,10 @@ def serve(
     # load) it waits for the others in the queue instead
     others = np.where(alone_ranks, (c * dp - 1.0) / (c * dp), (c - 1.0) / c)  # prompts not one's own
     tpot_s = (iters * t_dec + np.minimum(passes, iters) * added * others) / steps
-    rho = np.clip(passes * t_p / (base + own + steps * tpot_s), 0.0, 0.95)
-    mdl = k.prefill_queue_factor * rho * t_p * (1.0 + isl_cv**2) / (2.0 * (1.0 - rho))
+    rest = base + own + steps * tpot_s  # a cycle without the wait behind other prompts
+    rho = np.clip(passes * t_p / rest, 0.0, 0.95)
+    # the wait at the busy share the loop reaches (a longer wait thins the arrivals)
+    mdl, _ = closed_loop_wait(k.prefill_queue_factor * (1.0 + isl_cv**2), t_p, passes * t_p, rest)
     # a closed loop queues at most the other users' prompts of a cycle
     queue = np.maximum(np.minimum(mdl, others * passes * t_p), (passes - iters) * t_p)
     align = _balance_wait(k, dp, run, base + own + queue + steps * tpot_s, dec_stage, chunks)
@@ -485,8 +491,11 @@ def closed_loop_disaggregated(
       that arrived during the last one (at least 1, at most ``B``: the token budget's worth, within
       ``prefill_batch_max``, on each attention-DP rank); ``ρ = λ_w·t_p(b)/b`` the share of time it
       is busy. A prompt waits for the pass in flight and, as full batches fill, for more
-      (:func:`batched_prefill_wait`, M/D/1 when ``B = 1``), scaled by ``a``, the same closed-loop
-      factor as aggregated serving, and capped at what a closed loop can queue: the wait that
+      (:func:`batched_prefill_wait`, M/D/1 when ``B = 1``), scaled by ``pool_queue_factor`` (what
+      the event-by-event simulation of the workers shows, ``benchmarks/disagg_sim.py``: prompts that
+      users send as their answers end arrive more evenly than a Poisson stream; a prefill-only worker
+      has no decodes to group its users into cohorts, so not the aggregated engine's factor), and
+      capped at what a closed loop can queue: the wait that
       saturates the prefill pool, ``C/μ_p`` less the rest of the cycle (``μ_p`` full batches), or
       one pass below that. ``TTFT = t_req + t_p(b) + wait`` (the prefill worker returns the first
       token);
@@ -502,10 +511,11 @@ def closed_loop_disaggregated(
 
     Checked against an event-by-event simulation of the same workers
     (:mod:`factoryplan.perf.disagg_sim`, ``benchmarks/disagg_sim.py``, 1,536 deployments): throughput
-    and TPOT agree within a few per cent; TTFT is 9% higher at light load, as high on average at
-    saturation, and ~25% higher at 50-95% prefill utilisation (fixed lengths let a simulated closed
-    loop space its arrivals evenly; measured runs vary more). Where the two pools' capacities are
-    within a few per cent, the simulated queue may sit at the pool the closed form does not name.
+    and TPOT agree within a few per cent; TTFT is 4% higher at light load, 2% lower on average at
+    saturation, and 7% higher at 50-95% prefill utilisation, the spread there 24% (fixed lengths let
+    a simulated closed loop space its arrivals evenly; measured runs vary more). Where the two pools'
+    capacities are within a few per cent, the simulated queue may sit at the pool the closed form
+    does not name.
     """
     conc = np.maximum(np.asarray(concurrency, dtype=float), 1.0)
     isl_f, osl_f = np.asarray(isl, dtype=float), np.maximum(np.asarray(osl, dtype=float), 1.0)
@@ -551,9 +561,9 @@ def closed_loop_disaggregated(
         # users: no longer than the wait that saturates the prefill pool (C/mu_p less the rest of the
         # cycle), or one pass below that
         rest = k.request_overhead_s + t_p + steps * tpot
-        ceiling = np.maximum(conc / mu_p - rest, k.prefill_queue_factor * t_p)
-        wait = np.minimum(k.prefill_queue_factor * batched_prefill_wait(t_p, full, rho, lam * full / per_pass,
-                                                                        per_pass), ceiling)
+        ceiling = np.maximum(conc / mu_p - rest, k.pool_queue_factor * t_p)
+        wait = np.minimum(k.pool_queue_factor * batched_prefill_wait(t_p, full, rho, lam * full / per_pass,
+                                                                     per_pass), ceiling)
         ttft = k.request_overhead_s + t_p + wait
         batch = np.clip(conc / cycle * steps * tpot / n_d, 1.0, cap)  # Little's law over the decode phase
         tpot = decode(batch) + transfer / steps
