@@ -289,3 +289,10 @@ def test_closed_loop_wait_is_md1_at_light_load_and_the_needed_cycle_past_capacit
     assert np.all(none == 0.0) and np.allclose(u0, np.minimum(work / z, 1.0 - 1e-9))
     # a larger scale waits longer at every load
     assert np.all(closed_loop_wait(2.7, d, work, z)[0] > closed_loop_wait(0.86, d, work, z)[0])
+    # a prompt that never ends (weights that do not fit) waits without end, quietly
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        endless, u_end = closed_loop_wait(1.0, np.inf, np.inf, z)
+    assert float(endless) == np.inf and float(u_end) < 1.0

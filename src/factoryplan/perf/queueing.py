@@ -74,9 +74,11 @@ def closed_loop_wait(
     pd = np.maximum(np.asarray(work_s, dtype=float), 0.0)
     z = np.maximum(np.asarray(rest_s, dtype=float), 1e-12)
     b = 2.0 * (pd + z)
-    disc = np.maximum(b * b - 8.0 * (2.0 * z - f * d) * pd, 0.0)
-    u = np.clip(4.0 * pd / np.maximum(b + np.sqrt(disc), 1e-300), 0.0, 1.0 - 1e-9)
-    wait = f * u * d / (2.0 * (1.0 - u))
+    with np.errstate(invalid="ignore", over="ignore"):  # an endless prompt (inf) gives an endless wait
+        disc = np.maximum(b * b - 8.0 * (2.0 * z - f * d) * pd, 0.0)
+        u = np.where(np.isfinite(pd), np.clip(4.0 * pd / np.maximum(b + np.sqrt(disc), 1e-300), 0.0, 1.0 - 1e-9),
+                     1.0 - 1e-9)
+        wait = f * u * d / (2.0 * (1.0 - u))
     return np.asarray(wait, dtype=np.float64), np.asarray(u, dtype=np.float64)
 
 
