@@ -1,5 +1,6 @@
 """Queueing formulas of the serving engine: waiting-time tails of single-server queues under Poisson
-arrivals, and the mean wait of a prefill worker that batches the prompts waiting at each pass.
+arrivals, the mean wait of a closed loop's prompts at the busy share the loop reaches, and the mean
+wait of a prefill worker that batches the prompts waiting at each pass.
 
 Pure vectorized functions of busy shares, service times and percentiles; :mod:`factoryplan.perf.serving`
 applies them to a replica's prompt iterations (open-loop TTFT percentiles) and a disaggregated
@@ -67,8 +68,8 @@ def closed_loop_wait(
     ``(2Z - f·D)·u² - 2(P·D + Z)·u + 2·P·D = 0``, positive at ``u = 0`` and ``-f·D`` at ``u = 1``: one
     root in (0, 1), taken in the form that stays exact as its leading term vanishes. Light load: ``u``
     is the offered ``P·D/Z`` and ``W`` the M/D/1 mean; past the server's capacity (``P·D > Z``) ``u``
-    tends to 1 and ``W`` to ``P·D - Z``, the cycle the server needs, where the M/D/1 mean at the
-    offered load (held below 1) overstates it by as much as it likes. ``scale`` 0: no wait."""
+    tends to 1 and ``W`` to ``P·D - Z``, the cycle the server needs, which the M/D/1 mean at the
+    offered load (held below 1) overstates, as far as the clip lets it. ``scale`` 0: no wait."""
     f = np.asarray(scale, dtype=float)
     d = np.asarray(service_s, dtype=float)
     pd = np.maximum(np.asarray(work_s, dtype=float), 0.0)
