@@ -88,6 +88,7 @@ class Case:
 # prefill_queue_factor values the steady-state fit searches
 FACTORS = np.round(np.arange(0.0, 10.0 + 1e-9, 0.01), 2)
 
+
 @dataclass(frozen=True)
 class Row:
     """One grid point, one mode: closed form, the linear dependence on the fitted factors, the simulation."""
@@ -162,11 +163,11 @@ def run_case(catalog: Catalog, case: Case, jitters: Sequence[float], per_user: i
         return float(r.ttft_s), float(r.tpot_s), float(r.output_tokens_per_s), float(r.running)
 
     steady, burst = closed(k, False), closed(k, True)
-    a0, a1 = closed(replace(k, prefill_queue_factor=0.0), False), closed(replace(k, prefill_queue_factor=1.0), False)
-    # the factor enters serve() as an array: one call gives the closed TTFT at every grid value
+    # the factor enters serve() as an array: one call gives the closed TTFT at every grid value (0 and 1 among them)
     swept = serve(shape, hw, par, prec, replace(k, prefill_queue_factor=FACTORS), concurrency=float(case.concurrency),
                   isl=float(case.isl), osl=float(case.osl))
     by_factor = tuple(float(v) for v in np.broadcast_to(np.asarray(swept.ttft_s), FACTORS.shape))
+    a0, a1 = (by_factor[int(np.searchsorted(FACTORS, x))] for x in (0.0, 1.0))
     s1 = closed(replace(k, burst_share=1.0), True)
     table = StepTable(shape, hw, par, prec, k, case.isl)
     run_c = steady[3] / float(np.asarray(par.dp))
@@ -181,10 +182,10 @@ def run_case(catalog: Catalog, case: Case, jitters: Sequence[float], per_user: i
                        burst=is_burst, requests_per_user=per_user, warmup_cycles=warmup, cycles=cycles,
                        jitter=jitter, seed=1, table=table)
         ref = burst if is_burst else steady
-        lo, hi = (steady, s1) if is_burst else (a0, a1)
+        lo, hi = (steady[0], s1[0]) if is_burst else (a0, a1)
         rows.append(Row(
             case=case, burst=is_burst, jitter=jitter, closed_ttft=ref[0], closed_tpot=ref[1], closed_tps=ref[2],
-            base=sim.base_s, ttft_a0=lo[0], ttft_a1=hi[0], ttft_grid=() if is_burst else by_factor,
+            base=sim.base_s, ttft_a0=lo, ttft_a1=hi, ttft_grid=() if is_burst else by_factor,
             tpot_s0=steady[1], tpot_s1=s1[1],
             sim_ttft=sim.ttft_s, sim_tpot=sim.tpot_s, sim_tps=sim.output_tokens_per_s, sim_residual=sim.residual_s,
             sim_first_wave=sim.first_wave_ttft_s, sim_prompt_iters=sim.prompt_iterations_per_cycle,

@@ -191,7 +191,7 @@ def test_vllm_ci_latency() -> None:
 
 
 def test_measured_hopper_overall() -> None:
-    """The 1,593 measured points: TPOT 16.0% MAPE (median 10.9%), TTFT 26.5% (median 19.4%), and
+    """The 1,593 measured points: TPOT 16.0% MAPE (median 11.0%), TTFT 26.4% (median 20.0%), and
     the throughput their TTFT and TPOT imply 15.7% (median 10.7%): the fit holds the microbenchmark
     priors firmly, which costs about a point in sample and gains about two on every hold-out
     (benchmarks/calibrate_inference.py, PRIOR_WEIGHT). The 45 Qwen3.5 points were first predicted
