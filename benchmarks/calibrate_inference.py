@@ -240,6 +240,16 @@ POOL_WIDTH = 0.0
 # The all-reduce's fixed cost fitted per engine (each ships its own collectives), after the change above:
 # TensorRT-LLM 8.0 us, vLLM 13.9 us, SGLang 8.0 us; in sample 26.5 / 16.0 / 15.7%, published throughput
 # 8.1 -> 9.1%, TTFT 21.8 -> 22.7%: not adopted.
+# The engine limits aiconfigurator's deployment generator sets for the runs of its own gap analyses (808 of
+# the 1,593 points, a silicon_data_source under aic-auto-gap-analysis): an aggregated TensorRT-LLM worker's
+# max_num_tokens = batch + isl + 1500 without chunked prefill ("+1500 ... to hold the largest isl", its
+# trtllm backend generator and the later `agg max_num_tokens` rule) and free_gpu_memory_fraction 0.80 (its
+# engine templates' default); SGLang's --max-prefill-tokens isl + 1500 (rule_plugin/sglang.rule); vLLM's
+# template passes no budget. Per point, every constant refitted (measured set, against 26.44 / 16.01 /
+# 15.69%): both engines 26.6 / 16.0 / 15.5% (SGLang 0.5.1 Qwen3-32B TTFT 11.7 -> 13.6%, 0.5.6 Llama-3.1-8B
+# 43 -> 48%); TensorRT-LLM's alone 26.4 / 16.0 / 15.7% (26.25 / 16.04 / 15.63% before the refit; its
+# Qwen3-235B and Qwen3-32B campaigns' TTFT 18.6 -> 17.4% and 21.6 -> 20.6%). Not adopted: no figure moves
+# by more than 0.2 points either way, and which of the generator's versions launched each run is not known.
 
 
 def _names() -> list[tuple[str, str, float, float, bool]]:
