@@ -77,6 +77,18 @@ def test_open_loop_ttft_rises_with_load_and_percentile(catalog: Catalog) -> None
     assert np.all(np.diff(p90) >= 0) and np.all(p99 >= p90) and float(p99[-1]) > outside
 
 
+def test_prefill_busy_share_is_the_steady_cycles(catalog: Catalog) -> None:
+    """The prefilling share open_loop_ttft scales by the load is the steady loop's: its request rate
+    times each request's share of the prompt iterations, the wait behind other prompts inside the cycle
+    (a prefill-heavy load, where that wait is long)."""
+    s, hw, k = serving_setup(catalog, "llama-3.1-70b", "h200-sxm")
+    res = serve(s, hw, Parallel(tp=4), FP8, k, concurrency=np.array([16.0, 128.0]), isl=8000.0, osl=200.0)
+    assert float(np.asarray(res.queue_s)[1]) > 0.1 * float(np.asarray(res.ttft_s)[1])  # a long wait
+    busy = np.asarray(res.requests_per_s) * np.asarray(res.prefill_service_s)
+    assert np.all(busy < 0.95)
+    assert np.asarray(res.prefill_busy) == pytest.approx(busy, rel=1e-9)
+
+
 @pytest.mark.parametrize(("backend", "isl", "osl", "conc"), [("trtllm", 4000, 500, 128), ("sglang", 1000, 200, 32)])
 def test_open_loop_percentiles_follow_the_iteration_simulation(
     catalog: Catalog, backend: str, isl: int, osl: int, conc: int

@@ -346,13 +346,13 @@ def serve(
     others = np.where(alone_ranks, (c * dp - 1.0) / (c * dp), (c - 1.0) / c)  # prompts not one's own
     tpot_s = (iters * t_dec + np.minimum(passes, iters) * added * others) / steps
     rest = base + own + steps * tpot_s  # a cycle without the wait behind other prompts
-    rho = np.clip(passes * t_p / rest, 0.0, 0.95)
     # the wait at the busy share the loop reaches (a longer wait thins the arrivals)
     mdl, _ = closed_loop_wait(k.prefill_queue_factor * (1.0 + isl_cv**2), t_p, passes * t_p, rest)
     # a closed loop queues at most the other users' prompts of a cycle
     queue = np.maximum(np.minimum(mdl, others * passes * t_p), (passes - iters) * t_p)
     align = _balance_wait(k, dp, run, base + own + queue + steps * tpot_s, dec_stage, chunks)
     ttft_s = base + own + queue + align
+    rho = np.clip(passes * t_p / (ttft_s + steps * tpot_s), 0.0, 0.95)  # prefilling share of the steady cycle
     share = np.asarray(burst, dtype=float) * first_wave_share(k)  # users started together: first waves
     ttft, tpot = ttft_s, tpot_s
     if np.any(share > 0.0):  # the first wave: c prompts at once, per_iter of them per iteration
