@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
+from serving_sim import fit_grid, rms_grid
 
 from factoryplan.catalog.load import Catalog, load_catalog
 from factoryplan.catalog.models import resolve_model
@@ -80,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     k = constants_from_catalog(cat, "trtllm")
     rows: list[tuple[str, str, float, float, float, float]] = []
     swept: list[np.ndarray] = []  # the closed form's TTFT at each FACTORS value of pool_queue_factor
+    sim_ttft: list[float] = []
     t0 = time.perf_counter()
     for model in MODELS:
         s = shape_of(resolve_model(cat, model))
@@ -93,8 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                          prefill_workers=n_p, decode_workers=n_d, jitter=args.jitter, seed=1)
             swept.append(np.broadcast_to(np.asarray(closed_loop_disaggregated(
                 s, hw, pre, dec, FP8, replace(k, pool_queue_factor=FACTORS), concurrency=float(c), isl=float(isl),
-                osl=float(osl), prefill_workers=float(n_p), decode_workers=float(n_d)).ttft_s), FACTORS.shape)
-                / sim.ttft_s)
+                osl=float(osl), prefill_workers=float(n_p), decode_workers=float(n_d)).ttft_s), FACTORS.shape))
+            sim_ttft.append(sim.ttft_s)
             util = sim.prefill_utilization
             regime = "light" if util < 0.5 else "busy" if util < 0.95 else "saturated"
             label = (f"{model} p{n_p}x{_lay(pre)} d{n_d}x{_lay(dec)} {isl}/{osl} C{c} "
@@ -114,11 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if len(g):
             cols = "  ".join(f"{m:+.3f} ({sd:.3f})" for m, sd in zip(g.mean(0), g.std(0), strict=True))
             print(f"{name:10s} {len(g):4d}   {cols}")
-    rms = np.sqrt(np.mean(np.log(np.asarray(swept)) ** 2, axis=0))
-    best = int(np.argmin(rms))
-    at = float(np.interp(k.pool_queue_factor, FACTORS, rms))
+    pred, target = np.asarray(swept), np.asarray(sim_ttft)
+    best, err = fit_grid(pred, target, FACTORS)
+    at = rms_grid(pred, target, k.pool_queue_factor, FACTORS)
     print(f"pool_queue_factor implied by the simulated TTFT (RMS of log(closed/sim) over all points): "
-          f"{FACTORS[best]:.2f} (RMS {rms[best]:.3f}); the catalog's {k.pool_queue_factor:.2f}: RMS {at:.3f}")
+          f"{best:.2f} (RMS {err:.3f}); the catalog's {k.pool_queue_factor:.2f}: RMS {at:.3f}")
     print("largest |log(closed/sim)| in TTFT:")
     for r in sorted(rows, key=lambda r: -abs(r[2]))[:args.worst]:
         print(f"  {r[1]}: TTFT {r[2]:+.2f} TPOT {r[3]:+.2f} throughput {r[4]:+.2f} (sim TTFT {r[5] * 1e3:.0f} ms)")

@@ -256,16 +256,16 @@ def rms_at(lo: np.ndarray, hi: np.ndarray, target: np.ndarray, x: float) -> floa
     return float(np.sqrt(np.mean(np.log((lo + x * (hi - lo)) / target) ** 2)))
 
 
-def fit_grid(pred: np.ndarray, target: np.ndarray) -> tuple[float, float]:
-    """The FACTORS value minimising the RMS of log(pred/target) (``pred``: points x FACTORS), and that RMS."""
+def fit_grid(pred: np.ndarray, target: np.ndarray, factors: np.ndarray = FACTORS) -> tuple[float, float]:
+    """The ``factors`` value minimising the RMS of log(pred/target) (``pred``: points x factors), and that RMS."""
     rms = np.sqrt(np.mean(np.log(np.maximum(pred, 1e-9) / target[:, None]) ** 2, axis=0))
     i = int(np.argmin(rms))
-    return float(FACTORS[i]), float(rms[i])
+    return float(factors[i]), float(rms[i])
 
 
-def rms_grid(pred: np.ndarray, target: np.ndarray, x: float) -> float:
-    """The RMS of log(pred/target) at factor ``x``, each point's TTFT interpolated over FACTORS."""
-    at = np.array([np.interp(x, FACTORS, row) for row in pred])
+def rms_grid(pred: np.ndarray, target: np.ndarray, x: float, factors: np.ndarray = FACTORS) -> float:
+    """The RMS of log(pred/target) at factor ``x``, each point's value interpolated over ``factors``."""
+    at = np.array([np.interp(x, factors, row) for row in pred])
     return float(np.sqrt(np.mean(np.log(at / target) ** 2)))
 
 
