@@ -84,10 +84,12 @@ The queueing formulas (waiting-time tails, the batched prefill wait) are in
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 
+from factoryplan.perf.blocks import has_arrays, in_blocks
 from factoryplan.perf.inference import (
     Array,
     BoolArray,
@@ -307,6 +309,27 @@ def serve(
     the wait behind other prompts is the Pollaczek-Khinchine mean for service times that vary as the
     prompts do, ``(1 + CV²)`` times the fixed-length one; the other figures are the mean length's.
     """
+    per_config = {"concurrency": concurrency, "isl": isl, "osl": osl, "burst": burst, "prefix": prefix,
+                  "draft_tokens": draft_tokens, "acceptance": acceptance}
+    if not has_arrays(s, hw, prec, k):  # a sweep: a block of configurations at a time (perf.blocks)
+        layout = {f"par.{f.name}": getattr(par, f.name) for f in fields(par)}
+
+        def block(v: dict[str, Any]) -> Serving:
+            p = Parallel(**{name[4:]: x for name, x in v.items() if name.startswith("par.")})
+            return _serve(s, hw, p, prec, k, **{name: v[name] for name in per_config}, isl_cv=isl_cv)
+
+        swept = in_blocks(block, {**per_config, **layout})
+        if swept is not None:
+            return swept
+    return _serve(s, hw, par, prec, k, **per_config, isl_cv=isl_cv)
+
+
+def _serve(
+    s: ModelShape, hw: Hardware, par: Parallel, prec: Precision, k: Constants, *,
+    concurrency: FloatOrArray, isl: FloatOrArray, osl: FloatOrArray, burst: bool | FloatOrArray,
+    prefix: FloatOrArray, draft_tokens: FloatOrArray, acceptance: FloatOrArray, isl_cv: float,
+) -> Serving:
+    """:func:`serve` in one pass over its configurations."""
     mem = memory(s, hw, par, prec, k, isl, osl)
     conc = np.maximum(np.asarray(concurrency, dtype=float), 1.0)
     run = np.maximum(np.minimum(conc, mem.max_concurrency), 1.0)
