@@ -21,9 +21,9 @@ the engine's predictions only to count, never to fit:
   the mean output length InferenceMAX's client sent), where the engine model runs 256. Not a client
   connection limit (InferenceMAX's client opens a session per request): their TPOT at 512 users is
   below the same configuration's at 64 (3.6 against 7.1 ms at TP 8), which no server running more
-  sequences shows, as if the client read its streams late. Its measured TPOT is 1.9-7.8x below the
+  sequences shows, as if the client read its streams late. Its measured TPOT is 1.9-7.9x below the
   prediction, and a 100-request limit alone (``serve --max-batch 100``) leaves it 1.3-4.2x below
-  (before the last refit); the 9 points add 1.7 points to the set's 16.0% TPOT MAPE. The other
+  (before the last refit); the 9 points add 1.8 points to the set's 14.7% TPOT MAPE. The other
   campaigns above 100 users keep 37-100% of their users in flight (the lowest where the KV cache is
   full).
 

@@ -28,6 +28,9 @@ from factoryplan.perf.inference import (
     expert_alltoall_time,
     expert_load_factor,
     experts_touched,
+    fused_allreduce_max_bytes,
+    fused_allreduce_time,
+    fuses_allreduce,
     gemm_peak,
     gemm_time,
     hardware_of,
@@ -195,6 +198,49 @@ def test_collectives(k: Constants) -> None:
     t8 = float(allreduce_time(1e8, 8, 450e9, 1e-5, k))
     assert t8 == pytest.approx(1e-5 + 2 * 7 / 8 * 1e8 / (450e9 * k.link_efficiency))
     assert float(allreduce_time(1e8, 2, 450e9, 1e-5, k)) < t8  # 2(r-1)/r grows with r
+
+
+def test_fused_all_reduce_costs_less_only_for_small_messages(catalog: Catalog, k: Constants) -> None:
+    """An engine that fuses each TP all-reduce with the RMSNorm after it runs the one-shot kernel (its
+    fixed cost, ``(r-1)`` messages over each link) for messages up to the fused kernel's limit at that
+    TP size (vLLM's on Hopper: 64 MiB at 2, 2 MiB at 4, 1 MiB at 8, none at other sizes), two a
+    layer; larger messages, one GPU and engines that do not fuse take the plain all-reduce."""
+    mib = 2.0**20
+    np.testing.assert_array_equal(fused_allreduce_max_bytes(np.array([1.0, 2.0, 4.0, 8.0, 16.0])),
+                                  [0.0, 64 * mib, 2 * mib, 1 * mib, 0.0])
+    s, hw = shape_of(catalog.models["llama-3.1-70b"]), hw_of(catalog, "h200-sxm")
+    plain = replace(k, fused_allreduce=(), allreduce_latency_s=13e-6, fused_allreduce_latency_s=4e-6)
+    fused = replace(plain, fused_allreduce=(("*", 0.0),))
+    msg = 32.0 * s.hidden * 2.0  # 32 decoding sequences' hidden states, BF16: 512 KiB
+    for tp in (2.0, 4.0, 8.0):
+        decode = [float(iteration(s, hw, Parallel(tp=tp), FP8, c, decode_seqs=32.0, ctx=2000.0).comm)
+                  for c in (plain, fused)]
+        one_shot = float(fused_allreduce_time(msg, tp, hw.link_bytes_s, fused))
+        ring = float(allreduce_time(msg, tp, hw.link_bytes_s, 13e-6, plain))
+        assert one_shot == pytest.approx(4e-6 + (tp - 1) * msg / (hw.link_bytes_s * k.link_efficiency))
+        assert decode[0] - decode[1] == pytest.approx(2 * s.layers * (ring - one_shot), rel=1e-9)
+        assert decode[1] < decode[0]
+    # 8,192 prompt tokens at TP 8: 128 MiB messages, over the limit: the plain all-reduce
+    prompt = [float(iteration(s, hw, Parallel(tp=8.0), FP8, c, decode_seqs=0.0, ctx=8192.0, prompts=1.0,
+                              prompt_len=8192.0).comm) for c in (plain, fused)]
+    assert prompt[0] == prompt[1]
+    # TP 16 has no fused kernel; one GPU has no all-reduce
+    for par in (Parallel(tp=16.0), Parallel(tp=1.0)):
+        one = [float(iteration(s, hw_of(catalog, "gb200"), par, FP8, c, decode_seqs=8.0, ctx=2000.0).comm)
+               for c in (plain, fused)]
+        assert one[0] == one[1]
+
+
+def test_fused_all_reduce_follows_the_model_family_and_hidden_size(catalog: Catalog) -> None:
+    """An engine fuses the all-reduces of the families its model code fuses: TensorRT-LLM's Llama above
+    a hidden size of 4,096 (Llama-3.1-70B, not -8B), its Qwen3-MoE and DeepSeek-V3 models, not dense
+    Qwen3 or gpt-oss; vLLM every family; SGLang none (opt-in)."""
+    trt, vllm, sglang = (constants_from_catalog(catalog, b) for b in ("trtllm", "vllm", "sglang"))
+    fused = {m: [fuses_allreduce(shape_of(catalog.models[m]), k) for k in (trt, vllm, sglang)]
+             for m in ("llama-3.1-70b", "llama-3.1-8b", "qwen3-235b-a22b", "deepseek-r1", "qwen3-32b", "gpt-oss-120b")}
+    assert fused == {"llama-3.1-70b": [True, True, False], "llama-3.1-8b": [False, True, False],
+                     "qwen3-235b-a22b": [True, True, False], "deepseek-r1": [True, True, False],
+                     "qwen3-32b": [False, True, False], "gpt-oss-120b": [False, True, False]}
 
 
 def test_expert_all_to_all_across_domains_splits_nvlink_and_nic(catalog: Catalog, k: Constants) -> None:
@@ -440,7 +486,7 @@ def test_collectives_leave_the_domain_over_nics(catalog: Catalog, k: Constants) 
 
 
 def test_constants_need_every_value(catalog: Catalog, k: Constants) -> None:
-    values = {f: float(getattr(k, f)) for f in k.__dataclass_fields__}
+    values = {f: float(getattr(k, f)) for f in k.__dataclass_fields__ if f != "fused_allreduce"}
     glob = {f: values[f] for f in ("gemm_efficiency",)}
     with pytest.raises(FactoryplanError, match="lacks values"):
         constants_from_values(glob, {})
@@ -454,7 +500,7 @@ def test_constants_need_every_value(catalog: Catalog, k: Constants) -> None:
 
     glob = {f: values[f] for f in GLOBAL_FIELDS}
     engine = {f: values[f] for f in ENGINE_FIELDS}
-    assert constants_from_values(glob, engine) == k
+    assert constants_from_values(glob, engine) == replace(k, fused_allreduce=())  # the fusions: the entry's list
     with pytest.raises(FactoryplanError, match="engine's constant") as exc:
         constants_from_values({**glob, "prefill_queue_factor_ratio": 0.65}, engine)
     assert exc.value.value == "prefill_queue_factor_ratio"

@@ -20,6 +20,7 @@ SECONDS_PER_MONTH = SECONDS_PER_YEAR / 12.0
 J_PER_KWH = 3.6e6
 J_PER_MWH = 3.6e9
 GIB = 2.0**30
+MIB = 2.0**20
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ harness starts every user at once and its runs differ in ways one mean-value mod
 (some engine versions add ~100 ms per request, some points queue for the KV cache; the one engine
 release that kept its users in lockstep, SGLang 0.5.1, is predicted so, the harness having run it
 without mixed chunks); the nine gpt-oss vLLM points at concurrency 512 (December 2025 runs) account for
-1.7 points of the TPOT MAPE: about 100 of them were decoding whatever the layout and lengths (88-98,
+1.8 points of the TPOT MAPE: about 100 of them were decoding whatever the layout and lengths (88-98,
 output tokens/s x TPOT), and their TPOT at 512 users is below the same configuration's at 64 (3.6
 against 7.1 ms at TP 8), which no server running more sequences shows; the InferenceMAX client opens
 a session per request (no connection limit), so the likelier cause is a client that read its streams
@@ -41,12 +41,14 @@ import pytest
 
 from factoryplan.catalog.load import Catalog, load_catalog
 from factoryplan.cli import main
+from factoryplan.perf.inference import constants_from_catalog
 from factoryplan.validation.inference import (
     Point,
     Prediction,
     band_gpus,
     error_bands,
     gpu_scaling,
+    harness_fuses_allreduce,
     harness_mixes_prefill,
     implied_output_tokens_per_s,
     load_measured,
@@ -167,9 +169,9 @@ def test_trtllm_max_throughput_tables() -> None:
 
 def test_nim_concurrency_sweep() -> None:
     """NIM 1.8.0, Llama 3.3 70B FP8 TP2 on H100, 5000/500, a warmed-up (steady-state) sweep:
-    throughput 5% and TPOT 7% MAPE, TTFT 22% (one user 20% high, 25 and 50 users 10% and 16% high:
+    throughput 6% and TPOT 8% MAPE, TTFT 22% (one user 19% high, 25 and 50 users 11% and 17% high:
     the engine's queue factor is its simulated scheduler's, whose closed loop waits longer than this
-    warmed-up one; at 100 users the KV cache holds ~86 and the queue for a slot is 41% short)."""
+    warmed-up one; at 100 users the KV cache holds ~86 and the queue for a slot is 42% short)."""
     pts, preds = published()
     pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.ttft_ms]
     assert len(pairs) == 4
@@ -191,22 +193,22 @@ def test_vllm_ci_latency() -> None:
 
 
 def test_measured_hopper_overall() -> None:
-    """The 1,593 measured points: TPOT 16.0% MAPE (median 11.0%), TTFT 26.4% (median 20.0%), and
-    the throughput their TTFT and TPOT imply 15.7% (median 10.7%): the fit holds the microbenchmark
+    """The 1,593 measured points: TPOT 14.7% MAPE (median 9.2%), TTFT 26.5% (median 19.8%), and
+    the throughput their TTFT and TPOT imply 14.3% (median 8.9%): the fit holds the microbenchmark
     priors firmly, which costs about a point in sample and gains about two on every hold-out
     (benchmarks/calibrate_inference.py, PRIOR_WEIGHT). The 45 Qwen3.5 points were first predicted
     out of sample (constants fitted without them: TPOT 21.3%, TTFT 18.8%, throughput 30.1%), the 30
     GLM-5 points too (TPOT 24%, TTFT 32%, every TPOT too fast by 12-45%); both are part of the
-    calibration set now (TPOT/TTFT: Qwen3.5 14.4%/17.0%, GLM-5 22.6%/31.7%)."""
+    calibration set now (TPOT/TTFT: Qwen3.5 17.6%/24.3%, GLM-5 18.8%/29.7%)."""
     pts, preds = measured()
     pairs = list(zip(pts, preds, strict=True))
     assert len(pairs) == 1593
     tpot, ttft = ape(pairs, "tpot_ms"), ape(pairs, "ttft_ms")
-    assert tpot.mean() <= 17.0 and np.median(tpot) <= 12.0
+    assert tpot.mean() <= 15.5 and np.median(tpot) <= 10.5
     assert ttft.mean() <= 27.5 and np.median(ttft) <= 21.0
     implied = [replace(p, output_tokens_per_s=implied_output_tokens_per_s(p)) for p in pts if p.ttft_ms and p.tpot_ms]
     thr = ape(list(zip(implied, preds, strict=True)), "output_tokens_per_s")
-    assert thr.mean() <= 16.5 and np.median(thr) <= 11.5
+    assert thr.mean() <= 15.5 and np.median(thr) <= 10.0
 
 
 def test_error_bands_are_the_calibration_sets() -> None:
@@ -270,11 +272,35 @@ def test_sglang_runs_scheduling_by_release() -> None:
     assert ape(as_mixed, "ttft_ms").mean() > 55.0 and ape(as_mixed, "tpot_ms").mean() > 25.0
 
 
+def test_vllm_runs_fuse_all_reduces_from_release_0_17() -> None:
+    """vLLM fuses each TP all-reduce with the RMSNorm after it by default from 0.17 (its profile);
+    runs of earlier releases, and runs whose release is not recorded, are predicted without it. Its
+    0.18 campaigns (gpt-oss-120b, MiniMax-M2.5: 208 points) are predicted as fused; their TPOT error
+    is smaller so than with the plain all-reduce's fixed cost."""
+    assert harness_fuses_allreduce("vllm", "0.16.0") is False and harness_fuses_allreduce("vllm", "0.12.0") is False
+    assert harness_fuses_allreduce("vllm", "") is False
+    assert harness_fuses_allreduce("vllm", "vLLM (CI build 9515)") is False
+    assert harness_fuses_allreduce("vllm", "0.18.0") is None and harness_fuses_allreduce("vllm", "1.0.0") is None
+    assert harness_fuses_allreduce("trtllm", "1.0.0rc3") is None and harness_fuses_allreduce("sglang", "0.5.9") is None
+    catalog = load_catalog()
+    assert constants_from_catalog(catalog, "vllm").fused_allreduce == (("*", 0.0),)
+    pts, preds = measured()
+    pairs = [(p, q) for p, q in zip(pts, preds, strict=True) if p.backend == "vllm" and p.version == "0.18.0"]
+    assert len(pairs) == 208 and all(p.fuses_allreduce is None for p, _ in pairs)
+    assert all(p.fuses_allreduce is False for p in pts if p.backend == "vllm" and p.version != "0.18.0")
+    plain = [replace(p, fuses_allreduce=False) for p, _ in pairs]
+    as_plain = list(zip(plain, predict(catalog, plain), strict=True))
+    assert ape(pairs, "tpot_ms").mean() < ape(as_plain, "tpot_ms").mean() - 3.0
+
+
 def test_same_configuration_on_two_gpus() -> None:
     """The hardware physics alone: 89 configurations of the measured set (vLLM's Llama-3.1-70B and
     gpt-oss-120b campaigns) ran on both H100 and H200 with the same engine version, lengths and
     users, so each campaign's own effects cancel in the H200/H100 ratio. The ratio is predicted
-    within 6.7% (TPOT) and 5.8% (throughput) on average; TTFT's median within 6.0%. Its mean, 95%,
+    within 7.6% (TPOT, median 4.4%) and 6.7% (throughput) on average; TTFT's median within 7.0%
+    (6.9%, 3.7%, 6.0% and 7.0% before the engines' fused all-reduces entered the fit; in part the plain
+    all-reduce's fixed cost, which rose from 13 to 21 us: a cost the same on both GPUs narrows the
+    predicted ratio). Its mean, 100%,
     is set by three Llama-3.1-70B points on two H100s at 32-64 users with 8k-token prompts or
     outputs, where the smaller KV cache kept requests waiting 6-59 s and the prediction is 0.4-16 s."""
     pts, preds = measured()
@@ -283,8 +309,8 @@ def test_same_configuration_on_two_gpus() -> None:
     figures = scaling["h100-sxm -> h200-sxm"]
     assert {int(v["pairs"]) for v in figures.values()} == {89}
     assert figures["tpot_ms"]["measured_ratio_median"] == pytest.approx(0.87, abs=0.01)  # H200 decodes faster
-    assert figures["tpot_ms"]["ratio_error_pct"] <= 7.5 and figures["tpot_ms"]["median_ratio_error_pct"] <= 4.0
-    assert figures["output_tokens_per_s"]["ratio_error_pct"] <= 6.5
+    assert figures["tpot_ms"]["ratio_error_pct"] <= 8.0 and figures["tpot_ms"]["median_ratio_error_pct"] <= 5.0
+    assert figures["output_tokens_per_s"]["ratio_error_pct"] <= 7.5
     assert figures["ttft_ms"]["median_ratio_error_pct"] <= 7.0
 
 
@@ -579,7 +605,8 @@ def test_requests_per_user_column_sets_the_first_wave(tmp_path: Path) -> None:
         ("r4", "requests_per_user '0'"), ("r5", "requests_per_user '2.5'"), ("r6", "requests_per_user 'many'")]
     preds = predict(cat, loaded.points)
     p = loaded.points[0]
-    k = constants_from_catalog(cat, "vllm")
+    assert p.fuses_allreduce is False  # vLLM 0.12: before the fused all-reduce (harness_fuses_allreduce)
+    k = replace(constants_from_catalog(cat, "vllm"), fused_allreduce=())
     shape = shape_of(cat.models[p.model])
     hw = hardware_of(cat.accelerators[p.accelerator], cat.systems[p.system])
     prec = point_precision(cat, p, k)

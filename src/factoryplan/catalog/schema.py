@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 Basis = Literal["spec", "measured", "derived", "assumption"]
 DATA_CLASSES = ("public", "internal", "personal", "sensitive", "national-security")
@@ -23,6 +23,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegInt = Annotated[int, Field(ge=0)]
+FUSED_FAMILY = r"^(\*|[a-z0-9_]+)(>[0-9]+)?$"  # a model family, "*" for any, ">N": hidden size above N
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _AS_OF = re.compile(r"^\d{4}(-\d{2}(-\d{2})?)?$")
@@ -448,6 +449,9 @@ class Calibration(Entry):
     spread: str = ""
     runs_on: list[str] = Field(default_factory=list)  # accelerator vendors a serving engine supports; empty: any
     measured_on: list[str] = Field(default_factory=list)  # accelerator ids of the measurements behind its error band
+    # a serving engine: model families (Hugging Face model_type; "*" for every family) whose TP all-reduces it
+    # fuses with the residual add and RMSNorm after them; "family>N": only above a hidden size of N
+    fused_allreduce: list[Annotated[str, StringConstraints(pattern=FUSED_FAMILY)]] = Field(default_factory=list)
 
 
 KINDS: dict[str, type[Entry]] = {

@@ -108,6 +108,7 @@ from factoryplan.perf.inference_inputs import shape_of as shape_of
 from factoryplan.perf.inference_inputs import sparse_on_fp4 as sparse_on_fp4
 from factoryplan.perf.inference_inputs import splits_evenly as splits_evenly
 from factoryplan.perf.inference_inputs import weight_bytes_per_gpu as weight_bytes_per_gpu
+from factoryplan.units import MIB
 
 # ---------------------------------------------------------------- small physics functions
 
@@ -314,6 +315,40 @@ def _power(base: Array, exponent: Array) -> Array:
     return out
 
 
+def fuses_allreduce(s: ModelShape, k: Constants) -> bool:
+    """Whether the engine fuses the TP all-reduces of ``s``'s family with the RMSNorm after them
+    (``k.fused_allreduce``: families, or "*", each with the hidden size it is fused above)."""
+    return any(family in ("*", s.family) and s.hidden > above for family, above in k.fused_allreduce)
+
+
+def fused_allreduce_time(
+    message_bytes: FloatOrArray, ranks: FloatOrArray, link_bytes_s: FloatOrArray, k: Constants
+) -> FloatOrArray:
+    """An all-reduce fused with the residual add and RMSNorm after it (FlashInfer's and TensorRT-LLM's
+    one-shot kernel): ``α_f + (r-1) · bytes / (BW·e)``. Each rank writes its whole message to every
+    other rank and reduces what it receives in one step, so it has one synchronisation (the small
+    fixed cost) but moves ``(r-1)`` messages where a ring moves ``2(r-1)/r``. The extra traffic is
+    why engines take it only up to a size (:func:`fused_allreduce_max_bytes`): at vLLM's TP 8 limit
+    on Hopper the two paths cost the same in this model (25.8 against 26.0 us for 1 MiB on the H200,
+    the catalog's constants), at its TP 4 and TP 2 limits the fused one is 24% and 8% cheaper."""
+    r = np.maximum(np.asarray(ranks, dtype=float), 1.0)
+    t = k.fused_allreduce_latency_s + (r - 1.0) * message_bytes / (link_bytes_s * k.link_efficiency)
+    return np.where(r > 1.0, t, 0.0)
+
+
+def fused_allreduce_max_bytes(tp: FloatOrArray) -> Array:
+    """Largest message an engine that fuses each TP all-reduce with the residual add and RMSNorm
+    after it runs through the fused kernel (FlashInfer's one-shot/two-shot all-reduce from
+    TensorRT-LLM) at ``tp`` ranks; larger ones take the plain all-reduce. vLLM's defaults on Hopper
+    (``PassConfig.fi_allreduce_fusion_max_size_mb``: 64 MiB at TP 2, 2 MiB at TP 4, 1 MiB at TP 8, no
+    fused kernel at other sizes; Blackwell allows 32 MiB at TP 4, not modelled apart), taken for
+    TensorRT-LLM's fusions too. Decode messages (tokens x hidden x 2 bytes) are under them; most
+    prompts' are not."""
+    t = np.asarray(tp, dtype=float)
+    return np.asarray(np.select([t == 2.0, t == 4.0, t == 8.0], [64.0 * MIB, 2.0 * MIB, 1.0 * MIB], 0.0),
+                      dtype=np.float64)
+
+
 def _collective_path(hw: Hardware, group: FloatOrArray, k: Constants) -> tuple[FloatOrArray, FloatOrArray]:
     """(bandwidth, latency) for a collective over ``group`` GPUs: NVLink inside the scale-up
     domain, the NICs (and the network latency) once the group spans domains."""
@@ -481,6 +516,9 @@ def _communication(
     msg = tokens_rank * s.hidden * ACTIVATION_BYTES
     bw_tp, lat_tp = _collective_path(hw, tp, k)
     per_layer = 2.0 * allreduce_time(msg, tp, bw_tp, lat_tp, k)
+    if fuses_allreduce(s, k):
+        fused = (tp > 1.0) & (tp <= np.asarray(hw.domain)) & (msg <= fused_allreduce_max_bytes(tp))
+        per_layer = np.where(fused, 2.0 * fused_allreduce_time(msg, tp, bw_tp, k), per_layer)
     moe_comm: FloatOrArray = 0.0
     if s.moe_layers:
         # dispatch to the GPUs that hold each token's experts and combine back

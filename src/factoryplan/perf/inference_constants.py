@@ -7,7 +7,7 @@ every GPU, model and serving engine; one entry per serving engine holds its prof
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from factoryplan.errors import FactoryplanError, InfeasibleError
@@ -35,6 +35,7 @@ class Constants:
     roofline_sharpness: float  # n in (t_c^n + t_m^n)^(1/n); large n is the hard max
     link_efficiency: float  # achieved share of the scale-up link bandwidth in collectives
     allreduce_latency_s: float  # fixed cost of one all-reduce inside the scale-up domain
+    fused_allreduce_latency_s: float  # the same, fused with the RMSNorm after it (engines that fuse them)
     network_latency_s: float  # fixed cost of one collective across the scale-out network
     low_precision_efficiency: float  # FP8/FP4 tensor-core GEMMs relative to BF16 ones (efficiency ratio)
     routing_concentration: float  # Dirichlet concentration of expert popularity (inf: uniform routing)
@@ -61,13 +62,16 @@ class Constants:
     fraction_of_free: bool  # engine: the memory fraction applies to what the weights leave free
     kv_fp8_default: bool  # engine: FP8 KV cache by default when weights are FP8 or narrower
     fp4_experts_mxfp8: bool  # engine: weight-only FP4 (MXFP4) experts times MXFP8 activations on FP4 parts
+    # engine: the model families (Hugging Face model_type, "*" for all) whose TP all-reduces it fuses with
+    # the residual add and RMSNorm after them, each with the hidden size it fuses above (0: any)
+    fused_allreduce: tuple[tuple[str, float], ...] = ()
 
 
 GLOBAL_FIELDS = (
     "gemm_efficiency", "gemm_m_half", "moe_efficiency", "hbm_efficiency", "kv_efficiency",
     "attention_efficiency", "roofline_sharpness", "link_efficiency", "allreduce_latency_s",
-    "network_latency_s", "low_precision_efficiency", "routing_concentration", "expert_overhead_s", "first_token_steps",
-    "burst_share", "pool_queue_factor",
+    "fused_allreduce_latency_s", "network_latency_s", "low_precision_efficiency", "routing_concentration",
+    "expert_overhead_s", "first_token_steps", "burst_share", "pool_queue_factor",
 )
 ENGINE_FIELDS = (
     "step_overhead_s", "layer_overhead_s", "sequence_overhead_s", "cpu_sequence_s", "moe_layer_overhead_s",
@@ -127,7 +131,8 @@ def constants_from_catalog(catalog: Catalog, backend: str) -> Constants:
     eng = _engine_entry(catalog, backend)
     if not glob:
         raise FactoryplanError("the catalog has no inference physics calibration", field="calibrations")
-    return constants_from_values(glob[0].values, eng.values)
+    fused = tuple((family, float(above or 0)) for family, _, above in (f.partition(">") for f in eng.fused_allreduce))
+    return replace(constants_from_values(glob[0].values, eng.values), fused_allreduce=fused)
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,7 @@ class ModelShape:
     block_layers: float = 0.0
     expert_ffn: float = 0.0  # intermediate size of one routed expert
     gated_mlp: bool = True  # gate, up and down projections (SwiGLU); False: up and down (GELU, ReLU²)
+    family: str = ""  # the architecture's family (Hugging Face model_type): engines' fusions follow it
 
 
 def shape_of(arch: ModelArch) -> ModelShape:
@@ -157,6 +158,7 @@ def shape_of(arch: ModelArch) -> ModelShape:
         block_layers=(arch.layers + ffn_blocks(arch)) / 2.0,
         expert_ffn=float(moe.expert_ffn) if moe else 0.0,
         gated_mlp=arch.mlp == "gated",
+        family=arch.family,
     )
 
 

@@ -151,6 +151,7 @@ class Point:
     kv: str = ""  # KV-cache precision ("": the engine's default)
     requests_per_user: float = 0.0  # requests each user sent in the run (0: not given, the calibrated share)
     mixes_prefill: bool | None = None  # the run's engine mixed prompt chunks into decodes (None: its default)
+    fuses_allreduce: bool | None = None  # the run's engine fused all-reduce and RMSNorm (None: its default)
     range_ratio: float = 1.0  # lengths drawn from [int(r·L), L] around the nominal isl/osl (1: fixed)
 
     @property
@@ -442,6 +443,26 @@ _READ_COLUMNS = frozenset({
 })
 
 
+def harness_fuses_allreduce(backend: str, version: str) -> bool | None:
+    """Whether runs of ``backend`` ``version`` fused each TP all-reduce with the RMSNorm after it,
+    where that differs from the engine's profile (None: the profile's): vLLM did by default from 0.17
+    (the fusion pass went on by default in February 2026, vLLM PR #34299; from v0.17 on Hopper, vLLM
+    recipes PR #325), not before. A run whose release is not recorded (a CI build, a file without
+    the image) is taken as one of the releases before, which ran every earlier benchmark."""
+    if backend != "vllm":
+        return None
+    release = _release(version)
+    return None if release is not None and release >= (0, 17) else False
+
+
+def _release(version: str) -> tuple[int, int] | None:
+    """(major, minor) of a release name such as ``0.16.0`` or ``0.5.1.post1``; None when not one."""
+    parts = version.strip().split(".")
+    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
 def harness_mixes_prefill(backend: str, version: str) -> bool | None:
     """Whether the measured set's runs of ``backend`` ``version`` had prompt chunks mixed into decode
     iterations, where that differs from the engine's default (None: the engine's own): SGLang with
@@ -533,6 +554,7 @@ def _measured_point(
         tpot_ms=values["silicon_tpot_ms"], repair=repair, version=row.get("backend_version", ""), disagg=disagg,
         prefix=prefix, kv=kv, requests_per_user=per_user,
         mixes_prefill=harness_mixes_prefill(backend, row.get("backend_version", "")), range_ratio=ratio,
+        fuses_allreduce=harness_fuses_allreduce(backend, row.get("backend_version", "")),
     ), ""
 
 
@@ -550,12 +572,12 @@ class Prediction:
     fits: bool
 
 
-GroupKey = tuple[str, str, str, str, str, str, str, str, str, float, bool | None]
+GroupKey = tuple[str, str, str, str, str, str, str, str, str, float, bool | None, bool | None]
 
 
 def _group_key(p: Point) -> GroupKey:
     return (p.model, p.accelerator, p.system, p.backend, p.weights, p.experts, p.activations, p.kv,
-            "disagg" if p.disagg else "agg", p.requests_per_user, p.mixes_prefill)
+            "disagg" if p.disagg else "agg", p.requests_per_user, p.mixes_prefill, p.fuses_allreduce)
 
 
 def point_precision(catalog: Catalog, p: Point, k: Constants) -> Precision:
@@ -592,11 +614,13 @@ def predict(
     for i, p in enumerate(points):
         groups.setdefault(_group_key(p), []).append(i)
     for key, idx in groups.items():
-        model, acc, system, backend, _, _, _, _, mode, per_user, mixes = key
+        model, acc, system, backend, _, _, _, _, mode, per_user, mixes, fuses = key
         k = consts.get(backend) or constants_from_catalog(catalog, backend)
         k = with_requests_per_user(k, per_user)  # the run's requests per user, where the file gives them
         if mixes is not None:  # the harness's scheduling, where it set one
             k = replace(k, mixes_prefill=mixes)
+        if fuses is False:  # the run's release predates the profile's fusion
+            k = replace(k, fused_allreduce=())
         shape = shape_of(resolve_model(catalog, model))
         hw = hardware_of(catalog.accelerators[acc], catalog.systems[system])
         pts = [points[i] for i in idx]
