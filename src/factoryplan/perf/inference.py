@@ -342,8 +342,8 @@ def fused_allreduce_max_bytes(tp: FloatOrArray) -> Array:
     TensorRT-LLM) at ``tp`` ranks; larger ones take the plain all-reduce. vLLM's defaults on Hopper
     (``PassConfig.fi_allreduce_fusion_max_size_mb``: 64 MiB at TP 2, 2 MiB at TP 4, 1 MiB at TP 8, no
     fused kernel at other sizes; Blackwell allows 32 MiB at TP 4, not modelled apart), taken for
-    TensorRT-LLM's fusions too. Decode messages (tokens x hidden x 2 bytes) are under them; most
-    prompts' are not."""
+    TensorRT-LLM's fusions too. A message is a pass's tokens x hidden x 2 bytes: small decode batches'
+    are under them (Llama-3.1-70B at TP 8: up to 64 tokens), most prompts' are not."""
     t = np.asarray(tp, dtype=float)
     return np.asarray(np.select([t == 2.0, t == 4.0, t == 8.0], [64.0 * MIB, 2.0 * MIB, 1.0 * MIB], 0.0),
                       dtype=np.float64)
