@@ -11,6 +11,7 @@ import pytest
 from factoryplan.catalog.load import Catalog
 from factoryplan.catalog.models import kv_cache_bytes_per_token, params_total
 from factoryplan.catalog.schema import Release
+from factoryplan.commands.serve_engine import Setup
 from factoryplan.errors import FactoryplanError, InfeasibleError
 from factoryplan.perf.inference import (
     KV_BYTES,
@@ -241,6 +242,30 @@ def test_fused_all_reduce_follows_the_model_family_and_hidden_size(catalog: Cata
     assert fused == {"llama-3.1-70b": [True, True, False], "llama-3.1-8b": [False, True, False],
                      "qwen3-235b-a22b": [True, True, False], "deepseek-r1": [True, True, False],
                      "qwen3-32b": [False, True, False], "gpt-oss-120b": [False, True, False]}
+
+
+def test_fused_all_reduce_only_on_parts_with_the_fused_kernels(catalog: Catalog) -> None:
+    """The fused kernels run on NVIDIA Hopper and Blackwell (FlashInfer's, vLLM's size limits exist for
+    those compute capabilities only) and AMD CDNA3/CDNA4 (AITER's); an A100, an L40S or a Gaudi 3 takes
+    the plain all-reduce whatever the engine fuses, and `serve` says so."""
+    vllm = constants_from_catalog(catalog, "vllm")
+    s = shape_of(catalog.models["llama-3.1-70b"])
+    capable = {acc: hw_of(catalog, acc).fused_allreduce
+               for acc in ("h100-sxm", "h200-sxm", "b200", "gb300", "mi300x", "a100-sxm-80gb", "l40s", "gaudi3")}
+    assert capable == {"h100-sxm": True, "h200-sxm": True, "b200": True, "gb300": True, "mi300x": True,
+                       "a100-sxm-80gb": False, "l40s": False, "gaudi3": False}
+    plain = replace(vllm, fused_allreduce=())
+    for acc, fuses in capable.items():
+        hw = hw_of(catalog, acc)
+        assert fuses_allreduce(s, vllm, hw) is fuses
+        comm = [float(iteration(s, hw, Parallel(tp=8.0), FP8, c, decode_seqs=16.0, ctx=2000.0).comm)
+                for c in (vllm, plain)]
+        assert (comm[0] < comm[1]) if fuses else (comm[0] == comm[1]), acc
+    for acc, fuses in (("a100-sxm-80gb", False), ("h100-sxm", True)):
+        a = catalog.accelerators[acc]
+        setup = Setup.build(catalog, catalog.models["llama-3.1-70b"], a, catalog.systems[a.default_system], "vllm",
+                            None, None, None)
+        assert setup.limits()["fused_allreduce"] is fuses
 
 
 def test_expert_all_to_all_across_domains_splits_nvlink_and_nic(catalog: Catalog, k: Constants) -> None:

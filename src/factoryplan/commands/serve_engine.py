@@ -151,9 +151,11 @@ class Setup:
         """The JSON keys of the engine's scheduling assumed: prompt tokens an iteration carries, sequences
         a replica (or attention-DP rank) runs at once, whether prompt chunks ride in decode iterations
         (the engine's defaults unless given), and whether the engine fuses the model's TP all-reduces
-        with the RMSNorm after them (its model code: the profile's fused_allreduce)."""
+        with the RMSNorm after them (its model code: the profile's fused_allreduce; on parts with the
+        fused kernels)."""
         return {"token_budget": int(self.k.token_budget), "max_batch": int(self.k.max_batch),
-                "mixed_chunk": bool(self.k.mixes_prefill), "fused_allreduce": fuses_allreduce(self.shape, self.k)}
+                "mixed_chunk": bool(self.k.mixes_prefill),
+                "fused_allreduce": fuses_allreduce(self.shape, self.k, self.hw)}
 
     def with_limits(self, token_budget: int | None, max_batch: int | None, mixed_chunk: bool = False) -> Setup:
         """This setup with the engine's token budget and batch limit as given (None: the engine's), and

@@ -315,9 +315,12 @@ def _power(base: Array, exponent: Array) -> Array:
     return out
 
 
-def fuses_allreduce(s: ModelShape, k: Constants) -> bool:
+def fuses_allreduce(s: ModelShape, k: Constants, hw: Hardware | None = None) -> bool:
     """Whether the engine fuses the TP all-reduces of ``s``'s family with the RMSNorm after them
-    (``k.fused_allreduce``: families, or "*", each with the hidden size it is fused above)."""
+    (``k.fused_allreduce``: families, or "*", each with the hidden size it is fused above), on a part
+    that has the fused kernels (``hw.fused_allreduce``; ``hw`` None: the engine's choice alone)."""
+    if hw is not None and not hw.fused_allreduce:
+        return False
     return any(family in ("*", s.family) and s.hidden > above for family, above in k.fused_allreduce)
 
 
@@ -516,7 +519,7 @@ def _communication(
     msg = tokens_rank * s.hidden * ACTIVATION_BYTES
     bw_tp, lat_tp = _collective_path(hw, tp, k)
     per_layer = 2.0 * allreduce_time(msg, tp, bw_tp, lat_tp, k)
-    if fuses_allreduce(s, k):
+    if fuses_allreduce(s, k, hw):
         fused = (tp > 1.0) & (tp <= np.asarray(hw.domain)) & (msg <= fused_allreduce_max_bytes(tp))
         per_layer = np.where(fused, 2.0 * fused_allreduce_time(msg, tp, bw_tp, k), per_layer)
     moe_comm: FloatOrArray = 0.0

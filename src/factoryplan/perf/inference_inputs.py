@@ -178,6 +178,16 @@ class Hardware:
     system_gpus: FloatOrArray
     tdp_w: FloatOrArray
     system_w: FloatOrArray
+    # the part runs the fused all-reduce + RMSNorm kernels engines fuse with (FUSED_ALLREDUCE_GENERATIONS)
+    fused_allreduce: bool = True
+
+
+# Generations with fused all-reduce + RMSNorm kernels. NVIDIA Hopper and Blackwell: FlashInfer's one-shot
+# kernels from TensorRT-LLM; vLLM's fusion pass has size limits for compute capabilities 9.0 and 10.x only
+# (PassConfig.fi_allreduce_fusion_max_size_mb), none for Ampere or Ada, where it stays off; TensorRT-LLM's
+# fusions are taken the same. AMD CDNA3 and CDNA4: AITER's fused kernel (vLLM PR #37646, March 2026), on
+# with VLLM_ROCM_USE_AITER=1 as AMD's vLLM guides run it, taken as on. Others (Gaudi): off.
+FUSED_ALLREDUCE_GENERATIONS = frozenset({"hopper", "blackwell", "blackwell-ultra", "cdna3", "cdna4"})
 
 
 def hardware_of(acc: Accelerator, system: System) -> Hardware:
@@ -195,6 +205,7 @@ def hardware_of(acc: Accelerator, system: System) -> Hardware:
         system_gpus=float(system.gpus),
         tdp_w=acc.tdp_w,
         system_w=system.power_w,
+        fused_allreduce=acc.generation in FUSED_ALLREDUCE_GENERATIONS,
     )
 
 
