@@ -270,7 +270,7 @@ POOL_WIDTH = 0.0
 
 # TP all-reduces fused with the residual add and RMSNorm after them (perf.inference.fused_allreduce_time: the
 # one-shot kernel, a small fixed cost and (r-1) messages over each link, up to the engines' size limits,
-# fused_allreduce_max_bytes), adopted with one new global constant, the fused kernel's fixed cost (prior
+# fused_allreduce_limits), adopted with one new global constant, the fused kernel's fixed cost (prior
 # 4 us, width 1.0 in log; the fit leaves it there). Which engine fuses which models (the profiles'
 # fused_allreduce): vLLM every family from release 0.17 (vLLM PR #34299; its runs of earlier or unrecorded
 # releases without it, validation.inference.harness_fuses_allreduce); TensorRT-LLM the families its model

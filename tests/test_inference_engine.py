@@ -29,7 +29,7 @@ from factoryplan.perf.inference import (
     expert_alltoall_time,
     expert_load_factor,
     experts_touched,
-    fused_allreduce_max_bytes,
+    fused_allreduce_limits,
     fused_allreduce_time,
     fuses_allreduce,
     gemm_peak,
@@ -207,9 +207,10 @@ def test_fused_all_reduce_costs_less_only_for_small_messages(catalog: Catalog, k
     TP size (vLLM's on Hopper: 64 MiB at 2, 2 MiB at 4, 1 MiB at 8, none at other sizes), two a
     layer; larger messages, one GPU and engines that do not fuse take the plain all-reduce."""
     mib = 2.0**20
-    np.testing.assert_array_equal(fused_allreduce_max_bytes(np.array([1.0, 2.0, 4.0, 8.0, 16.0])),
-                                  [0.0, 64 * mib, 2 * mib, 1 * mib, 0.0])
     s, hw = shape_of(catalog.models["llama-3.1-70b"]), hw_of(catalog, "h200-sxm")
+    whole, one = fused_allreduce_limits(np.array([1.0, 2.0, 4.0, 8.0, 16.0]), hw.fused_allreduce_limits)
+    np.testing.assert_array_equal(whole, [0.0, 64 * mib, 2 * mib, 1 * mib, 0.0])
+    np.testing.assert_array_equal(one, [0.0, 32 * mib, 2 * mib, 1 * mib, 0.0])
     plain = replace(k, fused_allreduce=(), allreduce_latency_s=13e-6, fused_allreduce_latency_s=4e-6)
     fused = replace(plain, fused_allreduce=(("*", 0.0),))
     msg = 32.0 * s.hidden * 2.0  # 32 decoding sequences' hidden states, BF16: 512 KiB
@@ -230,6 +231,36 @@ def test_fused_all_reduce_costs_less_only_for_small_messages(catalog: Catalog, k
         one = [float(iteration(s, hw_of(catalog, "gb200"), par, FP8, c, decode_seqs=8.0, ctx=2000.0).comm)
                for c in (plain, fused)]
         assert one[0] == one[1]
+
+
+def test_fused_all_reduce_limits_follow_the_generation(catalog: Catalog, k: Constants) -> None:
+    """Blackwell fuses messages up to 32 MiB at TP 4 (Hopper 2 MiB), in the two-shot form above 4 MiB: a
+    ring's traffic, two of the fused kernel's synchronisations. 512 decoding sequences of Llama-3.1-70B
+    at TP 4 (8 MiB a message) take the plain all-reduce on an H200 and the two-shot fused one on a B200;
+    Blackwell Ultra fuses up to 2 MiB at TP 8 (Hopper and Blackwell 1 MiB)."""
+    mib = 2.0**20
+    s = shape_of(catalog.models["llama-3.1-70b"])
+    plain = replace(k, fused_allreduce=(), allreduce_latency_s=13e-6, fused_allreduce_latency_s=4e-6)
+    fused = replace(plain, fused_allreduce=(("*", 0.0),))
+    tps = np.array([2.0, 4.0, 8.0])
+    limits = {acc: fused_allreduce_limits(tps, hw_of(catalog, acc).fused_allreduce_limits)
+              for acc in ("h200-sxm", "b200", "gb200", "b300", "gb300")}
+    assert limits["b200"][0].tolist() == [64 * mib, 32 * mib, 1 * mib] == limits["gb200"][0].tolist()
+    assert limits["b200"][1].tolist() == [32 * mib, 4 * mib, 1 * mib]
+    assert limits["gb300"][0].tolist() == [64 * mib, 64 * mib, 2 * mib] == limits["b300"][0].tolist()
+    msg = 512.0 * s.hidden * 2.0
+    assert msg == 8 * mib
+    for acc, path in (("h200-sxm", "plain"), ("b200", "two-shot")):
+        hw = hw_of(catalog, acc)
+        comm = [float(iteration(s, hw, Parallel(tp=4.0), FP8, c, decode_seqs=512.0, ctx=2000.0).comm)
+                for c in (plain, fused)]
+        ring = float(allreduce_time(msg, 4.0, hw.link_bytes_s, 13e-6, plain))
+        two = 8e-6 + 2 * 3 / 4 * msg / (hw.link_bytes_s * k.link_efficiency)
+        assert float(fused_allreduce_time(msg, 4.0, hw.link_bytes_s, fused, 4 * mib)) == pytest.approx(two)
+        if path == "plain":
+            assert comm[0] == comm[1]
+        else:
+            assert comm[0] - comm[1] == pytest.approx(2 * s.layers * (ring - two), rel=1e-9)
 
 
 def test_fused_all_reduce_follows_the_model_family_and_hidden_size(catalog: Catalog) -> None:

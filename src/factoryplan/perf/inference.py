@@ -108,7 +108,6 @@ from factoryplan.perf.inference_inputs import shape_of as shape_of
 from factoryplan.perf.inference_inputs import sparse_on_fp4 as sparse_on_fp4
 from factoryplan.perf.inference_inputs import splits_evenly as splits_evenly
 from factoryplan.perf.inference_inputs import weight_bytes_per_gpu as weight_bytes_per_gpu
-from factoryplan.units import MIB
 
 # ---------------------------------------------------------------- small physics functions
 
@@ -325,31 +324,39 @@ def fuses_allreduce(s: ModelShape, k: Constants, hw: Hardware | None = None) -> 
 
 
 def fused_allreduce_time(
-    message_bytes: FloatOrArray, ranks: FloatOrArray, link_bytes_s: FloatOrArray, k: Constants
+    message_bytes: FloatOrArray, ranks: FloatOrArray, link_bytes_s: FloatOrArray, k: Constants,
+    one_shot_bytes: FloatOrArray = np.inf,
 ) -> FloatOrArray:
     """An all-reduce fused with the residual add and RMSNorm after it (FlashInfer's and TensorRT-LLM's
-    one-shot kernel): ``α_f + (r-1) · bytes / (BW·e)``. Each rank writes its whole message to every
-    other rank and reduces what it receives in one step, so it has one synchronisation (the small
-    fixed cost) but moves ``(r-1)`` messages where a ring moves ``2(r-1)/r``. The extra traffic is
-    why engines take it only up to a size (:func:`fused_allreduce_max_bytes`): at vLLM's TP 8 limit
-    on Hopper the two paths cost the same in this model (25.8 against 26.0 us for 1 MiB on the H200,
-    the catalog's constants), at its TP 4 and TP 2 limits the fused one is 24% and 8% cheaper."""
+    kernels). Up to ``one_shot_bytes`` the one-shot form, ``α_f + (r-1) · bytes / (BW·e)``: each rank
+    writes its whole message to every other rank and reduces what it receives in one step, so it has
+    one synchronisation (the small fixed cost) but moves ``(r-1)`` messages where a ring moves
+    ``2(r-1)/r``; above it the two-shot form, a reduce-scatter and an all-gather in one kernel,
+    ``2·α_f + 2(r-1)/r · bytes / (BW·e)`` (a ring's traffic, two synchronisations). The one-shot form's
+    extra traffic is why engines take it only up to a size (:func:`fused_allreduce_limits`): at vLLM's
+    TP 8 limit on Hopper the two paths cost the same in this model (25.8 against 26.0 us for 1 MiB on
+    the H200, the catalog's constants), at its TP 4 and TP 2 limits the fused one is 24% and 8% cheaper."""
     r = np.maximum(np.asarray(ranks, dtype=float), 1.0)
-    t = k.fused_allreduce_latency_s + (r - 1.0) * message_bytes / (link_bytes_s * k.link_efficiency)
+    per_byte = np.asarray(message_bytes, dtype=float) / (link_bytes_s * k.link_efficiency)
+    one = k.fused_allreduce_latency_s + (r - 1.0) * per_byte
+    two = 2.0 * k.fused_allreduce_latency_s + 2.0 * (r - 1.0) / r * per_byte
+    t = np.where(np.asarray(message_bytes) <= one_shot_bytes, one, two)
     return np.where(r > 1.0, t, 0.0)
 
 
-def fused_allreduce_max_bytes(tp: FloatOrArray) -> Array:
-    """Largest message an engine that fuses each TP all-reduce with the residual add and RMSNorm
-    after it runs through the fused kernel (FlashInfer's one-shot/two-shot all-reduce from
-    TensorRT-LLM) at ``tp`` ranks; larger ones take the plain all-reduce. vLLM's defaults on Hopper
-    (``PassConfig.fi_allreduce_fusion_max_size_mb``: 64 MiB at TP 2, 2 MiB at TP 4, 1 MiB at TP 8, no
-    fused kernel at other sizes; Blackwell allows 32 MiB at TP 4, not modelled apart), taken for
-    TensorRT-LLM's fusions too. A message is a pass's tokens x hidden x 2 bytes: small decode batches'
-    are under them (Llama-3.1-70B at TP 8: up to 64 tokens), most prompts' are not."""
+def fused_allreduce_limits(
+    tp: FloatOrArray, limits: tuple[tuple[float, float, float], ...]
+) -> tuple[Array, Array]:
+    """(largest message through the fused kernel, largest through its one-shot form) at ``tp`` ranks on
+    a part with ``limits`` (``Hardware.fused_allreduce_limits``: vLLM's per compute capability, taken
+    for TensorRT-LLM's fusions too; 0 at TP sizes without an entry). Larger messages take the plain
+    all-reduce. A message is a pass's tokens x hidden x 2 bytes: small decode batches' are under them
+    (Llama-3.1-70B at TP 8 on Hopper: up to 64 tokens), most prompts' are not."""
     t = np.asarray(tp, dtype=float)
-    return np.asarray(np.select([t == 2.0, t == 4.0, t == 8.0], [64.0 * MIB, 2.0 * MIB, 1.0 * MIB], 0.0),
-                      dtype=np.float64)
+    conds = [t == row[0] for row in limits]
+    whole = np.select(conds, [row[1] for row in limits], 0.0) if limits else np.zeros_like(t)
+    one_shot = np.select(conds, [row[2] for row in limits], 0.0) if limits else np.zeros_like(t)
+    return np.asarray(whole, dtype=np.float64), np.asarray(one_shot, dtype=np.float64)
 
 
 def _collective_path(hw: Hardware, group: FloatOrArray, k: Constants) -> tuple[FloatOrArray, FloatOrArray]:
@@ -520,8 +527,9 @@ def _communication(
     bw_tp, lat_tp = _collective_path(hw, tp, k)
     per_layer = 2.0 * allreduce_time(msg, tp, bw_tp, lat_tp, k)
     if fuses_allreduce(s, k, hw):
-        fused = (tp > 1.0) & (tp <= np.asarray(hw.domain)) & (msg <= fused_allreduce_max_bytes(tp))
-        per_layer = np.where(fused, 2.0 * fused_allreduce_time(msg, tp, bw_tp, k), per_layer)
+        whole, one_shot = fused_allreduce_limits(tp, hw.fused_allreduce_limits)
+        fused = (tp > 1.0) & (tp <= np.asarray(hw.domain)) & (msg <= whole)
+        per_layer = np.where(fused, 2.0 * fused_allreduce_time(msg, tp, bw_tp, k, one_shot), per_layer)
     moe_comm: FloatOrArray = 0.0
     if s.moe_layers:
         # dispatch to the GPUs that hold each token's experts and combine back

@@ -33,6 +33,7 @@ from factoryplan.catalog.models import (
     shared_expert_params,
 )
 from factoryplan.errors import FactoryplanError, InfeasibleError
+from factoryplan.units import MIB
 
 if TYPE_CHECKING:
     from factoryplan.catalog.schema import Accelerator, ModelArch, System
@@ -178,16 +179,34 @@ class Hardware:
     system_gpus: FloatOrArray
     tdp_w: FloatOrArray
     system_w: FloatOrArray
-    # the part runs the fused all-reduce + RMSNorm kernels engines fuse with (FUSED_ALLREDUCE_GENERATIONS)
-    fused_allreduce: bool = True
+    # the fused all-reduce + RMSNorm kernels the part runs: (TP size, largest message through them, largest
+    # through their one-shot form) in bytes, FUSED_ALLREDUCE_LIMITS; empty: none
+    fused_allreduce_limits: tuple[tuple[float, float, float], ...] = ()
+
+    @property
+    def fused_allreduce(self) -> bool:
+        """Whether the part runs the fused all-reduce + RMSNorm kernels engines fuse with."""
+        return bool(self.fused_allreduce_limits)
 
 
-# Generations with fused all-reduce + RMSNorm kernels. NVIDIA Hopper and Blackwell: FlashInfer's one-shot
-# kernels from TensorRT-LLM; vLLM's fusion pass has size limits for compute capabilities 9.0 and 10.x only
-# (PassConfig.fi_allreduce_fusion_max_size_mb), none for Ampere or Ada, where it stays off; TensorRT-LLM's
-# fusions are taken the same. AMD CDNA3 and CDNA4: AITER's fused kernel (vLLM PR #37646, March 2026), on
-# with VLLM_ROCM_USE_AITER=1 as AMD's vLLM guides run it, taken as on. Others (Gaudi): off.
-FUSED_ALLREDUCE_GENERATIONS = frozenset({"hopper", "blackwell", "blackwell-ultra", "cdna3", "cdna4"})
+_HOPPER_FUSION = ((2.0, 64.0 * MIB, 32.0 * MIB), (4.0, 2.0 * MIB, 2.0 * MIB), (8.0, 1.0 * MIB, 1.0 * MIB))
+# Fused all-reduce + RMSNorm kernels by generation: (TP size, largest message through the fused kernel,
+# largest through its one-shot form; two-shot between), bytes. NVIDIA: FlashInfer's kernels from
+# TensorRT-LLM at vLLM's limits, keyed by compute capability (allreduce_rms_fusion.py,
+# FI_ALLREDUCE_FUSION_MAX_SIZE_MB and _FI_ALLREDUCE_ONE_SHOT_MAX_SIZES_MB): Hopper (9.0) 64 / 2 / 1 MiB at
+# TP 2 / 4 / 8 (one-shot up to 32 / 2 / 1; later releases lower TP 8 to 0.5 MiB, the calibrated runs'
+# releases documented 1), Blackwell (10.0) 64 / 32 / 1 MiB (one-shot 32 / 4 / 1), Blackwell Ultra (10.3)
+# 64 / 64 / 2 MiB (one-shot 32 / 4 / 2); no entry for Ampere or Ada, where the fusion stays off;
+# TensorRT-LLM's fusions taken the same. AMD CDNA3 and CDNA4: AITER's fused kernel (vLLM PR #37646, March
+# 2026; on with VLLM_ROCM_USE_AITER=1, as AMD's vLLM guides run it), Hopper's limits assumed. Others
+# (Gaudi): none.
+FUSED_ALLREDUCE_LIMITS: dict[str, tuple[tuple[float, float, float], ...]] = {
+    "hopper": _HOPPER_FUSION,
+    "blackwell": ((2.0, 64.0 * MIB, 32.0 * MIB), (4.0, 32.0 * MIB, 4.0 * MIB), (8.0, 1.0 * MIB, 1.0 * MIB)),
+    "blackwell-ultra": ((2.0, 64.0 * MIB, 32.0 * MIB), (4.0, 64.0 * MIB, 4.0 * MIB), (8.0, 2.0 * MIB, 2.0 * MIB)),
+    "cdna3": _HOPPER_FUSION,
+    "cdna4": _HOPPER_FUSION,
+}
 
 
 def hardware_of(acc: Accelerator, system: System) -> Hardware:
@@ -205,7 +224,7 @@ def hardware_of(acc: Accelerator, system: System) -> Hardware:
         system_gpus=float(system.gpus),
         tdp_w=acc.tdp_w,
         system_w=system.power_w,
-        fused_allreduce=acc.generation in FUSED_ALLREDUCE_GENERATIONS,
+        fused_allreduce_limits=FUSED_ALLREDUCE_LIMITS.get(acc.generation, ()),
     )
 
 
