@@ -337,10 +337,11 @@ def fused_allreduce_time(
     TP 8 limit on Hopper the two paths cost the same in this model (25.8 against 26.0 us for 1 MiB on
     the H200, the catalog's constants), at its TP 4 and TP 2 limits the fused one is 24% and 8% cheaper."""
     r = np.maximum(np.asarray(ranks, dtype=float), 1.0)
-    per_byte = np.asarray(message_bytes, dtype=float) / (link_bytes_s * k.link_efficiency)
+    m = np.asarray(message_bytes, dtype=float)
+    per_byte = m / (link_bytes_s * k.link_efficiency)
     one = k.fused_allreduce_latency_s + (r - 1.0) * per_byte
     two = 2.0 * k.fused_allreduce_latency_s + 2.0 * (r - 1.0) / r * per_byte
-    t = np.where(np.asarray(message_bytes) <= one_shot_bytes, one, two)
+    t = np.where(m <= one_shot_bytes, one, two)
     return np.where(r > 1.0, t, 0.0)
 
 
@@ -353,10 +354,11 @@ def fused_allreduce_limits(
     all-reduce. A message is a pass's tokens x hidden x 2 bytes: small decode batches' are under them
     (Llama-3.1-70B at TP 8 on Hopper: up to 64 tokens), most prompts' are not."""
     t = np.asarray(tp, dtype=float)
-    conds = [t == row[0] for row in limits]
-    whole = np.select(conds, [row[1] for row in limits], 0.0) if limits else np.zeros_like(t)
-    one_shot = np.select(conds, [row[2] for row in limits], 0.0) if limits else np.zeros_like(t)
-    return np.asarray(whole, dtype=np.float64), np.asarray(one_shot, dtype=np.float64)
+    whole, one_shot = np.zeros_like(t), np.zeros_like(t)
+    for size, largest, one_shot_largest in limits:
+        whole = np.where(t == size, largest, whole)
+        one_shot = np.where(t == size, one_shot_largest, one_shot)
+    return whole, one_shot
 
 
 def _collective_path(hw: Hardware, group: FloatOrArray, k: Constants) -> tuple[FloatOrArray, FloatOrArray]:
